@@ -1,0 +1,358 @@
+//! Chat commands: parsing what an allowed user typed into something the daemon can do.
+
+use crate::addr::Cidr;
+use crate::duration;
+use crate::gate::Gate;
+
+/// How long an opening should last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Length {
+    /// The default, `TGKNOCK_OPEN_FOR`.
+    Default,
+    /// This many seconds.
+    Secs(u64),
+    /// `0`: until closed.
+    UntilClosed,
+}
+
+/// A command an allowed user can give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Open {
+        gate: String,
+        length: Length,
+        from: Option<Cidr>,
+    },
+    /// `None`: every gate.
+    Close {
+        gate: Option<String>,
+    },
+    Status,
+    Help,
+}
+
+/// What a message turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    Command(Command),
+    /// A `/command@otherbot`, or chatter: not ours to answer.
+    Ignore,
+    /// Looks like it was meant for us but cannot be understood; the reason is shown with
+    /// the usage.
+    Invalid(String),
+    /// A `/command` we do not know, unaddressed (ignored in groups, usage in private).
+    Unknown(String),
+}
+
+/// Longest message considered; Telegram's own limit is 4096 characters.
+const MAX_TEXT: usize = 4096;
+
+/// Parses a message's text. `bot` is the bot's username (without `@`).
+pub fn parse(text: &str, bot: &str, gates: &[Gate]) -> Parsed {
+    if text.len() > MAX_TEXT * 4 {
+        return Parsed::Invalid("the message is too long".into());
+    }
+    let mut words = text.split_whitespace();
+    let Some(first) = words.next() else {
+        return Parsed::Ignore;
+    };
+    let Some(command) = first.strip_prefix('/') else {
+        return parse_plain(text, gates);
+    };
+    let (name, target) = match command.split_once('@') {
+        Some((n, t)) => (n, Some(t)),
+        None => (command, None),
+    };
+    if let Some(t) = target
+        && !t.eq_ignore_ascii_case(bot)
+    {
+        return Parsed::Ignore;
+    }
+    let args: Vec<&str> = words.collect();
+    match name.to_ascii_lowercase().as_str() {
+        "open" => parse_open(&args, gates),
+        "close" => parse_close(&args, gates),
+        "status" if args.is_empty() => Parsed::Command(Command::Status),
+        "help" | "start" => Parsed::Command(Command::Help),
+        "status" => Parsed::Invalid("/status takes no arguments".into()),
+        _ if target.is_some() => Parsed::Invalid(format!("unknown command /{}", clip(name))),
+        _ => Parsed::Unknown(format!("unknown command /{}", clip(name))),
+    }
+}
+
+/// The first version of the tool was driven by `enable ssh` / `disable ssh` in plain text.
+fn parse_plain(text: &str, gates: &[Gate]) -> Parsed {
+    if !gates.iter().any(|g| g.name == "ssh") {
+        return Parsed::Ignore;
+    }
+    let lower = text.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let has = |verb: &str| words.windows(2).any(|w| w[0] == verb && w[1] == "ssh");
+    match (has("enable"), has("disable")) {
+        (true, false) => Parsed::Command(Command::Open {
+            gate: "ssh".into(),
+            length: Length::Default,
+            from: None,
+        }),
+        (false, true) => Parsed::Command(Command::Close {
+            gate: Some("ssh".into()),
+        }),
+        (true, true) => Parsed::Invalid("both 'enable ssh' and 'disable ssh'".into()),
+        (false, false) => Parsed::Ignore,
+    }
+}
+
+fn clip(s: &str) -> String {
+    let mut out: String = s.chars().filter(|c| !c.is_control()).take(32).collect();
+    if s.chars().count() > 32 {
+        out.push('…');
+    }
+    out
+}
+
+fn gate_names(gates: &[Gate]) -> String {
+    gates
+        .iter()
+        .map(|g| g.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn parse_open(args: &[&str], gates: &[Gate]) -> Parsed {
+    let mut gate = None;
+    let mut length = None;
+    let mut from = None;
+    if args.len() > 3 {
+        return Parsed::Invalid("/open takes at most a gate, a duration and an address".into());
+    }
+    for arg in args {
+        let lower = arg.to_ascii_lowercase();
+        if let Some(g) = gates.iter().find(|g| g.name == lower) {
+            if gate.replace(g.name.clone()).is_some() {
+                return Parsed::Invalid("more than one gate named".into());
+            }
+        } else if lower.starts_with(|c: char| c.is_ascii_digit())
+            && !lower.contains(['.', ':', '/'])
+        {
+            let secs = match duration::parse(&lower, Some(60)) {
+                Ok(s) => s,
+                Err(e) => return Parsed::Invalid(e),
+            };
+            let l = if secs == 0 {
+                Length::UntilClosed
+            } else {
+                Length::Secs(secs)
+            };
+            if length.replace(l).is_some() {
+                return Parsed::Invalid("more than one duration given".into());
+            }
+        } else if arg.contains(['.', ':']) {
+            match arg.parse::<Cidr>() {
+                Ok(c) => {
+                    if from.replace(c).is_some() {
+                        return Parsed::Invalid("more than one address given".into());
+                    }
+                }
+                Err(e) => return Parsed::Invalid(e),
+            }
+        } else {
+            return Parsed::Invalid(format!(
+                "'{}' is not a gate (gates: {}), a duration (15m, 2h) or an address",
+                clip(arg),
+                gate_names(gates)
+            ));
+        }
+    }
+    Parsed::Command(Command::Open {
+        gate: gate.unwrap_or_else(|| gates[0].name.clone()),
+        length: length.unwrap_or(Length::Default),
+        from,
+    })
+}
+
+fn parse_close(args: &[&str], gates: &[Gate]) -> Parsed {
+    match args {
+        [] => Parsed::Command(Command::Close { gate: None }),
+        [one] if one.eq_ignore_ascii_case("all") => Parsed::Command(Command::Close { gate: None }),
+        [one] => match gates.iter().find(|g| g.name.eq_ignore_ascii_case(one)) {
+            Some(g) => Parsed::Command(Command::Close {
+                gate: Some(g.name.clone()),
+            }),
+            None => Parsed::Invalid(format!(
+                "'{}' is not a gate (gates: {}, or all)",
+                clip(one),
+                gate_names(gates)
+            )),
+        },
+        _ => Parsed::Invalid("/close takes one gate name, or all".into()),
+    }
+}
+
+/// The usage text, with the gates and their ports.
+pub fn usage(gates: &[Gate], open_for: u64, max_open_for: u64) -> String {
+    let mut s = String::from(
+        "/open [GATE] [DURATION] [ADDRESS] - open a gate (any order)\n\
+         /close [GATE|all] - close one gate, or all\n\
+         /status - what the firewall shows now\n\
+         /help - this text\n\n",
+    );
+    s.push_str("Gates:\n");
+    for (i, g) in gates.iter().enumerate() {
+        s.push_str(&format!(
+            "  {} ({}){}\n",
+            g.name,
+            g.ports_text(),
+            if i == 0 { " - the default" } else { "" }
+        ));
+    }
+    s.push_str(&format!(
+        "\nDURATION: 90s, 15m, 2h, 1d, 1h30m; a bare number is minutes. Default {}, at most {}.\n\
+         ADDRESS: an IPv4/IPv6 address or CIDR block; without it the gate opens to everyone.\n\
+         Example: /open ssh 30m 203.0.113.7",
+        if open_for == 0 {
+            "until closed".to_string()
+        } else {
+            duration::human(open_for)
+        },
+        if max_open_for == 0 {
+            "no limit".to_string()
+        } else {
+            duration::human(max_open_for)
+        },
+    ));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::parse_gates;
+
+    fn gates() -> Vec<Gate> {
+        parse_gates("ssh=22/tcp web=80/tcp,443/tcp mosh=60000:61000/udp").unwrap()
+    }
+
+    fn p(text: &str) -> Parsed {
+        parse(text, "KnockBot", &gates())
+    }
+
+    fn open(gate: &str, length: Length, from: Option<&str>) -> Parsed {
+        Parsed::Command(Command::Open {
+            gate: gate.into(),
+            length,
+            from: from.map(|f| f.parse().unwrap()),
+        })
+    }
+
+    #[test]
+    fn open_in_any_order() {
+        assert_eq!(p("/open"), open("ssh", Length::Default, None));
+        assert_eq!(p("/open web"), open("web", Length::Default, None));
+        assert_eq!(p("/open 30"), open("ssh", Length::Secs(1800), None));
+        assert_eq!(p("/open 2h web"), open("web", Length::Secs(7200), None));
+        assert_eq!(
+            p("/open 1.2.3.4 1h30m mosh"),
+            open("mosh", Length::Secs(5400), Some("1.2.3.4"))
+        );
+        assert_eq!(
+            p("/open 2001:db8::/64 SSH 90s"),
+            open("ssh", Length::Secs(90), Some("2001:db8::/64"))
+        );
+        assert_eq!(p("/open 0"), open("ssh", Length::UntilClosed, None));
+        assert_eq!(p("/OPEN@knockbot"), open("ssh", Length::Default, None));
+        assert_eq!(
+            p("/open@KnockBot   web\n 5m"),
+            open("web", Length::Secs(300), None)
+        );
+    }
+
+    #[test]
+    fn addressed_to_another_bot_is_ignored() {
+        assert_eq!(p("/open@OtherBot"), Parsed::Ignore);
+        assert_eq!(p("/close@other_bot all"), Parsed::Ignore);
+        assert_eq!(p("/status@x"), Parsed::Ignore);
+    }
+
+    #[test]
+    fn close_status_help() {
+        assert_eq!(p("/close"), Parsed::Command(Command::Close { gate: None }));
+        assert_eq!(
+            p("/close all"),
+            Parsed::Command(Command::Close { gate: None })
+        );
+        assert_eq!(
+            p("/close web"),
+            Parsed::Command(Command::Close {
+                gate: Some("web".into())
+            })
+        );
+        assert_eq!(p("/status"), Parsed::Command(Command::Status));
+        assert_eq!(p("/status@KnockBot"), Parsed::Command(Command::Status));
+        assert_eq!(p("/help"), Parsed::Command(Command::Help));
+        assert_eq!(p("/start"), Parsed::Command(Command::Help));
+    }
+
+    #[test]
+    fn plain_text_form() {
+        assert_eq!(p("please enable ssh"), open("ssh", Length::Default, None));
+        assert_eq!(p("Enable SSH now"), open("ssh", Length::Default, None));
+        assert_eq!(
+            p("disable ssh"),
+            Parsed::Command(Command::Close {
+                gate: Some("ssh".into())
+            })
+        );
+        assert!(matches!(p("enable ssh, disable ssh"), Parsed::Invalid(_)));
+        assert_eq!(p("hello there"), Parsed::Ignore);
+        assert_eq!(p("enablessh"), Parsed::Ignore);
+        let no_ssh = parse_gates("web=80/tcp").unwrap();
+        assert_eq!(parse("enable ssh", "b", &no_ssh), Parsed::Ignore);
+    }
+
+    #[test]
+    fn bad_commands_get_a_reason() {
+        for bad in [
+            "/open sssh",
+            "/open ssh ssh",
+            "/open 5m 10m",
+            "/open 1.2.3.4 5.6.7.8",
+            "/open 256.1.1.1",
+            "/open 1.2.3.4/33",
+            "/open 0.0.0.0/0",
+            "/open ::/0",
+            "/open -5",
+            "/open 5x",
+            "/open 99999999999999999999",
+            "/open 400d",
+            "/open ssh 5m 1.2.3.4 extra",
+            "/open -j ACCEPT",
+            "/open --dport 1",
+            "/open ;rm -rf /",
+            "/open $(reboot)",
+            "/close nope",
+            "/close ssh web",
+            "/status now",
+            "/frobnicate@KnockBot",
+        ] {
+            assert!(
+                matches!(p(bad), Parsed::Invalid(_)),
+                "{bad:?} gave {:?}",
+                p(bad)
+            );
+        }
+        assert!(matches!(p("/frobnicate"), Parsed::Unknown(_)));
+        assert_eq!(p(""), Parsed::Ignore);
+        assert_eq!(p("   "), Parsed::Ignore);
+    }
+
+    #[test]
+    fn usage_lists_gates() {
+        let u = usage(&gates(), 900, 86_400);
+        assert!(u.contains("ssh (22/tcp) - the default"));
+        assert!(u.contains("web (80/tcp,443/tcp)"));
+        assert!(u.contains("Default 15 min, at most 1 d"));
+    }
+}

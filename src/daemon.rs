@@ -1,0 +1,695 @@
+//! `tgknock run`: reconcile the firewall, then long-poll Telegram forever. A second thread
+//! closes openings at their deadlines, whatever the poll is doing.
+
+use std::collections::HashMap;
+use std::os::unix::net::UnixDatagram;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::command::{self, Command, Length, Parsed};
+use crate::config::Config;
+use crate::duration;
+use crate::error::{Error, Result};
+use crate::keeper::Keeper;
+use crate::report;
+use crate::state::{self, Opening, PidLock};
+use crate::telegram::{ApiError, BotApi, Incoming, Message, Update, User};
+
+/// How often at most the owners hear about strangers.
+const DENIED_INTERVAL: Duration = Duration::from_secs(600);
+/// Updates asked for per poll (Telegram's maximum).
+const BATCH: u32 = 100;
+
+/// 1 s doubling to 60 s, each wait shortened by up to a quarter at random so that many
+/// boards behind one outage do not retry in step.
+pub struct Backoff {
+    next: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    pub fn new(seed: u64) -> Backoff {
+        Backoff {
+            next: Duration::from_secs(1),
+            seed: seed | 1,
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.next = Duration::from_secs(1);
+    }
+
+    /// The next wait.
+    pub fn fail(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(60));
+        // xorshift64: jitter needs no cryptographic randomness.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let cut = base.as_millis() as u64 / 4 * (self.seed % 1000) / 1000;
+        base - Duration::from_millis(cut)
+    }
+}
+
+/// Strangers' attempts, summarised to the owners at most every ten minutes.
+#[derive(Default)]
+pub struct Denied {
+    counts: HashMap<i64, (u64, String)>,
+    overflow: u64,
+    total: u64,
+    since: Option<u64>,
+    last_sent: Option<Instant>,
+}
+
+/// Distinct strangers remembered per summary; beyond, only counted.
+const DENIED_DISTINCT: usize = 10_000;
+
+impl Denied {
+    /// Records an attempt; true when it is this stranger's first in the window.
+    pub fn record(&mut self, user: &User, now: u64) -> bool {
+        self.total += 1;
+        self.since.get_or_insert(now);
+        if let Some(e) = self.counts.get_mut(&user.id) {
+            e.0 += 1;
+            return false;
+        }
+        if self.counts.len() < DENIED_DISTINCT {
+            self.counts.insert(user.id, (1, user.describe()));
+        } else {
+            self.overflow += 1;
+        }
+        true
+    }
+
+    pub fn due(&self) -> bool {
+        self.total > 0
+            && self
+                .last_sent
+                .is_none_or(|t| t.elapsed() >= DENIED_INTERVAL)
+    }
+
+    /// The summary text, and a fresh window.
+    pub fn take_summary(&mut self, now: u64) -> String {
+        let mut who: Vec<(u64, String)> = self.counts.values().cloned().collect();
+        who.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let distinct = self.counts.len() as u64 + self.overflow;
+        let since = self.since.unwrap_or(now);
+        let mut text = format!(
+            "Ignored {} command{} from {} stranger{} since {} (not in TGKNOCK_ALLOWED_USERS):",
+            self.total,
+            if self.total == 1 { "" } else { "s" },
+            distinct,
+            if distinct == 1 { "" } else { "s" },
+            duration::utc_short(since, now),
+        );
+        for (n, name) in who.iter().take(20) {
+            text.push_str(&format!("\n{name} ×{n}"));
+        }
+        if distinct > 20 {
+            text.push_str(&format!("\n… and {} more", distinct - 20));
+        }
+        self.counts.clear();
+        self.overflow = 0;
+        self.total = 0;
+        self.since = None;
+        self.last_sent = Some(Instant::now());
+        text
+    }
+}
+
+fn precise_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Closes openings at their deadlines. Sleeps on the wake socket until the next deadline
+/// (or forever when there is none); a datagram means the deadlines changed.
+fn expiry_loop(keeper: Arc<Keeper>, socket: UnixDatagram) {
+    let mut buf = [0u8; 64];
+    loop {
+        let next = match keeper.load_state() {
+            Ok(s) => s.next_deadline(),
+            Err(e) => {
+                log::error!("cannot read the state for deadlines: {e}");
+                Some(crate::now() + 1)
+            }
+        };
+        let wait = next.map(|d| {
+            (Duration::from_secs(d) + Duration::from_millis(20)).saturating_sub(precise_now())
+        });
+        match wait {
+            Some(w) if w.is_zero() => {}
+            w => {
+                if socket.set_read_timeout(w).is_ok() {
+                    let _ = socket.recv(&mut buf);
+                } else {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+        let now = crate::now();
+        let due = keeper
+            .load_state()
+            .map(|s| s.next_deadline().is_some_and(|d| d <= now))
+            .unwrap_or(false);
+        if due && let Err(e) = keeper.change(now, |_| Ok(())) {
+            log::error!("could not close an expired opening: {e}; retrying in 1 s");
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+pub struct Daemon {
+    keeper: Arc<Keeper>,
+    api: BotApi,
+    bot_name: String,
+    offset: Option<i64>,
+    saved_offset: Option<i64>,
+    denied: Denied,
+    backoff: Backoff,
+    limit: u32,
+    /// Updates still to fetch one at a time after an oversized answer.
+    small_left: u32,
+    commands_registered: bool,
+}
+
+/// The daemon's whole life. Returns only on a fatal error (exit 1, or 3 for the token).
+pub fn run(cfg: Config) -> Result<()> {
+    let token = cfg.require_bot()?.clone();
+    cfg.require_supported()?;
+    for w in &cfg.warnings {
+        log::warn!("{w}");
+    }
+    if crate::clock_before_build() {
+        log::warn!(
+            "the system clock says {}, before this binary was built: TLS and stale-command checks will fail until the clock is set (NTP)",
+            duration::utc_full(crate::now())
+        );
+    }
+    let api = BotApi::new(&cfg, &token)?;
+    let keeper = Arc::new(Keeper::new(cfg));
+    let _pid = PidLock::acquire(&keeper.paths)?;
+    let _ = std::fs::remove_file(&keeper.paths.wake);
+    let socket = UnixDatagram::bind(&keeper.paths.wake)
+        .map_err(|e| Error::file(&keeper.paths.wake, "bind", e))?;
+
+    let started = Instant::now();
+    let (_, out) = keeper.change(crate::now(), |_| Ok(()))?;
+    for line in report::status_text(&keeper.cfg, &out).lines() {
+        log::info!("{line}");
+    }
+    log::info!(
+        "firewall reconciled in {} ms; polling Telegram at {}",
+        started.elapsed().as_millis(),
+        keeper.cfg.api_url
+    );
+    {
+        let k = Arc::clone(&keeper);
+        std::thread::Builder::new()
+            .name("expiry".into())
+            .spawn(move || expiry_loop(k, socket))
+            .map_err(|e| Error::Runtime(format!("cannot start the expiry thread: {e}")))?;
+    }
+
+    let mut backoff = Backoff::new(precise_now().as_nanos() as u64 ^ u64::from(std::process::id()));
+    let me = loop {
+        match api.get_me() {
+            Ok((me, server_time)) => {
+                check_clock(server_time, keeper.cfg.max_age);
+                break me;
+            }
+            Err(e) if e.is_token_rejected() => return Err(Error::TokenRejected(e.to_string())),
+            Err(e) => {
+                let wait = backoff.fail();
+                log::warn!("getMe failed: {e}; retrying in {:.1} s", wait.as_secs_f64());
+                state::touch_heartbeat(&keeper.paths, crate::now());
+                std::thread::sleep(wait);
+            }
+        }
+    };
+    backoff.reset();
+    let bot_name = me.username.clone().unwrap_or_default();
+    log::info!("logged in as @{bot_name} (id {})", me.id);
+    let offset = out.state.offset;
+    let mut d = Daemon {
+        keeper,
+        api,
+        bot_name,
+        offset,
+        saved_offset: offset,
+        denied: Denied::default(),
+        backoff,
+        limit: BATCH,
+        small_left: 0,
+        commands_registered: false,
+    };
+    loop {
+        d.poll_once();
+    }
+}
+
+/// Warns when the board's clock and Telegram's differ enough to matter.
+fn check_clock(server_time: Option<u64>, max_age: u64) {
+    let Some(server) = server_time else { return };
+    let local = crate::now();
+    let skew = local.abs_diff(server);
+    if skew > (max_age / 2).max(10) {
+        log::warn!(
+            "the system clock ({}) is {} {} Telegram's ({}); commands may be refused as stale (TGKNOCK_MAX_AGE) until the clock is set",
+            duration::utc_full(local),
+            duration::human(skew),
+            if local > server { "ahead of" } else { "behind" },
+            duration::utc_full(server)
+        );
+    }
+}
+
+impl Daemon {
+    fn cfg(&self) -> &Config {
+        &self.keeper.cfg
+    }
+
+    /// One long poll and whatever it brought.
+    pub fn poll_once(&mut self) {
+        let limit = if self.small_left > 0 { 1 } else { self.limit };
+        let result = self
+            .api
+            .get_updates(self.offset, self.cfg().poll_timeout, limit);
+        state::touch_heartbeat(&self.keeper.paths, crate::now());
+        match result {
+            Ok(answer) => match answer
+                .raw_result()
+                .map_err(|e| e.to_string())
+                .and_then(crate::telegram::decode_updates)
+            {
+                Ok(items) => {
+                    self.backoff.reset();
+                    self.handle_batch(items);
+                    if !self.commands_registered {
+                        self.commands_registered = true;
+                        if let Err(e) = self.api.set_my_commands() {
+                            log::warn!(
+                                "setMyCommands failed ({e}); the menu of commands may be missing"
+                            );
+                        }
+                    }
+                }
+                Err(m) => self.on_error(ApiError::Malformed(m)),
+            },
+            Err(e) => self.on_error(e),
+        }
+        self.flush_denied();
+    }
+
+    fn handle_batch(&mut self, items: Vec<Incoming>) {
+        let before = self.offset;
+        let n = items.len();
+        for item in items {
+            match item {
+                Incoming::Update(u) => {
+                    let id = u.update_id;
+                    self.handle_update(*u);
+                    self.advance(id);
+                }
+                Incoming::Undecodable {
+                    update_id: Some(id),
+                    reason,
+                } => {
+                    log::warn!("skipping update {id}, which cannot be decoded: {reason}");
+                    self.advance(id);
+                }
+                Incoming::Undecodable {
+                    update_id: None,
+                    reason,
+                } => log::warn!("skipping an update without a readable update_id: {reason}"),
+            }
+        }
+        self.small_left = self.small_left.saturating_sub(n as u32);
+        if n > 0 && self.offset == before {
+            let wait = self.backoff.fail();
+            log::warn!(
+                "{n} updates gave no usable update_id; waiting {:.1} s",
+                wait.as_secs_f64()
+            );
+            std::thread::sleep(wait);
+        }
+        if self.offset != self.saved_offset
+            && let Some(o) = self.offset
+        {
+            match self.keeper.save_offset(o) {
+                Ok(()) => self.saved_offset = Some(o),
+                Err(e) => log::error!("cannot save the update offset: {e}"),
+            }
+        }
+    }
+
+    fn advance(&mut self, id: i64) {
+        let next = id.saturating_add(1);
+        if self.offset.is_none_or(|o| next > o) {
+            self.offset = Some(next);
+        }
+    }
+
+    fn on_error(&mut self, e: ApiError) {
+        match &e {
+            ApiError::Http {
+                status: 429,
+                retry_after,
+                ..
+            } => {
+                let wait = retry_after
+                    .map(|s| Duration::from_secs(s.min(3600)))
+                    .unwrap_or_else(|| self.backoff.fail());
+                log::warn!(
+                    "Telegram asks to slow down (429); waiting {} s",
+                    wait.as_secs()
+                );
+                std::thread::sleep(wait);
+            }
+            ApiError::Http { status: 409, .. } => match self.api.webhook_url() {
+                Ok(Some(url)) => {
+                    let host = url.split('/').nth(2).unwrap_or("?").to_string();
+                    log::warn!(
+                        "a webhook is set for this bot (to {host}), so getUpdates fails with 409; tgknock polls, so it removes the webhook"
+                    );
+                    if let Err(e) = self.api.delete_webhook() {
+                        let wait = self.backoff.fail();
+                        log::warn!(
+                            "deleteWebhook failed: {e}; retrying in {:.1} s",
+                            wait.as_secs_f64()
+                        );
+                        std::thread::sleep(wait);
+                    }
+                }
+                Ok(None) => {
+                    let wait = self.backoff.fail();
+                    log::warn!(
+                        "another program is polling with this bot token (409 Conflict); only one can. Waiting {:.1} s",
+                        wait.as_secs_f64()
+                    );
+                    std::thread::sleep(wait);
+                }
+                Err(e2) => {
+                    let wait = self.backoff.fail();
+                    log::warn!(
+                        "409 Conflict, and getWebhookInfo failed ({e2}); waiting {:.1} s",
+                        wait.as_secs_f64()
+                    );
+                    std::thread::sleep(wait);
+                }
+            },
+            ApiError::TooLarge if self.small_left == 0 => {
+                log::warn!(
+                    "an answer was larger than the limit; fetching updates one at a time for a while"
+                );
+                self.small_left = BATCH;
+            }
+            ApiError::TooLarge => {
+                if let Some(o) = self.offset {
+                    log::error!("update {o} alone is larger than the limit; skipping it");
+                    self.advance(o);
+                } else {
+                    let wait = self.backoff.fail();
+                    log::error!(
+                        "an oversized update blocks the queue; waiting {:.1} s",
+                        wait.as_secs_f64()
+                    );
+                    std::thread::sleep(wait);
+                }
+            }
+            _ => {
+                let wait = self.backoff.fail();
+                if e.is_token_rejected() {
+                    log::error!(
+                        "Telegram rejects the bot token now ({e}); was it revoked? Retrying in {:.1} s",
+                        wait.as_secs_f64()
+                    );
+                } else {
+                    log::warn!(
+                        "getUpdates failed: {e}; retrying in {:.1} s",
+                        wait.as_secs_f64()
+                    );
+                }
+                std::thread::sleep(wait);
+            }
+        }
+    }
+
+    fn reply(&self, chat: i64, text: &str) {
+        if let Err(e) = self.api.send_message(chat, text) {
+            log::warn!("could not send a reply to chat {chat}: {e}");
+        }
+    }
+
+    fn flush_denied(&mut self) {
+        if !self.denied.due() {
+            return;
+        }
+        let text = self.denied.take_summary(crate::now());
+        log::info!("{}", text.replace('\n', "; "));
+        if self.cfg().notify_denied {
+            for user in self.cfg().allowed_users.clone() {
+                self.reply(user, &text);
+            }
+        }
+    }
+
+    fn handle_update(&mut self, u: Update) {
+        let Some(msg) = u.message else {
+            log::debug!("ignoring {} update {}", u.kind(), u.update_id);
+            return;
+        };
+        let Some(from) = msg.from.clone() else {
+            log::debug!("ignoring message {} without a sender", msg.message_id);
+            return;
+        };
+        let text = msg.text.as_deref().unwrap_or("");
+        let parsed = command::parse(text, &self.bot_name, &self.cfg().gates);
+        let now = crate::now();
+        if !self.cfg().allowed_users.contains(&from.id) {
+            let tried = matches!(parsed, Parsed::Command(_) | Parsed::Invalid(_))
+                || (msg.chat.is_private() && matches!(parsed, Parsed::Unknown(_)));
+            if tried {
+                let first = self.denied.record(&from, now);
+                let line = format!(
+                    "ignored a command from stranger {} in chat {}",
+                    from.describe(),
+                    msg.chat.id
+                );
+                if first {
+                    log::info!("{line}");
+                } else {
+                    log::debug!("{line}");
+                }
+            } else {
+                log::debug!("ignored chatter from {}", from.describe());
+            }
+            return;
+        }
+        let usage = || {
+            command::usage(
+                &self.cfg().gates,
+                self.cfg().open_for,
+                self.cfg().max_open_for,
+            )
+        };
+        match parsed {
+            Parsed::Ignore => {}
+            Parsed::Unknown(_) if !msg.chat.is_private() => {}
+            Parsed::Unknown(reason) | Parsed::Invalid(reason) => {
+                log::info!("{} sent something unparseable: {reason}", from.describe());
+                self.reply(msg.chat.id, &format!("{reason}.\n\n{}", usage()));
+            }
+            Parsed::Command(c) => {
+                let age = now as i64 - msg.date;
+                let max_age = self.cfg().max_age;
+                if age > max_age as i64 {
+                    log::warn!(
+                        "not executing a command from {} sent {} ago (TGKNOCK_MAX_AGE={})",
+                        from.describe(),
+                        duration::human(age as u64),
+                        duration::to_config(max_age)
+                    );
+                    self.reply(
+                        msg.chat.id,
+                        &format!(
+                            "Not executed: this command was sent {} ago, at {}. Commands older than {} (TGKNOCK_MAX_AGE) are ignored, so a delayed message cannot open a port. Send it again.",
+                            duration::human(age as u64),
+                            duration::utc_full(msg.date.max(0) as u64),
+                            duration::human(max_age)
+                        ),
+                    );
+                    return;
+                }
+                if age < -(max_age as i64) {
+                    log::warn!(
+                        "a message is dated {} in the future: the system clock is probably behind",
+                        duration::human(age.unsigned_abs())
+                    );
+                }
+                self.execute(c, &msg, &from, u.update_id, now);
+            }
+        }
+    }
+
+    fn execute(&mut self, c: Command, msg: &Message, from: &User, id: i64, now: u64) {
+        let chat = msg.chat.id;
+        let next_offset = self.offset.map_or(id + 1, |o| o.max(id + 1));
+        match c {
+            Command::Help => self.reply(
+                chat,
+                &command::usage(
+                    &self.cfg().gates,
+                    self.cfg().open_for,
+                    self.cfg().max_open_for,
+                ),
+            ),
+            Command::Status => {
+                let text = match self.keeper.snapshot(now) {
+                    Ok(out) => report::status_text(self.cfg(), &out),
+                    Err(e) => format!("Cannot read the state: {e}"),
+                };
+                self.reply(chat, &text);
+            }
+            Command::Open {
+                gate,
+                length,
+                from: src,
+            } => {
+                let max = self.cfg().max_open_for;
+                let secs = match length {
+                    Length::Default => Some(self.cfg().open_for).filter(|s| *s > 0),
+                    Length::Secs(s) => Some(s),
+                    Length::UntilClosed => None,
+                };
+                if max != 0 && secs.is_none_or(|s| s > max) {
+                    let asked = secs.map_or("without an end".to_string(), |s| {
+                        format!("for {}", duration::human(s))
+                    });
+                    self.reply(
+                        chat,
+                        &format!(
+                            "Refused: {gate} cannot be opened {asked}; the limit is {} (TGKNOCK_MAX_OPEN_FOR).",
+                            duration::human(max)
+                        ),
+                    );
+                    return;
+                }
+                let opening = Opening {
+                    from: src,
+                    until: secs.map(|s| now + s),
+                    by: format!("telegram:{}", from.id),
+                };
+                let result = self.keeper.change(now, |st| {
+                    st.open(&gate, opening).map_err(Error::Runtime)?;
+                    st.offset = Some(next_offset);
+                    Ok(())
+                });
+                self.after_change(chat, from, "open", &[gate], result, next_offset);
+            }
+            Command::Close { gate } => {
+                let result = self.keeper.change(now, |st| {
+                    st.close(gate.as_deref());
+                    st.offset = Some(next_offset);
+                    Ok(())
+                });
+                let gates: Vec<String> = match gate {
+                    Some(g) => vec![g],
+                    None => self.cfg().gates.iter().map(|g| g.name.clone()).collect(),
+                };
+                self.after_change(chat, from, "close", &gates, result, next_offset);
+            }
+        }
+    }
+
+    fn after_change(
+        &mut self,
+        chat: i64,
+        from: &User,
+        verb: &str,
+        gates: &[String],
+        result: Result<((), crate::keeper::Outcome)>,
+        next_offset: i64,
+    ) {
+        match result {
+            Ok((_, out)) => {
+                self.offset = Some(next_offset);
+                self.saved_offset = Some(next_offset);
+                self.keeper.wake_daemon();
+                let lines: Vec<String> = gates
+                    .iter()
+                    .filter_map(|g| self.cfg().gate(g))
+                    .map(|g| report::gate_line(g, &out))
+                    .collect();
+                for l in &lines {
+                    log::info!("{} {verb}: {l}", from.describe());
+                }
+                self.reply(chat, &lines.join("\n"));
+            }
+            Err(e) => {
+                log::error!(
+                    "{} asked to {verb} {}: {e}",
+                    from.describe(),
+                    gates.join(", ")
+                );
+                let now_text = self
+                    .keeper
+                    .snapshot(crate::now())
+                    .map(|o| report::status_text(self.cfg(), &o))
+                    .unwrap_or_default();
+                self.reply(chat, &format!("Not done: {e}\n\nNow:\n{now_text}"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_minute_with_jitter() {
+        let mut b = Backoff::new(12345);
+        let waits: Vec<Duration> = (0..9).map(|_| b.fail()).collect();
+        let bases = [1, 2, 4, 8, 16, 32, 60, 60, 60];
+        for (w, base) in waits.iter().zip(bases) {
+            let base = Duration::from_secs(base);
+            assert!(*w <= base && *w >= base * 3 / 4, "{w:?} for {base:?}");
+        }
+        b.reset();
+        assert!(b.fail() <= Duration::from_secs(1));
+    }
+
+    fn user(id: i64) -> User {
+        User {
+            id,
+            is_bot: false,
+            first_name: format!("u{id}"),
+            last_name: None,
+            username: None,
+        }
+    }
+
+    #[test]
+    fn denied_summary_counts_and_throttles() {
+        let mut d = Denied::default();
+        assert!(!d.due());
+        assert!(d.record(&user(1), 100));
+        assert!(!d.record(&user(1), 100));
+        for i in 2..30 {
+            d.record(&user(i), 100);
+        }
+        assert!(d.due());
+        let text = d.take_summary(100);
+        assert!(
+            text.starts_with("Ignored 30 commands from 29 strangers"),
+            "{text}"
+        );
+        assert!(text.contains("1 (u1) ×2"));
+        assert!(text.contains("… and 9 more"));
+        d.record(&user(5), 200);
+        assert!(!d.due(), "at most one summary every ten minutes");
+    }
+}

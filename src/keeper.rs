@@ -1,0 +1,141 @@
+//! The one way state and rules change: under the lock, load the saved state, change it,
+//! apply the rules it implies, read them back, save. Shared by the daemon and the console.
+
+use std::os::unix::net::UnixDatagram;
+use std::sync::Mutex;
+
+use crate::addr::Family;
+use crate::config::Config;
+use crate::error::Result;
+use crate::firewall::Firewall;
+use crate::rules::{self, Listing};
+use crate::state::{self, Opening, Paths, State, StateLock};
+
+/// What a change left behind: the saved state and what the kernel shows.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub state: State,
+    pub listings: Vec<(Family, Result<Listing, String>)>,
+    /// Openings that ran out and were closed on the way.
+    pub expired: Vec<(String, Opening)>,
+    pub now: u64,
+}
+
+pub struct Keeper {
+    pub cfg: Config,
+    pub fw: Firewall,
+    pub paths: Paths,
+    /// Serialises changes between the daemon's threads; the file lock does it between
+    /// processes.
+    guard: Mutex<()>,
+}
+
+impl Keeper {
+    pub fn new(cfg: Config) -> Keeper {
+        Keeper {
+            fw: Firewall::from_config(&cfg),
+            paths: Paths::new(&cfg.state_dir),
+            cfg,
+            guard: Mutex::new(()),
+        }
+    }
+
+    /// Runs `f` on the saved state, closes what has expired by `now`, applies the rules,
+    /// and saves. If `f` refuses, or the firewall fails, nothing is saved and the rules are
+    /// as before.
+    pub fn change<R>(
+        &self,
+        now: u64,
+        f: impl FnOnce(&mut State) -> Result<R>,
+    ) -> Result<(R, Outcome)> {
+        let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+        let _lock = StateLock::acquire(&self.paths)?;
+        let old = state::load(&self.paths.state)?;
+        let mut st = old.clone();
+        let r = f(&mut st)?;
+        let expired = st.expire(now);
+        for gate in st.retain_gates(&self.cfg.gates) {
+            log::warn!(
+                "dropping the saved opening of gate '{gate}', which the config no longer has"
+            );
+        }
+        let desired =
+            |fam: Family| rules::desired(&self.cfg.gates, &self.cfg.always_allow, &st, now, fam);
+        let listings = self.fw.apply(&desired)?;
+        if st != old
+            && let Err(e) = state::save(&self.paths.state, &st)
+        {
+            // Keep the rules true to the file that is still on disk.
+            {
+                let back = |fam: Family| {
+                    rules::desired(&self.cfg.gates, &self.cfg.always_allow, &old, now, fam)
+                };
+                if let Err(e2) = self.fw.apply(&back) {
+                    log::error!("could not put the rules back after a failed save: {e2}");
+                }
+                return Err(e);
+            }
+        }
+        for (gate, o) in &expired {
+            log::info!(
+                "closed {gate}{}: its opening ran out",
+                o.from.map(|f| format!(" to {f}")).unwrap_or_default()
+            );
+        }
+        Ok((
+            r,
+            Outcome {
+                state: st,
+                listings: listings.into_iter().map(|(f, l)| (f, Ok(l))).collect(),
+                expired,
+                now,
+            },
+        ))
+    }
+
+    /// Records that every update below `offset` was handled, without touching the rules.
+    pub fn save_offset(&self, offset: i64) -> Result<()> {
+        let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+        let _lock = StateLock::acquire(&self.paths)?;
+        let mut st = state::load(&self.paths.state)?;
+        if st.offset.is_some_and(|o| o >= offset) {
+            return Ok(());
+        }
+        st.offset = Some(offset);
+        state::save(&self.paths.state, &st)
+    }
+
+    /// The saved state and what the kernel shows now, changing nothing.
+    pub fn snapshot(&self, now: u64) -> Result<Outcome> {
+        let st = {
+            let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+            let _lock = StateLock::acquire(&self.paths)?;
+            state::load(&self.paths.state)?
+        };
+        Ok(Outcome {
+            state: st,
+            listings: self
+                .fw
+                .observe()
+                .into_iter()
+                .map(|(f, l)| (f, l.map_err(|e| e.to_string())))
+                .collect(),
+            expired: Vec::new(),
+            now,
+        })
+    }
+
+    /// The saved state only (no firewall calls), for deadlines.
+    pub fn load_state(&self) -> Result<State> {
+        let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+        let _lock = StateLock::acquire(&self.paths)?;
+        state::load(&self.paths.state)
+    }
+
+    /// Tells a running daemon to re-read the deadlines; false when none listens.
+    pub fn wake_daemon(&self) -> bool {
+        UnixDatagram::unbound()
+            .and_then(|s| s.send_to(b"wake", &self.paths.wake))
+            .is_ok()
+    }
+}

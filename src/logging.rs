@@ -1,0 +1,74 @@
+//! `env_logger` with a formatter that removes the bot token from every line, whoever
+//! logged it (ureq's own debug and trace lines print request URLs, which hold it).
+
+use std::io::Write;
+use std::sync::RwLock;
+
+use crate::duration;
+
+static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Registers a secret: from now on it is replaced by `<redacted>` in logs and errors.
+/// For a bot token, the part after the colon is the secret (the bot id is public).
+pub fn add_secret(token: &str) {
+    let secret = token.split_once(':').map(|(_, s)| s).unwrap_or(token);
+    if secret.len() < 8 {
+        return;
+    }
+    let mut list = SECRETS.write().unwrap_or_else(|e| e.into_inner());
+    if !list.iter().any(|s| s == secret) {
+        list.push(secret.to_string());
+    }
+}
+
+/// `text` with every registered secret replaced.
+pub fn redact(text: &str) -> String {
+    let list = SECRETS.read().unwrap_or_else(|e| e.into_inner());
+    let mut out = text.to_string();
+    for s in list.iter() {
+        if out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), "<redacted>");
+        }
+    }
+    out
+}
+
+/// Logs to standard error; `RUST_LOG` filters (default `info`).
+pub fn init() {
+    let env = env_logger::Env::default().default_filter_or("info");
+    let _ = env_logger::Builder::from_env(env)
+        .format(|buf, record| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let (y, mo, d, h, mi, s) = duration::civil(now);
+            let message = redact(&record.args().to_string());
+            writeln!(
+                buf,
+                "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z {:<5} {}: {message}",
+                record.level(),
+                record.target()
+            )
+        })
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_the_secret_part() {
+        add_secret("42:SECRETsecretSECRETsecret_-");
+        assert_eq!(
+            redact("GET https://api.telegram.org/bot42:SECRETsecretSECRETsecret_-/getMe"),
+            "GET https://api.telegram.org/bot42:<redacted>/getMe"
+        );
+        assert_eq!(
+            redact("bot42%3ASECRETsecretSECRETsecret_-"),
+            "bot42%3A<redacted>"
+        );
+        assert_eq!(redact("nothing here"), "nothing here");
+    }
+}

@@ -1,0 +1,600 @@
+//! The Bot API client: only the methods and types tgknock uses, over a blocking ureq agent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::config::{Config, Token};
+use crate::duration;
+use crate::error::{Error, Result};
+use crate::logging::redact;
+
+/// Responses larger than this are refused (a full batch of 100 long messages is far less).
+pub const BODY_LIMIT: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    #[serde(default)]
+    pub is_bot: bool,
+    #[serde(default)]
+    pub first_name: String,
+    #[serde(default)]
+    pub last_name: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+}
+
+impl User {
+    /// `12345 (@bob)` or `12345 (Bob Smith)`, for logs and summaries.
+    pub fn describe(&self) -> String {
+        let name = match &self.username {
+            Some(u) => format!("@{u}"),
+            None => match &self.last_name {
+                Some(l) => format!("{} {l}", self.first_name),
+                None => self.first_name.clone(),
+            },
+        };
+        let name: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+        format!("{} ({name})", self.id)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Chat {
+    pub id: i64,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub title: Option<String>,
+}
+
+impl Chat {
+    pub fn is_private(&self) -> bool {
+        self.kind == "private"
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Message {
+    pub message_id: i64,
+    #[serde(default)]
+    pub from: Option<User>,
+    pub chat: Chat,
+    pub date: i64,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct CallbackQuery {
+    pub id: String,
+    pub from: User,
+    #[serde(default)]
+    pub data: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Update {
+    pub update_id: i64,
+    #[serde(default)]
+    pub message: Option<Message>,
+    #[serde(default)]
+    pub edited_message: Option<Message>,
+    #[serde(default)]
+    pub channel_post: Option<Message>,
+    #[serde(default)]
+    pub callback_query: Option<CallbackQuery>,
+}
+
+impl Update {
+    /// What kind of update this is, for logs.
+    pub fn kind(&self) -> &'static str {
+        if self.message.is_some() {
+            "message"
+        } else if self.edited_message.is_some() {
+            "edited message"
+        } else if self.channel_post.is_some() {
+            "channel post"
+        } else if self.callback_query.is_some() {
+            "callback query"
+        } else {
+            "other"
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+pub struct ResponseParameters {
+    #[serde(default)]
+    pub retry_after: Option<u64>,
+    #[serde(default)]
+    pub migrate_to_chat_id: Option<i64>,
+}
+
+/// The envelope of every Bot API answer.
+#[derive(Debug, Deserialize)]
+pub struct ApiResponse<'a> {
+    pub ok: bool,
+    #[serde(borrow, default)]
+    pub result: Option<&'a RawValue>,
+    #[serde(default)]
+    pub error_code: Option<i64>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub parameters: Option<ResponseParameters>,
+}
+
+/// One update of a batch: decoded, or its id (if readable) and why it could not be.
+#[derive(Debug)]
+pub enum Incoming {
+    Update(Box<Update>),
+    Undecodable {
+        update_id: Option<i64>,
+        reason: String,
+    },
+}
+
+/// Decodes a `getUpdates` result update by update, so one odd update never blocks the rest.
+pub fn decode_updates(result: &RawValue) -> Result<Vec<Incoming>, String> {
+    #[derive(Deserialize)]
+    struct Id {
+        update_id: i64,
+    }
+    let items: Vec<&RawValue> =
+        serde_json::from_str(result.get()).map_err(|e| format!("result is not a list: {e}"))?;
+    Ok(items
+        .into_iter()
+        .map(|raw| match serde_json::from_str::<Update>(raw.get()) {
+            Ok(u) => Incoming::Update(Box::new(u)),
+            Err(e) => Incoming::Undecodable {
+                update_id: serde_json::from_str::<Id>(raw.get())
+                    .ok()
+                    .map(|i| i.update_id),
+                reason: e.to_string(),
+            },
+        })
+        .collect())
+}
+
+/// A failed request, classified the way the daemon's retry logic needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// Connecting, resolving, reading or writing failed.
+    Network(String),
+    /// The request hit its timeout.
+    Timeout,
+    /// TLS failed; `clock` when the certificate looked expired or not yet valid.
+    Tls { message: String, clock: bool },
+    /// Telegram (or something in between) answered with an error.
+    Http {
+        status: u16,
+        description: String,
+        retry_after: Option<u64>,
+    },
+    /// The answer was not the JSON the Bot API sends.
+    Malformed(String),
+    /// The answer was larger than [`BODY_LIMIT`].
+    TooLarge,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::Network(m) => write!(f, "network error: {m}"),
+            ApiError::Timeout => write!(f, "request timed out"),
+            ApiError::Tls { message, clock } => {
+                write!(f, "TLS error: {message}")?;
+                if *clock {
+                    write!(
+                        f,
+                        " (the certificate looks expired or not yet valid: is the system clock right? it says {})",
+                        duration::utc_full(crate::now())
+                    )?;
+                }
+                Ok(())
+            }
+            ApiError::Http {
+                status,
+                description,
+                retry_after,
+            } => {
+                write!(f, "HTTP {status}: {description}")?;
+                if let Some(r) = retry_after {
+                    write!(f, " (retry after {r} s)")?;
+                }
+                Ok(())
+            }
+            ApiError::Malformed(m) => write!(f, "malformed response: {m}"),
+            ApiError::TooLarge => write!(f, "response larger than {BODY_LIMIT} bytes"),
+        }
+    }
+}
+
+impl ApiError {
+    /// Telegram rejected the token: 401 Unauthorized, or 404 for a token of no bot.
+    pub fn is_token_rejected(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Http {
+                status: 401 | 404,
+                ..
+            }
+        )
+    }
+
+    fn from_ureq(e: ureq::Error) -> ApiError {
+        let message = redact(&e.to_string());
+        match e {
+            ureq::Error::Timeout(_) => ApiError::Timeout,
+            ureq::Error::Io(ref io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                ) =>
+            {
+                ApiError::Timeout
+            }
+            ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_) => {
+                let lower = message.to_lowercase();
+                let clock = lower.contains("expired")
+                    || lower.contains("not valid yet")
+                    || lower.contains("notvalidyet")
+                    || crate::clock_before_build();
+                ApiError::Tls { message, clock }
+            }
+            ureq::Error::BodyExceedsLimit(_) => ApiError::TooLarge,
+            _ => {
+                if message.to_lowercase().contains("limit") && message.contains("body") {
+                    ApiError::TooLarge
+                } else {
+                    ApiError::Network(message)
+                }
+            }
+        }
+    }
+}
+
+/// The Bot API, reached through one agent.
+#[derive(Clone)]
+pub struct BotApi {
+    agent: ureq::Agent,
+    base: String,
+}
+
+/// A successful answer: the raw result and the server's clock (`Date` header).
+pub struct Answer {
+    pub body: String,
+    pub server_time: Option<u64>,
+}
+
+impl Answer {
+    /// The decoded `result` of the envelope.
+    pub fn result<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+        let env: ApiResponse =
+            serde_json::from_str(&self.body).map_err(|e| ApiError::Malformed(e.to_string()))?;
+        let raw = env
+            .result
+            .ok_or_else(|| ApiError::Malformed("no result".into()))?;
+        serde_json::from_str(raw.get()).map_err(|e| ApiError::Malformed(e.to_string()))
+    }
+
+    /// The raw `result`, borrowed from the body.
+    pub fn raw_result(&self) -> Result<&RawValue, ApiError> {
+        let env: ApiResponse =
+            serde_json::from_str(&self.body).map_err(|e| ApiError::Malformed(e.to_string()))?;
+        env.result
+            .ok_or_else(|| ApiError::Malformed("no result".into()))
+    }
+}
+
+impl BotApi {
+    pub fn new(cfg: &Config, token: &Token) -> Result<BotApi> {
+        crate::logging::add_secret(token.expose());
+        let proxy = match &cfg.proxy {
+            Some(p) => Some(ureq::Proxy::new(&p.url).map_err(|e| {
+                Error::Config(format!(
+                    "{}: not a usable proxy URL ({})",
+                    p.source,
+                    redact(&e.to_string())
+                ))
+            })?),
+            None => None,
+        };
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(path) = &cfg.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                Error::Config(format!(
+                    "TGKNOCK_CA_FILE: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let mut certs = Vec::new();
+            for item in ureq::tls::parse_pem(&pem) {
+                match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Err(Error::Config(format!(
+                            "TGKNOCK_CA_FILE: {} is not a PEM file: {e}",
+                            path.display()
+                        )));
+                    }
+                }
+            }
+            if certs.is_empty() {
+                return Err(Error::Config(format!(
+                    "TGKNOCK_CA_FILE: {} holds no certificate",
+                    path.display()
+                )));
+            }
+            tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(certs)));
+        }
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(proxy)
+            .tls_config(tls.build())
+            .user_agent(format!("tgknock/{}", env!("CARGO_PKG_VERSION")))
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_global(Some(Duration::from_secs(30)))
+            .max_idle_connections(2)
+            .max_idle_connections_per_host(2)
+            .build();
+        Ok(BotApi {
+            agent: ureq::Agent::new_with_config(config),
+            base: format!("{}/bot{}", cfg.api_url, token.expose()),
+        })
+    }
+
+    /// Calls a Bot API method with a JSON body; `ok: false` and HTTP errors become
+    /// [`ApiError::Http`].
+    pub fn call(
+        &self,
+        method: &str,
+        body: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<Answer, ApiError> {
+        log::debug!("Bot API {method} {body}");
+        let mut response = self
+            .agent
+            .post(format!("{}/{method}", self.base))
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .send_json(body)
+            .map_err(ApiError::from_ureq)?;
+        let status = response.status().as_u16();
+        let server_time = response
+            .headers()
+            .get("date")
+            .and_then(|v| v.to_str().ok())
+            .and_then(duration::parse_http_date);
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(BODY_LIMIT)
+            .lossy_utf8(true)
+            .read_to_string()
+            .map_err(ApiError::from_ureq)?;
+        let envelope: Result<ApiResponse, _> = serde_json::from_str(&text);
+        match envelope {
+            Ok(env) if env.ok && (200..300).contains(&status) => Ok(Answer {
+                body: text,
+                server_time,
+            }),
+            Ok(env) => {
+                let code = env
+                    .error_code
+                    .and_then(|c| u16::try_from(c).ok())
+                    .filter(|c| (100..600).contains(c));
+                Err(ApiError::Http {
+                    status: if (200..300).contains(&status) {
+                        code.unwrap_or(500)
+                    } else {
+                        status
+                    },
+                    description: redact(
+                        &env.description
+                            .unwrap_or_else(|| "no description".into())
+                            .chars()
+                            .take(300)
+                            .collect::<String>(),
+                    ),
+                    retry_after: env.parameters.and_then(|p| p.retry_after),
+                })
+            }
+            Err(e) if !(200..300).contains(&status) => Err(ApiError::Http {
+                status,
+                description: format!(
+                    "not a Bot API answer ({})",
+                    redact(&text.chars().take(80).collect::<String>()).replace('\n', " ")
+                ),
+                retry_after: None,
+            })
+            .inspect_err(|_| log::debug!("undecodable error body: {e}")),
+            Err(e) => Err(ApiError::Malformed(e.to_string())),
+        }
+    }
+
+    pub fn get_me(&self) -> Result<(User, Option<u64>), ApiError> {
+        let a = self.call("getMe", &serde_json::json!({}), Duration::from_secs(30))?;
+        Ok((a.result()?, a.server_time))
+    }
+
+    /// Long-polls for updates; `timeout` is Telegram's long-poll time in seconds.
+    pub fn get_updates(
+        &self,
+        offset: Option<i64>,
+        timeout: u64,
+        limit: u32,
+    ) -> Result<Answer, ApiError> {
+        let mut body = serde_json::json!({
+            "timeout": timeout,
+            "limit": limit,
+            "allowed_updates": ["message", "edited_message", "callback_query"],
+        });
+        if let Some(o) = offset {
+            body["offset"] = o.into();
+        }
+        self.call("getUpdates", &body, Duration::from_secs(timeout + 15))
+    }
+
+    pub fn send_message(&self, chat_id: i64, text: &str) -> Result<(), ApiError> {
+        let text: String = text.chars().take(4000).collect();
+        self.call(
+            "sendMessage",
+            &serde_json::json!({
+                "chat_id": chat_id,
+                "text": text,
+                "link_preview_options": {"is_disabled": true},
+            }),
+            Duration::from_secs(20),
+        )
+        .map(|_| ())
+    }
+
+    pub fn set_my_commands(&self) -> Result<(), ApiError> {
+        let commands = serde_json::json!({"commands": [
+            {"command": "open", "description": "open a gate: /open [gate] [duration] [address]"},
+            {"command": "close", "description": "close a gate, or all"},
+            {"command": "status", "description": "what the firewall shows now"},
+            {"command": "help", "description": "usage, gates and ports"},
+        ]});
+        self.call("setMyCommands", &commands, Duration::from_secs(20))
+            .map(|_| ())
+    }
+
+    /// The webhook URL, if one is set (it makes `getUpdates` fail with 409).
+    pub fn webhook_url(&self) -> Result<Option<String>, ApiError> {
+        #[derive(Deserialize)]
+        struct Info {
+            #[serde(default)]
+            url: String,
+        }
+        let a = self.call(
+            "getWebhookInfo",
+            &serde_json::json!({}),
+            Duration::from_secs(20),
+        )?;
+        let info: Info = a.result()?;
+        Ok(Some(info.url).filter(|u| !u.is_empty()))
+    }
+
+    pub fn delete_webhook(&self) -> Result<(), ApiError> {
+        self.call(
+            "deleteWebhook",
+            &serde_json::json!({"drop_pending_updates": false}),
+            Duration::from_secs(20),
+        )
+        .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(name: &str) -> String {
+        let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn updates(name: &str) -> Vec<Incoming> {
+        let body = data(name);
+        let env: ApiResponse = serde_json::from_str(&body).unwrap();
+        assert!(env.ok);
+        decode_updates(env.result.unwrap()).unwrap()
+    }
+
+    #[test]
+    fn decodes_private_and_group_messages() {
+        let u = updates("updates_private_and_group.json");
+        assert_eq!(u.len(), 2);
+        let Incoming::Update(first) = &u[0] else {
+            panic!()
+        };
+        let m = first.message.as_ref().unwrap();
+        assert_eq!(m.from.as_ref().unwrap().id, 111_111_111);
+        assert!(m.chat.is_private());
+        assert_eq!(m.text.as_deref(), Some("/open"));
+        let Incoming::Update(second) = &u[1] else {
+            panic!()
+        };
+        let g = second.message.as_ref().unwrap();
+        assert_eq!(g.chat.kind, "supergroup");
+        assert!(g.chat.id < 0);
+        assert_eq!(g.text.as_deref(), Some("/open@tgknock_test_bot web 30m"));
+    }
+
+    #[test]
+    fn decodes_edits_callbacks_and_odd_updates() {
+        let u = updates("updates_edited_callback.json");
+        let kinds: Vec<&str> = u
+            .iter()
+            .map(|i| match i {
+                Incoming::Update(u) => u.kind(),
+                Incoming::Undecodable { .. } => "undecodable",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                "edited message",
+                "callback query",
+                "other",
+                "undecodable",
+                "undecodable"
+            ]
+        );
+        let Incoming::Undecodable { update_id, .. } = &u[3] else {
+            panic!()
+        };
+        assert_eq!(*update_id, Some(900_000_004));
+        let Incoming::Undecodable { update_id, .. } = &u[4] else {
+            panic!()
+        };
+        assert_eq!(*update_id, None);
+    }
+
+    #[test]
+    fn decodes_error_bodies() {
+        for (name, code, retry) in [
+            ("error_429.json", 429, Some(7)),
+            ("error_409.json", 409, None),
+            ("error_401.json", 401, None),
+        ] {
+            let body = data(name);
+            let env: ApiResponse = serde_json::from_str(&body).unwrap();
+            assert!(!env.ok);
+            assert_eq!(env.error_code, Some(code));
+            assert_eq!(env.parameters.unwrap_or_default().retry_after, retry);
+            assert!(env.description.is_some());
+        }
+    }
+
+    #[test]
+    fn decodes_get_me() {
+        let a = Answer {
+            body: data("get_me.json"),
+            server_time: None,
+        };
+        let me: User = a.result().unwrap();
+        assert!(me.is_bot);
+        assert_eq!(me.username.as_deref(), Some("tgknock_test_bot"));
+    }
+
+    #[test]
+    fn describes_users() {
+        let u = User {
+            id: 5,
+            is_bot: false,
+            first_name: "Eve\u{7}".into(),
+            last_name: None,
+            username: None,
+        };
+        assert_eq!(u.describe(), "5 (Eve)");
+    }
+}
