@@ -1,1 +1,14 @@
-// integration tests
+//! tgknock's integration tests: the real binary against an in-test fake Bot API server
+//! (loopback only) and a recording fake iptables, and — as root — against real
+//! iptables/ip6tables inside network namespaces, judged by real TCP connections.
+//!
+//! `TGKNOCK_TEST_BIN` runs another build of the binary (an ARM one, say), and
+//! `TGKNOCK_TEST_RUNNER` a program to run it with (`qemu-aarch64-static`), like ripgrep's
+//! `CROSS_RUNNER`.
+
+mod support;
+
+mod chat;
+mod console;
+mod faults;
+mod netns;

@@ -1,0 +1,414 @@
+//! An in-test fake of the Telegram Bot API: a std TcpListener on 127.0.0.1 that speaks
+//! just enough HTTP/1.1, queues updates, records requests, and injects faults.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{BOT, TOKEN};
+
+/// A fault served instead of the next `getUpdates` answer.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// An HTTP error status with a Bot API error body (500, 502, 401…).
+    Status(u16),
+    /// 429 with `parameters.retry_after`.
+    RetryAfter(u64),
+    /// 409 Conflict (another poller, or a webhook if one is set).
+    Conflict,
+    /// 200 with a JSON body cut short.
+    Malformed,
+    /// 200 with a body that is not JSON at all.
+    NotJson,
+    /// 502 with an HTML page, as a proxy sends.
+    Html,
+    /// Close the connection without an answer.
+    Close,
+    /// Hold the request this long, then close without an answer.
+    Hang(Duration),
+    /// 200 with a body of this many bytes (over the client's limit).
+    Huge(usize),
+    /// 200 with this exact body.
+    Body(String),
+}
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub body: Value,
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    updates: VecDeque<(i64, Value)>,
+    next_id: i64,
+    requests: Vec<Request>,
+    sent: Vec<(i64, String)>,
+    faults: VecDeque<Fault>,
+    webhook: Option<String>,
+    token: String,
+    /// Longest long poll the fake honours, so tests stay quick.
+    max_poll: u64,
+}
+
+#[derive(Clone)]
+pub struct FakeApi {
+    addr: SocketAddr,
+    inner: Arc<(Mutex<State>, Condvar)>,
+}
+
+impl FakeApi {
+    pub fn start() -> FakeApi {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        Self::serve(listener)
+    }
+
+    /// Serves on an already bound listener (the netns tests bind inside a namespace).
+    pub fn serve(listener: TcpListener) -> FakeApi {
+        let addr = listener.local_addr().unwrap();
+        let inner = Arc::new((
+            Mutex::new(State {
+                next_id: 500_000_001,
+                token: TOKEN.to_string(),
+                max_poll: 60,
+                ..State::default()
+            }),
+            Condvar::new(),
+        ));
+        let api = FakeApi { addr, inner };
+        let a = api.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let a = a.clone();
+                std::thread::spawn(move || {
+                    let _ = a.handle(conn);
+                });
+            }
+        });
+        api
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues an update (`update_id` is added) and returns its id.
+    pub fn push_update(&self, mut update: Value) -> i64 {
+        let mut s = self.lock();
+        let id = s.next_id;
+        s.next_id += 1;
+        update["update_id"] = json!(id);
+        s.updates.push_back((id, update));
+        self.inner.1.notify_all();
+        id
+    }
+
+    /// Queues raw update text as is (for hostile bodies), under a fresh id for ordering.
+    pub fn push_message_at(
+        &self,
+        from: i64,
+        chat: i64,
+        chat_type: &str,
+        text: &str,
+        date: i64,
+    ) -> i64 {
+        self.push_update(json!({
+            "message": {
+                "message_id": 1000 + (self.lock().next_id % 100_000),
+                "from": {"id": from, "is_bot": false, "first_name": format!("user{from}"), "username": format!("u{from}")},
+                "chat": {"id": chat, "type": chat_type, "title": if chat_type == "private" { Value::Null } else { json!("Board admins") }},
+                "date": date,
+                "text": text,
+            }
+        }))
+    }
+
+    /// A private message from `from`, sent now.
+    pub fn say(&self, from: i64, text: &str) -> i64 {
+        self.push_message_at(from, from, "private", text, super::now())
+    }
+
+    pub fn inject(&self, f: Fault) {
+        self.lock().faults.push_back(f);
+    }
+
+    pub fn set_webhook(&self, url: Option<&str>) {
+        self.lock().webhook = url.map(String::from);
+    }
+
+    pub fn webhook(&self) -> Option<String> {
+        self.lock().webhook.clone()
+    }
+
+    pub fn set_token(&self, token: &str) {
+        self.lock().token = token.to_string();
+    }
+
+    /// Messages the bot sent: (chat id, text).
+    pub fn sent(&self) -> Vec<(i64, String)> {
+        self.lock().sent.clone()
+    }
+
+    pub fn sent_to(&self, chat: i64) -> Vec<String> {
+        self.sent()
+            .into_iter()
+            .filter(|(c, _)| *c == chat)
+            .map(|(_, t)| t)
+            .collect()
+    }
+
+    /// Waits for the next message to `chat` that contains `needle`.
+    pub fn wait_reply(&self, chat: i64, needle: &str, secs: u64) -> String {
+        super::wait_for(
+            secs,
+            &format!(
+                "a reply to {chat} containing {needle:?} (sent so far: {:?})",
+                self.sent_to(chat)
+            ),
+            || self.sent_to(chat).into_iter().find(|t| t.contains(needle)),
+        )
+    }
+
+    /// Waits until `n` messages have gone to `chat`, then returns the last.
+    pub fn wait_nth_reply(&self, chat: i64, n: usize, secs: u64) -> String {
+        super::wait_for(secs, &format!("reply #{n} to {chat}"), || {
+            let s = self.sent_to(chat);
+            (s.len() >= n).then(|| s[n - 1].clone())
+        })
+    }
+
+    pub fn requests(&self, method: &str) -> Vec<Request> {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.method == method)
+            .cloned()
+            .collect()
+    }
+
+    /// Updates not yet confirmed by an offset past them.
+    pub fn pending(&self) -> usize {
+        self.lock().updates.len()
+    }
+
+    fn handle(&self, conn: TcpStream) -> std::io::Result<()> {
+        conn.set_read_timeout(Some(Duration::from_secs(120)))?;
+        let mut reader = BufReader::new(conn.try_clone()?);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+        let mut length = 0usize;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h)? == 0 {
+                return Ok(());
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let (token, method) = path
+            .trim_start_matches("/bot")
+            .rsplit_once('/')
+            .map(|(t, m)| (t.to_string(), m.to_string()))
+            .unwrap_or_default();
+        let mut conn = conn;
+        {
+            let mut s = self.lock();
+            s.requests.push(Request {
+                method: method.clone(),
+                body: body.clone(),
+                at: Instant::now(),
+            });
+            if token != s.token {
+                drop(s);
+                return respond(
+                    &mut conn,
+                    401,
+                    &json!({"ok": false, "error_code": 401, "description": "Unauthorized"})
+                        .to_string(),
+                );
+            }
+        }
+        let ok = |result: Value| json!({"ok": true, "result": result}).to_string();
+        match method.as_str() {
+            "getMe" => respond(
+                &mut conn,
+                200,
+                &ok(json!({"id": 7_000_000_001i64, "is_bot": true, "first_name": "tgknock", "username": BOT})),
+            ),
+            "sendMessage" => {
+                let chat = body["chat_id"].as_i64().unwrap_or(0);
+                let text = body["text"].as_str().unwrap_or("").to_string();
+                self.lock().sent.push((chat, text.clone()));
+                respond(
+                    &mut conn,
+                    200,
+                    &ok(json!({"message_id": 1, "chat": {"id": chat, "type": "private"}, "date": super::now(), "text": text})),
+                )
+            }
+            "setMyCommands" | "deleteWebhook" => {
+                if method == "deleteWebhook" {
+                    self.lock().webhook = None;
+                }
+                respond(&mut conn, 200, &ok(json!(true)))
+            }
+            "getWebhookInfo" => {
+                let url = self.lock().webhook.clone().unwrap_or_default();
+                respond(&mut conn, 200, &ok(json!({"url": url, "has_custom_certificate": false, "pending_update_count": 0})))
+            }
+            "getUpdates" => self.get_updates(&mut conn, &body),
+            _ => respond(&mut conn, 404, &json!({"ok": false, "error_code": 404, "description": "Not Found: method not found"}).to_string()),
+        }
+    }
+
+    fn get_updates(&self, conn: &mut TcpStream, body: &Value) -> std::io::Result<()> {
+        let fault = self.lock().faults.pop_front();
+        if let Some(f) = fault {
+            return serve_fault(conn, f, self.webhook().is_some());
+        }
+        let offset = body["offset"].as_i64();
+        let limit = body["limit"].as_u64().unwrap_or(100).clamp(1, 100) as usize;
+        let timeout = body["timeout"].as_u64().unwrap_or(0);
+        let (lock, cv) = &*self.inner;
+        let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(o) = offset {
+            while s.updates.front().is_some_and(|(id, _)| *id < o) {
+                s.updates.pop_front();
+            }
+        }
+        let end = Instant::now() + Duration::from_secs(timeout.min(s.max_poll));
+        while s.updates.is_empty() && Instant::now() < end {
+            let left = end.saturating_duration_since(Instant::now());
+            s = cv
+                .wait_timeout(s, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            if let Some(o) = offset {
+                while s.updates.front().is_some_and(|(id, _)| *id < o) {
+                    s.updates.pop_front();
+                }
+            }
+        }
+        let batch: Vec<Value> = s
+            .updates
+            .iter()
+            .take(limit)
+            .map(|(_, u)| u.clone())
+            .collect();
+        drop(s);
+        respond(conn, 200, &json!({"ok": true, "result": batch}).to_string())
+    }
+}
+
+fn respond(conn: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()> {
+    respond_typed(conn, status, "application/json", body)
+}
+
+fn respond_typed(
+    conn: &mut TcpStream,
+    status: u16,
+    ctype: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nDate: {}\r\nConnection: close\r\n\r\n",
+        reason(status),
+        body.len(),
+        http_date()
+    );
+    conn.write_all(head.as_bytes())?;
+    conn.write_all(body.as_bytes())?;
+    conn.flush()
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        409 => "Conflict",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        _ => "Status",
+    }
+}
+
+fn http_date() -> String {
+    let t = tgknock::now();
+    let (y, mo, d, h, mi, s) = tgknock::duration::civil(t);
+    let days = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {d:02} {} {y} {h:02}:{mi:02}:{s:02} GMT",
+        days[((t / 86_400) % 7) as usize],
+        months[(mo - 1) as usize]
+    )
+}
+
+fn serve_fault(conn: &mut TcpStream, f: Fault, webhook: bool) -> std::io::Result<()> {
+    match f {
+        Fault::Status(code) => respond(
+            conn,
+            code,
+            &json!({"ok": false, "error_code": code, "description": format!("Fault {code}")}).to_string(),
+        ),
+        Fault::RetryAfter(secs) => respond(
+            conn,
+            429,
+            &json!({"ok": false, "error_code": 429, "description": format!("Too Many Requests: retry after {secs}"), "parameters": {"retry_after": secs}}).to_string(),
+        ),
+        Fault::Conflict => {
+            let description = if webhook {
+                "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first"
+            } else {
+                "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"
+            };
+            respond(conn, 409, &json!({"ok": false, "error_code": 409, "description": description}).to_string())
+        }
+        Fault::Malformed => respond(conn, 200, "{\"ok\":true,\"result\":[{\"update_id\":"),
+        Fault::NotJson => respond_typed(conn, 200, "text/plain", "hello, I am not JSON"),
+        Fault::Html => respond_typed(
+            conn,
+            502,
+            "text/html",
+            "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>",
+        ),
+        Fault::Close => Ok(()),
+        Fault::Hang(d) => {
+            std::thread::sleep(d);
+            Ok(())
+        }
+        Fault::Huge(n) => {
+            let mut body = String::with_capacity(n + 64);
+            body.push_str("{\"ok\":true,\"result\":[],\"pad\":\"");
+            body.extend(std::iter::repeat_n('x', n));
+            body.push_str("\"}");
+            respond(conn, 200, &body)
+        }
+        Fault::Body(b) => respond(conn, 200, &b),
+    }
+}

@@ -1,0 +1,100 @@
+#!/bin/sh
+# A recording fake of iptables, ip6tables and their -restore tools, for tgknock's tests.
+# It keeps one file per chain under ../fw/v4 or ../fw/v6, applies restore input
+# atomically (all lines or none), logs every call to ../fw/calls.log, and fails on
+# demand: a file ../fw/fail-NAME holding "CODE MESSAGE" makes NAME fail that way;
+# ../fw/fail-once-NAME does it once.
+me=$(basename "$0")
+dir=$(cd "$(dirname "$0")/../fw" && pwd)
+case "$me" in ip6*) fam=6 ;; *) fam=4 ;; esac
+st="$dir/v$fam"
+mkdir -p "$st"
+[ -f "$st/INPUT" ] || : > "$st/INPUT"
+log() { printf '%s\n' "$*" >> "$dir/calls.log"; }
+
+for f in "$dir/fail-once-$me" "$dir/fail-$me"; do
+    if [ -f "$f" ]; then
+        read -r code msg < "$f"
+        case "$f" in *fail-once-*) rm -f "$f" ;; esac
+        log "$me $* => exit $code ($msg)"
+        case "$me" in *-restore) cat > /dev/null ;; esac
+        echo "$msg" >&2
+        exit "$code"
+    fi
+done
+
+case "$me" in
+*-restore)
+    input=$(cat)
+    log "$me $*"
+    printf '%s\n' "$input" | sed 's/^/    /' >> "$dir/calls.log"
+    tmp="$st.new.$$"
+    rm -rf "$tmp"
+    cp -r "$st" "$tmp"
+    n=0
+    if ! printf '%s\n' "$input" | while IFS= read -r line; do
+        n=$((n + 1))
+        case "$line" in
+        '*filter' | COMMIT | '') ;;
+        :INPUT* | :FORWARD* | :OUTPUT*) ;;
+        :*)
+            chain=${line#:}
+            chain=${chain%% *}
+            : > "$tmp/$chain"
+            ;;
+        "-A "*)
+            rest=${line#-A }
+            chain=${rest%% *}
+            [ -f "$tmp/$chain" ] || { echo "$me: line $n failed: no chain $chain" >&2; exit 1; }
+            printf '%s\n' "$line" >> "$tmp/$chain"
+            ;;
+        "-I INPUT 1 "*)
+            args=${line#-I INPUT 1 }
+            { printf '%s\n' "-A INPUT $args"; cat "$tmp/INPUT"; } > "$tmp/INPUT.x"
+            mv "$tmp/INPUT.x" "$tmp/INPUT"
+            ;;
+        "-D INPUT "*)
+            want="-A INPUT ${line#-D INPUT }"
+            awk -v w="$want" 'BEGIN{d=0} { if (!d && $0 == w) { d=1; next } print } END { exit d ? 0 : 1 }' \
+                "$tmp/INPUT" > "$tmp/INPUT.x" || { echo "$me: line $n failed" >&2; exit 1; }
+            mv "$tmp/INPUT.x" "$tmp/INPUT"
+            ;;
+        "-F "*) : > "$tmp/${line#-F }" ;;
+        "-X "*) rm -f "$tmp/${line#-X }" ;;
+        *)
+            echo "$me: line $n: unsupported: $line" >&2
+            exit 2
+            ;;
+        esac
+    done; then
+        rm -rf "$tmp"
+        exit 1
+    fi
+    rm -rf "$st"
+    mv "$tmp" "$st"
+    ;;
+*)
+    log "$me $*"
+    case " $* " in
+    *" --version "*) echo "$me v1.8.9 (fake)" ;;
+    *" -S "*)
+        echo "-P INPUT ACCEPT"
+        echo "-P FORWARD ACCEPT"
+        echo "-P OUTPUT ACCEPT"
+        for f in "$st"/*; do
+            c=$(basename "$f")
+            [ "$c" = INPUT ] || echo "-N $c"
+        done
+        cat "$st/INPUT"
+        for f in "$st"/*; do
+            c=$(basename "$f")
+            [ "$c" = INPUT ] || cat "$f"
+        done
+        ;;
+    *)
+        echo "$me: unsupported call: $*" >&2
+        exit 2
+        ;;
+    esac
+    ;;
+esac
