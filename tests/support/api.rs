@@ -51,6 +51,8 @@ struct State {
     requests: Vec<Request>,
     sent: Vec<(i64, String)>,
     faults: VecDeque<Fault>,
+    /// Faults served so far, with when.
+    served: Vec<(Instant, Fault)>,
     webhook: Option<String>,
     token: String,
     /// Longest long poll the fake honours, so tests stay quick.
@@ -141,6 +143,38 @@ impl FakeApi {
 
     pub fn inject(&self, f: Fault) {
         self.lock().faults.push_back(f);
+    }
+
+    /// Faults injected but not served yet.
+    pub fn faults_left(&self) -> usize {
+        self.lock().faults.len()
+    }
+
+    /// Faults served so far, each with the time it was served (before the answer went out).
+    pub fn served(&self) -> Vec<(Instant, Fault)> {
+        self.lock().served.clone()
+    }
+
+    /// Waits until every injected fault has been served.
+    pub fn wait_faults_served(&self, secs: u64) {
+        super::wait_for(secs, "the injected faults to be served", || {
+            (self.faults_left() == 0).then_some(())
+        });
+    }
+
+    /// The id the next queued update gets (ids must keep growing, as Telegram's do).
+    pub fn set_next_id(&self, id: i64) {
+        self.lock().next_id = id;
+    }
+
+    /// Queues an update under a given id, in id order (Telegram redelivering an update
+    /// whose confirmation never came).
+    pub fn push_update_with_id(&self, id: i64, mut update: Value) {
+        let mut s = self.lock();
+        update["update_id"] = json!(id);
+        let at = s.updates.iter().position(|(i, _)| *i > id).unwrap_or(s.updates.len());
+        s.updates.insert(at, (id, update));
+        self.inner.1.notify_all();
     }
 
     pub fn set_webhook(&self, url: Option<&str>) {
@@ -283,7 +317,14 @@ impl FakeApi {
     }
 
     fn get_updates(&self, conn: &mut TcpStream, body: &Value) -> std::io::Result<()> {
-        let fault = self.lock().faults.pop_front();
+        let fault = {
+            let mut s = self.lock();
+            let f = s.faults.pop_front();
+            if let Some(f) = &f {
+                s.served.push((Instant::now(), f.clone()));
+            }
+            f
+        };
         if let Some(f) = fault {
             return serve_fault(conn, f, self.webhook().is_some());
         }

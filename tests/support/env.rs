@@ -133,6 +133,25 @@ impl Env {
         }
     }
 
+    /// Starts `tgknock run` and waits until it polls (its first `getUpdates` after start).
+    pub fn start(&self) -> Daemon {
+        let before = self.api.requests("getUpdates").len();
+        let d = self.spawn();
+        super::wait_for(30, "the daemon's first getUpdates", || {
+            (self.api.requests("getUpdates").len() > before).then_some(())
+        });
+        d.check_secret();
+        d
+    }
+
+    /// The openings of the saved state (an empty object when there are none).
+    pub fn openings(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.state()["openings"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.dir.join("state")
     }
