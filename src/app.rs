@@ -37,6 +37,7 @@ enum Sub {
     Check(CheckCmd),
     Whoami(WhoamiCmd),
     Teardown(TeardownCmd),
+    Watchdog(WatchdogCmd),
 }
 
 #[derive(FromArgs, Debug)]
@@ -117,6 +118,15 @@ struct TeardownCmd {
     config: Option<PathBuf>,
 }
 
+#[derive(FromArgs, Debug)]
+/// for cron: restart the daemon if it is dead or hung (silent when healthy)
+#[argh(subcommand, name = "watchdog")]
+struct WatchdogCmd {
+    /// config file (default /etc/tgknock/tgknock.conf)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
 /// Runs the command line; returns the exit code.
 pub fn main(args: Vec<OsString>) -> i32 {
     let mut strings = Vec::with_capacity(args.len());
@@ -187,6 +197,10 @@ fn dispatch(command: Sub) -> Result<i32> {
         Sub::Check(c) => check(c),
         Sub::Whoami(c) => whoami(c),
         Sub::Teardown(c) => teardown(c),
+        Sub::Watchdog(c) => {
+            let cfg = load(&c.config)?;
+            crate::watchdog::run(&cfg, c.config.as_deref())
+        }
     }
 }
 

@@ -118,6 +118,25 @@ impl Denied {
     }
 }
 
+/// Tells the watchdogs (ours and systemd's) that the daemon is alive.
+fn alive(paths: &state::Paths) {
+    state::touch_heartbeat(paths, crate::now());
+    crate::notify::send("WATCHDOG=1");
+}
+
+/// Sleeps `total`, staying visibly alive every `slice`.
+fn pause(paths: &state::Paths, total: Duration, slice: Duration) {
+    let end = Instant::now() + total;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(slice));
+        alive(paths);
+    }
+}
+
 fn precise_now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -173,6 +192,8 @@ pub struct Daemon {
     /// Updates still to fetch one at a time after an oversized answer.
     small_left: u32,
     commands_registered: bool,
+    /// The long-poll timeout in use (under half of systemd's watchdog interval).
+    poll_timeout: u64,
 }
 
 /// The daemon's whole life. Returns only on a fatal error (exit 1, or 3 for the token).
@@ -191,6 +212,20 @@ pub fn run(cfg: Config) -> Result<()> {
     let api = BotApi::new(&cfg, &token)?;
     let keeper = Arc::new(Keeper::new(cfg));
     let _pid = PidLock::acquire(&keeper.paths)?;
+    alive(&keeper.paths);
+    let mut poll_timeout = keeper.cfg.poll_timeout;
+    if let Some(interval) = crate::notify::watchdog_interval() {
+        let limit = (interval.as_secs() / 2).saturating_sub(1).max(1);
+        if poll_timeout > limit {
+            log::warn!(
+                "TGKNOCK_POLL_TIMEOUT={}s is not under half of systemd's WatchdogSec ({} s); polling for {limit} s",
+                poll_timeout,
+                interval.as_secs()
+            );
+            poll_timeout = limit;
+        }
+    }
+    let slice = Duration::from_secs(poll_timeout);
     let _ = std::fs::remove_file(&keeper.paths.wake);
     let socket = UnixDatagram::bind(&keeper.paths.wake)
         .map_err(|e| Error::file(&keeper.paths.wake, "bind", e))?;
@@ -200,6 +235,7 @@ pub fn run(cfg: Config) -> Result<()> {
     for line in report::status_text(&keeper.cfg, &out).lines() {
         log::info!("{line}");
     }
+    crate::notify::send("READY=1");
     log::info!(
         "firewall reconciled in {} ms; polling Telegram at {}",
         started.elapsed().as_millis(),
@@ -224,8 +260,8 @@ pub fn run(cfg: Config) -> Result<()> {
             Err(e) => {
                 let wait = backoff.fail();
                 log::warn!("getMe failed: {e}; retrying in {:.1} s", wait.as_secs_f64());
-                state::touch_heartbeat(&keeper.paths, crate::now());
-                std::thread::sleep(wait);
+                alive(&keeper.paths);
+                pause(&keeper.paths, wait, slice);
             }
         }
     };
@@ -244,6 +280,7 @@ pub fn run(cfg: Config) -> Result<()> {
         limit: BATCH,
         small_left: 0,
         commands_registered: false,
+        poll_timeout,
     };
     loop {
         d.poll_once();
@@ -274,10 +311,8 @@ impl Daemon {
     /// One long poll and whatever it brought.
     pub fn poll_once(&mut self) {
         let limit = if self.small_left > 0 { 1 } else { self.limit };
-        let result = self
-            .api
-            .get_updates(self.offset, self.cfg().poll_timeout, limit);
-        state::touch_heartbeat(&self.keeper.paths, crate::now());
+        let result = self.api.get_updates(self.offset, self.poll_timeout, limit);
+        alive(&self.keeper.paths);
         match result {
             Ok(answer) => match answer
                 .raw_result()
@@ -333,7 +368,7 @@ impl Daemon {
                 "{n} updates gave no usable update_id; waiting {:.1} s",
                 wait.as_secs_f64()
             );
-            std::thread::sleep(wait);
+            self.pause(wait);
         }
         if self.offset != self.saved_offset
             && let Some(o) = self.offset
@@ -366,7 +401,7 @@ impl Daemon {
                     "Telegram asks to slow down (429); waiting {} s",
                     wait.as_secs()
                 );
-                std::thread::sleep(wait);
+                self.pause(wait);
             }
             ApiError::Http { status: 409, .. } => match self.api.webhook_url() {
                 Ok(Some(url)) => {
@@ -380,7 +415,7 @@ impl Daemon {
                             "deleteWebhook failed: {e}; retrying in {:.1} s",
                             wait.as_secs_f64()
                         );
-                        std::thread::sleep(wait);
+                        self.pause(wait);
                     }
                 }
                 Ok(None) => {
@@ -389,7 +424,7 @@ impl Daemon {
                         "another program is polling with this bot token (409 Conflict); only one can. Waiting {:.1} s",
                         wait.as_secs_f64()
                     );
-                    std::thread::sleep(wait);
+                    self.pause(wait);
                 }
                 Err(e2) => {
                     let wait = self.backoff.fail();
@@ -397,7 +432,7 @@ impl Daemon {
                         "409 Conflict, and getWebhookInfo failed ({e2}); waiting {:.1} s",
                         wait.as_secs_f64()
                     );
-                    std::thread::sleep(wait);
+                    self.pause(wait);
                 }
             },
             ApiError::TooLarge if self.small_left == 0 => {
@@ -416,7 +451,7 @@ impl Daemon {
                         "an oversized update blocks the queue; waiting {:.1} s",
                         wait.as_secs_f64()
                     );
-                    std::thread::sleep(wait);
+                    self.pause(wait);
                 }
             }
             _ => {
@@ -432,9 +467,17 @@ impl Daemon {
                         wait.as_secs_f64()
                     );
                 }
-                std::thread::sleep(wait);
+                self.pause(wait);
             }
         }
+    }
+
+    fn pause(&self, d: Duration) {
+        pause(
+            &self.keeper.paths,
+            d,
+            Duration::from_secs(self.poll_timeout),
+        );
     }
 
     fn reply(&self, chat: i64, text: &str) {

@@ -16,10 +16,13 @@ pub mod firewall;
 pub mod gate;
 pub mod keeper;
 pub mod logging;
+pub mod notify;
 pub mod report;
 pub mod rules;
 pub mod state;
+pub mod sys;
 pub mod telegram;
+pub mod watchdog;
 
 /// The version line: `tgknock 0.1.0 (aarch64-unknown-linux-musl)`.
 pub const VERSION: &str = concat!(

@@ -35,7 +35,7 @@ esac
 if [ -n "$need_apt" ]; then
     if [ "$(id -u)" = 0 ] && have apt-get; then
         echo "setup: installing$need_apt"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq || echo "setup: apt-get update reported errors; trying the install anyway" >&2
         # shellcheck disable=SC2086
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need_apt >/dev/null
     else

@@ -1,0 +1,150 @@
+//! `tgknock watchdog`, for cron: if the daemon is dead or its heartbeat is stale, kill what
+//! is left and start `tgknock run` again, detached. Silent when all is well.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::state::{Paths, PidLock};
+use crate::sys;
+
+/// A heartbeat older than this means a hung daemon: three polls, plus room for the
+/// request deadline of one poll (its timeout plus 15 s) and a slow start.
+pub fn stale_after(cfg: &Config) -> u64 {
+    3 * cfg.poll_timeout + 20
+}
+
+/// What the watchdog found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Health {
+    Healthy { pid: u32, age: u64 },
+    NotRunning,
+    Hung { pid: u32, age: Option<u64> },
+}
+
+pub fn health(cfg: &Config, paths: &Paths, now: u64) -> Health {
+    let Some(pid) = PidLock::holder(paths) else {
+        return Health::NotRunning;
+    };
+    let beat = std::fs::read_to_string(&paths.heartbeat)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    match beat {
+        Some(b) if now.saturating_sub(b) <= stale_after(cfg) => Health::Healthy {
+            pid,
+            age: now.saturating_sub(b),
+        },
+        _ => Health::Hung {
+            pid,
+            age: beat.map(|b| now.saturating_sub(b)),
+        },
+    }
+}
+
+/// Runs the watchdog; returns the exit code.
+pub fn run(cfg: &Config, config_path: Option<&Path>) -> Result<i32> {
+    let paths = Paths::new(&cfg.state_dir);
+    paths.ensure_dir()?;
+    // One watchdog at a time: a second waits, then finds the daemon the first started.
+    let lock_path = cfg.state_dir.join("watchdog.lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::file(&lock_path, "open", e))?;
+    lock.lock()
+        .map_err(|e| Error::file(&lock_path, "lock", e))?;
+
+    match health(cfg, &paths, crate::now()) {
+        Health::Healthy { .. } => return Ok(0),
+        Health::NotRunning => println!("tgknock watchdog: the daemon is not running"),
+        Health::Hung { pid, age } => {
+            println!(
+                "tgknock watchdog: the daemon (pid {pid}) is hung: {}; killing it",
+                match age {
+                    Some(a) => format!("last heartbeat {a} s ago (limit {} s)", stale_after(cfg)),
+                    None => "no heartbeat".into(),
+                }
+            );
+            sys::signal(pid, sys::SIGKILL);
+            let end = Instant::now() + Duration::from_secs(10);
+            while PidLock::holder(&paths).is_some() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if PidLock::holder(&paths).is_some() {
+                return Err(Error::Runtime(format!(
+                    "the daemon (pid {pid}) did not die after SIGKILL"
+                )));
+            }
+        }
+    }
+    start(cfg, &paths, config_path)
+}
+
+fn start(cfg: &Config, paths: &Paths, config_path: Option<&Path>) -> Result<i32> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Runtime(format!("cannot find my own binary: {e}")))?;
+    let exe = strip_deleted(exe);
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&cfg.log_file)
+        .map_err(|e| Error::file(&cfg.log_file, "open", e))?;
+    let mut cmd = Command::new(&exe);
+    cmd.arg("run");
+    if let Some(p) = config_path {
+        cmd.arg("--config").arg(p);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(
+            log.try_clone()
+                .map_err(|e| Error::file(&cfg.log_file, "open", e))?,
+        )
+        .stderr(log);
+    sys::detach(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Runtime(format!("cannot start {} run: {e}", exe.display())))?;
+    // Wait until it holds the pid lock (it started) or exits (it could not).
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(Error::Runtime(format!(
+                "started `{} run`, but it exited at once ({status}); see {}",
+                exe.display(),
+                cfg.log_file.display()
+            )));
+        }
+        if PidLock::holder(paths) == Some(child.id()) {
+            println!(
+                "tgknock watchdog: started `{} run` (pid {}), output to {}",
+                exe.display(),
+                child.id(),
+                cfg.log_file.display()
+            );
+            return Ok(0);
+        }
+        if Instant::now() > end {
+            println!(
+                "tgknock watchdog: started `{} run` (pid {}), but it has not taken its lock yet; output to {}",
+                exe.display(),
+                child.id(),
+                cfg.log_file.display()
+            );
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// After an upgrade replaced the binary, /proc/self/exe reads "… (deleted)".
+fn strip_deleted(p: PathBuf) -> PathBuf {
+    match p.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+        Some(s) => PathBuf::from(s),
+        None => p,
+    }
+}
