@@ -5,7 +5,7 @@ CARGO  ?= cargo
 TARGET ?= $(shell rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl && echo x86_64-unknown-linux-musl || rustc -vV | sed -n 's/^host: //p')
 BIN    := target/$(TARGET)/release/tgknock
 
-.PHONY: all build test lint unit integration clean
+.PHONY: all build test lint unit integration test-arm test-packaging dist deb clean
 
 all: build
 
@@ -29,10 +29,31 @@ unit:
 integration:
 	$(CARGO) test --locked --test integration
 
+# Static, stripped binaries for the three musl targets, as tarballs, plus SHA256SUMS.
+dist:
+	sh cross/dist.sh
+
+# .deb packages for arm64, armhf and amd64 (dpkg-deb), after dist.
+deb: dist
+	sh packaging/deb/build.sh arm64 target/aarch64-unknown-linux-musl/release/tgknock dist
+	sh packaging/deb/build.sh armhf target/armv7-unknown-linux-musleabihf/release/tgknock dist
+	sh packaging/deb/build.sh amd64 target/x86_64-unknown-linux-musl/release/tgknock dist
+	cd dist && sha256sum tgknock-*.tar.gz tgknock_*.deb > SHA256SUMS
+
+# The integration tests again with the aarch64 and armv7 builds, under qemu-user.
+test-arm:
+	sh tests/cross.sh
+
+# Tarballs, .deb packages, install.sh, the systemd unit.
+test-packaging:
+	sh tests/packaging.sh
+
 test:
 	@sh tests/setup.sh test
 	$(MAKE) --no-print-directory lint
 	$(CARGO) test --locked
+	$(MAKE) --no-print-directory test-arm
+	$(MAKE) --no-print-directory test-packaging
 
 clean:
 	$(CARGO) clean

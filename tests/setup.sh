@@ -25,6 +25,30 @@ test)
     fi
     pkg iptables-legacy iptables
     pkg ip iproute2
+    pkg setpriv util-linux
+    # The ARM tier: cross linkers and qemu-user; the packaging tier: dpkg-deb, file,
+    # systemd-analyze.
+    pkg aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu
+    pkg arm-linux-gnueabihf-gcc gcc-arm-linux-gnueabihf
+    pkg qemu-aarch64-static qemu-user-static
+    pkg file file
+    pkg dpkg-deb dpkg
+    pkg systemd-analyze systemd
+    if have rustup; then
+        rustup target list --installed | grep -qx aarch64-unknown-linux-musl || rustup target add aarch64-unknown-linux-musl || true
+        rustup target list --installed | grep -qx x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl || true
+        # armv7's std may not be downloadable (cross/build.sh then uses nightly build-std).
+        if ! rustup target list --installed | grep -qx armv7-unknown-linux-musleabihf \
+            && ! rustup target add armv7-unknown-linux-musleabihf >/dev/null 2>&1; then
+            rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal || true
+            rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src' \
+                || rustup component add rust-src --toolchain nightly || true
+            if ! have arm-linux-musleabihf-gcc && [ "$(id -u)" = 0 ] && have dpkg; then
+                dpkg --print-foreign-architectures | grep -qx armhf || dpkg --add-architecture armhf
+                need_apt="$need_apt musl-dev:armhf"
+            fi
+        fi
+    fi
     ;;
 *)
     echo "usage: $0 build|test" >&2

@@ -1,0 +1,176 @@
+#!/bin/sh
+# Installs tgknock on this board: binary, service user, config, state directory, and
+# either the systemd unit or (without systemd) the init script and the cron watchdog.
+# Idempotent: run it again to upgrade the binary; your config and token are kept.
+#
+#   sudo ./install.sh                     install (the binary beside this script, or --binary)
+#   sudo ./install.sh --uninstall         `tgknock teardown`, then remove what was installed
+#                                         (config and state are kept; add --purge to remove them)
+# Options: --binary PATH   the tgknock binary to install
+#          --root DIR      install under DIR instead of / (for packaging and tests: no
+#                          users are created and no service is started)
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=""
+binary=""
+mode=install
+purge=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --binary) binary=${2:?--binary needs a path}; shift 2 ;;
+    --root) root=${2:?--root needs a directory}; shift 2 ;;
+    --uninstall) mode=uninstall; shift ;;
+    --purge) purge=1; shift ;;
+    -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+say() { echo "install.sh: $*"; }
+die() { echo "install.sh: $*" >&2; exit 1; }
+live() { [ -z "$root" ]; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+if live && [ "$(id -u)" != 0 ]; then
+    die "run me as root (sudo $0)"
+fi
+
+BIN="$root/usr/local/bin/tgknock"
+ETC="$root/etc/tgknock"
+CONF="$ETC/tgknock.conf"
+TOKEN="$ETC/token"
+STATE="$root/var/lib/tgknock"
+UNIT="$root/etc/systemd/system/tgknock.service"
+TMPFILES="$root/etc/tmpfiles.d/tgknock.conf"
+CRON="$root/etc/cron.d/tgknock"
+INITD="$root/etc/init.d/tgknock"
+
+systemd=0
+if live; then [ -d /run/systemd/system ] && systemd=1; else systemd=${TGKNOCK_INSTALL_SYSTEMD:-1}; fi
+openrc=0
+[ -x /sbin/openrc-run ] && openrc=1
+
+user_exists() { live && id tgknock >/dev/null 2>&1; }
+
+if [ "$mode" = uninstall ]; then
+    if [ -x "$BIN" ] && live; then
+        "$BIN" teardown --config "$CONF" || say "teardown reported a problem (see above)"
+    fi
+    if live && [ "$systemd" = 1 ]; then
+        systemctl disable --now tgknock.service 2>/dev/null || true
+    elif live && [ -x "$INITD" ]; then
+        "$INITD" stop || true
+    fi
+    rm -f "$UNIT" "$TMPFILES" "$CRON" "$INITD" "$BIN"
+    live && [ "$systemd" = 1 ] && systemctl daemon-reload
+    if [ "$purge" = 1 ]; then
+        rm -rf "$ETC" "$STATE"
+        user_exists && { userdel tgknock 2>/dev/null || deluser tgknock 2>/dev/null || true; }
+        say "removed tgknock, its config and its state"
+    else
+        say "removed tgknock; kept $ETC and $STATE (--purge removes them)"
+    fi
+    exit 0
+fi
+
+# The binary: --binary, or the one shipped beside this script (tarball layout), or the
+# build tree's.
+if [ -z "$binary" ]; then
+    for c in "$here/tgknock" "$here/../tgknock" "$here/../target/release/tgknock"; do
+        [ -f "$c" ] && { binary=$c; break; }
+    done
+fi
+[ -n "$binary" ] && [ -f "$binary" ] || die "no tgknock binary found; pass --binary PATH"
+if live; then
+    "$binary" --version >/dev/null 2>&1 || die "$binary does not run on this board (wrong architecture? armv7 for 32-bit OS, aarch64 for 64-bit)"
+fi
+# Files shipped beside this script (tarball) or in the source tree.
+pkg="$here"
+[ -f "$pkg/systemd/tgknock.service" ] || pkg="$here/packaging"
+[ -f "$pkg/systemd/tgknock.service" ] || die "the packaging files (systemd/, cron/, …) are not beside install.sh"
+
+mkdir -p "$root/usr/local/bin" "$ETC" "$STATE"
+install -m 0755 "$binary" "$BIN.new" && mv -f "$BIN.new" "$BIN"
+say "installed $BIN ($("$BIN" --version 2>/dev/null || echo "not runnable here"))"
+
+# The service user, when systemd runs the daemon (cron and init scripts run it as root).
+owner=root
+if [ "$systemd" = 1 ]; then
+    owner=tgknock
+    if live && ! user_exists; then
+        if have useradd; then
+            useradd --system --no-create-home --home-dir /var/lib/tgknock --shell /usr/sbin/nologin tgknock
+        else
+            addgroup -S tgknock 2>/dev/null || true
+            adduser -S -D -H -h /var/lib/tgknock -s /sbin/nologin -G tgknock tgknock
+        fi
+        say "created the system user tgknock"
+    fi
+fi
+own() { live && chown "$@" || true; }
+
+chmod 0750 "$ETC"
+own "root:$owner" "$ETC"
+if [ ! -f "$CONF" ]; then
+    install -m 0640 "$pkg/tgknock.conf.example" "$CONF"
+    say "wrote $CONF (edit it: TGKNOCK_ALLOWED_USERS)"
+fi
+chmod 0640 "$CONF"
+own "root:$owner" "$CONF"
+if [ ! -f "$TOKEN" ]; then
+    (umask 077; : > "$TOKEN")
+    say "created the empty token file $TOKEN (put the BotFather token in it)"
+fi
+chmod 0600 "$TOKEN"
+own "$owner:$owner" "$TOKEN"
+chmod 0750 "$STATE"
+own "$owner:$owner" "$STATE"
+
+if [ "$systemd" = 1 ]; then
+    mkdir -p "$(dirname "$UNIT")" "$(dirname "$TMPFILES")"
+    sed 's#^ExecStart=/usr/bin/tgknock#ExecStart=/usr/local/bin/tgknock#' \
+        "$pkg/systemd/tgknock.service" > "$UNIT"
+    chmod 0644 "$UNIT"
+    install -m 0644 "$pkg/tmpfiles.d/tgknock.conf" "$TMPFILES"
+    if live; then
+        systemd-tmpfiles --create "$TMPFILES" || true
+        systemctl daemon-reload
+    fi
+    say "installed the systemd unit $UNIT"
+else
+    mkdir -p "$(dirname "$CRON")" "$(dirname "$INITD")"
+    sed 's#/usr/bin/tgknock#/usr/local/bin/tgknock#' "$pkg/cron/tgknock" > "$CRON"
+    chmod 0644 "$CRON"
+    if [ "$openrc" = 1 ]; then
+        sed 's#/usr/bin/tgknock#/usr/local/bin/tgknock#' "$pkg/openrc/tgknock" > "$INITD"
+    else
+        sed 's#^BIN=/usr/bin/tgknock#BIN=/usr/local/bin/tgknock#' "$pkg/sysvinit/tgknock" > "$INITD"
+    fi
+    chmod 0755 "$INITD"
+    say "installed $INITD and the cron watchdog $CRON"
+fi
+
+live || { say "installed under $root"; exit 0; }
+
+echo
+if "$BIN" check --config "$CONF"; then
+    if [ "$systemd" = 1 ]; then
+        systemctl enable --now tgknock.service
+        say "tgknock is running: systemctl status tgknock; message your bot /open"
+    else
+        "$INITD" start
+        say "tgknock is running; the cron watchdog keeps it so; message your bot /open"
+    fi
+else
+    echo
+    say "not started yet: finish the configuration, then run '$BIN check' again, and"
+    if [ "$systemd" = 1 ]; then
+        echo "    systemctl enable --now tgknock"
+    else
+        echo "    $INITD start      (the cron line restarts it within a minute anyway)"
+    fi
+    echo "  1. put the bot token from @BotFather in $TOKEN"
+    echo "  2. send your bot a message, run: TGKNOCK_TOKEN_FILE=$TOKEN $BIN whoami"
+    echo "  3. put your user id in TGKNOCK_ALLOWED_USERS in $CONF"
+fi
