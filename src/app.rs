@@ -13,7 +13,6 @@ use crate::error::{Error, Result};
 use crate::keeper::Keeper;
 use crate::logging;
 use crate::report;
-use crate::rules;
 use crate::state::{self, Opening, PidLock};
 use crate::telegram::{BotApi, Incoming};
 
@@ -38,6 +37,7 @@ enum Sub {
     Whoami(WhoamiCmd),
     Teardown(TeardownCmd),
     Watchdog(WatchdogCmd),
+    Knock(KnockCmd),
 }
 
 #[derive(FromArgs, Debug)]
@@ -127,6 +127,24 @@ struct WatchdogCmd {
     config: Option<PathBuf>,
 }
 
+#[derive(FromArgs, Debug)]
+/// send the TGKNOCK_KNOCK sequence to HOST (TCP connection attempts; no root needed)
+#[argh(subcommand, name = "knock")]
+struct KnockCmd {
+    /// the board: a name or an IPv4/IPv6 address
+    #[argh(positional)]
+    host: String,
+    /// the sequence, e.g. 7101,7102,7103 (default: TGKNOCK_KNOCK of the config)
+    #[argh(option)]
+    ports: Option<String>,
+    /// seconds between knocks (default 0.3)
+    #[argh(option, default = "0.3")]
+    delay: f64,
+    /// config file (default /etc/tgknock/tgknock.conf)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
 /// Runs the command line; returns the exit code.
 pub fn main(args: Vec<OsString>) -> i32 {
     let mut strings = Vec::with_capacity(args.len());
@@ -197,6 +215,7 @@ fn dispatch(command: Sub) -> Result<i32> {
         Sub::Check(c) => check(c),
         Sub::Whoami(c) => whoami(c),
         Sub::Teardown(c) => teardown(c),
+        Sub::Knock(c) => knock(c),
         Sub::Watchdog(c) => {
             let cfg = load(&c.config)?;
             crate::watchdog::run(&cfg, c.config.as_deref())
@@ -472,39 +491,29 @@ fn check(c: CheckCmd) -> Result<i32> {
 
     // Firewall tools.
     let keeper = Keeper::new(cfg.clone());
-    for tool in &keeper.fw.tools {
-        let version = keeper.fw.version(tool);
-        ok &= mark(
-            version.is_ok(),
-            &match &version {
-                Ok(v) => format!("{}: {} ({v})", tool.family.name(), tool.program.display()),
-                Err(e) => format!("{}: {e}", tool.family.name()),
-            },
-        );
-        let restore_ok = tool.restore.exists();
-        ok &= mark(
-            restore_ok,
-            &format!("{}: {} exists", tool.family.name(), tool.restore.display()),
-        );
-        let listing = keeper.fw.list(tool);
-        ok &= mark(
-            listing.is_ok(),
-            &match &listing {
-                Ok(l) => format!(
-                    "{}: can read the filter table (chain {} {})",
-                    tool.family.name(),
-                    cfg.chain,
-                    if l.installed() {
-                        "installed"
-                    } else {
-                        "not installed yet"
-                    }
-                ),
-                Err(e) => format!(
-                    "{}: cannot read the filter table, are you root / CAP_NET_ADMIN? {e}",
-                    tool.family.name()
-                ),
-            },
+    println!(
+        "       firewall: {} ({}), TGKNOCK_FIREWALL={}",
+        keeper.fw.kind(),
+        keeper.fw.place(),
+        match cfg.firewall {
+            crate::config::FirewallKind::Iptables => "iptables",
+            crate::config::FirewallKind::Nft => "nft",
+            crate::config::FirewallKind::Auto => "auto",
+        }
+    );
+    for (good, line) in keeper.fw.check_tools() {
+        ok &= mark(good, &line);
+    }
+    if let Some(k) = &keeper.fw.policy.knock {
+        println!(
+            "       knock fallback: {} opens {} to the knocker for {}",
+            k.ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            k.gate,
+            duration::human(k.open_for)
         );
     }
     if cfg.ip6tables.is_none() {
@@ -561,15 +570,7 @@ fn check(c: CheckCmd) -> Result<i32> {
 
     // The rules it would install now.
     if let Ok(st) = keeper.load_state() {
-        for tool in &keeper.fw.tools {
-            let rules = rules::desired(&cfg.gates, &cfg.always_allow, &st, now, tool.family);
-            println!(
-                "\nrules for {} ({} -w --noflush):",
-                tool.family.name(),
-                tool.restore.display()
-            );
-            print!("{}", keeper.fw.preview(tool, &rules));
-        }
+        print!("{}", keeper.fw.preview(&st, now));
     }
     if let Some(e) = rejected {
         return Err(e);
@@ -581,4 +582,56 @@ fn check(c: CheckCmd) -> Result<i32> {
         println!("\nsome checks failed");
         Ok(1)
     }
+}
+
+fn knock(c: KnockCmd) -> Result<i32> {
+    let ports: Vec<u16> = match &c.ports {
+        Some(list) => list
+            .split(',')
+            .map(|p| {
+                p.trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| Error::Usage(format!("--ports: '{p}' is not a port (1-65535)")))
+            })
+            .collect::<Result<_>>()?,
+        None => {
+            let cfg = Config::load(c.config.as_deref())?;
+            if cfg.knock.is_empty() {
+                return Err(Error::Usage(
+                    "no sequence: give --ports 7101,7102,7103 or set TGKNOCK_KNOCK".into(),
+                ));
+            }
+            cfg.knock
+        }
+    };
+    if !(0.0..=10.0).contains(&c.delay) {
+        return Err(Error::Usage(
+            "--delay must be between 0 and 10 seconds".into(),
+        ));
+    }
+    let addrs: Vec<std::net::SocketAddr> = {
+        use std::net::ToSocketAddrs;
+        (c.host.as_str(), 1)
+            .to_socket_addrs()
+            .map_err(|e| Error::Usage(format!("cannot resolve {}: {e}", c.host)))?
+            .collect()
+    };
+    let addr = addrs
+        .first()
+        .ok_or_else(|| Error::Usage(format!("{} has no address", c.host)))?
+        .ip();
+    for (i, port) in ports.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(std::time::Duration::from_secs_f64(c.delay));
+        }
+        // One SYN is the knock; the board drops it, so a short timeout is the norm.
+        let target = std::net::SocketAddr::new(addr, *port);
+        let _ =
+            std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_millis(200));
+        println!("knocked {target}");
+    }
+    println!("sequence sent to {addr}; connect within the knock's open time");
+    Ok(0)
 }

@@ -495,7 +495,31 @@ impl Config {
                 })?;
             knock.push(port);
         }
+        if !knock.is_empty() {
+            if !(2..=8).contains(&knock.len()) {
+                return Err(bad("TGKNOCK_KNOCK", "a sequence is 2 to 8 ports".into()));
+            }
+            for (i, p) in knock.iter().enumerate() {
+                if knock[..i].contains(p) {
+                    return Err(bad("TGKNOCK_KNOCK", format!("port {p} appears twice")));
+                }
+                let used = gates.iter().find(|g| {
+                    g.ports.iter().any(|r| {
+                        r.proto == crate::gate::Proto::Tcp && (r.first..=r.last).contains(p)
+                    })
+                });
+                if let Some(g) = used {
+                    return Err(bad(
+                        "TGKNOCK_KNOCK",
+                        format!("port {p} belongs to gate {}", g.name),
+                    ));
+                }
+            }
+        }
         let knock_open_for = dur("TGKNOCK_KNOCK_OPEN_FOR")?;
+        if knock_open_for == 0 {
+            return Err(bad("TGKNOCK_KNOCK_OPEN_FOR", "must be more than 0".into()));
+        }
         let knock_gate = get("TGKNOCK_KNOCK_GATE")
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| gates[0].name.clone());
@@ -561,19 +585,8 @@ impl Config {
         Ok(token)
     }
 
-    /// The features whose keys the contract names but this version does not implement
-    /// yet; asking for them is a configuration error rather than a silent no-op.
+    /// Kept for callers: every key of the contract is implemented now.
     pub fn require_supported(&self) -> Result<()> {
-        if self.firewall == FirewallKind::Nft {
-            return Err(Error::Config(
-                "TGKNOCK_FIREWALL=nft: the nftables backend is not available in this version; use iptables".into(),
-            ));
-        }
-        if !self.knock.is_empty() {
-            return Err(Error::Config(
-                "TGKNOCK_KNOCK: the port-knock fallback is not available in this version; leave it empty".into(),
-            ));
-        }
         Ok(())
     }
 
@@ -706,6 +719,7 @@ mod tests {
             ("TGKNOCK_STATE_DIR=var", "TGKNOCK_STATE_DIR"),
             ("TGKNOCK_FIREWALL=pf", "TGKNOCK_FIREWALL"),
             ("TGKNOCK_KNOCK=1,x", "TGKNOCK_KNOCK"),
+            ("TGKNOCK_KNOCK=0,5", "TGKNOCK_KNOCK"),
             ("TGKNOCK_KNOCK_GATE=web", "TGKNOCK_KNOCK_GATE"),
             ("TGKNOCK_TOKEN=nope", "TGKNOCK_TOKEN"),
             (
@@ -770,16 +784,23 @@ mod tests {
     }
 
     #[test]
-    fn unimplemented_features_are_refused() {
-        let c = from_file("TGKNOCK_FIREWALL=nft").unwrap();
-        assert!(
-            c.require_supported()
-                .unwrap_err()
-                .to_string()
-                .contains("nft")
-        );
-        let c = from_file("TGKNOCK_KNOCK=7101,7102").unwrap();
-        assert!(c.require_supported().is_err());
-        assert!(from_file("").unwrap().require_supported().is_ok());
+    fn knock_and_firewall_keys() {
+        let c = from_file("TGKNOCK_FIREWALL=nft\nTGKNOCK_KNOCK=7101, 7102,7103").unwrap();
+        assert_eq!(c.firewall, FirewallKind::Nft);
+        assert_eq!(c.knock, vec![7101, 7102, 7103]);
+        assert_eq!(c.knock_open_for, 30);
+        for (bad, why) in [
+            ("TGKNOCK_KNOCK=7101", "2 to 8"),
+            ("TGKNOCK_KNOCK=7101,7101", "twice"),
+            ("TGKNOCK_KNOCK=7101,22", "gate ssh"),
+            ("TGKNOCK_KNOCK=1,2,3,4,5,6,7,8,9", "2 to 8"),
+            (
+                "TGKNOCK_KNOCK=7101,7102\nTGKNOCK_KNOCK_OPEN_FOR=0",
+                "more than 0",
+            ),
+        ] {
+            let e = from_file(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

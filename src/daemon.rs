@@ -343,6 +343,11 @@ impl Daemon {
         let n = items.len();
         for item in items {
             match item {
+                Incoming::Update(u) if self.offset.is_some_and(|o| u.update_id < o) => {
+                    // Handled before: a server or proxy that sends it again must not make
+                    // a command run twice.
+                    log::warn!("skipping update {}, which was handled before", u.update_id);
+                }
                 Incoming::Update(u) => {
                     let id = u.update_id;
                     self.handle_update(*u);
@@ -546,7 +551,7 @@ impl Daemon {
                 self.reply(msg.chat.id, &format!("{reason}.\n\n{}", usage()));
             }
             Parsed::Command(c) => {
-                let age = now as i64 - msg.date;
+                let age = (now as i64).saturating_sub(msg.date);
                 let max_age = self.cfg().max_age;
                 if age > max_age as i64 {
                     log::warn!(

@@ -8,7 +8,7 @@ use crate::addr::Family;
 use crate::config::Config;
 use crate::error::Result;
 use crate::firewall::Firewall;
-use crate::rules::{self, Listing};
+use crate::rules::Listing;
 use crate::state::{self, Opening, Paths, State, StateLock};
 
 /// What a change left behind: the saved state and what the kernel shows.
@@ -59,18 +59,13 @@ impl Keeper {
                 "dropping the saved opening of gate '{gate}', which the config no longer has"
             );
         }
-        let desired =
-            |fam: Family| rules::desired(&self.cfg.gates, &self.cfg.always_allow, &st, now, fam);
-        let listings = self.fw.apply(&desired)?;
+        let listings = self.fw.apply(&st, now)?;
         if st != old
             && let Err(e) = state::save(&self.paths.state, &st)
         {
             // Keep the rules true to the file that is still on disk.
             {
-                let back = |fam: Family| {
-                    rules::desired(&self.cfg.gates, &self.cfg.always_allow, &old, now, fam)
-                };
-                if let Err(e2) = self.fw.apply(&back) {
+                if let Err(e2) = self.fw.apply(&old, now) {
                     log::error!("could not put the rules back after a failed save: {e2}");
                 }
                 return Err(e);

@@ -21,13 +21,21 @@ pub fn add_secret(token: &str) {
     }
 }
 
-/// `text` with every registered secret replaced.
+/// `text` with every registered secret replaced, and any cut-short copy of one (a text
+/// clipped for a message) from its first 12 characters to the end of the word.
 pub fn redact(text: &str) -> String {
     let list = SECRETS.read().unwrap_or_else(|e| e.into_inner());
     let mut out = text.to_string();
     for s in list.iter() {
         if out.contains(s.as_str()) {
             out = out.replace(s.as_str(), "<redacted>");
+        }
+        let head = &s[..s.len().min(12)];
+        while let Some(at) = out.find(head) {
+            let end = out[at..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+                .map_or(out.len(), |n| at + n);
+            out.replace_range(at..end, "<redacted>");
         }
     }
     out
@@ -38,6 +46,11 @@ pub fn init() {
     let env = env_logger::Env::default().default_filter_or("info");
     let _ = env_logger::Builder::from_env(env)
         .format(|buf, record| {
+            // ureq-proto's trace level hex-dumps requests 16 bytes a line, which splits the
+            // token in the URL where `redact` cannot find it: never print those lines.
+            if record.level() == log::Level::Trace && record.target().starts_with("ureq_proto") {
+                return Ok(());
+            }
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -70,5 +83,9 @@ mod tests {
             "bot42%3A<redacted>"
         );
         assert_eq!(redact("nothing here"), "nothing here");
+        assert_eq!(
+            redact("'SECRETsecretSECRETsec…' is not a gate"),
+            "'<redacted>…' is not a gate"
+        );
     }
 }

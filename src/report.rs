@@ -127,17 +127,52 @@ pub fn gate_line(gate: &Gate, out: &Outcome) -> String {
 /// The whole status, as `tgknock status` and `/status` show it.
 pub fn status_text(cfg: &Config, out: &Outcome) -> String {
     let mut lines: Vec<String> = cfg.gates.iter().map(|g| gate_line(g, out)).collect();
+    let fw = crate::firewall::Firewall::from_config(cfg);
     for (fam, l) in &out.listings {
         lines.push(match l {
             Ok(l) if l.installed() => format!(
-                "{}: chain {} with {} rules, reached from INPUT",
+                "{}: {} {} with {} rules{}",
                 fam.name(),
-                cfg.chain,
-                l.lines.len()
+                fw.kind(),
+                fw.place(),
+                l.lines.len(),
+                if fw.kind() == "iptables" {
+                    ", reached from INPUT"
+                } else {
+                    ""
+                }
             ),
-            Ok(_) => format!("{}: chain {} is NOT installed", fam.name(), cfg.chain),
+            Ok(_) => format!(
+                "{}: {} {} is NOT installed",
+                fam.name(),
+                fw.kind(),
+                fw.place()
+            ),
             Err(e) => format!("{}: cannot read the firewall: {e}", fam.name()),
         });
+    }
+    if let Some(k) = &fw.policy.knock {
+        let armed: Vec<&str> = out
+            .listings
+            .iter()
+            .filter(|(_, l)| l.as_ref().is_ok_and(|l| l.knock_armed()))
+            .map(|(f, _)| f.name())
+            .collect();
+        lines.push(format!(
+            "knock fallback {}: {} opens {} to the knocker for {}",
+            if armed.is_empty() {
+                "NOT armed".to_string()
+            } else {
+                format!("armed ({})", armed.join(", "))
+            },
+            k.ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            k.gate,
+            duration::human(k.open_for)
+        ));
     }
     if cfg.ip6tables.is_none() {
         lines.push("IPv6: not managed (TGKNOCK_IP6TABLES=off)".into());
@@ -216,7 +251,15 @@ pub fn status_json(cfg: &Config, out: &Outcome, daemon_pid: Option<u32>) -> serd
             })
         })
         .collect();
+    let fw = crate::firewall::Firewall::from_config(cfg);
     json!({
+        "firewall": fw.kind(),
+        "knock": fw.policy.knock.as_ref().map(|k| json!({
+            "ports": k.ports,
+            "gate": k.gate,
+            "open_for": k.open_for,
+            "armed": out.listings.iter().filter(|(_, l)| l.as_ref().is_ok_and(|l| l.knock_armed())).map(|(f, _)| f.name()).collect::<Vec<_>>(),
+        })),
         "checked_at": out.now,
         "checked_at_utc": duration::utc_full(out.now),
         "chain": cfg.chain,

@@ -7,7 +7,11 @@ use crate::state::State;
 
 pub const TAG_ESTABLISHED: &str = "tgknock:established";
 pub const TAG_ALWAYS_ALLOW: &str = "tgknock:always-allow";
+pub const TAG_KNOCK: &str = "tgknock:knock";
 pub const TAG_GATE_PREFIX: &str = "tgknock-gate:";
+
+/// Seconds allowed between two knocks of the sequence.
+pub const KNOCK_STEP_SECS: u64 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -15,60 +19,213 @@ pub enum Target {
     Drop,
 }
 
-/// One rule of tgknock's chain.
+/// What a `recent` match does with the source address (iptables `-m recent`, or an nft
+/// dynamic set with a timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecentOp {
+    /// Matches if the source is on the list (seen within `seconds`).
+    Rcheck,
+    /// Puts the source on the list; always matches.
+    Set,
+    /// Matches if the source is on the list, and takes it off.
+    Remove,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recent {
+    pub op: RecentOp,
+    pub seconds: Option<u64>,
+    pub list: String,
+}
+
+/// One rule of tgknock's chain, in one family.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
+    pub family: Family,
     pub established: bool,
+    pub src: Option<Cidr>,
+    pub proto: Option<Proto>,
+    /// Destination port range (needs `proto`).
+    pub dport: Option<(u16, u16)>,
     /// Match only TCP connection openings (SYN without ACK): a closed TCP gate drops new
     /// connections and nothing else, so sessions that predate conntrack survive too.
     pub syn: bool,
-    pub src: Option<Cidr>,
-    pub port: Option<PortRange>,
+    pub recent: Vec<Recent>,
     pub tag: String,
-    pub target: Target,
+    /// `None`: the rule only acts (a knock sequence reset) and evaluation goes on.
+    pub target: Option<Target>,
 }
 
 impl Rule {
-    /// The iptables arguments after `-A CHAIN`, in the order `iptables -S` prints them.
+    fn new(family: Family, tag: &str, target: Option<Target>) -> Rule {
+        Rule {
+            family,
+            established: false,
+            src: None,
+            proto: None,
+            dport: None,
+            syn: false,
+            recent: Vec::new(),
+            tag: tag.to_string(),
+            target,
+        }
+    }
+
+    fn on(mut self, p: &PortRange) -> Rule {
+        self.proto = Some(p.proto);
+        self.dport = Some((p.first, p.last));
+        self
+    }
+
+    pub fn port(&self) -> Option<PortRange> {
+        match (self.proto, self.dport) {
+            (Some(proto), Some((first, last))) => Some(PortRange { proto, first, last }),
+            _ => None,
+        }
+    }
+
+    fn full_mask(&self) -> &'static str {
+        match self.family {
+            Family::V4 => "255.255.255.255",
+            Family::V6 => "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        }
+    }
+
+    /// The iptables arguments after `-A CHAIN`, exactly as `iptables -S` prints them back.
     pub fn args(&self) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
+        let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
         if let Some(src) = &self.src {
-            a.extend(["-s".into(), src.to_iptables()]);
+            push(&["-s", &src.to_iptables()]);
         }
-        if let Some(p) = &self.port {
-            let proto = p.proto.as_str();
-            a.extend([
-                "-p".into(),
-                proto.into(),
-                "-m".into(),
-                proto.into(),
-                "--dport".into(),
-                p.dport(),
-            ]);
+        if let Some(proto) = self.proto {
+            push(&["-p", proto.as_str(), "-m", proto.as_str()]);
+            if let Some(p) = self.port() {
+                push(&["--dport", &p.dport()]);
+            }
             if self.syn {
-                a.extend(["--tcp-flags".into(), "FIN,SYN,RST,ACK".into(), "SYN".into()]);
+                push(&["--tcp-flags", "FIN,SYN,RST,ACK", "SYN"]);
             }
         }
         if self.established {
-            a.extend([
-                "-m".into(),
-                "conntrack".into(),
-                "--ctstate".into(),
-                "RELATED,ESTABLISHED".into(),
-            ]);
+            push(&["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"]);
         }
-        a.extend([
-            "-m".into(),
-            "comment".into(),
-            "--comment".into(),
-            self.tag.clone(),
-            "-j".into(),
-            match self.target {
-                Target::Return => "RETURN".into(),
-                Target::Drop => "DROP".into(),
-            },
-        ]);
+        for r in &self.recent {
+            push(&["-m", "recent"]);
+            push(&[match r.op {
+                RecentOp::Rcheck => "--rcheck",
+                RecentOp::Set => "--set",
+                RecentOp::Remove => "--remove",
+            }]);
+            if let Some(s) = r.seconds {
+                push(&["--seconds", &s.to_string()]);
+            }
+            push(&["--name", &r.list, "--mask", self.full_mask(), "--rsource"]);
+        }
+        push(&["-m", "comment", "--comment", &self.tag]);
+        match self.target {
+            Some(Target::Return) => push(&["-j", "RETURN"]),
+            Some(Target::Drop) => push(&["-j", "DROP"]),
+            None => {}
+        }
         a
+    }
+
+    /// A canonical one-line description: equal rules have equal keys. It is how a rule is
+    /// recognised when read back, and the nft backend's rule comment (at most 128 bytes).
+    pub fn key(&self) -> String {
+        let mut k = format!(
+            "{} {}",
+            match self.family {
+                Family::V4 => "4",
+                Family::V6 => "6",
+            },
+            self.tag
+        );
+        if self.established {
+            k.push_str(" ct=established");
+        }
+        if let Some(src) = &self.src {
+            k.push_str(&format!(" src={}", src.to_iptables()));
+        }
+        match (self.proto, self.port()) {
+            (_, Some(p)) => k.push_str(&format!(" {}={}", p.proto.as_str(), p.dport())),
+            (Some(proto), None) => k.push_str(&format!(" {}", proto.as_str())),
+            _ => {}
+        }
+        if self.syn {
+            k.push_str(" syn");
+        }
+        for r in &self.recent {
+            let op = match r.op {
+                RecentOp::Rcheck => "rcheck",
+                RecentOp::Set => "set",
+                RecentOp::Remove => "remove",
+            };
+            match r.seconds {
+                Some(s) => k.push_str(&format!(" {op}:{}:{s}", r.list)),
+                None => k.push_str(&format!(" {op}:{}", r.list)),
+            }
+        }
+        match self.target {
+            Some(Target::Return) => k.push_str(" return"),
+            Some(Target::Drop) => k.push_str(" drop"),
+            None => {}
+        }
+        k
+    }
+
+    /// Reads a rule back from its key (the nft backend's comments).
+    pub fn from_key(key: &str) -> Option<Rule> {
+        let mut words = key.split_whitespace();
+        let family = match words.next()? {
+            "4" => Family::V4,
+            "6" => Family::V6,
+            _ => return None,
+        };
+        let mut r = Rule::new(family, words.next()?, None);
+        for w in words {
+            match w {
+                "ct=established" => r.established = true,
+                "syn" => r.syn = true,
+                "return" => r.target = Some(Target::Return),
+                "drop" => r.target = Some(Target::Drop),
+                "tcp" => r.proto = Some(Proto::Tcp),
+                "udp" => r.proto = Some(Proto::Udp),
+                _ => {
+                    let (name, value) = w.split_once(['=', ':'])?;
+                    match name {
+                        "src" => r.src = Some(addr::parse_listed(value)?),
+                        "tcp" | "udp" => {
+                            r.proto = Some(if name == "tcp" {
+                                Proto::Tcp
+                            } else {
+                                Proto::Udp
+                            });
+                            let (a, b) = value.split_once(':').unwrap_or((value, value));
+                            r.dport = Some((a.parse().ok()?, b.parse().ok()?));
+                        }
+                        "rcheck" | "set" | "remove" => {
+                            let (list, seconds) = match value.split_once(':') {
+                                Some((l, s)) => (l, Some(s.parse().ok()?)),
+                                None => (value, None),
+                            };
+                            r.recent.push(Recent {
+                                op: match name {
+                                    "rcheck" => RecentOp::Rcheck,
+                                    "set" => RecentOp::Set,
+                                    _ => RecentOp::Remove,
+                                },
+                                seconds,
+                                list: list.to_string(),
+                            });
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+        }
+        Some(r)
     }
 
     /// The gate this rule belongs to, if any.
@@ -79,6 +236,36 @@ impl Rule {
 
 fn gate_tag(gate: &Gate) -> String {
     format!("{TAG_GATE_PREFIX}{}", gate.name)
+}
+
+/// The port-knock fallback: knocking `ports` in order opens `gate` to the knocker for
+/// `open_for` seconds, entirely in kernel rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Knock {
+    pub ports: Vec<u16>,
+    pub open_for: u64,
+    pub gate: String,
+}
+
+/// Everything besides the state that decides the rules.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub gates: Vec<Gate>,
+    pub always_allow: Vec<Cidr>,
+    pub knock: Option<Knock>,
+    /// Prefix of the knock lists' names (iptables lists are global to the namespace).
+    pub list_prefix: String,
+}
+
+impl Policy {
+    /// The name of knock list `what` (`k1`, `k2`, …, `open`) in `family`.
+    pub fn list(&self, what: &str, family: Family) -> String {
+        let f = match family {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+        };
+        format!("{}{what}_{f}", self.list_prefix)
+    }
 }
 
 /// What one gate looks like in one family.
@@ -118,34 +305,22 @@ pub fn expected_view(gate: &Gate, state: &State, now: u64, family: Family) -> Ga
     }
 }
 
-/// The chain's rules for `family`: established first, the always-allowed sources, then per
-/// gate the openings' sources (RETURN) before the gate's DROP; an open-to-all gate has none.
-pub fn desired(
-    gates: &[Gate],
-    always_allow: &[Cidr],
-    state: &State,
-    now: u64,
-    family: Family,
-) -> Vec<Rule> {
-    let mut rules = vec![Rule {
-        established: true,
-        syn: false,
-        src: None,
-        port: None,
-        tag: TAG_ESTABLISHED.into(),
-        target: Target::Return,
-    }];
-    for c in always_allow.iter().filter(|c| c.family() == family) {
-        rules.push(Rule {
-            established: false,
-            syn: false,
-            src: Some(*c),
-            port: None,
-            tag: TAG_ALWAYS_ALLOW.into(),
-            target: Target::Return,
-        });
+/// The chain's rules for `family`: established first, the always-allowed sources, the
+/// knock fallback, then per gate the openings' sources (RETURN) before the gate's DROP; an
+/// open-to-all gate has none.
+pub fn desired(policy: &Policy, state: &State, now: u64, family: Family) -> Vec<Rule> {
+    let mut est = Rule::new(family, TAG_ESTABLISHED, Some(Target::Return));
+    est.established = true;
+    let mut rules = vec![est];
+    for c in policy.always_allow.iter().filter(|c| c.family() == family) {
+        let mut r = Rule::new(family, TAG_ALWAYS_ALLOW, Some(Target::Return));
+        r.src = Some(*c);
+        rules.push(r);
     }
-    for gate in gates {
+    if let Some(k) = &policy.knock {
+        rules.extend(knock_rules(policy, k, family));
+    }
+    for gate in &policy.gates {
         let sources = match expected_view(gate, state, now, family) {
             GateView::OpenToAll => continue,
             GateView::OpenFrom(s) => s,
@@ -153,25 +328,86 @@ pub fn desired(
         };
         for src in sources {
             for p in &gate.ports {
-                rules.push(Rule {
-                    established: false,
-                    syn: false,
-                    src: Some(src),
-                    port: Some(*p),
-                    tag: gate_tag(gate),
-                    target: Target::Return,
-                });
+                let mut r = Rule::new(family, &gate_tag(gate), Some(Target::Return)).on(p);
+                r.src = Some(src);
+                rules.push(r);
             }
         }
         for p in &gate.ports {
-            rules.push(Rule {
-                established: false,
-                syn: p.proto == Proto::Tcp,
-                src: None,
-                port: Some(*p),
-                tag: gate_tag(gate),
-                target: Target::Drop,
+            let mut r = Rule::new(family, &gate_tag(gate), Some(Target::Drop)).on(p);
+            r.syn = p.proto == Proto::Tcp;
+            rules.push(r);
+        }
+    }
+    rules
+}
+
+/// The knock sequence as rules. The last step is checked first: a SYN to port n from a
+/// source on list n-1 (seen within a few seconds) moves it to list n and is dropped; any
+/// other SYN from a source on list n-1 takes it off (a wrong port resets the sequence).
+/// A source on the `open` list passes the knock gate for `open_for`.
+fn knock_rules(policy: &Policy, k: &Knock, family: Family) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    let open = policy.list("open", family);
+    if let Some(gate) = policy.gates.iter().find(|g| g.name == k.gate) {
+        for p in &gate.ports {
+            let mut r = Rule::new(family, TAG_KNOCK, Some(Target::Return)).on(p);
+            r.recent.push(Recent {
+                op: RecentOp::Rcheck,
+                seconds: Some(k.open_for),
+                list: open.clone(),
             });
+            rules.push(r);
+        }
+    }
+    let n = k.ports.len();
+    for step in (1..=n).rev() {
+        let port = k.ports[step - 1];
+        let next = if step == n {
+            open.clone()
+        } else {
+            policy.list(&format!("k{step}"), family)
+        };
+        let mut advance = Rule::new(family, TAG_KNOCK, Some(Target::Drop));
+        advance.proto = Some(Proto::Tcp);
+        advance.dport = Some((port, port));
+        advance.syn = true;
+        if step == 1 {
+            advance.recent.push(Recent {
+                op: RecentOp::Set,
+                seconds: None,
+                list: next,
+            });
+            rules.push(advance);
+        } else {
+            let prev = policy.list(&format!("k{}", step - 1), family);
+            advance.recent = vec![
+                Recent {
+                    op: RecentOp::Rcheck,
+                    seconds: Some(KNOCK_STEP_SECS),
+                    list: prev.clone(),
+                },
+                Recent {
+                    op: RecentOp::Set,
+                    seconds: None,
+                    list: next,
+                },
+                Recent {
+                    op: RecentOp::Remove,
+                    seconds: None,
+                    list: prev.clone(),
+                },
+            ];
+            rules.push(advance);
+            let mut reset = Rule::new(family, TAG_KNOCK, None);
+            reset.proto = Some(Proto::Tcp);
+            reset.syn = true;
+            reset.recent.push(Recent {
+                op: RecentOp::Remove,
+                seconds: None,
+                list: prev,
+            });
+            rules.push(reset);
         }
     }
     rules
@@ -294,8 +530,8 @@ fn words(line: &str) -> Vec<String> {
     out
 }
 
-/// Parses the output of `iptables -S` (the whole filter table).
-pub fn parse_listing(chain: &str, text: &str) -> Listing {
+/// Parses the output of `iptables -S` (the whole filter table) of `family`.
+pub fn parse_listing(chain: &str, text: &str, family: Family) -> Listing {
     let mut l = Listing::default();
     let mut first_input = true;
     for line in text.lines() {
@@ -314,7 +550,7 @@ pub fn parse_listing(chain: &str, text: &str) -> Listing {
             }
             [a, c, rest @ ..] if a == "-A" && c == chain => {
                 l.lines.push(line.trim_end().to_string());
-                l.rules.push(parse_rule(rest));
+                l.rules.push(parse_rule(rest, family));
             }
             _ => {}
         }
@@ -322,19 +558,10 @@ pub fn parse_listing(chain: &str, text: &str) -> Listing {
     l
 }
 
-fn parse_rule(w: &[String]) -> Option<Rule> {
-    let mut r = Rule {
-        established: false,
-        syn: false,
-        src: None,
-        port: None,
-        tag: String::new(),
-        target: Target::Return,
-    };
-    let mut proto = None;
-    let mut dport = None;
-    let mut target = None;
+fn parse_rule(w: &[String], family: Family) -> Option<Rule> {
+    let mut r = Rule::new(family, "", None);
     let mut i = 0;
+    let full_mask = r.full_mask();
     while i < w.len() {
         let next = w.get(i + 1).map(String::as_str);
         match (w[i].as_str(), next) {
@@ -343,7 +570,7 @@ fn parse_rule(w: &[String]) -> Option<Rule> {
                 i += 1;
             }
             ("-p", Some(v)) => {
-                proto = Some(match v {
+                r.proto = Some(match v {
                     "tcp" => Proto::Tcp,
                     "udp" => Proto::Udp,
                     _ => return None,
@@ -352,7 +579,7 @@ fn parse_rule(w: &[String]) -> Option<Rule> {
             }
             ("--dport", Some(v)) => {
                 let (a, b) = v.split_once(':').unwrap_or((v, v));
-                dport = Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?));
+                r.dport = Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?));
                 i += 1;
             }
             ("--tcp-flags", Some("FIN,SYN,RST,ACK"))
@@ -375,25 +602,79 @@ fn parse_rule(w: &[String]) -> Option<Rule> {
                 i += 1;
             }
             ("-j", Some(v)) => {
-                target = Some(match v {
+                r.target = Some(match v {
                     "RETURN" => Target::Return,
                     "DROP" => Target::Drop,
                     _ => return None,
                 });
                 i += 1;
             }
+            ("-m", Some("recent")) => {
+                r.recent.push(Recent {
+                    op: RecentOp::Set,
+                    seconds: None,
+                    list: String::new(),
+                });
+                i += 1;
+            }
+            (op @ ("--set" | "--rcheck" | "--remove"), _) => {
+                let last = r.recent.last_mut()?;
+                last.op = match op {
+                    "--set" => RecentOp::Set,
+                    "--rcheck" => RecentOp::Rcheck,
+                    _ => RecentOp::Remove,
+                };
+            }
+            ("--seconds", Some(v)) => {
+                r.recent.last_mut()?.seconds = Some(v.parse().ok()?);
+                i += 1;
+            }
+            ("--name", Some(v)) => {
+                r.recent.last_mut()?.list = v.to_string();
+                i += 1;
+            }
+            ("--mask", Some(v)) if v == full_mask => i += 1,
+            ("--rsource", _) => {}
             ("-m", Some("tcp" | "udp" | "conntrack" | "comment")) => i += 1,
             _ => return None,
         }
         i += 1;
     }
-    r.target = target?;
-    r.port = match (proto, dport) {
-        (Some(proto), Some((first, last))) => Some(PortRange { proto, first, last }),
-        (None, None) => None,
-        _ => return None,
-    };
+    if r.dport.is_some() && r.proto.is_none() {
+        return None;
+    }
     Some(r)
+}
+
+/// Parses `nft list table inet NAME`: each rule tgknock writes carries its key as its
+/// comment; the rules of `family` are returned in order.
+pub fn parse_nft_listing(table_text: &str, family: Family) -> Listing {
+    let mut l = Listing::default();
+    for line in table_text.lines() {
+        let t = line.trim();
+        if t.starts_with("chain input") {
+            l.chain_exists = true;
+        }
+        if t.starts_with("type filter hook input") {
+            l.jumps = 1;
+            l.jump_first = true;
+        }
+        let Some(at) = t.rfind("comment \"") else {
+            continue;
+        };
+        let comment = t[at + 9..].trim_end_matches('"');
+        let rule = Rule::from_key(comment);
+        let fam = comment.split_whitespace().next();
+        let mine = match family {
+            Family::V4 => fam == Some("4"),
+            Family::V6 => fam == Some("6"),
+        };
+        if mine || rule.is_none() {
+            l.lines.push(t.to_string());
+            l.rules.push(rule);
+        }
+    }
+    l
 }
 
 impl Listing {
@@ -414,6 +695,11 @@ impl Listing {
                 .all(|(a, b)| a.as_ref() == Some(b))
     }
 
+    /// Whether the knock fallback's rules are in the chain.
+    pub fn knock_armed(&self) -> bool {
+        self.installed() && self.rules.iter().flatten().any(|r| r.tag == TAG_KNOCK)
+    }
+
     /// What the kernel enforces for `gate`, read from the rules.
     pub fn view(&self, gate: &Gate) -> GateView {
         if !self.installed() {
@@ -432,15 +718,15 @@ impl Listing {
             .flatten()
             .filter(|r| r.tag == tag)
             .collect();
-        let drops: Vec<&PortRange> = mine
+        let drops: Vec<PortRange> = mine
             .iter()
-            .filter(|r| r.target == Target::Drop && r.src.is_none())
-            .filter_map(|r| r.port.as_ref())
+            .filter(|r| r.target == Some(Target::Drop) && r.src.is_none())
+            .filter_map(|r| r.port())
             .collect();
         if mine.is_empty() {
             return GateView::OpenToAll;
         }
-        if drops.len() != gate.ports.len() || !gate.ports.iter().all(|p| drops.contains(&p)) {
+        if drops.len() != gate.ports.len() || !gate.ports.iter().all(|p| drops.contains(p)) {
             return GateView::Inconsistent(format!(
                 "{} has DROP rules for {} of its {} port sets",
                 gate.name,
@@ -450,7 +736,7 @@ impl Listing {
         }
         let mut sources: Vec<Cidr> = mine
             .iter()
-            .filter(|r| r.target == Target::Return)
+            .filter(|r| r.target == Some(Target::Return))
             .filter_map(|r| r.src)
             .collect();
         sources.sort();
@@ -458,7 +744,7 @@ impl Listing {
         for s in &sources {
             let ports = mine
                 .iter()
-                .filter(|r| r.target == Target::Return && r.src == Some(*s))
+                .filter(|r| r.target == Some(Target::Return) && r.src == Some(*s))
                 .count();
             if ports != gate.ports.len() {
                 return GateView::Inconsistent(format!(
@@ -485,6 +771,15 @@ mod tests {
         parse_gates("ssh=22/tcp web=80/tcp,443/tcp mosh=60000:61000/udp").unwrap()
     }
 
+    fn policy(always: &[&str], knock: Option<Knock>) -> Policy {
+        Policy {
+            gates: gates(),
+            always_allow: always.iter().map(|c| cidr(c)).collect(),
+            knock,
+            list_prefix: "TGKNOCK_".into(),
+        }
+    }
+
     fn cidr(s: &str) -> Cidr {
         s.parse().unwrap()
     }
@@ -509,15 +804,25 @@ mod tests {
         rules.iter().map(|r| r.args().join(" ")).collect()
     }
 
+    /// A listing as `iptables -S` would print the rules (comments quoted, as it does).
+    fn listed(rules: &[Rule]) -> String {
+        let mut t = String::from("-P INPUT ACCEPT\n-N TGKNOCK\n-A INPUT -j TGKNOCK\n");
+        for r in rules {
+            let line = format!("-A TGKNOCK {}", r.args().join(" "));
+            let line = line.replace(
+                &format!("--comment {}", r.tag),
+                &format!("--comment \"{}\"", r.tag),
+            );
+            t.push_str(&line);
+            t.push('\n');
+        }
+        t
+    }
+
     #[test]
     fn all_closed_by_default() {
-        let r = desired(
-            &gates(),
-            &[cidr("192.168.0.0/16")],
-            &State::default(),
-            0,
-            Family::V4,
-        );
+        let p = policy(&["192.168.0.0/16"], None);
+        let r = desired(&p, &State::default(), 0, Family::V4);
         assert_eq!(
             render(&r),
             vec![
@@ -529,13 +834,7 @@ mod tests {
                 "-p udp -m udp --dport 60000:61000 -m comment --comment tgknock-gate:mosh -j DROP",
             ]
         );
-        let v6 = desired(
-            &gates(),
-            &[cidr("192.168.0.0/16")],
-            &State::default(),
-            0,
-            Family::V6,
-        );
+        let v6 = desired(&p, &State::default(), 0, Family::V6);
         assert_eq!(
             v6.len(),
             5,
@@ -550,17 +849,17 @@ mod tests {
             ("web", Some("203.0.113.7"), Some(100)),
             ("web", Some("2001:db8::/64"), None),
         ]);
-        let v4 = render(&desired(&gates(), &[], &s, 50, Family::V4));
+        let p = policy(&[], None);
+        let v4 = render(&desired(&p, &s, 50, Family::V4));
         assert!(
             !v4.iter().any(|l| l.contains("tgknock-gate:ssh")),
             "ssh open: no rules"
         );
         assert!(v4.contains(&"-s 203.0.113.7/32 -p tcp -m tcp --dport 80 -m comment --comment tgknock-gate:web -j RETURN".to_string()));
         assert!(v4.contains(&"-s 203.0.113.7/32 -p tcp -m tcp --dport 443 -m comment --comment tgknock-gate:web -j RETURN".to_string()));
-        let v6 = render(&desired(&gates(), &[], &s, 50, Family::V6));
+        let v6 = render(&desired(&p, &s, 50, Family::V6));
         assert!(v6.contains(&"-s 2001:db8::/64 -p tcp -m tcp --dport 80 -m comment --comment tgknock-gate:web -j RETURN".to_string()));
         assert!(!v6.iter().any(|l| l.contains("203.0.113.7")));
-        // Sources come before the DROP.
         let ret = v4
             .iter()
             .position(|l| l.contains("RETURN") && l.contains("web"))
@@ -569,7 +868,7 @@ mod tests {
             .iter()
             .position(|l| l.contains("DROP") && l.contains("web"))
             .unwrap();
-        assert!(ret < drop);
+        assert!(ret < drop, "sources come before the DROP");
     }
 
     #[test]
@@ -583,13 +882,15 @@ mod tests {
             expected_view(&gates()[0], &s, 100, Family::V4),
             GateView::Closed
         );
-        let r = render(&desired(&gates(), &[], &s, 100, Family::V4));
+        let r = render(&desired(&policy(&[], None), &s, 100, Family::V4));
         assert!(r.iter().any(|l| l.contains("tgknock-gate:ssh -j DROP")));
     }
 
     #[test]
     fn restore_input_replaces_chain_and_fixes_jump() {
-        let r = desired(&gates()[..1], &[], &State::default(), 0, Family::V4);
+        let mut p = policy(&[], None);
+        p.gates.truncate(1);
+        let r = desired(&p, &State::default(), 0, Family::V4);
         let text = restore_input(
             "TGKNOCK",
             &r,
@@ -609,23 +910,28 @@ mod tests {
 
     const LISTING: &str = "-P INPUT ACCEPT\n-P FORWARD ACCEPT\n-P OUTPUT ACCEPT\n-N TGKNOCK\n-N f2b-sshd\n\
         -A INPUT -j TGKNOCK\n-A INPUT -p tcp -m multiport --dports 22 -j f2b-sshd\n\
-        -A TGKNOCK -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment tgknock:established -j RETURN\n\
-        -A TGKNOCK -s 10.0.0.0/8 -m comment --comment tgknock:always-allow -j RETURN\n\
+        -A TGKNOCK -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"tgknock:established\" -j RETURN\n\
+        -A TGKNOCK -s 10.0.0.0/8 -m comment --comment \"tgknock:always-allow\" -j RETURN\n\
         -A TGKNOCK -s 203.0.113.7/32 -p tcp -m tcp --dport 22 -m comment --comment \"tgknock-gate:ssh\" -j RETURN\n\
-        -A TGKNOCK -p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment tgknock-gate:ssh -j DROP\n\
+        -A TGKNOCK -p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment \"tgknock-gate:ssh\" -j DROP\n\
         -A f2b-sshd -j RETURN\n";
 
     #[test]
     fn parses_a_listing() {
-        let l = parse_listing("TGKNOCK", LISTING);
+        let l = parse_listing("TGKNOCK", LISTING, Family::V4);
         assert!(l.chain_exists && l.installed());
         assert_eq!((l.jumps, l.jump_first), (1, true));
         assert_eq!(l.lines.len(), 4);
-        let g = &gates()[..1];
-        assert_eq!(l.view(&g[0]), GateView::OpenFrom(vec![cidr("203.0.113.7")]));
+        let mut p = policy(&["10.0.0.0/8"], None);
+        p.gates.truncate(1);
+        assert_eq!(
+            l.view(&p.gates[0]),
+            GateView::OpenFrom(vec![cidr("203.0.113.7")])
+        );
         let s = state(&[("ssh", Some("203.0.113.7"), Some(10))]);
-        assert!(l.matches(&desired(g, &[cidr("10.0.0.0/8")], &s, 5, Family::V4)));
-        assert!(!l.matches(&desired(g, &[cidr("10.0.0.0/8")], &s, 10, Family::V4)));
+        assert!(l.matches(&desired(&p, &s, 5, Family::V4)));
+        assert!(!l.matches(&desired(&p, &s, 10, Family::V4)));
+        assert!(!l.knock_armed());
         assert_eq!(
             JumpFix::from_listing(&l),
             JumpFix {
@@ -638,21 +944,24 @@ mod tests {
     #[test]
     fn views_of_broken_chains() {
         let g = &gates()[1];
-        let missing = parse_listing("TGKNOCK", "-N TGKNOCK\n");
+        let missing = parse_listing("TGKNOCK", "-N TGKNOCK\n", Family::V4);
         assert_eq!(missing.view(g), GateView::NotInstalled);
         let half = parse_listing(
             "TGKNOCK",
             "-N TGKNOCK\n-A INPUT -j TGKNOCK\n-A TGKNOCK -p tcp -m tcp --dport 80 -m comment --comment tgknock-gate:web -j DROP\n",
+            Family::V4,
         );
         assert!(matches!(half.view(g), GateView::Inconsistent(_)));
         let foreign = parse_listing(
             "TGKNOCK",
             "-N TGKNOCK\n-A INPUT -j TGKNOCK\n-A TGKNOCK -p icmp -j ACCEPT\n",
+            Family::V4,
         );
         assert!(matches!(foreign.view(g), GateView::Inconsistent(_)));
         let second = parse_listing(
             "TGKNOCK",
             "-N TGKNOCK\n-A INPUT -p tcp -j ACCEPT\n-A INPUT -j TGKNOCK\n-A INPUT -j TGKNOCK\n",
+            Family::V4,
         );
         assert_eq!(
             JumpFix::from_listing(&second),
@@ -668,45 +977,74 @@ mod tests {
         assert_eq!(teardown_input("TGKNOCK", &Listing::default()), None);
     }
 
+    fn knock() -> Knock {
+        Knock {
+            ports: vec![7101, 7102, 7103],
+            open_for: 30,
+            gate: "ssh".into(),
+        }
+    }
+
     #[test]
-    fn every_rendered_rule_parses_back() {
+    fn knock_rules_check_the_last_step_first() {
+        let p = policy(&[], Some(knock()));
+        let r = render(&desired(&p, &State::default(), 0, Family::V4));
+        let m = "--mask 255.255.255.255 --rsource";
+        assert_eq!(
+            r[1..7],
+            [
+                format!(
+                    "-p tcp -m tcp --dport 22 -m recent --rcheck --seconds 30 --name TGKNOCK_open_v4 {m} -m comment --comment tgknock:knock -j RETURN"
+                ),
+                format!(
+                    "-p tcp -m tcp --dport 7103 --tcp-flags FIN,SYN,RST,ACK SYN -m recent --rcheck --seconds 5 --name TGKNOCK_k2_v4 {m} -m recent --set --name TGKNOCK_open_v4 {m} -m recent --remove --name TGKNOCK_k2_v4 {m} -m comment --comment tgknock:knock -j DROP"
+                ),
+                format!(
+                    "-p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m recent --remove --name TGKNOCK_k2_v4 {m} -m comment --comment tgknock:knock"
+                ),
+                format!(
+                    "-p tcp -m tcp --dport 7102 --tcp-flags FIN,SYN,RST,ACK SYN -m recent --rcheck --seconds 5 --name TGKNOCK_k1_v4 {m} -m recent --set --name TGKNOCK_k2_v4 {m} -m recent --remove --name TGKNOCK_k1_v4 {m} -m comment --comment tgknock:knock -j DROP"
+                ),
+                format!(
+                    "-p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m recent --remove --name TGKNOCK_k1_v4 {m} -m comment --comment tgknock:knock"
+                ),
+                format!(
+                    "-p tcp -m tcp --dport 7101 --tcp-flags FIN,SYN,RST,ACK SYN -m recent --set --name TGKNOCK_k1_v4 {m} -m comment --comment tgknock:knock -j DROP"
+                ),
+            ]
+        );
+        let v6 = render(&desired(&p, &State::default(), 0, Family::V6));
+        assert!(v6[1].contains(
+            "--name TGKNOCK_open_v6 --mask ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff --rsource"
+        ));
+    }
+
+    #[test]
+    fn every_rendered_rule_parses_back_and_keys_round_trip() {
         let s = state(&[
             ("web", Some("203.0.113.0/24"), Some(100)),
             ("mosh", Some("2001:db8::5"), None),
         ]);
+        let p = policy(&["10.0.0.0/8", "fd00::/8"], Some(knock()));
         for fam in [Family::V4, Family::V6] {
-            let rules = desired(
-                &gates(),
-                &[cidr("10.0.0.0/8"), cidr("fd00::/8")],
-                &s,
-                0,
-                fam,
-            );
-            let text = format!(
-                "-N TGKNOCK\n-A INPUT -j TGKNOCK\n{}",
-                restore_input(
-                    "TGKNOCK",
-                    &rules,
-                    JumpFix {
-                        delete: 0,
-                        insert: false
-                    }
-                )
-                .lines()
-                .filter(|l| l.starts_with("-A"))
-                .map(|l| format!("{l}\n"))
-                .collect::<String>()
-            );
-            let l = parse_listing("TGKNOCK", &text);
-            assert!(l.matches(&rules), "{fam:?}");
-            for g in gates() {
+            let rules = desired(&p, &s, 0, fam);
+            let l = parse_listing("TGKNOCK", &listed(&rules), fam);
+            assert!(l.matches(&rules), "{fam:?}: {:?}", l.rules);
+            assert!(l.knock_armed());
+            for g in &p.gates {
                 assert_eq!(
-                    l.view(&g),
-                    expected_view(&g, &s, 0, fam),
+                    l.view(g),
+                    expected_view(g, &s, 0, fam),
                     "{} {fam:?}",
                     g.name
                 );
             }
+            for r in &rules {
+                assert!(r.key().len() <= 128, "{}", r.key());
+                assert_eq!(Rule::from_key(&r.key()).as_ref(), Some(r), "{}", r.key());
+            }
         }
+        assert_eq!(Rule::from_key("4 tgknock:x bogus"), None);
+        assert_eq!(Rule::from_key(""), None);
     }
 }

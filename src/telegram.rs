@@ -443,7 +443,8 @@ impl BotApi {
     }
 
     pub fn send_message(&self, chat_id: i64, text: &str) -> Result<(), ApiError> {
-        let text: String = text.chars().take(4000).collect();
+        // A reply may echo what the owner typed, a pasted token too: never send it back.
+        let text: String = redact(text).chars().take(4000).collect();
         self.call(
             "sendMessage",
             &serde_json::json!({
