@@ -109,7 +109,8 @@ fn start(cfg: &Config, paths: &Paths, config_path: Option<&Path>) -> Result<i32>
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::Runtime(format!("cannot start {} run: {e}", exe.display())))?;
-    // Wait until it holds the pid lock (it started) or exits (it could not).
+    // Wait until it is healthy (holds the pid lock and has touched its heartbeat, so the
+    // next watchdog cannot take it for hung) or exits (it could not start).
     let end = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -119,7 +120,8 @@ fn start(cfg: &Config, paths: &Paths, config_path: Option<&Path>) -> Result<i32>
                 cfg.log_file.display()
             )));
         }
-        if PidLock::holder(paths) == Some(child.id()) {
+        if matches!(health(cfg, paths, crate::now()), Health::Healthy { pid, .. } if pid == child.id())
+        {
             println!(
                 "tgknock watchdog: started `{} run` (pid {}), output to {}",
                 exe.display(),
@@ -130,7 +132,7 @@ fn start(cfg: &Config, paths: &Paths, config_path: Option<&Path>) -> Result<i32>
         }
         if Instant::now() > end {
             println!(
-                "tgknock watchdog: started `{} run` (pid {}), but it has not taken its lock yet; output to {}",
+                "tgknock watchdog: started `{} run` (pid {}), but it has not taken its lock or written its heartbeat yet; output to {}",
                 exe.display(),
                 child.id(),
                 cfg.log_file.display()
