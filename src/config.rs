@@ -516,6 +516,12 @@ impl Config {
                 }
             }
         }
+        if knock.len() >= 2 && knock.windows(2).all(|w| w[1] > w[0] && w[1] - w[0] <= 10) {
+            warnings.push(format!(
+                "TGKNOCK_KNOCK={}: ascending ports close together are what an in-order port scan sends; prefer a scattered order",
+                knock.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+            ));
+        }
         let knock_open_for = dur("TGKNOCK_KNOCK_OPEN_FOR")?;
         if knock_open_for == 0 {
             return Err(bad("TGKNOCK_KNOCK_OPEN_FOR", "must be more than 0".into()));
