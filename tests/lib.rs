@@ -11,4 +11,7 @@ mod support;
 mod chat;
 mod console;
 mod faults;
+mod knock;
 mod netns;
+mod nonroot;
+mod watchdog;

@@ -1,460 +1,141 @@
-//! Tier 3: the real binary against real iptables/ip6tables (legacy and nft) inside network
-//! namespaces, judged by real TCP connections.
+//! Tier 3: the real binary against real firewalls (iptables-legacy, iptables-nft, and
+//! nftables through `nft`) inside network namespaces, judged by real TCP connections.
 //!
-//! Each scenario gets its own namespaces (names carry the test process's pid): a board
-//! with a bridge `br0` holding 10.203.N.1/24 and fd00:203:N::1/64, and one or two client
-//! namespaces, each joined to the bridge by a veth pair, holding 10.203.N.2 (::2) and
-//! 10.203.N.3 (::3). The test process stays in the root namespace; short-lived helper
-//! threads enter a namespace with setns(2) to create sockets there (a socket belongs to
-//! the namespace it was created in, whichever thread uses it later). The board runs TCP
-//! echo servers on 22 and 80 (the gates) and 8080 (not a gate: proves the network works),
-//! and the fake Bot API on its own 127.0.0.1. A dropped SYN shows as a connect timeout.
+//! Each scenario gets its own namespaces (support/netns.rs): a board with a bridge `br0`
+//! holding 10.203.N.1/24 and fd00:203:N::1/64, and one or two client namespaces holding
+//! 10.203.N.2 (::2) and 10.203.N.3 (::3). The board runs TCP echo servers on 22 and 80
+//! (the gates) and 8080 (not a gate: proves the network works), and the fake Bot API on
+//! its own 127.0.0.1. A dropped SYN shows as a connect timeout.
 //!
-//! Every scenario runs for both backends at once (iptables-legacy and iptables-nft, in
-//! separate namespaces), so the file costs about its slowest scenario twice over.
-//! Without root or `ip netns`, the tests print `SKIPPED: …` and pass, except under
-//! `CI=true`, where no tier may skip.
+//! Every scenario runs for the three backends at once (iptables-legacy, iptables-nft and
+//! `TGKNOCK_FIREWALL=nft`, in separate namespaces N, N+100 and N+200), so the file costs
+//! about its slowest scenario twice over. Without root or `ip netns`, the tests print
+//! `SKIPPED: …` and pass, except under `CI=true`, where no tier may skip.
+//!
+//! The `Rig` and the backend list are shared with knock.rs.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::netns::{
+    Backend, Fam, Net, OTHER, Reach, SSH, V4, V6, WEB, in_netns, in_ns, is_root, roundtrip, run_ok,
+    skip,
+};
 use crate::support::{Daemon, Env, FakeApi, OWNER};
 
-/// How long a connection attempt may take before it counts as dropped. On a veth in an
-/// idle namespace an accepted SYN is answered in well under a millisecond.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
-
-const GATES: &str = "ssh=22/tcp web=80/tcp";
-const SSH: u16 = 22;
-const WEB: u16 = 80;
-const OTHER: u16 = 8080;
+/// The second octet of this file's addresses: 10.203.N.0/24, fd00:203:N::/64.
+const SUBNET: u8 = 203;
+pub const GATES: &str = "ssh=22/tcp web=80/tcp";
+/// The nftables tool the `nft` backend runs.
+pub const NFT: &str = "/usr/sbin/nft";
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-#[allow(unsafe_code)]
-mod sys {
-    use std::os::fd::AsRawFd;
-
-    unsafe extern "C" {
-        pub fn setns(fd: i32, nstype: i32) -> i32;
-    }
-
-    const CLONE_NEWNET: i32 = 0x4000_0000;
-
-    /// Moves the calling thread (only it) into the network namespace `ns`.
-    pub fn enter(ns: &str) -> std::io::Result<()> {
-        let f = std::fs::File::open(format!("/run/netns/{ns}"))?;
-        // SAFETY: setns takes a valid open descriptor, which `f` keeps open for the call.
-        if unsafe { setns(f.as_raw_fd(), CLONE_NEWNET) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    }
-}
-
-/// Runs `f` on a fresh thread inside the network namespace `ns`.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let ns = ns.to_string();
-    std::thread::spawn(move || {
-        sys::enter(&ns).unwrap_or_else(|e| panic!("setns into {ns}: {e}"));
-        f()
-    })
-    .join()
-    .unwrap_or_else(|p| std::panic::resume_unwind(p))
-}
-
-/// Skips the test (a message on stderr), or fails it under `CI=true`.
-fn skip(reason: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("the netns tests cannot run under CI=true: {reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .map(|u| u.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
+/// A firewall backend of tgknock, as a test runs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Legacy,
+pub enum Fw {
+    /// `TGKNOCK_FIREWALL=iptables` with the legacy or the nft flavour of iptables.
+    Ipt(Backend),
+    /// `TGKNOCK_FIREWALL=nft`: the table `inet tgknock`.
     Nft,
 }
 
-impl Backend {
-    fn name(self) -> &'static str {
+impl Fw {
+    pub const ALL: [Fw; 3] = [Fw::Ipt(Backend::Legacy), Fw::Ipt(Backend::Nft), Fw::Nft];
+
+    pub fn name(self) -> &'static str {
         match self {
-            Backend::Legacy => "legacy",
-            Backend::Nft => "nft",
+            Fw::Ipt(Backend::Legacy) => "iptables-legacy",
+            Fw::Ipt(Backend::Nft) => "iptables-nft",
+            Fw::Nft => "nft",
         }
     }
 
-    fn tool(self, fam: Fam) -> String {
-        let base = match fam {
-            Fam::V4 => "iptables",
-            Fam::V6 => "ip6tables",
+    /// The tools this backend needs that are not installed.
+    fn missing(self) -> Vec<String> {
+        let tools: Vec<String> = match self {
+            Fw::Ipt(b) => [V4, V6]
+                .iter()
+                .flat_map(|&f| [b.tool(f), format!("{}-restore", b.tool(f))])
+                .collect(),
+            Fw::Nft => vec![NFT.to_string()],
         };
-        format!("/usr/sbin/{base}-{}", self.name())
+        tools
+            .into_iter()
+            .filter(|t| !std::path::Path::new(t).exists())
+            .collect()
+    }
+
+    /// The settings that select this backend. With nft, the iptables paths stay the
+    /// environment's recording fakes: a call to them would show in `Env::calls`.
+    fn configure(self, env: &mut Env) {
+        match self {
+            Fw::Ipt(b) => {
+                env.set("TGKNOCK_FIREWALL", "iptables")
+                    .set("TGKNOCK_IPTABLES", &b.tool(V4))
+                    .set("TGKNOCK_IP6TABLES", &b.tool(V6));
+            }
+            Fw::Nft => {
+                env.set("TGKNOCK_FIREWALL", "nft").set("TGKNOCK_NFT", NFT);
+            }
+        }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fam {
-    V4,
-    V6,
-}
-use Fam::{V4, V6};
-
-/// Runs a scenario for both backends at once, each in its own namespaces (`n` and
-/// `n + 100`), and fails if either failed.
-fn both(n: u8, scenario: fn(Backend, u8)) {
+/// Runs a scenario for every backend at once, each in its own namespaces (`n`, `n + 100`,
+/// `n + 200`), and fails if any failed.
+pub fn all(n: u8, scenario: fn(Fw, u8)) {
+    assert!(n < 56, "scenario number {n} leaves no room for n + 200");
     std::thread::scope(|s| {
-        let runs: Vec<_> = [(Backend::Legacy, n), (Backend::Nft, n + 100)]
+        let runs: Vec<_> = Fw::ALL
             .into_iter()
-            .map(|(b, n)| {
+            .zip([n, n + 100, n + 200])
+            .map(|(fw, n)| {
                 let h = std::thread::Builder::new()
                     .name(format!(
                         "{}-{}",
                         std::thread::current().name().unwrap_or("netns"),
-                        b.name()
+                        fw.name()
                     ))
-                    .spawn_scoped(s, move || scenario(b, n))
+                    .spawn_scoped(s, move || scenario(fw, n))
                     .unwrap();
-                (b, h)
+                (fw, h)
             })
             .collect();
         let failed: Vec<&str> = runs
             .into_iter()
-            .filter_map(|(b, h)| h.join().is_err().then_some(b.name()))
+            .filter_map(|(fw, h)| h.join().is_err().then_some(fw.name()))
             .collect();
         assert!(failed.is_empty(), "failed with backend(s): {failed:?}");
     });
 }
 
-fn run_ok(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn ip(args: &[&str]) -> Result<String, String> {
-    run_ok(Command::new("ip").args(args))
-}
-
-/// `cmd` run inside the namespace `ns` by `ip netns exec` (which execs it in place, so
-/// the child's pid is the program's), with the same program, arguments and environment.
-fn in_netns(ns: &str, cmd: &Command) -> Command {
-    let mut w = Command::new("ip");
-    w.args(["netns", "exec", ns])
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => w.env(k, v),
-            None => w.env_remove(k),
-        };
-    }
-    w.stdin(Stdio::null());
-    w
-}
-
-/// The namespaces of one scenario; deleted when dropped, panic or not.
-struct Net {
-    n: u8,
-    board: String,
-    clients: Vec<String>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Net {
-    fn new(n: u8, clients: usize) -> Result<Net, String> {
-        let pid = std::process::id();
-        let net = Net {
-            n,
-            board: format!("tgk{pid}-{n}-b"),
-            clients: (1..=clients)
-                .map(|k| format!("tgk{pid}-{n}-c{k}"))
-                .collect(),
-            stop: Arc::new(AtomicBool::new(false)),
-        };
-        let b = net.board.as_str();
-        ip(&["netns", "add", b])?;
-        for c in &net.clients {
-            ip(&["netns", "add", c])?;
-        }
-        let (v4, v6) = net.addrs(0);
-        ip(&["-n", b, "link", "set", "lo", "up"])?;
-        ip(&[
-            "-n",
-            b,
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "forward_delay",
-            "0",
-        ])?;
-        ip(&["-n", b, "addr", "add", &format!("{v4}/24"), "dev", "br0"])?;
-        ip(&[
-            "-n",
-            b,
-            "addr",
-            "add",
-            &format!("{v6}/64"),
-            "dev",
-            "br0",
-            "nodad",
-        ])?;
-        ip(&["-n", b, "link", "set", "br0", "up"])?;
-        for (k, c) in net.clients.iter().enumerate() {
-            let port = format!("vb{k}");
-            let (v4, v6) = net.addrs(k + 1);
-            ip(&[
-                "-n", b, "link", "add", &port, "type", "veth", "peer", "name", "vc", "netns", c,
-            ])?;
-            ip(&["-n", b, "link", "set", &port, "master", "br0"])?;
-            ip(&["-n", b, "link", "set", &port, "up"])?;
-            ip(&["-n", c, "link", "set", "lo", "up"])?;
-            ip(&["-n", c, "addr", "add", &format!("{v4}/24"), "dev", "vc"])?;
-            ip(&[
-                "-n",
-                c,
-                "addr",
-                "add",
-                &format!("{v6}/64"),
-                "dev",
-                "vc",
-                "nodad",
-            ])?;
-            ip(&["-n", c, "link", "set", "vc", "up"])?;
-        }
-        net.serve_echo(&[SSH, WEB, OTHER])?;
-        // The network works before any test judges a port closed by a timeout.
-        for k in 0..net.clients.len() {
-            for fam in [V4, V6] {
-                let end = Instant::now() + Duration::from_secs(10);
-                loop {
-                    match net.reach(k, OTHER, fam) {
-                        Reach::Open => break,
-                        r if Instant::now() > end => {
-                            return Err(format!(
-                                "client {k} cannot reach the board's port {OTHER} over {fam:?}: {r:?}"
-                            ));
-                        }
-                        _ => std::thread::sleep(Duration::from_millis(100)),
-                    }
-                }
-            }
-        }
-        Ok(net)
-    }
-
-    /// Host `k`'s addresses: 0 is the board, 1.. the clients.
-    fn addrs(&self, k: usize) -> (Ipv4Addr, Ipv6Addr) {
-        let n = self.n;
-        let h = 1 + k as u8;
-        (
-            Ipv4Addr::new(10, 203, n, h),
-            Ipv6Addr::new(0xfd00, 0x203, n.into(), 0, 0, 0, 0, h.into()),
-        )
-    }
-
-    fn board_addr(&self, fam: Fam, port: u16) -> SocketAddr {
-        let (v4, v6) = self.addrs(0);
-        let ip = match fam {
-            V4 => IpAddr::V4(v4),
-            V6 => IpAddr::V6(v6),
-        };
-        SocketAddr::new(ip, port)
-    }
-
-    /// TCP echo servers on the board, on every address of both families.
-    fn serve_echo(&self, ports: &[u16]) -> Result<(), String> {
-        let ports = ports.to_vec();
-        let listeners = in_ns(&self.board, move || -> Result<Vec<TcpListener>, String> {
-            let mut ls = Vec::new();
-            for p in ports {
-                ls.push(TcpListener::bind(("::", p)).map_err(|e| format!("bind [::]:{p}: {e}"))?);
-                // Where [::] is IPv6-only, IPv4 needs its own socket; else this is in use.
-                if let Ok(l) = TcpListener::bind(("0.0.0.0", p)) {
-                    ls.push(l);
-                }
-            }
-            Ok(ls)
-        })?;
-        for l in listeners {
-            l.set_nonblocking(true).unwrap();
-            let stop = Arc::clone(&self.stop);
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match l.accept() {
-                        Ok((s, _)) => {
-                            std::thread::spawn(move || echo_loop(s));
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                    }
-                }
-            });
-        }
-        Ok(())
-    }
-
-    /// A connection from client `k` to the board's `port`.
-    fn connect(&self, k: usize, port: u16, fam: Fam) -> std::io::Result<TcpStream> {
-        let to = self.board_addr(fam, port);
-        in_ns(&self.clients[k], move || {
-            TcpStream::connect_timeout(&to, CONNECT_TIMEOUT)
-        })
-    }
-
-    fn reach(&self, k: usize, port: u16, fam: Fam) -> Reach {
-        match self.connect(k, port, fam) {
-            Ok(mut s) => match roundtrip(&mut s, b"knock") {
-                Ok(()) => Reach::Open,
-                Err(e) => Reach::Other(format!("connected, but no echo: {e}")),
-            },
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-                ) =>
-            {
-                Reach::Dropped
-            }
-            Err(e) => Reach::Other(e.to_string()),
-        }
-    }
-
-    /// Checks several (client, port, family, open?) expectations at once, in parallel.
-    fn expect(&self, what: &str, checks: &[(usize, u16, Fam, bool)]) {
-        let results: Vec<Reach> = std::thread::scope(|s| {
-            let hs: Vec<_> = checks
-                .iter()
-                .map(|&(k, port, fam, _)| s.spawn(move || self.reach(k, port, fam)))
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        let wrong: Vec<String> = checks
-            .iter()
-            .zip(&results)
-            .filter(|((_, _, _, open), r)| **r != if *open { Reach::Open } else { Reach::Dropped })
-            .map(|((k, port, fam, open), r)| {
-                let (c4, c6) = self.addrs(k + 1);
-                let from = if *fam == V4 {
-                    c4.to_string()
-                } else {
-                    c6.to_string()
-                };
-                format!(
-                    "{from} -> {}: expected {}, got {r:?}",
-                    self.board_addr(*fam, *port),
-                    if *open { "open" } else { "dropped" }
-                )
-            })
-            .collect();
-        assert!(wrong.is_empty(), "{what}:\n{}", wrong.join("\n"));
-    }
-
-    /// `iptables -S` (or `ip6tables -S`) in the board.
-    fn listing(&self, b: Backend, fam: Fam) -> String {
-        run_ok(Command::new("ip").args(["netns", "exec", &self.board, &b.tool(fam), "-w", "-S"]))
-            .unwrap()
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for ns in self.clients.iter().chain([&self.board]) {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Reach {
-    /// Connected, and the echo came back.
-    Open,
-    /// The connection attempt timed out: the SYN was dropped.
-    Dropped,
-    /// Anything else (refused, reset…): neither verdict.
-    Other(String),
-}
-
-fn echo_loop(mut s: TcpStream) {
-    let _ = s.set_nonblocking(false);
-    let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
-    let mut buf = [0u8; 1024];
-    while let Ok(n) = s.read(&mut buf) {
-        if n == 0 || s.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-}
-
-/// Sends `msg` and reads it back from the echo server.
-fn roundtrip(s: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
-    s.set_read_timeout(Some(Duration::from_secs(3)))?;
-    s.write_all(msg)?;
-    let mut back = vec![0u8; msg.len()];
-    s.read_exact(&mut back)?;
-    if back != msg {
-        return Err(std::io::Error::other(format!(
-            "echo returned {back:?} for {msg:?}"
-        )));
-    }
-    Ok(())
-}
-
 /// A scenario's world. Fields drop in order: the daemon first, the namespaces last.
-struct Rig {
-    daemon: Option<Daemon>,
-    env: Env,
-    net: Net,
-    backend: Backend,
+pub struct Rig {
+    pub daemon: Option<Daemon>,
+    pub env: Env,
+    pub net: Net,
+    pub fw: Fw,
 }
 
 impl Rig {
-    /// The namespaces, echo servers and fake Bot API for one scenario, and the settings
-    /// for the real binary with real iptables; `None` when this machine cannot run it.
-    fn new(n: u8, backend: Backend, clients: usize) -> Option<Rig> {
+    /// The namespaces (10.`subnet`.`n`.0/24), echo servers and fake Bot API for one
+    /// scenario, and the settings for the real binary with the real firewall `fw`; `None`
+    /// when this machine cannot run it.
+    pub fn new(subnet: u8, n: u8, fw: Fw, clients: usize) -> Option<Rig> {
         if !is_root() {
             skip("the netns tests need root");
             return None;
         }
-        let missing: Vec<String> = [V4, V6]
-            .iter()
-            .flat_map(|&f| [backend.tool(f), format!("{}-restore", backend.tool(f))])
-            .filter(|t| !std::path::Path::new(t).exists())
-            .collect();
+        let missing = fw.missing();
         if !missing.is_empty() {
             skip(&format!("missing firewall tools: {missing:?}"));
             return None;
         }
-        let net = match Net::new(n, clients) {
+        let net = match Net::new(subnet, n, clients) {
             Ok(net) => net,
             Err(e) => {
                 skip(&format!("cannot set up network namespaces: {e}"));
@@ -465,19 +146,18 @@ impl Rig {
             .expect("bind the fake Bot API in the board");
         let mut env = Env::with_api(FakeApi::serve(listener));
         env.set("TGKNOCK_GATES", GATES)
-            .set("TGKNOCK_IPTABLES", &backend.tool(V4))
-            .set("TGKNOCK_IP6TABLES", &backend.tool(V6))
             .set("RUST_LOG", "debug,ureq=info,ureq_proto=info");
+        fw.configure(&mut env);
         Some(Rig {
             daemon: None,
             env,
             net,
-            backend,
+            fw,
         })
     }
 
     /// Starts `tgknock run` in the board and waits until it polls Telegram.
-    fn start(&mut self) {
+    pub fn start(&mut self) {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let log = self.env.dir.join(format!("netns-daemon-{n}.log"));
         let f = std::fs::File::create(&log).unwrap();
@@ -494,12 +174,12 @@ impl Rig {
         self.daemon = Some(d);
     }
 
-    fn daemon(&mut self) -> &mut Daemon {
+    pub fn daemon(&mut self) -> &mut Daemon {
         self.daemon.as_mut().expect("the daemon is running")
     }
 
     /// Sends a chat message from the owner and returns the bot's reply to it.
-    fn say(&self, text: &str) -> String {
+    pub fn say(&self, text: &str) -> String {
         let api = &self.env.api;
         let before = api.sent_to(OWNER).len();
         api.say(OWNER, text);
@@ -507,37 +187,138 @@ impl Rig {
     }
 
     /// Runs a console command of the binary in the board.
-    fn console(&self, args: &[&str]) -> std::process::Output {
+    pub fn console(&self, args: &[&str]) -> std::process::Output {
         in_netns(&self.net.board, &self.env.command(args))
             .output()
             .expect("run tgknock in the board")
     }
 
-    fn listing(&self, fam: Fam) -> String {
-        self.net.listing(self.backend, fam)
+    /// Runs a console command that must succeed; returns its standard output.
+    pub fn console_ok(&self, args: &[&str]) -> String {
+        let out = self.console(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "tgknock {args:?} ({}): {}\n{stdout}\n{}",
+            self.fw.name(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// `iptables -S` / `ip6tables -S` in the board (iptables backends only).
+    pub fn listing(&self, fam: Fam) -> String {
+        match self.fw {
+            Fw::Ipt(b) => self.net.listing(b, fam),
+            Fw::Nft => panic!("no iptables listing for the nft backend"),
+        }
+    }
+
+    /// `nft list ruleset` in the board.
+    pub fn nft_ruleset(&self) -> String {
+        run_ok(Command::new("ip").args(["netns", "exec", &self.net.board, NFT, "list", "ruleset"]))
+            .unwrap()
+    }
+
+    /// Everything the board's firewall holds, as the backend's own tool lists it:
+    /// `iptables -S` and `ip6tables -S`, or `nft list ruleset`.
+    pub fn ruleset(&self) -> String {
+        match self.fw {
+            Fw::Ipt(_) => format!("{}{}", self.listing(V4), self.listing(V6)),
+            Fw::Nft => self.nft_ruleset(),
+        }
+    }
+
+    /// Checks tgknock's rules are installed once and reached first: one jump at the top
+    /// of INPUT in both families, or one `inet tgknock` table with one input hook.
+    pub fn assert_installed_once(&self, when: &str) {
+        match self.fw {
+            Fw::Ipt(_) => {
+                for fam in [V4, V6] {
+                    let l = self.listing(fam);
+                    assert_eq!(jumps(&l), 1, "{fam:?} {when}:\n{l}");
+                    let first = l.lines().find(|l| l.starts_with("-A INPUT")).unwrap_or("");
+                    assert_eq!(first, "-A INPUT -j TGKNOCK", "{fam:?} {when}:\n{l}");
+                }
+            }
+            Fw::Nft => {
+                let r = self.nft_ruleset();
+                let count = |needle: &str| r.matches(needle).count();
+                assert_eq!(count("table inet tgknock {"), 1, "{when}:\n{r}");
+                assert_eq!(count("type filter hook input"), 1, "{when}:\n{r}");
+                for fam in ["4", "6"] {
+                    assert!(
+                        r.contains(&format!("comment \"{fam} tgknock:established")),
+                        "IPv{fam} {when}:\n{r}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Adds a rule of the owner's own, accepting TCP 9999, in both families.
+    fn add_foreign_rule(&self) {
+        match self.fw {
+            Fw::Ipt(_) => {
+                for fam in [V4, V6] {
+                    self.ipt(
+                        fam,
+                        &[
+                            "-A", "INPUT", "-p", "tcp", "--dport", "9999", "-j", "ACCEPT",
+                        ],
+                    );
+                }
+            }
+            Fw::Nft => self.nft_script(
+                "add table inet owner\n\
+                 add chain inet owner input { type filter hook input priority filter; policy accept; }\n\
+                 add rule inet owner input tcp dport 9999 accept\n",
+            ),
+        }
     }
 
     /// Runs an iptables/ip6tables command in the board.
     fn ipt(&self, fam: Fam, args: &[&str]) {
+        let Fw::Ipt(b) = self.fw else {
+            panic!("iptables command with the nft backend")
+        };
         run_ok(
             Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &self.net.board,
-                    &self.backend.tool(fam),
-                    "-w",
-                ])
+                .args(["netns", "exec", &self.net.board, &b.tool(fam), "-w"])
                 .args(args),
         )
         .unwrap();
     }
 
-    fn client_v4(&self, k: usize) -> Ipv4Addr {
+    /// Runs `nft -f -` with `script` in the board.
+    pub fn nft_script(&self, script: &str) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.net.board, NFT, "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run nft");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "nft -f - failed: {}\n{script}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn client_v4(&self, k: usize) -> Ipv4Addr {
         self.net.addrs(k + 1).0
     }
 
-    fn client_v6(&self, k: usize) -> Ipv6Addr {
+    pub fn client_v6(&self, k: usize) -> Ipv6Addr {
         self.net.addrs(k + 1).1
     }
 }
@@ -552,8 +333,8 @@ fn jumps(listing: &str) -> usize {
 // ---------------------------------------------------------------------------------------
 // Scenarios
 
-fn closed_at_start_scenario(b: Backend, n: u8) {
-    let Some(mut rig) = Rig::new(n, b, 1) else {
+fn closed_at_start_scenario(b: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, b, 1) else {
         return;
     };
     rig.start();
@@ -568,21 +349,22 @@ fn closed_at_start_scenario(b: Backend, n: u8) {
             (0, OTHER, V6, true),
         ],
     );
-    for fam in [V4, V6] {
-        let l = rig.listing(fam);
-        assert_eq!(jumps(&l), 1, "{fam:?}:\n{l}");
-        let first = l.lines().find(|l| l.starts_with("-A INPUT")).unwrap_or("");
-        assert_eq!(first, "-A INPUT -j TGKNOCK", "{fam:?}:\n{l}");
+    rig.assert_installed_once("at start");
+    if b == Fw::Nft {
+        assert_eq!(
+            rig.env.calls(),
+            "",
+            "the nft backend ran an iptables tool (the recording fakes)"
+        );
     }
 }
 
 #[test]
 fn closed_at_start() {
-    both(1, closed_at_start_scenario);
+    all(1, closed_at_start_scenario);
 }
-
-fn open_scenario(b: Backend, n: u8) {
-    let Some(mut rig) = Rig::new(n, b, 1) else {
+fn open_scenario(b: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, b, 1) else {
         return;
     };
     rig.start();
@@ -601,11 +383,11 @@ fn open_scenario(b: Backend, n: u8) {
 
 #[test]
 fn open_lets_in_v4_and_v6() {
-    both(2, open_scenario);
+    all(2, open_scenario);
 }
 
-fn held_connection_scenario(b: Backend, n: u8) {
-    let Some(mut rig) = Rig::new(n, b, 1) else {
+fn held_connection_scenario(b: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, b, 1) else {
         return;
     };
     rig.start();
@@ -640,11 +422,11 @@ fn held_connection_scenario(b: Backend, n: u8) {
 
 #[test]
 fn held_connection_survives_close() {
-    both(3, held_connection_scenario);
+    all(3, held_connection_scenario);
 }
 
-fn open_from_scenario(b: Backend, n: u8) {
-    let Some(mut rig) = Rig::new(n, b, 2) else {
+fn open_from_scenario(b: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, b, 2) else {
         return;
     };
     rig.start();
@@ -678,11 +460,11 @@ fn open_from_scenario(b: Backend, n: u8) {
 
 #[test]
 fn open_from_one_address() {
-    both(4, open_from_scenario);
+    all(4, open_from_scenario);
 }
 
-fn expiry_scenario(b: Backend, n: u8) {
-    let Some(mut rig) = Rig::new(n, b, 1) else {
+fn expiry_scenario(b: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, b, 1) else {
         return;
     };
     rig.start();
@@ -714,11 +496,11 @@ fn expiry_scenario(b: Backend, n: u8) {
 
 #[test]
 fn opening_expires() {
-    both(5, expiry_scenario);
+    all(5, expiry_scenario);
 }
 
-fn restart_scenario(b: Backend, n: u8) {
-    let Some(mut rig) = Rig::new(n, b, 1) else {
+fn restart_scenario(b: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, b, 1) else {
         return;
     };
     rig.start();
@@ -744,10 +526,7 @@ fn restart_scenario(b: Backend, n: u8) {
             (0, WEB, V6, false),
         ],
     );
-    for fam in [V4, V6] {
-        let l = rig.listing(fam);
-        assert_eq!(jumps(&l), 1, "{fam:?} after the restart:\n{l}");
-    }
+    rig.assert_installed_once("after the restart");
     let status = rig.say("/status");
     assert!(status.contains("ssh (22/tcp) open"), "{status}");
     assert!(status.contains("web (80/tcp) closed"), "{status}");
@@ -756,35 +535,39 @@ fn restart_scenario(b: Backend, n: u8) {
 
 #[test]
 fn restart_after_kill9_rebuilds() {
-    both(6, restart_scenario);
+    all(6, restart_scenario);
 }
 
-fn teardown_scenario(b: Backend, n: u8) {
-    let Some(mut rig) = Rig::new(n, b, 1) else {
+fn teardown_scenario(b: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, b, 1) else {
         return;
     };
-    for fam in [V4, V6] {
-        rig.ipt(
-            fam,
-            &[
-                "-A", "INPUT", "-p", "tcp", "--dport", "9999", "-j", "ACCEPT",
-            ],
-        );
-    }
-    let before = [rig.listing(V4), rig.listing(V6)];
-    assert!(before[0].contains("--dport 9999"), "{}", before[0]);
+    rig.add_foreign_rule();
+    let before = rig.ruleset();
+    assert!(before.contains("9999"), "{before}");
     rig.start();
-    for fam in [V4, V6] {
-        let l = rig.listing(fam);
-        let input: Vec<&str> = l.lines().filter(|l| l.starts_with("-A INPUT")).collect();
-        assert_eq!(
-            input,
-            [
-                "-A INPUT -j TGKNOCK",
-                "-A INPUT -p tcp -m tcp --dport 9999 -j ACCEPT"
-            ],
-            "{fam:?}: the jump goes on top and the foreign rule stays:\n{l}"
-        );
+    match b {
+        Fw::Ipt(_) => {
+            for fam in [V4, V6] {
+                let l = rig.listing(fam);
+                let input: Vec<&str> = l.lines().filter(|l| l.starts_with("-A INPUT")).collect();
+                assert_eq!(
+                    input,
+                    [
+                        "-A INPUT -j TGKNOCK",
+                        "-A INPUT -p tcp -m tcp --dport 9999 -j ACCEPT"
+                    ],
+                    "{fam:?}: the jump goes on top and the foreign rule stays:\n{l}"
+                );
+            }
+        }
+        Fw::Nft => {
+            let r = rig.nft_ruleset();
+            assert!(
+                r.contains("table inet tgknock {") && r.contains("tcp dport 9999 accept"),
+                "tgknock's table is added and the owner's stays:\n{r}"
+            );
+        }
     }
     let reply = rig.say("/open web");
     assert!(reply.contains("web (80/tcp) open"), "{reply}");
@@ -793,18 +576,18 @@ fn teardown_scenario(b: Backend, n: u8) {
         &[(0, WEB, V4, true), (0, SSH, V4, false), (0, SSH, V6, false)],
     );
     rig.daemon().kill9();
-    let out = rig.console(&["teardown"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "teardown: {out:?}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("IPv4: removed 1 jump(s)"), "{stdout}");
-    assert!(stdout.contains("IPv6: removed 1 jump(s)"), "{stdout}");
-    let after = [rig.listing(V4), rig.listing(V6)];
-    assert_eq!(after[0], before[0], "IPv4 after teardown");
-    assert_eq!(after[1], before[1], "IPv6 after teardown");
+    let stdout = rig.console_ok(&["teardown"]);
+    match b {
+        Fw::Ipt(_) => {
+            assert!(stdout.contains("IPv4: removed 1 jump(s)"), "{stdout}");
+            assert!(stdout.contains("IPv6: removed 1 jump(s)"), "{stdout}");
+        }
+        Fw::Nft => assert!(
+            stdout.contains("nftables: removed table inet tgknock"),
+            "{stdout}"
+        ),
+    }
+    assert_eq!(rig.ruleset(), before, "the firewall after teardown");
     rig.net.expect(
         "after teardown nothing is dropped",
         &[
@@ -815,20 +598,22 @@ fn teardown_scenario(b: Backend, n: u8) {
         ],
     );
     // A second teardown finds nothing and is no error.
-    let out = rig.console(&["teardown"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "second teardown: {out:?}");
-    assert!(stdout.contains("IPv4: nothing installed"), "{stdout}");
-    assert_eq!(rig.listing(V4), before[0]);
+    let stdout = rig.console_ok(&["teardown"]);
+    let nothing = match b {
+        Fw::Ipt(_) => "IPv4: nothing installed",
+        Fw::Nft => "nftables: nothing installed",
+    };
+    assert!(stdout.contains(nothing), "{stdout}");
+    assert_eq!(rig.ruleset(), before);
 }
 
 #[test]
 fn teardown_restores_firewall() {
-    both(7, teardown_scenario);
+    all(7, teardown_scenario);
 }
 
-fn always_allow_scenario(b: Backend, n: u8) {
-    let Some(mut rig) = Rig::new(n, b, 2) else {
+fn always_allow_scenario(b: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, b, 2) else {
         return;
     };
     let allow = format!("{},{}/128", rig.client_v4(0), rig.client_v6(0));
@@ -850,5 +635,44 @@ fn always_allow_scenario(b: Backend, n: u8) {
 
 #[test]
 fn always_allow_passes_closed_gate() {
-    both(8, always_allow_scenario);
+    all(8, always_allow_scenario);
+}
+
+/// With no iptables tool at all, `auto` picks nftables (IPv6 is managed in the same table,
+/// since TGKNOCK_IP6TABLES is not `off`), and /open works.
+#[test]
+fn auto_picks_nft_without_iptables() {
+    let Some(mut rig) = Rig::new(SUBNET, 10, Fw::Nft, 1) else {
+        return;
+    };
+    rig.env
+        .set("TGKNOCK_FIREWALL", "auto")
+        .set("TGKNOCK_IPTABLES", "/nonexistent/iptables")
+        .set("TGKNOCK_IP6TABLES", "/nonexistent/ip6tables");
+    rig.start();
+    let status = rig.console_ok(&["status"]);
+    assert!(
+        status.contains("IPv4: nftables table inet tgknock")
+            && status.contains("IPv6: nftables table inet tgknock"),
+        "{status}"
+    );
+    rig.assert_installed_once("with auto and no iptables");
+    rig.net.expect(
+        "closed at start",
+        &[(0, SSH, V4, false), (0, SSH, V6, false)],
+    );
+    let reply = rig.say("/open");
+    assert!(reply.contains("ssh (22/tcp) open to everyone"), "{reply}");
+    rig.net.expect(
+        "/open opens ssh over nftables in both families",
+        &[
+            (0, SSH, V4, true),
+            (0, SSH, V6, true),
+            (0, WEB, V4, false),
+            (0, WEB, V6, false),
+        ],
+    );
+    let status = rig.say("/status");
+    assert!(status.contains("nftables"), "{status}");
+    assert!(!status.contains("MISMATCH"), "{status}");
 }

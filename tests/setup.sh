@@ -24,6 +24,7 @@ test)
         rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
     fi
     pkg iptables-legacy iptables
+    pkg nft nftables
     pkg ip iproute2
     pkg setpriv util-linux
     # The ARM tier: cross linkers and qemu-user; the packaging tier: dpkg-deb, file,

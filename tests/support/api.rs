@@ -141,8 +141,10 @@ impl FakeApi {
         self.push_message_at(from, from, "private", text, super::now())
     }
 
+    /// Queues a fault; a poll waiting now gets it at once.
     pub fn inject(&self, f: Fault) {
         self.lock().faults.push_back(f);
+        self.inner.1.notify_all();
     }
 
     /// Faults injected but not served yet.
@@ -162,6 +164,13 @@ impl FakeApi {
         });
     }
 
+    /// Takes the next update id for an update served by other means (a `Fault::Body`).
+    pub fn reserve_id(&self) -> i64 {
+        let mut s = self.lock();
+        s.next_id += 1;
+        s.next_id - 1
+    }
+
     /// The id the next queued update gets (ids must keep growing, as Telegram's do).
     pub fn set_next_id(&self, id: i64) {
         self.lock().next_id = id;
@@ -172,7 +181,11 @@ impl FakeApi {
     pub fn push_update_with_id(&self, id: i64, mut update: Value) {
         let mut s = self.lock();
         update["update_id"] = json!(id);
-        let at = s.updates.iter().position(|(i, _)| *i > id).unwrap_or(s.updates.len());
+        let at = s
+            .updates
+            .iter()
+            .position(|(i, _)| *i > id)
+            .unwrap_or(s.updates.len());
         s.updates.insert(at, (id, update));
         self.inner.1.notify_all();
     }
@@ -252,10 +265,10 @@ impl FakeApi {
             if h.is_empty() {
                 break;
             }
-            if let Some((k, v)) = h.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
+            if let Some((k, v)) = h.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap_or(0);
             }
         }
         let mut body = vec![0; length];
@@ -317,39 +330,34 @@ impl FakeApi {
     }
 
     fn get_updates(&self, conn: &mut TcpStream, body: &Value) -> std::io::Result<()> {
-        let fault = {
-            let mut s = self.lock();
-            let f = s.faults.pop_front();
-            if let Some(f) = &f {
-                s.served.push((Instant::now(), f.clone()));
-            }
-            f
-        };
-        if let Some(f) = fault {
-            return serve_fault(conn, f, self.webhook().is_some());
-        }
         let offset = body["offset"].as_i64();
         let limit = body["limit"].as_u64().unwrap_or(100).clamp(1, 100) as usize;
         let timeout = body["timeout"].as_u64().unwrap_or(0);
         let (lock, cv) = &*self.inner;
         let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(o) = offset {
-            while s.updates.front().is_some_and(|(id, _)| *id < o) {
-                s.updates.pop_front();
-            }
-        }
         let end = Instant::now() + Duration::from_secs(timeout.min(s.max_poll));
-        while s.updates.is_empty() && Instant::now() < end {
-            let left = end.saturating_duration_since(Instant::now());
-            s = cv
-                .wait_timeout(s, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+        loop {
+            // Like Telegram, an offset confirms the updates below it.
             if let Some(o) = offset {
                 while s.updates.front().is_some_and(|(id, _)| *id < o) {
                     s.updates.pop_front();
                 }
             }
+            // A fault injected while this poll waits is its answer.
+            if let Some(f) = s.faults.pop_front() {
+                s.served.push((Instant::now(), f.clone()));
+                let webhook = s.webhook.is_some();
+                drop(s);
+                return serve_fault(conn, f, webhook);
+            }
+            if !s.updates.is_empty() || Instant::now() >= end {
+                break;
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            s = cv
+                .wait_timeout(s, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         let batch: Vec<Value> = s
             .updates

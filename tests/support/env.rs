@@ -80,6 +80,11 @@ impl Env {
                 "TGKNOCK_IP6TABLES".into(),
                 dir.join("bin/ip6tables").display().to_string(),
             ),
+            // Never the host's real nft: `auto` falls back to it when iptables is missing.
+            (
+                "TGKNOCK_NFT".into(),
+                dir.join("bin/no-nft").display().to_string(),
+            ),
             ("TGKNOCK_PROXY".into(), String::new()),
             ("RUST_LOG".into(), "trace".into()),
         ];
@@ -289,11 +294,21 @@ impl Drop for Daemon {
     }
 }
 
+/// Fails if `text` holds the token's secret, whole or in pieces of 12 characters or more
+/// (a hex dump of a request splits it over lines).
 pub fn assert_no_secret(text: &str) {
     assert!(
         !text.contains(SECRET),
         "the token's secret appears in output:\n{text}"
     );
+    for i in 0..=SECRET.len() - 12 {
+        let piece = &SECRET[i..i + 12];
+        if let Some(at) = text.find(piece) {
+            let line = text[..at].rsplit('\n').next().unwrap_or("");
+            let rest = text[at..].split('\n').next().unwrap_or("");
+            panic!("a piece of the token's secret ({piece:?}) appears in output: {line}{rest}");
+        }
+    }
 }
 
 pub fn stdout(o: &Output) -> String {
