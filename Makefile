@@ -5,7 +5,7 @@ CARGO  ?= cargo
 TARGET ?= $(shell rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl && echo x86_64-unknown-linux-musl || rustc -vV | sed -n 's/^host: //p')
 BIN    := target/$(TARGET)/release/tgknock
 
-.PHONY: all build test lint unit integration test-arm test-packaging dist deb clean
+.PHONY: all build test lint unit integration test-arm test-packaging fuzz dist deb clean
 
 all: build
 
@@ -48,12 +48,17 @@ test-arm:
 test-packaging:
 	sh tests/packaging.sh
 
+# cargo fuzz (libFuzzer) on the chat parser and the update decoder, FUZZ_SECONDS each.
+fuzz:
+	sh tests/fuzz.sh
+
 test:
 	@sh tests/setup.sh test
 	$(MAKE) --no-print-directory lint
 	$(CARGO) test --locked
 	$(MAKE) --no-print-directory test-arm
 	$(MAKE) --no-print-directory test-packaging
+	$(MAKE) --no-print-directory fuzz
 
 clean:
 	$(CARGO) clean

@@ -106,7 +106,24 @@ impl FromStr for Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let mut addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let mut prefix = prefix.map(str::to_string);
+        // An IPv4-mapped IPv6 address (::ffff:1.2.3.4) means the IPv4 host: match it as
+        // IPv4, where its packets are.
+        if let IpAddr::V6(v6) = addr
+            && let Some(v4) = v6.to_ipv4_mapped()
+        {
+            addr = IpAddr::V4(v4);
+            if let Some(p) = &prefix {
+                match p.parse::<u8>() {
+                    Ok(n) if (96..=128).contains(&n) && p.bytes().all(|b| b.is_ascii_digit()) => {
+                        prefix = Some((n - 96).to_string());
+                    }
+                    _ => return Err(format!("'{s}': an IPv4-mapped block needs a prefix of 96 to 128")),
+                }
+            }
+        }
+        let prefix = prefix.as_deref();
         let max = Self::max_prefix(&addr);
         let prefix = match prefix {
             None => max,
@@ -183,6 +200,9 @@ mod tests {
         assert_eq!(c("2001:db8::1/64").to_string(), "2001:db8::/64");
         assert_eq!(c("2001:DB8::1").to_string(), "2001:db8::1");
         assert_eq!(c("1.2.3.4").to_iptables(), "1.2.3.4/32");
+        assert_eq!(c("::ffff:1.2.3.4"), c("1.2.3.4"));
+        assert_eq!(c("::ffff:10.0.0.0/104"), c("10.0.0.0/8"));
+        assert!("::ffff:10.0.0.0/64".parse::<Cidr>().is_err());
         assert_eq!(c("1.2.3.4").family(), Family::V4);
         assert_eq!(c("::1").family(), Family::V6);
     }

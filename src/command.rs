@@ -129,6 +129,12 @@ fn parse_open(args: &[&str], gates: &[Gate]) -> Parsed {
         return Parsed::Invalid("/open takes at most a gate, a duration and an address".into());
     }
     for arg in args {
+        if arg.chars().any(char::is_control) || arg.len() > 64 {
+            return Parsed::Invalid(format!(
+                "'{}' is not a gate, a duration or an address",
+                clip(arg)
+            ));
+        }
         let lower = arg.to_ascii_lowercase();
         if let Some(g) = gates.iter().find(|g| g.name == lower) {
             if gate.replace(g.name.clone()).is_some() {
@@ -332,6 +338,7 @@ mod tests {
             "/open --dport 1",
             "/open ;rm -rf /",
             "/open $(reboot)",
+            "/open 5\u{1b}[2Jm",
             "/close nope",
             "/close ssh web",
             "/status now",

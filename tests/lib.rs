@@ -11,6 +11,8 @@ mod support;
 mod chat;
 mod console;
 mod faults;
+mod flood;
+mod hostile;
 mod knock;
 mod netns;
 mod nonroot;
