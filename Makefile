@@ -5,7 +5,7 @@ CARGO  ?= cargo
 TARGET ?= $(shell rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl && echo x86_64-unknown-linux-musl || rustc -vV | sed -n 's/^host: //p')
 BIN    := target/$(TARGET)/release/tgknock
 
-.PHONY: all build test lint unit integration test-arm test-packaging fuzz dist deb clean
+.PHONY: all build test lint unit integration test-arm test-packaging fuzz bench dist deb clean
 
 all: build
 
@@ -47,6 +47,13 @@ test-arm:
 # Tarballs, .deb packages, install.sh, the systemd unit.
 test-packaging:
 	sh tests/packaging.sh
+
+# The contract's budgets, measured (BENCHMARKS.md); BASELINE="<command line>" compares
+# another build in the same run. BENCH_IDLE_SECONDS shortens the idle window (default 60).
+bench:
+	@sh tests/setup.sh build
+	$(CARGO) build --release --locked --target x86_64-unknown-linux-musl
+	BASELINE='$(BASELINE)' $(CARGO) bench --locked --bench bench
 
 # cargo fuzz (libFuzzer) on the chat parser and the update decoder, FUZZ_SECONDS each.
 fuzz:

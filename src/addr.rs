@@ -119,7 +119,11 @@ impl FromStr for Cidr {
                     Ok(n) if (96..=128).contains(&n) && p.bytes().all(|b| b.is_ascii_digit()) => {
                         prefix = Some((n - 96).to_string());
                     }
-                    _ => return Err(format!("'{s}': an IPv4-mapped block needs a prefix of 96 to 128")),
+                    _ => {
+                        return Err(format!(
+                            "'{s}': an IPv4-mapped block needs a prefix of 96 to 128"
+                        ));
+                    }
                 }
             }
         }

@@ -10,6 +10,7 @@ mod support;
 
 mod chat;
 mod console;
+mod crash;
 mod faults;
 mod flood;
 mod hostile;
