@@ -17,4 +17,5 @@ mod hostile;
 mod knock;
 mod netns;
 mod nonroot;
+mod notify;
 mod watchdog;
