@@ -507,11 +507,7 @@ fn check(c: CheckCmd) -> Result<i32> {
     if let Some(k) = &keeper.fw.policy.knock {
         println!(
             "       knock fallback: {} opens {} to the knocker for {}",
-            k.ports
-                .iter()
-                .map(u16::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
+            k.ports_text(),
             k.gate,
             duration::human(k.open_for)
         );

@@ -165,11 +165,7 @@ pub fn status_text(cfg: &Config, out: &Outcome) -> String {
             } else {
                 format!("armed ({})", armed.join(", "))
             },
-            k.ports
-                .iter()
-                .map(u16::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
+            k.ports_text(),
             k.gate,
             duration::human(k.open_for)
         ));

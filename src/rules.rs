@@ -247,6 +247,17 @@ pub struct Knock {
     pub gate: String,
 }
 
+impl Knock {
+    /// `7311,2918,9440`
+    pub fn ports_text(&self) -> String {
+        self.ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 /// Everything besides the state that decides the rules.
 #[derive(Debug, Clone)]
 pub struct Policy {
