@@ -70,9 +70,21 @@ aarch64-unknown-linux-musl)
 *) die "rustup has no $target standard library and there is no fallback for it" ;;
 esac
 need rustup "see https://rustup.rs"
-rustup toolchain list | grep -q '^nightly' || die "the nightly toolchain is missing: rustup toolchain install nightly --profile minimal"
-rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src' || rustup component add rust-src --toolchain nightly >&2 \
-    || die "rust-src for nightly is missing: rustup component add rust-src --toolchain nightly"
+# Nightly when there is one; otherwise the stable compiler with its own std sources, which
+# accepts -Z flags under RUSTC_BOOTSTRAP=1 (the same std, built from source).
+tc_opt=""
+if rustup toolchain list | grep -q '^nightly'; then
+    toolchain=+nightly
+    tc_opt="--toolchain nightly"
+else
+    toolchain=
+    export RUSTC_BOOTSTRAP=1
+    say "no nightly toolchain: using stable with RUSTC_BOOTSTRAP=1 for -Z build-std"
+fi
+# shellcheck disable=SC2086
+rustup component list --installed $tc_opt 2>/dev/null | grep -q '^rust-src' \
+    || rustup component add rust-src $tc_opt >&2 \
+    || die "rust-src is missing: rustup component add rust-src $tc_opt"
 need "$musl_cc" "$musl_deb"
 need "$cc" "apt-get install $deb_cc"
 [ -n "$libgcc_eh" ] || die "libgcc_eh.a of $deb_cc is missing: apt-get install $deb_cc"
@@ -84,7 +96,7 @@ export "CARGO_TARGET_${upper}_LINKER=$musl_cc" "CC_${lower}=$musl_cc"
 # Since std is rebuilt anyway, rebuild it for size, and drop panic locations: the armv7
 # binary must stay under 1.5 MB (1.25 MB this way, 1.49 MB without).
 export "CARGO_TARGET_${upper}_RUSTFLAGS=-C link-self-contained=no -L $(pwd)/$unwind -Z location-detail=none"
-say "building $target with nightly -Z build-std (linker $musl_cc)"
-$CARGO +nightly build --release --locked -Z build-std=std,panic_abort \
+say "building $target with ${toolchain:-stable} -Z build-std (linker $musl_cc)"
+$CARGO $toolchain build --release --locked -Z build-std=std,panic_abort \
     -Z build-std-features=optimize_for_size --target "$target" >&2
 echo "$out"
