@@ -213,6 +213,14 @@ pub fn run(cfg: Config) -> Result<()> {
     let keeper = Arc::new(Keeper::new(cfg));
     let _pid = PidLock::acquire(&keeper.paths)?;
     alive(&keeper.paths);
+    if keeper.cfg.firewall == crate::config::FirewallKind::Auto && keeper.fw.kind() == "nftables" {
+        log::info!(
+            "TGKNOCK_FIREWALL=auto: {} does not exist, so tgknock uses nftables ({}, table inet {})",
+            keeper.cfg.iptables.display(),
+            keeper.cfg.nft.display(),
+            crate::firewall::NFT_TABLE
+        );
+    }
     let mut poll_timeout = keeper.cfg.poll_timeout;
     if let Some(interval) = crate::notify::watchdog_interval() {
         let limit = (interval.as_secs() / 2).saturating_sub(1).max(1);
