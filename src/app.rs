@@ -198,7 +198,6 @@ fn load(path: &Option<PathBuf>) -> Result<Config> {
     if let Some(t) = &cfg.token {
         logging::add_secret(t.expose());
     }
-    cfg.require_supported()?;
     Ok(cfg)
 }
 
@@ -320,10 +319,10 @@ fn status(c: StatusCmd) -> Result<i32> {
     let out = keeper.snapshot(crate::now())?;
     let (pid, line) = daemon_line(&keeper);
     if c.json {
-        let v = report::status_json(&keeper.cfg, &out, pid);
+        let v = report::status_json(&keeper.cfg, &keeper.fw, &out, pid);
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {
-        println!("{}", report::status_text(&keeper.cfg, &out));
+        println!("{}", report::status_text(&keeper.cfg, &keeper.fw, &out));
         println!("{line}");
     }
     let readable = out.listings.iter().all(|(_, l)| l.is_ok());

@@ -591,11 +591,6 @@ impl Config {
         Ok(token)
     }
 
-    /// Kept for callers: every key of the contract is implemented now.
-    pub fn require_supported(&self) -> Result<()> {
-        Ok(())
-    }
-
     pub fn gate(&self, name: &str) -> Option<&Gate> {
         self.gates.iter().find(|g| g.name == name)
     }

@@ -199,7 +199,6 @@ pub struct Daemon {
 /// The daemon's whole life. Returns only on a fatal error (exit 1, or 3 for the token).
 pub fn run(cfg: Config) -> Result<()> {
     let token = cfg.require_bot()?.clone();
-    cfg.require_supported()?;
     for w in &cfg.warnings {
         log::warn!("{w}");
     }
@@ -240,7 +239,7 @@ pub fn run(cfg: Config) -> Result<()> {
 
     let started = Instant::now();
     let (_, out) = keeper.change(crate::now(), |_| Ok(()))?;
-    for line in report::status_text(&keeper.cfg, &out).lines() {
+    for line in report::status_text(&keeper.cfg, &keeper.fw, &out).lines() {
         log::info!("{line}");
     }
     crate::notify::send("READY=1");
@@ -376,12 +375,10 @@ impl Daemon {
         }
         self.small_left = self.small_left.saturating_sub(n as u32);
         if n > 0 && self.offset == before {
-            let wait = self.backoff.fail();
-            log::warn!(
-                "{n} updates gave no usable update_id; waiting {:.1} s",
-                wait.as_secs_f64()
+            self.back_off(
+                log::Level::Warn,
+                &format!("{n} updates gave no usable update_id"),
             );
-            self.pause(wait);
         }
         if self.offset != self.saved_offset
             && let Some(o) = self.offset
@@ -404,17 +401,18 @@ impl Daemon {
         match &e {
             ApiError::Http {
                 status: 429,
-                retry_after,
+                retry_after: Some(secs),
                 ..
             } => {
-                let wait = retry_after
-                    .map(|s| Duration::from_secs(s.min(3600)))
-                    .unwrap_or_else(|| self.backoff.fail());
+                let wait = Duration::from_secs((*secs).min(3600));
                 log::warn!(
                     "Telegram asks to slow down (429); waiting {} s",
                     wait.as_secs()
                 );
                 self.pause(wait);
+            }
+            ApiError::Http { status: 429, .. } => {
+                self.back_off(log::Level::Warn, "Telegram asks to slow down (429)")
             }
             ApiError::Http { status: 409, .. } => match self.api.webhook_url() {
                 Ok(Some(url)) => {
@@ -423,30 +421,17 @@ impl Daemon {
                         "a webhook is set for this bot (to {host}), so getUpdates fails with 409; tgknock polls, so it removes the webhook"
                     );
                     if let Err(e) = self.api.delete_webhook() {
-                        let wait = self.backoff.fail();
-                        log::warn!(
-                            "deleteWebhook failed: {e}; retrying in {:.1} s",
-                            wait.as_secs_f64()
-                        );
-                        self.pause(wait);
+                        self.back_off(log::Level::Warn, &format!("deleteWebhook failed: {e}"));
                     }
                 }
-                Ok(None) => {
-                    let wait = self.backoff.fail();
-                    log::warn!(
-                        "another program is polling with this bot token (409 Conflict); only one can. Waiting {:.1} s",
-                        wait.as_secs_f64()
-                    );
-                    self.pause(wait);
-                }
-                Err(e2) => {
-                    let wait = self.backoff.fail();
-                    log::warn!(
-                        "409 Conflict, and getWebhookInfo failed ({e2}); waiting {:.1} s",
-                        wait.as_secs_f64()
-                    );
-                    self.pause(wait);
-                }
+                Ok(None) => self.back_off(
+                    log::Level::Warn,
+                    "another program is polling with this bot token (409 Conflict); only one can",
+                ),
+                Err(e2) => self.back_off(
+                    log::Level::Warn,
+                    &format!("409 Conflict, and getWebhookInfo failed ({e2})"),
+                ),
             },
             ApiError::TooLarge if self.small_left == 0 => {
                 log::warn!(
@@ -454,35 +439,26 @@ impl Daemon {
                 );
                 self.small_left = BATCH;
             }
-            ApiError::TooLarge => {
-                if let Some(o) = self.offset {
+            ApiError::TooLarge => match self.offset {
+                Some(o) => {
                     log::error!("update {o} alone is larger than the limit; skipping it");
                     self.advance(o);
-                } else {
-                    let wait = self.backoff.fail();
-                    log::error!(
-                        "an oversized update blocks the queue; waiting {:.1} s",
-                        wait.as_secs_f64()
-                    );
-                    self.pause(wait);
                 }
-            }
-            _ => {
-                let wait = self.backoff.fail();
-                if e.is_token_rejected() {
-                    log::error!(
-                        "Telegram rejects the bot token now ({e}); was it revoked? Retrying in {:.1} s",
-                        wait.as_secs_f64()
-                    );
-                } else {
-                    log::warn!(
-                        "getUpdates failed: {e}; retrying in {:.1} s",
-                        wait.as_secs_f64()
-                    );
-                }
-                self.pause(wait);
-            }
+                None => self.back_off(log::Level::Error, "an oversized update blocks the queue"),
+            },
+            _ if e.is_token_rejected() => self.back_off(
+                log::Level::Error,
+                &format!("Telegram rejects the bot token now ({e}); was it revoked?"),
+            ),
+            _ => self.back_off(log::Level::Warn, &format!("getUpdates failed: {e}")),
         }
+    }
+
+    /// Logs why, then waits the next backoff step (1 s doubling to 60 s, with jitter).
+    fn back_off(&mut self, level: log::Level, why: &str) {
+        let wait = self.backoff.fail();
+        log::log!(level, "{why}; retrying in {:.1} s", wait.as_secs_f64());
+        self.pause(wait);
     }
 
     fn pause(&self, d: Duration) {
@@ -604,7 +580,7 @@ impl Daemon {
             ),
             Command::Status => {
                 let text = match self.keeper.snapshot(now) {
-                    Ok(out) => report::status_text(self.cfg(), &out),
+                    Ok(out) => report::status_text(self.cfg(), &self.keeper.fw, &out),
                     Err(e) => format!("Cannot read the state: {e}"),
                 };
                 self.reply(chat, &text);
@@ -693,7 +669,7 @@ impl Daemon {
                 let now_text = self
                     .keeper
                     .snapshot(crate::now())
-                    .map(|o| report::status_text(self.cfg(), &o))
+                    .map(|o| report::status_text(self.cfg(), &self.keeper.fw, &o))
                     .unwrap_or_default();
                 self.reply(chat, &format!("Not done: {e}\n\nNow:\n{now_text}"));
             }

@@ -237,17 +237,6 @@ impl Firewall {
         }
     }
 
-    pub fn families(&self) -> Vec<Family> {
-        match &self.backend {
-            Backend::Iptables { tools } => tools.iter().map(|t| t.family).collect(),
-            Backend::Nft { families, .. } => families.clone(),
-        }
-    }
-
-    pub fn manages(&self, family: Family) -> bool {
-        self.families().contains(&family)
-    }
-
     /// `iptables` or `nftables`, for messages.
     pub fn kind(&self) -> &'static str {
         match &self.backend {
@@ -285,26 +274,18 @@ impl Firewall {
         }
     }
 
-    /// Every managed family's listing (or the error reading it).
-    pub fn observe(&self) -> Vec<(Family, Result<Listing>)> {
+    /// Every managed family's listing (or why it could not be read).
+    pub fn observe(&self) -> Vec<(Family, Result<Listing, String>)> {
         match &self.backend {
             Backend::Iptables { tools } => tools
                 .iter()
-                .map(|t| (t.family, self.list_iptables(t)))
+                .map(|t| (t.family, self.list_iptables(t).map_err(|e| e.to_string())))
                 .collect(),
             Backend::Nft { nft, families } => {
-                let text = self.list_nft(nft);
+                let text = self.list_nft(nft).map_err(|e| e.to_string());
                 families
                     .iter()
-                    .map(|f| {
-                        (
-                            *f,
-                            match &text {
-                                Ok(t) => Ok(rules::parse_nft_listing(t, *f)),
-                                Err(e) => Err(clone_error(e)),
-                            },
-                        )
-                    })
+                    .map(|f| (*f, text.clone().map(|t| rules::parse_nft_listing(&t, *f))))
                     .collect()
             }
         }
@@ -410,13 +391,12 @@ impl Firewall {
                 .map(|f| (*f, rules::parse_nft_listing(text, *f)))
                 .collect()
         };
-        let all_match = |l: &[(Family, Listing)]| {
-            l.iter().zip(&rules_of).all(|((_, l), (_, r))| l.matches(r))
-                && (!l.is_empty())
-                && l.iter().all(|(_, l)| !l.rules.iter().any(Option::is_none))
-        };
+        // Every family's rules include its established rule, so a family missing from the
+        // table, or a rule tgknock did not write, fails the comparison.
+        let all_match =
+            |l: &[(Family, Listing)]| l.iter().zip(&rules_of).all(|((_, l), (_, r))| l.matches(r));
         let before = self.list_nft(nft)?;
-        if all_match(&listed(&before)) && nft_family_count(&before) == families.len() {
+        if all_match(&listed(&before)) {
             log::debug!("nftables: rules already in place");
             return Ok(listed(&before));
         }
@@ -433,7 +413,7 @@ impl Firewall {
         }
         let text = self.list_nft(nft)?;
         let after = listed(&text);
-        if !all_match(&after) || nft_family_count(&text) != families.len() {
+        if !all_match(&after) {
             return Err(Error::Verify(format!(
                 "table inet {NFT_TABLE} does not hold the rules just written (it shows: {})",
                 text.lines().map(str::trim).collect::<Vec<_>>().join("; ")
@@ -604,32 +584,6 @@ impl Firewall {
                 )
             }
         }
-    }
-}
-
-/// How many families' established rules the table holds (one per managed family when
-/// complete): a listing with no rules for a family would otherwise look "open".
-fn nft_family_count(text: &str) -> usize {
-    ["\"4 tgknock:established", "\"6 tgknock:established"]
-        .iter()
-        .filter(|k| text.contains(*k))
-        .count()
-}
-
-fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::Firewall {
-            program,
-            arguments,
-            status,
-            stderr,
-        } => Error::Firewall {
-            program: program.clone(),
-            arguments: arguments.clone(),
-            status: *status,
-            stderr: stderr.clone(),
-        },
-        other => Error::Runtime(other.to_string()),
     }
 }
 

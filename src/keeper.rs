@@ -109,12 +109,7 @@ impl Keeper {
         };
         Ok(Outcome {
             state: st,
-            listings: self
-                .fw
-                .observe()
-                .into_iter()
-                .map(|(f, l)| (f, l.map_err(|e| e.to_string())))
-                .collect(),
+            listings: self.fw.observe(),
             expired: Vec::new(),
             now,
         })

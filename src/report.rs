@@ -5,6 +5,7 @@ use serde_json::json;
 use crate::addr::{Cidr, Family};
 use crate::config::Config;
 use crate::duration;
+use crate::firewall::Firewall;
 use crate::gate::Gate;
 use crate::keeper::Outcome;
 use crate::rules::{self, GateView};
@@ -125,9 +126,8 @@ pub fn gate_line(gate: &Gate, out: &Outcome) -> String {
 }
 
 /// The whole status, as `tgknock status` and `/status` show it.
-pub fn status_text(cfg: &Config, out: &Outcome) -> String {
+pub fn status_text(cfg: &Config, fw: &Firewall, out: &Outcome) -> String {
     let mut lines: Vec<String> = cfg.gates.iter().map(|g| gate_line(g, out)).collect();
-    let fw = crate::firewall::Firewall::from_config(cfg);
     for (fam, l) in &out.listings {
         lines.push(match l {
             Ok(l) if l.installed() => format!(
@@ -205,7 +205,12 @@ fn view_json(v: &Result<GateView, String>) -> serde_json::Value {
 }
 
 /// `tgknock status --json`.
-pub fn status_json(cfg: &Config, out: &Outcome, daemon_pid: Option<u32>) -> serde_json::Value {
+pub fn status_json(
+    cfg: &Config,
+    fw: &Firewall,
+    out: &Outcome,
+    daemon_pid: Option<u32>,
+) -> serde_json::Value {
     let gates: Vec<serde_json::Value> = cfg
         .gates
         .iter()
@@ -247,7 +252,6 @@ pub fn status_json(cfg: &Config, out: &Outcome, daemon_pid: Option<u32>) -> serd
             })
         })
         .collect();
-    let fw = crate::firewall::Firewall::from_config(cfg);
     json!({
         "firewall": fw.kind(),
         "knock": fw.policy.knock.as_ref().map(|k| json!({

@@ -227,11 +227,6 @@ impl Rule {
         }
         Some(r)
     }
-
-    /// The gate this rule belongs to, if any.
-    pub fn gate(&self) -> Option<&str> {
-        self.tag.strip_prefix(TAG_GATE_PREFIX)
-    }
 }
 
 fn gate_tag(gate: &Gate) -> String {
