@@ -35,6 +35,8 @@ use serde_json::json;
 #[allow(dead_code)]
 #[path = "../tests/support/api.rs"]
 mod api;
+#[path = "../tests/support/fake_fw.rs"]
+mod fake_fw;
 
 use api::FakeApi;
 
@@ -157,20 +159,7 @@ impl Scratch {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("tgknock-bench-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("bin")).unwrap();
-        std::fs::create_dir_all(dir.join("fw")).unwrap();
-        let script = include_str!("../tests/support/fake_iptables.sh");
-        for name in [
-            "iptables",
-            "iptables-restore",
-            "ip6tables",
-            "ip6tables-restore",
-        ] {
-            use std::os::unix::fs::PermissionsExt;
-            let p = dir.join("bin").join(name);
-            std::fs::write(&p, script).unwrap();
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
+        fake_fw::install(&dir);
         if fw == Fw::Fake {
             return Ok(Scratch {
                 dir,

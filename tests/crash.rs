@@ -44,7 +44,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::OpenOptions;
-use std::net::{IpAddr, TcpListener};
+use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -53,8 +53,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::support::netns::{Backend, Fam, V4, V6, in_netns, in_ns, is_root, run_ok, skip};
-use crate::support::{Daemon, Env, FakeApi, OWNER, wait_for};
+use crate::support::netns::{
+    Backend, Fam, V4, V6, both_failed, env_in, in_netns, is_root, run_ok, skip,
+};
+use crate::support::{Daemon, Env, OWNER, wait_for};
 
 /// The second octet of this file's addresses: 10.206.N.0/24, fd00:206:N::/64.
 const SUBNET: u8 = 206;
@@ -439,11 +441,7 @@ impl Rig {
             skip("the crash suite needs root (network namespaces, real iptables)");
             return None;
         }
-        let missing: Vec<String> = [V4, V6]
-            .iter()
-            .flat_map(|&f| [backend.tool(f), format!("{}-restore", backend.tool(f))])
-            .filter(|t| !std::path::Path::new(t).exists())
-            .collect();
+        let missing = backend.missing_tools();
         if !missing.is_empty() {
             skip(&format!("missing firewall tools: {missing:?}"));
             return None;
@@ -456,9 +454,7 @@ impl Rig {
             }
         };
         let name = board.name.clone();
-        let listener = in_ns(&name, || TcpListener::bind("127.0.0.1:0"))
-            .expect("bind the fake Bot API in the namespace");
-        let mut env = Env::with_api(FakeApi::serve(listener));
+        let mut env = env_in(&name);
         env.set("TGKNOCK_GATES", GATES)
             .set("TGKNOCK_FIREWALL", "iptables")
             .set("TGKNOCK_IPTABLES", &backend.tool(V4))
@@ -876,25 +872,10 @@ fn crash_scenario(backend: Backend, n: u8) {
 #[test]
 fn kill9_at_random_moments() {
     seed();
-    std::thread::scope(|s| {
-        let runs: Vec<_> = [(Backend::Legacy, 1u8), (Backend::Nft, 101u8)]
-            .into_iter()
-            .map(|(b, n)| {
-                let h = std::thread::Builder::new()
-                    .name(format!("crash-{}", b.name()))
-                    .spawn_scoped(s, move || crash_scenario(b, n))
-                    .unwrap();
-                (b, h)
-            })
-            .collect();
-        let failed: Vec<&str> = runs
-            .into_iter()
-            .filter_map(|(b, h)| h.join().is_err().then_some(b.name()))
-            .collect();
-        assert!(
-            failed.is_empty(),
-            "failed with backend(s) {failed:?}, seed {:#x}",
-            seed()
-        );
-    });
+    let failed = both_failed(1, crash_scenario);
+    assert!(
+        failed.is_empty(),
+        "failed with backend(s) {failed:?}, seed {:#x}",
+        seed()
+    );
 }

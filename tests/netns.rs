@@ -15,16 +15,16 @@
 //! The `Rig` and the backend list are shared with knock.rs.
 
 use std::io::Write;
-use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::netns::{
-    Backend, Fam, Net, OTHER, Reach, SSH, V4, V6, WEB, in_netns, in_ns, is_root, roundtrip, run_ok,
-    skip,
+    Backend, Fam, Net, OTHER, Reach, SSH, V4, V6, WEB, env_in, in_netns, is_root, roundtrip,
+    run_ok, skip,
 };
-use crate::support::{Daemon, Env, FakeApi, OWNER};
+use crate::support::{Daemon, Env, OWNER};
 
 /// The second octet of this file's addresses: 10.203.N.0/24, fd00:203:N::/64.
 const SUBNET: u8 = 203;
@@ -56,17 +56,11 @@ impl Fw {
 
     /// The tools this backend needs that are not installed.
     fn missing(self) -> Vec<String> {
-        let tools: Vec<String> = match self {
-            Fw::Ipt(b) => [V4, V6]
-                .iter()
-                .flat_map(|&f| [b.tool(f), format!("{}-restore", b.tool(f))])
-                .collect(),
+        match self {
+            Fw::Ipt(b) => b.missing_tools(),
+            Fw::Nft if std::path::Path::new(NFT).exists() => Vec::new(),
             Fw::Nft => vec![NFT.to_string()],
-        };
-        tools
-            .into_iter()
-            .filter(|t| !std::path::Path::new(t).exists())
-            .collect()
+        }
     }
 
     /// The settings that select this backend. With nft, the iptables paths stay the
@@ -142,9 +136,7 @@ impl Rig {
                 return None;
             }
         };
-        let listener = in_ns(&net.board, || TcpListener::bind("127.0.0.1:0"))
-            .expect("bind the fake Bot API in the board");
-        let mut env = Env::with_api(FakeApi::serve(listener));
+        let mut env = env_in(&net.board);
         env.set("TGKNOCK_GATES", GATES)
             .set("RUST_LOG", "debug,ureq=info,ureq_proto=info");
         fw.configure(&mut env);

@@ -14,12 +14,13 @@
 //! Without root or `ip netns`, the tests print `SKIPPED: …` and pass, except under
 //! `CI=true`.
 
-use std::net::TcpListener;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::support::netns::{Backend, Net, OTHER, SSH, V4, V6, both, in_ns, is_root, run_ok, skip};
-use crate::support::{Daemon, Env, FakeApi, OWNER};
+use crate::support::netns::{
+    Backend, Net, OTHER, SSH, V4, V6, both, env_in, is_root, run_ok, skip,
+};
+use crate::support::{Daemon, Env, OWNER};
 
 /// The second octet of this file's addresses.
 const SUBNET: u8 = 204;
@@ -52,11 +53,7 @@ impl Board {
             skip("the non-root tests need root to set up namespaces and drop privileges");
             return None;
         }
-        let missing: Vec<String> = [V4, V6]
-            .iter()
-            .flat_map(|&f| [backend.tool(f), format!("{}-restore", backend.tool(f))])
-            .filter(|t| !std::path::Path::new(t).exists())
-            .collect();
+        let missing = backend.missing_tools();
         if !missing.is_empty() {
             skip(&format!("missing firewall tools: {missing:?}"));
             return None;
@@ -72,9 +69,7 @@ impl Board {
                 return None;
             }
         };
-        let listener = in_ns(&net.board, || TcpListener::bind("127.0.0.1:0"))
-            .expect("bind the fake Bot API in the board");
-        let mut env = Env::with_api(FakeApi::serve(listener));
+        let mut env = env_in(&net.board);
         env.set("TGKNOCK_GATES", "ssh=22/tcp")
             .set("TGKNOCK_IPTABLES", &backend.tool(V4))
             .set("TGKNOCK_IP6TABLES", &backend.tool(V6))

@@ -54,20 +54,7 @@ impl Env {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("tgknock-test-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("bin")).unwrap();
-        std::fs::create_dir_all(dir.join("fw")).unwrap();
-        let script = include_str!("fake_iptables.sh");
-        for name in [
-            "iptables",
-            "iptables-restore",
-            "ip6tables",
-            "ip6tables-restore",
-        ] {
-            let p = dir.join("bin").join(name);
-            std::fs::write(&p, script).unwrap();
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
+        super::fake_fw::install(&dir);
         let vars = vec![
             ("TGKNOCK_TOKEN".into(), TOKEN.into()),
             ("TGKNOCK_ALLOWED_USERS".into(), OWNER.to_string()),

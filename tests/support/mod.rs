@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod env;
+pub mod fake_fw;
 pub mod netns;
 
 pub use api::{FakeApi, Fault};

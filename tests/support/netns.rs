@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::{Env, FakeApi};
+
 /// How long a connection attempt may take before it counts as dropped. On a veth in an
 /// idle namespace an accepted SYN is answered in well under a millisecond.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -98,6 +100,15 @@ impl Backend {
         };
         format!("/usr/sbin/{base}-{}", self.name())
     }
+
+    /// The iptables/ip6tables tools (and their -restore) of this backend that are missing.
+    pub fn missing_tools(self) -> Vec<String> {
+        [Fam::V4, Fam::V6]
+            .iter()
+            .flat_map(|&f| [self.tool(f), format!("{}-restore", self.tool(f))])
+            .filter(|t| !std::path::Path::new(t).exists())
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +121,12 @@ pub use Fam::{V4, V6};
 /// Runs a scenario for both backends at once, each in its own namespaces (`n` and
 /// `n + 100`), and fails if either failed.
 pub fn both(n: u8, scenario: fn(Backend, u8)) {
+    let failed = both_failed(n, scenario);
+    assert!(failed.is_empty(), "failed with backend(s): {failed:?}");
+}
+
+/// Like [`both`], but returns the names of the backends whose scenario failed.
+pub fn both_failed(n: u8, scenario: fn(Backend, u8)) -> Vec<&'static str> {
     std::thread::scope(|s| {
         let runs: Vec<_> = [(Backend::Legacy, n), (Backend::Nft, n + 100)]
             .into_iter()
@@ -125,12 +142,36 @@ pub fn both(n: u8, scenario: fn(Backend, u8)) {
                 (b, h)
             })
             .collect();
-        let failed: Vec<&str> = runs
-            .into_iter()
+        runs.into_iter()
             .filter_map(|(b, h)| h.join().is_err().then_some(b.name()))
-            .collect();
-        assert!(failed.is_empty(), "failed with backend(s): {failed:?}");
-    });
+            .collect()
+    })
+}
+
+/// A test environment whose fake Bot API listens on the loopback of namespace `ns`,
+/// where a daemon started with `ip netns exec ns` can reach it.
+pub fn env_in(ns: &str) -> Env {
+    let listener = in_ns(ns, || TcpListener::bind("127.0.0.1:0"))
+        .expect("bind the fake Bot API in the namespace");
+    Env::with_api(FakeApi::serve(listener))
+}
+
+/// Gives `dev` in namespace `ns` its two addresses (IPv6 without duplicate detection,
+/// so it is usable at once) and brings it up.
+fn address_up(ns: &str, dev: &str, v4: Ipv4Addr, v6: Ipv6Addr) -> Result<(), String> {
+    ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev])?;
+    ip(&[
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{v6}/64"),
+        "dev",
+        dev,
+        "nodad",
+    ])?;
+    ip(&["-n", ns, "link", "set", dev, "up"])?;
+    Ok(())
 }
 
 pub fn run_ok(cmd: &mut Command) -> Result<String, String> {
@@ -211,18 +252,7 @@ impl Net {
             "forward_delay",
             "0",
         ])?;
-        ip(&["-n", b, "addr", "add", &format!("{v4}/24"), "dev", "br0"])?;
-        ip(&[
-            "-n",
-            b,
-            "addr",
-            "add",
-            &format!("{v6}/64"),
-            "dev",
-            "br0",
-            "nodad",
-        ])?;
-        ip(&["-n", b, "link", "set", "br0", "up"])?;
+        address_up(b, "br0", v4, v6)?;
         for (k, c) in net.clients.iter().enumerate() {
             let port = format!("vb{k}");
             let (v4, v6) = net.addrs(k + 1);
@@ -232,18 +262,7 @@ impl Net {
             ip(&["-n", b, "link", "set", &port, "master", "br0"])?;
             ip(&["-n", b, "link", "set", &port, "up"])?;
             ip(&["-n", c, "link", "set", "lo", "up"])?;
-            ip(&["-n", c, "addr", "add", &format!("{v4}/24"), "dev", "vc"])?;
-            ip(&[
-                "-n",
-                c,
-                "addr",
-                "add",
-                &format!("{v6}/64"),
-                "dev",
-                "vc",
-                "nodad",
-            ])?;
-            ip(&["-n", c, "link", "set", "vc", "up"])?;
+            address_up(c, "vc", v4, v6)?;
         }
         net.serve_echo(&[SSH, WEB, OTHER])?;
         // The network works before any test judges a port closed by a timeout.
