@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::keeper::Keeper;
 use crate::logging;
 use crate::report;
-use crate::state::{self, Opening, PidLock};
+use crate::state::{self, Heartbeat, Opening, PidLock};
 use crate::telegram::{BotApi, Incoming};
 
 #[derive(FromArgs, Debug)]
@@ -299,9 +299,7 @@ fn close(c: CloseCmd) -> Result<i32> {
 
 fn daemon_line(keeper: &Keeper) -> (Option<u32>, String) {
     let pid = PidLock::holder(&keeper.paths);
-    let beat = std::fs::read_to_string(&keeper.paths.heartbeat)
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok());
+    let beat = Heartbeat::read(&keeper.paths).map(|h| h.at);
     let text = match (pid, beat) {
         (Some(p), Some(b)) => format!(
             "daemon: running (pid {p}), last poll {} ago",
@@ -318,12 +316,21 @@ fn status(c: StatusCmd) -> Result<i32> {
     let keeper = Keeper::new(cfg);
     let out = keeper.snapshot(crate::now())?;
     let (pid, line) = daemon_line(&keeper);
+    let skew = Heartbeat::read(&keeper.paths).and_then(|h| h.skew);
     if c.json {
-        let v = report::status_json(&keeper.cfg, &keeper.fw, &out, pid);
+        let mut v = report::status_json(&keeper.cfg, &keeper.fw, &out, pid);
+        v["clock_skew"] = skew.into();
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {
         println!("{}", report::status_text(&keeper.cfg, &keeper.fw, &out));
         println!("{line}");
+        match skew {
+            Some(s) => println!(
+                "clock: {} (as the daemon last measured)",
+                duration::skew_text(s)
+            ),
+            None => println!("clock: not compared with Telegram's yet (the daemon measures it)"),
+        }
     }
     let readable = out.listings.iter().all(|(_, l)| l.is_ok());
     Ok(if readable && report::all_verified(&keeper.cfg, &out) {
@@ -421,6 +428,14 @@ fn mark(ok: bool, text: &str) -> bool {
     ok
 }
 
+/// A line for a check that is a `Result`: the text when it holds, the error when not.
+fn mark_result(r: Result<()>, text: &str) -> bool {
+    match r {
+        Ok(()) => mark(true, text),
+        Err(e) => mark(false, &e.to_string()),
+    }
+}
+
 fn check(c: CheckCmd) -> Result<i32> {
     let cfg = match load(&c.config) {
         Ok(cfg) => cfg,
@@ -477,14 +492,8 @@ fn check(c: CheckCmd) -> Result<i32> {
 
     // State directory.
     let paths = state::Paths::new(&cfg.state_dir);
-    let dir_ok = paths.ensure_dir().is_ok() && {
-        let probe = cfg.state_dir.join(".check");
-        let w = std::fs::write(&probe, b"x").is_ok();
-        let _ = std::fs::remove_file(&probe);
-        w
-    };
-    ok &= mark(
-        dir_ok,
+    ok &= mark_result(
+        paths.state_dir().and_then(|d| d.probe_writable()),
         &format!("state directory {} is writable", cfg.state_dir.display()),
     );
 
@@ -541,17 +550,21 @@ fn check(c: CheckCmd) -> Result<i32> {
                         me.id
                     ),
                 );
-                if let Some(s) = server {
-                    let skew = now.abs_diff(s);
-                    ok &= mark(
-                        skew <= (cfg.max_age / 2).max(10),
-                        &format!(
-                            "clock within {} of Telegram's ({} {})",
-                            duration::human((cfg.max_age / 2).max(10)),
-                            duration::human(skew),
-                            if now >= s { "ahead" } else { "behind" }
-                        ),
-                    );
+                match server {
+                    // Commands are judged by Telegram's clock, so a skew is no failure;
+                    // but replies show the board's time, and TLS needs a sane clock.
+                    Some(s) => {
+                        let skew = now as i64 - s as i64;
+                        let line = format!("clock: {}", duration::skew_text(skew));
+                        if skew.unsigned_abs() > (cfg.max_age / 2).max(10) {
+                            println!("[warn] {line}; set it (NTP): times in replies use it");
+                        } else {
+                            mark(true, &line);
+                        }
+                    }
+                    None => println!(
+                        "[warn] clock: Telegram's answer had no Date header to compare with"
+                    ),
                 }
             }
             Err(e) => {

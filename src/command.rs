@@ -81,28 +81,34 @@ pub fn parse(text: &str, bot: &str, gates: &[Gate]) -> Parsed {
 }
 
 /// The first version of the tool was driven by `enable ssh` / `disable ssh` in plain text.
+/// Only a message that is exactly that (any case, punctuation and spaces around it) is a
+/// command: "don't enable ssh" is not.
 fn parse_plain(text: &str, gates: &[Gate]) -> Parsed {
     if !gates.iter().any(|g| g.name == "ssh") {
         return Parsed::Ignore;
     }
-    let lower = text.to_lowercase();
-    let words: Vec<&str> = lower
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
-    let has = |verb: &str| words.windows(2).any(|w| w[0] == verb && w[1] == "ssh");
-    match (has("enable"), has("disable")) {
-        (true, false) => Parsed::Command(Command::Open {
-            gate: "ssh".into(),
-            length: Length::Default,
-            from: None,
-        }),
-        (false, true) => Parsed::Command(Command::Close {
-            gate: Some("ssh".into()),
-        }),
-        (true, true) => Parsed::Invalid("both 'enable ssh' and 'disable ssh'".into()),
-        (false, false) => Parsed::Ignore,
+    let core = text.trim_matches(|c: char| c.is_whitespace() || is_punctuation(c));
+    let words: Vec<&str> = core.split_whitespace().collect();
+    match words.as_slice() {
+        [verb, ssh] if ssh.eq_ignore_ascii_case("ssh") && verb.eq_ignore_ascii_case("enable") => {
+            Parsed::Command(Command::Open {
+                gate: "ssh".into(),
+                length: Length::Default,
+                from: None,
+            })
+        }
+        [verb, ssh] if ssh.eq_ignore_ascii_case("ssh") && verb.eq_ignore_ascii_case("disable") => {
+            Parsed::Command(Command::Close {
+                gate: Some("ssh".into()),
+            })
+        }
+        _ => Parsed::Ignore,
     }
+}
+
+/// Punctuation that may surround a plain-text command (`Enable SSH!`, `"disable ssh".`).
+fn is_punctuation(c: char) -> bool {
+    c.is_ascii_punctuation() || "¡¿…«»“”‘’„‚–—".contains(c)
 }
 
 fn clip(s: &str) -> String {
@@ -303,17 +309,34 @@ mod tests {
 
     #[test]
     fn plain_text_form() {
-        assert_eq!(p("please enable ssh"), open("ssh", Length::Default, None));
-        assert_eq!(p("Enable SSH now"), open("ssh", Length::Default, None));
+        assert_eq!(p("enable ssh"), open("ssh", Length::Default, None));
+        assert_eq!(p("Enable SSH!"), open("ssh", Length::Default, None));
+        assert_eq!(
+            p("  \"enable   ssh\". "),
+            open("ssh", Length::Default, None)
+        );
         assert_eq!(
             p("disable ssh"),
             Parsed::Command(Command::Close {
                 gate: Some("ssh".into())
             })
         );
-        assert!(matches!(p("enable ssh, disable ssh"), Parsed::Invalid(_)));
-        assert_eq!(p("hello there"), Parsed::Ignore);
-        assert_eq!(p("enablessh"), Parsed::Ignore);
+        for not_a_command in [
+            "don't enable ssh",
+            "please enable ssh",
+            "Enable SSH now",
+            "enable ssh, disable ssh",
+            "enable ssh and disable ssh",
+            "hello there",
+            "enablessh",
+            "enable\u{200b}ssh",
+            "\u{202e}enable ssh",
+            "enable ѕsh",
+            "enable ſsh",
+            "🔥 enable ssh",
+        ] {
+            assert_eq!(p(not_a_command), Parsed::Ignore, "{not_a_command:?}");
+        }
         let no_ssh = parse_gates("web=80/tcp").unwrap();
         assert_eq!(parse("enable ssh", "b", &no_ssh), Parsed::Ignore);
     }

@@ -1,7 +1,7 @@
 //! `tgknock run`: reconcile the firewall, then long-poll Telegram forever. A second thread
 //! closes openings at their deadlines, whatever the poll is doing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,7 +12,7 @@ use crate::duration;
 use crate::error::{Error, Result};
 use crate::keeper::Keeper;
 use crate::report;
-use crate::state::{self, Opening, PidLock};
+use crate::state::{Heartbeat, Opening, Paths, PidLock, State};
 use crate::telegram::{ApiError, BotApi, Incoming, Message, Update, User};
 
 /// How often at most the owners hear about strangers.
@@ -119,22 +119,17 @@ impl Denied {
 }
 
 /// Tells the watchdogs (ours and systemd's) that the daemon is alive.
-fn alive(paths: &state::Paths) {
-    state::touch_heartbeat(paths, crate::now());
-    crate::notify::send("WATCHDOG=1");
-}
-
-/// Sleeps `total`, staying visibly alive every `slice`.
-fn pause(paths: &state::Paths, total: Duration, slice: Duration) {
-    let end = Instant::now() + total;
-    loop {
-        let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        std::thread::sleep(left.min(slice));
-        alive(paths);
+fn alive(paths: &Paths, skew: Option<i64>) {
+    let beat = Heartbeat {
+        at: crate::now(),
+        pid: std::process::id(),
+        state_dir: paths.dir.clone(),
+        skew,
+    };
+    if let Err(e) = beat.write(paths) {
+        log::warn!("cannot write the heartbeat: {e}");
     }
+    crate::notify::send("WATCHDOG=1");
 }
 
 fn precise_now() -> Duration {
@@ -180,6 +175,54 @@ fn expiry_loop(keeper: Arc<Keeper>, socket: UnixDatagram) {
     }
 }
 
+/// The rules are compared with the kernel at most this often (and at least once per poll,
+/// whose length is capped at [`DRIFT_MAX_GAP`]).
+const DRIFT_MIN_GAP: Duration = Duration::from_secs(1);
+/// The longest time between two checks of the rules, and so the longest poll.
+const DRIFT_MAX_GAP: u64 = 60;
+/// Repairs within this window that mean another program keeps changing the rules.
+const DRIFT_WINDOW: Duration = Duration::from_secs(600);
+const DRIFT_LOOP: usize = 3;
+/// The first and the longest hold between repairs while another program keeps at it.
+const DRIFT_HOLD_FIRST: Duration = Duration::from_secs(60);
+const DRIFT_HOLD_MAX: Duration = Duration::from_secs(960);
+/// Without a change for this long, the next one is news again.
+const DRIFT_QUIET: Duration = Duration::from_secs(1800);
+
+/// What the daemon knows of other programs changing its rules.
+#[derive(Default)]
+struct DriftWatch {
+    last_check: Option<Instant>,
+    /// Repairs within the last [`DRIFT_WINDOW`].
+    repairs: VecDeque<Instant>,
+    last_repair: Option<Instant>,
+    /// While another program keeps changing the rules: the gap between repairs, and the
+    /// time before which none is made.
+    hold: Option<(Duration, Instant)>,
+    /// The owners have heard of the current episode, and of the loop.
+    told: bool,
+    told_loop: bool,
+    /// The firewall could not be read at the last check (said once).
+    unreadable: bool,
+}
+
+/// Telegram's clock, as the `Date` header of the answer that carried a batch gives it.
+#[derive(Debug, Clone, Copy)]
+struct ServerClock {
+    date: Option<u64>,
+    received: Instant,
+}
+
+impl ServerClock {
+    /// Telegram's time now, or the board's when the answer had no usable `Date`.
+    fn now(&self) -> u64 {
+        match self.date {
+            Some(d) => d + self.received.elapsed().as_secs(),
+            None => crate::now(),
+        }
+    }
+}
+
 pub struct Daemon {
     keeper: Arc<Keeper>,
     api: BotApi,
@@ -188,12 +231,15 @@ pub struct Daemon {
     saved_offset: Option<i64>,
     denied: Denied,
     backoff: Backoff,
-    limit: u32,
     /// Updates still to fetch one at a time after an oversized answer.
     small_left: u32,
     commands_registered: bool,
-    /// The long-poll timeout in use (under half of systemd's watchdog interval).
+    /// The long-poll timeout in use (at most a minute, and under half of systemd's watchdog
+    /// interval).
     poll_timeout: u64,
+    /// The board's clock minus Telegram's, in seconds, from the last answer.
+    skew: Option<i64>,
+    drift: DriftWatch,
 }
 
 /// The daemon's whole life. Returns only on a fatal error (exit 1, or 3 for the token).
@@ -204,14 +250,24 @@ pub fn run(cfg: Config) -> Result<()> {
     }
     if crate::clock_before_build() {
         log::warn!(
-            "the system clock says {}, before this binary was built: TLS and stale-command checks will fail until the clock is set (NTP)",
+            "the system clock says {}, before this binary was built: TLS will fail until the clock is set (NTP)",
             duration::utc_full(crate::now())
         );
     }
     let api = BotApi::new(&cfg, &token)?;
     let keeper = Arc::new(Keeper::new(cfg));
-    let _pid = PidLock::acquire(&keeper.paths)?;
-    alive(&keeper.paths);
+    let dir = keeper
+        .paths
+        .state_dir()
+        .map_err(|e| fail_closed(&keeper, e))?;
+    let _pid = match PidLock::acquire(&keeper.paths) {
+        Ok(p) => p,
+        // Another daemon runs: its rules are its own.
+        Err(e) if PidLock::holder(&keeper.paths).is_some() => return Err(e),
+        Err(e) => return Err(fail_closed(&keeper, e)),
+    };
+    dir.remove_temporaries();
+    alive(&keeper.paths, None);
     if keeper.cfg.firewall == crate::config::FirewallKind::Auto && keeper.fw.kind() == "nftables" {
         log::info!(
             "TGKNOCK_FIREWALL=auto: {} does not exist, so tgknock uses nftables ({}, table inet {})",
@@ -221,6 +277,12 @@ pub fn run(cfg: Config) -> Result<()> {
         );
     }
     let mut poll_timeout = keeper.cfg.poll_timeout;
+    if poll_timeout > DRIFT_MAX_GAP {
+        log::info!(
+            "TGKNOCK_POLL_TIMEOUT={poll_timeout}s: polling for {DRIFT_MAX_GAP} s, so that the rules are checked at least every minute"
+        );
+        poll_timeout = DRIFT_MAX_GAP;
+    }
     if let Some(interval) = crate::notify::watchdog_interval() {
         let limit = (interval.as_secs() / 2).saturating_sub(1).max(1);
         if poll_timeout > limit {
@@ -232,13 +294,15 @@ pub fn run(cfg: Config) -> Result<()> {
             poll_timeout = limit;
         }
     }
-    let slice = Duration::from_secs(poll_timeout);
-    let _ = std::fs::remove_file(&keeper.paths.wake);
-    let socket = UnixDatagram::bind(&keeper.paths.wake)
-        .map_err(|e| Error::file(&keeper.paths.wake, "bind", e))?;
+    let wake = keeper.paths.wake();
+    let _ = std::fs::remove_file(&wake);
+    let socket = UnixDatagram::bind(&wake).map_err(|e| Error::file(&wake, "bind", e))?;
 
     let started = Instant::now();
-    let (_, out) = keeper.change(crate::now(), |_| Ok(()))?;
+    let now = crate::now();
+    let (_, out) = keeper
+        .change(now, |_| Ok(()))
+        .map_err(|e| fail_closed(&keeper, e))?;
     for line in report::status_text(&keeper.cfg, &keeper.fw, &out).lines() {
         log::info!("{line}");
     }
@@ -256,58 +320,37 @@ pub fn run(cfg: Config) -> Result<()> {
             .map_err(|e| Error::Runtime(format!("cannot start the expiry thread: {e}")))?;
     }
 
-    let mut backoff = Backoff::new(precise_now().as_nanos() as u64 ^ u64::from(std::process::id()));
-    let me = loop {
-        match api.get_me() {
-            Ok((me, server_time)) => {
-                check_clock(server_time, keeper.cfg.max_age);
-                break me;
-            }
-            Err(e) if e.is_token_rejected() => return Err(Error::TokenRejected(e.to_string())),
-            Err(e) => {
-                let wait = backoff.fail();
-                log::warn!("getMe failed: {e}; retrying in {:.1} s", wait.as_secs_f64());
-                alive(&keeper.paths);
-                pause(&keeper.paths, wait, slice);
-            }
-        }
-    };
-    backoff.reset();
-    let bot_name = me.username.clone().unwrap_or_default();
-    log::info!("logged in as @{bot_name} (id {})", me.id);
+    let backoff = Backoff::new(precise_now().as_nanos() as u64 ^ u64::from(std::process::id()));
     let offset = out.state.offset;
     let mut d = Daemon {
         keeper,
         api,
-        bot_name,
+        bot_name: String::new(),
         offset,
         saved_offset: offset,
         denied: Denied::default(),
         backoff,
-        limit: BATCH,
         small_left: 0,
         commands_registered: false,
         poll_timeout,
+        skew: None,
+        drift: DriftWatch::default(),
     };
+    d.log_in()?;
     loop {
         d.poll_once();
     }
 }
 
-/// Warns when the board's clock and Telegram's differ enough to matter.
-fn check_clock(server_time: Option<u64>, max_age: u64) {
-    let Some(server) = server_time else { return };
-    let local = crate::now();
-    let skew = local.abs_diff(server);
-    if skew > (max_age / 2).max(10) {
-        log::warn!(
-            "the system clock ({}) is {} {} Telegram's ({}); commands may be refused as stale (TGKNOCK_MAX_AGE) until the clock is set",
-            duration::utc_full(local),
-            duration::human(skew),
-            if local > server { "ahead of" } else { "behind" },
-            duration::utc_full(server)
-        );
+/// Whatever keeps the daemon from starting (an unreadable state file, a planted link, a
+/// state directory others can write), the gates are closed rather than left as they were;
+/// the error is returned, with that said.
+fn fail_closed(keeper: &Keeper, e: Error) -> Error {
+    match keeper.fw.apply(&State::default(), crate::now()) {
+        Ok(_) => log::error!("every gate is closed until this is fixed: {e}"),
+        Err(e2) => log::error!("closing every gate failed too ({e2}): {e}"),
     }
+    e
 }
 
 impl Daemon {
@@ -315,11 +358,58 @@ impl Daemon {
         &self.keeper.cfg
     }
 
-    /// One long poll and whatever it brought.
+    /// `getMe` until it answers (the network may come up after the rules are in place);
+    /// a rejected token is fatal.
+    fn log_in(&mut self) -> Result<()> {
+        loop {
+            match self.api.get_me() {
+                Ok((me, server_time)) => {
+                    self.backoff.reset();
+                    self.note_clock(server_time, true);
+                    self.bot_name = me.username.clone().unwrap_or_default();
+                    log::info!("logged in as @{} (id {})", self.bot_name, me.id);
+                    return Ok(());
+                }
+                Err(e) if e.is_token_rejected() => {
+                    return Err(Error::TokenRejected(e.to_string()));
+                }
+                Err(e) => self.back_off(log::Level::Warn, &format!("getMe failed: {e}")),
+            }
+        }
+    }
+
+    /// Records the skew between the board's clock and Telegram's (`Date` of an answer).
+    fn note_clock(&mut self, server_time: Option<u64>, log_it: bool) {
+        let Some(server) = server_time else { return };
+        let local = crate::now();
+        let skew = local as i64 - server as i64;
+        let big = skew.unsigned_abs() > (self.cfg().max_age / 2).max(10);
+        let was_big = self
+            .skew
+            .is_some_and(|s| s.unsigned_abs() > (self.cfg().max_age / 2).max(10));
+        self.skew = Some(skew);
+        if big && (log_it || !was_big) {
+            log::warn!(
+                "the system clock ({}) is {} {} Telegram's ({}); commands are judged by Telegram's clock, but set the board's (NTP): times shown in replies, and TLS, depend on it",
+                duration::utc_full(local),
+                duration::human(skew.unsigned_abs()),
+                if skew > 0 { "ahead of" } else { "behind" },
+                duration::utc_full(server)
+            );
+        } else if log_it {
+            log::info!("clock: {}", duration::skew_text(skew));
+        }
+    }
+
+    /// One long poll and whatever it brought, then a look at the rules.
     pub fn poll_once(&mut self) {
-        let limit = if self.small_left > 0 { 1 } else { self.limit };
+        let limit = if self.small_left > 0 { 1 } else { BATCH };
         let result = self.api.get_updates(self.offset, self.poll_timeout, limit);
-        alive(&self.keeper.paths);
+        let received = Instant::now();
+        if let Ok(answer) = &result {
+            self.note_clock(answer.server_time, false);
+        }
+        alive(&self.keeper.paths, self.skew);
         match result {
             Ok(answer) => match answer
                 .raw_result()
@@ -328,7 +418,11 @@ impl Daemon {
             {
                 Ok(items) => {
                     self.backoff.reset();
-                    self.handle_batch(items);
+                    let clock = ServerClock {
+                        date: answer.server_time,
+                        received,
+                    };
+                    self.handle_batch(items, clock);
                     if !self.commands_registered {
                         self.commands_registered = true;
                         if let Err(e) = self.api.set_my_commands() {
@@ -343,9 +437,98 @@ impl Daemon {
             Err(e) => self.on_error(e),
         }
         self.flush_denied();
+        self.watch_rules();
     }
 
-    fn handle_batch(&mut self, items: Vec<Incoming>) {
+    /// Compares the rules with the kernel (at most once a second) and puts back what
+    /// another program removed. The owners hear of it once per episode; when the other
+    /// program keeps at it, repairs are spaced out instead of fighting it, and they hear
+    /// that too.
+    fn watch_rules(&mut self) {
+        let t = Instant::now();
+        let w = &mut self.drift;
+        if w.last_check.is_some_and(|c| t - c < DRIFT_MIN_GAP) {
+            return;
+        }
+        if w.hold.is_some_and(|(_, until)| t < until) {
+            return;
+        }
+        w.last_check = Some(t);
+        if w.last_repair.is_some_and(|r| t - r > DRIFT_QUIET) {
+            *w = DriftWatch {
+                last_check: Some(t),
+                ..DriftWatch::default()
+            };
+        }
+        match self.keeper.repair(crate::now()) {
+            Ok(None) => self.drift.unreadable = false,
+            Ok(Some(found)) => {
+                self.drift.unreadable = false;
+                self.repaired(&found, t);
+            }
+            Err(e) => {
+                if !self.drift.unreadable {
+                    log::warn!("could not check or repair the firewall rules: {e}");
+                }
+                self.drift.unreadable = true;
+            }
+        }
+    }
+
+    fn repaired(&mut self, found: &str, t: Instant) {
+        let now = crate::now();
+        log::warn!(
+            "another program changed the firewall rules tgknock keeps ({found}); put them back"
+        );
+        let w = &mut self.drift;
+        w.repairs.retain(|r| t - *r < DRIFT_WINDOW);
+        w.repairs.push_back(t);
+        w.last_repair = Some(t);
+        let mut messages = Vec::new();
+        if !w.told {
+            w.told = true;
+            messages.push(format!(
+                "At {} another program changed the firewall rules tgknock keeps ({found}). tgknock put them back.",
+                duration::utc_short(now, now)
+            ));
+        }
+        if w.repairs.len() >= DRIFT_LOOP {
+            let gap = match w.hold {
+                None => DRIFT_HOLD_FIRST,
+                Some((g, _)) => (g * 2).min(DRIFT_HOLD_MAX),
+            };
+            w.hold = Some((gap, t + gap));
+            log::warn!(
+                "the rules were changed {} times in {}: repairing at most every {} from now on",
+                w.repairs.len(),
+                duration::human(DRIFT_WINDOW.as_secs()),
+                duration::human(gap.as_secs())
+            );
+            if !w.told_loop {
+                w.told_loop = true;
+                messages.push(format!(
+                    "Another program keeps changing tgknock's firewall rules ({} times in {}). Instead of fighting it, tgknock now puts them back at most every {} (longer if it goes on), so the gates may be open in between. Look for what does it: ufw or firewalld reloading, `systemctl reload nftables`, an iptables-restore in a cron job.",
+                    w.repairs.len(),
+                    duration::human(DRIFT_WINDOW.as_secs()),
+                    duration::human(gap.as_secs())
+                ));
+            }
+        }
+        if messages.is_empty() {
+            return;
+        }
+        let status = self
+            .keeper
+            .snapshot(now)
+            .map(|o| report::status_text(self.cfg(), &self.keeper.fw, &o))
+            .unwrap_or_default();
+        let text = format!("{}\n\nNow:\n{status}", messages.join("\n\n"));
+        for user in self.cfg().allowed_users.clone() {
+            self.reply(user, &text);
+        }
+    }
+
+    fn handle_batch(&mut self, items: Vec<Incoming>, clock: ServerClock) {
         let before = self.offset;
         let n = items.len();
         for item in items {
@@ -357,7 +540,7 @@ impl Daemon {
                 }
                 Incoming::Update(u) => {
                     let id = u.update_id;
-                    self.handle_update(*u);
+                    self.handle_update(*u, clock);
                     self.advance(id);
                 }
                 Incoming::Undecodable {
@@ -461,12 +644,20 @@ impl Daemon {
         self.pause(wait);
     }
 
-    fn pause(&self, d: Duration) {
-        pause(
-            &self.keeper.paths,
-            d,
-            Duration::from_secs(self.poll_timeout),
-        );
+    /// Sleeps `total`, staying visibly alive and keeping the rules in place every poll's
+    /// length (Telegram may be unreachable for long: the rules are looked after anyway).
+    fn pause(&mut self, total: Duration) {
+        let slice = Duration::from_secs(self.poll_timeout);
+        let end = Instant::now() + total;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(slice));
+            alive(&self.keeper.paths, self.skew);
+            self.watch_rules();
+        }
     }
 
     fn reply(&self, chat: i64, text: &str) {
@@ -488,7 +679,7 @@ impl Daemon {
         }
     }
 
-    fn handle_update(&mut self, u: Update) {
+    fn handle_update(&mut self, u: Update, clock: ServerClock) {
         let Some(msg) = u.message else {
             log::debug!("ignoring {} update {}", u.kind(), u.update_id);
             return;
@@ -497,6 +688,13 @@ impl Daemon {
             log::debug!("ignoring message {} without a sender", msg.message_id);
             return;
         };
+        if msg.is_forwarded() {
+            log::info!(
+                "ignoring a forwarded message from {}: a forward is never a command",
+                from.describe()
+            );
+            return;
+        }
         let text = msg.text.as_deref().unwrap_or("");
         let parsed = command::parse(text, &self.bot_name, &self.cfg().gates);
         let now = crate::now();
@@ -535,7 +733,9 @@ impl Daemon {
                 self.reply(msg.chat.id, &format!("{reason}.\n\n{}", usage()));
             }
             Parsed::Command(c) => {
-                let age = (now as i64).saturating_sub(msg.date);
+                // The age by Telegram's clock: a board whose own clock is hours off (no
+                // RTC, no NTP yet) still refuses a stale command and runs a fresh one.
+                let age = (clock.now() as i64).saturating_sub(msg.date);
                 let max_age = self.cfg().max_age;
                 if age > max_age as i64 {
                     log::warn!(
@@ -557,7 +757,7 @@ impl Daemon {
                 }
                 if age < -(max_age as i64) {
                     log::warn!(
-                        "a message is dated {} in the future: the system clock is probably behind",
+                        "a message is dated {} in the future",
                         duration::human(age.unsigned_abs())
                     );
                 }

@@ -111,6 +111,22 @@ pub fn human(secs: u64) -> String {
     }
 }
 
+/// The board's clock against Telegram's, from their difference (board minus Telegram, in
+/// seconds): `3 s ahead`, `2 h behind`, `in step` (within a second, the `Date` header's
+/// resolution).
+pub fn skew_text(skew: i64) -> String {
+    // Two clocks read a second apart at whole seconds: beyond two minutes, to the minute.
+    let size = match skew.unsigned_abs() {
+        s if s < 120 => s,
+        s => (s + 30) / 60 * 60,
+    };
+    match skew {
+        -1..=1 => "in step with Telegram's clock".into(),
+        s if s > 0 => format!("{} ahead of Telegram's clock", human(size)),
+        _ => format!("{} behind Telegram's clock", human(size)),
+    }
+}
+
 /// (year, month, day, hour, minute, second) of a Unix time, in UTC.
 pub fn civil(unix: u64) -> (i64, u32, u32, u32, u32, u32) {
     let days = (unix / 86_400) as i64;
@@ -188,6 +204,16 @@ pub fn parse_http_date(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skews_read_plainly() {
+        assert_eq!(skew_text(0), "in step with Telegram's clock");
+        assert_eq!(skew_text(-1), "in step with Telegram's clock");
+        assert_eq!(skew_text(5), "5 s ahead of Telegram's clock");
+        assert_eq!(skew_text(-10_799), "3 h behind Telegram's clock");
+        assert_eq!(skew_text(10_801), "3 h ahead of Telegram's clock");
+        assert_eq!(skew_text(93_601), "1 d 2 h ahead of Telegram's clock");
+    }
 
     #[test]
     fn parses_every_contract_form() {

@@ -73,7 +73,11 @@ fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> Result<String> {
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // A cleared environment: the tool never sees the token (TGKNOCK_TOKEN may come
+        // from the environment), nor anything else of ours.
+        .env_clear()
         .env("LC_ALL", "C")
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .spawn()
         .map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::NotFound {
@@ -287,6 +291,62 @@ impl Firewall {
                     .iter()
                     .map(|f| (*f, text.clone().map(|t| rules::parse_nft_listing(&t, *f))))
                     .collect()
+            }
+        }
+    }
+
+    /// What differs between the kernel and the rules `state` asks for at `now`, one line per
+    /// difference (families with the same difference share a line); empty when all is in
+    /// place. An unreadable family is an error.
+    pub fn drift(&self, state: &State, now: u64) -> Result<Vec<String>> {
+        let mut found: Vec<(Vec<&'static str>, String)> = Vec::new();
+        for (family, listing) in self.observe() {
+            let listing = listing.map_err(Error::Runtime)?;
+            let want = self.desired(state, now, family);
+            if listing.matches(&want) {
+                continue;
+            }
+            let what = self.describe_drift(&listing, &want);
+            match found.iter_mut().find(|(_, w)| *w == what) {
+                Some((families, _)) => families.push(family.name()),
+                None => found.push((vec![family.name()], what)),
+            }
+        }
+        Ok(found
+            .into_iter()
+            .map(|(families, what)| format!("{}: {what}", families.join(" and ")))
+            .collect())
+    }
+
+    fn describe_drift(&self, l: &Listing, want: &[Rule]) -> String {
+        let changed = || {
+            format!(
+                "its rules were changed ({} rules where {} belong)",
+                l.rules.len(),
+                want.len()
+            )
+        };
+        match &self.backend {
+            Backend::Iptables { .. } => {
+                let chain = &self.chain;
+                if !l.chain_exists {
+                    format!("the chain {chain} is gone")
+                } else if l.jumps == 0 {
+                    format!("the jump from INPUT to the chain {chain} is gone")
+                } else if l.jumps > 1 {
+                    format!("INPUT jumps to the chain {chain} {} times", l.jumps)
+                } else if !l.jump_first {
+                    format!("the jump to the chain {chain} is no longer the first rule of INPUT")
+                } else {
+                    format!("the chain {chain}: {}", changed())
+                }
+            }
+            Backend::Nft { .. } => {
+                if !l.chain_exists {
+                    format!("the table inet {NFT_TABLE} (or its input chain) is gone")
+                } else {
+                    format!("the table inet {NFT_TABLE}: {}", changed())
+                }
             }
         }
     }

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::firewall::Firewall;
 use crate::rules::Listing;
-use crate::state::{self, Opening, Paths, State, StateLock};
+use crate::state::{Opening, Paths, State, StateLock};
 
 /// What a change left behind: the saved state and what the kernel shows.
 #[derive(Debug, Clone)]
@@ -49,8 +49,8 @@ impl Keeper {
         f: impl FnOnce(&mut State) -> Result<R>,
     ) -> Result<(R, Outcome)> {
         let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
-        let _lock = StateLock::acquire(&self.paths)?;
-        let old = state::load(&self.paths.state)?;
+        let lock = StateLock::acquire(&self.paths)?;
+        let old = lock.load()?;
         let mut st = old.clone();
         let r = f(&mut st)?;
         let expired = st.expire(now);
@@ -61,7 +61,7 @@ impl Keeper {
         }
         let listings = self.fw.apply(&st, now)?;
         if st != old
-            && let Err(e) = state::save(&self.paths.state, &st)
+            && let Err(e) = lock.save(&st)
         {
             // Keep the rules true to the file that is still on disk.
             {
@@ -88,24 +88,42 @@ impl Keeper {
         ))
     }
 
+    /// Compares the kernel with the saved state and, when another program removed or
+    /// changed tgknock's rules (`iptables -F`, `nft flush ruleset`, a firewall reload), puts
+    /// them back. Returns what it found; `None` when the rules were in place (or an opening
+    /// is due to close, which is the expiry's to do).
+    pub fn repair(&self, now: u64) -> Result<Option<String>> {
+        let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = StateLock::acquire(&self.paths)?;
+        let st = lock.load()?;
+        if st.next_deadline().is_some_and(|d| d <= now) {
+            return Ok(None);
+        }
+        let found = self.fw.drift(&st, now)?;
+        if found.is_empty() {
+            return Ok(None);
+        }
+        self.fw.apply(&st, now)?;
+        Ok(Some(found.join("; ")))
+    }
+
     /// Records that every update below `offset` was handled, without touching the rules.
     pub fn save_offset(&self, offset: i64) -> Result<()> {
         let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
-        let _lock = StateLock::acquire(&self.paths)?;
-        let mut st = state::load(&self.paths.state)?;
+        let lock = StateLock::acquire(&self.paths)?;
+        let mut st = lock.load()?;
         if st.offset.is_some_and(|o| o >= offset) {
             return Ok(());
         }
         st.offset = Some(offset);
-        state::save(&self.paths.state, &st)
+        lock.save(&st)
     }
 
     /// The saved state and what the kernel shows now, changing nothing.
     pub fn snapshot(&self, now: u64) -> Result<Outcome> {
         let st = {
             let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
-            let _lock = StateLock::acquire(&self.paths)?;
-            state::load(&self.paths.state)?
+            StateLock::acquire(&self.paths)?.load()?
         };
         Ok(Outcome {
             state: st,
@@ -118,14 +136,13 @@ impl Keeper {
     /// The saved state only (no firewall calls), for deadlines.
     pub fn load_state(&self) -> Result<State> {
         let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
-        let _lock = StateLock::acquire(&self.paths)?;
-        state::load(&self.paths.state)
+        StateLock::acquire(&self.paths)?.load()
     }
 
     /// Tells a running daemon to re-read the deadlines; false when none listens.
     pub fn wake_daemon(&self) -> bool {
         UnixDatagram::unbound()
-            .and_then(|s| s.send_to(b"wake", &self.paths.wake))
+            .and_then(|s| s.send_to(b"wake", self.paths.wake()))
             .is_ok()
     }
 }

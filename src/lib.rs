@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod duration;
 pub mod error;
+pub mod files;
 pub mod firewall;
 pub mod gate;
 pub mod keeper;

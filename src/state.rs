@@ -1,14 +1,16 @@
 //! The saved state (openings and the Telegram offset), its files, and the lock.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::addr::Cidr;
 use crate::error::{Error, Result};
+use crate::files::{self, Dir};
 use crate::gate::Gate;
 
 /// Most openings one gate can have at once (each is a rule per port and family).
@@ -119,107 +121,107 @@ impl State {
     }
 }
 
-/// The files under `TGKNOCK_STATE_DIR`.
+/// Where tgknock keeps its files: the state directory (`TGKNOCK_STATE_DIR`), and the
+/// runtime directory for the heartbeat — systemd's `RuntimeDirectory=` (`/run/tgknock`, on
+/// tmpfs, so an idle daemon writes nothing to the SD card), else the state directory.
 #[derive(Debug, Clone)]
 pub struct Paths {
     pub dir: PathBuf,
-    pub state: PathBuf,
-    pub pid: PathBuf,
-    pub heartbeat: PathBuf,
-    pub lock: PathBuf,
-    /// The daemon's wake-up socket: console commands poke it after changing the state.
-    pub wake: PathBuf,
+    pub runtime: PathBuf,
 }
+
+const STATE: &str = "state.json";
+const LOCK: &str = "lock";
+const PID: &str = "tgknock.pid";
+const HEARTBEAT: &str = "heartbeat";
+/// Where the systemd unit's `RuntimeDirectory=` lives; console commands, which do not run
+/// under the unit, look for the daemon's heartbeat there too.
+const SYSTEMD_RUNTIME: &str = "/run/tgknock";
 
 impl Paths {
     pub fn new(dir: &Path) -> Paths {
+        let runtime = std::env::var_os("RUNTIME_DIRECTORY")
+            .and_then(|v| {
+                // systemd joins several directories with ':'; ours is the first.
+                let first = v.to_string_lossy().split(':').next()?.to_string();
+                Some(PathBuf::from(first)).filter(|p| p.is_absolute())
+            })
+            .unwrap_or_else(|| dir.to_path_buf());
         Paths {
             dir: dir.to_path_buf(),
-            state: dir.join("state.json"),
-            pid: dir.join("tgknock.pid"),
-            heartbeat: dir.join("heartbeat"),
-            lock: dir.join("lock"),
-            wake: dir.join("wake.sock"),
+            runtime,
         }
     }
 
-    /// Creates the state directory (mode 0700) when missing.
-    pub fn ensure_dir(&self) -> Result<()> {
-        use std::os::unix::fs::DirBuilderExt;
-        if !self.dir.is_dir() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&self.dir)
-                .map_err(|e| Error::file(&self.dir, "create the state directory", e))?;
-        }
-        Ok(())
+    /// The state directory, created when missing and refused when others can write it.
+    pub fn state_dir(&self) -> Result<Dir> {
+        Dir::open(&self.dir, "the state directory (TGKNOCK_STATE_DIR)")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.join(STATE)
+    }
+
+    pub fn pid(&self) -> PathBuf {
+        self.dir.join(PID)
+    }
+
+    /// The daemon's wake-up socket: console commands poke it after changing the state.
+    pub fn wake(&self) -> PathBuf {
+        self.dir.join("wake.sock")
     }
 }
 
 /// Reads the state; a missing file is the empty state (every gate closed). A file that
 /// cannot be parsed is moved aside and replaced by the empty state: closed is the safe
-/// default, and the reason is logged.
-pub fn load(path: &Path) -> Result<State> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
-        Err(e) => return Err(Error::file(path, "read", e)),
+/// default, and the reason is logged. A file that cannot be read (permissions, a link) is an
+/// error that names it.
+fn load(dir: &Dir) -> Result<State> {
+    let Some(text) = dir.read(STATE)? else {
+        return Ok(State::default());
     };
     match serde_json::from_str::<State>(&text) {
         Ok(s) => Ok(s),
         Err(e) => {
-            let aside = path.with_extension("json.corrupt");
+            let path = dir.join(STATE);
+            let aside = dir.join("state.json.corrupt");
             log::error!(
                 "{} is not valid state ({e}); moved to {} and starting with every gate closed",
                 path.display(),
                 aside.display()
             );
-            fs::rename(path, &aside).map_err(|e| Error::file(path, "move aside", e))?;
+            fs::rename(&path, &aside).map_err(|e| Error::file(&path, "move aside", e))?;
             Ok(State::default())
         }
     }
 }
 
-/// Writes the state by write-to-temporary, fsync, rename, fsync-directory: a crash leaves
-/// either the old file or the new one, never half of one.
-pub fn save(path: &Path, state: &State) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let mut text = serde_json::to_string_pretty(state).expect("state serializes");
-    text.push('\n');
-    let write = || -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        Ok(())
-    };
-    write().map_err(|e| Error::file(&tmp, "write", e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::file(path, "replace", e))?;
-    if let Some(dir) = path.parent()
-        && let Ok(d) = File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-/// An exclusive advisory lock on `lock`, held while the state and the rules change.
+/// The exclusive lock on `lock`, held while the state and the rules change. Loading and
+/// saving the state go through it, so neither happens without the lock.
 pub struct StateLock {
+    dir: Dir,
     _file: File,
 }
 
 impl StateLock {
     pub fn acquire(paths: &Paths) -> Result<StateLock> {
-        paths.ensure_dir()?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&paths.lock)
-            .map_err(|e| Error::file(&paths.lock, "open", e))?;
+        let dir = paths.state_dir()?;
+        let file = dir.open_lock(LOCK)?;
         file.lock()
-            .map_err(|e| Error::file(&paths.lock, "lock", e))?;
-        Ok(StateLock { _file: file })
+            .map_err(|e| Error::file(dir.join(LOCK), "lock", e))?;
+        Ok(StateLock { dir, _file: file })
+    }
+
+    pub fn load(&self) -> Result<State> {
+        load(&self.dir)
+    }
+
+    /// Writes the state durably by rename: a crash leaves either the old file or the new
+    /// one, never half of one, and the new one belongs to the directory's owner.
+    pub fn save(&self, state: &State) -> Result<()> {
+        let mut text = serde_json::to_string_pretty(state).expect("state serializes");
+        text.push('\n');
+        self.dir.replace(STATE, text.as_bytes(), true)
     }
 }
 
@@ -229,48 +231,99 @@ pub struct PidLock {
 }
 
 impl PidLock {
-    /// Takes the pid-file lock and writes our pid, or says who holds it.
+    /// Takes the pid-file lock and writes our pid, or says who holds it. A watchdog or a
+    /// console command may hold a shared lock for an instant to see whether a daemon runs,
+    /// so a lock that is busy is tried again for a second before giving up.
     pub fn acquire(paths: &Paths) -> Result<PidLock> {
-        paths.ensure_dir()?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&paths.pid)
-            .map_err(|e| Error::file(&paths.pid, "open", e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let other = fs::read_to_string(&paths.pid).unwrap_or_default();
-                return Err(Error::Runtime(format!(
-                    "another tgknock daemon is running (pid {}); stop it first",
-                    other.trim()
-                )));
+        let dir = paths.state_dir()?;
+        let mut file = dir.open_rw(PID, false)?;
+        let end = Instant::now() + Duration::from_secs(1);
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < end => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(Error::Runtime(match PidLock::holder(paths) {
+                        Some(pid) => {
+                            format!("another tgknock daemon is running (pid {pid}); stop it first")
+                        }
+                        None => format!(
+                            "another tgknock daemon holds {} ; stop it first",
+                            paths.pid().display()
+                        ),
+                    }));
+                }
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(Error::file(paths.pid(), "lock", e));
+                }
             }
-            Err(fs::TryLockError::Error(e)) => return Err(Error::file(&paths.pid, "lock", e)),
         }
         file.set_len(0)
             .and_then(|_| writeln!(file, "{}", std::process::id()))
             .and_then(|_| file.sync_all())
-            .map_err(|e| Error::file(&paths.pid, "write", e))?;
+            .map_err(|e| Error::file(paths.pid(), "write", e))?;
         Ok(PidLock { _file: file })
     }
 
-    /// Whether a daemon holds the pid lock now, and its pid.
+    /// Whether a daemon holds the pid lock now, and its pid. A daemon that has just taken
+    /// the lock writes its pid an instant later: an empty file is read again.
     pub fn holder(paths: &Paths) -> Option<u32> {
-        let file = File::open(&paths.pid).ok()?;
-        match file.try_lock_shared() {
-            Ok(()) => None,
-            Err(_) => fs::read_to_string(&paths.pid).ok()?.trim().parse().ok(),
+        let path = paths.pid();
+        let file = files::open_existing(&path).ok()?;
+        if file.try_lock_shared().is_ok() {
+            return None;
+        }
+        let end = Instant::now() + Duration::from_secs(1);
+        loop {
+            let text = files::read_existing(&path).unwrap_or_default();
+            if let Ok(pid) = text.trim().parse() {
+                return Some(pid);
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
 
-/// Records that the daemon is alive: the watchdog reads the time.
-pub fn touch_heartbeat(paths: &Paths, now: u64) {
-    if let Err(e) = fs::write(&paths.heartbeat, format!("{now}\n")) {
-        log::warn!("cannot write {}: {e}", paths.heartbeat.display());
+/// The daemon's sign of life, written after every poll (success or failure): the watchdog
+/// and `status` read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Unix seconds of the last poll.
+    pub at: u64,
+    pub pid: u32,
+    /// The state directory of the daemon, so a reader never takes another instance's.
+    pub state_dir: PathBuf,
+    /// The board's clock minus Telegram's, in seconds, as last measured.
+    #[serde(default)]
+    pub skew: Option<i64>,
+}
+
+impl Heartbeat {
+    /// Replaces the heartbeat file by rename (never truncated in place, so never read
+    /// half-written), in the runtime directory.
+    pub fn write(&self, paths: &Paths) -> Result<()> {
+        let dir = Dir::open(&paths.runtime, "the runtime directory")?;
+        let mut text = serde_json::to_string(self).expect("heartbeat serializes");
+        text.push('\n');
+        dir.replace(HEARTBEAT, text.as_bytes(), false)
+    }
+
+    /// The newest heartbeat of the daemon of this state directory, wherever it runs from.
+    pub fn read(paths: &Paths) -> Option<Heartbeat> {
+        let mut places = vec![paths.runtime.clone(), PathBuf::from(SYSTEMD_RUNTIME)];
+        places.push(paths.dir.clone());
+        places.dedup();
+        places
+            .iter()
+            .filter_map(|d| files::read_existing(&d.join(HEARTBEAT)).ok())
+            .filter_map(|t| serde_json::from_str::<Heartbeat>(&t).ok())
+            .filter(|h| h.state_dir == paths.dir)
+            .max_by_key(|h| h.at)
     }
 }
 
@@ -329,20 +382,67 @@ mod tests {
     #[test]
     fn save_and_load_round_trip() {
         let dir = std::env::temp_dir().join(format!("tgk-state-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("state.json");
-        assert_eq!(load(&path).unwrap(), State::default());
+        let _ = fs::remove_dir_all(&dir);
+        let paths = Paths::new(&dir);
+        let lock = StateLock::acquire(&paths).unwrap();
+        assert_eq!(lock.load().unwrap(), State::default());
         let mut s = State {
             offset: Some(42),
             ..State::default()
         };
         s.open("ssh", op(Some("2001:db8::/64"), Some(5))).unwrap();
-        save(&path, &s).unwrap();
-        assert_eq!(load(&path).unwrap(), s);
-        assert!(!path.with_extension("json.tmp").exists());
-        fs::write(&path, "{ half a fi").unwrap();
-        assert_eq!(load(&path).unwrap(), State::default());
-        assert!(path.with_extension("json.corrupt").exists());
+        lock.save(&s).unwrap();
+        assert_eq!(lock.load().unwrap(), s);
+        let names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+        fs::write(paths.state(), "{ half a fi").unwrap();
+        assert_eq!(lock.load().unwrap(), State::default());
+        assert!(dir.join("state.json.corrupt").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn heartbeat_round_trip_and_other_instances_ignored() {
+        let dir = std::env::temp_dir().join(format!("tgk-beat-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let paths = Paths {
+            dir: dir.clone(),
+            runtime: dir.join("run"),
+        };
+        fs::create_dir_all(&paths.runtime).unwrap();
+        assert_eq!(Heartbeat::read(&paths), None);
+        let hb = Heartbeat {
+            at: 100,
+            pid: 7,
+            state_dir: dir.clone(),
+            skew: Some(-3),
+        };
+        hb.write(&paths).unwrap();
+        assert_eq!(Heartbeat::read(&paths), Some(hb.clone()));
+        // An older one in the state directory, and another instance's newer one, lose.
+        let old = Heartbeat {
+            at: 50,
+            ..hb.clone()
+        };
+        Heartbeat::write(
+            &old,
+            &Paths {
+                dir: dir.clone(),
+                runtime: dir.clone(),
+            },
+        )
+        .unwrap();
+        assert_eq!(Heartbeat::read(&paths).map(|h| h.at), Some(100));
+        let other = Heartbeat {
+            at: 999,
+            state_dir: PathBuf::from("/elsewhere"),
+            ..hb
+        };
+        other.write(&paths).unwrap();
+        assert_eq!(Heartbeat::read(&paths).map(|h| h.at), Some(50));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

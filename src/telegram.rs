@@ -37,8 +37,34 @@ impl User {
                 None => self.first_name.clone(),
             },
         };
-        let name: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+        let name: String = name.chars().filter(|c| shown(*c)).take(64).collect();
         format!("{} ({name})", self.id)
+    }
+}
+
+/// Whether a character of a stranger's name may be shown to the owners: not a control
+/// character, not a bidirectional override or isolate (which could turn the rest of the
+/// summary around), not an invisible zero-width one.
+fn shown(c: char) -> bool {
+    !c.is_control()
+        && !matches!(c,
+            '\u{200b}'..='\u{200f}' // zero-width space, joiners, LRM, RLM
+            | '\u{202a}'..='\u{202e}' // embeddings and overrides
+            | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
+            | '\u{2066}'..='\u{2069}' // isolates
+            | '\u{061c}' // Arabic letter mark
+            | '\u{180e}' // Mongolian vowel separator
+            | '\u{feff}' // zero-width no-break space
+        )
+}
+
+/// A field whose presence is all that matters (its content is skipped unread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Present;
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| Present)
     }
 }
 
@@ -66,6 +92,24 @@ pub struct Message {
     pub date: i64,
     #[serde(default)]
     pub text: Option<String>,
+    /// Set on a forwarded message (Bot API 7.0 and later).
+    #[serde(default)]
+    pub forward_origin: Option<Present>,
+    /// Set on a forwarded message (before Bot API 7.0).
+    #[serde(default)]
+    pub forward_date: Option<Present>,
+    /// A channel post copied into its discussion group.
+    #[serde(default)]
+    pub is_automatic_forward: Option<bool>,
+}
+
+impl Message {
+    /// A forwarded message quotes someone: it is never a command.
+    pub fn is_forwarded(&self) -> bool {
+        self.forward_origin.is_some()
+            || self.forward_date.is_some()
+            || self.is_automatic_forward == Some(true)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -597,5 +641,10 @@ mod tests {
             username: None,
         };
         assert_eq!(u.describe(), "5 (Eve)");
+        let sneaky = User {
+            first_name: "\u{202e}evE\u{200b}\u{2066}x\u{feff}".into(),
+            ..u
+        };
+        assert_eq!(sneaky.describe(), "5 (evEx)");
     }
 }

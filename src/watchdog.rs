@@ -1,14 +1,14 @@
 //! `tgknock watchdog`, for cron: if the daemon is dead or its heartbeat is stale, kill what
 //! is left and start `tgknock run` again, detached. Silent when all is well.
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::state::{Paths, PidLock};
+use crate::files::Dir;
+use crate::state::{Heartbeat, Paths, PidLock};
 use crate::sys;
 
 /// A heartbeat older than this means a hung daemon: three polls, plus room for the
@@ -29,9 +29,7 @@ pub fn health(cfg: &Config, paths: &Paths, now: u64) -> Health {
     let Some(pid) = PidLock::holder(paths) else {
         return Health::NotRunning;
     };
-    let beat = std::fs::read_to_string(&paths.heartbeat)
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok());
+    let beat = Heartbeat::read(paths).map(|h| h.at);
     match beat {
         Some(b) if now.saturating_sub(b) <= stale_after(cfg) => Health::Healthy {
             pid,
@@ -47,17 +45,11 @@ pub fn health(cfg: &Config, paths: &Paths, now: u64) -> Health {
 /// Runs the watchdog; returns the exit code.
 pub fn run(cfg: &Config, config_path: Option<&Path>) -> Result<i32> {
     let paths = Paths::new(&cfg.state_dir);
-    paths.ensure_dir()?;
+    let dir = paths.state_dir()?;
     // One watchdog at a time: a second waits, then finds the daemon the first started.
-    let lock_path = cfg.state_dir.join("watchdog.lock");
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| Error::file(&lock_path, "open", e))?;
+    let lock = dir.open_lock("watchdog.lock")?;
     lock.lock()
-        .map_err(|e| Error::file(&lock_path, "lock", e))?;
+        .map_err(|e| Error::file(dir.join("watchdog.lock"), "lock", e))?;
 
     match health(cfg, &paths, crate::now()) {
         Health::Healthy { .. } => return Ok(0),
@@ -82,18 +74,16 @@ pub fn run(cfg: &Config, config_path: Option<&Path>) -> Result<i32> {
             }
         }
     }
-    start(cfg, &paths, config_path)
+    start(cfg, &paths, &dir, config_path)
 }
 
-fn start(cfg: &Config, paths: &Paths, config_path: Option<&Path>) -> Result<i32> {
+fn start(cfg: &Config, paths: &Paths, dir: &Dir, config_path: Option<&Path>) -> Result<i32> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::Runtime(format!("cannot find my own binary: {e}")))?;
     let exe = strip_deleted(exe);
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&cfg.log_file)
-        .map_err(|e| Error::file(&cfg.log_file, "open", e))?;
+    // Root's cron runs this: the log is opened without following a link, and belongs to
+    // the state directory's owner.
+    let log = dir.open_rw_path(&cfg.log_file, true)?;
     let mut cmd = Command::new(&exe);
     cmd.arg("run");
     if let Some(p) = config_path {

@@ -188,7 +188,10 @@ fn status_help_and_start() {
 fn plain_text_enable_and_disable_ssh() {
     let env = Env::new();
     let _d = env.start();
-    let r = ask(&env, "Please enable SSH for me", 1);
+    // Only a message that is exactly the phrase is a command.
+    env.api.say(OWNER, "don't enable ssh");
+    env.api.say(OWNER, "please enable ssh for me");
+    let r = ask(&env, "Enable SSH!", 1);
     assert!(r.starts_with("ssh (22/tcp) open to everyone"), "{r}");
     assert!(r.ends_with("15 min"), "{r}");
     assert!(open_everywhere(&env, "ssh"));
@@ -312,7 +315,15 @@ fn longer_than_max_open_for_is_refused() {
     let r = ask(&env, "/open 0", 2);
     assert!(r.starts_with("Refused") && r.contains("1 h"), "{r}");
     assert_eq!(env.restores(), restores);
-    assert_eq!(env.calls(), calls, "no firewall call at all");
+    // Nothing but the daemon's regular reading of the rules (its check for other programs'
+    // changes).
+    let changes = |c: String| -> Vec<String> {
+        c.lines()
+            .filter(|l| !l.ends_with(" -S"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(changes(env.calls()), changes(calls), "no firewall change");
     assert!(closed_everywhere(&env, "ssh"));
     assert!(env.openings().is_empty());
     // At the limit is fine.
@@ -368,7 +379,6 @@ fn unparseable_commands_get_the_usage() {
         "/close nope",
         "/status now",
         "/frobnicate",
-        "enable ssh and disable ssh",
     ];
     for (i, text) in bad.iter().enumerate() {
         let r = ask(&env, text, i + 1);

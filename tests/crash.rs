@@ -664,8 +664,15 @@ impl Rig {
             snap.describe()
         );
         self.last_offset = snap.saved.offset;
-        if self.state_path("state.json.tmp").exists() {
-            self.count("state.json.tmp left by a kill");
+        let temporaries = std::fs::read_dir(self.state_path(""))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+                    .count()
+            })
+            .unwrap_or(0);
+        if temporaries > 0 {
+            self.count("a temporary file left by a kill");
         }
     }
 

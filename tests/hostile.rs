@@ -902,30 +902,45 @@ fn cidr_oracle(a: &str) -> Option<(IpAddr, u8)> {
     Some((masked, p as u8))
 }
 
-/// Plain text: the words `enable ssh` (or `disable ssh`) in a row, any case, words being
-/// runs of letters and digits; both at once is no command.
+/// Plain text: the whole message is `enable ssh` (or `disable ssh`) in any ASCII case,
+/// words separated by whitespace, with only whitespace and punctuation around it.
 fn plain_oracle(text: &str, gates: &[Gate]) -> Want {
     if !gates.iter().any(|g| g.name == "ssh") {
         return Want::No;
     }
-    let mut words: Vec<String> = vec![String::new()];
-    for ch in text.chars() {
-        for l in ch.to_lowercase() {
-            if l.is_alphanumeric() {
-                words.last_mut().unwrap().push(l);
-            } else if !words.last().unwrap().is_empty() {
-                words.push(String::new());
+    let around =
+        |c: &char| c.is_whitespace() || c.is_ascii_punctuation() || "¡¿…«»“”‘’„‚–—".contains(*c);
+    let chars: Vec<char> = text.chars().collect();
+    let (Some(first), Some(last)) = (
+        chars.iter().position(|c| !around(c)),
+        chars.iter().rposition(|c| !around(c)),
+    ) else {
+        return Want::No;
+    };
+    let mut words: Vec<String> = Vec::new();
+    let mut word = String::new();
+    for c in &chars[first..=last] {
+        if c.is_whitespace() {
+            if !word.is_empty() {
+                words.push(std::mem::take(&mut word));
             }
+        } else {
+            word.push(c.to_ascii_lowercase());
         }
     }
-    let pair = |verb: &str| words.windows(2).any(|w| w[0] == verb && w[1] == "ssh");
-    match (pair("enable"), pair("disable")) {
-        (true, false) => Want::Cmd(Expect::Open {
+    words.push(word);
+    match words
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["enable", "ssh"] => Want::Cmd(Expect::Open {
             gate: "ssh".into(),
             length: Length::Default,
             from: None,
         }),
-        (false, true) => Want::Cmd(Expect::Close(Some("ssh".into()))),
+        ["disable", "ssh"] => Want::Cmd(Expect::Close(Some("ssh".into()))),
         _ => Want::No,
     }
 }

@@ -8,6 +8,7 @@
 
 mod support;
 
+mod board;
 mod chat;
 mod console;
 mod crash;

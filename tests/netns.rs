@@ -668,3 +668,89 @@ fn auto_picks_nft_without_iptables() {
     assert!(status.contains("nftables"), "{status}");
     assert!(!status.contains("MISMATCH"), "{status}");
 }
+
+/// What another program does to the rules: `iptables -F; iptables -X` in both families
+/// (ufw, iptables-persistent, a plain `iptables-restore`), or `nft flush ruleset` (the
+/// first line of Debian's /etc/nftables.conf, which `systemctl reload nftables` runs).
+fn foreign_flush(rig: &Rig, nft: bool) {
+    if nft {
+        rig.nft_script("flush ruleset\n");
+        return;
+    }
+    for fam in [V4, V6] {
+        rig.ipt(fam, &["-F"]);
+        rig.ipt(fam, &["-X"]);
+    }
+}
+
+fn drift_scenario(b: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, b, 1) else {
+        return;
+    };
+    rig.start();
+    let reply = rig.say("/open web 1h");
+    assert!(reply.contains("web (80/tcp) open to everyone"), "{reply}");
+    let mut held: Vec<TcpStream> = [V4, V6]
+        .into_iter()
+        .map(|fam| {
+            let mut s = rig.net.connect(0, WEB, fam).unwrap();
+            roundtrip(&mut s, b"before the flush").unwrap();
+            s
+        })
+        .collect();
+    let flushes: &[bool] = match b {
+        Fw::Ipt(Backend::Legacy) => &[false],
+        // iptables-nft keeps its rules in nftables: both kinds of flush remove them.
+        Fw::Ipt(Backend::Nft) => &[false, true],
+        Fw::Nft => &[true],
+    };
+    for (k, nft) in flushes.iter().enumerate() {
+        let what = if *nft {
+            "nft flush ruleset"
+        } else {
+            "iptables -F; iptables -X"
+        };
+        foreign_flush(&rig, *nft);
+        if k == 0 {
+            let told =
+                rig.env
+                    .api
+                    .wait_reply(OWNER, "another program changed the firewall rules", 30);
+            assert!(told.contains("put them back"), "{told}");
+            assert!(
+                told.contains("ssh (22/tcp) closed") && told.contains("web (80/tcp) open"),
+                "the message shows the gates as they are now: {told}"
+            );
+        }
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = rig.daemon().output();
+            if log.matches("; put them back").count() > k {
+                break;
+            }
+            assert!(Instant::now() < end, "no repair after {what}:\n{log}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        rig.assert_installed_once(&format!("after {what}"));
+        rig.net.expect(
+            &format!("after {what} the rules are back"),
+            &[
+                (0, SSH, V4, false),
+                (0, SSH, V6, false),
+                (0, WEB, V4, true),
+                (0, WEB, V6, true),
+            ],
+        );
+        for (s, fam) in held.iter_mut().zip([V4, V6]) {
+            roundtrip(s, b"after the repair")
+                .unwrap_or_else(|e| panic!("{fam:?}: the repair cut a session: {e}"));
+        }
+    }
+    let status = rig.say("/status");
+    assert!(!status.contains("MISMATCH"), "{status}");
+}
+
+#[test]
+fn rules_flushed_by_another_program_are_put_back() {
+    all(11, drift_scenario);
+}

@@ -164,12 +164,9 @@ impl Rig {
     }
 
     fn heartbeat_age(&self) -> Option<u64> {
-        let beat: u64 = std::fs::read_to_string(self.env.state_dir().join("heartbeat"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        Some((now() as u64).saturating_sub(beat))
+        let text = std::fs::read_to_string(self.env.state_dir().join("heartbeat")).ok()?;
+        let beat: serde_json::Value = serde_json::from_str(&text).ok()?;
+        Some((now() as u64).saturating_sub(beat["at"].as_u64()?))
     }
 
     /// Sends `/open` as the owner and checks the reply and the fake kernel's rules.

@@ -57,6 +57,8 @@ struct State {
     token: String,
     /// Longest long poll the fake honours, so tests stay quick.
     max_poll: u64,
+    /// Telegram's clock minus the machine's, in seconds (a board whose clock is off).
+    clock_offset: i64,
 }
 
 #[derive(Clone)]
@@ -136,9 +138,21 @@ impl FakeApi {
         }))
     }
 
-    /// A private message from `from`, sent now.
+    /// A private message from `from`, sent now (by Telegram's clock).
     pub fn say(&self, from: i64, text: &str) -> i64 {
-        self.push_message_at(from, from, "private", text, super::now())
+        self.push_message_at(from, from, "private", text, self.now())
+    }
+
+    /// Telegram's clock: the machine's, moved by [`FakeApi::set_clock_offset`].
+    pub fn now(&self) -> i64 {
+        super::now() + self.lock().clock_offset
+    }
+
+    /// Sets Telegram's clock `secs` ahead of the machine's (behind when negative): the
+    /// `Date` header of every answer and the dates of messages sent with `say`. A board
+    /// whose own clock is behind is one whose Telegram is ahead.
+    pub fn set_clock_offset(&self, secs: i64) {
+        self.lock().clock_offset = secs;
     }
 
     /// Queues a fault; a poll waiting now gets it at once.
@@ -280,6 +294,8 @@ impl FakeApi {
             .map(|(t, m)| (t.to_string(), m.to_string()))
             .unwrap_or_default();
         let mut conn = conn;
+        let offset = self.lock().clock_offset;
+        DATE_OFFSET.with(|d| d.set(offset));
         {
             let mut s = self.lock();
             s.requests.push(Request {
@@ -404,8 +420,13 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+thread_local! {
+    /// The clock offset of the fake serving this connection (each has its own thread).
+    static DATE_OFFSET: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
 fn http_date() -> String {
-    let t = tgknock::now();
+    let t = (tgknock::now() as i64 + DATE_OFFSET.with(|d| d.get())) as u64;
     let (y, mo, d, h, mi, s) = tgknock::duration::civil(t);
     let days = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     let months = [

@@ -11,6 +11,7 @@ st="$dir/v$fam"
 mkdir -p "$st"
 [ -f "$st/INPUT" ] || : > "$st/INPUT"
 log() { printf '%s\n' "$*" >> "$dir/calls.log"; }
+env > "$dir/env-$me"
 
 for f in "$dir/fail-once-$me" "$dir/fail-$me"; do
     if [ -f "$f" ]; then

@@ -1,0 +1,382 @@
+//! The files tgknock keeps in its directories, made so that whoever runs a command — the
+//! service user, or root at the console — leaves nothing the other cannot use, and so that
+//! nothing planted there is ever followed: every file is opened with `O_NOFOLLOW`, new
+//! files are created under unique names with `O_EXCL` and renamed into place, and each file
+//! is handed to the directory's owner with an explicit mode.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+/// `O_NOFOLLOW` of Linux, whose value differs between architectures (std has no constant).
+#[cfg(any(
+    target_arch = "arm",
+    target_arch = "aarch64",
+    target_arch = "powerpc64"
+))]
+const O_NOFOLLOW: i32 = 0o100000;
+#[cfg(not(any(
+    target_arch = "arm",
+    target_arch = "aarch64",
+    target_arch = "powerpc64"
+)))]
+const O_NOFOLLOW: i32 = 0o400000;
+
+/// Mode of every file tgknock creates: the owner writes, its group (root's console, the
+/// package's admins) reads.
+pub const FILE_MODE: u32 = 0o640;
+
+/// A directory tgknock writes into, with the owner its files are given to.
+#[derive(Debug, Clone)]
+pub struct Dir {
+    pub path: PathBuf,
+    uid: u32,
+    gid: u32,
+}
+
+impl Dir {
+    /// Opens the directory, creating it (mode 0700) when missing. A directory that anyone
+    /// but its owner can write to is refused: another user could swap its files.
+    pub fn open(path: &Path, what: &str) -> Result<Dir> {
+        use std::os::unix::fs::DirBuilderExt;
+        let meta = match fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(path)
+                    .map_err(|e| Error::file(path, "create the directory", e))?;
+                fs::metadata(path).map_err(|e| Error::file(path, "read", e))?
+            }
+            Err(e) => return Err(Error::file(path, "read", e)),
+        };
+        if !meta.is_dir() {
+            return Err(Error::Config(format!(
+                "{what} {} is not a directory",
+                path.display()
+            )));
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            return Err(Error::Config(format!(
+                "{what} {} is writable by {} (mode {mode:04o}): another user could replace tgknock's files; run: chmod go-w {}",
+                path.display(),
+                if mode & 0o002 != 0 {
+                    "everyone"
+                } else {
+                    "its group"
+                },
+                path.display()
+            )));
+        }
+        Ok(Dir {
+            path: path.to_path_buf(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+        })
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// The text of `name`, or `None` when it does not exist. A link is refused.
+    pub fn read(&self, name: &str) -> Result<Option<String>> {
+        let path = self.join(name);
+        let mut f = match OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NOFOLLOW)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(refused(&path, "read", e)),
+        };
+        let mut text = String::new();
+        f.read_to_string(&mut text)
+            .map_err(|e| Error::file(&path, "read", e))?;
+        Ok(Some(text))
+    }
+
+    /// Opens `name` to take a lock on it, creating it when missing. Read access is enough
+    /// for a lock, so a lock file left by an older version (root's, 0644) still works.
+    pub fn open_lock(&self, name: &str) -> Result<File> {
+        let path = self.join(name);
+        loop {
+            match OpenOptions::new()
+                .read(true)
+                .custom_flags(O_NOFOLLOW)
+                .open(&path)
+            {
+                Ok(f) => {
+                    self.adopt(&f, &path)?;
+                    return Ok(f);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(refused(&path, "open", e)),
+            }
+            match self.create_new(&path) {
+                Ok(f) => return Ok(f),
+                // Another process created it first: open that one.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(refused(&path, "create", e)),
+            }
+        }
+    }
+
+    /// Opens `name` for reading and writing (appending with `append`), creating it when
+    /// missing, never through a link, owned by the directory's owner.
+    pub fn open_rw(&self, name: &str, append: bool) -> Result<File> {
+        let path = self.join(name);
+        self.open_rw_path(&path, append)
+    }
+
+    /// [`Dir::open_rw`] for a path that may lie outside the directory (a log file), still
+    /// given to the directory's owner.
+    pub fn open_rw_path(&self, path: &Path, append: bool) -> Result<File> {
+        let mut opts = OpenOptions::new();
+        opts.read(true)
+            .create(true)
+            .mode(FILE_MODE)
+            .custom_flags(O_NOFOLLOW);
+        if append {
+            opts.append(true);
+        } else {
+            opts.write(true);
+        }
+        let f = opts.open(path).map_err(|e| refused(path, "open", e))?;
+        self.adopt(&f, path)?;
+        Ok(f)
+    }
+
+    /// Replaces `name` with a new file holding `bytes`: written under a unique temporary
+    /// name, then renamed over it, so a reader sees the old file or the new one, never half
+    /// of one. With `durable`, the data and the rename are synced (a power cut keeps one).
+    pub fn replace(&self, name: &str, bytes: &[u8], durable: bool) -> Result<()> {
+        let path = self.join(name);
+        let tmp = self.join(&temporary_name(name));
+        let result = (|| -> io::Result<()> {
+            let mut f = self.create_new(&tmp)?;
+            f.write_all(bytes)?;
+            if durable {
+                f.sync_all()?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::file(&tmp, "write", e));
+        }
+        if let Err(e) = fs::rename(&tmp, &path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::file(&path, "replace", e));
+        }
+        if durable && let Ok(d) = File::open(&self.path) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Creates a probe file and removes it: whether this process can write here.
+    pub fn probe_writable(&self) -> Result<()> {
+        let tmp = self.join(&temporary_name("check"));
+        let f = self
+            .create_new(&tmp)
+            .map_err(|e| Error::file(&tmp, "create", e));
+        let _ = fs::remove_file(&tmp);
+        f.map(|_| ())
+    }
+
+    /// Removes temporary files a crash left behind (their names say they are tgknock's).
+    pub fn remove_temporaries(&self) {
+        let Ok(entries) = fs::read_dir(&self.path) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".tgknock-") && name.ends_with(".tmp") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// A new file that did not exist (not even as a link), mode [`FILE_MODE`], owned by
+    /// the directory's owner.
+    fn create_new(&self, path: &Path) -> io::Result<File> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .custom_flags(O_NOFOLLOW)
+            .open(path)?;
+        // The umask may have taken bits away: set the mode explicitly.
+        f.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+        self.give(&f)?;
+        Ok(f)
+    }
+
+    /// Checks that an opened file is a regular file, and gives it to the directory's owner
+    /// with [`FILE_MODE`] when it is not theirs yet (root's console left it).
+    fn adopt(&self, f: &File, path: &Path) -> Result<()> {
+        let meta = f.metadata().map_err(|e| Error::file(path, "read", e))?;
+        if !meta.is_file() {
+            return Err(Error::Config(format!(
+                "{} is not a regular file; remove it",
+                path.display()
+            )));
+        }
+        if (meta.uid(), meta.gid()) != (self.uid, self.gid)
+            && let Err(e) = self.give(f)
+        {
+            // Only root can give a file away; an unprivileged user can still use a lock
+            // file that root left, and is told of anything else by the next open.
+            log::debug!(
+                "cannot hand {} to its directory's owner: {e}",
+                path.display()
+            );
+        }
+        if meta.mode() & 0o7777 != FILE_MODE && meta.uid() == self.uid {
+            let _ = f.set_permissions(fs::Permissions::from_mode(FILE_MODE));
+        }
+        Ok(())
+    }
+
+    fn give(&self, f: &File) -> io::Result<()> {
+        let meta = f.metadata()?;
+        if (meta.uid(), meta.gid()) == (self.uid, self.gid) {
+            return Ok(());
+        }
+        std::os::unix::fs::fchown(f, Some(self.uid), Some(self.gid))
+    }
+}
+
+/// Opens an existing file read-only, never through a link (for readers that must not
+/// create anything: the pid file and the heartbeat).
+pub fn open_existing(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NOFOLLOW)
+        .open(path)
+}
+
+/// The text of an existing file, never read through a link.
+pub fn read_existing(path: &Path) -> io::Result<String> {
+    let mut text = String::new();
+    open_existing(path)?.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// A unique name in the directory for a temporary file of `name`.
+fn temporary_name(name: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        ".tgknock-{name}.{}.{}.{nanos}.tmp",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The error of a failed open, saying plainly when the path is a link (`ELOOP`).
+fn refused(path: &Path, action: &'static str, e: io::Error) -> Error {
+    const ELOOP: i32 = 40;
+    if e.raw_os_error() == Some(ELOOP) {
+        return Error::Config(format!(
+            "{} is a symbolic link; tgknock never follows links in its directories: remove it",
+            path.display()
+        ));
+    }
+    Error::file(path, action, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tgk-files-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn creates_the_directory_and_refuses_one_others_can_write() {
+        let p = scratch("dir");
+        let d = Dir::open(&p, "state directory").unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o700);
+        d.replace("state.json", b"{}", true).unwrap();
+        assert_eq!(d.read("state.json").unwrap().as_deref(), Some("{}"));
+        assert_eq!(d.read("missing").unwrap(), None);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Dir::open(&p, "state directory").unwrap_err().to_string();
+        assert!(
+            e.contains("writable by everyone") && e.contains("chmod go-w"),
+            "{e}"
+        );
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o770)).unwrap();
+        let e = Dir::open(&p, "state directory").unwrap_err().to_string();
+        assert!(e.contains("writable by its group"), "{e}");
+        fs::remove_dir_all(&p).unwrap();
+    }
+
+    #[test]
+    fn links_are_never_followed() {
+        let p = scratch("links");
+        let d = Dir::open(&p, "state directory").unwrap();
+        let target = p.join("target");
+        fs::write(&target, "precious").unwrap();
+        for name in ["lock", "state.json", "tgknock.pid"] {
+            std::os::unix::fs::symlink(&target, p.join(name)).unwrap();
+        }
+        let e = d.open_lock("lock").unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert!(
+            d.read("state.json")
+                .unwrap_err()
+                .to_string()
+                .contains("symbolic link")
+        );
+        assert!(d.open_rw("tgknock.pid", false).is_err());
+        // Replacing renames over the link: the target is untouched.
+        d.replace("state.json", b"new", true).unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "precious");
+        assert!(
+            !fs::symlink_metadata(p.join("state.json"))
+                .unwrap()
+                .is_symlink()
+        );
+        fs::remove_dir_all(&p).unwrap();
+    }
+
+    #[test]
+    fn files_get_an_explicit_mode_whatever_the_umask() {
+        let p = scratch("mode");
+        let d = Dir::open(&p, "state directory").unwrap();
+        d.replace("state.json", b"x", false).unwrap();
+        let _ = d.open_lock("lock").unwrap();
+        let _ = d.open_rw("tgknock.pid", false).unwrap();
+        for name in ["state.json", "lock", "tgknock.pid"] {
+            let m = fs::metadata(p.join(name)).unwrap().mode() & 0o7777;
+            assert_eq!(m, FILE_MODE, "{name}");
+        }
+        d.probe_writable().unwrap();
+        fs::write(p.join(".tgknock-state.json.1.2.3.tmp"), "left by a crash").unwrap();
+        d.remove_temporaries();
+        let names: Vec<String> = fs::read_dir(&p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+        fs::remove_dir_all(&p).unwrap();
+    }
+}
