@@ -15,6 +15,8 @@ pub mod error;
 pub mod files;
 pub mod firewall;
 pub mod gate;
+#[cfg(test)]
+mod golden;
 pub mod keeper;
 pub mod logging;
 pub mod notify;

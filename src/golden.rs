@@ -1,0 +1,161 @@
+//! Golden test of the rendered rules: the `iptables-restore` inputs and `nft -f` scripts
+//! tgknock writes for a set of configurations and states, compared byte for byte with
+//! `tests/golden/rules.txt`. A change of the rules is a change of that file, made on
+//! purpose: `TGKNOCK_BLESS=1 cargo test --lib golden` rewrites it.
+
+use std::fmt::Write;
+
+use crate::addr::Family;
+use crate::config::Config;
+use crate::firewall::{self, Firewall};
+use crate::rules::{self, JumpFix};
+use crate::state::{Opening, State};
+
+const NOW: u64 = 1_800_000_000;
+
+fn config(pairs: &[(&str, &str)]) -> Config {
+    let env: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::from_sources(None, &env).expect("a valid test configuration")
+}
+
+fn configs() -> Vec<(&'static str, Config)> {
+    vec![
+        ("defaults", config(&[])),
+        (
+            "three gates, always-allow, knock, own chain",
+            config(&[
+                (
+                    "TGKNOCK_GATES",
+                    "ssh=22/tcp web=80/tcp,443/tcp mosh=60000:61000/udp",
+                ),
+                ("TGKNOCK_ALWAYS_ALLOW", "192.168.1.0/24,fd00::/8,10.1.2.3"),
+                ("TGKNOCK_KNOCK", "7311,2918,9440"),
+                ("TGKNOCK_KNOCK_OPEN_FOR", "45s"),
+                ("TGKNOCK_KNOCK_GATE", "web"),
+                ("TGKNOCK_CHAIN", "FW-tgk_1"),
+            ]),
+        ),
+        (
+            "IPv6 off, nft",
+            config(&[
+                ("TGKNOCK_GATES", "ssh=2222/tcp dns=53/udp"),
+                ("TGKNOCK_IP6TABLES", "off"),
+                ("TGKNOCK_FIREWALL", "nft"),
+                ("TGKNOCK_KNOCK", "1000,2000"),
+            ]),
+        ),
+    ]
+}
+
+fn opening(from: Option<&str>, until: Option<u64>) -> Opening {
+    Opening {
+        from: from.map(|f| f.parse().unwrap()),
+        until,
+        by: "console".into(),
+    }
+}
+
+fn states() -> Vec<(&'static str, State)> {
+    let mut several = State::default();
+    for (gate, from, until) in [
+        ("ssh", None, Some(NOW + 900)),
+        ("web", Some("203.0.113.7"), Some(NOW + 60)),
+        ("web", Some("2001:db8::/64"), None),
+        ("web", Some("198.51.100.0/24"), Some(NOW + 7200)),
+        ("mosh", Some("2001:db8:1::5"), Some(NOW + 30)),
+        ("dns", None, None),
+    ] {
+        several.open(gate, opening(from, until)).unwrap();
+    }
+    let mut expired = State::default();
+    expired
+        .open("ssh", opening(None, Some(NOW - 1)))
+        .unwrap();
+    expired
+        .open("ssh", opening(Some("203.0.113.9"), Some(NOW)))
+        .unwrap();
+    vec![
+        ("nothing open", State::default()),
+        ("several openings", several),
+        ("openings past their deadline", expired),
+    ]
+}
+
+fn render_all() -> String {
+    let mut out = String::new();
+    for (cname, cfg) in configs() {
+        let fw = Firewall::from_config(&cfg);
+        let families: Vec<Family> = if cfg.ip6tables.is_some() {
+            vec![Family::V4, Family::V6]
+        } else {
+            vec![Family::V4]
+        };
+        for (sname, state) in states() {
+            let _ = writeln!(out, "==== config: {cname} / state: {sname}");
+            for (family, fix) in families.iter().zip([
+                JumpFix {
+                    delete: 0,
+                    insert: true,
+                },
+                JumpFix {
+                    delete: 2,
+                    insert: true,
+                },
+            ]) {
+                let _ = writeln!(out, "---- iptables-restore input, {}", family.name());
+                out.push_str(&rules::restore_input(
+                    &fw.chain,
+                    &fw.desired(&state, NOW, *family),
+                    fix,
+                ));
+            }
+            let rules_of: Vec<_> = families
+                .iter()
+                .map(|f| (*f, fw.desired(&state, NOW, *f)))
+                .collect();
+            let _ = writeln!(out, "---- nft -f script");
+            out.push_str(&firewall::nft_script(&fw.policy, &rules_of, false));
+            let _ = writeln!(out, "---- nft -f script, fresh table");
+            out.push_str(&firewall::nft_script(&fw.policy, &rules_of, true));
+        }
+        let listing = rules::parse_listing(
+            &fw.chain,
+            &format!(
+                "-N {c}\n-A INPUT -j {c}\n-A INPUT -p icmp -j ACCEPT\n-A INPUT -j {c}\n-A {c} -j RETURN\n",
+                c = fw.chain
+            ),
+            Family::V4,
+        );
+        let _ = writeln!(out, "==== config: {cname} / teardown and rollback");
+        out.push_str(&rules::teardown_input(&fw.chain, &listing).unwrap_or_default());
+        out.push_str(&rules::restore_lines(&fw.chain, &listing.lines));
+    }
+    out
+}
+
+#[test]
+fn rendered_rules_are_the_golden_ones() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/rules.txt");
+    let now = render_all();
+    if std::env::var("TGKNOCK_BLESS").is_ok_and(|v| v == "1") {
+        std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
+        std::fs::write(path, &now).unwrap();
+    }
+    let golden = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{path}: {e} (TGKNOCK_BLESS=1 writes it)"));
+    if golden != now {
+        let (line, (a, b)) = golden
+            .lines()
+            .zip(now.lines())
+            .enumerate()
+            .find(|(_, (a, b))| a != b)
+            .unwrap_or((golden.lines().count().min(now.lines().count()), ("<end>", "<end>")));
+        panic!(
+            "the rendered rules differ from {path} at line {}:\n  golden: {a}\n  now:    {b}\n(TGKNOCK_BLESS=1 rewrites the file if the change is meant)",
+            line + 1
+        );
+    }
+}
