@@ -21,12 +21,14 @@ fn config(pairs: &[(&str, &str)]) -> Config {
     Config::from_sources(None, &env).expect("a valid test configuration")
 }
 
-fn configs() -> Vec<(&'static str, Config)> {
+type Pairs = &'static [(&'static str, &'static str)];
+
+fn configs() -> Vec<(&'static str, Pairs)> {
     vec![
-        ("defaults", config(&[])),
+        ("defaults", &[]),
         (
             "three gates, always-allow, knock, own chain",
-            config(&[
+            &[
                 (
                     "TGKNOCK_GATES",
                     "ssh=22/tcp web=80/tcp,443/tcp mosh=60000:61000/udp",
@@ -36,18 +38,24 @@ fn configs() -> Vec<(&'static str, Config)> {
                 ("TGKNOCK_KNOCK_OPEN_FOR", "45s"),
                 ("TGKNOCK_KNOCK_GATE", "web"),
                 ("TGKNOCK_CHAIN", "FW-tgk_1"),
-            ]),
+            ],
         ),
         (
-            "IPv6 off, nft",
-            config(&[
+            "IPv6 off",
+            &[
                 ("TGKNOCK_GATES", "ssh=2222/tcp dns=53/udp"),
                 ("TGKNOCK_IP6TABLES", "off"),
-                ("TGKNOCK_FIREWALL", "nft"),
                 ("TGKNOCK_KNOCK", "1000,2000"),
-            ]),
+            ],
         ),
     ]
+}
+
+/// The configuration `pairs` with the backend `kind` (iptables or nft).
+fn with_backend(pairs: Pairs, kind: &str) -> Config {
+    let mut all = pairs.to_vec();
+    all.push(("TGKNOCK_FIREWALL", kind));
+    config(&all)
 }
 
 fn opening(from: Option<&str>, until: Option<u64>) -> Opening {
@@ -84,10 +92,14 @@ fn states() -> Vec<(&'static str, State)> {
     ]
 }
 
+/// Each backend rendered by a firewall of that backend, as the daemon would have it.
 fn render_all() -> String {
     let mut out = String::new();
-    for (cname, cfg) in configs() {
-        let fw = Firewall::from_config(&cfg);
+    for (cname, pairs) in configs() {
+        let ipt = Firewall::from_config(&with_backend(pairs, "iptables"));
+        let nft = Firewall::from_config(&with_backend(pairs, "nft"));
+        let cfg = with_backend(pairs, "iptables");
+        let chain = cfg.chain.clone();
         let families: Vec<Family> = if cfg.ip6tables.is_some() {
             vec![Family::V4, Family::V6]
         } else {
@@ -107,31 +119,30 @@ fn render_all() -> String {
             ]) {
                 let _ = writeln!(out, "---- iptables-restore input, {}", family.name());
                 out.push_str(&rules::restore_input(
-                    &fw.chain,
-                    &fw.desired(&state, NOW, *family),
+                    &chain,
+                    &ipt.desired(&state, NOW, *family),
                     fix,
                 ));
             }
             let rules_of: Vec<_> = families
                 .iter()
-                .map(|f| (*f, fw.desired(&state, NOW, *f)))
+                .map(|f| (*f, nft.desired(&state, NOW, *f)))
                 .collect();
             let _ = writeln!(out, "---- nft -f script");
-            out.push_str(&firewall::nft_script(&fw.policy, &rules_of, false));
+            out.push_str(&firewall::nft_script(&nft.policy, &rules_of, false));
             let _ = writeln!(out, "---- nft -f script, fresh table");
-            out.push_str(&firewall::nft_script(&fw.policy, &rules_of, true));
+            out.push_str(&firewall::nft_script(&nft.policy, &rules_of, true));
         }
         let listing = rules::parse_listing(
-            &fw.chain,
+            &chain,
             &format!(
-                "-N {c}\n-A INPUT -j {c}\n-A INPUT -p icmp -j ACCEPT\n-A INPUT -j {c}\n-A {c} -j RETURN\n",
-                c = fw.chain
+                "-N {chain}\n-A INPUT -j {chain}\n-A INPUT -p icmp -j ACCEPT\n-A INPUT -j {chain}\n-A {chain} -j RETURN\n"
             ),
             Family::V4,
         );
         let _ = writeln!(out, "==== config: {cname} / teardown and rollback");
-        out.push_str(&rules::teardown_input(&fw.chain, &listing).unwrap_or_default());
-        out.push_str(&rules::restore_lines(&fw.chain, &listing.lines));
+        out.push_str(&rules::teardown_input(&chain, &listing).unwrap_or_default());
+        out.push_str(&rules::restore_lines(&chain, &listing.lines));
     }
     out
 }
