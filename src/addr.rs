@@ -12,11 +12,24 @@ pub enum Family {
 }
 
 impl Family {
-    pub fn name(self) -> &'static str {
+    pub const BOTH: [Family; 2] = [Family::V4, Family::V6];
+
+    /// `v4` / `v6`, for names made of it (knock lists, JSON keys).
+    pub fn short(self) -> &'static str {
         match self {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    /// `IPv4` / `IPv6`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
             Family::V4 => "IPv4",
             Family::V6 => "IPv6",
-        }
+        })
     }
 }
 

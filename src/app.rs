@@ -6,19 +6,22 @@ use std::path::PathBuf;
 use argh::FromArgs;
 
 use crate::addr::Cidr;
+use crate::check;
+use crate::command::Length;
 use crate::config::Config;
 use crate::daemon;
 use crate::duration;
 use crate::error::{Error, Result};
-use crate::keeper::Keeper;
+use crate::firewall::rules::Knock;
+use crate::keeper::{Keeper, Outcome};
 use crate::logging;
 use crate::report;
-use crate::state::{self, Heartbeat, Opening, PidLock};
-use crate::telegram::{BotApi, Incoming};
+use crate::state::{self, Actor, Heartbeat, Opening, PidLock};
+use crate::telegram::{ApiError, BotApi, Incoming};
 
 #[derive(FromArgs, Debug)]
 /// Open and close firewall ports (SSH first) from a Telegram chat.
-pub struct Cli {
+pub(crate) struct Cli {
     /// print the version and target, then exit
     #[argh(switch, short = 'V')]
     version: bool,
@@ -195,7 +198,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
 
 fn load(path: &Option<PathBuf>) -> Result<Config> {
     let cfg = Config::load(path.as_deref())?;
-    if let Some(t) = &cfg.token {
+    if let Some(t) = &cfg.telegram.token {
         logging::add_secret(t.expose());
     }
     Ok(cfg)
@@ -211,7 +214,7 @@ fn dispatch(command: Sub) -> Result<i32> {
         Sub::Open(c) => open(c),
         Sub::Close(c) => close(c),
         Sub::Status(c) => status(c),
-        Sub::Check(c) => check(c),
+        Sub::Check(c) => check::run(load(&c.config)),
         Sub::Whoami(c) => whoami(c),
         Sub::Teardown(c) => teardown(c),
         Sub::Knock(c) => knock(c),
@@ -222,66 +225,60 @@ fn dispatch(command: Sub) -> Result<i32> {
     }
 }
 
-fn gate_arg(cfg: &Config, name: Option<&str>) -> Result<String> {
-    match name {
-        None => Ok(cfg.default_gate().name.clone()),
-        Some(n) => cfg.gate(n).map(|g| g.name.clone()).ok_or_else(|| {
-            Error::Usage(format!(
-                "there is no gate '{n}' (gates: {})",
-                cfg.gates
-                    .iter()
-                    .map(|g| g.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        }),
+/// 0 when every gate is as the state says in every family, else 1.
+fn verified(keeper: &Keeper, out: &Outcome) -> i32 {
+    if report::all_verified(&keeper.cfg, out) {
+        0
+    } else {
+        1
     }
 }
 
 fn open(c: OpenCmd) -> Result<i32> {
     let cfg = load(&c.config)?;
-    let gate = gate_arg(&cfg, c.gate.as_deref())?;
-    let secs = match &c.for_ {
-        None => cfg.open_for,
-        Some(s) => duration::parse(s, None).map_err(|e| Error::Usage(format!("--for: {e}")))?,
+    let gate = cfg.gate_arg(c.gate.as_deref())?;
+    let length = match &c.for_ {
+        None => Length::Default,
+        Some(s) => match duration::parse(s, None).map_err(|e| Error::usage("--for", e))? {
+            0 => Length::UntilClosed,
+            secs => Length::Secs(secs),
+        },
     };
     let from = c
         .from
         .as_deref()
         .map(|s| s.parse::<Cidr>())
         .transpose()
-        .map_err(|e| Error::Usage(format!("--from: {e}")))?;
+        .map_err(|e| Error::usage("--from", e))?;
     let now = crate::now();
-    let keeper = Keeper::new(cfg);
-    let opening = Opening {
-        from,
-        until: (secs > 0).then_some(now + secs),
-        by: "console".into(),
+    // The console is the way in when chat is not: TGKNOCK_MAX_OPEN_FOR does not apply.
+    let opening = match Opening::for_request(length, from, Actor::Console, now, &cfg.limits, false)
+    {
+        Ok(o) => o,
+        Err(_) => unreachable!("an opening from the console has no limit"),
     };
-    let (_, out) = keeper.change(now, |st| st.open(&gate, opening).map_err(Error::Runtime))?;
-    let g = keeper.cfg.gate(&gate).expect("gate exists");
+    let bounded = opening.until.is_some();
+    let keeper = Keeper::new(cfg);
+    let (_, out) = keeper.change(now, |st| st.open(&gate, opening))?;
+    let g = keeper.cfg.gate(gate.as_str()).expect("gate exists");
     println!("{}", report::gate_line(g, &out));
-    if !keeper.wake_daemon() && secs > 0 {
+    if !keeper.wake_daemon() && bounded {
         println!(
             "note: no daemon is running, so nothing closes {gate} at its deadline; `tgknock run` (or the watchdog) closes it when it starts"
         );
     }
-    Ok(if report::all_verified(&keeper.cfg, &out) {
-        0
-    } else {
-        1
-    })
+    Ok(verified(&keeper, &out))
 }
 
 fn close(c: CloseCmd) -> Result<i32> {
     let cfg = load(&c.config)?;
     let gate = match c.gate.as_deref() {
         None | Some("all") => None,
-        Some(n) => Some(gate_arg(&cfg, Some(n))?),
+        Some(n) => Some(cfg.gate_arg(Some(n))?),
     };
     let keeper = Keeper::new(cfg);
     let (_, out) = keeper.change(crate::now(), |st| {
-        st.close(gate.as_deref());
+        st.close(gate.as_ref());
         Ok(())
     })?;
     keeper.wake_daemon();
@@ -290,11 +287,7 @@ fn close(c: CloseCmd) -> Result<i32> {
             println!("{}", report::gate_line(g, &out));
         }
     }
-    Ok(if report::all_verified(&keeper.cfg, &out) {
-        0
-    } else {
-        1
-    })
+    Ok(verified(&keeper, &out))
 }
 
 fn daemon_line(keeper: &Keeper) -> (Option<u32>, String) {
@@ -333,11 +326,7 @@ fn status(c: StatusCmd) -> Result<i32> {
         }
     }
     let readable = out.listings.iter().all(|(_, l)| l.is_ok());
-    Ok(if readable && report::all_verified(&keeper.cfg, &out) {
-        0
-    } else {
-        1
-    })
+    Ok(if readable { verified(&keeper, &out) } else { 1 })
 }
 
 fn teardown(c: TeardownCmd) -> Result<i32> {
@@ -358,14 +347,8 @@ fn teardown(c: TeardownCmd) -> Result<i32> {
 fn whoami(c: WhoamiCmd) -> Result<i32> {
     let cfg = load(&c.config)?;
     let token = cfg.require_token()?.clone();
-    let api = BotApi::new(&cfg, &token)?;
-    let (me, _) = api.get_me().map_err(|e| {
-        if e.is_token_rejected() {
-            Error::TokenRejected(e.to_string())
-        } else {
-            Error::Telegram(format!("getMe: {e}"))
-        }
-    })?;
+    let api = BotApi::new(&cfg.telegram, &token)?;
+    let (me, _) = api.get_me()?;
     println!(
         "bot: @{} (id {})",
         me.username.as_deref().unwrap_or("?"),
@@ -373,15 +356,15 @@ fn whoami(c: WhoamiCmd) -> Result<i32> {
     );
     // No offset: Telegram confirms nothing, so the daemon still gets these messages.
     let answer = api.get_updates(None, 0, 100).map_err(|e| match e {
-        crate::telegram::ApiError::Http { status: 409, .. } => Error::Telegram(
-            "409 Conflict: the daemon (or another program) is polling, or a webhook is set; stop the daemon and run whoami again".into(),
-        ),
-        e => Error::Telegram(format!("getUpdates: {e}")),
+        ApiError::Http { status: 409, .. } => Error::Telegram(ApiError::Http {
+            status: 409,
+            description: "Conflict: the daemon (or another program) is polling, or a webhook is set; stop the daemon and run whoami again".into(),
+            retry_after: None,
+        }),
+        e => Error::from(e),
     })?;
-    let raw = answer
-        .raw_result()
-        .map_err(|e| Error::Telegram(e.to_string()))?;
-    let items = crate::telegram::decode_updates(raw).map_err(Error::Telegram)?;
+    let raw = answer.raw_result()?;
+    let items = crate::telegram::decode_updates(raw).map_err(ApiError::Malformed)?;
     let mut seen = 0;
     for item in items {
         let Incoming::Update(u) = item else { continue };
@@ -404,7 +387,7 @@ fn whoami(c: WhoamiCmd) -> Result<i32> {
             m.chat.id,
             m.chat.kind,
             text,
-            if cfg.allowed_users.contains(&from.id) {
+            if cfg.telegram.allowed_users.contains(&from.id) {
                 "yes"
             } else {
                 "no"
@@ -422,213 +405,32 @@ fn whoami(c: WhoamiCmd) -> Result<i32> {
     Ok(0)
 }
 
-/// One line of `check`'s report.
-fn mark(ok: bool, text: &str) -> bool {
-    println!("[{}] {text}", if ok { " ok " } else { "FAIL" });
-    ok
-}
-
-/// A line for a check that is a `Result`: the text when it holds, the error when not.
-fn mark_result(r: Result<()>, text: &str) -> bool {
-    match r {
-        Ok(()) => mark(true, text),
-        Err(e) => mark(false, &e.to_string()),
-    }
-}
-
-fn check(c: CheckCmd) -> Result<i32> {
-    let cfg = match load(&c.config) {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            mark(
-                false,
-                &format!("config: {}", logging::redact(&e.to_string())),
-            );
-            return Err(e);
-        }
-    };
-    let mut ok = true;
-    ok &= mark(true, &format!("config read from {}", cfg.origin));
-    for w in &cfg.warnings {
-        println!("[warn] {w}");
-    }
-    let token = cfg.require_bot();
-    ok &= mark(
-        token.is_ok(),
-        &match &token {
-            Ok(_) => format!(
-                "token set; allowed users: {}",
-                cfg.allowed_users
-                    .iter()
-                    .map(|u| u.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Err(e) => e.to_string(),
-        },
-    );
-    println!(
-        "       gates: {}",
-        cfg.gates
-            .iter()
-            .map(|g| format!("{}={}", g.name, g.ports_text()))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    println!(
-        "       default opening {}, longest {}, commands older than {} refused",
-        if cfg.open_for == 0 {
-            "until closed".into()
-        } else {
-            duration::human(cfg.open_for)
-        },
-        if cfg.max_open_for == 0 {
-            "unlimited".into()
-        } else {
-            duration::human(cfg.max_open_for)
-        },
-        duration::human(cfg.max_age)
-    );
-
-    // State directory.
-    let paths = state::Paths::new(&cfg.state_dir);
-    ok &= mark_result(
-        paths.state_dir().and_then(|d| d.probe_writable()),
-        &format!("state directory {} is writable", cfg.state_dir.display()),
-    );
-
-    // Firewall tools.
-    let keeper = Keeper::new(cfg.clone());
-    println!(
-        "       firewall: {} ({}), TGKNOCK_FIREWALL={}",
-        keeper.fw.kind(),
-        keeper.fw.place(),
-        match cfg.firewall {
-            crate::config::FirewallKind::Iptables => "iptables",
-            crate::config::FirewallKind::Nft => "nft",
-            crate::config::FirewallKind::Auto => "auto",
-        }
-    );
-    for (good, line) in keeper.fw.check_tools() {
-        ok &= mark(good, &line);
-    }
-    if let Some(k) = &keeper.fw.policy.knock {
-        println!(
-            "       knock fallback: {} opens {} to the knocker for {}",
-            k.ports_text(),
-            k.gate,
-            duration::human(k.open_for)
-        );
-    }
-    if cfg.ip6tables.is_none() {
-        println!("[ -- ] IPv6: not managed (TGKNOCK_IP6TABLES=off)");
-    }
-
-    // Clock and token.
-    let now = crate::now();
-    ok &= mark(
-        !crate::clock_before_build(),
-        &format!("system clock: {}", duration::utc_full(now)),
-    );
-    let mut rejected = None;
-    if let Ok(token) = token {
-        match BotApi::new(&cfg, token).and_then(|api| {
-            api.get_me().map_err(|e| {
-                if e.is_token_rejected() {
-                    Error::TokenRejected(e.to_string())
-                } else {
-                    Error::Telegram(e.to_string())
-                }
-            })
-        }) {
-            Ok((me, server)) => {
-                mark(
-                    true,
-                    &format!(
-                        "Telegram: the token belongs to @{} (id {})",
-                        me.username.as_deref().unwrap_or("?"),
-                        me.id
-                    ),
-                );
-                match server {
-                    // Commands are judged by Telegram's clock, so a skew is no failure;
-                    // but replies show the board's time, and TLS needs a sane clock.
-                    Some(s) => {
-                        let skew = now as i64 - s as i64;
-                        let line = format!("clock: {}", duration::skew_text(skew));
-                        if skew.unsigned_abs() > (cfg.max_age / 2).max(10) {
-                            println!("[warn] {line}; set it (NTP): times in replies use it");
-                        } else {
-                            mark(true, &line);
-                        }
-                    }
-                    None => println!(
-                        "[warn] clock: Telegram's answer had no Date header to compare with"
-                    ),
-                }
-            }
-            Err(e) => {
-                ok &= mark(false, &e.to_string());
-                if let Error::TokenRejected(_) = e {
-                    rejected = Some(e);
-                }
-            }
-        }
-    }
-
-    // The rules it would install now.
-    if let Ok(st) = keeper.load_state() {
-        print!("{}", keeper.fw.preview(&st, now));
-    }
-    if let Some(e) = rejected {
-        return Err(e);
-    }
-    if ok {
-        println!("\nall checks passed");
-        Ok(0)
-    } else {
-        println!("\nsome checks failed");
-        Ok(1)
-    }
-}
-
 fn knock(c: KnockCmd) -> Result<i32> {
     let ports: Vec<u16> = match &c.ports {
-        Some(list) => list
-            .split(',')
-            .map(|p| {
-                p.trim()
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|p| *p > 0)
-                    .ok_or_else(|| Error::Usage(format!("--ports: '{p}' is not a port (1-65535)")))
-            })
-            .collect::<Result<_>>()?,
-        None => {
-            let cfg = Config::load(c.config.as_deref())?;
-            if cfg.knock.is_empty() {
-                return Err(Error::Usage(
-                    "no sequence: give --ports 7101,7102,7103 or set TGKNOCK_KNOCK".into(),
-                ));
+        Some(list) => Knock::parse_ports(list).map_err(|e| Error::usage("--ports", e))?,
+        None => match Config::load(c.config.as_deref())?.knock {
+            Some(k) => k.ports,
+            None => {
+                return Err(Error::Usage {
+                    argument: None,
+                    problem: "no sequence: give --ports 7101,7102,7103 or set TGKNOCK_KNOCK".into(),
+                });
             }
-            cfg.knock
-        }
+        },
     };
     if !(0.0..=10.0).contains(&c.delay) {
-        return Err(Error::Usage(
-            "--delay must be between 0 and 10 seconds".into(),
-        ));
+        return Err(Error::usage("--delay", "must be between 0 and 10 seconds"));
     }
     let addrs: Vec<std::net::SocketAddr> = {
         use std::net::ToSocketAddrs;
         (c.host.as_str(), 1)
             .to_socket_addrs()
-            .map_err(|e| Error::Usage(format!("cannot resolve {}: {e}", c.host)))?
+            .map_err(|e| Error::usage("HOST", format!("cannot resolve {}: {e}", c.host)))?
             .collect()
     };
     let addr = addrs
         .first()
-        .ok_or_else(|| Error::Usage(format!("{} has no address", c.host)))?
+        .ok_or_else(|| Error::usage("HOST", format!("{} has no address", c.host)))?
         .ip();
     for (i, port) in ports.iter().enumerate() {
         if i > 0 {

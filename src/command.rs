@@ -2,7 +2,7 @@
 
 use crate::addr::Cidr;
 use crate::duration;
-use crate::gate::Gate;
+use crate::gate::{Gate, GateName};
 
 /// How long an opening should last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,13 +19,13 @@ pub enum Length {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Open {
-        gate: String,
+        gate: GateName,
         length: Length,
         from: Option<Cidr>,
     },
     /// `None`: every gate.
     Close {
-        gate: Option<String>,
+        gate: Option<GateName>,
     },
     Status,
     Help,
@@ -84,23 +84,27 @@ pub fn parse(text: &str, bot: &str, gates: &[Gate]) -> Parsed {
 /// Only a message that is exactly that (any case, punctuation and spaces around it) is a
 /// command: "don't enable ssh" is not.
 fn parse_plain(text: &str, gates: &[Gate]) -> Parsed {
-    if !gates.iter().any(|g| g.name == "ssh") {
+    let Some(ssh) = gates
+        .iter()
+        .find(|g| g.name == "ssh")
+        .map(|g| g.name.clone())
+    else {
         return Parsed::Ignore;
-    }
+    };
     let core = text.trim_matches(|c: char| c.is_whitespace() || is_punctuation(c));
     let words: Vec<&str> = core.split_whitespace().collect();
     match words.as_slice() {
-        [verb, ssh] if ssh.eq_ignore_ascii_case("ssh") && verb.eq_ignore_ascii_case("enable") => {
+        [verb, word] if word.eq_ignore_ascii_case("ssh") && verb.eq_ignore_ascii_case("enable") => {
             Parsed::Command(Command::Open {
-                gate: "ssh".into(),
+                gate: ssh,
                 length: Length::Default,
                 from: None,
             })
         }
-        [verb, ssh] if ssh.eq_ignore_ascii_case("ssh") && verb.eq_ignore_ascii_case("disable") => {
-            Parsed::Command(Command::Close {
-                gate: Some("ssh".into()),
-            })
+        [verb, word]
+            if word.eq_ignore_ascii_case("ssh") && verb.eq_ignore_ascii_case("disable") =>
+        {
+            Parsed::Command(Command::Close { gate: Some(ssh) })
         }
         _ => Parsed::Ignore,
     }
@@ -142,7 +146,7 @@ fn parse_open(args: &[&str], gates: &[Gate]) -> Parsed {
             ));
         }
         let lower = arg.to_ascii_lowercase();
-        if let Some(g) = gates.iter().find(|g| g.name == lower) {
+        if let Some(g) = gates.iter().find(|g| g.name == lower.as_str()) {
             if gate.replace(g.name.clone()).is_some() {
                 return Parsed::Invalid("more than one gate named".into());
             }
@@ -189,7 +193,10 @@ fn parse_close(args: &[&str], gates: &[Gate]) -> Parsed {
     match args {
         [] => Parsed::Command(Command::Close { gate: None }),
         [one] if one.eq_ignore_ascii_case("all") => Parsed::Command(Command::Close { gate: None }),
-        [one] => match gates.iter().find(|g| g.name.eq_ignore_ascii_case(one)) {
+        [one] => match gates
+            .iter()
+            .find(|g| g.name.as_str().eq_ignore_ascii_case(one))
+        {
             Some(g) => Parsed::Command(Command::Close {
                 gate: Some(g.name.clone()),
             }),
@@ -251,9 +258,13 @@ mod tests {
         parse(text, "KnockBot", &gates())
     }
 
+    fn g(name: &str) -> GateName {
+        GateName::new(name).unwrap()
+    }
+
     fn open(gate: &str, length: Length, from: Option<&str>) -> Parsed {
         Parsed::Command(Command::Open {
-            gate: gate.into(),
+            gate: g(gate),
             length,
             from: from.map(|f| f.parse().unwrap()),
         })
@@ -298,7 +309,7 @@ mod tests {
         assert_eq!(
             p("/close web"),
             Parsed::Command(Command::Close {
-                gate: Some("web".into())
+                gate: Some(g("web"))
             })
         );
         assert_eq!(p("/status"), Parsed::Command(Command::Status));
@@ -318,7 +329,7 @@ mod tests {
         assert_eq!(
             p("disable ssh"),
             Parsed::Command(Command::Close {
-                gate: Some("ssh".into())
+                gate: Some(g("ssh"))
             })
         );
         for not_a_command in [

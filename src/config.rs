@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use crate::addr::Cidr;
 use crate::duration;
 use crate::error::{Error, Result};
-use crate::gate::{self, Gate};
+use crate::firewall::rules::Knock;
+use crate::gate::{self, Gate, GateName, Proto};
 
-pub const DEFAULT_PATH: &str = "/etc/tgknock/tgknock.conf";
+pub(crate) const DEFAULT_PATH: &str = "/etc/tgknock/tgknock.conf";
 
 /// Every key of the contract, with its default (`None`: no default).
 pub const KEYS: &[(&str, Option<&str>)] = &[
@@ -40,15 +41,15 @@ pub const KEYS: &[(&str, Option<&str>)] = &[
 
 /// The bot token. Its `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
+pub(crate) struct Token(String);
 
 impl Token {
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
     /// `123456:ABC-def…`: digits, a colon, then letters, digits, `-` and `_`.
-    pub fn parse(text: &str) -> Option<Token> {
+    pub(crate) fn parse(text: &str) -> Option<Token> {
         let (id, secret) = text.split_once(':')?;
         let ok = !id.is_empty()
             && id.len() <= 20
@@ -69,53 +70,92 @@ impl fmt::Debug for Token {
 
 /// The proxy Telegram requests go through.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Proxy {
-    pub url: String,
+pub(crate) struct Proxy {
+    pub(crate) url: String,
     /// The key or variable it came from, for messages.
-    pub source: String,
+    pub(crate) source: &'static str,
 }
 
 /// Which firewall tool family manages the rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FirewallKind {
+pub(crate) enum FirewallKind {
     Iptables,
     Nft,
     Auto,
 }
 
+impl fmt::Display for FirewallKind {
+    /// As `TGKNOCK_FIREWALL` spells it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FirewallKind::Iptables => "iptables",
+            FirewallKind::Nft => "nft",
+            FirewallKind::Auto => "auto",
+        })
+    }
+}
+
+/// Talking to Telegram, and who may command.
 #[derive(Debug, Clone)]
-pub struct Config {
-    pub token: Option<Token>,
-    pub token_file: Option<PathBuf>,
-    pub allowed_users: Vec<i64>,
-    pub gates: Vec<Gate>,
-    pub open_for: u64,
-    pub max_open_for: u64,
-    pub always_allow: Vec<Cidr>,
-    pub max_age: u64,
-    pub notify_denied: bool,
-    pub api_url: String,
-    pub proxy: Option<Proxy>,
-    pub ca_file: Option<PathBuf>,
-    pub poll_timeout: u64,
-    pub iptables: PathBuf,
-    pub ip6tables: Option<PathBuf>,
-    pub chain: String,
-    pub state_dir: PathBuf,
-    pub log_file: PathBuf,
-    pub firewall: FirewallKind,
-    pub nft: PathBuf,
-    pub knock: Vec<u16>,
-    pub knock_open_for: u64,
-    pub knock_gate: String,
+pub(crate) struct TelegramSettings {
+    pub(crate) token: Option<Token>,
+    pub(crate) allowed_users: Vec<i64>,
+    pub(crate) notify_denied: bool,
+    pub(crate) api_url: String,
+    pub(crate) proxy: Option<Proxy>,
+    pub(crate) ca_file: Option<PathBuf>,
+    /// Seconds.
+    pub(crate) poll_timeout: u64,
+}
+
+/// How long openings last and how old a command may be, in seconds (`0`: no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub(crate) open_for: u64,
+    pub(crate) max_open_for: u64,
+    pub(crate) max_age: u64,
+}
+
+/// The firewall backend and what it needs besides the gates.
+#[derive(Debug, Clone)]
+pub(crate) struct FirewallSettings {
+    pub(crate) kind: FirewallKind,
+    pub(crate) iptables: PathBuf,
+    /// `None`: IPv6 is left alone.
+    pub(crate) ip6tables: Option<PathBuf>,
+    pub(crate) nft: PathBuf,
+    pub(crate) chain: String,
+    pub(crate) always_allow: Vec<Cidr>,
+}
+
+/// Where tgknock keeps its files.
+#[derive(Debug, Clone)]
+pub(crate) struct Files {
+    pub(crate) state_dir: PathBuf,
+    pub(crate) log_file: PathBuf,
+}
+
+/// The whole configuration, in sections.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) telegram: TelegramSettings,
+    pub(crate) gates: Vec<Gate>,
+    pub(crate) limits: Limits,
+    pub(crate) firewall: FirewallSettings,
+    pub(crate) knock: Option<Knock>,
+    pub(crate) files: Files,
     /// Where the settings came from, for `check`.
-    pub origin: String,
+    pub(crate) origin: String,
     /// Problems worth a warning but not an error (e.g. a token file others can read).
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Reads `KEY=VALUE` lines: `#` comments, blank lines, optional matching quotes.
-pub fn parse_file(text: &str) -> std::result::Result<Vec<(usize, String, String)>, String> {
+/// An error gives the line number and the problem.
+#[allow(clippy::type_complexity)]
+pub fn parse_file(
+    text: &str,
+) -> std::result::Result<Vec<(usize, String, String)>, (usize, String)> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;
@@ -125,7 +165,7 @@ pub fn parse_file(text: &str) -> std::result::Result<Vec<(usize, String, String)
         }
         let (key, value) = line
             .split_once('=')
-            .ok_or_else(|| format!("line {n}: expected KEY=VALUE, found '{}'", short(line)))?;
+            .ok_or_else(|| (n, format!("expected KEY=VALUE, found '{}'", short(line))))?;
         let key = key.trim_end();
         let valid_key = key
             .bytes()
@@ -133,7 +173,7 @@ pub fn parse_file(text: &str) -> std::result::Result<Vec<(usize, String, String)
             .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
             && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !valid_key {
-            return Err(format!("line {n}: '{}' is not a valid key", short(key)));
+            return Err((n, format!("'{}' is not a valid key", short(key))));
         }
         let value = value.trim_start();
         let value = match value.as_bytes().first() {
@@ -141,7 +181,7 @@ pub fn parse_file(text: &str) -> std::result::Result<Vec<(usize, String, String)
                 if value.len() >= 2 && value.as_bytes()[value.len() - 1] == *q {
                     value[1..value.len() - 1].to_string()
                 } else {
-                    return Err(format!("line {n}: {key}: unmatched quote"));
+                    return Err((n, format!("{key}: unmatched quote")));
                 }
             }
             _ => value.to_string(),
@@ -151,7 +191,7 @@ pub fn parse_file(text: &str) -> std::result::Result<Vec<(usize, String, String)
     Ok(out)
 }
 
-fn short(s: &str) -> String {
+pub(crate) fn short(s: &str) -> String {
     let mut t: String = s.chars().take(40).collect();
     if t.len() < s.len() {
         t.push('…');
@@ -181,39 +221,25 @@ fn nearest_key(key: &str) -> Option<&'static str> {
         .map(|(_, k)| k)
 }
 
-impl Config {
-    /// Loads the config: `path` (or the default path, which may be missing), then the
-    /// environment on top.
-    pub fn load(path: Option<&Path>) -> Result<Config> {
-        let env: Vec<(String, String)> = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect();
-        let (file_path, required) = match path {
-            Some(p) => (p.to_path_buf(), true),
-            None => (PathBuf::from(DEFAULT_PATH), false),
-        };
-        let text = match std::fs::read_to_string(&file_path) {
-            Ok(t) => Some(t),
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                return Err(Error::Config(format!(
-                    "cannot read config file {}: {e}",
-                    file_path.display()
-                )));
-            }
-        };
-        let file = text.as_deref().map(|t| (file_path.as_path(), t));
-        Config::from_sources(file, &env)
-    }
+/// The settings as given: the file's, then the environment's on top, each with where it
+/// was set; defaults come from [`KEYS`].
+struct Layers<'a> {
+    values: BTreeMap<String, (String, String)>,
+    env: &'a [(String, String)],
+    origin: String,
+}
 
-    /// Builds the config from a file's text and environment pairs; pure but for reading
-    /// `TGKNOCK_TOKEN_FILE` and `TGKNOCK_CA_FILE`'s metadata.
-    pub fn from_sources(file: Option<(&Path, &str)>, env: &[(String, String)]) -> Result<Config> {
+impl<'a> Layers<'a> {
+    fn new(file: Option<(&Path, &str)>, env: &'a [(String, String)]) -> Result<Layers<'a>> {
         let mut values: BTreeMap<String, (String, String)> = BTreeMap::new();
         let mut origin = Vec::new();
         if let Some((path, text)) = file {
             let where_ = path.display().to_string();
-            let pairs = parse_file(text).map_err(|e| Error::Config(format!("{where_}: {e}")))?;
+            let pairs = parse_file(text).map_err(|(line, problem)| Error::ConfigSyntax {
+                path: path.to_path_buf(),
+                line,
+                problem,
+            })?;
             for (line, key, value) in pairs {
                 if !key.starts_with("TGKNOCK_") {
                     continue;
@@ -239,99 +265,223 @@ impl Config {
         if from_env {
             origin.push("the environment".into());
         }
-        let get = |key: &str| -> Option<String> {
-            values.get(key).map(|(v, _)| v.clone()).or_else(|| {
+        Ok(Layers {
+            values,
+            env,
+            origin: if origin.is_empty() {
+                "defaults only".into()
+            } else {
+                origin.join(" + ")
+            },
+        })
+    }
+
+    /// The value of `key`, or its default.
+    fn get(&self, key: &str) -> String {
+        self.values
+            .get(key)
+            .map(|(v, _)| v.clone())
+            .or_else(|| {
                 KEYS.iter()
                     .find(|(k, _)| *k == key)
                     .and_then(|(_, d)| d.map(String::from))
             })
-        };
-        let bad = |key: &str, msg: String| -> Error {
-            let place = values
-                .get(key)
-                .map(|(_, w)| format!(" (from {w})"))
-                .unwrap_or_default();
-            Error::Config(format!("{key}{place}: {msg}"))
-        };
-        let dur = |key: &str| -> Result<u64> {
-            duration::parse(&get(key).unwrap_or_default(), None).map_err(|e| bad(key, e))
-        };
-        let abs_path = |key: &str| -> Result<PathBuf> {
-            let v = get(key).unwrap_or_default();
-            if !v.starts_with('/') {
-                return Err(bad(key, format!("'{v}' must be an absolute path")));
-            }
-            Ok(PathBuf::from(v))
-        };
-        let mut warnings = Vec::new();
-
-        // The token: from the key or from a file, never both.
-        let token_text = get("TGKNOCK_TOKEN").filter(|t| !t.is_empty());
-        let token_file = get("TGKNOCK_TOKEN_FILE")
-            .filter(|t| !t.is_empty())
-            .map(PathBuf::from);
-        let token = match (token_text, &token_file) {
-            (Some(_), Some(_)) => {
-                return Err(Error::Config(
-                    "TGKNOCK_TOKEN and TGKNOCK_TOKEN_FILE are both set; keep only one (prefer the file)"
-                        .into(),
-                ));
-            }
-            (Some(t), None) => Some(Token::parse(t.trim()).ok_or_else(|| {
-                bad(
-                    "TGKNOCK_TOKEN",
-                    "not a bot token (expected digits, ':', then the secret BotFather gave)".into(),
-                )
-            })?),
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    bad(
-                        "TGKNOCK_TOKEN_FILE",
-                        format!("cannot read {}: {e}", path.display()),
-                    )
-                })?;
-                if let Some(w) = token_file_warning(path) {
-                    warnings.push(w);
-                }
-                Some(Token::parse(text.trim()).ok_or_else(|| {
-                    bad(
-                        "TGKNOCK_TOKEN_FILE",
-                        format!(
-                            "{} does not hold a bot token (expected digits, ':', then the secret BotFather gave)",
-                            path.display()
-                        ),
-                    )
-                })?)
-            }
-            (None, None) => None,
-        };
-
-        let mut allowed_users = Vec::new();
-        for part in get("TGKNOCK_ALLOWED_USERS")
             .unwrap_or_default()
+    }
+
+    /// The value of `key` when it is set and not empty.
+    fn nonempty(&self, key: &str) -> Option<String> {
+        Some(self.get(key)).filter(|v| !v.is_empty())
+    }
+
+    /// An error about `key`, saying where it was set.
+    fn bad(&self, key: &'static str, problem: impl Into<String>) -> Error {
+        Error::Config {
+            key,
+            place: self.values.get(key).map(|(_, w)| w.clone()),
+            problem: problem.into(),
+        }
+    }
+
+    fn duration(&self, key: &'static str) -> Result<u64> {
+        duration::parse(&self.get(key), None).map_err(|e| self.bad(key, e))
+    }
+
+    fn abs_path(&self, key: &'static str) -> Result<PathBuf> {
+        let v = self.get(key);
+        if !v.starts_with('/') {
+            return Err(self.bad(key, format!("'{v}' must be an absolute path")));
+        }
+        Ok(PathBuf::from(v))
+    }
+
+    /// The items of a list key, separated by commas or spaces.
+    fn items(&self, key: &str) -> Vec<String> {
+        self.get(key)
             .split([',', ' '])
             .filter(|p| !p.is_empty())
-        {
-            let id: i64 = part.parse().ok().filter(|id| *id > 0).ok_or_else(|| {
-                bad(
-                    "TGKNOCK_ALLOWED_USERS",
-                    format!(
-                        "'{part}' is not a numeric Telegram user id (`tgknock whoami` shows ids)"
-                    ),
-                )
-            })?;
-            if !allowed_users.contains(&id) {
-                allowed_users.push(id);
-            }
-        }
+            .map(String::from)
+            .collect()
+    }
+}
 
-        let gates = gate::parse_gates(&get("TGKNOCK_GATES").unwrap_or_default())
-            .map_err(|e| bad("TGKNOCK_GATES", e))?;
-        let open_for = dur("TGKNOCK_OPEN_FOR")?;
-        let max_open_for = dur("TGKNOCK_MAX_OPEN_FOR")?;
-        if max_open_for != 0 && (open_for == 0 || open_for > max_open_for) {
-            return Err(Error::Config(format!(
-                "TGKNOCK_OPEN_FOR={} is longer than TGKNOCK_MAX_OPEN_FOR={}{}",
+/// The token file as the loader found it.
+#[derive(Debug)]
+pub(crate) struct TokenFile {
+    pub(crate) path: PathBuf,
+    pub(crate) text: std::io::Result<String>,
+    /// Its permission bits, when they could be read.
+    pub(crate) mode: Option<u32>,
+}
+
+impl TokenFile {
+    pub(crate) fn read(path: &Path) -> TokenFile {
+        use std::os::unix::fs::PermissionsExt;
+        TokenFile {
+            path: path.to_path_buf(),
+            text: std::fs::read_to_string(path),
+            mode: std::fs::metadata(path)
+                .ok()
+                .map(|m| m.permissions().mode() & 0o7777),
+        }
+    }
+}
+
+const NOT_A_TOKEN: &str = "expected digits, ':', then the secret BotFather gave";
+
+fn telegram(
+    l: &Layers,
+    token_file: Option<TokenFile>,
+    warnings: &mut Vec<String>,
+) -> Result<TelegramSettings> {
+    // The token: from the key or from a file, never both.
+    let token = match (l.nonempty("TGKNOCK_TOKEN"), token_file) {
+        (Some(_), Some(_)) => {
+            return Err(Error::config(
+                "TGKNOCK_TOKEN_FILE",
+                "TGKNOCK_TOKEN and TGKNOCK_TOKEN_FILE are both set; keep only one (prefer the file)",
+            ));
+        }
+        (Some(t), None) => {
+            Some(Token::parse(t.trim()).ok_or_else(|| {
+                l.bad("TGKNOCK_TOKEN", format!("not a bot token ({NOT_A_TOKEN})"))
+            })?)
+        }
+        (None, Some(file)) => {
+            let path = file.path.display().to_string();
+            let text = file
+                .text
+                .map_err(|e| l.bad("TGKNOCK_TOKEN_FILE", format!("cannot read {path}: {e}")))?;
+            if let Some(mode) = file.mode.filter(|m| m & 0o077 != 0) {
+                warnings.push(format!(
+                    "token file {path} is readable by group or others (mode {mode:04o}); run: chmod 600 {path}"
+                ));
+            }
+            Some(Token::parse(text.trim()).ok_or_else(|| {
+                l.bad(
+                    "TGKNOCK_TOKEN_FILE",
+                    format!("{path} does not hold a bot token ({NOT_A_TOKEN})"),
+                )
+            })?)
+        }
+        (None, None) => None,
+    };
+
+    let mut allowed_users = Vec::new();
+    for part in l.items("TGKNOCK_ALLOWED_USERS") {
+        let id: i64 = part.parse().ok().filter(|id| *id > 0).ok_or_else(|| {
+            l.bad(
+                "TGKNOCK_ALLOWED_USERS",
+                format!("'{part}' is not a numeric Telegram user id (`tgknock whoami` shows ids)"),
+            )
+        })?;
+        if !allowed_users.contains(&id) {
+            allowed_users.push(id);
+        }
+    }
+
+    let notify_denied = match l.get("TGKNOCK_NOTIFY_DENIED").as_str() {
+        "on" | "yes" | "true" | "1" => true,
+        "off" | "no" | "false" | "0" => false,
+        other => {
+            return Err(l.bad(
+                "TGKNOCK_NOTIFY_DENIED",
+                format!("'{other}' must be on or off"),
+            ));
+        }
+    };
+
+    let api_url = l.get("TGKNOCK_API_URL");
+    let api_ok = (api_url.starts_with("https://") || api_url.starts_with("http://"))
+        && !api_url.contains(|c: char| c.is_whitespace() || c == '?' || c == '#')
+        && api_url.len() < 512;
+    if !api_ok {
+        return Err(l.bad(
+            "TGKNOCK_API_URL",
+            format!("'{}' must be an http:// or https:// URL", short(&api_url)),
+        ));
+    }
+    let api_url = api_url.trim_end_matches('/').to_string();
+
+    let proxy = match l.values.get("TGKNOCK_PROXY") {
+        Some((v, _)) if v.is_empty() => None,
+        Some((v, _)) => Some(Proxy {
+            url: v.clone(),
+            source: "TGKNOCK_PROXY",
+        }),
+        None => ["ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"]
+            .iter()
+            .find_map(|var| {
+                l.env
+                    .iter()
+                    .find(|(k, v)| k == var && !v.is_empty())
+                    .map(|(_, v)| Proxy {
+                        url: v.clone(),
+                        source: var,
+                    })
+            }),
+    };
+    if let Some(p) = &proxy {
+        let ok = ["http://", "socks5://", "socks5h://"]
+            .iter()
+            .any(|s| p.url.starts_with(s))
+            && p.url.len() < 512
+            && !p.url.contains(char::is_whitespace);
+        if !ok {
+            return Err(Error::config(
+                p.source,
+                "the proxy must be an http://, socks5:// or socks5h:// URL",
+            ));
+        }
+    }
+
+    let poll_timeout = l.duration("TGKNOCK_POLL_TIMEOUT")?;
+    if !(1..=600).contains(&poll_timeout) {
+        return Err(l.bad("TGKNOCK_POLL_TIMEOUT", "must be between 1s and 10m"));
+    }
+    Ok(TelegramSettings {
+        token,
+        allowed_users,
+        notify_denied,
+        api_url,
+        proxy,
+        ca_file: l.nonempty("TGKNOCK_CA_FILE").map(PathBuf::from),
+        poll_timeout,
+    })
+}
+
+fn gates(l: &Layers) -> Result<Vec<Gate>> {
+    gate::parse_gates(&l.get("TGKNOCK_GATES")).map_err(|e| l.bad("TGKNOCK_GATES", e))
+}
+
+fn limits(l: &Layers) -> Result<Limits> {
+    let open_for = l.duration("TGKNOCK_OPEN_FOR")?;
+    let max_open_for = l.duration("TGKNOCK_MAX_OPEN_FOR")?;
+    if max_open_for != 0 && (open_for == 0 || open_for > max_open_for) {
+        return Err(l.bad(
+            "TGKNOCK_OPEN_FOR",
+            format!(
+                "{} is longer than TGKNOCK_MAX_OPEN_FOR={}{}",
                 if open_for == 0 {
                     "0 (until closed)".to_string()
                 } else {
@@ -343,282 +493,270 @@ impl Config {
                 } else {
                     ""
                 }
-            )));
-        }
+            ),
+        ));
+    }
+    let max_age = l.duration("TGKNOCK_MAX_AGE")?;
+    if max_age == 0 {
+        return Err(l.bad("TGKNOCK_MAX_AGE", "must be more than 0"));
+    }
+    Ok(Limits {
+        open_for,
+        max_open_for,
+        max_age,
+    })
+}
 
-        let mut always_allow = Vec::new();
-        for part in get("TGKNOCK_ALWAYS_ALLOW")
-            .unwrap_or_default()
-            .split([',', ' '])
-            .filter(|p| !p.is_empty())
-        {
-            let c: Cidr = part.parse().map_err(|e| bad("TGKNOCK_ALWAYS_ALLOW", e))?;
-            if !always_allow.contains(&c) {
-                always_allow.push(c);
-            }
-        }
-        if always_allow.len() > 64 {
-            return Err(bad("TGKNOCK_ALWAYS_ALLOW", "more than 64 entries".into()));
-        }
+/// Chain names iptables has for itself.
+const BUILTIN_CHAINS: [&str; 11] = [
+    "INPUT",
+    "OUTPUT",
+    "FORWARD",
+    "PREROUTING",
+    "POSTROUTING",
+    "ACCEPT",
+    "DROP",
+    "RETURN",
+    "REJECT",
+    "QUEUE",
+    "LOG",
+];
 
-        let max_age = dur("TGKNOCK_MAX_AGE")?;
-        if max_age == 0 {
-            return Err(bad("TGKNOCK_MAX_AGE", "must be more than 0".into()));
+fn firewall(l: &Layers) -> Result<FirewallSettings> {
+    let mut always_allow = Vec::new();
+    for part in l.items("TGKNOCK_ALWAYS_ALLOW") {
+        let c: Cidr = part.parse().map_err(|e| l.bad("TGKNOCK_ALWAYS_ALLOW", e))?;
+        if !always_allow.contains(&c) {
+            always_allow.push(c);
         }
-        let notify_denied = match get("TGKNOCK_NOTIFY_DENIED").unwrap_or_default().as_str() {
-            "on" | "yes" | "true" | "1" => true,
-            "off" | "no" | "false" | "0" => false,
-            other => {
-                return Err(bad(
-                    "TGKNOCK_NOTIFY_DENIED",
-                    format!("'{other}' must be on or off"),
-                ));
-            }
-        };
-
-        let api_url = get("TGKNOCK_API_URL").unwrap_or_default();
-        let api_ok = (api_url.starts_with("https://") || api_url.starts_with("http://"))
-            && !api_url.contains(|c: char| c.is_whitespace() || c == '?' || c == '#')
-            && api_url.len() < 512;
-        if !api_ok {
-            return Err(bad(
-                "TGKNOCK_API_URL",
-                format!("'{}' must be an http:// or https:// URL", short(&api_url)),
+    }
+    if always_allow.len() > 64 {
+        return Err(l.bad("TGKNOCK_ALWAYS_ALLOW", "more than 64 entries"));
+    }
+    let iptables = l.abs_path("TGKNOCK_IPTABLES")?;
+    let ip6tables = match l.get("TGKNOCK_IP6TABLES").as_str() {
+        "off" => None,
+        _ => Some(l.abs_path("TGKNOCK_IP6TABLES")?),
+    };
+    let chain = l.get("TGKNOCK_CHAIN");
+    let chain_ok = !chain.is_empty()
+        && chain.len() <= 28
+        && chain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && !chain.starts_with('-')
+        && !BUILTIN_CHAINS.contains(&chain.to_ascii_uppercase().as_str());
+    if !chain_ok {
+        return Err(l.bad(
+            "TGKNOCK_CHAIN",
+            format!(
+                "'{}' is not a usable chain name (letters, digits, '-', '_'; at most 28; not a built-in)",
+                short(&chain)
+            ),
+        ));
+    }
+    let kind = match l.get("TGKNOCK_FIREWALL").as_str() {
+        "iptables" => FirewallKind::Iptables,
+        "nft" => FirewallKind::Nft,
+        "auto" => FirewallKind::Auto,
+        other => {
+            return Err(l.bad(
+                "TGKNOCK_FIREWALL",
+                format!("'{other}' must be iptables, nft or auto"),
             ));
         }
-        let api_url = api_url.trim_end_matches('/').to_string();
+    };
+    Ok(FirewallSettings {
+        kind,
+        iptables,
+        ip6tables,
+        nft: l.abs_path("TGKNOCK_NFT")?,
+        chain,
+        always_allow,
+    })
+}
 
-        let proxy = match values.get("TGKNOCK_PROXY") {
-            Some((v, _)) if v.is_empty() => None,
-            Some((v, _)) => Some(Proxy {
-                url: v.clone(),
-                source: "TGKNOCK_PROXY".into(),
-            }),
-            None => ["ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"]
+/// The knock fallback, when `TGKNOCK_KNOCK` names a sequence.
+fn knock(l: &Layers, gates: &[Gate], warnings: &mut Vec<String>) -> Result<Option<Knock>> {
+    let open_for = l.duration("TGKNOCK_KNOCK_OPEN_FOR")?;
+    if open_for == 0 {
+        return Err(l.bad("TGKNOCK_KNOCK_OPEN_FOR", "must be more than 0"));
+    }
+    let gate = match l.nonempty("TGKNOCK_KNOCK_GATE") {
+        None => gates[0].name.clone(),
+        Some(name) => gates
+            .iter()
+            .find(|g| g.name == name.as_str())
+            .map(|g| g.name.clone())
+            .ok_or_else(|| {
+                l.bad(
+                    "TGKNOCK_KNOCK_GATE",
+                    format!("there is no gate '{}'", short(&name)),
+                )
+            })?,
+    };
+    let text = l.get("TGKNOCK_KNOCK");
+    if text.split(',').all(|p| p.trim().is_empty()) {
+        return Ok(None);
+    }
+    let ports = Knock::parse_ports(&text).map_err(|e| l.bad("TGKNOCK_KNOCK", e))?;
+    for p in &ports {
+        let used = gates.iter().find(|g| {
+            g.ports
                 .iter()
-                .find_map(|var| {
-                    env.iter()
-                        .find(|(k, v)| k == var && !v.is_empty())
-                        .map(|(_, v)| Proxy {
-                            url: v.clone(),
-                            source: (*var).to_string(),
-                        })
-                }),
-        };
-        if let Some(p) = &proxy {
-            let ok = ["http://", "socks5://", "socks5h://"]
-                .iter()
-                .any(|s| p.url.starts_with(s))
-                && p.url.len() < 512
-                && !p.url.contains(char::is_whitespace);
-            if !ok {
-                return Err(Error::Config(format!(
-                    "{}: the proxy must be an http://, socks5:// or socks5h:// URL",
-                    p.source
-                )));
-            }
-        }
-
-        let ca_file = get("TGKNOCK_CA_FILE")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from);
-        let poll_timeout = dur("TGKNOCK_POLL_TIMEOUT")?;
-        if !(1..=600).contains(&poll_timeout) {
-            return Err(bad(
-                "TGKNOCK_POLL_TIMEOUT",
-                "must be between 1s and 10m".into(),
+                .any(|r| r.proto == Proto::Tcp && (r.first..=r.last).contains(p))
+        });
+        if let Some(g) = used {
+            return Err(l.bad(
+                "TGKNOCK_KNOCK",
+                format!("port {p} belongs to gate {}", g.name),
             ));
         }
+    }
+    let k = Knock {
+        ports,
+        open_for,
+        gate,
+    };
+    if k.ports.windows(2).all(|w| w[1] > w[0] && w[1] - w[0] <= 10) {
+        warnings.push(format!(
+            "TGKNOCK_KNOCK={}: ascending ports close together are what an in-order port scan sends; prefer a scattered order",
+            k.ports_text()
+        ));
+    }
+    Ok(Some(k))
+}
 
-        let iptables = abs_path("TGKNOCK_IPTABLES")?;
-        let ip6tables = match get("TGKNOCK_IP6TABLES").as_deref() {
-            Some("off") => None,
-            _ => Some(abs_path("TGKNOCK_IP6TABLES")?),
+fn files(l: &Layers) -> Result<Files> {
+    let state_dir = l.abs_path("TGKNOCK_STATE_DIR")?;
+    let log_file = match l.nonempty("TGKNOCK_LOG_FILE") {
+        Some(_) => l.abs_path("TGKNOCK_LOG_FILE")?,
+        None => state_dir.join("tgknock.log"),
+    };
+    Ok(Files {
+        state_dir,
+        log_file,
+    })
+}
+
+impl Config {
+    /// Loads the config: `path` (or the default path, which may be missing), then the
+    /// environment on top; reads the token file it names.
+    pub(crate) fn load(path: Option<&Path>) -> Result<Config> {
+        let env: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        let (file_path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_PATH), false),
         };
-        let chain = get("TGKNOCK_CHAIN").unwrap_or_default();
-        let builtin = [
-            "INPUT",
-            "OUTPUT",
-            "FORWARD",
-            "PREROUTING",
-            "POSTROUTING",
-            "ACCEPT",
-            "DROP",
-            "RETURN",
-            "REJECT",
-            "QUEUE",
-            "LOG",
-        ];
-        let chain_ok = !chain.is_empty()
-            && chain.len() <= 28
-            && chain
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            && !chain.starts_with('-')
-            && !builtin.contains(&chain.to_ascii_uppercase().as_str());
-        if !chain_ok {
-            return Err(bad(
-                "TGKNOCK_CHAIN",
-                format!(
-                    "'{}' is not a usable chain name (letters, digits, '-', '_'; at most 28; not a built-in)",
-                    short(&chain)
-                ),
-            ));
-        }
-        let state_dir = abs_path("TGKNOCK_STATE_DIR")?;
-        let log_file = match get("TGKNOCK_LOG_FILE").filter(|v| !v.is_empty()) {
-            Some(_) => abs_path("TGKNOCK_LOG_FILE")?,
-            None => state_dir.join("tgknock.log"),
-        };
-        let firewall = match get("TGKNOCK_FIREWALL").unwrap_or_default().as_str() {
-            "iptables" => FirewallKind::Iptables,
-            "nft" => FirewallKind::Nft,
-            "auto" => FirewallKind::Auto,
-            other => {
-                return Err(bad(
-                    "TGKNOCK_FIREWALL",
-                    format!("'{other}' must be iptables, nft or auto"),
-                ));
-            }
-        };
-        let nft = abs_path("TGKNOCK_NFT")?;
-        let mut knock = Vec::new();
-        for part in get("TGKNOCK_KNOCK")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
-            let port =
-                part.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                    bad("TGKNOCK_KNOCK", format!("'{part}' is not a port (1-65535)"))
-                })?;
-            knock.push(port);
-        }
-        if !knock.is_empty() {
-            if !(2..=8).contains(&knock.len()) {
-                return Err(bad("TGKNOCK_KNOCK", "a sequence is 2 to 8 ports".into()));
-            }
-            for (i, p) in knock.iter().enumerate() {
-                if knock[..i].contains(p) {
-                    return Err(bad("TGKNOCK_KNOCK", format!("port {p} appears twice")));
-                }
-                let used = gates.iter().find(|g| {
-                    g.ports.iter().any(|r| {
-                        r.proto == crate::gate::Proto::Tcp && (r.first..=r.last).contains(p)
-                    })
+        let text = match std::fs::read_to_string(&file_path) {
+            Ok(t) => Some(t),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(Error::ConfigFile {
+                    path: file_path,
+                    source,
                 });
-                if let Some(g) = used {
-                    return Err(bad(
-                        "TGKNOCK_KNOCK",
-                        format!("port {p} belongs to gate {}", g.name),
-                    ));
-                }
             }
-        }
-        if knock.len() >= 2 && knock.windows(2).all(|w| w[1] > w[0] && w[1] - w[0] <= 10) {
-            warnings.push(format!(
-                "TGKNOCK_KNOCK={}: ascending ports close together are what an in-order port scan sends; prefer a scattered order",
-                knock.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
-            ));
-        }
-        let knock_open_for = dur("TGKNOCK_KNOCK_OPEN_FOR")?;
-        if knock_open_for == 0 {
-            return Err(bad("TGKNOCK_KNOCK_OPEN_FOR", "must be more than 0".into()));
-        }
-        let knock_gate = get("TGKNOCK_KNOCK_GATE")
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| gates[0].name.clone());
-        if !gates.iter().any(|g| g.name == knock_gate) {
-            return Err(bad(
-                "TGKNOCK_KNOCK_GATE",
-                format!("there is no gate '{}'", short(&knock_gate)),
-            ));
-        }
+        };
+        let file = text.as_deref().map(|t| (file_path.as_path(), t));
+        Config::from_sources(file, &env)
+    }
 
+    /// The config from a file's text and environment pairs, reading the token file they
+    /// name (the loader's only file besides the config itself).
+    pub(crate) fn from_sources(
+        file: Option<(&Path, &str)>,
+        env: &[(String, String)],
+    ) -> Result<Config> {
+        let layers = Layers::new(file, env)?;
+        let token_file = layers
+            .nonempty("TGKNOCK_TOKEN_FILE")
+            .map(|p| TokenFile::read(Path::new(&p)));
+        Config::build(&layers, token_file)
+    }
+
+    /// Validates the settings, section by section. Pure: the files are read already.
+    fn build(layers: &Layers, token_file: Option<TokenFile>) -> Result<Config> {
+        let mut warnings = Vec::new();
+        let telegram = telegram(layers, token_file, &mut warnings)?;
+        let gates = gates(layers)?;
+        let limits = limits(layers)?;
+        let firewall = firewall(layers)?;
+        let files = files(layers)?;
+        let knock = knock(layers, &gates, &mut warnings)?;
         Ok(Config {
-            token,
-            token_file,
-            allowed_users,
+            telegram,
             gates,
-            open_for,
-            max_open_for,
-            always_allow,
-            max_age,
-            notify_denied,
-            api_url,
-            proxy,
-            ca_file,
-            poll_timeout,
-            iptables,
-            ip6tables,
-            chain,
-            state_dir,
-            log_file,
+            limits,
             firewall,
-            nft,
             knock,
-            knock_open_for,
-            knock_gate,
-            origin: if origin.is_empty() {
-                "defaults only".into()
-            } else {
-                origin.join(" + ")
-            },
+            files,
+            origin: layers.origin.clone(),
             warnings,
         })
     }
 
     /// What `run`, `check` and `whoami` need on top of a valid file: a token.
-    pub fn require_token(&self) -> Result<&Token> {
-        self.token.as_ref().ok_or_else(|| {
-            Error::Config(
-                "no bot token: set TGKNOCK_TOKEN_FILE (or TGKNOCK_TOKEN) to the token BotFather gave"
-                    .into(),
+    pub(crate) fn require_token(&self) -> Result<&Token> {
+        self.telegram.token.as_ref().ok_or_else(|| {
+            Error::config(
+                "TGKNOCK_TOKEN_FILE",
+                "no bot token: set TGKNOCK_TOKEN_FILE (or TGKNOCK_TOKEN) to the token BotFather gave",
             )
         })
     }
 
     /// What `run` and `check` need: a token and at least one allowed user.
-    pub fn require_bot(&self) -> Result<&Token> {
+    pub(crate) fn require_bot(&self) -> Result<&Token> {
         let token = self.require_token()?;
-        if self.allowed_users.is_empty() {
-            return Err(Error::Config(
-                "TGKNOCK_ALLOWED_USERS is empty: add your numeric Telegram user id (`tgknock whoami` shows it)"
-                    .into(),
+        if self.telegram.allowed_users.is_empty() {
+            return Err(Error::config(
+                "TGKNOCK_ALLOWED_USERS",
+                "no user is allowed: add your numeric Telegram user id (`tgknock whoami` shows it)",
             ));
         }
         Ok(token)
     }
 
-    pub fn gate(&self, name: &str) -> Option<&Gate> {
+    pub(crate) fn gate(&self, name: &str) -> Option<&Gate> {
         self.gates.iter().find(|g| g.name == name)
     }
 
-    pub fn default_gate(&self) -> &Gate {
+    pub(crate) fn default_gate(&self) -> &Gate {
         &self.gates[0]
+    }
+
+    /// A gate named on the command line (`None`: the default gate).
+    pub(crate) fn gate_arg(&self, name: Option<&str>) -> Result<GateName> {
+        match name {
+            None => Ok(self.default_gate().name.clone()),
+            Some(n) => self.gate(n).map(|g| g.name.clone()).ok_or_else(|| {
+                Error::usage(
+                    "GATE",
+                    format!("there is no gate '{n}' (gates: {})", self.gate_names()),
+                )
+            }),
+        }
+    }
+
+    /// `ssh, web`.
+    pub(crate) fn gate_names(&self) -> String {
+        self.gates
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
 fn unknown_key(key: &str, place: &str) -> Error {
-    let hint = nearest_key(key)
-        .map(|k| format!("; did you mean {k}?"))
-        .unwrap_or_default();
-    Error::Config(format!("unknown key {key} in {place}{hint}"))
-}
-
-/// A warning when the token file can be read by group or others.
-pub fn token_file_warning(path: &Path) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode();
-    (mode & 0o077 != 0).then(|| {
-        format!(
-            "token file {} is readable by group or others (mode {:04o}); run: chmod 600 {}",
-            path.display(),
-            mode & 0o7777,
-            path.display()
-        )
-    })
+    Error::UnknownKey {
+        key: key.to_string(),
+        place: place.to_string(),
+        nearest: nearest_key(key),
+    }
 }
 
 #[cfg(test)]
@@ -643,19 +781,25 @@ mod tests {
         let c = Config::from_sources(None, &[]).unwrap();
         assert_eq!(c.gates.len(), 1);
         assert_eq!(c.gates[0].name, "ssh");
-        assert_eq!(c.open_for, 900);
-        assert_eq!(c.max_open_for, 86_400);
-        assert_eq!(c.max_age, 60);
-        assert_eq!(c.poll_timeout, 50);
-        assert!(c.notify_denied);
-        assert_eq!(c.api_url, "https://api.telegram.org");
-        assert_eq!(c.iptables, PathBuf::from("/usr/sbin/iptables"));
-        assert_eq!(c.ip6tables, Some(PathBuf::from("/usr/sbin/ip6tables")));
-        assert_eq!(c.chain, "TGKNOCK");
-        assert_eq!(c.state_dir, PathBuf::from("/var/lib/tgknock"));
-        assert_eq!(c.log_file, PathBuf::from("/var/lib/tgknock/tgknock.log"));
-        assert_eq!(c.knock_gate, "ssh");
-        assert!(c.token.is_none());
+        assert_eq!(c.limits.open_for, 900);
+        assert_eq!(c.limits.max_open_for, 86_400);
+        assert_eq!(c.limits.max_age, 60);
+        assert_eq!(c.telegram.poll_timeout, 50);
+        assert!(c.telegram.notify_denied);
+        assert_eq!(c.telegram.api_url, "https://api.telegram.org");
+        assert_eq!(c.firewall.iptables, PathBuf::from("/usr/sbin/iptables"));
+        assert_eq!(
+            c.firewall.ip6tables,
+            Some(PathBuf::from("/usr/sbin/ip6tables"))
+        );
+        assert_eq!(c.firewall.chain, "TGKNOCK");
+        assert_eq!(c.files.state_dir, PathBuf::from("/var/lib/tgknock"));
+        assert_eq!(
+            c.files.log_file,
+            PathBuf::from("/var/lib/tgknock/tgknock.log")
+        );
+        assert_eq!(c.knock, None);
+        assert!(c.telegram.token.is_none());
         assert!(c.require_bot().is_err());
     }
 
@@ -665,10 +809,10 @@ mod tests {
             "# comment\n\n  TGKNOCK_TOKEN=\"{TOKEN}\"\nTGKNOCK_ALLOWED_USERS='111, 222'\nTGKNOCK_GATES=ssh=22/tcp web=80/tcp,443/tcp\nOTHER=ignored\nTGKNOCK_IP6TABLES=off\n"
         ))
         .unwrap();
-        assert_eq!(c.token.as_ref().unwrap().expose(), TOKEN);
-        assert_eq!(c.allowed_users, vec![111, 222]);
+        assert_eq!(c.telegram.token.as_ref().unwrap().expose(), TOKEN);
+        assert_eq!(c.telegram.allowed_users, vec![111, 222]);
         assert_eq!(c.gates.len(), 2);
-        assert_eq!(c.ip6tables, None);
+        assert_eq!(c.firewall.ip6tables, None);
         assert!(c.require_bot().is_ok());
     }
 
@@ -679,7 +823,7 @@ mod tests {
             &env(&[("TGKNOCK_OPEN_FOR", "7m"), ("HOME", "/root")]),
         )
         .unwrap();
-        assert_eq!(c.open_for, 420);
+        assert_eq!(c.limits.open_for, 420);
         assert_eq!(c.origin, "/x + the environment");
     }
 
@@ -703,7 +847,7 @@ mod tests {
     fn errors_name_the_key() {
         for (text, key) in [
             ("TGKNOCK_OPEN_FOR=15", "TGKNOCK_OPEN_FOR"),
-            ("TGKNOCK_OPEN_FOR=2d", "TGKNOCK_MAX_OPEN_FOR"),
+            ("TGKNOCK_OPEN_FOR=2d", "TGKNOCK_MAX_OPEN_FOR=1d"),
             ("TGKNOCK_OPEN_FOR=0", "TGKNOCK_MAX_OPEN_FOR=0"),
             ("TGKNOCK_ALLOWED_USERS=@me", "TGKNOCK_ALLOWED_USERS"),
             ("TGKNOCK_ALLOWED_USERS=-5", "TGKNOCK_ALLOWED_USERS"),
@@ -757,7 +901,7 @@ mod tests {
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
         let text = format!("TGKNOCK_TOKEN_FILE={}", f.display());
         let c = from_file(&text).unwrap();
-        assert_eq!(c.token.unwrap().expose(), TOKEN);
+        assert_eq!(c.telegram.token.unwrap().expose(), TOKEN);
         assert!(c.warnings[0].contains("chmod 600"), "{:?}", c.warnings);
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(from_file(&text).unwrap().warnings.is_empty());
@@ -775,21 +919,31 @@ mod tests {
     fn proxy_from_env() {
         let c = Config::from_sources(None, &env(&[("HTTPS_PROXY", "socks5h://127.0.0.1:1080")]))
             .unwrap();
-        assert_eq!(c.proxy.unwrap().source, "HTTPS_PROXY");
+        assert_eq!(c.telegram.proxy.unwrap().source, "HTTPS_PROXY");
         let c = Config::from_sources(
             None,
             &env(&[("HTTPS_PROXY", "socks5h://h:1"), ("TGKNOCK_PROXY", "")]),
         )
         .unwrap();
-        assert!(c.proxy.is_none());
+        assert!(c.telegram.proxy.is_none());
     }
 
     #[test]
     fn knock_and_firewall_keys() {
         let c = from_file("TGKNOCK_FIREWALL=nft\nTGKNOCK_KNOCK=7101, 7102,7103").unwrap();
-        assert_eq!(c.firewall, FirewallKind::Nft);
-        assert_eq!(c.knock, vec![7101, 7102, 7103]);
-        assert_eq!(c.knock_open_for, 30);
+        assert_eq!(c.firewall.kind, FirewallKind::Nft);
+        let k = c.knock.unwrap();
+        assert_eq!(k.ports, vec![7101, 7102, 7103]);
+        assert_eq!(k.open_for, 30);
+        assert_eq!(k.gate, "ssh");
+        let c = from_file("TGKNOCK_KNOCK=7311,2918").unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let c = from_file("TGKNOCK_KNOCK=7101,7102").unwrap();
+        assert!(
+            c.warnings[0].contains("in-order port scan"),
+            "{:?}",
+            c.warnings
+        );
         for (bad, why) in [
             ("TGKNOCK_KNOCK=7101", "2 to 8"),
             ("TGKNOCK_KNOCK=7101,7101", "twice"),

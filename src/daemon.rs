@@ -6,14 +6,17 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::command::{self, Command, Length, Parsed};
+use crate::command;
 use crate::config::Config;
+use crate::decide::{Action, Ignored, Now, decide};
 use crate::duration;
 use crate::error::{Error, Result};
+use crate::firewall::Kind;
+use crate::gate::GateName;
 use crate::keeper::Keeper;
 use crate::report;
-use crate::state::{Heartbeat, Opening, Paths, PidLock, State};
-use crate::telegram::{ApiError, BotApi, Incoming, Message, Update, User};
+use crate::state::{Heartbeat, Paths, PidLock, State};
+use crate::telegram::{ApiError, BotApi, Incoming, Update, User};
 
 /// How often at most the owners hear about strangers.
 const DENIED_INTERVAL: Duration = Duration::from_secs(600);
@@ -22,25 +25,25 @@ const BATCH: u32 = 100;
 
 /// 1 s doubling to 60 s, each wait shortened by up to a quarter at random so that many
 /// boards behind one outage do not retry in step.
-pub struct Backoff {
+pub(crate) struct Backoff {
     next: Duration,
     seed: u64,
 }
 
 impl Backoff {
-    pub fn new(seed: u64) -> Backoff {
+    pub(crate) fn new(seed: u64) -> Backoff {
         Backoff {
             next: Duration::from_secs(1),
             seed: seed | 1,
         }
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = Duration::from_secs(1);
     }
 
     /// The next wait.
-    pub fn fail(&mut self) -> Duration {
+    pub(crate) fn fail(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(Duration::from_secs(60));
         // xorshift64: jitter needs no cryptographic randomness.
@@ -54,7 +57,7 @@ impl Backoff {
 
 /// Strangers' attempts, summarised to the owners at most every ten minutes.
 #[derive(Default)]
-pub struct Denied {
+pub(crate) struct Denied {
     counts: HashMap<i64, (u64, String)>,
     overflow: u64,
     total: u64,
@@ -67,7 +70,7 @@ const DENIED_DISTINCT: usize = 10_000;
 
 impl Denied {
     /// Records an attempt; true when it is this stranger's first in the window.
-    pub fn record(&mut self, user: &User, now: u64) -> bool {
+    pub(crate) fn record(&mut self, user: &User, now: u64) -> bool {
         self.total += 1;
         self.since.get_or_insert(now);
         if let Some(e) = self.counts.get_mut(&user.id) {
@@ -82,7 +85,7 @@ impl Denied {
         true
     }
 
-    pub fn due(&self) -> bool {
+    pub(crate) fn due(&self) -> bool {
         self.total > 0
             && self
                 .last_sent
@@ -90,7 +93,7 @@ impl Denied {
     }
 
     /// The summary text, and a fresh window.
-    pub fn take_summary(&mut self, now: u64) -> String {
+    pub(crate) fn take_summary(&mut self, now: u64) -> String {
         let mut who: Vec<(u64, String)> = self.counts.values().cloned().collect();
         who.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         let distinct = self.counts.len() as u64 + self.overflow;
@@ -223,12 +226,58 @@ impl ServerClock {
     }
 }
 
-pub struct Daemon {
+/// Where the daemon is in Telegram's queue of updates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Offset {
+    /// The next `update_id` to ask for: every update below it was handled.
+    next: Option<i64>,
+    /// What the state file says.
+    saved: Option<i64>,
+}
+
+impl Offset {
+    /// As the state file left it.
+    fn saved(offset: Option<i64>) -> Offset {
+        Offset {
+            next: offset,
+            saved: offset,
+        }
+    }
+
+    /// Whether update `id` was handled before (Telegram, or a proxy, sent it again).
+    fn handled(&self, id: i64) -> bool {
+        self.next.is_some_and(|o| id < o)
+    }
+
+    /// The offset once update `id` is handled.
+    fn after(&self, id: i64) -> i64 {
+        let next = id.saturating_add(1);
+        self.next.map_or(next, |o| o.max(next))
+    }
+
+    fn advance(&mut self, id: i64) {
+        self.next = Some(self.after(id));
+    }
+
+    /// The offset to save, when it moved since the last save.
+    fn unsaved(&self) -> Option<i64> {
+        self.next.filter(|_| self.next != self.saved)
+    }
+
+    /// The state file now holds `offset` (saved with a change, or on its own).
+    fn saved_at(&mut self, offset: i64) {
+        self.saved = Some(offset);
+        if self.next.is_none_or(|n| n < offset) {
+            self.next = Some(offset);
+        }
+    }
+}
+
+pub(crate) struct Daemon {
     keeper: Arc<Keeper>,
     api: BotApi,
     bot_name: String,
-    offset: Option<i64>,
-    saved_offset: Option<i64>,
+    offset: Offset,
     denied: Denied,
     backoff: Backoff,
     /// Updates still to fetch one at a time after an oversized answer.
@@ -243,7 +292,7 @@ pub struct Daemon {
 }
 
 /// The daemon's whole life. Returns only on a fatal error (exit 1, or 3 for the token).
-pub fn run(cfg: Config) -> Result<()> {
+pub(crate) fn run(cfg: Config) -> Result<()> {
     let token = cfg.require_bot()?.clone();
     for w in &cfg.warnings {
         log::warn!("{w}");
@@ -254,7 +303,7 @@ pub fn run(cfg: Config) -> Result<()> {
             duration::utc_full(crate::now())
         );
     }
-    let api = BotApi::new(&cfg, &token)?;
+    let api = BotApi::new(&cfg.telegram, &token)?;
     let keeper = Arc::new(Keeper::new(cfg));
     let dir = keeper
         .paths
@@ -268,15 +317,16 @@ pub fn run(cfg: Config) -> Result<()> {
     };
     dir.remove_temporaries();
     alive(&keeper.paths, None);
-    if keeper.cfg.firewall == crate::config::FirewallKind::Auto && keeper.fw.kind() == "nftables" {
+    let fw = &keeper.cfg.firewall;
+    if fw.kind == crate::config::FirewallKind::Auto && keeper.fw.kind() == Kind::Nftables {
         log::info!(
-            "TGKNOCK_FIREWALL=auto: {} does not exist, so tgknock uses nftables ({}, table inet {})",
-            keeper.cfg.iptables.display(),
-            keeper.cfg.nft.display(),
-            crate::firewall::NFT_TABLE
+            "TGKNOCK_FIREWALL=auto: {} does not exist, so tgknock uses nftables ({}, {})",
+            fw.iptables.display(),
+            fw.nft.display(),
+            keeper.fw.place()
         );
     }
-    let mut poll_timeout = keeper.cfg.poll_timeout;
+    let mut poll_timeout = keeper.cfg.telegram.poll_timeout;
     if poll_timeout > DRIFT_MAX_GAP {
         log::info!(
             "TGKNOCK_POLL_TIMEOUT={poll_timeout}s: polling for {DRIFT_MAX_GAP} s, so that the rules are checked at least every minute"
@@ -310,24 +360,25 @@ pub fn run(cfg: Config) -> Result<()> {
     log::info!(
         "firewall reconciled in {} ms; polling Telegram at {}",
         started.elapsed().as_millis(),
-        keeper.cfg.api_url
+        keeper.cfg.telegram.api_url
     );
     {
         let k = Arc::clone(&keeper);
         std::thread::Builder::new()
             .name("expiry".into())
             .spawn(move || expiry_loop(k, socket))
-            .map_err(|e| Error::Runtime(format!("cannot start the expiry thread: {e}")))?;
+            .map_err(|source| Error::Spawn {
+                what: "the expiry thread".into(),
+                source,
+            })?;
     }
 
     let backoff = Backoff::new(precise_now().as_nanos() as u64 ^ u64::from(std::process::id()));
-    let offset = out.state.offset;
     let mut d = Daemon {
         keeper,
         api,
         bot_name: String::new(),
-        offset,
-        saved_offset: offset,
+        offset: Offset::saved(out.state.offset),
         denied: Denied::default(),
         backoff,
         small_left: 0,
@@ -340,6 +391,12 @@ pub fn run(cfg: Config) -> Result<()> {
     loop {
         d.poll_once();
     }
+}
+
+/// Whether the board's clock is far enough from Telegram's to say so: more than half of
+/// `TGKNOCK_MAX_AGE` (at least 10 s).
+pub(crate) fn clock_is_off(skew: i64, max_age: u64) -> bool {
+    skew.unsigned_abs() > (max_age / 2).max(10)
 }
 
 /// Whatever keeps the daemon from starting (an unreadable state file, a planted link, a
@@ -370,9 +427,7 @@ impl Daemon {
                     log::info!("logged in as @{} (id {})", self.bot_name, me.id);
                     return Ok(());
                 }
-                Err(e) if e.is_token_rejected() => {
-                    return Err(Error::TokenRejected(e.to_string()));
-                }
+                Err(e) if e.is_token_rejected() => return Err(Error::TokenRejected(e)),
                 Err(e) => self.back_off(log::Level::Warn, &format!("getMe failed: {e}")),
             }
         }
@@ -383,10 +438,9 @@ impl Daemon {
         let Some(server) = server_time else { return };
         let local = crate::now();
         let skew = local as i64 - server as i64;
-        let big = skew.unsigned_abs() > (self.cfg().max_age / 2).max(10);
-        let was_big = self
-            .skew
-            .is_some_and(|s| s.unsigned_abs() > (self.cfg().max_age / 2).max(10));
+        let max_age = self.cfg().limits.max_age;
+        let big = clock_is_off(skew, max_age);
+        let was_big = self.skew.is_some_and(|s| clock_is_off(s, max_age));
         self.skew = Some(skew);
         if big && (log_it || !was_big) {
             log::warn!(
@@ -402,9 +456,11 @@ impl Daemon {
     }
 
     /// One long poll and whatever it brought, then a look at the rules.
-    pub fn poll_once(&mut self) {
+    pub(crate) fn poll_once(&mut self) {
         let limit = if self.small_left > 0 { 1 } else { BATCH };
-        let result = self.api.get_updates(self.offset, self.poll_timeout, limit);
+        let result = self
+            .api
+            .get_updates(self.offset.next, self.poll_timeout, limit);
         let received = Instant::now();
         if let Ok(answer) = &result {
             self.note_clock(answer.server_time, false);
@@ -523,17 +579,17 @@ impl Daemon {
             .map(|o| report::status_text(self.cfg(), &self.keeper.fw, &o))
             .unwrap_or_default();
         let text = format!("{}\n\nNow:\n{status}", messages.join("\n\n"));
-        for user in self.cfg().allowed_users.clone() {
+        for user in self.cfg().telegram.allowed_users.clone() {
             self.reply(user, &text);
         }
     }
 
     fn handle_batch(&mut self, items: Vec<Incoming>, clock: ServerClock) {
-        let before = self.offset;
+        let before = self.offset.next;
         let n = items.len();
         for item in items {
             match item {
-                Incoming::Update(u) if self.offset.is_some_and(|o| u.update_id < o) => {
+                Incoming::Update(u) if self.offset.handled(u.update_id) => {
                     // Handled before: a server or proxy that sends it again must not make
                     // a command run twice.
                     log::warn!("skipping update {}, which was handled before", u.update_id);
@@ -541,14 +597,14 @@ impl Daemon {
                 Incoming::Update(u) => {
                     let id = u.update_id;
                     self.handle_update(*u, clock);
-                    self.advance(id);
+                    self.offset.advance(id);
                 }
                 Incoming::Undecodable {
                     update_id: Some(id),
                     reason,
                 } => {
                     log::warn!("skipping update {id}, which cannot be decoded: {reason}");
-                    self.advance(id);
+                    self.offset.advance(id);
                 }
                 Incoming::Undecodable {
                     update_id: None,
@@ -557,26 +613,17 @@ impl Daemon {
             }
         }
         self.small_left = self.small_left.saturating_sub(n as u32);
-        if n > 0 && self.offset == before {
+        if n > 0 && self.offset.next == before {
             self.back_off(
                 log::Level::Warn,
                 &format!("{n} updates gave no usable update_id"),
             );
         }
-        if self.offset != self.saved_offset
-            && let Some(o) = self.offset
-        {
+        if let Some(o) = self.offset.unsaved() {
             match self.keeper.save_offset(o) {
-                Ok(()) => self.saved_offset = Some(o),
+                Ok(()) => self.offset.saved_at(o),
                 Err(e) => log::error!("cannot save the update offset: {e}"),
             }
-        }
-    }
-
-    fn advance(&mut self, id: i64) {
-        let next = id.saturating_add(1);
-        if self.offset.is_none_or(|o| next > o) {
-            self.offset = Some(next);
         }
     }
 
@@ -622,10 +669,10 @@ impl Daemon {
                 );
                 self.small_left = BATCH;
             }
-            ApiError::TooLarge => match self.offset {
+            ApiError::TooLarge => match self.offset.next {
                 Some(o) => {
                     log::error!("update {o} alone is larger than the limit; skipping it");
-                    self.advance(o);
+                    self.offset.advance(o);
                 }
                 None => self.back_off(log::Level::Error, "an oversized update blocks the queue"),
             },
@@ -672,166 +719,88 @@ impl Daemon {
         }
         let text = self.denied.take_summary(crate::now());
         log::info!("{}", text.replace('\n', "; "));
-        if self.cfg().notify_denied {
-            for user in self.cfg().allowed_users.clone() {
+        if self.cfg().telegram.notify_denied {
+            for user in self.cfg().telegram.allowed_users.clone() {
                 self.reply(user, &text);
             }
         }
     }
 
     fn handle_update(&mut self, u: Update, clock: ServerClock) {
+        let id = u.update_id;
         let Some(msg) = u.message else {
-            log::debug!("ignoring {} update {}", u.kind(), u.update_id);
+            log::debug!("ignoring {} update {id}", u.kind());
             return;
         };
+        let now = Now {
+            telegram: clock.now(),
+            board: crate::now(),
+        };
+        let action = decide(&msg, self.cfg(), &self.bot_name, now);
         let Some(from) = msg.from.clone() else {
             log::debug!("ignoring message {} without a sender", msg.message_id);
             return;
         };
-        if msg.is_forwarded() {
-            log::info!(
+        let chat = msg.chat.id;
+        match action {
+            Action::Ignore(Ignored::Forwarded) => log::info!(
                 "ignoring a forwarded message from {}: a forward is never a command",
                 from.describe()
-            );
-            return;
-        }
-        let text = msg.text.as_deref().unwrap_or("");
-        let parsed = command::parse(text, &self.bot_name, &self.cfg().gates);
-        let now = crate::now();
-        if !self.cfg().allowed_users.contains(&from.id) {
-            let tried = matches!(parsed, Parsed::Command(_) | Parsed::Invalid(_))
-                || (msg.chat.is_private() && matches!(parsed, Parsed::Unknown(_)));
-            if tried {
-                let first = self.denied.record(&from, now);
+            ),
+            Action::Ignore(_) => {}
+            Action::Stranger { tried: true } => {
+                let first = self.denied.record(&from, now.board);
                 let line = format!(
-                    "ignored a command from stranger {} in chat {}",
-                    from.describe(),
-                    msg.chat.id
+                    "ignored a command from stranger {} in chat {chat}",
+                    from.describe()
                 );
                 if first {
                     log::info!("{line}");
                 } else {
                     log::debug!("{line}");
                 }
-            } else {
-                log::debug!("ignored chatter from {}", from.describe());
             }
-            return;
-        }
-        let usage = || {
-            command::usage(
-                &self.cfg().gates,
-                self.cfg().open_for,
-                self.cfg().max_open_for,
-            )
-        };
-        match parsed {
-            Parsed::Ignore => {}
-            Parsed::Unknown(_) if !msg.chat.is_private() => {}
-            Parsed::Unknown(reason) | Parsed::Invalid(reason) => {
-                log::info!("{} sent something unparseable: {reason}", from.describe());
-                self.reply(msg.chat.id, &format!("{reason}.\n\n{}", usage()));
+            Action::Stranger { tried: false } => {
+                log::debug!("ignored chatter from {}", from.describe())
             }
-            Parsed::Command(c) => {
-                // The age by Telegram's clock: a board whose own clock is hours off (no
-                // RTC, no NTP yet) still refuses a stale command and runs a fresh one.
-                let age = (clock.now() as i64).saturating_sub(msg.date);
-                let max_age = self.cfg().max_age;
-                if age > max_age as i64 {
-                    log::warn!(
-                        "not executing a command from {} sent {} ago (TGKNOCK_MAX_AGE={})",
-                        from.describe(),
-                        duration::human(age as u64),
-                        duration::to_config(max_age)
-                    );
-                    self.reply(
-                        msg.chat.id,
-                        &format!(
-                            "Not executed: this command was sent {} ago, at {}. Commands older than {} (TGKNOCK_MAX_AGE) are ignored, so a delayed message cannot open a port. Send it again.",
-                            duration::human(age as u64),
-                            duration::utc_full(msg.date.max(0) as u64),
-                            duration::human(max_age)
-                        ),
-                    );
-                    return;
-                }
-                if age < -(max_age as i64) {
-                    log::warn!(
-                        "a message is dated {} in the future",
-                        duration::human(age.unsigned_abs())
-                    );
-                }
-                self.execute(c, &msg, &from, u.update_id, now);
+            Action::Refuse { text, log } => {
+                log::info!("{log}");
+                self.reply(chat, &text);
             }
-        }
-    }
-
-    fn execute(&mut self, c: Command, msg: &Message, from: &User, id: i64, now: u64) {
-        let chat = msg.chat.id;
-        let next_offset = self.offset.map_or(id + 1, |o| o.max(id + 1));
-        match c {
-            Command::Help => self.reply(
-                chat,
-                &command::usage(
-                    &self.cfg().gates,
-                    self.cfg().open_for,
-                    self.cfg().max_open_for,
-                ),
-            ),
-            Command::Status => {
-                let text = match self.keeper.snapshot(now) {
+            Action::Help => {
+                let c = self.cfg();
+                let text = command::usage(&c.gates, c.limits.open_for, c.limits.max_open_for);
+                self.reply(chat, &text);
+            }
+            Action::Status => {
+                let text = match self.keeper.snapshot(now.board) {
                     Ok(out) => report::status_text(self.cfg(), &self.keeper.fw, &out),
                     Err(e) => format!("Cannot read the state: {e}"),
                 };
                 self.reply(chat, &text);
             }
-            Command::Open {
-                gate,
-                length,
-                from: src,
-            } => {
-                let max = self.cfg().max_open_for;
-                let secs = match length {
-                    Length::Default => Some(self.cfg().open_for).filter(|s| *s > 0),
-                    Length::Secs(s) => Some(s),
-                    Length::UntilClosed => None,
-                };
-                if max != 0 && secs.is_none_or(|s| s > max) {
-                    let asked = secs.map_or("without an end".to_string(), |s| {
-                        format!("for {}", duration::human(s))
-                    });
-                    self.reply(
-                        chat,
-                        &format!(
-                            "Refused: {gate} cannot be opened {asked}; the limit is {} (TGKNOCK_MAX_OPEN_FOR).",
-                            duration::human(max)
-                        ),
-                    );
-                    return;
-                }
-                let opening = Opening {
-                    from: src,
-                    until: secs.map(|s| now + s),
-                    by: format!("telegram:{}", from.id),
-                };
-                let result = self.keeper.change(now, |st| {
-                    st.open(&gate, opening).map_err(Error::Runtime)?;
-                    st.offset = Some(next_offset);
+            Action::Open { gate, opening } => {
+                // The offset is saved with the change: a restart never runs it again.
+                let next = self.offset.after(id);
+                let result = self.keeper.change(now.board, |st| {
+                    st.open(&gate, opening)?;
+                    st.offset = Some(next);
                     Ok(())
                 });
-                self.after_change(chat, from, "open", &[gate], result, next_offset);
+                self.after_change(chat, &from, "open", &[gate], result, next);
             }
-            Command::Close { gate } => {
-                let result = self.keeper.change(now, |st| {
-                    st.close(gate.as_deref());
-                    st.offset = Some(next_offset);
+            Action::Close { gate } => {
+                let next = self.offset.after(id);
+                let result = self.keeper.change(now.board, |st| {
+                    st.close(gate.as_ref());
+                    st.offset = Some(next);
                     Ok(())
                 });
-                let gates: Vec<String> = match gate {
+                let gates: Vec<GateName> = match gate {
                     Some(g) => vec![g],
                     None => self.cfg().gates.iter().map(|g| g.name.clone()).collect(),
                 };
-                self.after_change(chat, from, "close", &gates, result, next_offset);
+                self.after_change(chat, &from, "close", &gates, result, next);
             }
         }
     }
@@ -841,18 +810,17 @@ impl Daemon {
         chat: i64,
         from: &User,
         verb: &str,
-        gates: &[String],
+        gates: &[GateName],
         result: Result<((), crate::keeper::Outcome)>,
-        next_offset: i64,
+        next: i64,
     ) {
         match result {
             Ok((_, out)) => {
-                self.offset = Some(next_offset);
-                self.saved_offset = Some(next_offset);
+                self.offset.saved_at(next);
                 self.keeper.wake_daemon();
                 let lines: Vec<String> = gates
                     .iter()
-                    .filter_map(|g| self.cfg().gate(g))
+                    .filter_map(|g| self.cfg().gate(g.as_str()))
                     .map(|g| report::gate_line(g, &out))
                     .collect();
                 for l in &lines {
@@ -861,10 +829,11 @@ impl Daemon {
                 self.reply(chat, &lines.join("\n"));
             }
             Err(e) => {
+                let names: Vec<&str> = gates.iter().map(GateName::as_str).collect();
                 log::error!(
                     "{} asked to {verb} {}: {e}",
                     from.describe(),
-                    gates.join(", ")
+                    names.join(", ")
                 );
                 let now_text = self
                     .keeper

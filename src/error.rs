@@ -4,13 +4,40 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use crate::gate::GateName;
+use crate::telegram::ApiError;
+
 /// Everything that can go wrong, with the context a user needs to act on it.
 #[derive(Debug)]
 pub enum Error {
-    /// Bad command-line use (exit 2).
-    Usage(String),
-    /// A configuration key or file is wrong or missing (exit 2); the message names it.
-    Config(String),
+    /// Bad command-line use (exit 2): the argument, when one is to blame, and what is wrong.
+    Usage {
+        argument: Option<&'static str>,
+        problem: String,
+    },
+    /// A configuration key is wrong or missing (exit 2): the key, where it was set, and
+    /// what is wrong with it.
+    Config {
+        key: &'static str,
+        place: Option<String>,
+        problem: String,
+    },
+    /// A `TGKNOCK_*` key that does not exist (exit 2), with the known key nearest to it.
+    UnknownKey {
+        key: String,
+        place: String,
+        nearest: Option<&'static str>,
+    },
+    /// The config file cannot be read (exit 2).
+    ConfigFile { path: PathBuf, source: io::Error },
+    /// A line of the config file is not `KEY=VALUE` (exit 2).
+    ConfigSyntax {
+        path: PathBuf,
+        line: usize,
+        problem: String,
+    },
+    /// A file or directory tgknock refuses to use (exit 2).
+    Unsafe { path: PathBuf, problem: Unsafe },
     /// A file could not be read or written.
     File {
         path: PathBuf,
@@ -24,21 +51,54 @@ pub enum Error {
         status: Option<i32>,
         stderr: String,
     },
-    /// The firewall, read back after a change, does not show what was asked for.
-    Verify(String),
+    /// The firewall, read back after a change, does not show what was asked for: where
+    /// (`IPv4 chain TGKNOCK`), and what it shows instead.
+    Verify { place: String, shows: String },
+    /// The rules could not be read back: where, and what the tool said.
+    Unreadable { place: String, problem: String },
     /// Telegram rejected the bot token (exit 3).
-    TokenRejected(String),
+    TokenRejected(ApiError),
     /// A Telegram request failed (network, timeout, HTTP or API error).
-    Telegram(String),
-    /// Any other runtime failure (another daemon running, a lock, a restart).
-    Runtime(String),
+    Telegram(ApiError),
+    /// A gate already has as many openings as it can take.
+    TooManyOpenings { gate: GateName, max: usize },
+    /// Another daemon holds the pid file's lock.
+    AlreadyRunning { pid: Option<u32>, pid_file: PathBuf },
+    /// A program or thread could not be started.
+    Spawn { what: String, source: io::Error },
+    /// A daemon the watchdog started exited at once.
+    DaemonExited {
+        program: PathBuf,
+        status: std::process::ExitStatus,
+        log: PathBuf,
+    },
+    /// A hung daemon did not die when killed.
+    Unkillable { pid: u32 },
+}
+
+/// Why a file or directory is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsafe {
+    /// A symbolic link where tgknock keeps its own files.
+    Link,
+    /// Something else than a regular file.
+    NotAFile,
+    NotADirectory,
+    /// A directory others can write to (its mode).
+    WritableByGroup(u32),
+    WritableByEveryone(u32),
 }
 
 impl Error {
     /// The process exit code of the contract: 1 runtime, 2 usage/config, 3 token.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) | Error::Config(_) => 2,
+            Error::Usage { .. }
+            | Error::Config { .. }
+            | Error::UnknownKey { .. }
+            | Error::ConfigFile { .. }
+            | Error::ConfigSyntax { .. }
+            | Error::Unsafe { .. } => 2,
             Error::TokenRejected(_) => 3,
             _ => 1,
         }
@@ -51,13 +111,103 @@ impl Error {
             source,
         }
     }
+
+    pub fn usage(argument: &'static str, problem: impl Into<String>) -> Error {
+        Error::Usage {
+            argument: Some(argument),
+            problem: problem.into(),
+        }
+    }
+
+    /// A configuration error about `key`, set nowhere in particular.
+    pub fn config(key: &'static str, problem: impl Into<String>) -> Error {
+        Error::Config {
+            key,
+            place: None,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// A Telegram error: the token's rejection (401, or 404 for a token of no bot) is its own
+/// kind, the exit-3 one; everything else is a failed request.
+impl From<ApiError> for Error {
+    fn from(e: ApiError) -> Error {
+        if e.is_token_rejected() {
+            Error::TokenRejected(e)
+        } else {
+            Error::Telegram(e)
+        }
+    }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Usage(m) => write!(f, "{m}"),
-            Error::Config(m) => write!(f, "configuration: {m}"),
+            Error::Usage {
+                argument: Some(a),
+                problem,
+            } => write!(f, "{a}: {problem}"),
+            Error::Usage {
+                argument: None,
+                problem,
+            } => write!(f, "{problem}"),
+            Error::Config {
+                key,
+                place,
+                problem,
+            } => {
+                write!(f, "configuration: {key}")?;
+                if let Some(p) = place {
+                    write!(f, " (from {p})")?;
+                }
+                write!(f, ": {problem}")
+            }
+            Error::UnknownKey {
+                key,
+                place,
+                nearest,
+            } => {
+                write!(f, "configuration: unknown key {key} in {place}")?;
+                if let Some(k) = nearest {
+                    write!(f, "; did you mean {k}?")?;
+                }
+                Ok(())
+            }
+            Error::ConfigFile { path, source } => write!(
+                f,
+                "configuration: cannot read config file {}: {source}",
+                path.display()
+            ),
+            Error::ConfigSyntax {
+                path,
+                line,
+                problem,
+            } => write!(
+                f,
+                "configuration: {}: line {line}: {problem}",
+                path.display()
+            ),
+            Error::Unsafe { path, problem } => {
+                let p = path.display();
+                match problem {
+                    Unsafe::Link => write!(
+                        f,
+                        "{p} is a symbolic link; tgknock never follows links in its directories: remove it"
+                    ),
+                    Unsafe::NotAFile => write!(f, "{p} is not a regular file; remove it"),
+                    Unsafe::NotADirectory => write!(f, "{p} is not a directory"),
+                    Unsafe::WritableByGroup(mode) | Unsafe::WritableByEveryone(mode) => write!(
+                        f,
+                        "the directory {p} is writable by {} (mode {mode:04o}): another user could replace tgknock's files; run: chmod go-w {p}",
+                        if matches!(problem, Unsafe::WritableByEveryone(_)) {
+                            "everyone"
+                        } else {
+                            "its group"
+                        }
+                    ),
+                }
+            }
             Error::File {
                 path,
                 action,
@@ -83,10 +233,44 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::Verify(m) => write!(f, "firewall check after the change failed: {m}"),
-            Error::TokenRejected(m) => write!(f, "Telegram rejected the bot token: {m}"),
-            Error::Telegram(m) => write!(f, "Telegram: {m}"),
-            Error::Runtime(m) => write!(f, "{m}"),
+            Error::Verify { place, shows } => write!(
+                f,
+                "firewall check after the change failed: {place} does not hold the rules just written (it shows: {shows})"
+            ),
+            Error::Unreadable { place, problem } => write!(f, "cannot read {place}: {problem}"),
+            Error::TokenRejected(e) => write!(f, "Telegram rejected the bot token: {e}"),
+            Error::Telegram(e) => write!(f, "Telegram: {e}"),
+            Error::TooManyOpenings { gate, max } => {
+                write!(f, "{gate} already has {max} openings; close it first")
+            }
+            Error::AlreadyRunning { pid: Some(pid), .. } => {
+                write!(
+                    f,
+                    "another tgknock daemon is running (pid {pid}); stop it first"
+                )
+            }
+            Error::AlreadyRunning {
+                pid: None,
+                pid_file,
+            } => write!(
+                f,
+                "another tgknock daemon holds {}; stop it first",
+                pid_file.display()
+            ),
+            Error::Spawn { what, source } => write!(f, "cannot start {what}: {source}"),
+            Error::DaemonExited {
+                program,
+                status,
+                log,
+            } => write!(
+                f,
+                "started `{} run`, but it exited at once ({status}); see {}",
+                program.display(),
+                log.display()
+            ),
+            Error::Unkillable { pid } => {
+                write!(f, "the daemon (pid {pid}) did not die after SIGKILL")
+            }
         }
     }
 }
@@ -94,7 +278,9 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::File { source, .. } => Some(source),
+            Error::File { source, .. }
+            | Error::ConfigFile { source, .. }
+            | Error::Spawn { source, .. } => Some(source),
             _ => None,
         }
     }

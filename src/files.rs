@@ -10,7 +10,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Unsafe};
 
 /// `O_NOFOLLOW` of Linux, whose value differs between architectures (std has no constant).
 #[cfg(any(
@@ -28,12 +28,12 @@ const O_NOFOLLOW: i32 = 0o400000;
 
 /// Mode of every file tgknock creates: the owner writes, its group (root's console, the
 /// package's admins) reads.
-pub const FILE_MODE: u32 = 0o640;
+pub(crate) const FILE_MODE: u32 = 0o640;
 
 /// A directory tgknock writes into, with the owner its files are given to.
 #[derive(Debug, Clone)]
-pub struct Dir {
-    pub path: PathBuf,
+pub(crate) struct Dir {
+    pub(crate) path: PathBuf,
     uid: u32,
     gid: u32,
 }
@@ -41,7 +41,7 @@ pub struct Dir {
 impl Dir {
     /// Opens the directory, creating it (mode 0700) when missing. A directory that anyone
     /// but its owner can write to is refused: another user could swap its files.
-    pub fn open(path: &Path, what: &str) -> Result<Dir> {
+    pub(crate) fn open(path: &Path) -> Result<Dir> {
         use std::os::unix::fs::DirBuilderExt;
         let meta = match fs::metadata(path) {
             Ok(m) => m,
@@ -55,24 +55,19 @@ impl Dir {
             }
             Err(e) => return Err(Error::file(path, "read", e)),
         };
+        let unsafe_ = |problem| Error::Unsafe {
+            path: path.to_path_buf(),
+            problem,
+        };
         if !meta.is_dir() {
-            return Err(Error::Config(format!(
-                "{what} {} is not a directory",
-                path.display()
-            )));
+            return Err(unsafe_(Unsafe::NotADirectory));
         }
         let mode = meta.mode() & 0o7777;
-        if mode & 0o022 != 0 {
-            return Err(Error::Config(format!(
-                "{what} {} is writable by {} (mode {mode:04o}): another user could replace tgknock's files; run: chmod go-w {}",
-                path.display(),
-                if mode & 0o002 != 0 {
-                    "everyone"
-                } else {
-                    "its group"
-                },
-                path.display()
-            )));
+        if mode & 0o002 != 0 {
+            return Err(unsafe_(Unsafe::WritableByEveryone(mode)));
+        }
+        if mode & 0o020 != 0 {
+            return Err(unsafe_(Unsafe::WritableByGroup(mode)));
         }
         Ok(Dir {
             path: path.to_path_buf(),
@@ -81,12 +76,12 @@ impl Dir {
         })
     }
 
-    pub fn join(&self, name: &str) -> PathBuf {
+    pub(crate) fn join(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
 
     /// The text of `name`, or `None` when it does not exist. A link is refused.
-    pub fn read(&self, name: &str) -> Result<Option<String>> {
+    pub(crate) fn read(&self, name: &str) -> Result<Option<String>> {
         let path = self.join(name);
         let mut f = match OpenOptions::new()
             .read(true)
@@ -105,7 +100,7 @@ impl Dir {
 
     /// Opens `name` to take a lock on it, creating it when missing. Read access is enough
     /// for a lock, so a lock file left by an older version (root's, 0644) still works.
-    pub fn open_lock(&self, name: &str) -> Result<File> {
+    pub(crate) fn open_lock(&self, name: &str) -> Result<File> {
         let path = self.join(name);
         loop {
             match OpenOptions::new()
@@ -131,14 +126,14 @@ impl Dir {
 
     /// Opens `name` for reading and writing (appending with `append`), creating it when
     /// missing, never through a link, owned by the directory's owner.
-    pub fn open_rw(&self, name: &str, append: bool) -> Result<File> {
+    pub(crate) fn open_rw(&self, name: &str, append: bool) -> Result<File> {
         let path = self.join(name);
         self.open_rw_path(&path, append)
     }
 
     /// [`Dir::open_rw`] for a path that may lie outside the directory (a log file), still
     /// given to the directory's owner.
-    pub fn open_rw_path(&self, path: &Path, append: bool) -> Result<File> {
+    pub(crate) fn open_rw_path(&self, path: &Path, append: bool) -> Result<File> {
         let mut opts = OpenOptions::new();
         opts.read(true)
             .create(true)
@@ -157,7 +152,7 @@ impl Dir {
     /// Replaces `name` with a new file holding `bytes`: written under a unique temporary
     /// name, then renamed over it, so a reader sees the old file or the new one, never half
     /// of one. With `durable`, the data and the rename are synced (a power cut keeps one).
-    pub fn replace(&self, name: &str, bytes: &[u8], durable: bool) -> Result<()> {
+    pub(crate) fn replace(&self, name: &str, bytes: &[u8], durable: bool) -> Result<()> {
         let path = self.join(name);
         let tmp = self.join(&temporary_name(name));
         let result = (|| -> io::Result<()> {
@@ -183,7 +178,7 @@ impl Dir {
     }
 
     /// Creates a probe file and removes it: whether this process can write here.
-    pub fn probe_writable(&self) -> Result<()> {
+    pub(crate) fn probe_writable(&self) -> Result<()> {
         let tmp = self.join(&temporary_name("check"));
         let f = self
             .create_new(&tmp)
@@ -193,7 +188,7 @@ impl Dir {
     }
 
     /// Removes temporary files a crash left behind (their names say they are tgknock's).
-    pub fn remove_temporaries(&self) {
+    pub(crate) fn remove_temporaries(&self) {
         let Ok(entries) = fs::read_dir(&self.path) else {
             return;
         };
@@ -227,10 +222,10 @@ impl Dir {
     fn adopt(&self, f: &File, path: &Path) -> Result<()> {
         let meta = f.metadata().map_err(|e| Error::file(path, "read", e))?;
         if !meta.is_file() {
-            return Err(Error::Config(format!(
-                "{} is not a regular file; remove it",
-                path.display()
-            )));
+            return Err(Error::Unsafe {
+                path: path.to_path_buf(),
+                problem: Unsafe::NotAFile,
+            });
         }
         if (meta.uid(), meta.gid()) != (self.uid, self.gid)
             && let Err(e) = self.give(f)
@@ -259,7 +254,7 @@ impl Dir {
 
 /// Opens an existing file read-only, never through a link (for readers that must not
 /// create anything: the pid file and the heartbeat).
-pub fn open_existing(path: &Path) -> io::Result<File> {
+pub(crate) fn open_existing(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .custom_flags(O_NOFOLLOW)
@@ -267,7 +262,7 @@ pub fn open_existing(path: &Path) -> io::Result<File> {
 }
 
 /// The text of an existing file, never read through a link.
-pub fn read_existing(path: &Path) -> io::Result<String> {
+pub(crate) fn read_existing(path: &Path) -> io::Result<String> {
     let mut text = String::new();
     open_existing(path)?.read_to_string(&mut text)?;
     Ok(text)
@@ -291,10 +286,10 @@ fn temporary_name(name: &str) -> String {
 fn refused(path: &Path, action: &'static str, e: io::Error) -> Error {
     const ELOOP: i32 = 40;
     if e.raw_os_error() == Some(ELOOP) {
-        return Error::Config(format!(
-            "{} is a symbolic link; tgknock never follows links in its directories: remove it",
-            path.display()
-        ));
+        return Error::Unsafe {
+            path: path.to_path_buf(),
+            problem: Unsafe::Link,
+        };
     }
     Error::file(path, action, e)
 }
@@ -312,19 +307,19 @@ mod tests {
     #[test]
     fn creates_the_directory_and_refuses_one_others_can_write() {
         let p = scratch("dir");
-        let d = Dir::open(&p, "state directory").unwrap();
+        let d = Dir::open(&p).unwrap();
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o700);
         d.replace("state.json", b"{}", true).unwrap();
         assert_eq!(d.read("state.json").unwrap().as_deref(), Some("{}"));
         assert_eq!(d.read("missing").unwrap(), None);
         fs::set_permissions(&p, fs::Permissions::from_mode(0o777)).unwrap();
-        let e = Dir::open(&p, "state directory").unwrap_err().to_string();
+        let e = Dir::open(&p).unwrap_err().to_string();
         assert!(
             e.contains("writable by everyone") && e.contains("chmod go-w"),
             "{e}"
         );
         fs::set_permissions(&p, fs::Permissions::from_mode(0o770)).unwrap();
-        let e = Dir::open(&p, "state directory").unwrap_err().to_string();
+        let e = Dir::open(&p).unwrap_err().to_string();
         assert!(e.contains("writable by its group"), "{e}");
         fs::remove_dir_all(&p).unwrap();
     }
@@ -332,7 +327,7 @@ mod tests {
     #[test]
     fn links_are_never_followed() {
         let p = scratch("links");
-        let d = Dir::open(&p, "state directory").unwrap();
+        let d = Dir::open(&p).unwrap();
         let target = p.join("target");
         fs::write(&target, "precious").unwrap();
         for name in ["lock", "state.json", "tgknock.pid"] {
@@ -361,7 +356,7 @@ mod tests {
     #[test]
     fn files_get_an_explicit_mode_whatever_the_umask() {
         let p = scratch("mode");
-        let d = Dir::open(&p, "state directory").unwrap();
+        let d = Dir::open(&p).unwrap();
         d.replace("state.json", b"x", false).unwrap();
         let _ = d.open_lock("lock").unwrap();
         let _ = d.open_rw("tgknock.pid", false).unwrap();

@@ -74,10 +74,53 @@ impl fmt::Display for PortRange {
     }
 }
 
+/// A gate's name: a short lowercase word (see [`valid_name`]). It keys the openings of the
+/// saved state, where it is read back as it was written.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct GateName(String);
+
+impl GateName {
+    /// The name, if it is a valid one.
+    pub fn new(name: &str) -> Option<GateName> {
+        valid_name(name).then(|| GateName(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for GateName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for GateName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for GateName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for GateName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 /// A named set of ports opened and closed together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gate {
-    pub name: String,
+    pub name: GateName,
     pub ports: Vec<PortRange>,
 }
 
@@ -109,11 +152,11 @@ pub fn parse_gates(text: &str) -> Result<Vec<Gate>, String> {
         let (name, ports) = item
             .split_once('=')
             .ok_or_else(|| format!("'{item}' is not of the form name=port/proto"))?;
-        if !valid_name(name) {
+        let Some(name) = GateName::new(name) else {
             return Err(format!(
                 "'{name}' is not a valid gate name (a lowercase letter, then letters, digits, '-' or '_'; at most 24; not 'all')"
             ));
-        }
+        };
         if gates.iter().any(|g| g.name == name) {
             return Err(format!("gate '{name}' is defined twice"));
         }
@@ -127,10 +170,7 @@ pub fn parse_gates(text: &str) -> Result<Vec<Gate>, String> {
         if list.len() > 16 {
             return Err(format!("gate '{name}' has more than 16 port sets"));
         }
-        gates.push(Gate {
-            name: name.to_string(),
-            ports: list,
-        });
+        gates.push(Gate { name, ports: list });
     }
     if gates.is_empty() {
         return Err("no gate defined".into());

@@ -8,33 +8,31 @@ use crate::addr::Family;
 use crate::config::Config;
 use crate::error::Result;
 use crate::firewall::Firewall;
-use crate::rules::Listing;
-use crate::state::{Opening, Paths, State, StateLock};
+use crate::firewall::rules::Listing;
+use crate::state::{Paths, State, StateLock};
 
 /// What a change left behind: the saved state and what the kernel shows.
 #[derive(Debug, Clone)]
-pub struct Outcome {
-    pub state: State,
-    pub listings: Vec<(Family, Result<Listing, String>)>,
-    /// Openings that ran out and were closed on the way.
-    pub expired: Vec<(String, Opening)>,
-    pub now: u64,
+pub(crate) struct Outcome {
+    pub(crate) state: State,
+    pub(crate) listings: Vec<(Family, Result<Listing, String>)>,
+    pub(crate) now: u64,
 }
 
-pub struct Keeper {
-    pub cfg: Config,
-    pub fw: Firewall,
-    pub paths: Paths,
+pub(crate) struct Keeper {
+    pub(crate) cfg: Config,
+    pub(crate) fw: Firewall,
+    pub(crate) paths: Paths,
     /// Serialises changes between the daemon's threads; the file lock does it between
     /// processes.
     guard: Mutex<()>,
 }
 
 impl Keeper {
-    pub fn new(cfg: Config) -> Keeper {
+    pub(crate) fn new(cfg: Config) -> Keeper {
         Keeper {
             fw: Firewall::from_config(&cfg),
-            paths: Paths::new(&cfg.state_dir),
+            paths: Paths::new(&cfg.files.state_dir),
             cfg,
             guard: Mutex::new(()),
         }
@@ -43,7 +41,7 @@ impl Keeper {
     /// Runs `f` on the saved state, closes what has expired by `now`, applies the rules,
     /// and saves. If `f` refuses, or the firewall fails, nothing is saved and the rules are
     /// as before.
-    pub fn change<R>(
+    pub(crate) fn change<R>(
         &self,
         now: u64,
         f: impl FnOnce(&mut State) -> Result<R>,
@@ -82,7 +80,6 @@ impl Keeper {
             Outcome {
                 state: st,
                 listings: listings.into_iter().map(|(f, l)| (f, Ok(l))).collect(),
-                expired,
                 now,
             },
         ))
@@ -92,7 +89,7 @@ impl Keeper {
     /// changed tgknock's rules (`iptables -F`, `nft flush ruleset`, a firewall reload), puts
     /// them back. Returns what it found; `None` when the rules were in place (or an opening
     /// is due to close, which is the expiry's to do).
-    pub fn repair(&self, now: u64) -> Result<Option<String>> {
+    pub(crate) fn repair(&self, now: u64) -> Result<Option<String>> {
         let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
         let lock = StateLock::acquire(&self.paths)?;
         let st = lock.load()?;
@@ -108,7 +105,7 @@ impl Keeper {
     }
 
     /// Records that every update below `offset` was handled, without touching the rules.
-    pub fn save_offset(&self, offset: i64) -> Result<()> {
+    pub(crate) fn save_offset(&self, offset: i64) -> Result<()> {
         let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
         let lock = StateLock::acquire(&self.paths)?;
         let mut st = lock.load()?;
@@ -120,7 +117,7 @@ impl Keeper {
     }
 
     /// The saved state and what the kernel shows now, changing nothing.
-    pub fn snapshot(&self, now: u64) -> Result<Outcome> {
+    pub(crate) fn snapshot(&self, now: u64) -> Result<Outcome> {
         let st = {
             let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
             StateLock::acquire(&self.paths)?.load()?
@@ -128,19 +125,18 @@ impl Keeper {
         Ok(Outcome {
             state: st,
             listings: self.fw.observe(),
-            expired: Vec::new(),
             now,
         })
     }
 
     /// The saved state only (no firewall calls), for deadlines.
-    pub fn load_state(&self) -> Result<State> {
+    pub(crate) fn load_state(&self) -> Result<State> {
         let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
         StateLock::acquire(&self.paths)?.load()
     }
 
     /// Tells a running daemon to re-read the deadlines; false when none listens.
-    pub fn wake_daemon(&self) -> bool {
+    pub(crate) fn wake_daemon(&self) -> bool {
         UnixDatagram::unbound()
             .and_then(|s| s.send_to(b"wake", self.paths.wake()))
             .is_ok()

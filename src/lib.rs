@@ -1,31 +1,34 @@
 //! tgknock keeps SSH (and other port sets) closed, and opens them for a while when an
 //! allowed person asks a Telegram bot.
 //!
-//! Pure cores ([`command`], [`rules`], [`config`], [`duration`], [`addr`], [`gate`],
-//! [`report`]) and thin shells ([`firewall`] runs iptables, [`telegram`] talks HTTP,
-//! [`state`] owns the files, [`daemon`] is the loop).
+//! Pure cores — [`command`] (chat parsing), `decide` (what a message asks for), `config`,
+//! `firewall::rules` (the rules wanted, and the views of what the kernel shows),
+//! [`duration`], [`addr`], [`gate`], `report` — and thin shells: `firewall` runs the tools
+//! of its two backends, [`telegram`] talks HTTP, [`state`] and `files` own the files,
+//! `keeper` is the one transaction of a change, `daemon` the loop, [`app`] the command line.
+//!
+//! Public are only the parts the fuzz targets and the tests use.
 
 pub mod addr;
 pub mod app;
+mod check;
 pub mod command;
 pub mod config;
-pub mod daemon;
+mod daemon;
+mod decide;
 pub mod duration;
-pub mod error;
-pub mod files;
-pub mod firewall;
+mod error;
+mod files;
+mod firewall;
 pub mod gate;
-#[cfg(test)]
-mod golden;
-pub mod keeper;
-pub mod logging;
-pub mod notify;
-pub mod report;
-pub mod rules;
+mod keeper;
+mod logging;
+mod notify;
+mod report;
 pub mod state;
-pub mod sys;
+mod sys;
 pub mod telegram;
-pub mod watchdog;
+mod watchdog;
 
 /// The version line: `tgknock 0.1.0 (aarch64-unknown-linux-musl)`.
 pub const VERSION: &str = concat!(
@@ -45,7 +48,7 @@ pub fn now() -> u64 {
 }
 
 /// The clock says a time before this binary was built: it is certainly wrong.
-pub fn clock_before_build() -> bool {
+pub(crate) fn clock_before_build() -> bool {
     let built: u64 = env!("TGKNOCK_BUILD_EPOCH").parse().unwrap_or(0);
     now() + 86_400 < built
 }

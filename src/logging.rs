@@ -10,7 +10,7 @@ static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
 /// Registers a secret: from now on it is replaced by `<redacted>` in logs and errors.
 /// For a bot token, the part after the colon is the secret (the bot id is public).
-pub fn add_secret(token: &str) {
+pub(crate) fn add_secret(token: &str) {
     let secret = token.split_once(':').map(|(_, s)| s).unwrap_or(token);
     if secret.len() < 8 {
         return;
@@ -23,7 +23,7 @@ pub fn add_secret(token: &str) {
 
 /// `text` with every registered secret replaced, and any cut-short copy of one (a text
 /// clipped for a message) from its first 12 characters to the end of the word.
-pub fn redact(text: &str) -> String {
+pub(crate) fn redact(text: &str) -> String {
     let list = SECRETS.read().unwrap_or_else(|e| e.into_inner());
     let mut out = text.to_string();
     for s in list.iter() {
@@ -42,7 +42,7 @@ pub fn redact(text: &str) -> String {
 }
 
 /// Logs to standard error; `RUST_LOG` filters (default `info`).
-pub fn init() {
+pub(crate) fn init() {
     let env = env_logger::Env::default().default_filter_or("info");
     let _ = env_logger::Builder::from_env(env)
         .format(|buf, record| {

@@ -5,7 +5,7 @@ use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
 /// Sends one notification; silently nothing when not run by systemd.
-pub fn send(message: &str) {
+pub(crate) fn send(message: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
@@ -26,7 +26,7 @@ pub fn send(message: &str) {
 }
 
 /// The watchdog interval systemd asks for (`WATCHDOG_USEC`), if it is meant for us.
-pub fn watchdog_interval() -> Option<Duration> {
+pub(crate) fn watchdog_interval() -> Option<Duration> {
     if let Ok(pid) = std::env::var("WATCHDOG_PID")
         && pid.parse::<u32>().ok() != Some(std::process::id())
     {

@@ -5,15 +5,15 @@ use serde_json::json;
 use crate::addr::{Cidr, Family};
 use crate::config::Config;
 use crate::duration;
-use crate::firewall::Firewall;
-use crate::gate::Gate;
+use crate::firewall::rules::{self, GateView};
+use crate::firewall::{Firewall, Kind};
+use crate::gate::{Gate, GateName};
 use crate::keeper::Outcome;
-use crate::rules::{self, GateView};
 use crate::state::{Opening, State};
 
 /// What one gate is, after comparing the kernel with the saved state.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Closed,
     /// Open (to everyone when `from` is `None` on an opening); the live openings.
     Open(Vec<Opening>),
@@ -35,7 +35,7 @@ fn view_text(v: &GateView) -> String {
 }
 
 /// Each managed family's view of `gate` (or why it could not be read).
-pub fn views(gate: &Gate, out: &Outcome) -> Vec<(Family, Result<GateView, String>)> {
+pub(crate) fn views(gate: &Gate, out: &Outcome) -> Vec<(Family, Result<GateView, String>)> {
     out.listings
         .iter()
         .map(|(fam, l)| (*fam, l.as_ref().map(|l| l.view(gate)).map_err(Clone::clone)))
@@ -43,19 +43,18 @@ pub fn views(gate: &Gate, out: &Outcome) -> Vec<(Family, Result<GateView, String
 }
 
 /// Compares the kernel with what the saved state asks for at `out.now`.
-pub fn verdict(gate: &Gate, out: &Outcome) -> Verdict {
+pub(crate) fn verdict(gate: &Gate, out: &Outcome) -> Verdict {
     let mut problems = Vec::new();
     for (fam, view) in views(gate, out) {
         let expected = rules::expected_view(gate, &out.state, out.now, fam);
         match view {
             Ok(v) if v == expected => {}
             Ok(v) => problems.push(format!(
-                "{} shows {}, expected {}",
-                fam.name(),
+                "{fam} shows {}, expected {}",
                 view_text(&v),
                 view_text(&expected)
             )),
-            Err(e) => problems.push(format!("{} cannot be read: {e}", fam.name())),
+            Err(e) => problems.push(format!("{fam} cannot be read: {e}")),
         }
     }
     if !problems.is_empty() {
@@ -69,7 +68,7 @@ pub fn verdict(gate: &Gate, out: &Outcome) -> Verdict {
     }
 }
 
-fn live_openings(state: &State, gate: &str, now: u64) -> Vec<Opening> {
+fn live_openings(state: &State, gate: &GateName, now: u64) -> Vec<Opening> {
     let mut live: Vec<Opening> = state
         .openings_of(gate)
         .iter()
@@ -97,7 +96,7 @@ fn until_text(until: Option<u64>, now: u64) -> String {
 }
 
 /// `ssh (22/tcp) open to everyone until 14:35 UTC, 15 min`.
-pub fn gate_line(gate: &Gate, out: &Outcome) -> String {
+pub(crate) fn gate_line(gate: &Gate, out: &Outcome) -> String {
     let head = format!("{} ({})", gate.name, gate.ports_text());
     match verdict(gate, out) {
         Verdict::Closed => format!("{head} closed"),
@@ -126,37 +125,32 @@ pub fn gate_line(gate: &Gate, out: &Outcome) -> String {
 }
 
 /// The whole status, as `tgknock status` and `/status` show it.
-pub fn status_text(cfg: &Config, fw: &Firewall, out: &Outcome) -> String {
+pub(crate) fn status_text(cfg: &Config, fw: &Firewall, out: &Outcome) -> String {
     let mut lines: Vec<String> = cfg.gates.iter().map(|g| gate_line(g, out)).collect();
     for (fam, l) in &out.listings {
         lines.push(match l {
             Ok(l) if l.installed() => format!(
-                "{}: {} {} with {} rules{}",
-                fam.name(),
+                "{fam}: {} {} with {} rules{}",
                 fw.kind(),
                 fw.place(),
                 l.lines.len(),
-                if fw.kind() == "iptables" {
+                // An iptables chain is reached by a jump; nft's base chain hooks input.
+                if fw.kind() == Kind::Iptables {
                     ", reached from INPUT"
                 } else {
                     ""
                 }
             ),
-            Ok(_) => format!(
-                "{}: {} {} is NOT installed",
-                fam.name(),
-                fw.kind(),
-                fw.place()
-            ),
-            Err(e) => format!("{}: cannot read the firewall: {e}", fam.name()),
+            Ok(_) => format!("{fam}: {} {} is NOT installed", fw.kind(), fw.place()),
+            Err(e) => format!("{fam}: cannot read the firewall: {e}"),
         });
     }
     if let Some(k) = &fw.policy.knock {
-        let armed: Vec<&str> = out
+        let armed: Vec<String> = out
             .listings
             .iter()
             .filter(|(_, l)| l.as_ref().is_ok_and(|l| l.knock_armed()))
-            .map(|(f, _)| f.name())
+            .map(|(f, _)| f.to_string())
             .collect();
         lines.push(format!(
             "knock fallback {}: {} opens {} to the knocker for {}",
@@ -170,13 +164,14 @@ pub fn status_text(cfg: &Config, fw: &Firewall, out: &Outcome) -> String {
             duration::human(k.open_for)
         ));
     }
-    if cfg.ip6tables.is_none() {
+    if cfg.firewall.ip6tables.is_none() {
         lines.push("IPv6: not managed (TGKNOCK_IP6TABLES=off)".into());
     }
-    if !cfg.always_allow.is_empty() {
+    if !cfg.firewall.always_allow.is_empty() {
         lines.push(format!(
             "always allowed: {}",
-            cfg.always_allow
+            cfg.firewall
+                .always_allow
                 .iter()
                 .map(Cidr::to_string)
                 .collect::<Vec<_>>()
@@ -187,7 +182,7 @@ pub fn status_text(cfg: &Config, fw: &Firewall, out: &Outcome) -> String {
 }
 
 /// Whether every gate is as the state says in every family.
-pub fn all_verified(cfg: &Config, out: &Outcome) -> bool {
+pub(crate) fn all_verified(cfg: &Config, out: &Outcome) -> bool {
     cfg.gates
         .iter()
         .all(|g| !matches!(verdict(g, out), Verdict::Mismatch(_)))
@@ -205,7 +200,7 @@ fn view_json(v: &Result<GateView, String>) -> serde_json::Value {
 }
 
 /// `tgknock status --json`.
-pub fn status_json(
+pub(crate) fn status_json(
     cfg: &Config,
     fw: &Firewall,
     out: &Outcome,
@@ -226,15 +221,9 @@ pub fn status_json(
             };
             let mut families = serde_json::Map::new();
             for (fam, v) in views(g, out) {
-                families.insert(
-                    match fam {
-                        Family::V4 => "ipv4".into(),
-                        Family::V6 => "ipv6".into(),
-                    },
-                    view_json(&v),
-                );
+                families.insert(format!("ip{}", fam.short()), view_json(&v));
             }
-            if cfg.ip6tables.is_none() {
+            if cfg.firewall.ip6tables.is_none() {
                 families.insert("ipv6".into(), json!({"state": "unmanaged"}));
             }
             json!({
@@ -253,19 +242,176 @@ pub fn status_json(
         })
         .collect();
     json!({
-        "firewall": fw.kind(),
+        "firewall": fw.kind().to_string(),
         "knock": fw.policy.knock.as_ref().map(|k| json!({
             "ports": k.ports,
             "gate": k.gate,
             "open_for": k.open_for,
-            "armed": out.listings.iter().filter(|(_, l)| l.as_ref().is_ok_and(|l| l.knock_armed())).map(|(f, _)| f.name()).collect::<Vec<_>>(),
+            "armed": out.listings.iter().filter(|(_, l)| l.as_ref().is_ok_and(|l| l.knock_armed())).map(|(f, _)| f.to_string()).collect::<Vec<_>>(),
         })),
         "checked_at": out.now,
         "checked_at_utc": duration::utc_full(out.now),
-        "chain": cfg.chain,
-        "ipv6_managed": cfg.ip6tables.is_some(),
-        "always_allow": cfg.always_allow,
+        "chain": cfg.firewall.chain,
+        "ipv6_managed": cfg.firewall.ip6tables.is_some(),
+        "always_allow": cfg.firewall.always_allow,
         "daemon_pid": daemon_pid,
         "gates": gates,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::rules::Listing;
+    use crate::state::Actor;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn cfg(extra: &[(&str, &str)]) -> Config {
+        let mut env: Vec<(String, String)> = vec![(
+            "TGKNOCK_GATES".into(),
+            "ssh=22/tcp web=80/tcp,443/tcp".into(),
+        )];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Config::from_sources(None, &env).unwrap()
+    }
+
+    /// What the kernel would show if it held exactly what `kernel` asks for.
+    fn outcome(fw: &Firewall, saved: &State, kernel: &State) -> Outcome {
+        let listing = |fam| {
+            let rules = fw.desired(kernel, NOW, fam);
+            Listing {
+                chain_exists: true,
+                jumps: 1,
+                jump_first: true,
+                lines: rules.iter().map(|r| format!("{r:?}")).collect(),
+                rules: rules.into_iter().map(Some).collect(),
+            }
+        };
+        Outcome {
+            state: saved.clone(),
+            listings: Family::BOTH.iter().map(|f| (*f, Ok(listing(*f)))).collect(),
+            now: NOW,
+        }
+    }
+
+    fn opened(gate: &str, from: Option<&str>, until: Option<u64>) -> State {
+        let mut s = State::default();
+        s.open(
+            &GateName::new(gate).unwrap(),
+            Opening {
+                from: from.map(|f| f.parse().unwrap()),
+                until,
+                by: Actor::Telegram(7),
+            },
+        )
+        .unwrap();
+        s
+    }
+
+    #[test]
+    fn lines_tell_what_the_kernel_shows() {
+        let c = cfg(&[]);
+        let fw = Firewall::from_config(&c);
+        let (ssh, web) = (&c.gates[0], &c.gates[1]);
+        let closed = State::default();
+        let out = outcome(&fw, &closed, &closed);
+        assert_eq!(gate_line(ssh, &out), "ssh (22/tcp) closed");
+        let open = opened("ssh", None, Some(NOW + 900));
+        let out = outcome(&fw, &open, &open);
+        assert_eq!(
+            gate_line(ssh, &out),
+            format!(
+                "ssh (22/tcp) open to everyone until {}, 15 min",
+                duration::utc_short(NOW + 900, NOW)
+            )
+        );
+        assert_eq!(gate_line(web, &out), "web (80/tcp,443/tcp) closed");
+        let one = opened("web", Some("203.0.113.7"), None);
+        let out = outcome(&fw, &one, &one);
+        assert_eq!(
+            gate_line(web, &out),
+            "web (80/tcp,443/tcp) open to 203.0.113.7 (IPv4 only) until closed"
+        );
+        assert!(all_verified(&c, &out));
+    }
+
+    #[test]
+    fn a_kernel_that_disagrees_is_a_mismatch_never_an_intention() {
+        let c = cfg(&[]);
+        let fw = Firewall::from_config(&c);
+        let saved = opened("ssh", None, Some(NOW + 900));
+        let out = outcome(&fw, &saved, &State::default());
+        let line = gate_line(&c.gates[0], &out);
+        assert!(
+            line.starts_with("ssh (22/tcp) MISMATCH: IPv4 shows closed, expected open to everyone"),
+            "{line}"
+        );
+        assert!(!all_verified(&c, &out));
+        let mut unreadable = out.clone();
+        unreadable.listings[1].1 = Err("permission denied".into());
+        assert!(
+            gate_line(&c.gates[0], &unreadable).contains("IPv6 cannot be read: permission denied")
+        );
+        let mut missing = outcome(&fw, &State::default(), &State::default());
+        missing.listings[0].1 = Ok(Listing::default());
+        assert!(gate_line(&c.gates[0], &missing).contains("not installed"));
+    }
+
+    #[test]
+    fn status_names_the_backend_the_knock_and_what_is_exempt() {
+        let c = cfg(&[
+            ("TGKNOCK_KNOCK", "7311,2918"),
+            ("TGKNOCK_ALWAYS_ALLOW", "192.168.1.0/24"),
+            ("TGKNOCK_IP6TABLES", "off"),
+            ("TGKNOCK_FIREWALL", "iptables"),
+        ]);
+        let fw = Firewall::from_config(&c);
+        let mut out = outcome(&fw, &State::default(), &State::default());
+        out.listings.truncate(1);
+        let text = status_text(&c, &fw, &out);
+        assert!(
+            text.contains("IPv4: iptables chain TGKNOCK with ")
+                && text.contains(", reached from INPUT"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "knock fallback armed (IPv4): 7311,2918 opens ssh to the knocker for 30 s"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("IPv6: not managed (TGKNOCK_IP6TABLES=off)"),
+            "{text}"
+        );
+        assert!(text.contains("always allowed: 192.168.1.0/24"), "{text}");
+        let nft = Firewall::from_config(&cfg(&[("TGKNOCK_FIREWALL", "nft")]));
+        let out = outcome(&nft, &State::default(), &State::default());
+        let text = status_text(&cfg(&[]), &nft, &out);
+        assert!(
+            text.contains("IPv4: nftables table inet tgknock with 4 rules\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_carries_the_same_verdicts() {
+        let c = cfg(&[("TGKNOCK_IP6TABLES", "off")]);
+        let fw = Firewall::from_config(&c);
+        let saved = opened("web", Some("2001:db8::/64"), Some(NOW + 60));
+        let mut out = outcome(&fw, &saved, &saved);
+        out.listings.truncate(1);
+        let v = status_json(&c, &fw, &out, Some(42));
+        assert_eq!(v["daemon_pid"], 42);
+        assert_eq!(v["firewall"], "iptables");
+        let web = &v["gates"][1];
+        assert_eq!(web["name"], "web");
+        assert_eq!(web["state"], "open");
+        assert_eq!(web["openings"][0]["from"], "2001:db8::/64");
+        assert_eq!(web["openings"][0]["by"], "telegram:7");
+        assert_eq!(web["openings"][0]["until"], NOW + 60);
+        assert_eq!(web["families"]["ipv4"]["state"], "closed");
+        assert_eq!(web["families"]["ipv6"]["state"], "unmanaged");
+    }
 }

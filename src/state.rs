@@ -8,37 +8,125 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use std::fmt;
+
 use crate::addr::Cidr;
+use crate::command::Length;
+use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::files::{self, Dir};
-use crate::gate::Gate;
+use crate::gate::{Gate, GateName};
 
 /// Most openings one gate can have at once (each is a rule per port and family).
 pub const MAX_OPENINGS_PER_GATE: usize = 16;
 
+/// Who opened a gate, for status and logs; saved as `telegram:123` or `console`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Actor {
+    /// An allowed Telegram user, by id.
+    Telegram(i64),
+    /// Someone at the board's console.
+    Console,
+    /// Not recorded (a state file from elsewhere).
+    Unknown,
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::Telegram(id) => write!(f, "telegram:{id}"),
+            Actor::Console => f.write_str("console"),
+            Actor::Unknown => Ok(()),
+        }
+    }
+}
+
+impl Serialize for Actor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Actor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Actor, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(match text.as_str() {
+            "console" => Actor::Console,
+            _ => match text
+                .strip_prefix("telegram:")
+                .and_then(|id| id.parse().ok())
+            {
+                Some(id) => Actor::Telegram(id),
+                None => Actor::Unknown,
+            },
+        })
+    }
+}
+
 /// A gate's opening: to everyone (`from: None`) or one source, until a deadline or closed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Opening {
+pub(crate) struct Opening {
     #[serde(default)]
-    pub from: Option<Cidr>,
+    pub(crate) from: Option<Cidr>,
     /// Unix seconds; `None`: until closed.
     #[serde(default)]
-    pub until: Option<u64>,
-    /// Who opened it (`telegram:123`, `console`), for status and logs.
-    #[serde(default)]
-    pub by: String,
+    pub(crate) until: Option<u64>,
+    #[serde(default = "unknown")]
+    pub(crate) by: Actor,
+}
+
+fn unknown() -> Actor {
+    Actor::Unknown
+}
+
+/// Why a chat command may not open a gate for as long as it asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TooLong {
+    /// What was asked for, in seconds; `None`: without an end.
+    pub(crate) asked: Option<u64>,
+    /// `TGKNOCK_MAX_OPEN_FOR`.
+    pub(crate) max: u64,
+}
+
+impl Opening {
+    /// The opening a request asks for at `now`: its length resolved against
+    /// `TGKNOCK_OPEN_FOR` (`0`: until closed), and with `limited` (chat commands, not the
+    /// console) refused beyond `TGKNOCK_MAX_OPEN_FOR`.
+    pub(crate) fn for_request(
+        length: Length,
+        from: Option<Cidr>,
+        by: Actor,
+        now: u64,
+        limits: &Limits,
+        limited: bool,
+    ) -> std::result::Result<Opening, TooLong> {
+        let secs = match length {
+            Length::Default => Some(limits.open_for).filter(|s| *s > 0),
+            Length::Secs(s) => Some(s),
+            Length::UntilClosed => None,
+        };
+        let max = limits.max_open_for;
+        if limited && max != 0 && secs.is_none_or(|s| s > max) {
+            return Err(TooLong { asked: secs, max });
+        }
+        Ok(Opening {
+            from,
+            until: secs.map(|s| now + s),
+            by,
+        })
+    }
 }
 
 /// What survives a restart.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct State {
+pub(crate) struct State {
     #[serde(default = "one")]
-    pub version: u32,
+    pub(crate) version: u32,
     /// The next Telegram `update_id` to ask for: every update below it was handled.
     #[serde(default)]
-    pub offset: Option<i64>,
+    pub(crate) offset: Option<i64>,
     #[serde(default)]
-    pub openings: BTreeMap<String, Vec<Opening>>,
+    pub(crate) openings: BTreeMap<GateName, Vec<Opening>>,
 }
 
 fn one() -> u32 {
@@ -47,13 +135,14 @@ fn one() -> u32 {
 
 impl State {
     /// Adds or renews an opening; one per source, so a renewal replaces the deadline.
-    pub fn open(&mut self, gate: &str, opening: Opening) -> Result<(), String> {
-        let list = self.openings.entry(gate.to_string()).or_default();
+    pub(crate) fn open(&mut self, gate: &GateName, opening: Opening) -> Result<()> {
+        let list = self.openings.entry(gate.clone()).or_default();
         list.retain(|o| o.from != opening.from);
         if list.len() >= MAX_OPENINGS_PER_GATE {
-            return Err(format!(
-                "{gate} already has {MAX_OPENINGS_PER_GATE} openings; close it first"
-            ));
+            return Err(Error::TooManyOpenings {
+                gate: gate.clone(),
+                max: MAX_OPENINGS_PER_GATE,
+            });
         }
         list.push(opening);
         list.sort_by_key(|o| o.from);
@@ -61,13 +150,13 @@ impl State {
     }
 
     /// Closes one gate or all; returns the names of gates that had openings.
-    pub fn close(&mut self, gate: Option<&str>) -> Vec<String> {
+    pub(crate) fn close(&mut self, gate: Option<&GateName>) -> Vec<GateName> {
         match gate {
             Some(g) => self
                 .openings
                 .remove(g)
                 .filter(|l| !l.is_empty())
-                .map(|_| vec![g.to_string()])
+                .map(|_| vec![g.clone()])
                 .unwrap_or_default(),
             None => std::mem::take(&mut self.openings)
                 .into_iter()
@@ -78,7 +167,7 @@ impl State {
     }
 
     /// Removes openings whose deadline is at or before `now`; returns them.
-    pub fn expire(&mut self, now: u64) -> Vec<(String, Opening)> {
+    pub(crate) fn expire(&mut self, now: u64) -> Vec<(GateName, Opening)> {
         let mut gone = Vec::new();
         for (gate, list) in self.openings.iter_mut() {
             list.retain(|o| {
@@ -94,8 +183,8 @@ impl State {
     }
 
     /// Drops openings of gates the config no longer has.
-    pub fn retain_gates(&mut self, gates: &[Gate]) -> Vec<String> {
-        let unknown: Vec<String> = self
+    pub(crate) fn retain_gates(&mut self, gates: &[Gate]) -> Vec<GateName> {
+        let unknown: Vec<GateName> = self
             .openings
             .keys()
             .filter(|k| !gates.iter().any(|g| &g.name == *k))
@@ -108,7 +197,7 @@ impl State {
     }
 
     /// The earliest deadline of any opening.
-    pub fn next_deadline(&self) -> Option<u64> {
+    pub(crate) fn next_deadline(&self) -> Option<u64> {
         self.openings
             .values()
             .flatten()
@@ -116,7 +205,7 @@ impl State {
             .min()
     }
 
-    pub fn openings_of(&self, gate: &str) -> &[Opening] {
+    pub(crate) fn openings_of(&self, gate: &GateName) -> &[Opening] {
         self.openings.get(gate).map(Vec::as_slice).unwrap_or(&[])
     }
 }
@@ -125,9 +214,9 @@ impl State {
 /// runtime directory for the heartbeat — systemd's `RuntimeDirectory=` (`/run/tgknock`, on
 /// tmpfs, so an idle daemon writes nothing to the SD card), else the state directory.
 #[derive(Debug, Clone)]
-pub struct Paths {
-    pub dir: PathBuf,
-    pub runtime: PathBuf,
+pub(crate) struct Paths {
+    pub(crate) dir: PathBuf,
+    pub(crate) runtime: PathBuf,
 }
 
 const STATE: &str = "state.json";
@@ -139,7 +228,7 @@ const HEARTBEAT: &str = "heartbeat";
 const SYSTEMD_RUNTIME: &str = "/run/tgknock";
 
 impl Paths {
-    pub fn new(dir: &Path) -> Paths {
+    pub(crate) fn new(dir: &Path) -> Paths {
         let runtime = std::env::var_os("RUNTIME_DIRECTORY")
             .and_then(|v| {
                 // systemd joins several directories with ':'; ours is the first.
@@ -154,20 +243,16 @@ impl Paths {
     }
 
     /// The state directory, created when missing and refused when others can write it.
-    pub fn state_dir(&self) -> Result<Dir> {
-        Dir::open(&self.dir, "the state directory (TGKNOCK_STATE_DIR)")
+    pub(crate) fn state_dir(&self) -> Result<Dir> {
+        Dir::open(&self.dir)
     }
 
-    pub fn state(&self) -> PathBuf {
-        self.dir.join(STATE)
-    }
-
-    pub fn pid(&self) -> PathBuf {
+    pub(crate) fn pid(&self) -> PathBuf {
         self.dir.join(PID)
     }
 
     /// The daemon's wake-up socket: console commands poke it after changing the state.
-    pub fn wake(&self) -> PathBuf {
+    pub(crate) fn wake(&self) -> PathBuf {
         self.dir.join("wake.sock")
     }
 }
@@ -198,13 +283,13 @@ fn load(dir: &Dir) -> Result<State> {
 
 /// The exclusive lock on `lock`, held while the state and the rules change. Loading and
 /// saving the state go through it, so neither happens without the lock.
-pub struct StateLock {
+pub(crate) struct StateLock {
     dir: Dir,
     _file: File,
 }
 
 impl StateLock {
-    pub fn acquire(paths: &Paths) -> Result<StateLock> {
+    pub(crate) fn acquire(paths: &Paths) -> Result<StateLock> {
         let dir = paths.state_dir()?;
         let file = dir.open_lock(LOCK)?;
         file.lock()
@@ -212,13 +297,13 @@ impl StateLock {
         Ok(StateLock { dir, _file: file })
     }
 
-    pub fn load(&self) -> Result<State> {
+    pub(crate) fn load(&self) -> Result<State> {
         load(&self.dir)
     }
 
     /// Writes the state durably by rename: a crash leaves either the old file or the new
     /// one, never half of one, and the new one belongs to the directory's owner.
-    pub fn save(&self, state: &State) -> Result<()> {
+    pub(crate) fn save(&self, state: &State) -> Result<()> {
         let mut text = serde_json::to_string_pretty(state).expect("state serializes");
         text.push('\n');
         self.dir.replace(STATE, text.as_bytes(), true)
@@ -226,7 +311,7 @@ impl StateLock {
 }
 
 /// The daemon's own lock on the pid file, held for its whole life: a second `run` fails.
-pub struct PidLock {
+pub(crate) struct PidLock {
     _file: File,
 }
 
@@ -234,7 +319,7 @@ impl PidLock {
     /// Takes the pid-file lock and writes our pid, or says who holds it. A watchdog or a
     /// console command may hold a shared lock for an instant to see whether a daemon runs,
     /// so a lock that is busy is tried again for a second before giving up.
-    pub fn acquire(paths: &Paths) -> Result<PidLock> {
+    pub(crate) fn acquire(paths: &Paths) -> Result<PidLock> {
         let dir = paths.state_dir()?;
         let mut file = dir.open_rw(PID, false)?;
         let end = Instant::now() + Duration::from_secs(1);
@@ -245,15 +330,10 @@ impl PidLock {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(fs::TryLockError::WouldBlock) => {
-                    return Err(Error::Runtime(match PidLock::holder(paths) {
-                        Some(pid) => {
-                            format!("another tgknock daemon is running (pid {pid}); stop it first")
-                        }
-                        None => format!(
-                            "another tgknock daemon holds {} ; stop it first",
-                            paths.pid().display()
-                        ),
-                    }));
+                    return Err(Error::AlreadyRunning {
+                        pid: PidLock::holder(paths),
+                        pid_file: paths.pid(),
+                    });
                 }
                 Err(fs::TryLockError::Error(e)) => {
                     return Err(Error::file(paths.pid(), "lock", e));
@@ -269,7 +349,7 @@ impl PidLock {
 
     /// Whether a daemon holds the pid lock now, and its pid. A daemon that has just taken
     /// the lock writes its pid an instant later: an empty file is read again.
-    pub fn holder(paths: &Paths) -> Option<u32> {
+    pub(crate) fn holder(paths: &Paths) -> Option<u32> {
         let path = paths.pid();
         let file = files::open_existing(&path).ok()?;
         if file.try_lock_shared().is_ok() {
@@ -292,29 +372,29 @@ impl PidLock {
 /// The daemon's sign of life, written after every poll (success or failure): the watchdog
 /// and `status` read it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Heartbeat {
+pub(crate) struct Heartbeat {
     /// Unix seconds of the last poll.
-    pub at: u64,
-    pub pid: u32,
+    pub(crate) at: u64,
+    pub(crate) pid: u32,
     /// The state directory of the daemon, so a reader never takes another instance's.
-    pub state_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
     /// The board's clock minus Telegram's, in seconds, as last measured.
     #[serde(default)]
-    pub skew: Option<i64>,
+    pub(crate) skew: Option<i64>,
 }
 
 impl Heartbeat {
     /// Replaces the heartbeat file by rename (never truncated in place, so never read
     /// half-written), in the runtime directory.
-    pub fn write(&self, paths: &Paths) -> Result<()> {
-        let dir = Dir::open(&paths.runtime, "the runtime directory")?;
+    pub(crate) fn write(&self, paths: &Paths) -> Result<()> {
+        let dir = Dir::open(&paths.runtime)?;
         let mut text = serde_json::to_string(self).expect("heartbeat serializes");
         text.push('\n');
         dir.replace(HEARTBEAT, text.as_bytes(), false)
     }
 
     /// The newest heartbeat of the daemon of this state directory, wherever it runs from.
-    pub fn read(paths: &Paths) -> Option<Heartbeat> {
+    pub(crate) fn read(paths: &Paths) -> Option<Heartbeat> {
         let mut places = vec![paths.runtime.clone(), PathBuf::from(SYSTEMD_RUNTIME)];
         places.push(paths.dir.clone());
         places.dedup();
@@ -335,47 +415,51 @@ mod tests {
         Opening {
             from: from.map(|f| f.parse().unwrap()),
             until,
-            by: "test".into(),
+            by: Actor::Console,
         }
+    }
+
+    fn g(name: &str) -> GateName {
+        GateName::new(name).unwrap()
     }
 
     #[test]
     fn open_renews_per_source() {
         let mut s = State::default();
-        s.open("ssh", op(None, Some(100))).unwrap();
-        s.open("ssh", op(None, Some(200))).unwrap();
-        s.open("ssh", op(Some("1.2.3.4"), Some(150))).unwrap();
-        assert_eq!(s.openings_of("ssh").len(), 2);
+        s.open(&g("ssh"), op(None, Some(100))).unwrap();
+        s.open(&g("ssh"), op(None, Some(200))).unwrap();
+        s.open(&g("ssh"), op(Some("1.2.3.4"), Some(150))).unwrap();
+        assert_eq!(s.openings_of(&g("ssh")).len(), 2);
         assert_eq!(s.next_deadline(), Some(150));
         for i in 0..14 {
-            s.open("ssh", op(Some(&format!("10.0.0.{i}")), None))
+            s.open(&g("ssh"), op(Some(&format!("10.0.0.{i}")), None))
                 .unwrap();
         }
-        assert!(s.open("ssh", op(Some("10.9.9.9"), None)).is_err());
+        assert!(s.open(&g("ssh"), op(Some("10.9.9.9"), None)).is_err());
     }
 
     #[test]
     fn expiry_is_at_the_deadline() {
         let mut s = State::default();
-        s.open("ssh", op(None, Some(100))).unwrap();
-        s.open("web", op(None, None)).unwrap();
+        s.open(&g("ssh"), op(None, Some(100))).unwrap();
+        s.open(&g("web"), op(None, None)).unwrap();
         assert!(s.expire(99).is_empty());
         let gone = s.expire(100);
         assert_eq!(gone.len(), 1);
-        assert_eq!(gone[0].0, "ssh");
+        assert_eq!(gone[0].0, g("ssh"));
         assert!(!s.openings.contains_key("ssh"));
-        assert_eq!(s.openings_of("web").len(), 1);
+        assert_eq!(s.openings_of(&g("web")).len(), 1);
         assert_eq!(s.next_deadline(), None);
     }
 
     #[test]
     fn close_one_or_all() {
         let mut s = State::default();
-        s.open("ssh", op(None, Some(100))).unwrap();
-        s.open("web", op(None, None)).unwrap();
-        assert_eq!(s.close(Some("mosh")), Vec::<String>::new());
-        assert_eq!(s.close(Some("ssh")), vec!["ssh".to_string()]);
-        assert_eq!(s.close(None), vec!["web".to_string()]);
+        s.open(&g("ssh"), op(None, Some(100))).unwrap();
+        s.open(&g("web"), op(None, None)).unwrap();
+        assert_eq!(s.close(Some(&g("mosh"))), Vec::<GateName>::new());
+        assert_eq!(s.close(Some(&g("ssh"))), vec![g("ssh")]);
+        assert_eq!(s.close(None), vec![g("web")]);
         assert!(s.openings.is_empty());
     }
 
@@ -390,7 +474,8 @@ mod tests {
             offset: Some(42),
             ..State::default()
         };
-        s.open("ssh", op(Some("2001:db8::/64"), Some(5))).unwrap();
+        s.open(&g("ssh"), op(Some("2001:db8::/64"), Some(5)))
+            .unwrap();
         lock.save(&s).unwrap();
         assert_eq!(lock.load().unwrap(), s);
         let names: Vec<String> = fs::read_dir(&dir)
@@ -398,10 +483,100 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
-        fs::write(paths.state(), "{ half a fi").unwrap();
+        fs::write(dir.join("state.json"), "{ half a fi").unwrap();
         assert_eq!(lock.load().unwrap(), State::default());
         assert!(dir.join("state.json.corrupt").exists());
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn requests_resolve_their_length_and_chat_is_limited() {
+        let limits = Limits {
+            open_for: 900,
+            max_open_for: 3600,
+            max_age: 60,
+        };
+        let o = Opening::for_request(
+            Length::Default,
+            None,
+            Actor::Telegram(5),
+            100,
+            &limits,
+            true,
+        );
+        assert_eq!(o.map(|o| o.until), Ok(Some(1000)));
+        let o = Opening::for_request(
+            Length::Secs(7200),
+            None,
+            Actor::Console,
+            100,
+            &limits,
+            false,
+        );
+        assert_eq!(
+            o.map(|o| o.until),
+            Ok(Some(7300)),
+            "the console is not limited"
+        );
+        assert_eq!(
+            Opening::for_request(
+                Length::Secs(7200),
+                None,
+                Actor::Telegram(5),
+                100,
+                &limits,
+                true
+            ),
+            Err(TooLong {
+                asked: Some(7200),
+                max: 3600
+            })
+        );
+        assert_eq!(
+            Opening::for_request(
+                Length::UntilClosed,
+                None,
+                Actor::Telegram(5),
+                100,
+                &limits,
+                true
+            ),
+            Err(TooLong {
+                asked: None,
+                max: 3600
+            })
+        );
+        let unlimited = Limits {
+            open_for: 0,
+            max_open_for: 0,
+            ..limits
+        };
+        let o = Opening::for_request(
+            Length::Default,
+            None,
+            Actor::Telegram(5),
+            100,
+            &unlimited,
+            true,
+        );
+        assert_eq!(o.map(|o| o.until), Ok(None), "OPEN_FOR=0: until closed");
+    }
+
+    #[test]
+    fn actors_are_saved_as_before() {
+        for (a, text) in [
+            (Actor::Telegram(123), "\"telegram:123\""),
+            (Actor::Console, "\"console\""),
+        ] {
+            assert_eq!(serde_json::to_string(&a).unwrap(), text);
+            assert_eq!(serde_json::from_str::<Actor>(text).unwrap(), a);
+        }
+        assert_eq!(
+            serde_json::from_str::<Actor>("\"x\"").unwrap(),
+            Actor::Unknown
+        );
+        let o: Opening = serde_json::from_str("{\"until\": 5}").unwrap();
+        assert_eq!(o.by, Actor::Unknown);
     }
 
     #[test]

@@ -8,11 +8,10 @@ unsafe extern "C" {
     fn setsid() -> i32;
 }
 
-pub const SIGKILL: i32 = 9;
-pub const SIGTERM: i32 = 15;
+pub(crate) const SIGKILL: i32 = 9;
 
 /// Sends `sig` to `pid`; false if there is no such process (or no permission).
-pub fn signal(pid: u32, sig: i32) -> bool {
+pub(crate) fn signal(pid: u32, sig: i32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
@@ -23,13 +22,8 @@ pub fn signal(pid: u32, sig: i32) -> bool {
     unsafe { kill(pid, sig) == 0 }
 }
 
-/// Whether a process with this pid exists (signal 0 checks without sending).
-pub fn alive(pid: u32) -> bool {
-    signal(pid, 0)
-}
-
 /// Makes `cmd` start in a session of its own, detached from the caller's terminal.
-pub fn detach(cmd: &mut std::process::Command) {
+pub(crate) fn detach(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: setsid(2) is async-signal-safe, the only kind of call allowed between
     // fork and exec; it allocates nothing.

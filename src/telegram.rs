@@ -6,13 +6,13 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::config::{Config, Token};
+use crate::config::{TelegramSettings, Token};
 use crate::duration;
 use crate::error::{Error, Result};
 use crate::logging::redact;
 
 /// Responses larger than this are refused (a full batch of 100 long messages is far less).
-pub const BODY_LIMIT: u64 = 4 * 1024 * 1024;
+pub(crate) const BODY_LIMIT: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct User {
@@ -68,18 +68,41 @@ impl<'de> Deserialize<'de> for Present {
     }
 }
 
+/// What kind of chat a message is in.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatKind {
+    Private,
+    Group,
+    Supergroup,
+    Channel,
+    #[default]
+    #[serde(other)]
+    Other,
+}
+
+impl std::fmt::Display for ChatKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChatKind::Private => "private",
+            ChatKind::Group => "group",
+            ChatKind::Supergroup => "supergroup",
+            ChatKind::Channel => "channel",
+            ChatKind::Other => "other",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Chat {
     pub id: i64,
     #[serde(rename = "type", default)]
-    pub kind: String,
-    #[serde(default)]
-    pub title: Option<String>,
+    pub kind: ChatKind,
 }
 
 impl Chat {
     pub fn is_private(&self) -> bool {
-        self.kind == "private"
+        self.kind == ChatKind::Private
     }
 }
 
@@ -113,14 +136,6 @@ impl Message {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct CallbackQuery {
-    pub id: String,
-    pub from: User,
-    #[serde(default)]
-    pub data: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Update {
     pub update_id: i64,
     #[serde(default)]
@@ -129,8 +144,6 @@ pub struct Update {
     pub edited_message: Option<Message>,
     #[serde(default)]
     pub channel_post: Option<Message>,
-    #[serde(default)]
-    pub callback_query: Option<CallbackQuery>,
 }
 
 impl Update {
@@ -142,8 +155,6 @@ impl Update {
             "edited message"
         } else if self.channel_post.is_some() {
             "channel post"
-        } else if self.callback_query.is_some() {
-            "callback query"
         } else {
             "other"
         }
@@ -154,8 +165,6 @@ impl Update {
 pub struct ResponseParameters {
     #[serde(default)]
     pub retry_after: Option<u64>,
-    #[serde(default)]
-    pub migrate_to_chat_id: Option<i64>,
 }
 
 /// The envelope of every Bot API answer.
@@ -206,7 +215,7 @@ pub fn decode_updates(result: &RawValue) -> Result<Vec<Incoming>, String> {
 
 /// A failed request, classified the way the daemon's retry logic needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// Connecting, resolving, reading or writing failed.
     Network(String),
     /// The request hit its timeout.
@@ -260,7 +269,7 @@ impl std::fmt::Display for ApiError {
 
 impl ApiError {
     /// Telegram rejected the token: 401 Unauthorized, or 404 for a token of no bot.
-    pub fn is_token_rejected(&self) -> bool {
+    pub(crate) fn is_token_rejected(&self) -> bool {
         matches!(
             self,
             ApiError::Http {
@@ -304,20 +313,20 @@ impl ApiError {
 
 /// The Bot API, reached through one agent.
 #[derive(Clone)]
-pub struct BotApi {
+pub(crate) struct BotApi {
     agent: ureq::Agent,
     base: String,
 }
 
 /// A successful answer: the raw result and the server's clock (`Date` header).
-pub struct Answer {
-    pub body: String,
-    pub server_time: Option<u64>,
+pub(crate) struct Answer {
+    pub(crate) body: String,
+    pub(crate) server_time: Option<u64>,
 }
 
 impl Answer {
     /// The decoded `result` of the envelope.
-    pub fn result<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+    pub(crate) fn result<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
         let env: ApiResponse =
             serde_json::from_str(&self.body).map_err(|e| ApiError::Malformed(e.to_string()))?;
         let raw = env
@@ -327,7 +336,7 @@ impl Answer {
     }
 
     /// The raw `result`, borrowed from the body.
-    pub fn raw_result(&self) -> Result<&RawValue, ApiError> {
+    pub(crate) fn raw_result(&self) -> Result<&RawValue, ApiError> {
         let env: ApiResponse =
             serde_json::from_str(&self.body).map_err(|e| ApiError::Malformed(e.to_string()))?;
         env.result
@@ -336,44 +345,34 @@ impl Answer {
 }
 
 impl BotApi {
-    pub fn new(cfg: &Config, token: &Token) -> Result<BotApi> {
+    pub(crate) fn new(cfg: &TelegramSettings, token: &Token) -> Result<BotApi> {
         crate::logging::add_secret(token.expose());
         let proxy = match &cfg.proxy {
             Some(p) => Some(ureq::Proxy::new(&p.url).map_err(|e| {
-                Error::Config(format!(
-                    "{}: not a usable proxy URL ({})",
+                Error::config(
                     p.source,
-                    redact(&e.to_string())
-                ))
+                    format!("not a usable proxy URL ({})", redact(&e.to_string())),
+                )
             })?),
             None => None,
         };
         let mut tls = ureq::tls::TlsConfig::builder();
         if let Some(path) = &cfg.ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                Error::Config(format!(
-                    "TGKNOCK_CA_FILE: cannot read {}: {e}",
-                    path.display()
-                ))
-            })?;
+            let ca = |problem: String| Error::config("TGKNOCK_CA_FILE", problem);
+            let pem = std::fs::read(path)
+                .map_err(|e| ca(format!("cannot read {}: {e}", path.display())))?;
             let mut certs = Vec::new();
             for item in ureq::tls::parse_pem(&pem) {
                 match item {
                     Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
                     Ok(_) => {}
                     Err(e) => {
-                        return Err(Error::Config(format!(
-                            "TGKNOCK_CA_FILE: {} is not a PEM file: {e}",
-                            path.display()
-                        )));
+                        return Err(ca(format!("{} is not a PEM file: {e}", path.display())));
                     }
                 }
             }
             if certs.is_empty() {
-                return Err(Error::Config(format!(
-                    "TGKNOCK_CA_FILE: {} holds no certificate",
-                    path.display()
-                )));
+                return Err(ca(format!("{} holds no certificate", path.display())));
             }
             tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(certs)));
         }
@@ -395,7 +394,7 @@ impl BotApi {
 
     /// Calls a Bot API method with a JSON body; `ok: false` and HTTP errors become
     /// [`ApiError::Http`].
-    pub fn call(
+    pub(crate) fn call(
         &self,
         method: &str,
         body: &serde_json::Value,
@@ -463,13 +462,13 @@ impl BotApi {
         }
     }
 
-    pub fn get_me(&self) -> Result<(User, Option<u64>), ApiError> {
+    pub(crate) fn get_me(&self) -> Result<(User, Option<u64>), ApiError> {
         let a = self.call("getMe", &serde_json::json!({}), Duration::from_secs(30))?;
         Ok((a.result()?, a.server_time))
     }
 
     /// Long-polls for updates; `timeout` is Telegram's long-poll time in seconds.
-    pub fn get_updates(
+    pub(crate) fn get_updates(
         &self,
         offset: Option<i64>,
         timeout: u64,
@@ -478,7 +477,7 @@ impl BotApi {
         let mut body = serde_json::json!({
             "timeout": timeout,
             "limit": limit,
-            "allowed_updates": ["message", "edited_message", "callback_query"],
+            "allowed_updates": ["message", "edited_message"],
         });
         if let Some(o) = offset {
             body["offset"] = o.into();
@@ -486,7 +485,7 @@ impl BotApi {
         self.call("getUpdates", &body, Duration::from_secs(timeout + 15))
     }
 
-    pub fn send_message(&self, chat_id: i64, text: &str) -> Result<(), ApiError> {
+    pub(crate) fn send_message(&self, chat_id: i64, text: &str) -> Result<(), ApiError> {
         // A reply may echo what the owner typed, a pasted token too: never send it back.
         let text: String = redact(text).chars().take(4000).collect();
         self.call(
@@ -501,7 +500,7 @@ impl BotApi {
         .map(|_| ())
     }
 
-    pub fn set_my_commands(&self) -> Result<(), ApiError> {
+    pub(crate) fn set_my_commands(&self) -> Result<(), ApiError> {
         let commands = serde_json::json!({"commands": [
             {"command": "open", "description": "open a gate: /open [gate] [duration] [address]"},
             {"command": "close", "description": "close a gate, or all"},
@@ -513,7 +512,7 @@ impl BotApi {
     }
 
     /// The webhook URL, if one is set (it makes `getUpdates` fail with 409).
-    pub fn webhook_url(&self) -> Result<Option<String>, ApiError> {
+    pub(crate) fn webhook_url(&self) -> Result<Option<String>, ApiError> {
         #[derive(Deserialize)]
         struct Info {
             #[serde(default)]
@@ -528,7 +527,7 @@ impl BotApi {
         Ok(Some(info.url).filter(|u| !u.is_empty()))
     }
 
-    pub fn delete_webhook(&self) -> Result<(), ApiError> {
+    pub(crate) fn delete_webhook(&self) -> Result<(), ApiError> {
         self.call(
             "deleteWebhook",
             &serde_json::json!({"drop_pending_updates": false}),
@@ -569,7 +568,7 @@ mod tests {
             panic!()
         };
         let g = second.message.as_ref().unwrap();
-        assert_eq!(g.chat.kind, "supergroup");
+        assert_eq!(g.chat.kind, ChatKind::Supergroup);
         assert!(g.chat.id < 0);
         assert_eq!(g.text.as_deref(), Some("/open@tgknock_test_bot web 30m"));
     }
@@ -588,7 +587,7 @@ mod tests {
             kinds,
             vec![
                 "edited message",
-                "callback query",
+                "other",
                 "other",
                 "undecodable",
                 "undecodable"

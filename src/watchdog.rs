@@ -13,19 +13,19 @@ use crate::sys;
 
 /// A heartbeat older than this means a hung daemon: three polls, plus room for the
 /// request deadline of one poll (its timeout plus 15 s) and a slow start.
-pub fn stale_after(cfg: &Config) -> u64 {
-    3 * cfg.poll_timeout + 20
+pub(crate) fn stale_after(cfg: &Config) -> u64 {
+    3 * cfg.telegram.poll_timeout + 20
 }
 
 /// What the watchdog found.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Health {
+pub(crate) enum Health {
     Healthy { pid: u32, age: u64 },
     NotRunning,
     Hung { pid: u32, age: Option<u64> },
 }
 
-pub fn health(cfg: &Config, paths: &Paths, now: u64) -> Health {
+pub(crate) fn health(cfg: &Config, paths: &Paths, now: u64) -> Health {
     let Some(pid) = PidLock::holder(paths) else {
         return Health::NotRunning;
     };
@@ -43,8 +43,8 @@ pub fn health(cfg: &Config, paths: &Paths, now: u64) -> Health {
 }
 
 /// Runs the watchdog; returns the exit code.
-pub fn run(cfg: &Config, config_path: Option<&Path>) -> Result<i32> {
-    let paths = Paths::new(&cfg.state_dir);
+pub(crate) fn run(cfg: &Config, config_path: Option<&Path>) -> Result<i32> {
+    let paths = Paths::new(&cfg.files.state_dir);
     let dir = paths.state_dir()?;
     // One watchdog at a time: a second waits, then finds the daemon the first started.
     let lock = dir.open_lock("watchdog.lock")?;
@@ -68,9 +68,7 @@ pub fn run(cfg: &Config, config_path: Option<&Path>) -> Result<i32> {
                 std::thread::sleep(Duration::from_millis(50));
             }
             if PidLock::holder(&paths).is_some() {
-                return Err(Error::Runtime(format!(
-                    "the daemon (pid {pid}) did not die after SIGKILL"
-                )));
+                return Err(Error::Unkillable { pid });
             }
         }
     }
@@ -78,12 +76,12 @@ pub fn run(cfg: &Config, config_path: Option<&Path>) -> Result<i32> {
 }
 
 fn start(cfg: &Config, paths: &Paths, dir: &Dir, config_path: Option<&Path>) -> Result<i32> {
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::Runtime(format!("cannot find my own binary: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| Error::file("/proc/self/exe", "read", e))?;
     let exe = strip_deleted(exe);
     // Root's cron runs this: the log is opened without following a link, and belongs to
     // the state directory's owner.
-    let log = dir.open_rw_path(&cfg.log_file, true)?;
+    let log_file = &cfg.files.log_file;
+    let log = dir.open_rw_path(log_file, true)?;
     let mut cmd = Command::new(&exe);
     cmd.arg("run");
     if let Some(p) = config_path {
@@ -92,23 +90,24 @@ fn start(cfg: &Config, paths: &Paths, dir: &Dir, config_path: Option<&Path>) -> 
     cmd.stdin(Stdio::null())
         .stdout(
             log.try_clone()
-                .map_err(|e| Error::file(&cfg.log_file, "open", e))?,
+                .map_err(|e| Error::file(log_file, "open", e))?,
         )
         .stderr(log);
     sys::detach(&mut cmd);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::Runtime(format!("cannot start {} run: {e}", exe.display())))?;
+    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+        what: format!("{} run", exe.display()),
+        source,
+    })?;
     // Wait until it is healthy (holds the pid lock and has touched its heartbeat, so the
     // next watchdog cannot take it for hung) or exits (it could not start).
     let end = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(Error::Runtime(format!(
-                "started `{} run`, but it exited at once ({status}); see {}",
-                exe.display(),
-                cfg.log_file.display()
-            )));
+            return Err(Error::DaemonExited {
+                program: exe,
+                status,
+                log: log_file.clone(),
+            });
         }
         if matches!(health(cfg, paths, crate::now()), Health::Healthy { pid, .. } if pid == child.id())
         {
@@ -116,7 +115,7 @@ fn start(cfg: &Config, paths: &Paths, dir: &Dir, config_path: Option<&Path>) -> 
                 "tgknock watchdog: started `{} run` (pid {}), output to {}",
                 exe.display(),
                 child.id(),
-                cfg.log_file.display()
+                log_file.display()
             );
             return Ok(0);
         }
@@ -125,7 +124,7 @@ fn start(cfg: &Config, paths: &Paths, dir: &Dir, config_path: Option<&Path>) -> 
                 "tgknock watchdog: started `{} run` (pid {}), but it has not taken its lock or written its heartbeat yet; output to {}",
                 exe.display(),
                 child.id(),
-                cfg.log_file.display()
+                log_file.display()
             );
             return Ok(0);
         }

@@ -214,6 +214,16 @@ fn bad_console_arguments_exit_2() {
     fails(&env, &["open", "--from", "0.0.0.0/0"], 2);
     fails(&env, &["open", "--for", "1h", "--for", "2h"], 2);
     fails(&env, &["close", "nope"], 2);
+    // The knock client checks a sequence as the config does: 2 to 8 distinct ports.
+    for (ports, why) in [
+        ("7101,7102,7102", "appears twice"),
+        ("7101", "2 to 8"),
+        ("1,2,3,4,5,6,7,8,9", "2 to 8"),
+        ("7101,x", "not a port"),
+    ] {
+        let e = message(&fails(&env, &["knock", "127.0.0.1", "--ports", ports], 2));
+        assert!(e.contains("--ports") && e.contains(why), "{ports}: {e}");
+    }
     assert!(env.calls().is_empty(), "no firewall call:\n{}", env.calls());
     assert!(env.openings().is_empty());
 }

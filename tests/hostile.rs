@@ -408,7 +408,7 @@ fn well_formed(rng: &mut Rng, gates: &[Gate], bot: &str) -> String {
     ]);
     let mut words = vec![format!("/{}{}", case_mix(rng, name), addressing(rng, bot))];
     let gate = |rng: &mut Rng| {
-        let g = &rng.pick(gates).name;
+        let g = rng.pick(gates).name.as_str();
         case_mix(rng, g)
     };
     match name {
@@ -468,12 +468,12 @@ fn soup_word(rng: &mut Rng, gates: &[Gate]) -> String {
         2 | 3 => rng.word(ADDRESSES).to_string(),
         4 | 5 => rng.word(DURATIONS).to_string(),
         6 => {
-            let g = rng.pick(gates).name.clone();
+            let g = rng.pick(gates).name.to_string();
             let m = misspellings(&g);
             rng.pick(&m).clone()
         }
         7 => {
-            let g = rng.pick(gates).name.clone();
+            let g = rng.pick(gates).name.to_string();
             case_mix(rng, &g)
         }
         8 => rng.word(LOOKALIKES).to_string(),
@@ -679,7 +679,7 @@ fn message(rng: &mut Rng, gates: &[Gate], bot: &str) -> String {
         15 => long(rng, gates, bot),
         16 | 17 => plain(rng),
         _ => {
-            let g = rng.pick(gates).name.clone();
+            let g = rng.pick(gates).name.to_string();
             let m = misspellings(&g);
             let bad = rng.pick(&m).clone();
             let form = *rng.pick(&[
@@ -723,11 +723,11 @@ enum Expect {
 fn expect_of(c: &Command) -> Expect {
     match c {
         Command::Open { gate, length, from } => Expect::Open {
-            gate: gate.clone(),
+            gate: gate.to_string(),
             length: *length,
             from: from.map(|c| (c.addr(), c.prefix())),
         },
-        Command::Close { gate } => Expect::Close(gate.clone()),
+        Command::Close { gate } => Expect::Close(gate.as_ref().map(|g| g.to_string())),
         Command::Status => Expect::Status,
         Command::Help => Expect::Help,
     }
@@ -759,8 +759,8 @@ fn oracle(text: &str, bot: &str, gates: &[Gate]) -> Want {
     let gate_named = |w: &str| {
         gates
             .iter()
-            .find(|g| g.name.eq_ignore_ascii_case(w))
-            .map(|g| g.name.clone())
+            .find(|g| g.name.as_str().eq_ignore_ascii_case(w))
+            .map(|g| g.name.to_string())
     };
     let is = |n: &str| name.eq_ignore_ascii_case(n);
     let cmd = if is("open") {
@@ -792,8 +792,11 @@ fn open_oracle(args: &[&str], gates: &[Gate]) -> Option<Expect> {
         if a.len() > 64 || a.chars().any(char::is_control) {
             return None;
         }
-        if let Some(g) = gates.iter().find(|g| g.name.eq_ignore_ascii_case(a)) {
-            if gate.replace(g.name.clone()).is_some() {
+        if let Some(g) = gates
+            .iter()
+            .find(|g| g.name.as_str().eq_ignore_ascii_case(a))
+        {
+            if gate.replace(g.name.to_string()).is_some() {
                 return None;
             }
         } else if let Some(s) = duration_oracle(a) {
@@ -809,7 +812,7 @@ fn open_oracle(args: &[&str], gates: &[Gate]) -> Option<Expect> {
         }
     }
     Some(Expect::Open {
-        gate: gate.unwrap_or_else(|| gates[0].name.clone()),
+        gate: gate.unwrap_or_else(|| gates[0].name.to_string()),
         length: match secs {
             None => Length::Default,
             Some(0) => Length::UntilClosed,
@@ -1102,7 +1105,7 @@ fn parser_holds_on_generated_messages() {
     // Every one-edit misspelling of every gate name, in four command forms.
     for (gates, bot) in &sets {
         for g in gates {
-            for m in misspellings(&g.name) {
+            for m in misspellings(g.name.as_str()) {
                 for form in [
                     "/open {}",
                     "/close {}",
@@ -1198,7 +1201,7 @@ impl Model {
                     self.sources.insert(f.to_iptables());
                 }
                 let key = from.map(|f| f.to_string());
-                let list = self.openings.entry(gate.clone()).or_default();
+                let list = self.openings.entry(gate.to_string()).or_default();
                 if !list.contains(&key) && list.len() >= tgknock::state::MAX_OPENINGS_PER_GATE {
                     self.not_done += 1;
                 } else {
@@ -1206,7 +1209,7 @@ impl Model {
                 }
             }
             Command::Close { gate: Some(g) } => {
-                self.openings.remove(g);
+                self.openings.remove(g.as_str());
             }
             Command::Close { gate: None } => self.openings.clear(),
             Command::Status | Command::Help => {}

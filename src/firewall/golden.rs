@@ -7,9 +7,10 @@ use std::fmt::Write;
 
 use crate::addr::Family;
 use crate::config::Config;
-use crate::firewall::{self, Firewall};
-use crate::rules::{self, JumpFix};
-use crate::state::{Opening, State};
+use crate::firewall::iptables::{self, JumpFix};
+use crate::firewall::{Firewall, nft};
+use crate::gate::GateName;
+use crate::state::{Actor, Opening, State};
 
 const NOW: u64 = 1_800_000_000;
 
@@ -62,7 +63,7 @@ fn opening(from: Option<&str>, until: Option<u64>) -> Opening {
     Opening {
         from: from.map(|f| f.parse().unwrap()),
         until,
-        by: "console".into(),
+        by: Actor::Console,
     }
 }
 
@@ -76,14 +77,15 @@ fn states() -> Vec<(&'static str, State)> {
         ("mosh", Some("2001:db8:1::5"), Some(NOW + 30)),
         ("dns", None, None),
     ] {
-        several.open(gate, opening(from, until)).unwrap();
+        several
+            .open(&GateName::new(gate).unwrap(), opening(from, until))
+            .unwrap();
     }
     let mut expired = State::default();
+    let ssh = GateName::new("ssh").unwrap();
+    expired.open(&ssh, opening(None, Some(NOW - 1))).unwrap();
     expired
-        .open("ssh", opening(None, Some(NOW - 1)))
-        .unwrap();
-    expired
-        .open("ssh", opening(Some("203.0.113.9"), Some(NOW)))
+        .open(&ssh, opening(Some("203.0.113.9"), Some(NOW)))
         .unwrap();
     vec![
         ("nothing open", State::default()),
@@ -97,10 +99,10 @@ fn render_all() -> String {
     let mut out = String::new();
     for (cname, pairs) in configs() {
         let ipt = Firewall::from_config(&with_backend(pairs, "iptables"));
-        let nft = Firewall::from_config(&with_backend(pairs, "nft"));
+        let nftables = Firewall::from_config(&with_backend(pairs, "nft"));
         let cfg = with_backend(pairs, "iptables");
-        let chain = cfg.chain.clone();
-        let families: Vec<Family> = if cfg.ip6tables.is_some() {
+        let chain = cfg.firewall.chain.clone();
+        let families: Vec<Family> = if cfg.firewall.ip6tables.is_some() {
             vec![Family::V4, Family::V6]
         } else {
             vec![Family::V4]
@@ -117,8 +119,8 @@ fn render_all() -> String {
                     insert: true,
                 },
             ]) {
-                let _ = writeln!(out, "---- iptables-restore input, {}", family.name());
-                out.push_str(&rules::restore_input(
+                let _ = writeln!(out, "---- iptables-restore input, {family}");
+                out.push_str(&iptables::restore_input(
                     &chain,
                     &ipt.desired(&state, NOW, *family),
                     fix,
@@ -126,14 +128,14 @@ fn render_all() -> String {
             }
             let rules_of: Vec<_> = families
                 .iter()
-                .map(|f| (*f, nft.desired(&state, NOW, *f)))
+                .map(|f| (*f, nftables.desired(&state, NOW, *f)))
                 .collect();
             let _ = writeln!(out, "---- nft -f script");
-            out.push_str(&firewall::nft_script(&nft.policy, &rules_of, false));
+            out.push_str(&nft::script(&nftables.policy, &rules_of, false));
             let _ = writeln!(out, "---- nft -f script, fresh table");
-            out.push_str(&firewall::nft_script(&nft.policy, &rules_of, true));
+            out.push_str(&nft::script(&nftables.policy, &rules_of, true));
         }
-        let listing = rules::parse_listing(
+        let listing = iptables::parse_listing(
             &chain,
             &format!(
                 "-N {chain}\n-A INPUT -j {chain}\n-A INPUT -p icmp -j ACCEPT\n-A INPUT -j {chain}\n-A {chain} -j RETURN\n"
@@ -141,8 +143,8 @@ fn render_all() -> String {
             Family::V4,
         );
         let _ = writeln!(out, "==== config: {cname} / teardown and rollback");
-        out.push_str(&rules::teardown_input(&chain, &listing).unwrap_or_default());
-        out.push_str(&rules::restore_lines(&chain, &listing.lines));
+        out.push_str(&iptables::teardown_input(&chain, &listing).unwrap_or_default());
+        out.push_str(&iptables::restore_lines(&chain, &listing.lines));
     }
     out
 }
@@ -163,7 +165,10 @@ fn rendered_rules_are_the_golden_ones() {
             .zip(now.lines())
             .enumerate()
             .find(|(_, (a, b))| a != b)
-            .unwrap_or((golden.lines().count().min(now.lines().count()), ("<end>", "<end>")));
+            .unwrap_or((
+                golden.lines().count().min(now.lines().count()),
+                ("<end>", "<end>"),
+            ));
         panic!(
             "the rendered rules differ from {path} at line {}:\n  golden: {a}\n  now:    {b}\n(TGKNOCK_BLESS=1 rewrites the file if the change is meant)",
             line + 1

@@ -1,0 +1,309 @@
+//! What to do with a message: authorization, addressing, staleness and limits, decided
+//! without doing anything. The daemon carries out the [`Action`].
+
+use crate::command::{self, Command, Parsed};
+use crate::config::Config;
+use crate::duration;
+use crate::gate::GateName;
+use crate::state::{Actor, Opening, TooLong};
+use crate::telegram::Message;
+
+/// Now, by both clocks: Telegram's judges a message's age (a board without a real-time
+/// clock may be hours off), the board's sets deadlines (the kernel keeps its time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Now {
+    pub(crate) telegram: u64,
+    pub(crate) board: u64,
+}
+
+/// Why a message is left alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ignored {
+    /// No sender (a channel post, an anonymous admin).
+    NoSender,
+    /// A forward quotes someone: it is never a command.
+    Forwarded,
+    /// Chatter, a command for another bot, an unknown command in a group.
+    NotForUs,
+}
+
+/// What the daemon does with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    Ignore(Ignored),
+    /// A stranger's message: nothing is done and nothing said; `tried` when it was a
+    /// command (counted for the owners' summary) rather than chatter.
+    Stranger {
+        tried: bool,
+    },
+    /// Nothing is done; the sender is told why (`text`), and the log says `log`.
+    Refuse {
+        text: String,
+        log: String,
+    },
+    Help,
+    Status,
+    Open {
+        gate: GateName,
+        opening: Opening,
+    },
+    /// `None`: every gate.
+    Close {
+        gate: Option<GateName>,
+    },
+}
+
+/// Decides what `msg` asks for. `bot` is the bot's username, for `/command@bot`.
+pub(crate) fn decide(msg: &Message, cfg: &Config, bot: &str, now: Now) -> Action {
+    let Some(from) = &msg.from else {
+        return Action::Ignore(Ignored::NoSender);
+    };
+    if msg.is_forwarded() {
+        return Action::Ignore(Ignored::Forwarded);
+    }
+    let parsed = command::parse(msg.text.as_deref().unwrap_or(""), bot, &cfg.gates);
+    if !cfg.telegram.allowed_users.contains(&from.id) {
+        let tried = matches!(parsed, Parsed::Command(_) | Parsed::Invalid(_))
+            || (msg.chat.is_private() && matches!(parsed, Parsed::Unknown(_)));
+        return Action::Stranger { tried };
+    }
+    let command = match parsed {
+        Parsed::Ignore => return Action::Ignore(Ignored::NotForUs),
+        Parsed::Unknown(_) if !msg.chat.is_private() => return Action::Ignore(Ignored::NotForUs),
+        Parsed::Unknown(reason) | Parsed::Invalid(reason) => {
+            return Action::Refuse {
+                text: format!(
+                    "{reason}.\n\n{}",
+                    command::usage(&cfg.gates, cfg.limits.open_for, cfg.limits.max_open_for)
+                ),
+                log: format!("{} sent something unparseable: {reason}", from.describe()),
+            };
+        }
+        Parsed::Command(c) => c,
+    };
+    let max_age = cfg.limits.max_age;
+    let age = (now.telegram as i64).saturating_sub(msg.date);
+    if age > max_age as i64 {
+        return Action::Refuse {
+            text: format!(
+                "Not executed: this command was sent {} ago, at {}. Commands older than {} (TGKNOCK_MAX_AGE) are ignored, so a delayed message cannot open a port. Send it again.",
+                duration::human(age as u64),
+                duration::utc_full(msg.date.max(0) as u64),
+                duration::human(max_age)
+            ),
+            log: format!(
+                "not executing a command from {} sent {} ago (TGKNOCK_MAX_AGE={})",
+                from.describe(),
+                duration::human(age as u64),
+                duration::to_config(max_age)
+            ),
+        };
+    }
+    match command {
+        Command::Help => Action::Help,
+        Command::Status => Action::Status,
+        Command::Close { gate } => Action::Close { gate },
+        Command::Open {
+            gate,
+            length,
+            from: source,
+        } => match Opening::for_request(
+            length,
+            source,
+            Actor::Telegram(from.id),
+            now.board,
+            &cfg.limits,
+            true,
+        ) {
+            Ok(opening) => Action::Open { gate, opening },
+            Err(TooLong { asked, max }) => {
+                let asked = asked.map_or("without an end".to_string(), |s| {
+                    format!("for {}", duration::human(s))
+                });
+                Action::Refuse {
+                    text: format!(
+                        "Refused: {gate} cannot be opened {asked}; the limit is {} (TGKNOCK_MAX_OPEN_FOR).",
+                        duration::human(max)
+                    ),
+                    log: format!(
+                        "{} asked to open {gate} {asked}, beyond TGKNOCK_MAX_OPEN_FOR",
+                        from.describe()
+                    ),
+                }
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telegram::{Chat, ChatKind, User};
+
+    const OWNER: i64 = 111;
+    const NOW: Now = Now {
+        telegram: 1_000_000,
+        board: 2_000_000,
+    };
+
+    fn cfg(extra: &[(&str, &str)]) -> Config {
+        let mut env: Vec<(String, String)> = vec![
+            ("TGKNOCK_ALLOWED_USERS".into(), OWNER.to_string()),
+            ("TGKNOCK_GATES".into(), "ssh=22/tcp web=80/tcp".into()),
+            ("TGKNOCK_MAX_OPEN_FOR".into(), "2h".into()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Config::from_sources(None, &env).unwrap()
+    }
+
+    fn msg(from: i64, kind: ChatKind, text: &str, date: i64) -> Message {
+        serde_json::from_value(serde_json::json!({
+            "message_id": 1,
+            "from": {"id": from, "is_bot": false, "first_name": "x"},
+            "chat": {"id": from, "type": kind.to_string()},
+            "date": date,
+            "text": text,
+        }))
+        .unwrap()
+    }
+
+    fn d(from: i64, text: &str) -> Action {
+        decide(
+            &msg(from, ChatKind::Private, text, NOW.telegram as i64),
+            &cfg(&[]),
+            "bot",
+            NOW,
+        )
+    }
+
+    fn ssh() -> GateName {
+        GateName::new("ssh").unwrap()
+    }
+
+    #[test]
+    fn the_owner_opens_with_deadlines_by_the_boards_clock() {
+        let Action::Open { gate, opening } = d(OWNER, "/open 30m") else {
+            panic!()
+        };
+        assert_eq!(gate, ssh());
+        assert_eq!(opening.until, Some(NOW.board + 1800));
+        assert_eq!(opening.by, Actor::Telegram(OWNER));
+        assert_eq!(d(OWNER, "/close"), Action::Close { gate: None });
+        assert_eq!(d(OWNER, "/status"), Action::Status);
+        assert_eq!(d(OWNER, "/start"), Action::Help);
+    }
+
+    #[test]
+    fn strangers_are_counted_only_when_they_try() {
+        assert_eq!(d(222, "/open"), Action::Stranger { tried: true });
+        assert_eq!(d(222, "/frobnicate"), Action::Stranger { tried: true });
+        assert_eq!(d(222, "hello"), Action::Stranger { tried: false });
+        let group = msg(222, ChatKind::Group, "/frobnicate", NOW.telegram as i64);
+        assert_eq!(
+            decide(&group, &cfg(&[]), "bot", NOW),
+            Action::Stranger { tried: false }
+        );
+    }
+
+    #[test]
+    fn addressing_forwards_and_chatter() {
+        assert_eq!(
+            d(OWNER, "/open@otherbot"),
+            Action::Ignore(Ignored::NotForUs)
+        );
+        assert!(matches!(d(OWNER, "/open@bot"), Action::Open { .. }));
+        assert_eq!(d(OWNER, "nice weather"), Action::Ignore(Ignored::NotForUs));
+        let mut fwd = msg(OWNER, ChatKind::Private, "/open", NOW.telegram as i64);
+        fwd.forward_origin = Some(crate::telegram::Present);
+        assert_eq!(
+            decide(&fwd, &cfg(&[]), "bot", NOW),
+            Action::Ignore(Ignored::Forwarded)
+        );
+        let mut anonymous = fwd.clone();
+        anonymous.forward_origin = None;
+        anonymous.from = None;
+        assert_eq!(
+            decide(&anonymous, &cfg(&[]), "bot", NOW),
+            Action::Ignore(Ignored::NoSender)
+        );
+        let group = Message {
+            chat: Chat {
+                id: -5,
+                kind: ChatKind::Supergroup,
+            },
+            ..msg(OWNER, ChatKind::Private, "/frobnicate", NOW.telegram as i64)
+        };
+        assert_eq!(
+            decide(&group, &cfg(&[]), "bot", NOW),
+            Action::Ignore(Ignored::NotForUs)
+        );
+    }
+
+    #[test]
+    fn staleness_is_judged_by_telegrams_clock() {
+        let at = |age: i64| {
+            decide(
+                &msg(OWNER, ChatKind::Private, "/open", NOW.telegram as i64 - age),
+                &cfg(&[]),
+                "bot",
+                NOW,
+            )
+        };
+        assert!(matches!(at(60), Action::Open { .. }), "at the limit");
+        let Action::Refuse { text, log } = at(61) else {
+            panic!()
+        };
+        assert!(
+            text.starts_with("Not executed: this command was sent 1 min 1 s ago"),
+            "{text}"
+        );
+        assert!(log.contains("TGKNOCK_MAX_AGE=1m"), "{log}");
+        // The board's clock (NOW.board is far ahead) plays no part.
+        assert!(matches!(at(-5), Action::Open { .. }));
+    }
+
+    #[test]
+    fn limits_and_bad_commands_are_refused_with_the_reason() {
+        let Action::Refuse { text, .. } = d(OWNER, "/open 3h") else {
+            panic!()
+        };
+        assert_eq!(
+            text,
+            "Refused: ssh cannot be opened for 3 h; the limit is 2 h (TGKNOCK_MAX_OPEN_FOR)."
+        );
+        let Action::Refuse { text, .. } = d(OWNER, "/open 0") else {
+            panic!()
+        };
+        assert!(text.contains("without an end"), "{text}");
+        let Action::Refuse { text, .. } = d(OWNER, "/open sssh") else {
+            panic!()
+        };
+        assert!(
+            text.starts_with("'sssh' is not a gate") && text.contains("/open [GATE]"),
+            "{text}"
+        );
+        let unlimited = cfg(&[("TGKNOCK_MAX_OPEN_FOR", "0")]);
+        let m = msg(OWNER, ChatKind::Private, "/open 0", NOW.telegram as i64);
+        let Action::Open { opening, .. } = decide(&m, &unlimited, "bot", NOW) else {
+            panic!()
+        };
+        assert_eq!(opening.until, None);
+    }
+
+    #[test]
+    fn a_sender_needs_a_user_not_a_name() {
+        let other = User {
+            id: 333,
+            is_bot: false,
+            first_name: "Owner".into(),
+            last_name: None,
+            username: Some("owner".into()),
+        };
+        let mut m = msg(OWNER, ChatKind::Private, "/open", NOW.telegram as i64);
+        m.from = Some(other);
+        assert_eq!(
+            decide(&m, &cfg(&[]), "bot", NOW),
+            Action::Stranger { tried: true }
+        );
+    }
+}

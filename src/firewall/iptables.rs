@@ -1,0 +1,784 @@
+//! The iptables backend: one chain per family (`TGKNOCK_CHAIN`) behind one jump at the top
+//! of `INPUT`, changed with one `iptables-restore --noflush` transaction per family and read
+//! back with `iptables -S`. Knock lists are `recent` lists named after the chain (they are
+//! global to the network namespace).
+
+use std::path::{Path, PathBuf};
+
+use super::rules::{List, Listing, Policy, RecentOp, Rule, Target};
+use super::{Kind, Tables, run};
+use crate::addr::{self, Family};
+use crate::error::{Error, Result};
+use crate::gate::Proto;
+
+/// Seconds to wait for the xtables lock before giving up (exit 4 from the tool).
+const LOCK_WAIT: &str = "10";
+
+/// One family's tools: `iptables` and the `iptables-restore` beside it.
+#[derive(Debug, Clone)]
+pub(crate) struct Tool {
+    pub(crate) family: Family,
+    pub(crate) program: PathBuf,
+    pub(crate) restore: PathBuf,
+}
+
+impl Tool {
+    pub(crate) fn new(family: Family, program: &Path) -> Tool {
+        let name = program
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Tool {
+            family,
+            program: program.to_path_buf(),
+            restore: program.with_file_name(format!("{name}-restore")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Iptables {
+    pub(crate) chain: String,
+    pub(crate) tools: Vec<Tool>,
+}
+
+fn full_mask(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "255.255.255.255",
+        Family::V6 => "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+    }
+}
+
+/// A knock list's name: prefixed with the chain, as `recent` lists are global.
+fn list_name(chain: &str, list: List) -> String {
+    format!("{chain}_{}", list.name())
+}
+
+/// The iptables arguments of a rule after `-A CHAIN`, exactly as `iptables -S` prints
+/// them back.
+pub(crate) fn args(chain: &str, rule: &Rule) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+    if let Some(src) = &rule.src {
+        push(&["-s", &src.to_iptables()]);
+    }
+    if let Some(proto) = rule.proto {
+        push(&["-p", proto.as_str(), "-m", proto.as_str()]);
+        if let Some(p) = rule.port() {
+            push(&["--dport", &p.dport()]);
+        }
+        if rule.syn {
+            push(&["--tcp-flags", "FIN,SYN,RST,ACK", "SYN"]);
+        }
+    }
+    if rule.established {
+        push(&["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"]);
+    }
+    for r in &rule.recent {
+        push(&["-m", "recent"]);
+        push(&[match r.op {
+            RecentOp::Rcheck => "--rcheck",
+            RecentOp::Set => "--set",
+            RecentOp::Remove => "--remove",
+        }]);
+        if let Some(s) = r.seconds {
+            push(&["--seconds", &s.to_string()]);
+        }
+        push(&[
+            "--name",
+            &list_name(chain, r.list),
+            "--mask",
+            full_mask(rule.family),
+            "--rsource",
+        ]);
+    }
+    push(&["-m", "comment", "--comment", &rule.tag]);
+    match rule.target {
+        Some(Target::Return) => push(&["-j", "RETURN"]),
+        Some(Target::Drop) => push(&["-j", "DROP"]),
+        None => {}
+    }
+    a
+}
+
+/// How the jump from INPUT must be repaired in the same transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct JumpFix {
+    /// Existing `-A INPUT -j CHAIN` rules to delete.
+    pub(crate) delete: usize,
+    /// Insert one jump at the top.
+    pub(crate) insert: bool,
+}
+
+impl JumpFix {
+    /// Nothing to do when there is exactly one jump and it is the first rule of INPUT.
+    pub(crate) fn from_listing(listing: &Listing) -> JumpFix {
+        if listing.jumps == 1 && listing.jump_first {
+            JumpFix {
+                delete: 0,
+                insert: false,
+            }
+        } else {
+            JumpFix {
+                delete: listing.jumps,
+                insert: true,
+            }
+        }
+    }
+}
+
+/// The `iptables-restore --noflush` input that replaces the chain's rules and fixes the
+/// jump in one transaction (declaring the chain flushes it, atomically with the refill).
+pub(crate) fn restore_input(chain: &str, rules: &[Rule], fix: JumpFix) -> String {
+    let mut s = format!("*filter\n:{chain} - [0:0]\n");
+    for r in rules {
+        s.push_str(&format!("-A {chain} {}\n", args(chain, r).join(" ")));
+    }
+    for _ in 0..fix.delete {
+        s.push_str(&format!("-D INPUT -j {chain}\n"));
+    }
+    if fix.insert {
+        s.push_str(&format!("-I INPUT 1 -j {chain}\n"));
+    }
+    s.push_str("COMMIT\n");
+    s
+}
+
+/// The restore input that puts back rule lines exactly as `iptables -S` listed them.
+pub(crate) fn restore_lines(chain: &str, lines: &[String]) -> String {
+    let mut s = format!("*filter\n:{chain} - [0:0]\n");
+    for l in lines {
+        s.push_str(l);
+        s.push('\n');
+    }
+    s.push_str("COMMIT\n");
+    s
+}
+
+/// The restore input that removes the jumps and the chain.
+pub(crate) fn teardown_input(chain: &str, listing: &Listing) -> Option<String> {
+    if listing.jumps == 0 && !listing.chain_exists {
+        return None;
+    }
+    let mut s = String::from("*filter\n");
+    for _ in 0..listing.jumps {
+        s.push_str(&format!("-D INPUT -j {chain}\n"));
+    }
+    if listing.chain_exists {
+        s.push_str(&format!("-F {chain}\n-X {chain}\n"));
+    }
+    s.push_str("COMMIT\n");
+    Some(s)
+}
+
+/// Splits an `iptables -S` line into words, honouring double quotes.
+fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            '\\' if quoted => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any || !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if any || !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Parses the output of `iptables -S` (the whole filter table) of `family`.
+pub(crate) fn parse_listing(chain: &str, text: &str, family: Family) -> Listing {
+    let mut l = Listing::default();
+    let mut first_input = true;
+    for line in text.lines() {
+        let w = words(line);
+        match w.as_slice() {
+            [n, c] if n == "-N" && c == chain => l.chain_exists = true,
+            [a, input, rest @ ..] if a == "-A" && input == "INPUT" => {
+                let is_jump = rest.len() == 2 && rest[0] == "-j" && rest[1] == chain;
+                if is_jump {
+                    l.jumps += 1;
+                    if first_input {
+                        l.jump_first = true;
+                    }
+                }
+                first_input = false;
+            }
+            [a, c, rest @ ..] if a == "-A" && c == chain => {
+                l.lines.push(line.trim_end().to_string());
+                l.rules.push(parse_rule(chain, rest, family));
+            }
+            _ => {}
+        }
+    }
+    l
+}
+
+fn parse_rule(chain: &str, w: &[String], family: Family) -> Option<Rule> {
+    let mut r = Rule::new(family, "", None);
+    let mut i = 0;
+    let full_mask = full_mask(family);
+    let list = |name: &str| -> Option<List> {
+        List::parse(name.strip_prefix(chain)?.strip_prefix('_')?).filter(|l| l.family() == family)
+    };
+    // A `-m recent` opens a match whose operation and list come after it.
+    let mut pending: Option<(RecentOp, Option<u64>, Option<List>)> = None;
+    let close = |r: &mut Rule, p: Option<(RecentOp, Option<u64>, Option<List>)>| -> Option<()> {
+        if let Some((op, seconds, list)) = p {
+            r.recent.push(super::rules::Recent {
+                op,
+                seconds,
+                list: list?,
+            });
+        }
+        Some(())
+    };
+    while i < w.len() {
+        let next = w.get(i + 1).map(String::as_str);
+        match (w[i].as_str(), next) {
+            ("-s", Some(v)) => {
+                r.src = Some(addr::parse_listed(v)?);
+                i += 1;
+            }
+            ("-p", Some(v)) => {
+                r.proto = Some(match v {
+                    "tcp" => Proto::Tcp,
+                    "udp" => Proto::Udp,
+                    _ => return None,
+                });
+                i += 1;
+            }
+            ("--dport", Some(v)) => {
+                let (a, b) = v.split_once(':').unwrap_or((v, v));
+                r.dport = Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?));
+                i += 1;
+            }
+            ("--tcp-flags", Some("FIN,SYN,RST,ACK"))
+                if w.get(i + 2).is_some_and(|v| v == "SYN") =>
+            {
+                r.syn = true;
+                i += 2;
+            }
+            ("--ctstate", Some(v)) => {
+                let mut s: Vec<&str> = v.split(',').collect();
+                s.sort();
+                if s != ["ESTABLISHED", "RELATED"] {
+                    return None;
+                }
+                r.established = true;
+                i += 1;
+            }
+            ("--comment", Some(v)) => {
+                r.tag = v.to_string();
+                i += 1;
+            }
+            ("-j", Some(v)) => {
+                r.target = Some(match v {
+                    "RETURN" => Target::Return,
+                    "DROP" => Target::Drop,
+                    _ => return None,
+                });
+                i += 1;
+            }
+            ("-m", Some("recent")) => {
+                close(&mut r, pending.take())?;
+                pending = Some((RecentOp::Set, None, None));
+                i += 1;
+            }
+            (op @ ("--set" | "--rcheck" | "--remove"), _) => {
+                pending.as_mut()?.0 = match op {
+                    "--set" => RecentOp::Set,
+                    "--rcheck" => RecentOp::Rcheck,
+                    _ => RecentOp::Remove,
+                };
+            }
+            ("--seconds", Some(v)) => {
+                pending.as_mut()?.1 = Some(v.parse().ok()?);
+                i += 1;
+            }
+            ("--name", Some(v)) => {
+                pending.as_mut()?.2 = Some(list(v)?);
+                i += 1;
+            }
+            ("--mask", Some(v)) if v == full_mask => i += 1,
+            ("--rsource", _) => {}
+            ("-m", Some("tcp" | "udp" | "conntrack" | "comment")) => {
+                close(&mut r, pending.take())?;
+                i += 1;
+            }
+            _ => return None,
+        }
+        i += 1;
+    }
+    close(&mut r, pending.take())?;
+    if r.dport.is_some() && r.proto.is_none() {
+        return None;
+    }
+    Some(r)
+}
+
+impl Iptables {
+    /// Reads the filter table of one family.
+    fn list(&self, tool: &Tool) -> Result<Listing> {
+        let text = run(&tool.program, &["-w", LOCK_WAIT, "-S"], None)?;
+        Ok(parse_listing(&self.chain, &text, tool.family))
+    }
+
+    fn restore(&self, tool: &Tool, input: &str) -> Result<String> {
+        run(&tool.restore, &["-w", LOCK_WAIT, "--noflush"], Some(input))
+    }
+
+    fn apply_one(&self, tool: &Tool, rules: &[Rule]) -> Result<(Listing, Listing)> {
+        let before = self.list(tool)?;
+        if before.matches(rules) {
+            log::debug!("{}: rules already in place", tool.family);
+            return Ok((before.clone(), before));
+        }
+        self.restore(
+            tool,
+            &restore_input(&self.chain, rules, JumpFix::from_listing(&before)),
+        )?;
+        let now = self.list(tool)?;
+        if !now.matches(rules) {
+            self.roll_back(tool, &before);
+            return Err(Error::Verify {
+                place: format!("{} chain {}", tool.family, self.chain),
+                shows: if now.lines.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    now.lines.join("; ")
+                },
+            });
+        }
+        log::info!(
+            "{}: chain {} now has {} rules",
+            tool.family,
+            self.chain,
+            now.lines.len()
+        );
+        Ok((before, now))
+    }
+
+    /// Best effort: put a family's chain back as it was listed.
+    fn roll_back(&self, tool: &Tool, before: &Listing) {
+        let input = if before.chain_exists {
+            restore_lines(&self.chain, &before.lines)
+        } else {
+            // There was no chain: an empty one, unreached, is as good as none.
+            format!("*filter\n:{} - [0:0]\nCOMMIT\n", self.chain)
+        };
+        match self.restore(tool, &input) {
+            Ok(_) => log::warn!("{}: rolled back to the previous rules", tool.family),
+            Err(e) => log::error!(
+                "{}: could not roll back ({e}); the next change or restart rebuilds the rules",
+                tool.family
+            ),
+        }
+    }
+}
+
+impl Tables for Iptables {
+    fn kind(&self) -> Kind {
+        Kind::Iptables
+    }
+
+    fn place(&self) -> String {
+        format!("chain {}", self.chain)
+    }
+
+    fn families(&self) -> Vec<Family> {
+        self.tools.iter().map(|t| t.family).collect()
+    }
+
+    fn observe(&self) -> Vec<(Family, Result<Listing, String>)> {
+        self.tools
+            .iter()
+            .map(|t| (t.family, self.list(t).map_err(|e| e.to_string())))
+            .collect()
+    }
+
+    /// One transaction per family; on a failure an earlier family is put back.
+    fn apply(
+        &self,
+        _policy: &Policy,
+        rules_of: &[(Family, Vec<Rule>)],
+    ) -> Result<Vec<(Family, Listing)>> {
+        let mut done: Vec<(&Tool, Listing)> = Vec::new();
+        let mut after = Vec::new();
+        for (tool, (_, rules)) in self.tools.iter().zip(rules_of) {
+            match self.apply_one(tool, rules) {
+                Ok((before, now)) => {
+                    done.push((tool, before));
+                    after.push((tool.family, now));
+                }
+                Err(e) => {
+                    for (t, before) in done.iter().rev() {
+                        self.roll_back(t, before);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(after)
+    }
+
+    fn teardown(&self) -> Result<Vec<String>> {
+        let mut report = Vec::new();
+        let mut first_error = None;
+        for tool in &self.tools {
+            let result = self
+                .list(tool)
+                .and_then(|l| match teardown_input(&self.chain, &l) {
+                    None => Ok(format!(
+                        "{}: nothing installed (no chain {})",
+                        tool.family, self.chain
+                    )),
+                    Some(input) => {
+                        self.restore(tool, &input)?;
+                        Ok(format!(
+                            "{}: removed {} jump(s) from INPUT and the chain {} ({} rules)",
+                            tool.family,
+                            l.jumps,
+                            self.chain,
+                            l.lines.len()
+                        ))
+                    }
+                });
+            match result {
+                Ok(line) => report.push(line),
+                Err(e) => {
+                    report.push(format!("{}: {e}", tool.family));
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => {
+                for line in &report {
+                    log::info!("{line}");
+                }
+                Err(e)
+            }
+            None => Ok(report),
+        }
+    }
+
+    fn check_tools(&self) -> Vec<(bool, String)> {
+        let mut out = Vec::new();
+        for tool in &self.tools {
+            let fam = tool.family;
+            out.push(match run(&tool.program, &["--version"], None) {
+                Ok(v) => (
+                    true,
+                    format!("{fam}: {} ({})", tool.program.display(), v.trim()),
+                ),
+                Err(e) => (false, format!("{fam}: {e}")),
+            });
+            out.push((
+                tool.restore.exists(),
+                format!("{fam}: {} exists", tool.restore.display()),
+            ));
+            out.push(match self.list(tool) {
+                Ok(l) => (
+                    true,
+                    format!(
+                        "{fam}: can read the filter table (chain {} {})",
+                        self.chain,
+                        if l.installed() {
+                            "installed"
+                        } else {
+                            "not installed yet"
+                        }
+                    ),
+                ),
+                Err(e) => (
+                    false,
+                    format!(
+                        "{fam}: cannot read the filter table, are you root / CAP_NET_ADMIN? {e}"
+                    ),
+                ),
+            });
+        }
+        out
+    }
+
+    fn preview(&self, _policy: &Policy, rules_of: &[(Family, Vec<Rule>)]) -> String {
+        let mut s = String::new();
+        for (tool, (_, rules)) in self.tools.iter().zip(rules_of) {
+            let fix = self
+                .list(tool)
+                .map(|l| JumpFix::from_listing(&l))
+                .unwrap_or(JumpFix {
+                    delete: 0,
+                    insert: true,
+                });
+            s.push_str(&format!(
+                "\nrules for {} ({} -w {LOCK_WAIT} --noflush):\n",
+                tool.family,
+                tool.restore.display()
+            ));
+            s.push_str(&restore_input(&self.chain, rules, fix));
+        }
+        s
+    }
+
+    fn describe_drift(&self, l: &Listing, want: &[Rule]) -> String {
+        let chain = &self.chain;
+        if !l.chain_exists {
+            format!("the chain {chain} is gone")
+        } else if l.jumps == 0 {
+            format!("the jump from INPUT to the chain {chain} is gone")
+        } else if l.jumps > 1 {
+            format!("INPUT jumps to the chain {chain} {} times", l.jumps)
+        } else if !l.jump_first {
+            format!("the jump to the chain {chain} is no longer the first rule of INPUT")
+        } else {
+            format!(
+                "the chain {chain}: its rules were changed ({} rules where {} belong)",
+                l.rules.len(),
+                want.len()
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::rules::desired;
+    use crate::firewall::rules::tests::{cidr, knock, policy, state};
+    use crate::state::State;
+
+    fn render(rules: &[Rule]) -> Vec<String> {
+        rules.iter().map(|r| args("TGKNOCK", r).join(" ")).collect()
+    }
+
+    /// A listing as `iptables -S` would print the rules (comments quoted, as it does).
+    fn listed(rules: &[Rule]) -> String {
+        let mut t = String::from("-P INPUT ACCEPT\n-N TGKNOCK\n-A INPUT -j TGKNOCK\n");
+        for r in rules {
+            let line = format!("-A TGKNOCK {}", args("TGKNOCK", r).join(" "));
+            let line = line.replace(
+                &format!("--comment {}", r.tag),
+                &format!("--comment \"{}\"", r.tag),
+            );
+            t.push_str(&line);
+            t.push('\n');
+        }
+        t
+    }
+
+    #[test]
+    fn all_closed_by_default() {
+        let p = policy(&["192.168.0.0/16"], None);
+        let r = desired(&p, &State::default(), 0, Family::V4);
+        assert_eq!(
+            render(&r),
+            vec![
+                "-m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment tgknock:established -j RETURN",
+                "-s 192.168.0.0/16 -m comment --comment tgknock:always-allow -j RETURN",
+                "-p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment tgknock-gate:ssh -j DROP",
+                "-p tcp -m tcp --dport 80 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment tgknock-gate:web -j DROP",
+                "-p tcp -m tcp --dport 443 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment tgknock-gate:web -j DROP",
+                "-p udp -m udp --dport 60000:61000 -m comment --comment tgknock-gate:mosh -j DROP",
+            ]
+        );
+        let v6 = desired(&p, &State::default(), 0, Family::V6);
+        assert_eq!(
+            v6.len(),
+            5,
+            "the v4 always-allow block is not in the v6 chain"
+        );
+    }
+
+    #[test]
+    fn open_to_all_and_from_one_source() {
+        let s = state(&[
+            ("ssh", None, Some(100)),
+            ("web", Some("203.0.113.7"), Some(100)),
+            ("web", Some("2001:db8::/64"), None),
+        ]);
+        let p = policy(&[], None);
+        let v4 = render(&desired(&p, &s, 50, Family::V4));
+        assert!(
+            !v4.iter().any(|l| l.contains("tgknock-gate:ssh")),
+            "ssh open: no rules"
+        );
+        assert!(v4.contains(&"-s 203.0.113.7/32 -p tcp -m tcp --dport 80 -m comment --comment tgknock-gate:web -j RETURN".to_string()));
+        assert!(v4.contains(&"-s 203.0.113.7/32 -p tcp -m tcp --dport 443 -m comment --comment tgknock-gate:web -j RETURN".to_string()));
+        let v6 = render(&desired(&p, &s, 50, Family::V6));
+        assert!(v6.contains(&"-s 2001:db8::/64 -p tcp -m tcp --dport 80 -m comment --comment tgknock-gate:web -j RETURN".to_string()));
+        assert!(!v6.iter().any(|l| l.contains("203.0.113.7")));
+    }
+
+    #[test]
+    fn restore_input_replaces_chain_and_fixes_jump() {
+        let mut p = policy(&[], None);
+        p.gates.truncate(1);
+        let r = desired(&p, &State::default(), 0, Family::V4);
+        let text = restore_input(
+            "TGKNOCK",
+            &r,
+            JumpFix {
+                delete: 2,
+                insert: true,
+            },
+        );
+        assert_eq!(
+            text,
+            "*filter\n:TGKNOCK - [0:0]\n\
+             -A TGKNOCK -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment tgknock:established -j RETURN\n\
+             -A TGKNOCK -p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment tgknock-gate:ssh -j DROP\n\
+             -D INPUT -j TGKNOCK\n-D INPUT -j TGKNOCK\n-I INPUT 1 -j TGKNOCK\nCOMMIT\n"
+        );
+    }
+
+    const LISTING: &str = "-P INPUT ACCEPT\n-P FORWARD ACCEPT\n-P OUTPUT ACCEPT\n-N TGKNOCK\n-N f2b-sshd\n\
+        -A INPUT -j TGKNOCK\n-A INPUT -p tcp -m multiport --dports 22 -j f2b-sshd\n\
+        -A TGKNOCK -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"tgknock:established\" -j RETURN\n\
+        -A TGKNOCK -s 10.0.0.0/8 -m comment --comment \"tgknock:always-allow\" -j RETURN\n\
+        -A TGKNOCK -s 203.0.113.7/32 -p tcp -m tcp --dport 22 -m comment --comment \"tgknock-gate:ssh\" -j RETURN\n\
+        -A TGKNOCK -p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment \"tgknock-gate:ssh\" -j DROP\n\
+        -A f2b-sshd -j RETURN\n";
+
+    #[test]
+    fn parses_a_listing() {
+        let l = parse_listing("TGKNOCK", LISTING, Family::V4);
+        assert!(l.chain_exists && l.installed());
+        assert_eq!((l.jumps, l.jump_first), (1, true));
+        assert_eq!(l.lines.len(), 4);
+        let mut p = policy(&["10.0.0.0/8"], None);
+        p.gates.truncate(1);
+        assert_eq!(
+            l.view(&p.gates[0]),
+            crate::firewall::rules::GateView::OpenFrom(vec![cidr("203.0.113.7")])
+        );
+        let s = state(&[("ssh", Some("203.0.113.7"), Some(10))]);
+        assert!(l.matches(&desired(&p, &s, 5, Family::V4)));
+        assert!(!l.matches(&desired(&p, &s, 10, Family::V4)));
+        assert!(!l.knock_armed());
+        assert_eq!(
+            JumpFix::from_listing(&l),
+            JumpFix {
+                delete: 0,
+                insert: false
+            }
+        );
+    }
+
+    #[test]
+    fn views_of_broken_chains() {
+        use crate::firewall::rules::GateView;
+        let g = &crate::firewall::rules::tests::gates()[1];
+        let missing = parse_listing("TGKNOCK", "-N TGKNOCK\n", Family::V4);
+        assert_eq!(missing.view(g), GateView::NotInstalled);
+        let half = parse_listing(
+            "TGKNOCK",
+            "-N TGKNOCK\n-A INPUT -j TGKNOCK\n-A TGKNOCK -p tcp -m tcp --dport 80 -m comment --comment tgknock-gate:web -j DROP\n",
+            Family::V4,
+        );
+        assert!(matches!(half.view(g), GateView::Inconsistent(_)));
+        let foreign = parse_listing(
+            "TGKNOCK",
+            "-N TGKNOCK\n-A INPUT -j TGKNOCK\n-A TGKNOCK -p icmp -j ACCEPT\n",
+            Family::V4,
+        );
+        assert!(matches!(foreign.view(g), GateView::Inconsistent(_)));
+        let second = parse_listing(
+            "TGKNOCK",
+            "-N TGKNOCK\n-A INPUT -p tcp -j ACCEPT\n-A INPUT -j TGKNOCK\n-A INPUT -j TGKNOCK\n",
+            Family::V4,
+        );
+        assert_eq!(
+            JumpFix::from_listing(&second),
+            JumpFix {
+                delete: 2,
+                insert: true
+            }
+        );
+        assert_eq!(
+            teardown_input("TGKNOCK", &second).unwrap(),
+            "*filter\n-D INPUT -j TGKNOCK\n-D INPUT -j TGKNOCK\n-F TGKNOCK\n-X TGKNOCK\nCOMMIT\n"
+        );
+        assert_eq!(teardown_input("TGKNOCK", &Listing::default()), None);
+    }
+
+    #[test]
+    fn knock_rules_check_the_last_step_first() {
+        let p = policy(&[], Some(knock()));
+        let r = render(&desired(&p, &State::default(), 0, Family::V4));
+        let m = "--mask 255.255.255.255 --rsource";
+        assert_eq!(
+            r[1..7],
+            [
+                format!(
+                    "-p tcp -m tcp --dport 22 -m recent --rcheck --seconds 30 --name TGKNOCK_open_v4 {m} -m comment --comment tgknock:knock -j RETURN"
+                ),
+                format!(
+                    "-p tcp -m tcp --dport 7103 --tcp-flags FIN,SYN,RST,ACK SYN -m recent --rcheck --seconds 5 --name TGKNOCK_k2_v4 {m} -m recent --set --name TGKNOCK_open_v4 {m} -m recent --remove --name TGKNOCK_k2_v4 {m} -m comment --comment tgknock:knock -j DROP"
+                ),
+                format!(
+                    "-p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m recent --remove --name TGKNOCK_k2_v4 {m} -m comment --comment tgknock:knock"
+                ),
+                format!(
+                    "-p tcp -m tcp --dport 7102 --tcp-flags FIN,SYN,RST,ACK SYN -m recent --rcheck --seconds 5 --name TGKNOCK_k1_v4 {m} -m recent --set --name TGKNOCK_k2_v4 {m} -m recent --remove --name TGKNOCK_k1_v4 {m} -m comment --comment tgknock:knock -j DROP"
+                ),
+                format!(
+                    "-p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m recent --remove --name TGKNOCK_k1_v4 {m} -m comment --comment tgknock:knock"
+                ),
+                format!(
+                    "-p tcp -m tcp --dport 7101 --tcp-flags FIN,SYN,RST,ACK SYN -m recent --set --name TGKNOCK_k1_v4 {m} -m comment --comment tgknock:knock -j DROP"
+                ),
+            ]
+        );
+        let v6 = render(&desired(&p, &State::default(), 0, Family::V6));
+        assert!(v6[1].contains(
+            "--name TGKNOCK_open_v6 --mask ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff --rsource"
+        ));
+    }
+
+    #[test]
+    fn every_rendered_rule_parses_back() {
+        let s = state(&[
+            ("web", Some("203.0.113.0/24"), Some(100)),
+            ("mosh", Some("2001:db8::5"), None),
+        ]);
+        let p = policy(&["10.0.0.0/8", "fd00::/8"], Some(knock()));
+        for fam in Family::BOTH {
+            let rules = desired(&p, &s, 0, fam);
+            let l = parse_listing("TGKNOCK", &listed(&rules), fam);
+            assert!(l.matches(&rules), "{fam:?}: {:?}", l.rules);
+            assert!(l.knock_armed());
+            for g in &p.gates {
+                assert_eq!(
+                    l.view(g),
+                    crate::firewall::rules::expected_view(g, &s, 0, fam),
+                    "{} {fam:?}",
+                    g.name
+                );
+            }
+        }
+        // A list of another chain, or of the other family, is not tgknock's.
+        let other = listed(&desired(&p, &s, 0, Family::V4)).replace("TGKNOCK_open", "OTHER_open");
+        let l = parse_listing("TGKNOCK", &other, Family::V4);
+        assert!(l.rules.iter().any(Option::is_none));
+    }
+}

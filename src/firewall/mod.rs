@@ -1,0 +1,256 @@
+//! tgknock's rules in the kernel: the backend-neutral rules ([`rules`]) and the two
+//! backends that put them in place, each in its own file — iptables/ip6tables
+//! ([`iptables`]: `iptables-restore --noflush`, one transaction per family) and nftables
+//! ([`nft`]: `nft -f -`, one transaction for both families). Tools are run here, never
+//! through a shell, with a cleared environment.
+
+#[cfg(test)]
+mod golden;
+pub(crate) mod iptables;
+pub(crate) mod nft;
+pub(crate) mod rules;
+
+use std::fmt;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::addr::Family;
+use crate::config::{Config, FirewallKind};
+use crate::error::{Error, Result};
+use crate::state::State;
+use iptables::{Iptables, Tool};
+use nft::Nft;
+use rules::{Listing, Policy, Rule};
+
+/// What a backend does; [`Firewall`] holds one of the closed set in [`Backend`].
+pub(crate) trait Tables {
+    fn kind(&self) -> Kind;
+    /// Where the rules live, for messages: `chain TGKNOCK`, `table inet tgknock`.
+    fn place(&self) -> String;
+    /// The families it manages, in order.
+    fn families(&self) -> Vec<Family>;
+    /// Every managed family's listing (or why it could not be read).
+    fn observe(&self) -> Vec<(Family, Result<Listing, String>)>;
+    /// Puts `rules_of` (one entry per family, in order) in place atomically and checks
+    /// the result; on a failure nothing is left half done.
+    fn apply(
+        &self,
+        policy: &Policy,
+        rules_of: &[(Family, Vec<Rule>)],
+    ) -> Result<Vec<(Family, Listing)>>;
+    /// Removes everything tgknock installed; says what it did.
+    fn teardown(&self) -> Result<Vec<String>>;
+    /// `check`'s view of the tools: (ok, line) each.
+    fn check_tools(&self) -> Vec<(bool, String)>;
+    /// What `apply` would send now, for `check`.
+    fn preview(&self, policy: &Policy, rules_of: &[(Family, Vec<Rule>)]) -> String;
+    /// What differs between a listing and the rules it should hold, in a few words.
+    fn describe_drift(&self, listing: &Listing, want: &[Rule]) -> String;
+}
+
+/// The backends tgknock has.
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    Iptables(Iptables),
+    Nft(Nft),
+}
+
+/// Which kind of backend, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Iptables,
+    Nftables,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Iptables => "iptables",
+            Kind::Nftables => "nftables",
+        })
+    }
+}
+
+/// tgknock's rules in the kernel: the policy they follow and the backend that sets them.
+#[derive(Debug, Clone)]
+pub(crate) struct Firewall {
+    backend: Backend,
+    pub(crate) policy: Policy,
+}
+
+impl Firewall {
+    /// The backend `TGKNOCK_FIREWALL` asks for (`auto`: iptables if its tool exists, else
+    /// nft when its tool exists, else iptables, whose absence `check` reports).
+    pub(crate) fn from_config(cfg: &Config) -> Firewall {
+        let f = &cfg.firewall;
+        let use_nft = match f.kind {
+            FirewallKind::Iptables => false,
+            FirewallKind::Nft => true,
+            FirewallKind::Auto => !f.iptables.exists() && f.nft.exists(),
+        };
+        let backend = if use_nft {
+            let mut families = vec![Family::V4];
+            if f.ip6tables.is_some() {
+                families.push(Family::V6);
+            }
+            Backend::Nft(Nft {
+                program: f.nft.clone(),
+                families,
+            })
+        } else {
+            let mut tools = vec![Tool::new(Family::V4, &f.iptables)];
+            if let Some(p) = &f.ip6tables {
+                tools.push(Tool::new(Family::V6, p));
+            }
+            Backend::Iptables(Iptables {
+                chain: f.chain.clone(),
+                tools,
+            })
+        };
+        Firewall {
+            backend,
+            policy: Policy {
+                gates: cfg.gates.clone(),
+                always_allow: f.always_allow.clone(),
+                knock: cfg.knock.clone(),
+            },
+        }
+    }
+
+    fn tables(&self) -> &dyn Tables {
+        match &self.backend {
+            Backend::Iptables(b) => b,
+            Backend::Nft(b) => b,
+        }
+    }
+
+    pub(crate) fn kind(&self) -> Kind {
+        self.tables().kind()
+    }
+
+    /// Where the rules live, for messages: `chain TGKNOCK` or `table inet tgknock`.
+    pub(crate) fn place(&self) -> String {
+        self.tables().place()
+    }
+
+    pub(crate) fn desired(&self, state: &State, now: u64, family: Family) -> Vec<Rule> {
+        rules::desired(&self.policy, state, now, family)
+    }
+
+    fn desired_all(&self, state: &State, now: u64) -> Vec<(Family, Vec<Rule>)> {
+        self.tables()
+            .families()
+            .into_iter()
+            .map(|f| (f, self.desired(state, now, f)))
+            .collect()
+    }
+
+    /// Every managed family's listing (or why it could not be read).
+    pub(crate) fn observe(&self) -> Vec<(Family, Result<Listing, String>)> {
+        self.tables().observe()
+    }
+
+    /// Puts in place the rules `state` asks for at `now`, atomically per transaction, and
+    /// checks the result. On a failure nothing is left half done.
+    pub(crate) fn apply(&self, state: &State, now: u64) -> Result<Vec<(Family, Listing)>> {
+        self.tables()
+            .apply(&self.policy, &self.desired_all(state, now))
+    }
+
+    /// What differs between the kernel and the rules `state` asks for at `now`, one line per
+    /// difference (families with the same difference share a line); empty when all is in
+    /// place. An unreadable family is an error.
+    pub(crate) fn drift(&self, state: &State, now: u64) -> Result<Vec<String>> {
+        let mut found: Vec<(Vec<Family>, String)> = Vec::new();
+        for (family, listing) in self.observe() {
+            let listing = listing.map_err(|problem| Error::Unreadable {
+                place: format!("the {family} {}", self.place()),
+                problem,
+            })?;
+            let want = self.desired(state, now, family);
+            if listing.matches(&want) {
+                continue;
+            }
+            let what = self.tables().describe_drift(&listing, &want);
+            match found.iter_mut().find(|(_, w)| *w == what) {
+                Some((families, _)) => families.push(family),
+                None => found.push((vec![family], what)),
+            }
+        }
+        Ok(found
+            .into_iter()
+            .map(|(families, what)| {
+                let names: Vec<String> = families.iter().map(Family::to_string).collect();
+                format!("{}: {what}", names.join(" and "))
+            })
+            .collect())
+    }
+
+    /// Removes the jump(s) and the chain in every family (or the nft table); says what it
+    /// did.
+    pub(crate) fn teardown(&self) -> Result<Vec<String>> {
+        self.tables().teardown()
+    }
+
+    /// `check`'s view of the tools: (ok, line) per check.
+    pub(crate) fn check_tools(&self) -> Vec<(bool, String)> {
+        self.tables().check_tools()
+    }
+
+    /// What `apply` would send now, for `check`.
+    pub(crate) fn preview(&self, state: &State, now: u64) -> String {
+        self.tables()
+            .preview(&self.policy, &self.desired_all(state, now))
+    }
+}
+
+/// The result of running a tool: its stdout, or an error carrying its stderr.
+pub(crate) fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let fail = |status: Option<i32>, stderr: String| Error::Firewall {
+        program: program.display().to_string(),
+        arguments: args.iter().map(|a| a.to_string()).collect(),
+        status,
+        stderr,
+    };
+    log::debug!("running {} {}", program.display(), args.join(" "));
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // A cleared environment: the tool never sees the token (TGKNOCK_TOKEN may come
+        // from the environment), nor anything else of ours.
+        .env_clear()
+        .env("LC_ALL", "C")
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .spawn()
+        .map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (install iptables or nftables, or set TGKNOCK_IPTABLES / TGKNOCK_IP6TABLES / TGKNOCK_NFT)"
+            } else {
+                ""
+            };
+            fail(None, format!("cannot run it: {e}{hint}"))
+        })?;
+    if let Some(input) = stdin {
+        log::trace!("{} input:\n{input}", program.display());
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        // A tool that exits early closes the pipe; its exit status tells why.
+        let _ = pipe.write_all(input.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| fail(None, format!("cannot wait for it: {e}")))?;
+    if !out.status.success() {
+        return Err(fail(
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
