@@ -22,7 +22,8 @@
 #   deadline; iptables-legacy under the unit's system call filter, with a cleared
 #   environment for the tools, its flush repaired; nft, `systemctl reload nftables`
 #   repaired; a reboot: rules before network-pre.target, networking and sshd, after
-#   nftables.service; the sysvinit script's stop kills the daemon and never a stale pid.
+#   nftables.service; the sysvinit script's stop kills the daemon and never a stale pid,
+#   and insserv orders it before networking.
 # Container 2, the tarball (dist/tgknock-<version>-x86_64-unknown-linux-musl.tar.gz):
 #   install.sh, configure, check, enable; port closed; install.sh --uninstall stops the
 #   daemon, then removes its rules, then its files.
@@ -119,7 +120,7 @@ host_checks() {
 # The cached root.
 # ---------------------------------------------------------------------------------------
 SUITE=bookworm
-PACKAGES=systemd,systemd-sysv,dbus,iptables,nftables,iproute2,ifupdown,openssh-server,adduser
+PACKAGES=systemd,systemd-sysv,dbus,iptables,nftables,iproute2,ifupdown,openssh-server,adduser,insserv
 MIRROR=${TGKNOCK_SYSTEM_MIRROR:-http://deb.debian.org/debian}
 
 # Turns a fresh debootstrap into the cached root (part of the recipe: a change rebuilds).
@@ -595,6 +596,16 @@ EOF
     sh_c "kill -0 $sleeper" || fail "sysvinit stop killed pid $sleeper, which held no lock: $out"
     sh_c "kill $sleeper"
     ok "sysvinit stop: stops the daemon; with a stale pid file it says '$out' and kills nothing"
+    sh_c "install -m 0755 $initd /etc/init.d/tgknock && update-rc.d tgknock defaults" > /dev/null 2>&1 \
+        || fail "update-rc.d tgknock defaults failed"
+    out=$(sh_c "ls /etc/rcS.d")
+    local s_tgknock s_networking
+    s_tgknock=$(echo "$out" | sed -n 's/^S\([0-9]*\)tgknock$/\1/p')
+    s_networking=$(echo "$out" | sed -n 's/^S\([0-9]*\)networking$/\1/p')
+    { [ -n "$s_tgknock" ] && [ -n "$s_networking" ] && [ "$s_tgknock" -lt "$s_networking" ]; } \
+        || fail "insserv does not start tgknock before networking: /etc/rcS.d holds $(echo "$out" | tr '\n' ' ')"
+    sh_c "update-rc.d -f tgknock remove && rm /etc/init.d/tgknock" > /dev/null 2>&1
+    ok "sysvinit: update-rc.d (insserv) starts tgknock before networking (rcS.d/S${s_tgknock}tgknock, S${s_networking}networking)"
 
     halt
     rm -rf "$RUN"
