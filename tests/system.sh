@@ -132,6 +132,7 @@ customize_root() {
     rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/*
 }
 
+# Sets ROOT_TAR to the cached root, building it first if its recipe changed.
 cached_root() {
     local dir hash cache t0
     dir=$top/target/system
@@ -140,7 +141,7 @@ cached_root() {
     cache=$dir/root-$hash.tar
     if [ ! -f "$cache" ]; then
         t0=$(date +%s)
-        note "building the cached Debian root (debootstrap $SUITE, once per recipe; log in $dir/debootstrap.log)" >&2
+        note "building the cached Debian root (debootstrap $SUITE, once per recipe; log in $dir/debootstrap.log)"
         BUILD=$(mktemp -d "$dir/build.XXXXXX")
         if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$BUILD/root" "$MIRROR" \
             > "$dir/debootstrap.log" 2>&1; then
@@ -153,9 +154,9 @@ cached_root() {
         BUILD=""
         find "$dir" -maxdepth 1 -name 'root-*.tar' ! -name "root-$hash.tar" -delete
         mv "$cache.tmp" "$cache"
-        note "cached root $cache built in $(($(date +%s) - t0)) s" >&2
+        note "cached root $cache built in $(($(date +%s) - t0)) s"
     fi
-    echo "$cache"
+    ROOT_TAR=$cache
 }
 
 # ---------------------------------------------------------------------------------------
@@ -296,11 +297,14 @@ rules_state() {
             done; echo closed"
         ;;
     nft)
-        sh_c "t=\$(nft list table inet tgknock 2>/dev/null) || { echo absent; exit; }
-            for f in ipv4 ipv6; do
-                echo \"\$t\" | grep 'tcp dport 22' | grep \"\$f\" | grep -q ' drop ' || { echo open; exit; }
-                echo \"\$t\" | grep 'tcp dport 22' | grep \"\$f\" | grep -q ' return ' && { echo open; exit; }
-            done; echo closed"
+        # A drop rule naming no family covers both.
+        sh_c "nft list table inet tgknock 2>/dev/null | awk '
+                /tcp dport 22 / && / return/ { ret = 1 }
+                /tcp dport 22 / && / drop/ {
+                    if (/ipv4/) d4 = 1; else if (/ipv6/) d6 = 1; else { d4 = 1; d6 = 1 }
+                }
+                { table = 1 }
+                END { print !table ? \"absent\" : (ret || !d4 || !d6) ? \"open\" : \"closed\" }'"
         ;;
     esac
 }
@@ -695,7 +699,7 @@ main() {
         fail "cannot build examples/systest.rs for x86_64-unknown-linux-musl"
     fi
     SYSTEST=$top/target/x86_64-unknown-linux-musl/release/examples/systest
-    ROOT_TAR=$(cached_root)
+    cached_root
     note "cached root $(basename "$ROOT_TAR") ready ($(elapsed))"
 
     deb_container
