@@ -1,11 +1,13 @@
 #!/bin/sh
-# Installs tgknock on this board: binary, service user, config, state directory, and
-# either the systemd unit or (without systemd) the init script and the cron watchdog.
+# Installs tgknock on this board: binary, service user, config, state directory, and one
+# supervisor: the systemd unit; or, without systemd, the OpenRC script (supervise-daemon
+# restarts the daemon); or the sysvinit script plus the cron watchdog. Never two.
 # Idempotent: run it again to upgrade the binary; your config and token are kept.
 #
 #   sudo ./install.sh                     install (the binary beside this script, or --binary)
-#   sudo ./install.sh --uninstall         `tgknock teardown`, then remove what was installed
-#                                         (config and state are kept; add --purge to remove them)
+#   sudo ./install.sh --uninstall         stop the daemon, `tgknock teardown`, then remove
+#                                         what was installed (config and state are kept;
+#                                         add --purge to remove them)
 # Options: --binary PATH   the tgknock binary to install
 #          --root DIR      install under DIR instead of / (for packaging and tests: no
 #                          users are created and no service is started)
@@ -22,7 +24,7 @@ while [ $# -gt 0 ]; do
     --root) root=${2:?--root needs a directory}; shift 2 ;;
     --uninstall) mode=uninstall; shift ;;
     --purge) purge=1; shift ;;
-    -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -46,21 +48,41 @@ TMPFILES="$root/etc/tmpfiles.d/tgknock.conf"
 CRON="$root/etc/cron.d/tgknock"
 INITD="$root/etc/init.d/tgknock"
 
+# The one supervisor: systemd when it runs, else OpenRC when installed, else sysvinit and
+# cron. Under --root: systemd unless TGKNOCK_INSTALL_SYSTEMD=0, then OpenRC if DIR has it.
+if live; then
+    if [ -d /run/systemd/system ]; then init=systemd
+    elif [ -x /sbin/openrc-run ]; then init=openrc
+    else init=sysvinit; fi
+else
+    if [ "${TGKNOCK_INSTALL_SYSTEMD:-1}" = 1 ]; then init=systemd
+    elif [ -x "$root/sbin/openrc-run" ]; then init=openrc
+    else init=sysvinit; fi
+fi
 systemd=0
-if live; then [ -d /run/systemd/system ] && systemd=1; else systemd=${TGKNOCK_INSTALL_SYSTEMD:-1}; fi
-openrc=0
-[ -x /sbin/openrc-run ] && openrc=1
+[ "$init" = systemd ] && systemd=1
 
 user_exists() { live && id tgknock >/dev/null 2>&1; }
 
 if [ "$mode" = uninstall ]; then
-    if [ -x "$BIN" ] && live; then
-        "$BIN" teardown --config "$CONF" || say "teardown reported a problem (see above)"
-    fi
-    if live && [ "$systemd" = 1 ]; then
-        systemctl disable --now tgknock.service 2>/dev/null || true
-    elif live && [ -x "$INITD" ]; then
-        "$INITD" stop || true
+    # Stop the daemon first (and whatever would restart it), then remove its rules: a
+    # daemon still running would put them back.
+    if live; then
+        if [ -f "$UNIT" ]; then
+            systemctl disable --now tgknock.service 2>/dev/null || true
+        fi
+        rm -f "$CRON"
+        if [ -x "$INITD" ]; then
+            "$INITD" stop || true
+            if have rc-update; then
+                rc-update del tgknock boot >/dev/null 2>&1 || true
+            elif have update-rc.d; then
+                update-rc.d -f tgknock remove >/dev/null 2>&1 || true
+            fi
+        fi
+        if [ -x "$BIN" ]; then
+            "$BIN" teardown --config "$CONF" || say "teardown reported a problem (see above)"
+        fi
     fi
     rm -f "$UNIT" "$TMPFILES" "$CRON" "$INITD" "$BIN"
     live && [ "$systemd" = 1 ] && systemctl daemon-reload
@@ -81,7 +103,9 @@ if [ -z "$binary" ]; then
         [ -f "$c" ] && { binary=$c; break; }
     done
 fi
-[ -n "$binary" ] && [ -f "$binary" ] || die "no tgknock binary found; pass --binary PATH"
+if [ -z "$binary" ] || [ ! -f "$binary" ]; then
+    die "no tgknock binary found; pass --binary PATH"
+fi
 if live; then
     "$binary" --version >/dev/null 2>&1 || die "$binary does not run on this board (wrong architecture? armv7 for 32-bit OS, aarch64 for 64-bit)"
 fi
@@ -108,7 +132,7 @@ if [ "$systemd" = 1 ]; then
         say "created the system user tgknock"
     fi
 fi
-own() { live && chown "$@" || true; }
+own() { if live; then chown "$@"; fi; }
 
 chmod 0750 "$ETC"
 own "root:$owner" "$ETC"
@@ -127,7 +151,12 @@ own "$owner:$owner" "$TOKEN"
 chmod 0750 "$STATE"
 own "$owner:$owner" "$STATE"
 
-if [ "$systemd" = 1 ]; then
+case "$init" in
+systemd)
+    # An earlier install without systemd: its daemon and watchdog go, so one supervisor is left.
+    rm -f "$CRON"
+    if live && [ -x "$INITD" ]; then "$INITD" stop || true; fi
+    rm -f "$INITD"
     mkdir -p "$(dirname "$UNIT")" "$(dirname "$TMPFILES")"
     sed 's#^ExecStart=/usr/bin/tgknock#ExecStart=/usr/local/bin/tgknock#' \
         "$pkg/systemd/tgknock.service" > "$UNIT"
@@ -138,38 +167,60 @@ if [ "$systemd" = 1 ]; then
         systemctl daemon-reload
     fi
     say "installed the systemd unit $UNIT"
-else
+    ;;
+openrc)
+    # supervise-daemon restarts the daemon: no cron watchdog beside it.
+    rm -f "$CRON" "$UNIT" "$TMPFILES"
+    mkdir -p "$(dirname "$INITD")"
+    sed 's#/usr/bin/tgknock#/usr/local/bin/tgknock#' "$pkg/openrc/tgknock" > "$INITD"
+    chmod 0755 "$INITD"
+    if live; then
+        rc-update add tgknock boot >/dev/null || true
+    fi
+    say "installed $INITD (OpenRC, supervise-daemon), in the boot runlevel"
+    ;;
+sysvinit)
+    rm -f "$UNIT" "$TMPFILES"
     mkdir -p "$(dirname "$CRON")" "$(dirname "$INITD")"
+    sed 's#^BIN=/usr/bin/tgknock#BIN=/usr/local/bin/tgknock#' "$pkg/sysvinit/tgknock" > "$INITD"
+    chmod 0755 "$INITD"
     sed 's#/usr/bin/tgknock#/usr/local/bin/tgknock#' "$pkg/cron/tgknock" > "$CRON"
     chmod 0644 "$CRON"
-    if [ "$openrc" = 1 ]; then
-        sed 's#/usr/bin/tgknock#/usr/local/bin/tgknock#' "$pkg/openrc/tgknock" > "$INITD"
+    if live && have update-rc.d; then
+        update-rc.d tgknock defaults >/dev/null
+        say "installed $INITD (started at boot before the network) and the cron watchdog $CRON"
     else
-        sed 's#^BIN=/usr/bin/tgknock#BIN=/usr/local/bin/tgknock#' "$pkg/sysvinit/tgknock" > "$INITD"
+        say "installed $INITD and the cron watchdog $CRON; have your init run '$INITD start' at boot, before the network"
     fi
-    chmod 0755 "$INITD"
-    say "installed $INITD and the cron watchdog $CRON"
-fi
+    ;;
+esac
 
 live || { say "installed under $root"; exit 0; }
 
 echo
 if "$BIN" check --config "$CONF"; then
-    if [ "$systemd" = 1 ]; then
+    case "$init" in
+    systemd)
         systemctl enable --now tgknock.service
         say "tgknock is running: systemctl status tgknock; message your bot /open"
-    else
+        ;;
+    openrc)
+        rc-service tgknock start
+        say "tgknock is running under supervise-daemon; message your bot /open"
+        ;;
+    sysvinit)
         "$INITD" start
         say "tgknock is running; the cron watchdog keeps it so; message your bot /open"
-    fi
+        ;;
+    esac
 else
     echo
     say "not started yet: finish the configuration, then run '$BIN check' again, and"
-    if [ "$systemd" = 1 ]; then
-        echo "    systemctl enable --now tgknock"
-    else
-        echo "    $INITD start      (the cron line restarts it within a minute anyway)"
-    fi
+    case "$init" in
+    systemd) echo "    systemctl enable --now tgknock" ;;
+    openrc) echo "    rc-service tgknock start" ;;
+    sysvinit) echo "    $INITD start      (the cron line starts it within a minute anyway)" ;;
+    esac
     echo "  1. put the bot token from @BotFather in $TOKEN"
     echo "  2. send your bot a message, run: TGKNOCK_TOKEN_FILE=$TOKEN $BIN whoami"
     echo "  3. put your user id in TGKNOCK_ALLOWED_USERS in $CONF"

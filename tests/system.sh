@@ -1,0 +1,710 @@
+#!/usr/bin/env bash
+# The system tier: tgknock on a booted Debian with systemd as PID 1, installed and used the
+# way the README tells a new user, and judged from inside by the kernel's rules and by TCP.
+#
+#   tests/system.sh          (as root; `make test-system`)
+#
+# The Debian is a debootstrapped bookworm (minbase plus systemd, iptables, nftables, sshd…),
+# cached as target/system/root-<recipe hash>.tar and rebuilt when its recipe below changes.
+# Every container starts from a pristine copy of it, is booted with
+# `systemd-nspawn --boot --private-network` and entered with `nsenter -t <its systemd> -a`.
+# It has only loopback, so Telegram is played inside it by examples/systest.rs (the fake Bot
+# API of the integration tests) on 127.0.0.1; TCP probes to sshd come from a network
+# namespace made inside the container, over a veth pair.
+#
+# Container 1, the .deb (dist/tgknock_<version>_amd64.deb from `make deb`):
+#   dpkg -i, token, whoami, config, `tgknock check` as root, `systemctl restart tgknock`;
+#   active, user tgknock with two capabilities, port 22 closed (rules and TCP), the LAN
+#   exempt, /open and /close from chat, `systemd-analyze security` ≤ 2.5, the heartbeat in
+#   /run/tgknock and no write to /var/lib/tgknock over three idle polls, `iptables -F;
+#   iptables -X` repaired and told once; exit 2 and 3 not restarted, exit 1 restarted;
+#   root at the console (umask 027) then the service closing root's opening at its
+#   deadline; iptables-legacy under the unit's system call filter, with a cleared
+#   environment for the tools, its flush repaired; nft, `systemctl reload nftables`
+#   repaired; a reboot: rules before network-pre.target, networking and sshd, after
+#   nftables.service; the sysvinit script's stop kills the daemon and never a stale pid,
+#   and insserv orders it before networking.
+# Container 2, the tarball (dist/tgknock-<version>-x86_64-unknown-linux-musl.tar.gz):
+#   install.sh, configure, check, enable; port closed; install.sh --uninstall stops the
+#   daemon, then removes its rules, then its files.
+# Before both: install.sh --root installs exactly one supervisor per init system.
+#
+# Needs root, debootstrap, systemd-nspawn (systemd-container), nsenter, and the network
+# once to build the cached root. Without them it says SKIPPED; in CI (CI=true) it fails.
+# A failed check prints the container's `journalctl -u tgknock` and stops.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$(pwd)
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+started=$(date +%s)
+
+TOKEN="7000000001:AAF-SystemTierSecretSystemTier_x9"
+SECRET=${TOKEN#*:}
+OWNER=111111111
+API=127.0.0.1:8081
+CTL=127.0.0.1:8082
+POLL=5 # TGKNOCK_POLL_TIMEOUT in seconds: three idle polls, drift repairs, all take a few
+# The addresses of the veth pair: the board (probed) and a client namespace inside it.
+BOARD4=10.213.0.1 CLIENT4=10.213.0.2
+BOARD6=2001:db8:213::1 CLIENT6=2001:db8:213::2
+LAN_BOARD=192.168.1.1 LAN_CLIENT=192.168.1.2 # inside the README's TGKNOCK_ALWAYS_ALLOW
+
+ok() { echo "  ok  $*"; }
+note() { echo "system tier: $*"; }
+elapsed() { echo "$(($(date +%s) - started)) s"; }
+
+NSPAWN_PID="" LEADER="" RUN="" BUILD=""
+
+fail() {
+    echo "tests/system.sh: FAILED: $*" >&2
+    if [ -n "$LEADER" ] && kill -0 "$LEADER" 2>/dev/null; then
+        {
+            echo "---- systemctl status tgknock (in the container)"
+            in_c systemctl status tgknock --no-pager -l 2>&1 || true
+            echo "---- journalctl -u tgknock (in the container)"
+            in_c journalctl -b -u tgknock --no-pager -o short-monotonic -n 200 2>&1 || true
+            echo "---- journalctl -u fake-telegram"
+            in_c journalctl -b -u fake-telegram --no-pager -n 20 2>&1 || true
+            echo "---- the firewall"
+            in_c sh -c 'iptables -S; ip6tables -S; iptables-legacy -S 2>/dev/null; nft list ruleset' 2>&1 || true
+            echo "---- messages the bot sent"
+            in_c systest show "$CTL" "$OWNER" 0 2>&1 || true
+        } >&2
+    elif [ -n "$RUN" ] && [ -f "$RUN/console.log" ]; then
+        echo "---- the container's console" >&2
+        tail -n 40 "$RUN/console.log" >&2
+    fi
+    exit 1
+}
+
+skip() {
+    if [ "${CI:-}" = true ]; then
+        fail "$* (CI=true: this tier must run)"
+    fi
+    echo "SKIPPED: $*" >&2
+    exit 0
+}
+
+# ---------------------------------------------------------------------------------------
+# install.sh --root: one supervisor per init system (no root needed).
+# ---------------------------------------------------------------------------------------
+host_checks() {
+    local t bin
+    t=$(mktemp -d)
+    bin=$1
+    sh packaging/install.sh --root "$t/systemd" --binary "$bin" > /dev/null || fail "install.sh --root (systemd)"
+    [ -f "$t/systemd/etc/systemd/system/tgknock.service" ] || fail "install.sh with systemd: no unit"
+    { [ ! -e "$t/systemd/etc/cron.d/tgknock" ] && [ ! -e "$t/systemd/etc/init.d/tgknock" ]; } \
+        || fail "install.sh with systemd also installed a cron line or an init script"
+    mkdir -p "$t/openrc/sbin"
+    printf '#!/bin/sh\n' > "$t/openrc/sbin/openrc-run"
+    chmod 0755 "$t/openrc/sbin/openrc-run"
+    TGKNOCK_INSTALL_SYSTEMD=0 sh packaging/install.sh --root "$t/openrc" --binary "$bin" > /dev/null \
+        || fail "install.sh --root (OpenRC)"
+    grep -q '^supervisor="supervise-daemon"' "$t/openrc/etc/init.d/tgknock" 2>/dev/null \
+        || fail "install.sh with OpenRC: no supervise-daemon script"
+    { [ ! -e "$t/openrc/etc/cron.d/tgknock" ] && [ ! -e "$t/openrc/etc/systemd/system/tgknock.service" ]; } \
+        || fail "install.sh with OpenRC also installed the cron watchdog or the unit: two supervisors"
+    TGKNOCK_INSTALL_SYSTEMD=0 sh packaging/install.sh --root "$t/sysv" --binary "$bin" > /dev/null \
+        || fail "install.sh --root (sysvinit)"
+    grep -q "^# X-Start-Before: *[$]network" "$t/sysv/etc/init.d/tgknock" 2>/dev/null \
+        || fail "install.sh with sysvinit: no init script that starts before the network"
+    grep -q '/usr/local/bin/tgknock watchdog' "$t/sysv/etc/cron.d/tgknock" 2>/dev/null \
+        || fail "install.sh with sysvinit: no cron watchdog"
+    [ ! -e "$t/sysv/etc/systemd/system/tgknock.service" ] || fail "install.sh with sysvinit also installed the unit"
+    rm -rf "$t"
+    ok "install.sh installs one supervisor: systemd; OpenRC (supervise-daemon, no cron); sysvinit + cron"
+}
+
+# ---------------------------------------------------------------------------------------
+# The cached root.
+# ---------------------------------------------------------------------------------------
+SUITE=bookworm
+PACKAGES=systemd,systemd-sysv,dbus,iptables,nftables,iproute2,ifupdown,openssh-server,adduser,insserv
+MIRROR=${TGKNOCK_SYSTEM_MIRROR:-http://deb.debian.org/debian}
+
+# Turns a fresh debootstrap into the cached root (part of the recipe: a change rebuilds).
+customize_root() {
+    local r=$1
+    echo systest > "$r/etc/hostname"
+    printf '127.0.0.1 localhost\n127.0.1.1 systest\n::1 localhost ip6-localhost ip6-loopback\n' > "$r/etc/hosts"
+    # Nothing may reach the network from the container; apt's lists are not needed.
+    rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/*
+}
+
+# Sets ROOT_TAR to the cached root, building it first if its recipe changed.
+cached_root() {
+    local dir hash cache t0
+    dir=$top/target/system
+    mkdir -p "$dir"
+    hash=$({ echo "$SUITE minbase $PACKAGES"; declare -f customize_root; } | sha256sum | cut -c1-12)
+    cache=$dir/root-$hash.tar
+    if [ ! -f "$cache" ]; then
+        t0=$(date +%s)
+        note "building the cached Debian root (debootstrap $SUITE, once per recipe; log in $dir/debootstrap.log)"
+        BUILD=$(mktemp -d "$dir/build.XXXXXX")
+        if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$BUILD/root" "$MIRROR" \
+            > "$dir/debootstrap.log" 2>&1; then
+            tail -n 20 "$dir/debootstrap.log" >&2
+            fail "debootstrap failed (network? see $dir/debootstrap.log)"
+        fi
+        customize_root "$BUILD/root"
+        tar -C "$BUILD/root" --numeric-owner -cf "$cache.tmp" .
+        rm -rf "$BUILD"
+        BUILD=""
+        find "$dir" -maxdepth 1 -name 'root-*.tar' ! -name "root-$hash.tar" -delete
+        mv "$cache.tmp" "$cache"
+        note "cached root $cache built in $(($(date +%s) - t0)) s"
+    fi
+    ROOT_TAR=$cache
+}
+
+# ---------------------------------------------------------------------------------------
+# Containers.
+# ---------------------------------------------------------------------------------------
+# Runs a command in the container, as root, with a clean environment.
+in_c() {
+    nsenter -t "$LEADER" -a -- env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        HOME=/root LANG=C.UTF-8 "$@"
+}
+sh_c() { in_c sh -c "$1"; }
+
+# A fresh container directory from the cached root, with the fake Telegram in it.
+new_container() {
+    RUN=$(mktemp -d "$top/target/system/run.XXXXXX")
+    mkdir "$RUN/root"
+    tar -C "$RUN/root" --numeric-owner -xf "$ROOT_TAR"
+    install -m 0755 "$SYSTEST" "$RUN/root/usr/local/sbin/systest"
+    cat > "$RUN/root/etc/systemd/system/fake-telegram.service" <<EOF
+[Unit]
+Description=fake Telegram Bot API for the system tier (127.0.0.1 only)
+
+[Service]
+ExecStart=/usr/local/sbin/systest api $API $CTL $TOKEN
+DynamicUser=yes
+
+[Install]
+WantedBy=multi-user.target
+EOF
+    mkdir -p "$RUN/root/etc/systemd/system/multi-user.target.wants"
+    ln -sf ../fake-telegram.service "$RUN/root/etc/systemd/system/multi-user.target.wants/fake-telegram.service"
+}
+
+boot() {
+    local i state
+    systemd-nspawn -D "$RUN/root" --boot --private-network --register=no --keep-unit \
+        --machine=systest < /dev/null >> "$RUN/console.log" 2>&1 &
+    NSPAWN_PID=$!
+    LEADER=""
+    for i in $(seq 1 600); do
+        LEADER=$(pgrep -P "$NSPAWN_PID" -x systemd || true)
+        [ -n "$LEADER" ] && break
+        kill -0 "$NSPAWN_PID" 2>/dev/null || fail "systemd-nspawn exited at once"
+        sleep 0.1
+    done
+    [ -n "$LEADER" ] || fail "no systemd in the container after 60 s (i=$i)"
+    # Until its systemd answers on its bus and has finished starting up.
+    for i in $(seq 1 240); do
+        state=$(in_c systemctl is-system-running 2>/dev/null || true)
+        case "$state" in running | degraded) break ;; esac
+        kill -0 "$NSPAWN_PID" 2>/dev/null || fail "systemd-nspawn exited while booting"
+        sleep 0.5
+    done
+    case "$state" in
+    running) ;;
+    degraded) note "the container booted degraded: $(in_c systemctl --failed --no-legend --plain | awk '{print $1}' | tr '\n' ' ')" ;;
+    *) fail "the container did not finish booting in 120 s: '$state'" ;;
+    esac
+    # The client namespace and the veth pair to the board (gone at every boot).
+    sh_c "ip link add tk-board type veth peer name tk-client &&
+        ip netns add client && ip link set tk-client netns client &&
+        ip addr add $BOARD4/24 dev tk-board && ip addr add $LAN_BOARD/24 dev tk-board &&
+        ip -6 addr add $BOARD6/64 dev tk-board nodad && ip link set tk-board up &&
+        ip -n client addr add $CLIENT4/24 dev tk-client && ip -n client addr add $LAN_CLIENT/24 dev tk-client &&
+        ip -n client -6 addr add $CLIENT6/64 dev tk-client nodad &&
+        ip -n client link set tk-client up && ip -n client link set lo up" \
+        || fail "cannot set up the veth pair in the container"
+    wait_for 30 "the fake Telegram to answer" sh_c "systest pending $CTL >/dev/null 2>&1"
+}
+
+# Stops the container and waits for systemd-nspawn to exit.
+halt() {
+    local i
+    [ -n "$NSPAWN_PID" ] || return 0
+    kill -TERM "$NSPAWN_PID" 2>/dev/null || true
+    for i in $(seq 1 600); do
+        kill -0 "$NSPAWN_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$NSPAWN_PID" 2>/dev/null; then
+        echo "system tier: the container did not stop in 60 s (i=$i); killing it" >&2
+        kill -KILL "$NSPAWN_PID" 2>/dev/null || true
+    fi
+    wait "$NSPAWN_PID" 2>/dev/null || true
+    NSPAWN_PID="" LEADER=""
+}
+
+cleanup() {
+    local rc=$?
+    halt
+    if [ -n "$RUN" ]; then rm -rf "$RUN"; fi
+    if [ -n "$BUILD" ]; then rm -rf "$BUILD"; fi
+    [ "$rc" = 0 ] || echo "system tier: failed after $(elapsed)" >&2
+}
+
+# wait_for SECS WHAT CMD…: runs CMD every half second until it succeeds; a hang guard.
+wait_for() {
+    local secs=$1 what=$2 end
+    shift 2
+    end=$(($(date +%s) + secs))
+    until "$@" > /dev/null 2>&1; do
+        [ "$(date +%s)" -lt "$end" ] || fail "timed out after $secs s waiting for $what"
+        sleep 0.5
+    done
+}
+
+# ---------------------------------------------------------------------------------------
+# What the board shows.
+# ---------------------------------------------------------------------------------------
+# probe ADDR: a TCP connection to sshd from the client namespace: open, dropped or refused.
+probe() { in_c ip netns exec client systest probe "$1" 22 4; }
+expect_probe() {
+    local got
+    got=$(probe "$1") || fail "probe $1 failed"
+    [ "$got" = "$2" ] || fail "TCP to $1 port 22 is $got, expected $2 ($3)"
+}
+ssh_closed() { # both families, by TCP
+    expect_probe "$BOARD4" dropped "$1"
+    expect_probe "$BOARD6" dropped "$1"
+}
+ssh_open() {
+    expect_probe "$BOARD4" open "$1"
+    expect_probe "$BOARD6" open "$1"
+}
+
+# The rules as the kernel lists them: "closed" when tgknock's chain (or table) is in place
+# and drops SYNs to port 22 in IPv4 and IPv6 with no RETURN before that lets them through.
+# BACKEND: iptables (the system's iptables, nft-based on Debian), legacy, nft.
+rules_state() {
+    case "$1" in
+    iptables | legacy)
+        local s=""
+        [ "$1" = legacy ] && s=-legacy
+        sh_c "for t in iptables$s ip6tables$s; do
+                \$t -S INPUT 2>/dev/null | sed -n 2p | grep -qx -- '-A INPUT -j TGKNOCK' || { echo absent; exit; }
+                \$t -S TGKNOCK 2>/dev/null | grep -q -- '--dport 22 .*-j DROP' || { echo open; exit; }
+                \$t -S TGKNOCK 2>/dev/null | grep -q -- '--dport 22 .*-j RETURN' && { echo open; exit; }
+            done; echo closed"
+        ;;
+    nft)
+        # A drop rule naming no family covers both.
+        sh_c "nft list table inet tgknock 2>/dev/null | awk '
+                /tcp dport 22 / && / return/ { ret = 1 }
+                /tcp dport 22 / && / drop/ {
+                    if (/ipv4/) d4 = 1; else if (/ipv6/) d6 = 1; else { d4 = 1; d6 = 1 }
+                }
+                { table = 1 }
+                END { print !table ? \"absent\" : (ret || !d4 || !d6) ? \"open\" : \"closed\" }'"
+        ;;
+    esac
+}
+expect_rules() {
+    local got
+    got=$(rules_state "$1")
+    [ "$got" = "$2" ] || fail "the $1 rules show port 22 $got, expected $2 ($3)"
+}
+
+active() { [ "$(in_c systemctl is-active tgknock 2>/dev/null)" = active ]; }
+prop() { in_c systemctl show -p "$2" --value "$1"; }
+
+# chat TEXT NEEDLE: the owner sends TEXT; prints the bot's reply containing NEEDLE.
+sent() { in_c systest count "$CTL" "$OWNER"; }
+# Waits until the daemon has taken every queued update (and so answered it).
+drain() { wait_for 60 "the daemon to take the queued updates" test_pending_zero; }
+chat() {
+    local n
+    drain
+    n=$(sent)
+    in_c systest say "$CTL" "$OWNER" "$1" || fail "cannot queue '$1'"
+    in_c systest wait "$CTL" "$OWNER" "$n" "$2" 60 || fail "no reply to '$1' containing '$2'"
+}
+
+# drift BACKEND WHAT CMD: another program removes tgknock's rules; within a poll (60 s at
+# most) they are back, the port is closed, and the owner is told once.
+drift() {
+    local backend=$1 what=$2 cmd=$3 n t0 took msg gone
+    case "$backend" in
+    iptables) gone="! iptables -S TGKNOCK" ;;
+    legacy) gone="! iptables-legacy -S TGKNOCK" ;;
+    nft) gone="! nft list table inet tgknock" ;;
+    esac
+    drain
+    n=$(sent)
+    t0=$(date +%s)
+    sh_c "$cmd && $gone >/dev/null 2>&1" || fail "'$cmd' failed, or did not remove tgknock's rules"
+    wait_for 90 "tgknock to repair its rules after '$cmd'" test_rules "$backend" closed
+    took=$(($(date +%s) - t0))
+    ssh_closed "after '$cmd' and the repair"
+    wait_for 60 "a message to the owner about '$cmd'" test_sent_above "$n"
+    sleep $((2 * POLL + 1))
+    [ "$(sent)" = $((n + 1)) ] || fail "after '$cmd' the owner got $(($(sent) - n)) messages, not one"
+    msg=$(in_c systest show "$CTL" "$OWNER" "$n")
+    ok "$what repaired within $took s, port 22 closed again (rules, TCP); the owner told once: '$(echo "$msg" | head -n 1)'"
+}
+test_rules() { [ "$(rules_state "$1")" = "$2" ]; }
+test_sent_above() { [ "$(sent)" -gt "$1" ]; }
+
+# The state directory belongs to the service user, every file in it too.
+files_usable() {
+    local bad
+    bad=$(sh_c "find /var/lib/tgknock \\( ! -user tgknock -o ! -group tgknock \\) -printf '%u:%g %m %p\n'")
+    [ -z "$bad" ] || fail "files in /var/lib/tgknock the service user does not own ($1): $bad"
+}
+
+# ---------------------------------------------------------------------------------------
+# Container 1: the Debian package, the README's way.
+# ---------------------------------------------------------------------------------------
+deb_container() {
+    local deb=dist/tgknock_${version}_amd64.deb id out score n deadline t now
+    note "container 1: $deb on a booted $SUITE ($(elapsed))"
+    new_container
+    cp "$deb" "$RUN/root/root/"
+    cp "$TARBALL" "$RUN/root/root/"
+    boot
+    ssh_open "sshd answers before tgknock is installed"
+    ok "booted; without tgknock sshd answers on $BOARD4 and $BOARD6 port 22"
+
+    in_c dpkg -i "/root/${deb#dist/}" > "$RUN/dpkg.log" 2>&1 || fail "dpkg -i: $(cat "$RUN/dpkg.log")"
+    ok "dpkg -i $(basename "$deb")"
+    sh_c "echo '$TOKEN' > /etc/tgknock/token" || fail "cannot write the token"
+    in_c systest say "$CTL" "$OWNER" "hello bot" > /dev/null
+    out=$(in_c env TGKNOCK_TOKEN_FILE=/etc/tgknock/token TGKNOCK_API_URL="http://$API" tgknock whoami 2>&1) \
+        || fail "tgknock whoami: $out"
+    id=$(echo "$out" | grep -o "$OWNER" | head -n 1)
+    [ "$id" = "$OWNER" ] || fail "tgknock whoami did not show the sender's id: $out"
+    ok "README: token written; tgknock whoami shows the sender's id $id"
+    sh_c "cat > /etc/tgknock/tgknock.conf <<EOF
+TGKNOCK_TOKEN_FILE=/etc/tgknock/token
+TGKNOCK_ALLOWED_USERS=$id
+TGKNOCK_GATES=\"ssh=22/tcp\"
+# your LAN, so a mistake cannot lock you out at home:
+TGKNOCK_ALWAYS_ALLOW=192.168.1.0/24,fd00::/8
+# the test's Telegram, and short polls
+TGKNOCK_API_URL=http://$API
+TGKNOCK_POLL_TIMEOUT=${POLL}s
+EOF" || fail "cannot write the config"
+    out=$(in_c tgknock check 2>&1) || fail "tgknock check (as root): $out"
+    ok "README: config written; tgknock check passes as root"
+    in_c systemctl restart tgknock || fail "systemctl restart tgknock failed"
+    active || fail "tgknock is not active after systemctl restart"
+    local pid
+    pid=$(prop tgknock MainPID)
+    [ "$(sh_c "stat -c %U /proc/$pid")" = tgknock ] || fail "the daemon runs as $(sh_c "stat -c %U /proc/$pid"), not tgknock"
+    sh_c "grep -qx 'CapEff:[[:space:]]*0000000000003000' /proc/$pid/status" \
+        || fail "the daemon's capabilities: $(sh_c "grep Cap /proc/$pid/status")"
+    ok "systemctl restart tgknock: active, user tgknock, capabilities CAP_NET_ADMIN and CAP_NET_RAW only"
+    expect_rules iptables closed "after the first start"
+    ssh_closed "after the first start"
+    expect_probe "$LAN_BOARD" open "from the LAN in TGKNOCK_ALWAYS_ALLOW"
+    ok "port 22 closed: iptables -S and ip6tables -S show the chain, TCP SYNs dropped (IPv4, IPv6); the LAN still gets in"
+
+    out=$(in_c systemd-analyze security tgknock.service 2>&1) || true
+    score=$(echo "$out" | sed -n 's/.*Overall exposure level for tgknock.service: \([0-9.]*\).*/\1/p')
+    [ -n "$score" ] || fail "systemd-analyze security said: $out"
+    awk -v s="$score" 'BEGIN { exit !(s <= 2.5) }' \
+        || fail "systemd-analyze security: exposure $score > 2.5: $(echo "$out" | grep '✗')"
+    ok "systemd-analyze security tgknock.service: exposure $score (≤ 2.5)"
+
+    out=$(chat /open " open") || exit 1
+    ssh_open "after /open"
+    ok "/open: the bot says '$(echo "$out" | head -n 1)'; TCP gets through (IPv4, IPv6)"
+    out=$(chat /close "closed") || exit 1
+    expect_rules iptables closed "after /close"
+    ssh_closed "after /close"
+    ok "/close: the bot says '$(echo "$out" | head -n 1)'; rules and TCP agree"
+    in_c journalctl -u tgknock --no-pager | grep -q -- "$SECRET" && fail "the token is in the journal"
+    ok "the token never appears in the journal"
+
+    # Idle: the heartbeat goes to /run/tgknock (tmpfs), nothing to the SD card.
+    drain
+    sleep 1
+    sh_c "touch /run/systest.mark"
+    sleep $((3 * POLL + 2))
+    out=$(sh_c "find /var/lib/tgknock -newer /run/systest.mark")
+    [ -z "$out" ] || fail "the idle daemon wrote to the state directory over three polls: $out"
+    sh_c "test /run/tgknock/heartbeat -nt /run/systest.mark" \
+        || fail "no fresh heartbeat in /run/tgknock: $(sh_c 'ls -la --time-style=+%T /run/tgknock /var/lib/tgknock')"
+    ok "idle for three polls: heartbeat in /run/tgknock, no write to /var/lib/tgknock"
+
+    drift iptables "iptables -F; iptables -X:" "iptables -F && iptables -X"
+
+    # Exit codes: 2 and 3 are not restarted, 1 is.
+    sh_c "echo TGKNOCK_NO_SUCH_KEY=1 >> /etc/tgknock/tgknock.conf"
+    in_c systemctl restart tgknock 2>/dev/null && fail "tgknock started with an unknown key in its config"
+    n=$(prop tgknock NRestarts)
+    sleep 12
+    [ "$(prop tgknock ExecMainStatus)" = 2 ] || fail "a config error exited with $(prop tgknock ExecMainStatus), not 2"
+    { [ "$(prop tgknock ActiveState)" = failed ] && [ "$(prop tgknock NRestarts)" = "$n" ]; } \
+        || fail "exit 2 was restarted: $(prop tgknock ActiveState), NRestarts $(prop tgknock NRestarts)"
+    expect_rules iptables closed "after a config error"
+    ssh_closed "after a config error"
+    sh_c "sed -i '/^TGKNOCK_NO_SUCH_KEY=/d' /etc/tgknock/tgknock.conf"
+    ok "exit 2 (a config error) is not restarted; port 22 stays closed"
+    sh_c "echo '7000000001:AAF-NotTheTokenNotTheTokenNotThe_x9' > /etc/tgknock/token"
+    in_c systemctl restart tgknock || true
+    wait_for 60 "tgknock to exit on the rejected token" test_prop tgknock ExecMainStatus 3
+    n=$(prop tgknock NRestarts)
+    sleep 12
+    { [ "$(prop tgknock ActiveState)" = failed ] && [ "$(prop tgknock NRestarts)" = "$n" ]; } \
+        || fail "exit 3 was restarted: $(prop tgknock ActiveState), NRestarts $(prop tgknock NRestarts)"
+    sh_c "echo '$TOKEN' > /etc/tgknock/token"
+    ok "exit 3 (Telegram rejected the token) is not restarted"
+    sh_c "echo TGKNOCK_IPTABLES=/usr/bin/false >> /etc/tgknock/tgknock.conf"
+    n=$(prop tgknock NRestarts)
+    in_c systemctl restart tgknock 2>/dev/null && fail "tgknock started with /usr/bin/false as iptables"
+    wait_for 30 "systemd to restart tgknock after exit 1" test_prop_above tgknock NRestarts "$n"
+    sh_c "sed -i '/^TGKNOCK_IPTABLES=/d' /etc/tgknock/tgknock.conf"
+    wait_for 60 "the restarted tgknock to become active on its own" active
+    ok "exit 1 (a firewall failure) is restarted until it works, without anyone's help"
+
+    # Root at the console (umask 027), then the service.
+    in_c systemctl stop tgknock
+    sh_c "umask 027 && tgknock check >/dev/null && tgknock open --for 20s && tgknock close && tgknock teardown" \
+        > "$RUN/console-cmds.log" 2>&1 || fail "root at the console: $(cat "$RUN/console-cmds.log")"
+    sh_c "umask 027; tgknock status; [ \$? -le 1 ]" > "$RUN/status.log" 2>&1 \
+        || fail "tgknock status as root: $(cat "$RUN/status.log")"
+    t=$(date +%s)
+    deadline=$((t + 20))
+    sh_c "umask 027 && tgknock open --for 20s" > "$RUN/open.log" 2>&1 || fail "tgknock open --for 20s: $(cat "$RUN/open.log")"
+    files_usable "after root ran check, open, close, teardown, status, open with umask 027"
+    ok "root ran check, open, close, teardown, status, open --for 20s (umask 027): every file is the service's"
+    in_c systemctl start tgknock || fail "the service does not start after root's console commands"
+    active || fail "tgknock is not active after root's console commands"
+    now=$(date +%s)
+    if [ "$now" -lt $((deadline - 5)) ]; then
+        ssh_open "root's opening, before its deadline"
+    fi
+    ok "the service starts after root's commands and keeps root's opening"
+    wait_for 30 "the daemon to close root's opening at its deadline" test_rules iptables closed
+    [ "$(date +%s)" -ge "$deadline" ] || fail "root's opening closed before its deadline"
+    ssh_closed "after root's opening's deadline"
+    active || fail "tgknock died after closing root's opening"
+    ok "the service closed root's opening at its deadline (rules and TCP)"
+
+    # iptables-legacy under the unit's filters; the tools get a cleared environment.
+    in_c systemctl stop tgknock
+    in_c tgknock teardown > /dev/null || fail "tgknock teardown"
+    mkdir -p "$RUN/root/usr/local/lib/systest" "$RUN/root/etc/systemd/system/tgknock.service.d"
+    cat > "$RUN/root/usr/local/lib/systest/iptables" <<'EOF'
+#!/bin/sh
+# Records the environment the daemon gives its firewall tools, then runs the legacy tool.
+[ -e /run/tgknock/child.env ] || env > /run/tgknock/child.env 2>/dev/null
+exec "/usr/sbin/$(basename "$0" | sed 's/^\(ip6\{0,1\}tables\)/\1-legacy/')" "$@"
+EOF
+    chmod 0755 "$RUN/root/usr/local/lib/systest/iptables"
+    for t in iptables-restore ip6tables ip6tables-restore; do
+        ln -sf iptables "$RUN/root/usr/local/lib/systest/$t"
+    done
+    # Through the environment, so a tool that inherited it would show TGKNOCK_* keys.
+    printf '[Service]\nEnvironment=TGKNOCK_IPTABLES=/usr/local/lib/systest/iptables TGKNOCK_IP6TABLES=/usr/local/lib/systest/ip6tables\n' \
+        > "$RUN/root/etc/systemd/system/tgknock.service.d/legacy.conf"
+    in_c systemctl daemon-reload
+    in_c systemctl start tgknock || fail "tgknock does not start with iptables-legacy"
+    expect_rules legacy closed "on iptables-legacy"
+    [ "$(rules_state iptables)" = absent ] || fail "rules left in iptables-nft after teardown"
+    ssh_closed "on iptables-legacy"
+    out=$(chat /open " open") || exit 1
+    ssh_open "after /open on iptables-legacy"
+    chat /close closed > /dev/null || exit 1
+    expect_rules legacy closed "after /close on iptables-legacy"
+    ssh_closed "after /close on iptables-legacy"
+    ok "iptables-legacy under SystemCallFilter=@system-service: closed, /open, /close (rules and TCP)"
+    out=$(sh_c "cat /run/tgknock/child.env") || fail "the legacy wrapper recorded no environment"
+    if echo "$out" | grep -qE '^(TGKNOCK_|NOTIFY_SOCKET=|WATCHDOG_)' || echo "$out" | grep -qF "$SECRET"; then
+        fail "the firewall tools inherit the daemon's environment: $(echo "$out" | tr '\n' ' ')"
+    fi
+    ok "the firewall tools run with a cleared environment (no TGKNOCK_*, NOTIFY_SOCKET, WATCHDOG_*)"
+    drift legacy "iptables-legacy -F; iptables-legacy -X:" "iptables-legacy -F && iptables-legacy -X"
+    in_c systemctl stop tgknock
+    sh_c "rm -r /etc/systemd/system/tgknock.service.d && systemctl daemon-reload"
+    in_c env TGKNOCK_IPTABLES=/usr/sbin/iptables-legacy TGKNOCK_IP6TABLES=/usr/sbin/ip6tables-legacy \
+        tgknock teardown > /dev/null || fail "teardown on iptables-legacy"
+
+    # nftables, and nftables.service's own reload (its config starts with flush ruleset).
+    sh_c "echo TGKNOCK_FIREWALL=nft >> /etc/tgknock/tgknock.conf && systemctl enable --now nftables" \
+        > /dev/null 2>&1 || fail "cannot enable nftables.service"
+    in_c systemctl start tgknock || fail "tgknock does not start with TGKNOCK_FIREWALL=nft"
+    expect_rules nft closed "with TGKNOCK_FIREWALL=nft"
+    ssh_closed "with TGKNOCK_FIREWALL=nft"
+    out=$(chat /open " open") || exit 1
+    ssh_open "after /open on nft"
+    chat /close closed > /dev/null || exit 1
+    expect_rules nft closed "after /close on nft"
+    ssh_closed "after /close on nft"
+    ok "nft under SystemCallFilter=@system-service: table inet tgknock, /open, /close (rules and TCP)"
+    drift nft "systemctl reload nftables (flush ruleset):" "systemctl reload nftables"
+
+    # A reboot: the rules are in before the network, after the ruleset loaders.
+    note "rebooting container 1 ($(elapsed))"
+    in_c systemctl reboot || true
+    wait_exit 90
+    boot
+    active || fail "tgknock is not active after the reboot"
+    expect_rules nft closed "right after the reboot"
+    ssh_closed "right after the reboot"
+    out=$(prop tgknock Before)
+    echo "$out" | grep -qw network-pre.target || fail "tgknock is not Before=network-pre.target: $out"
+    out=$(prop tgknock Wants)
+    echo "$out" | grep -qw network-pre.target || fail "tgknock does not want network-pre.target: $out"
+    out=$(prop tgknock After)
+    echo "$out" | grep -qw network-online.target && fail "tgknock waits for network-online.target: $out"
+    echo "$out" | grep -qw nftables.service || fail "tgknock is not After=nftables.service: $out"
+    in_c journalctl -b --no-pager | grep -i 'ordering cycle' && fail "systemd found an ordering cycle at boot"
+    # When each was reached, in µs since the container's systemd started.
+    local zero ready pre net sshd nft v
+    zero=$(in_c systemctl show -p UserspaceTimestampMonotonic --value)
+    ready=$(prop tgknock ActiveEnterTimestampMonotonic)
+    pre=$(prop network-pre.target ActiveEnterTimestampMonotonic)
+    net=$(prop networking.service InactiveExitTimestampMonotonic)
+    sshd=$(prop ssh.service InactiveExitTimestampMonotonic)
+    nft=$(prop nftables.service ActiveEnterTimestampMonotonic)
+    for v in "$zero" "$ready" "$pre" "$net" "$sshd" "$nft"; do
+        [ "${v:-0}" -gt 0 ] || fail "a boot timestamp is missing: tgknock $ready, network-pre $pre, networking $net, ssh $sshd, nftables $nft"
+    done
+    ready=$((ready - zero)) pre=$((pre - zero)) net=$((net - zero)) sshd=$((sshd - zero)) nft=$((nft - zero))
+    { [ "$ready" -le "$pre" ] && [ "$ready" -le "$net" ] && [ "$ready" -le "$sshd" ]; } \
+        || fail "at boot tgknock was ready at ${ready} µs, network-pre.target at $pre, networking at $net, sshd at $sshd"
+    [ "$nft" -le $(($(prop tgknock InactiveExitTimestampMonotonic) - zero)) ] \
+        || fail "tgknock started before nftables.service finished loading its ruleset"
+    ok "reboot: tgknock ready $((ready / 1000)) ms into the boot, before network-pre.target ($((pre / 1000)) ms), networking ($((net / 1000)) ms), sshd ($((sshd / 1000)) ms); after nftables.service ($((nft / 1000)) ms)"
+    ok "systemctl show tgknock: Before= and Wants= network-pre.target, After= nftables.service, no network-online.target"
+    ok "after the reboot port 22 is closed (table inet tgknock, TCP)"
+    out=$(chat /status "ssh") || exit 1
+    ok "after the reboot the bot answers /status once the API is up: '$(echo "$out" | head -n 1)'"
+
+    # The sysvinit script: stop kills the daemon, and never a stale pid from the file.
+    in_c systemctl stop tgknock
+    sh_c "tar -C /root -xzf /root/$(basename "$TARBALL")" || fail "cannot unpack the tarball"
+    local initd=/root/tgknock-$version-x86_64-unknown-linux-musl/sysvinit/tgknock
+    out=$(in_c sh "$initd" start 2>&1) || fail "sysvinit start: $out"
+    in_c tgknock status > /dev/null 2>&1 || fail "after sysvinit start the rules are not in place: $(in_c tgknock status 2>&1)"
+    pid=$(sh_c "cat /var/lib/tgknock/tgknock.pid")
+    sh_c "kill -0 $pid" || fail "sysvinit start: no daemon (pid file says $pid)"
+    ok "sysvinit start: the daemon runs (pid $pid), rules in place when the script returns"
+    out=$(in_c sh "$initd" stop 2>&1) || fail "sysvinit stop: $out"
+    sh_c "kill -0 $pid" 2>/dev/null && fail "sysvinit stop did not stop the daemon (pid $pid): $out"
+    local sleeper
+    sleeper=$(sh_c 'sleep 600 > /dev/null 2>&1 & echo $!')
+    sh_c "echo $sleeper > /var/lib/tgknock/tgknock.pid"
+    out=$(in_c sh "$initd" stop 2>&1) || fail "sysvinit stop with a stale pid file: $out"
+    sh_c "kill -0 $sleeper" || fail "sysvinit stop killed pid $sleeper, which held no lock: $out"
+    sh_c "kill $sleeper"
+    ok "sysvinit stop: stops the daemon; with a stale pid file it says '$out' and kills nothing"
+    sh_c "install -m 0755 $initd /etc/init.d/tgknock && update-rc.d tgknock defaults" > /dev/null 2>&1 \
+        || fail "update-rc.d tgknock defaults failed"
+    out=$(sh_c "ls /etc/rcS.d")
+    local s_tgknock s_networking
+    s_tgknock=$(echo "$out" | sed -n 's/^S\([0-9]*\)tgknock$/\1/p')
+    s_networking=$(echo "$out" | sed -n 's/^S\([0-9]*\)networking$/\1/p')
+    { [ -n "$s_tgknock" ] && [ -n "$s_networking" ] && [ "$s_tgknock" -lt "$s_networking" ]; } \
+        || fail "insserv does not start tgknock before networking: /etc/rcS.d holds $(echo "$out" | tr '\n' ' ')"
+    sh_c "update-rc.d -f tgknock remove && rm /etc/init.d/tgknock" > /dev/null 2>&1
+    ok "sysvinit: update-rc.d (insserv) starts tgknock before networking (rcS.d/S${s_tgknock}tgknock, S${s_networking}networking)"
+
+    halt
+    rm -rf "$RUN"
+    RUN=""
+}
+
+test_pending_zero() { [ "$(in_c systest pending "$CTL")" = 0 ]; }
+test_prop() { [ "$(prop "$1" "$2")" = "$3" ]; }
+test_prop_above() { [ "$(prop "$1" "$2")" -gt "$3" ]; }
+wait_exit() {
+    local i
+    for i in $(seq 1 $(($1 * 10))); do
+        kill -0 "$NSPAWN_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$NSPAWN_PID" 2>/dev/null && fail "the container did not go down in $1 s (i=$i)"
+    wait "$NSPAWN_PID" 2>/dev/null || true
+    NSPAWN_PID="" LEADER=""
+}
+
+# ---------------------------------------------------------------------------------------
+# Container 2: the tarball and install.sh.
+# ---------------------------------------------------------------------------------------
+tarball_container() {
+    local name=tgknock-$version-x86_64-unknown-linux-musl out trace
+    note "container 2: $(basename "$TARBALL") and install.sh ($(elapsed))"
+    new_container
+    cp "$TARBALL" "$RUN/root/root/"
+    boot
+    out=$(sh_c "cd /root && tar xzf $name.tar.gz && cd $name && ./install.sh" 2>&1) || fail "install.sh: $out"
+    echo "$out" | grep -q "not started yet" || fail "install.sh started tgknock without a token: $out"
+    ok "install.sh: installed; it says what is left to do (token, user id)"
+    sh_c "echo '$TOKEN' > /etc/tgknock/token &&
+        sed -i 's/^TGKNOCK_ALLOWED_USERS=.*/TGKNOCK_ALLOWED_USERS=$OWNER/' /etc/tgknock/tgknock.conf &&
+        printf 'TGKNOCK_API_URL=http://$API\nTGKNOCK_POLL_TIMEOUT=${POLL}s\n' >> /etc/tgknock/tgknock.conf" \
+        || fail "cannot configure"
+    out=$(in_c /usr/local/bin/tgknock check 2>&1) || fail "tgknock check (as root): $out"
+    in_c systemctl enable --now tgknock > /dev/null 2>&1 || fail "systemctl enable --now tgknock"
+    active || fail "tgknock is not active"
+    expect_rules iptables closed "installed with install.sh"
+    ssh_closed "installed with install.sh"
+    ok "configured, tgknock check as root, systemctl enable --now: active, port 22 closed (rules and TCP)"
+    out=$(chat /open " open") || exit 1
+    ssh_open "after /open"
+    chat /close closed > /dev/null || exit 1
+    ssh_closed "after /close"
+    ok "/open and /close from chat"
+    trace=$(sh_c "cd /root/$name && sh -x ./install.sh --uninstall" 2>&1) || fail "install.sh --uninstall: $trace"
+    local stop teardown remove
+    stop=$(echo "$trace" | grep -n '^+ systemctl disable --now tgknock' | head -n 1 | cut -d: -f1)
+    teardown=$(echo "$trace" | grep -n '^+ /usr/local/bin/tgknock teardown' | head -n 1 | cut -d: -f1)
+    remove=$(echo "$trace" | grep -n '^+ rm -f .*/usr/local/bin/tgknock' | head -n 1 | cut -d: -f1)
+    { [ -n "$stop" ] && [ -n "$teardown" ] && [ -n "$remove" ] && [ "$stop" -lt "$teardown" ] && [ "$teardown" -lt "$remove" ]; } \
+        || fail "install.sh --uninstall does not stop, then tear down, then remove: $trace"
+    [ "$(in_c systemctl is-active tgknock 2>/dev/null)" != active ] || fail "tgknock still runs after --uninstall"
+    [ "$(rules_state iptables)" = absent ] || fail "rules left after --uninstall: $(rules_state iptables)"
+    ssh_open "after install.sh --uninstall"
+    sh_c "test ! -e /usr/local/bin/tgknock && test ! -e /etc/systemd/system/tgknock.service && test -f /etc/tgknock/tgknock.conf" \
+        || fail "--uninstall left the binary or the unit, or removed the config"
+    ok "install.sh --uninstall: stopped the daemon, then removed its rules (sshd answers again), then its files; config kept"
+    halt
+    rm -rf "$RUN"
+    RUN=""
+}
+
+# ---------------------------------------------------------------------------------------
+main() {
+    note "a booted Debian with systemd as PID 1 (systemd-nspawn)"
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+    [ "$(id -u)" = 0 ] || skip "the system tier needs root (debootstrap, systemd-nspawn)"
+    local t
+    for t in debootstrap systemd-nspawn nsenter pgrep; do
+        command -v "$t" > /dev/null || skip "$t is missing (apt-get install debootstrap systemd-container util-linux procps)"
+    done
+    mkdir -p target/system
+    if ! make --no-print-directory deb > target/system/build.log 2>&1; then
+        tail -n 20 target/system/build.log >&2
+        skip "make deb failed (see target/system/build.log)"
+    fi
+    TARBALL=$top/dist/tgknock-$version-x86_64-unknown-linux-musl.tar.gz
+    { [ -f "$TARBALL" ] && [ -f "dist/tgknock_${version}_amd64.deb" ]; } || fail "make deb made no amd64 .deb or x86_64 tarball"
+    host_checks "$top/target/x86_64-unknown-linux-musl/release/tgknock"
+    if ! cargo build --release --locked --example systest --target x86_64-unknown-linux-musl \
+        >> target/system/build.log 2>&1; then
+        tail -n 20 target/system/build.log >&2
+        fail "cannot build examples/systest.rs for x86_64-unknown-linux-musl"
+    fi
+    SYSTEST=$top/target/x86_64-unknown-linux-musl/release/examples/systest
+    cached_root
+    note "cached root $(basename "$ROOT_TAR") ready ($(elapsed))"
+
+    deb_container
+    tarball_container
+    note "all checks passed in $(elapsed)"
+}
+
+main "$@"
