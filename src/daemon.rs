@@ -15,7 +15,7 @@ use crate::firewall::Kind;
 use crate::gate::GateName;
 use crate::keeper::Keeper;
 use crate::report;
-use crate::state::{Heartbeat, Paths, PidLock, State};
+use crate::state::{Heartbeat, Paths, PidLock, State, StateLock};
 use crate::telegram::{ApiError, BotApi, Incoming, Update, User};
 
 /// How often at most the owners hear about strangers.
@@ -315,7 +315,12 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         Err(e) if PidLock::holder(&keeper.paths).is_some() => return Err(e),
         Err(e) => return Err(fail_closed(&keeper, e)),
     };
-    dir.remove_temporaries();
+    {
+        // Under the state lock: a console command writing the state right now keeps its
+        // temporary file.
+        let _lock = StateLock::acquire(&keeper.paths).map_err(|e| fail_closed(&keeper, e))?;
+        dir.remove_temporaries();
+    }
     alive(&keeper.paths, None);
     let fw = &keeper.cfg.firewall;
     if fw.kind == crate::config::FirewallKind::Auto && keeper.fw.kind() == Kind::Nftables {

@@ -101,27 +101,9 @@ impl Dir {
     /// Opens `name` to take a lock on it, creating it when missing. Read access is enough
     /// for a lock, so a lock file left by an older version (root's, 0644) still works.
     pub(crate) fn open_lock(&self, name: &str) -> Result<File> {
-        let path = self.join(name);
-        loop {
-            match OpenOptions::new()
-                .read(true)
-                .custom_flags(O_NOFOLLOW)
-                .open(&path)
-            {
-                Ok(f) => {
-                    self.adopt(&f, &path)?;
-                    return Ok(f);
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(refused(&path, "open", e)),
-            }
-            match self.create_new(&path) {
-                Ok(f) => return Ok(f),
-                // Another process created it first: open that one.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(refused(&path, "create", e)),
-            }
-        }
+        let mut opts = OpenOptions::new();
+        opts.read(true).custom_flags(O_NOFOLLOW);
+        self.open_or_create(&self.join(name), &opts)
     }
 
     /// Opens `name` for reading and writing (appending with `append`), creating it when
@@ -135,18 +117,46 @@ impl Dir {
     /// given to the directory's owner.
     pub(crate) fn open_rw_path(&self, path: &Path, append: bool) -> Result<File> {
         let mut opts = OpenOptions::new();
-        opts.read(true)
-            .create(true)
-            .mode(FILE_MODE)
-            .custom_flags(O_NOFOLLOW);
+        opts.read(true).custom_flags(O_NOFOLLOW);
         if append {
             opts.append(true);
         } else {
             opts.write(true);
         }
-        let f = opts.open(path).map_err(|e| refused(path, "open", e))?;
-        self.adopt(&f, path)?;
-        Ok(f)
+        self.open_or_create(path, &opts)
+    }
+
+    /// Opens `path` with `opts` (which never follow a link), creating it when missing: the
+    /// new file is made under a unique temporary name, given to the directory's owner with
+    /// [`FILE_MODE`], and only then linked into place — so the name never stands for a file
+    /// the owner cannot use, even when this process dies halfway (root killed between
+    /// creating and handing over would otherwise leave root's file behind).
+    fn open_or_create(&self, path: &Path, opts: &OpenOptions) -> Result<File> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = path.with_file_name(temporary_name(&name));
+        loop {
+            match opts.open(path) {
+                Ok(f) => {
+                    self.adopt(&f, path)?;
+                    return Ok(f);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(refused(path, "open", e)),
+            }
+            self.create_new(&tmp)
+                .map_err(|e| refused(&tmp, "create", e))?;
+            let linked = fs::hard_link(&tmp, path);
+            let _ = fs::remove_file(&tmp);
+            match linked {
+                // Linked, or another process was first: open what is there now.
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(refused(path, "create", e)),
+            }
+        }
     }
 
     /// Replaces `name` with a new file holding `bytes`: written under a unique temporary
@@ -188,6 +198,7 @@ impl Dir {
     }
 
     /// Removes temporary files a crash left behind (their names say they are tgknock's).
+    /// A temporary whose writer is still alive (its pid is in the name) is its writer's.
     pub(crate) fn remove_temporaries(&self) {
         let Ok(entries) = fs::read_dir(&self.path) else {
             return;
@@ -195,7 +206,14 @@ impl Dir {
         for e in entries.flatten() {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with(".tgknock-") && name.ends_with(".tmp") {
+            if !(name.starts_with(".tgknock-") && name.ends_with(".tmp")) {
+                continue;
+            }
+            let writer: Option<u32> = name.rsplit('.').nth(3).and_then(|pid| pid.parse().ok());
+            let alive = writer.is_some_and(|pid| {
+                pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
+            });
+            if !alive {
                 let _ = fs::remove_file(e.path());
             }
         }
@@ -365,8 +383,16 @@ mod tests {
             assert_eq!(m, FILE_MODE, "{name}");
         }
         d.probe_writable().unwrap();
-        fs::write(p.join(".tgknock-state.json.1.2.3.tmp"), "left by a crash").unwrap();
+        // A crash's temporary goes; a live writer's (here: pid 1) stays.
+        fs::write(
+            p.join(".tgknock-state.json.999999999.2.3.tmp"),
+            "left by a crash",
+        )
+        .unwrap();
+        fs::write(p.join(".tgknock-lock.1.2.3.tmp"), "being made").unwrap();
         d.remove_temporaries();
+        assert!(p.join(".tgknock-lock.1.2.3.tmp").exists());
+        fs::remove_file(p.join(".tgknock-lock.1.2.3.tmp")).unwrap();
         let names: Vec<String> = fs::read_dir(&p)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
