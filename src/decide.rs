@@ -1,12 +1,17 @@
 //! What to do with a message: authorization, addressing, staleness and limits, decided
 //! without doing anything. The daemon carries out the [`Action`].
 
-use crate::command::{self, Command, Parsed};
+use crate::addr::Cidr;
+use crate::command::{self, Command, Length, Parsed};
 use crate::config::Config;
 use crate::duration;
 use crate::gate::GateName;
-use crate::state::{Actor, Opening, TooLong};
-use crate::telegram::Message;
+use crate::state::{Actor, Ban, Opening, TooLong};
+use crate::telegram::{Message, User};
+use crate::totp::{self, Check};
+
+/// How long a ban lasts when `/ban` names no duration.
+pub(crate) const BAN_FOR: u64 = 86_400;
 
 /// Now, by both clocks: Telegram's judges a message's age (a board without a real-time
 /// clock may be hours off), the board's sets deadlines (the kernel keeps its time).
@@ -51,6 +56,25 @@ pub(crate) enum Action {
     Close {
         gate: Option<GateName>,
     },
+    /// An opening from chat with the second factor on but no code: the bot asks for one,
+    /// and the user's next code completes `request` (a [`Command::Open`]).
+    NeedCode {
+        request: Command,
+    },
+    /// An opening and its code, to be checked before it is carried out.
+    OpenWithCode {
+        gate: GateName,
+        opening: Opening,
+        code: String,
+    },
+    /// A message that is only a code: it completes the sender's pending request, if any.
+    Code(String),
+    Ban {
+        ban: Ban,
+    },
+    Unban {
+        addr: Cidr,
+    },
 }
 
 /// Decides what `msg` asks for. `bot` is the bot's username, for `/command@bot`.
@@ -61,7 +85,12 @@ pub(crate) fn decide(msg: &Message, cfg: &Config, bot: &str, now: Now) -> Action
     if msg.is_forwarded() {
         return Action::Ignore(Ignored::Forwarded);
     }
-    let parsed = command::parse(msg.text.as_deref().unwrap_or(""), bot, &cfg.gates);
+    let parsed = command::parse_with(
+        msg.text.as_deref().unwrap_or(""),
+        bot,
+        &cfg.gates,
+        cfg.totp.is_some(),
+    );
     if !cfg.telegram.allowed_users.contains(&from.id) {
         let tried = matches!(parsed, Parsed::Command(_) | Parsed::Invalid(_))
             || (msg.chat.is_private() && matches!(parsed, Parsed::Unknown(_)));
@@ -103,36 +132,134 @@ pub(crate) fn decide(msg: &Message, cfg: &Config, bot: &str, now: Now) -> Action
         Command::Help => Action::Help,
         Command::Status => Action::Status,
         Command::Close { gate } => Action::Close { gate },
-        Command::Open {
+        Command::Ban { addr, length } => Action::Ban {
+            ban: Ban {
+                addr,
+                until: match length {
+                    Length::Default => Some(now.board + BAN_FOR),
+                    Length::Secs(s) => Some(now.board + s),
+                    Length::UntilClosed => None,
+                },
+                by: Actor::Telegram(from.id),
+            },
+        },
+        Command::Unban { addr } => Action::Unban { addr },
+        Command::Code(code) => Action::Code(code),
+        Command::WithCode { code, open } => open_action(*open, Some(code), from, cfg, now),
+        open @ Command::Open { .. } => open_action(open, None, from, cfg, now),
+    }
+}
+
+/// An opening from chat: refused beyond `TGKNOCK_MAX_OPEN_FOR`; with the second factor
+/// on, it needs `code` (without one, the bot asks).
+fn open_action(request: Command, code: Option<String>, from: &User, cfg: &Config, now: Now) -> Action {
+    let Command::Open {
+        gate,
+        length,
+        from: source,
+    } = request.clone()
+    else {
+        return Action::Ignore(Ignored::NotForUs);
+    };
+    let opening = match Opening::for_request(
+        length,
+        source,
+        Actor::Telegram(from.id),
+        now.board,
+        &cfg.limits,
+        true,
+    ) {
+        Ok(o) => o,
+        Err(TooLong { asked, max }) => {
+            let asked = asked.map_or("without an end".to_string(), |s| {
+                format!("for {}", duration::human(s))
+            });
+            return Action::Refuse {
+                text: format!(
+                    "Refused: {gate} cannot be opened {asked}; the limit is {} (TGKNOCK_MAX_OPEN_FOR).",
+                    duration::human(max)
+                ),
+                log: format!(
+                    "{} asked to open {gate} {asked}, beyond TGKNOCK_MAX_OPEN_FOR",
+                    from.describe()
+                ),
+            };
+        }
+    };
+    match (cfg.totp.is_some(), code) {
+        (false, _) => Action::Open { gate, opening },
+        (true, None) => Action::NeedCode { request },
+        (true, Some(code)) => Action::OpenWithCode {
             gate,
-            length,
-            from: source,
-        } => match Opening::for_request(
-            length,
-            source,
-            Actor::Telegram(from.id),
-            now.board,
-            &cfg.limits,
-            true,
-        ) {
-            Ok(opening) => Action::Open { gate, opening },
-            Err(TooLong { asked, max }) => {
-                let asked = asked.map_or("without an end".to_string(), |s| {
-                    format!("for {}", duration::human(s))
-                });
-                Action::Refuse {
-                    text: format!(
-                        "Refused: {gate} cannot be opened {asked}; the limit is {} (TGKNOCK_MAX_OPEN_FOR).",
-                        duration::human(max)
-                    ),
-                    log: format!(
-                        "{} asked to open {gate} {asked}, beyond TGKNOCK_MAX_OPEN_FOR",
-                        from.describe()
-                    ),
-                }
-            }
+            opening,
+            code,
         },
     }
+}
+
+/// The code `code` from `from` for the request the bot asked a code for at `asked_at`
+/// (board time): the opening as of now, if the code came within [`totp::ASK_SECS`].
+pub(crate) fn complete(
+    request: &Command,
+    asked_at: u64,
+    code: String,
+    from: &User,
+    cfg: &Config,
+    now: Now,
+) -> Action {
+    if now.board > asked_at + totp::ASK_SECS {
+        return Action::Refuse {
+            text: format!(
+                "That code came more than {} after the bot asked for it: nothing opened. Send /open again.",
+                duration::human(totp::ASK_SECS)
+            ),
+            log: format!("{} sent a code too late", from.describe()),
+        };
+    }
+    open_action(request.clone(), Some(code), from, cfg, now)
+}
+
+/// What to say when a code was not accepted: the reply to the sender, and what the owners
+/// are told (when the sender has just been locked out).
+pub(crate) fn code_refusal(check: Check, who: &str, now: u64) -> Option<(String, Option<String>)> {
+    let minutes = duration::human(totp::LOCKOUT);
+    Some(match check {
+        Check::Accepted(_) => return None,
+        Check::Wrong { replayed, left } => (
+            format!(
+                "{}: nothing opened. {left} more wrong code{} within {} and openings are refused for {minutes}.",
+                if replayed {
+                    "That code was used already (each is accepted once; a new one comes every 30 s)"
+                } else {
+                    "Wrong code"
+                },
+                if left == 1 { "" } else { "s" },
+                duration::human(totp::WRONG_WINDOW)
+            ),
+            None,
+        ),
+        Check::LockedNow { until } => (
+            format!(
+                "Wrong code: nothing opened. That was {} wrong codes within {}: openings from you are refused until {}.",
+                totp::WRONG_MAX,
+                duration::human(totp::WRONG_WINDOW),
+                duration::utc_short(until, now)
+            ),
+            Some(format!(
+                "{who} sent {} wrong codes within {}: openings from them are refused until {}. If that was not them, their Telegram account may be in other hands.",
+                totp::WRONG_MAX,
+                duration::human(totp::WRONG_WINDOW),
+                duration::utc_short(until, now)
+            )),
+        ),
+        Check::Locked { until } => (
+            format!(
+                "Refused: too many wrong codes; openings from you are refused until {}.",
+                duration::utc_short(until, now)
+            ),
+            None,
+        ),
+    })
 }
 
 #[cfg(test)]

@@ -19,4 +19,5 @@ mod knock;
 mod netns;
 mod nonroot;
 mod notify;
+mod second_factor;
 mod watchdog;
