@@ -204,7 +204,9 @@ pub fn local_addresses() -> Vec<IpAddr> {
     if let Ok(t) = std::fs::read_to_string("/proc/net/if_inet6") {
         out.extend(t.lines().filter_map(|l| {
             let hex = l.split_whitespace().next()?;
-            u128::from_str_radix(hex, 16).ok().map(|n| IpAddr::V6(n.into()))
+            u128::from_str_radix(hex, 16)
+                .ok()
+                .map(|n| IpAddr::V6(n.into()))
         }));
     }
     out.sort();

@@ -311,9 +311,15 @@ fn open(c: OpenCmd) -> Result<i32> {
     let g = keeper.cfg.gate(gate.as_str()).expect("gate exists");
     println!("{}", report::gate_line(g, &out));
     if !keeper.wake_daemon() && bounded {
-        println!(
-            "note: no daemon is running, so nothing closes {gate} at its deadline; `tgknock run` (or the watchdog) closes it when it starts"
-        );
+        if keeper.fw.policy.deadlines {
+            println!(
+                "note: no daemon is running; the kernel closes {gate} at its deadline, and `tgknock run` (or the watchdog) brings the saved state up to date when it starts"
+            );
+        } else {
+            println!(
+                "note: no daemon is running, and the kernel cannot keep deadlines, so nothing closes {gate} at its deadline; `tgknock run` (or the watchdog) closes it when it starts"
+            );
+        }
     }
     Ok(verified(&keeper, &out))
 }
@@ -421,15 +427,22 @@ fn totp_setup(c: TotpSetupCmd) -> Result<i32> {
         .ok()
         .flatten()
         .unwrap_or_else(|| "/var/lib/tgknock".into());
-    let owner = crate::files::write_secret(&path, &format!("{}\n", secret.base32()), Path::new(&owner))?;
+    let owner =
+        crate::files::write_secret(&path, &format!("{}\n", secret.base32()), Path::new(&owner))?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let uri = secret.uri(host.trim());
     println!(
         "wrote a new TOTP secret to {} (mode 0600{owner})\n",
         path.display()
     );
-    println!("Scan this QR code with your authenticator app (or enter the secret {} by hand):\n", secret.base32());
-    print!("{}", crate::qr::terminal(&uri, std::io::IsTerminal::is_terminal(&std::io::stdout())));
+    println!(
+        "Scan this QR code with your authenticator app (or enter the secret {} by hand):\n",
+        secret.base32()
+    );
+    print!(
+        "{}",
+        crate::qr::terminal(&uri, std::io::IsTerminal::is_terminal(&std::io::stdout()))
+    );
     println!("\n{uri}\n");
     println!(
         "Then set {key}={} in the config (if it is not yet) and restart tgknock: openings from chat will need a code.",

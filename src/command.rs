@@ -130,9 +130,8 @@ fn looks_like_code(t: &str) -> bool {
     let spaced = digits == 6
         && t.bytes()
             .all(|b| b.is_ascii_digit() || b == b' ' || b == b'-');
-    let lettered = (5..=8).contains(&t.len())
-        && digits >= 4
-        && t.bytes().all(|b| b.is_ascii_alphanumeric());
+    let lettered =
+        (5..=8).contains(&t.len()) && digits >= 4 && t.bytes().all(|b| b.is_ascii_alphanumeric());
     spaced || lettered
 }
 

@@ -8,8 +8,8 @@ use crate::addr::Cidr;
 use crate::duration;
 use crate::error::{Error, Result};
 use crate::firewall::rules::{Knock, Rate};
-use crate::totp::Secret;
 use crate::gate::{self, Gate, GateName, Proto};
+use crate::totp::Secret;
 
 pub(crate) const DEFAULT_PATH: &str = "/etc/tgknock/tgknock.conf";
 
@@ -639,12 +639,16 @@ fn rate_limits(l: &Layers, gates: &[Gate]) -> Result<Vec<(GateName, Rate)>> {
     let key = "TGKNOCK_RATE_LIMIT";
     let mut out: Vec<(GateName, Rate)> = Vec::new();
     for item in l.items(key) {
-        let (name, rate) = item
-            .split_once('=')
-            .ok_or_else(|| l.bad(key, format!("'{}' is not of the form gate=6/min", short(&item))))?;
-        let gate = gates.iter().find(|g| g.name == name).ok_or_else(|| {
-            l.bad(key, format!("there is no gate '{}'", short(name)))
+        let (name, rate) = item.split_once('=').ok_or_else(|| {
+            l.bad(
+                key,
+                format!("'{}' is not of the form gate=6/min", short(&item)),
+            )
         })?;
+        let gate = gates
+            .iter()
+            .find(|g| g.name == name)
+            .ok_or_else(|| l.bad(key, format!("there is no gate '{}'", short(name))))?;
         let rate = Rate::parse(rate).map_err(|e| l.bad(key, e))?;
         if out.iter().any(|(g, _)| *g == gate.name) {
             return Err(l.bad(key, format!("{} is named twice", gate.name)));
@@ -661,7 +665,10 @@ fn totp(l: &Layers, file: Option<TokenFile>, warnings: &mut Vec<String>) -> Resu
     let Some(file) = file else { return Ok(None) };
     let path = file.path.display().to_string();
     let text = file.text.map_err(|e| {
-        l.bad(key, format!("cannot read {path}: {e} (`tgknock totp-setup` writes one)"))
+        l.bad(
+            key,
+            format!("cannot read {path}: {e} (`tgknock totp-setup` writes one)"),
+        )
     })?;
     if let Some(mode) = file.mode.filter(|m| m & 0o077 != 0) {
         warnings.push(format!(

@@ -152,7 +152,13 @@ pub(crate) fn decide(msg: &Message, cfg: &Config, bot: &str, now: Now) -> Action
 
 /// An opening from chat: refused beyond `TGKNOCK_MAX_OPEN_FOR`; with the second factor
 /// on, it needs `code` (without one, the bot asks).
-fn open_action(request: Command, code: Option<String>, from: &User, cfg: &Config, now: Now) -> Action {
+fn open_action(
+    request: Command,
+    code: Option<String>,
+    from: &User,
+    cfg: &Config,
+    now: Now,
+) -> Action {
     let Command::Open {
         gate,
         length,

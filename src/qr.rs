@@ -24,12 +24,14 @@ pub(crate) fn terminal(text: &str, colour: bool) -> String {
     for y in span.clone().step_by(2) {
         out.push_str(start);
         for x in span.clone() {
-            out.push(match (light(x, y), light(x, y + 1) || y + 1 >= qr.size() + QUIET) {
-                (true, true) => '█',
-                (true, false) => '▀',
-                (false, true) => '▄',
-                (false, false) => ' ',
-            });
+            out.push(
+                match (light(x, y), light(x, y + 1) || y + 1 >= qr.size() + QUIET) {
+                    (true, true) => '█',
+                    (true, false) => '▀',
+                    (false, true) => '▄',
+                    (false, false) => ' ',
+                },
+            );
         }
         out.push_str(end);
         out.push('\n');
@@ -43,7 +45,10 @@ mod tests {
 
     #[test]
     fn a_code_with_its_border() {
-        let t = terminal("otpauth://totp/tgknock:pi?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ", false);
+        let t = terminal(
+            "otpauth://totp/tgknock:pi?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ",
+            false,
+        );
         let lines: Vec<&str> = t.lines().collect();
         let width = lines[0].chars().count();
         // A version-4 or larger code: 33+ modules and the border on each side.

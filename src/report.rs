@@ -334,9 +334,16 @@ fn view_json(v: &Result<GateView, String>) -> serde_json::Value {
     match v {
         Ok(GateView::Closed) => json!({"state": "closed"}),
         Ok(GateView::OpenToAll) => json!({"state": "open", "from": null}),
+        // `from` as before (null: everyone; else the sources), and each way through with
+        // the deadline the kernel keeps.
         Ok(GateView::Open(p)) => json!({
             "state": "open",
-            "from": p.iter().map(|p| json!({"from": p.from, "until": p.until})).collect::<Vec<_>>(),
+            "from": if p.iter().any(|p| p.from.is_none()) {
+                serde_json::Value::Null
+            } else {
+                json!(p.iter().filter_map(|p| p.from).collect::<Vec<_>>())
+            },
+            "passes": p.iter().map(|p| json!({"from": p.from, "until": p.until})).collect::<Vec<_>>(),
         }),
         Ok(GateView::Inconsistent(m)) => json!({"state": "inconsistent", "detail": m}),
         Ok(GateView::NotInstalled) => json!({"state": "not-installed"}),

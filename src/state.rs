@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::net::IpAddr;
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -153,7 +153,11 @@ fn contains(block: &Cidr, ip: IpAddr) -> bool {
 
 /// Whether two blocks share an address: the shorter prefix holds the other's start.
 fn overlaps(a: &Cidr, b: &Cidr) -> bool {
-    let (wide, narrow) = if a.prefix() <= b.prefix() { (a, b) } else { (b, a) };
+    let (wide, narrow) = if a.prefix() <= b.prefix() {
+        (a, b)
+    } else {
+        (b, a)
+    };
     contains(wide, narrow.addr())
 }
 

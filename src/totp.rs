@@ -239,9 +239,20 @@ mod tests {
     fn base32_round_trip_and_bad_secrets() {
         let s = rfc();
         assert_eq!(s.base32(), "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ");
-        assert_eq!(Secret::parse("gezd gnbv gy3t qojq gezd gnbv gy3t qojq\n"), Ok(s));
-        assert!(Secret::parse("GEZDGNBVGY3TQOJQ").unwrap_err().contains("80 bits"));
-        assert!(Secret::parse("GEZDGNBVGY3TQOJQGEZDGNB1").unwrap_err().contains("base32"));
+        assert_eq!(
+            Secret::parse("gezd gnbv gy3t qojq gezd gnbv gy3t qojq\n"),
+            Ok(s)
+        );
+        assert!(
+            Secret::parse("GEZDGNBVGY3TQOJQ")
+                .unwrap_err()
+                .contains("80 bits")
+        );
+        assert!(
+            Secret::parse("GEZDGNBVGY3TQOJQGEZDGNB1")
+                .unwrap_err()
+                .contains("base32")
+        );
         assert!(Secret::parse("").is_err());
         let new = Secret::generate().unwrap();
         assert_eq!(new.base32().len(), 32);
@@ -280,7 +291,10 @@ mod tests {
         assert_eq!(g.check(2, &code(step - 1), now), Check::Accepted(step - 1));
         assert!(matches!(
             g.check(2, &code(step + 2), now),
-            Check::Wrong { replayed: false, .. }
+            Check::Wrong {
+                replayed: false,
+                ..
+            }
         ));
         // Saved and read back, the used steps still refuse a replay.
         let mut again = Guard::new(rfc(), &g.used());
@@ -300,7 +314,14 @@ mod tests {
         let right = |t: u64| format!("{:06}", rfc().code(t / STEP));
         for (i, left) in [4, 3, 2, 1].into_iter().enumerate() {
             let r = g.check(7, "000001", now + i as u64 * 60);
-            assert_eq!(r, Check::Wrong { replayed: false, left }, "try {i}");
+            assert_eq!(
+                r,
+                Check::Wrong {
+                    replayed: false,
+                    left
+                },
+                "try {i}"
+            );
         }
         assert_eq!(
             g.check(7, "000001", now + 240),
@@ -316,14 +337,21 @@ mod tests {
             },
             "even a right code is refused while locked out"
         );
-        assert_eq!(g.check(8, &right(t), t), Check::Accepted(t / STEP), "per user");
+        assert_eq!(
+            g.check(8, &right(t), t),
+            Check::Accepted(t / STEP),
+            "per user"
+        );
         let t = now + 240 + LOCKOUT;
         assert_eq!(g.locked_until(7, t), None);
         assert_eq!(g.check(7, &right(t), t), Check::Accepted(t / STEP));
         // Wrong codes further apart than the window do not add up.
         for i in 0..8 {
             let t = now + 2_000 + i * 200;
-            assert!(matches!(g.check(9, "000001", t), Check::Wrong { .. }), "{i}");
+            assert!(
+                matches!(g.check(9, "000001", t), Check::Wrong { .. }),
+                "{i}"
+            );
         }
     }
 }

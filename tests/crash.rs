@@ -292,6 +292,9 @@ struct Kernel {
     views: Vec<View>,
 }
 
+/// The source of a RETURN without `-s`: an opening to everyone, bounded by `-m time`.
+const EVERYONE: &str = "everyone";
+
 fn read_kernel(listing: &str) -> Result<Kernel, String> {
     let jump = format!("-A INPUT -j {CHAIN}");
     let input: Vec<&str> = listing
@@ -335,11 +338,16 @@ fn read_kernel(listing: &str) -> Result<Kernel, String> {
             ("DROP", None) => {
                 entry.0.insert(port);
             }
-            ("RETURN", Some(src)) => {
+            ("RETURN", src) => {
                 if !entry.0.is_empty() {
                     return Err(format!("a source RETURN after the gate's DROP: {line}"));
                 }
-                let (_, src) = norm(&src).ok_or_else(|| format!("bad source in {line}"))?;
+                let src = match src {
+                    Some(src) => norm(&src).ok_or_else(|| format!("bad source in {line}"))?.1,
+                    // An opening to everyone whose deadline the kernel keeps.
+                    None if w.iter().any(|x| x == "--datestop") => EVERYONE.to_string(),
+                    None => return Err(format!("unexpected rule: {line}")),
+                };
                 entry.1.insert((src, port));
             }
             _ => return Err(format!("unexpected rule: {line}")),
@@ -360,6 +368,8 @@ fn read_kernel(listing: &str) -> Result<Kernel, String> {
         {
             if srcs.is_empty() {
                 View::Closed
+            } else if srcs.contains(EVERYONE) {
+                View::OpenToAll
             } else {
                 View::From(srcs)
             }

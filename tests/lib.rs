@@ -12,6 +12,7 @@ mod board;
 mod chat;
 mod console;
 mod crash;
+mod defense;
 mod faults;
 mod flood;
 mod hostile;

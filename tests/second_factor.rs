@@ -16,10 +16,7 @@ const SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 /// The 6-digit code of time step `step` for [`SECRET`].
 fn code_at(step: u64) -> String {
     use ring::hmac;
-    let key = hmac::Key::new(
-        hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
-        b"12345678901234567890",
-    );
+    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, b"12345678901234567890");
     let h = hmac::sign(&key, &step.to_be_bytes());
     let h = h.as_ref();
     let at = (h[19] & 0x0f) as usize;
@@ -113,7 +110,10 @@ fn openings_from_chat_need_a_code_each_accepted_once() {
     assert!(env.api.sent_to(STRANGER).is_empty());
     // With the second factor on, a bare 6-digit word is the code, never minutes.
     let r = say("/open ssh 000000");
-    assert!(r.contains("Wrong code") || r.contains("used already"), "{r}");
+    assert!(
+        r.contains("Wrong code") || r.contains("used already"),
+        "{r}"
+    );
     assert!(!open(&env, "ssh"));
     // Codes written wrong in the command are refused with the reason.
     let r = say("/open ssh 492 039");
@@ -215,11 +215,16 @@ fn totp_setup_writes_a_private_secret_and_shows_it() {
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     assert!(
-        text.contains(&format!("otpauth://totp/tgknock:"))
-            && text.contains(&format!("?secret={secret}&issuer=tgknock&algorithm=SHA1&digits=6&period=30")),
+        text.contains("otpauth://totp/tgknock:")
+            && text.contains(&format!(
+                "?secret={secret}&issuer=tgknock&algorithm=SHA1&digits=6&period=30"
+            )),
         "{text}"
     );
-    assert!(text.contains('▀') || text.contains('▄'), "a QR code:\n{text}");
+    assert!(
+        text.contains('▀') || text.contains('▄'),
+        "a QR code:\n{text}"
+    );
     // The file it wrote is one the daemon reads.
     let mut with = Env::new();
     with.set("TGKNOCK_TOTP_SECRET_FILE", &f);
@@ -258,7 +263,11 @@ fn bans_are_refused_with_the_reason_and_listed() {
         let r = say(text);
         assert!(r.contains(why), "{text}: {r}");
     }
-    assert_eq!(env.state()["bans"], serde_json::Value::Null, "nothing banned");
+    assert_eq!(
+        env.state()["bans"],
+        serde_json::Value::Null,
+        "nothing banned"
+    );
     let r = say("/ban 203.0.113.9");
     assert!(r.starts_with("banned 203.0.113.9 (IPv4 only) until"), "{r}");
     assert!(r.ends_with("1 d"), "{r}");
@@ -272,7 +281,10 @@ fn bans_are_refused_with_the_reason_and_listed() {
     let r = say("/ban 2001:db8::/64 0");
     assert!(r.contains("2001:db8::/64 (IPv6 only) until lifted"), "{r}");
     let r = say("/status");
-    assert!(r.contains("banned 203.0.113.9") && r.contains("banned 2001:db8::/64"), "{r}");
+    assert!(
+        r.contains("banned 203.0.113.9") && r.contains("banned 2001:db8::/64"),
+        "{r}"
+    );
     let out = env.run(&["status", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["bans"].as_array().map(Vec::len), Some(2), "{v}");
@@ -284,9 +296,17 @@ fn bans_are_refused_with_the_reason_and_listed() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("TGKNOCK_ALWAYS_ALLOW"));
     let out = env.run(&["ban", "198.51.100.0/24", "--for", "2h"]);
-    assert!(stdout(&out).starts_with("banned 198.51.100.0/24 (IPv4 only) until"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("banned 198.51.100.0/24 (IPv4 only) until"),
+        "{}",
+        stdout(&out)
+    );
     let out = env.run(&["unban", "198.51.100.0/24"]);
-    assert!(stdout(&out).contains("198.51.100.0/24 not banned"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("198.51.100.0/24 not banned"),
+        "{}",
+        stdout(&out)
+    );
     let r = say("/unban 203.0.113.9");
     assert_eq!(r, "203.0.113.9 not banned");
     assert!(!env.rules(4).contains("tgknock:ban"), "{}", env.rules(4));
@@ -316,7 +336,9 @@ fn without_the_time_match_the_daemon_keeps_deadlines_alone() {
     let text = stdout(&out);
     assert!(text.contains("deadlines: kept by tgknock only"), "{text}");
     assert_eq!(
-        d.output().matches("the kernel cannot keep deadlines").count(),
+        d.output()
+            .matches("the kernel cannot keep deadlines")
+            .count(),
         1,
         "said once"
     );

@@ -677,8 +677,8 @@ impl Tables for Iptables {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::firewall::rules::desired;
     use crate::firewall::rules::Policy;
+    use crate::firewall::rules::desired;
     use crate::firewall::rules::tests::{cidr, knock, policy, state};
     use crate::state::State;
 
@@ -910,8 +910,14 @@ pub(crate) mod tests {
         }
         p.limits = vec![
             (GateName::new("ssh").unwrap(), Rate::parse("6/min").unwrap()),
-            (GateName::new("web").unwrap(), Rate::parse("120/hour").unwrap()),
-            (GateName::new("mosh").unwrap(), Rate::parse("60/min").unwrap()),
+            (
+                GateName::new("web").unwrap(),
+                Rate::parse("120/hour").unwrap(),
+            ),
+            (
+                GateName::new("mosh").unwrap(),
+                Rate::parse("60/min").unwrap(),
+            ),
         ];
         s
     }
@@ -935,7 +941,9 @@ pub(crate) mod tests {
         assert_eq!(parse_datestop("2027-01-15T07:59:59"), Some(1_800_000_000));
         assert_eq!(hashlimit_name("TGKNOCK", "tgknock-limit:ssh"), "tgk-ssh");
         let long = hashlimit_name("TGKNOCK", "tgknock-limit:a-very-long-gate");
-        assert!(long.len() <= 15 && long != hashlimit_name("OTHER", "tgknock-limit:a-very-long-gate"));
+        assert!(
+            long.len() <= 15 && long != hashlimit_name("OTHER", "tgknock-limit:a-very-long-gate")
+        );
         // hashlimit's default burst (5) is left out of `-S`; it still parses as 5.
         let five = "-N TGKNOCK\n-A INPUT -j TGKNOCK\n-A TGKNOCK -p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m hashlimit --hashlimit-above 5/min --hashlimit-mode srcip --hashlimit-name tgk-ssh -m comment --comment \"tgknock-limit:ssh\" -j DROP\n";
         let l = parse_listing("TGKNOCK", five, Family::V4);
@@ -968,10 +976,7 @@ pub(crate) mod tests {
                     g.name
                 );
                 let rate = p.limits.iter().find(|(n, _)| *n == g.name).unwrap().1;
-                assert_eq!(
-                    l.limit(g),
-                    Some(crate::firewall::rules::Limit::of(rate))
-                );
+                assert_eq!(l.limit(g), Some(crate::firewall::rules::Limit::of(rate)));
             }
             assert_eq!(
                 l.bans(),

@@ -607,8 +607,7 @@ impl Listing {
                 return GateView::Inconsistent(format!(
                     "{} is open to {} on some of its ports only",
                     gate.name,
-                    pass.from
-                        .map_or("everyone".to_string(), |c| c.to_string())
+                    pass.from.map_or("everyone".to_string(), |c| c.to_string())
                 ));
             }
         }

@@ -12,7 +12,8 @@ st="$dir/v$fam"
 mkdir -p "$st"
 [ -f "$st/INPUT" ] || : > "$st/INPUT"
 log() { printf '%s\n' "$*" >> "$dir/calls.log"; }
-env > "$dir/env-$me"
+# Written by rename: a test reading it never sees it half written by another call.
+env > "$dir/env-$me.$$" && mv -f "$dir/env-$me.$$" "$dir/env-$me"
 
 for f in "$dir/fail-once-$me" "$dir/fail-$me"; do
     if [ -f "$f" ]; then
