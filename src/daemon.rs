@@ -877,15 +877,17 @@ impl Daemon {
     fn defend(&mut self, action: Action, id: i64, chat: i64, from: &User, now: Now) {
         match action {
             Action::NeedCode { request } => {
+                // Codes are judged by Telegram's clock, like the phone that shows them
+                // (a board without a real-time clock may be far off).
                 if let Some(until) = self
                     .guard
                     .as_ref()
-                    .and_then(|g| g.locked_until(from.id, now.board))
+                    .and_then(|g| g.locked_until(from.id, now.telegram))
                 {
                     let (text, _) = crate::decide::code_refusal(
                         totp::Check::Locked { until },
                         &from.describe(),
-                        now.board,
+                        now.telegram,
                     )
                     .unwrap_or_default();
                     self.reply(chat, &text);
@@ -941,9 +943,9 @@ impl Daemon {
                 let Some(guard) = self.guard.as_mut() else {
                     return;
                 };
-                let check = guard.check(from.id, &code, now.board);
+                let check = guard.check(from.id, &code, now.telegram);
                 if let Some((text, owners)) =
-                    crate::decide::code_refusal(check, &from.describe(), now.board)
+                    crate::decide::code_refusal(check, &from.describe(), now.telegram)
                 {
                     log::warn!("{} sent a code that was not accepted: {check:?}", from.describe());
                     self.reply(chat, &text);

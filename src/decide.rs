@@ -424,6 +424,118 @@ mod tests {
     }
 
     #[test]
+    fn with_the_second_factor_an_opening_needs_a_code() {
+        let dir = std::env::temp_dir().join(format!("tgk-decide-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("totp");
+        std::fs::write(&file, "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n").unwrap();
+        let c = cfg(&[("TGKNOCK_TOTP_SECRET_FILE", file.to_str().unwrap())]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let d = |text: &str| {
+            decide(
+                &msg(OWNER, ChatKind::Private, text, NOW.telegram as i64),
+                &c,
+                "bot",
+                NOW,
+            )
+        };
+        let Action::NeedCode { request } = d("/open web 30m") else {
+            panic!("{:?}", d("/open web 30m"))
+        };
+        let Action::OpenWithCode {
+            gate,
+            opening,
+            code,
+        } = d("/open web 30m 012345")
+        else {
+            panic!()
+        };
+        assert_eq!((gate.as_str(), code.as_str()), ("web", "012345"));
+        assert_eq!(opening.until, Some(NOW.board + 1800));
+        assert_eq!(d("654321"), Action::Code("654321".into()));
+        assert!(
+            matches!(d("/open 3h 012345"), Action::Refuse { .. }),
+            "limits first"
+        );
+        assert!(matches!(d("654 321"), Action::Refuse { .. }));
+        assert_eq!(
+            d("/close"),
+            Action::Close { gate: None },
+            "closing needs none"
+        );
+        // The code completes the request as of its own time, within two minutes.
+        let owner = msg(OWNER, ChatKind::Private, "", 0).from.unwrap();
+        let later = Now {
+            telegram: NOW.telegram + 100,
+            board: NOW.board + 100,
+        };
+        let Action::OpenWithCode { opening, .. } =
+            complete(&request, NOW.board, "111111".into(), &owner, &c, later)
+        else {
+            panic!()
+        };
+        assert_eq!(opening.until, Some(later.board + 1800));
+        let late = Now {
+            telegram: NOW.telegram + 121,
+            board: NOW.board + 121,
+        };
+        let Action::Refuse { text, .. } =
+            complete(&request, NOW.board, "111111".into(), &owner, &c, late)
+        else {
+            panic!()
+        };
+        assert!(text.contains("more than 2 min"), "{text}");
+        // Without the second factor, six digits are minutes (and too many of them).
+        assert!(matches!(d_plain("/open 012345"), Action::Refuse { .. }));
+        assert_eq!(d_plain("654321"), Action::Ignore(Ignored::NotForUs));
+    }
+
+    fn d_plain(text: &str) -> Action {
+        d(OWNER, text)
+    }
+
+    #[test]
+    fn bans_last_a_day_unless_told() {
+        let Action::Ban { ban } = d(OWNER, "/ban 203.0.113.9") else {
+            panic!()
+        };
+        assert_eq!(ban.until, Some(NOW.board + BAN_FOR));
+        assert_eq!(ban.by, Actor::Telegram(OWNER));
+        let Action::Ban { ban } = d(OWNER, "/ban 2h 2001:db8::/64") else {
+            panic!()
+        };
+        assert_eq!(ban.until, Some(NOW.board + 7200));
+        let Action::Ban { ban } = d(OWNER, "/ban 10.0.0.1 0") else {
+            panic!()
+        };
+        assert_eq!(ban.until, None);
+        assert!(matches!(d(OWNER, "/unban 10.0.0.1"), Action::Unban { .. }));
+        for bad in [
+            "/ban 0.0.0.0/0",
+            "/ban ::/0",
+            "/ban",
+            "/ban 1.2.3.4 5.6.7.8",
+            "/unban",
+        ] {
+            assert!(matches!(d(OWNER, bad), Action::Refuse { .. }), "{bad}");
+        }
+        assert_eq!(d(222, "/ban 10.0.0.1"), Action::Stranger { tried: true });
+        let text = |c: Check| code_refusal(c, "7 (x)", NOW.board).map(|(t, o)| (t, o.is_some()));
+        assert_eq!(text(Check::Accepted(1)), None);
+        let (t, told) = text(Check::LockedNow {
+            until: NOW.board + 600,
+        })
+        .unwrap();
+        assert!(told && t.contains("refused until"), "{t}");
+        let (t, told) = text(Check::Wrong {
+            replayed: false,
+            left: 1,
+        })
+        .unwrap();
+        assert!(!told && t.contains("1 more wrong code within"), "{t}");
+    }
+
+    #[test]
     fn a_sender_needs_a_user_not_a_name() {
         let other = User {
             id: 333,
