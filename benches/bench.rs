@@ -240,11 +240,18 @@ impl Scratch {
         })
     }
 
-    /// Whether `gate` has no DROP rule left in both families of the fake firewall.
+    /// Whether `gate` is open to everyone in both families of the fake firewall: no rule
+    /// of it, or a RETURN for every source (bounded by the kernel's deadline).
     fn open_in_both(&self, gate: &str) -> bool {
         ["v4", "v6"].iter().all(|f| {
-            std::fs::read_to_string(self.dir.join("fw").join(f).join("TGKNOCK"))
-                .is_ok_and(|t| !t.contains(&format!("tgknock-gate:{gate} ")))
+            std::fs::read_to_string(self.dir.join("fw").join(f).join("TGKNOCK")).is_ok_and(|t| {
+                let tag = format!("tgknock-gate:{gate} ");
+                let mine: Vec<&str> = t.lines().filter(|l| l.contains(&tag)).collect();
+                mine.is_empty()
+                    || mine
+                        .iter()
+                        .any(|l| l.ends_with("-j RETURN") && !l.contains(" -s "))
+            })
         })
     }
 }
