@@ -258,11 +258,18 @@ impl Scratch {
         })
     }
 
-    /// Whether `gate` has no DROP rule left in both families of the fake firewall.
+    /// Whether `gate` is open to everyone in both families of the fake firewall: no rule
+    /// of it, or a RETURN for every source (bounded by the kernel's deadline).
     fn open_in_both(&self, gate: &str) -> bool {
         ["v4", "v6"].iter().all(|f| {
-            std::fs::read_to_string(self.dir.join("fw").join(f).join("TGKNOCK"))
-                .is_ok_and(|t| !t.contains(&format!("tgknock-gate:{gate} ")))
+            std::fs::read_to_string(self.dir.join("fw").join(f).join("TGKNOCK")).is_ok_and(|t| {
+                let tag = format!("tgknock-gate:{gate} ");
+                let mine: Vec<&str> = t.lines().filter(|l| l.contains(&tag)).collect();
+                mine.is_empty()
+                    || mine
+                        .iter()
+                        .any(|l| l.ends_with("-j RETURN") && !l.contains(" -s "))
+            })
         })
     }
 }
@@ -1366,7 +1373,238 @@ fn main() {
     }
     rows.extend([r_cpu, r_wake]);
     rows.extend(drift_rows(&subjects[0], Duration::from_secs(idle_secs), n));
+    eprintln!("bench: 1,000 bans and a SYN burst against a rate limit, per backend …");
+    for kind in Defense::ALL {
+        rows.extend(defense_rows(&tgknock, kind, &row));
+    }
     print_table(&subjects, &rows);
+}
+
+/// A firewall backend for the defense measurements (real tools, in a namespace).
+#[derive(Clone, Copy)]
+enum Defense {
+    Legacy,
+    IptNft,
+    Nft,
+}
+
+impl Defense {
+    const ALL: [Defense; 3] = [Defense::Legacy, Defense::IptNft, Defense::Nft];
+
+    fn name(self) -> &'static str {
+        match self {
+            Defense::Legacy => "iptables-legacy",
+            Defense::IptNft => "iptables-nft",
+            Defense::Nft => "nft",
+        }
+    }
+
+    fn env(self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            Defense::Legacy => vec![
+                ("TGKNOCK_FIREWALL", "iptables"),
+                ("TGKNOCK_IPTABLES", "/usr/sbin/iptables-legacy"),
+                ("TGKNOCK_IP6TABLES", "/usr/sbin/ip6tables-legacy"),
+            ],
+            Defense::IptNft => vec![
+                ("TGKNOCK_FIREWALL", "iptables"),
+                ("TGKNOCK_IPTABLES", "/usr/sbin/iptables-nft"),
+                ("TGKNOCK_IP6TABLES", "/usr/sbin/ip6tables-nft"),
+            ],
+            Defense::Nft => vec![
+                ("TGKNOCK_FIREWALL", "nft"),
+                ("TGKNOCK_NFT", "/usr/sbin/nft"),
+            ],
+        }
+    }
+
+    /// The listing of everything tgknock holds, as the backend's tool prints it.
+    fn listing(self) -> Vec<(&'static str, Vec<&'static str>)> {
+        match self {
+            Defense::Legacy => vec![
+                ("/usr/sbin/iptables-legacy", vec!["-S"]),
+                ("/usr/sbin/ip6tables-legacy", vec!["-S"]),
+            ],
+            Defense::IptNft => vec![
+                ("/usr/sbin/iptables-nft", vec!["-S"]),
+                ("/usr/sbin/ip6tables-nft", vec!["-S"]),
+            ],
+            Defense::Nft => vec![("/usr/sbin/nft", vec!["list", "table", "inet", "tgknock"])],
+        }
+    }
+}
+
+const BANS: usize = 1_000;
+const CHANGES: usize = 5;
+const BURST: usize = 200;
+
+/// One console command of the binary in the namespace, with `env`; its duration.
+fn console_in(
+    ns: &str,
+    bin: &Path,
+    dir: &Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Result<Duration, String> {
+    let mut c = Command::new(bin);
+    c.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TGKNOCK_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("TGKNOCK_STATE_DIR", dir.join("state"))
+        .env("TGKNOCK_GATES", "ssh=22/tcp")
+        .env("TGKNOCK_RATE_LIMIT", "ssh=6/min")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let what = args.join(" ");
+    ns::run(ns, move || {
+        let t = Instant::now();
+        let out = c.output().map_err(|e| e.to_string())?;
+        let took = t.elapsed();
+        if out.status.success() {
+            Ok(took)
+        } else {
+            Err(format!(
+                "tgknock {what}: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    })
+    .map_err(|e| e.to_string())?
+}
+
+/// Rule count and the time of one change with 1,000 bans in place; the share of a
+/// bounded SYN burst from one source the kernel drops at `ssh=6/min` (loopback of the
+/// namespace, the gate open).
+fn defense_rows(bin: &Path, kind: Defense, row: &dyn Fn(&str, &str) -> Row) -> Vec<Row> {
+    let name = kind.name();
+    let mut r_change = row(
+        &format!("one change with {BANS} bans in place, {name} (median of {CHANGES})"),
+        "≤ 50 ms",
+    );
+    let mut r_burst = row(
+        &format!("SYN burst of {BURST} from one source at ssh=6/min, {name}"),
+        "",
+    );
+    let result = (|| -> Result<(), String> {
+        let missing: Vec<&str> = kind
+            .listing()
+            .iter()
+            .map(|(t, _)| *t)
+            .filter(|t| !Path::new(t).exists())
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!("missing {missing:?}"));
+        }
+        let scratch = Scratch::with(Fw::Legacy)?;
+        let ns = scratch.netns.clone().unwrap();
+        let env = kind.env();
+        // 1,000 bans in the saved state (198.18.0.0/15, the benchmarking block), put in
+        // place by one change.
+        std::fs::create_dir_all(scratch.dir.join("state")).map_err(|e| e.to_string())?;
+        let until = tgknock::now() + 3_600;
+        let bans: Vec<_> = (0..BANS)
+            .map(|i| json!({"addr": format!("198.18.{}.{}", i / 250, i % 250 + 1), "until": until, "by": "console"}))
+            .collect();
+        let state = json!({"version": 1, "openings": {}, "bans": bans});
+        std::fs::write(scratch.dir.join("state/state.json"), state.to_string())
+            .map_err(|e| e.to_string())?;
+        console_in(
+            &ns,
+            bin,
+            &scratch.dir,
+            &env,
+            &["open", "ssh", "--for", "1h"],
+        )?;
+        let mut times = Vec::new();
+        for i in 0..CHANGES {
+            let addr = format!("198.19.0.{}", i + 1);
+            times.push(console_in(
+                &ns,
+                bin,
+                &scratch.dir,
+                &env,
+                &["ban", &addr, "--for", "1h"],
+            )?);
+        }
+        let mut rules = 0;
+        for (tool, args) in kind.listing() {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            let out = ns::run(&ns, move || Command::new(tool).args(&args).output())
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            rules += text
+                .lines()
+                .filter(|l| l.starts_with("-A TGKNOCK") || l.contains("comment \""))
+                .count();
+        }
+        let med = median(times.clone()).unwrap_or_default();
+        let max = times.iter().max().copied().unwrap_or_default();
+        r_change.values[0] = Some(med.as_secs_f64() * 1000.0);
+        r_change.texts[0] = format!(
+            "{} (max {}; the whole `tgknock ban` process; {rules} rules in both families)",
+            ms(med),
+            ms(max)
+        );
+        r_change.verdicts[0] = Some(med <= Duration::from_millis(50));
+        // The burst: BURST connection attempts at once from 127.0.0.1 to an echo listener.
+        let listener = ns::run(&ns, || std::net::TcpListener::bind("127.0.0.1:22"))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = stop.clone();
+        let acceptor = std::thread::spawn(move || {
+            while !s2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        });
+        let started = Instant::now();
+        let passed: usize = ns::run(&ns, || {
+            let to: std::net::SocketAddr = "127.0.0.1:22".parse().unwrap();
+            let hs: Vec<_> = (0..BURST)
+                .map(|_| {
+                    std::thread::spawn(move || {
+                        std::net::TcpStream::connect_timeout(&to, Duration::from_millis(800))
+                            .is_ok()
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().unwrap_or(false))
+                .filter(|ok| *ok)
+                .count()
+        })
+        .map_err(|e| e.to_string())?;
+        let took = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let _ = acceptor.join();
+        let dropped = BURST - passed;
+        r_burst.values[0] = Some(dropped as f64 / BURST as f64 * 100.0);
+        r_burst.texts[0] = format!(
+            "{passed} connected, {dropped} dropped ({:.1} %), in {} (connect timeout 800 ms)",
+            dropped as f64 / BURST as f64 * 100.0,
+            ms(took)
+        );
+        Ok(())
+    })();
+    if let Err(e) = result {
+        r_change.texts[0] = format!("not measured: {e}");
+        r_burst.texts[0] = format!("not measured: {e}");
+    }
+    vec![r_change, r_burst]
 }
 
 fn print_table(subjects: &[Subject], rows: &[Row]) {

@@ -191,6 +191,46 @@ pub fn parse_listed(s: &str) -> Option<Cidr> {
     Cidr::new(addr, prefix)
 }
 
+/// The board's own addresses, loopback included: the local routes of
+/// `/proc/net/fib_trie` (IPv4) and `/proc/net/if_inet6` (IPv6), as `ip addr` shows them.
+pub fn local_addresses() -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = vec![
+        IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+    ];
+    if let Ok(t) = std::fs::read_to_string("/proc/net/fib_trie") {
+        out.extend(local_v4(&t));
+    }
+    if let Ok(t) = std::fs::read_to_string("/proc/net/if_inet6") {
+        out.extend(t.lines().filter_map(|l| {
+            let hex = l.split_whitespace().next()?;
+            u128::from_str_radix(hex, 16)
+                .ok()
+                .map(|n| IpAddr::V6(n.into()))
+        }));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The addresses `/proc/net/fib_trie` lists as `/32 host LOCAL`.
+fn local_v4(text: &str) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut last: Option<IpAddr> = None;
+    for line in text.lines() {
+        let t = line.trim_start_matches([' ', '|', '-', '+']).trim();
+        if let Ok(ip) = t.parse::<std::net::Ipv4Addr>() {
+            last = Some(IpAddr::V4(ip));
+        } else if t.starts_with("/32 host LOCAL")
+            && let Some(ip) = last
+        {
+            out.push(ip);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +288,20 @@ mod tests {
         assert_eq!(parse_listed("2001:db8::5/128"), Some(c("2001:db8::5")));
         assert_eq!(parse_listed("1.2.3.4"), Some(c("1.2.3.4")));
         assert_eq!(parse_listed("zz"), None);
+    }
+
+    #[test]
+    fn local_addresses_from_the_fib() {
+        let fib = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 10.203.1.0\n        /24 link UNICAST\n     |-- 10.203.1.1\n        /32 host LOCAL\nLocal:\n  |-- 127.0.0.1\n     /32 host LOCAL\n";
+        assert_eq!(
+            local_v4(fib),
+            vec![
+                "10.203.1.1".parse::<IpAddr>().unwrap(),
+                "127.0.0.1".parse().unwrap()
+            ]
+        );
+        let mine = local_addresses();
+        assert!(mine.contains(&"127.0.0.1".parse().unwrap()));
     }
 
     #[test]

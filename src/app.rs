@@ -1,7 +1,7 @@
 //! The command line: parse, dispatch, map errors to exit codes.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use argh::FromArgs;
 
@@ -41,6 +41,51 @@ enum Sub {
     Teardown(TeardownCmd),
     Watchdog(WatchdogCmd),
     Knock(KnockCmd),
+    Ban(BanCmd),
+    Unban(UnbanCmd),
+    TotpSetup(TotpSetupCmd),
+}
+
+#[derive(FromArgs, Debug)]
+/// drop every new connection from an address or block, to every port, for a while
+#[argh(subcommand, name = "ban")]
+struct BanCmd {
+    /// the IPv4/IPv6 address or CIDR block
+    #[argh(positional)]
+    addr: String,
+    /// how long: 90s, 15m, 2h, 1d; 0 = until lifted (default 1d)
+    #[argh(option, long = "for")]
+    for_: Option<String>,
+    /// config file (default /etc/tgknock/tgknock.conf)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+#[derive(FromArgs, Debug)]
+/// lift the ban of an address or block
+#[argh(subcommand, name = "unban")]
+struct UnbanCmd {
+    /// the address or block, as it was banned
+    #[argh(positional)]
+    addr: String,
+    /// config file (default /etc/tgknock/tgknock.conf)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+#[derive(FromArgs, Debug)]
+/// write a new TOTP secret file (0600) and show it as an otpauth:// URI and a QR code
+#[argh(subcommand, name = "totp-setup")]
+struct TotpSetupCmd {
+    /// where to write it (default: TGKNOCK_TOTP_SECRET_FILE of the config)
+    #[argh(option)]
+    file: Option<PathBuf>,
+    /// replace an existing secret (the authenticator's current entry stops working)
+    #[argh(switch)]
+    force: bool,
+    /// config file (default /etc/tgknock/tgknock.conf)
+    #[argh(option)]
+    config: Option<PathBuf>,
 }
 
 #[derive(FromArgs, Debug)]
@@ -218,6 +263,9 @@ fn dispatch(command: Sub) -> Result<i32> {
         Sub::Whoami(c) => whoami(c),
         Sub::Teardown(c) => teardown(c),
         Sub::Knock(c) => knock(c),
+        Sub::Ban(c) => ban(c),
+        Sub::Unban(c) => unban(c),
+        Sub::TotpSetup(c) => totp_setup(c),
         Sub::Watchdog(c) => {
             let cfg = load(&c.config)?;
             crate::watchdog::run(&cfg, c.config.as_deref())
@@ -263,9 +311,15 @@ fn open(c: OpenCmd) -> Result<i32> {
     let g = keeper.cfg.gate(gate.as_str()).expect("gate exists");
     println!("{}", report::gate_line(g, &out));
     if !keeper.wake_daemon() && bounded {
-        println!(
-            "note: no daemon is running, so nothing closes {gate} at its deadline; `tgknock run` (or the watchdog) closes it when it starts"
-        );
+        if keeper.fw.policy.deadlines {
+            println!(
+                "note: no daemon is running; the kernel closes {gate} at its deadline, and `tgknock run` (or the watchdog) brings the saved state up to date when it starts"
+            );
+        } else {
+            println!(
+                "note: no daemon is running, and the kernel cannot keep deadlines, so nothing closes {gate} at its deadline; `tgknock run` (or the watchdog) closes it when it starts"
+            );
+        }
     }
     Ok(verified(&keeper, &out))
 }
@@ -288,6 +342,113 @@ fn close(c: CloseCmd) -> Result<i32> {
         }
     }
     Ok(verified(&keeper, &out))
+}
+
+/// An address for `ban`/`unban`: one address or block, never every address.
+fn ban_addr(text: &str) -> Result<Cidr> {
+    if text.ends_with("/0") {
+        return Err(Error::usage(
+            "ADDR",
+            format!("{text} is every address: a ban of it would cut everyone off, you too"),
+        ));
+    }
+    text.parse::<Cidr>().map_err(|e| Error::usage("ADDR", e))
+}
+
+fn ban(c: BanCmd) -> Result<i32> {
+    let cfg = load(&c.config)?;
+    let addr = ban_addr(&c.addr)?;
+    let now = crate::now();
+    let until = match &c.for_ {
+        None => Some(now + crate::decide::BAN_FOR),
+        Some(s) => match duration::parse(s, None).map_err(|e| Error::usage("--for", e))? {
+            0 => None,
+            secs => Some(now + secs),
+        },
+    };
+    let keeper = Keeper::new(cfg);
+    if let Some(why) = keeper.ban_refusal(&addr) {
+        return Err(Error::usage("ADDR", format!("refused: {why}")));
+    }
+    let ban = state::Ban {
+        addr,
+        until,
+        by: Actor::Console,
+    };
+    let (_, out) = keeper.change(now, |st| st.ban(ban))?;
+    keeper.wake_daemon();
+    println!("{}", report::ban_line(&addr, &out));
+    Ok(verified(&keeper, &out))
+}
+
+fn unban(c: UnbanCmd) -> Result<i32> {
+    let cfg = load(&c.config)?;
+    let addr = ban_addr(&c.addr)?;
+    let keeper = Keeper::new(cfg);
+    let (was, out) = keeper.change(crate::now(), |st| Ok(st.unban(&addr)))?;
+    keeper.wake_daemon();
+    if !was {
+        println!("note: {addr} was not banned");
+    }
+    println!("{}", report::ban_line(&addr, &out));
+    Ok(verified(&keeper, &out))
+}
+
+fn totp_setup(c: TotpSetupCmd) -> Result<i32> {
+    let key = "TGKNOCK_TOTP_SECRET_FILE";
+    let path = match c.file {
+        Some(p) => p,
+        None => Config::setting(c.config.as_deref(), key)?
+            .map(PathBuf::from)
+            .ok_or_else(|| {
+                Error::usage(
+                    "--file",
+                    format!("where? give --file PATH, or set {key} in the config"),
+                )
+            })?,
+    };
+    if !path.is_absolute() {
+        return Err(Error::usage("--file", "must be an absolute path"));
+    }
+    if std::fs::symlink_metadata(&path).is_ok() && !c.force {
+        return Err(Error::usage(
+            "--file",
+            format!(
+                "{} exists; --force replaces it (the authenticator's current entry then stops working)",
+                path.display()
+            ),
+        ));
+    }
+    let secret = crate::totp::Secret::generate().map_err(|e| Error::Usage {
+        argument: None,
+        problem: e,
+    })?;
+    let owner = Config::setting(c.config.as_deref(), "TGKNOCK_STATE_DIR")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "/var/lib/tgknock".into());
+    let owner =
+        crate::files::write_secret(&path, &format!("{}\n", secret.base32()), Path::new(&owner))?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let uri = secret.uri(host.trim());
+    println!(
+        "wrote a new TOTP secret to {} (mode 0600{owner})\n",
+        path.display()
+    );
+    println!(
+        "Scan this QR code with your authenticator app (or enter the secret {} by hand):\n",
+        secret.base32()
+    );
+    print!(
+        "{}",
+        crate::qr::terminal(&uri, std::io::IsTerminal::is_terminal(&std::io::stdout()))
+    );
+    println!("\n{uri}\n");
+    println!(
+        "Then set {key}={} in the config (if it is not yet) and restart tgknock: openings from chat will need a code.",
+        path.display()
+    );
+    Ok(0)
 }
 
 fn daemon_line(keeper: &Keeper) -> (Option<u32>, String) {

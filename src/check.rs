@@ -193,6 +193,31 @@ fn firewall(c: &mut Ctx) -> Vec<Line> {
             .into_iter()
             .map(|(good, text)| Line::of(good, text)),
     );
+    lines.push(match &fw.deadline_problem {
+        None => Line::ok(match fw.kind() {
+            crate::firewall::Kind::Iptables => "deadlines: the kernel keeps them too (-m time)",
+            crate::firewall::Kind::Nftables => "deadlines: the kernel keeps them too (meta time)",
+        }),
+        Some(why) => Line::warn(format!(
+            "the kernel cannot keep deadlines ({why}): openings close and bans lift by tgknock's own expiry only, so not while it is stopped (load xt_time, or use a kernel with nft's meta time)"
+        )),
+    });
+    let cfg = c.cfg();
+    if !cfg.rate_limits.is_empty() {
+        lines.push(Line::note(format!(
+            "rate limits per source: {}",
+            cfg.rate_limits
+                .iter()
+                .map(|(g, r)| format!("{g}={}/{}", r.count, r.per.word()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        )));
+    }
+    if cfg.totp.is_some() {
+        lines.push(Line::note(
+            "second factor: openings from chat need a TOTP code (TGKNOCK_TOTP_SECRET_FILE)",
+        ));
+    }
     lines
 }
 

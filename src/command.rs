@@ -29,6 +29,23 @@ pub enum Command {
     },
     Status,
     Help,
+    /// `/ban ADDR [DURATION]`: drop every new connection from ADDR (`Default`: a day).
+    Ban {
+        addr: Cidr,
+        length: Length,
+    },
+    /// `/unban ADDR`.
+    Unban {
+        addr: Cidr,
+    },
+    /// An opening with its second-factor code (`/open web 2h 492039`, TOTP on).
+    WithCode {
+        code: String,
+        open: Box<Command>,
+    },
+    /// A message that is only a code (TOTP on): it completes the opening the bot asked a
+    /// code for.
+    Code(String),
 }
 
 /// What a message turned out to be.
@@ -49,6 +66,12 @@ const MAX_TEXT: usize = 4096;
 
 /// Parses a message's text. `bot` is the bot's username (without `@`).
 pub fn parse(text: &str, bot: &str, gates: &[Gate]) -> Parsed {
+    parse_with(text, bot, gates, false)
+}
+
+/// Parses a message's text; with `totp` (`TGKNOCK_TOTP_SECRET_FILE` set), a bare 6-digit
+/// word of `/open` is its code, never minutes, and a message that is only a code is one.
+pub fn parse_with(text: &str, bot: &str, gates: &[Gate], totp: bool) -> Parsed {
     if text.len() > MAX_TEXT * 4 {
         return Parsed::Invalid("the message is too long".into());
     }
@@ -57,6 +80,9 @@ pub fn parse(text: &str, bot: &str, gates: &[Gate]) -> Parsed {
         return Parsed::Ignore;
     };
     let Some(command) = first.strip_prefix('/') else {
+        if totp {
+            return parse_code(text).unwrap_or_else(|| parse_plain(text, gates));
+        }
         return parse_plain(text, gates);
     };
     let (name, target) = match command.split_once('@') {
@@ -70,13 +96,92 @@ pub fn parse(text: &str, bot: &str, gates: &[Gate]) -> Parsed {
     }
     let args: Vec<&str> = words.collect();
     match name.to_ascii_lowercase().as_str() {
-        "open" => parse_open(&args, gates),
+        "open" => parse_open(&args, gates, totp),
         "close" => parse_close(&args, gates),
+        "ban" => parse_ban(&args),
+        "unban" => match args.as_slice() {
+            [a] => match ban_addr(a) {
+                Ok(addr) => Parsed::Command(Command::Unban { addr }),
+                Err(e) => Parsed::Invalid(e),
+            },
+            _ => Parsed::Invalid("/unban takes one address".into()),
+        },
         "status" if args.is_empty() => Parsed::Command(Command::Status),
         "help" | "start" => Parsed::Command(Command::Help),
         "status" => Parsed::Invalid("/status takes no arguments".into()),
         _ if target.is_some() => Parsed::Invalid(format!("unknown command /{}", clip(name))),
         _ => Parsed::Unknown(format!("unknown command /{}", clip(name))),
+    }
+}
+
+/// A message that is only a code, or that tries to be one: `492039` is a code; `492 039`
+/// or `49203a` are refused with the reason (they are no chatter to ignore).
+fn parse_code(text: &str) -> Option<Parsed> {
+    let t = text.trim();
+    if crate::totp::is_code(t) {
+        return Some(Parsed::Command(Command::Code(t.to_string())));
+    }
+    looks_like_code(t).then(|| Parsed::Invalid(not_a_code(t)))
+}
+
+/// Six digits written with spaces, dashes or a letter among them.
+fn looks_like_code(t: &str) -> bool {
+    let digits = t.bytes().filter(u8::is_ascii_digit).count();
+    let spaced = digits == 6
+        && t.bytes()
+            .all(|b| b.is_ascii_digit() || b == b' ' || b == b'-');
+    let lettered =
+        (5..=8).contains(&t.len()) && digits >= 4 && t.bytes().all(|b| b.is_ascii_alphanumeric());
+    spaced || lettered
+}
+
+fn not_a_code(t: &str) -> String {
+    format!(
+        "'{}' is not a code: a code is the 6 digits your authenticator shows, without spaces or letters",
+        clip(t)
+    )
+}
+
+/// An address to ban: one address or block, never every address.
+fn ban_addr(arg: &str) -> Result<Cidr, String> {
+    if arg.ends_with("/0") {
+        return Err(format!(
+            "'{}' is every address: a ban of it would cut everyone off, you too",
+            clip(arg)
+        ));
+    }
+    arg.parse::<Cidr>()
+}
+
+fn parse_ban(args: &[&str]) -> Parsed {
+    let mut addr = None;
+    let mut length = None;
+    if args.is_empty() || args.len() > 2 {
+        return Parsed::Invalid("/ban takes an address and, optionally, a duration".into());
+    }
+    for arg in args {
+        if arg.contains(['.', ':']) {
+            match ban_addr(arg) {
+                Ok(c) if addr.is_none() => addr = Some(c),
+                Ok(_) => return Parsed::Invalid("more than one address given".into()),
+                Err(e) => return Parsed::Invalid(e),
+            }
+        } else if length.is_none() {
+            length = Some(match duration::parse(arg, Some(60)) {
+                Ok(0) => Length::UntilClosed,
+                Ok(s) => Length::Secs(s),
+                Err(e) => return Parsed::Invalid(e),
+            });
+        } else {
+            return Parsed::Invalid("more than one duration given".into());
+        }
+    }
+    match addr {
+        Some(addr) => Parsed::Command(Command::Ban {
+            addr,
+            length: length.unwrap_or(Length::Default),
+        }),
+        None => Parsed::Invalid("/ban needs an address".into()),
     }
 }
 
@@ -131,14 +236,39 @@ fn gate_names(gates: &[Gate]) -> String {
         .join(", ")
 }
 
-fn parse_open(args: &[&str], gates: &[Gate]) -> Parsed {
+fn parse_open(args: &[&str], gates: &[Gate], totp: bool) -> Parsed {
     let mut gate = None;
     let mut length = None;
     let mut from = None;
-    if args.len() > 3 {
-        return Parsed::Invalid("/open takes at most a gate, a duration and an address".into());
+    let mut code: Option<String> = None;
+    if args.len() > 3 + usize::from(totp) {
+        return Parsed::Invalid(if totp {
+            "/open takes at most a gate, a duration, an address and a code".into()
+        } else {
+            "/open takes at most a gate, a duration and an address".into()
+        });
+    }
+    if totp {
+        // A code split by a space reads as two durations: say what is wrong instead.
+        let digits: Vec<&str> = args
+            .iter()
+            .copied()
+            .filter(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()))
+            .collect();
+        if digits.len() >= 2 && digits.iter().map(|d| d.len()).sum::<usize>() == 6 {
+            return Parsed::Invalid(not_a_code(&digits.join(" ")));
+        }
     }
     for arg in args {
+        if totp && crate::totp::is_code(arg) {
+            if code.replace(arg.to_string()).is_some() {
+                return Parsed::Invalid("more than one code given".into());
+            }
+            continue;
+        }
+        if totp && looks_like_code(arg) {
+            return Parsed::Invalid(not_a_code(arg));
+        }
         if arg.chars().any(char::is_control) || arg.len() > 64 {
             return Parsed::Invalid(format!(
                 "'{}' is not a gate, a duration or an address",
@@ -182,10 +312,17 @@ fn parse_open(args: &[&str], gates: &[Gate]) -> Parsed {
             ));
         }
     }
-    Parsed::Command(Command::Open {
+    let open = Command::Open {
         gate: gate.unwrap_or_else(|| gates[0].name.clone()),
         length: length.unwrap_or(Length::Default),
         from,
+    };
+    Parsed::Command(match code {
+        Some(code) => Command::WithCode {
+            code,
+            open: Box::new(open),
+        },
+        None => open,
     })
 }
 
@@ -216,6 +353,8 @@ pub fn usage(gates: &[Gate], open_for: u64, max_open_for: u64) -> String {
         "/open [GATE] [DURATION] [ADDRESS] - open a gate (any order)\n\
          /close [GATE|all] - close one gate, or all\n\
          /status - what the firewall shows now\n\
+         /ban ADDRESS [DURATION] - drop every new connection from it (default 1 d)\n\
+         /unban ADDRESS - lift a ban\n\
          /help - this text\n\n",
     );
     s.push_str("Gates:\n");

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use crate::addr::Cidr;
 use crate::duration;
 use crate::error::{Error, Result};
-use crate::firewall::rules::Knock;
+use crate::firewall::rules::{Knock, Rate};
 use crate::gate::{self, Gate, GateName, Proto};
+use crate::totp::Secret;
 
 pub(crate) const DEFAULT_PATH: &str = "/etc/tgknock/tgknock.conf";
 
@@ -37,6 +38,8 @@ pub const KEYS: &[(&str, Option<&str>)] = &[
     ("TGKNOCK_KNOCK", Some("")),
     ("TGKNOCK_KNOCK_OPEN_FOR", Some("30s")),
     ("TGKNOCK_KNOCK_GATE", None),
+    ("TGKNOCK_TOTP_SECRET_FILE", None),
+    ("TGKNOCK_RATE_LIMIT", Some("")),
 ];
 
 /// The bot token. Its `Debug` and `Display` never show it.
@@ -143,6 +146,10 @@ pub(crate) struct Config {
     pub(crate) limits: Limits,
     pub(crate) firewall: FirewallSettings,
     pub(crate) knock: Option<Knock>,
+    /// Per-source rate limits of gates (`TGKNOCK_RATE_LIMIT`), in the gates' order.
+    pub(crate) rate_limits: Vec<(GateName, Rate)>,
+    /// The second factor (`TGKNOCK_TOTP_SECRET_FILE`): chat openings need a code.
+    pub(crate) totp: Option<Secret>,
     pub(crate) files: Files,
     /// Where the settings came from, for `check`.
     pub(crate) origin: String,
@@ -627,6 +634,52 @@ fn knock(l: &Layers, gates: &[Gate], warnings: &mut Vec<String>) -> Result<Optio
     Ok(Some(k))
 }
 
+/// `TGKNOCK_RATE_LIMIT`: `ssh=6/min web=60/min`, each a gate at most once.
+fn rate_limits(l: &Layers, gates: &[Gate]) -> Result<Vec<(GateName, Rate)>> {
+    let key = "TGKNOCK_RATE_LIMIT";
+    let mut out: Vec<(GateName, Rate)> = Vec::new();
+    for item in l.items(key) {
+        let (name, rate) = item.split_once('=').ok_or_else(|| {
+            l.bad(
+                key,
+                format!("'{}' is not of the form gate=6/min", short(&item)),
+            )
+        })?;
+        let gate = gates
+            .iter()
+            .find(|g| g.name == name)
+            .ok_or_else(|| l.bad(key, format!("there is no gate '{}'", short(name))))?;
+        let rate = Rate::parse(rate).map_err(|e| l.bad(key, e))?;
+        if out.iter().any(|(g, _)| *g == gate.name) {
+            return Err(l.bad(key, format!("{} is named twice", gate.name)));
+        }
+        out.push((gate.name.clone(), rate));
+    }
+    out.sort_by_key(|(g, _)| gates.iter().position(|x| &x.name == g));
+    Ok(out)
+}
+
+/// The TOTP secret file as the loader found it: a base32 secret of at least 128 bits.
+fn totp(l: &Layers, file: Option<TokenFile>, warnings: &mut Vec<String>) -> Result<Option<Secret>> {
+    let key = "TGKNOCK_TOTP_SECRET_FILE";
+    let Some(file) = file else { return Ok(None) };
+    let path = file.path.display().to_string();
+    let text = file.text.map_err(|e| {
+        l.bad(
+            key,
+            format!("cannot read {path}: {e} (`tgknock totp-setup` writes one)"),
+        )
+    })?;
+    if let Some(mode) = file.mode.filter(|m| m & 0o077 != 0) {
+        warnings.push(format!(
+            "TOTP secret file {path} is readable by group or others (mode {mode:04o}); run: chmod 600 {path}"
+        ));
+    }
+    Secret::parse(&text)
+        .map(Some)
+        .map_err(|e| l.bad(key, format!("{path}: {e}")))
+}
+
 fn files(l: &Layers) -> Result<Files> {
     let state_dir = l.abs_path("TGKNOCK_STATE_DIR")?;
     let log_file = match l.nonempty("TGKNOCK_LOG_FILE") {
@@ -643,6 +696,23 @@ impl Config {
     /// Loads the config: `path` (or the default path, which may be missing), then the
     /// environment on top; reads the token file it names.
     pub(crate) fn load(path: Option<&Path>) -> Result<Config> {
+        let (env, file_path, text) = Config::sources(path)?;
+        let file = text.as_deref().map(|t| (file_path.as_path(), t));
+        Config::from_sources(file, &env)
+    }
+
+    /// One setting as the file and the environment give it, without validating the rest
+    /// (`totp-setup` runs before the secret file it names exists).
+    pub(crate) fn setting(path: Option<&Path>, key: &str) -> Result<Option<String>> {
+        let (env, file_path, text) = Config::sources(path)?;
+        let file = text.as_deref().map(|t| (file_path.as_path(), t));
+        Ok(Layers::new(file, &env)?.nonempty(key))
+    }
+
+    /// The environment, the config file's path and its text (`None`: the default path,
+    /// missing).
+    #[allow(clippy::type_complexity)]
+    fn sources(path: Option<&Path>) -> Result<(Vec<(String, String)>, PathBuf, Option<String>)> {
         let env: Vec<(String, String)> = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect();
@@ -660,8 +730,7 @@ impl Config {
                 });
             }
         };
-        let file = text.as_deref().map(|t| (file_path.as_path(), t));
-        Config::from_sources(file, &env)
+        Ok((env, file_path, text))
     }
 
     /// The config from a file's text and environment pairs, reading the token file they
@@ -674,11 +743,18 @@ impl Config {
         let token_file = layers
             .nonempty("TGKNOCK_TOKEN_FILE")
             .map(|p| TokenFile::read(Path::new(&p)));
-        Config::build(&layers, token_file)
+        let totp_file = layers
+            .nonempty("TGKNOCK_TOTP_SECRET_FILE")
+            .map(|p| TokenFile::read(Path::new(&p)));
+        Config::build(&layers, token_file, totp_file)
     }
 
     /// Validates the settings, section by section. Pure: the files are read already.
-    fn build(layers: &Layers, token_file: Option<TokenFile>) -> Result<Config> {
+    fn build(
+        layers: &Layers,
+        token_file: Option<TokenFile>,
+        totp_file: Option<TokenFile>,
+    ) -> Result<Config> {
         let mut warnings = Vec::new();
         let telegram = telegram(layers, token_file, &mut warnings)?;
         let gates = gates(layers)?;
@@ -686,7 +762,11 @@ impl Config {
         let firewall = firewall(layers)?;
         let files = files(layers)?;
         let knock = knock(layers, &gates, &mut warnings)?;
+        let rate_limits = rate_limits(layers, &gates)?;
+        let totp = totp(layers, totp_file, &mut warnings)?;
         Ok(Config {
+            rate_limits,
+            totp,
             telegram,
             gates,
             limits,

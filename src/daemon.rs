@@ -6,7 +6,7 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::command;
+use crate::command::{self, Command};
 use crate::config::Config;
 use crate::decide::{Action, Ignored, Now, decide};
 use crate::duration;
@@ -17,6 +17,7 @@ use crate::keeper::Keeper;
 use crate::report;
 use crate::state::{Heartbeat, Paths, PidLock, State, StateLock};
 use crate::telegram::{ApiError, BotApi, Incoming, Update, User};
+use crate::totp;
 
 /// How often at most the owners hear about strangers.
 const DENIED_INTERVAL: Duration = Duration::from_secs(600);
@@ -289,6 +290,10 @@ pub(crate) struct Daemon {
     /// The board's clock minus Telegram's, in seconds, from the last answer.
     skew: Option<i64>,
     drift: DriftWatch,
+    /// The second factor's used codes and wrong-code counts (`TGKNOCK_TOTP_SECRET_FILE`).
+    guard: Option<totp::Guard>,
+    /// Openings waiting for their code, by user id: the request and when it was asked.
+    pending: HashMap<i64, (Command, u64)>,
 }
 
 /// The daemon's whole life. Returns only on a fatal error (exit 1, or 3 for the token).
@@ -353,6 +358,11 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
     let _ = std::fs::remove_file(&wake);
     let socket = UnixDatagram::bind(&wake).map_err(|e| Error::file(&wake, "bind", e))?;
 
+    if let Some(why) = &keeper.fw.deadline_problem {
+        log::warn!(
+            "the kernel cannot keep deadlines ({why}): openings close and bans lift by tgknock's own expiry only, so not while it is stopped"
+        );
+    }
     let started = Instant::now();
     let now = crate::now();
     let (_, out) = keeper
@@ -391,7 +401,13 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         poll_timeout,
         skew: None,
         drift: DriftWatch::default(),
+        guard: None,
+        pending: HashMap::new(),
     };
+    if let Some(secret) = d.keeper.cfg.totp.clone() {
+        d.guard = Some(totp::Guard::new(secret, &out.state.totp_used));
+        log::info!("second factor on: openings from chat need a TOTP code");
+    }
     d.log_in()?;
     loop {
         d.poll_once();
@@ -774,9 +790,19 @@ impl Daemon {
             }
             Action::Help => {
                 let c = self.cfg();
-                let text = command::usage(&c.gates, c.limits.open_for, c.limits.max_open_for);
+                let mut text = command::usage(&c.gates, c.limits.open_for, c.limits.max_open_for);
+                if c.totp.is_some() {
+                    text.push_str(
+                        "\n\nA second factor is on: add the 6-digit code of your authenticator to /open (/open ssh 30m 492039), or send it when asked. Closing needs none.",
+                    );
+                }
                 self.reply(chat, &text);
             }
+            action @ (Action::NeedCode { .. }
+            | Action::OpenWithCode { .. }
+            | Action::Code(_)
+            | Action::Ban { .. }
+            | Action::Unban { .. }) => self.defend(action, id, chat, &from, now),
             Action::Status => {
                 let text = match self.keeper.snapshot(now.board) {
                     Ok(out) => report::status_text(self.cfg(), &self.keeper.fw, &out),
@@ -846,6 +872,154 @@ impl Daemon {
                     .map(|o| report::status_text(self.cfg(), &self.keeper.fw, &o))
                     .unwrap_or_default();
                 self.reply(chat, &format!("Not done: {e}\n\nNow:\n{now_text}"));
+            }
+        }
+    }
+}
+
+/// Issue 12's actions: the second factor's asks and checks, and bans.
+impl Daemon {
+    fn defend(&mut self, action: Action, id: i64, chat: i64, from: &User, now: Now) {
+        match action {
+            Action::NeedCode { request } => {
+                // Codes are judged by Telegram's clock, like the phone that shows them
+                // (a board without a real-time clock may be far off).
+                if let Some(until) = self
+                    .guard
+                    .as_ref()
+                    .and_then(|g| g.locked_until(from.id, now.telegram))
+                {
+                    let (text, _) = crate::decide::code_refusal(
+                        totp::Check::Locked { until },
+                        &from.describe(),
+                        now.telegram,
+                    )
+                    .unwrap_or_default();
+                    self.reply(chat, &text);
+                    return;
+                }
+                let what = match &request {
+                    Command::Open { gate, .. } => gate.to_string(),
+                    _ => String::new(),
+                };
+                self.pending.insert(from.id, (request, now.board));
+                log::info!("{} asked to open {what}; waiting for the code", from.describe());
+                self.reply(
+                    chat,
+                    &format!(
+                        "A code is needed to open {what}: send the 6 digits your authenticator shows, within {}.",
+                        duration::human(totp::ASK_SECS)
+                    ),
+                );
+            }
+            // A wrong code leaves the request waiting (until it is too late); a right
+            // one, or a late one, ends it.
+            Action::Code(code) => match self.pending.get(&from.id).cloned() {
+                None => self.reply(
+                    chat,
+                    "No opening is waiting for a code: send /open first, or the code with it (/open ssh 492039).",
+                ),
+                Some((request, asked_at)) => {
+                    if now.board > asked_at + totp::ASK_SECS {
+                        self.pending.remove(&from.id);
+                    }
+                    let next = crate::decide::complete(
+                        &request,
+                        asked_at,
+                        code,
+                        from,
+                        self.cfg(),
+                        now,
+                    );
+                    match next {
+                        Action::Refuse { text, log } => {
+                            log::info!("{log}");
+                            self.reply(chat, &text);
+                        }
+                        other => self.defend(other, id, chat, from, now),
+                    }
+                }
+            },
+            Action::OpenWithCode {
+                gate,
+                opening,
+                code,
+            } => {
+                let Some(guard) = self.guard.as_mut() else {
+                    return;
+                };
+                let check = guard.check(from.id, &code, now.telegram);
+                if let Some((text, owners)) =
+                    crate::decide::code_refusal(check, &from.describe(), now.telegram)
+                {
+                    log::warn!("{} sent a code that was not accepted: {check:?}", from.describe());
+                    self.reply(chat, &text);
+                    if let Some(owners) = owners {
+                        for user in self.cfg().telegram.allowed_users.clone() {
+                            self.reply(user, &owners);
+                        }
+                    }
+                    return;
+                }
+                self.pending.remove(&from.id);
+                let used = guard.used();
+                let next = self.offset.after(id);
+                let result = self.keeper.change(now.board, |st| {
+                    st.open(&gate, opening)?;
+                    st.totp_used = used;
+                    st.offset = Some(next);
+                    Ok(())
+                });
+                self.after_change(chat, from, "open", &[gate], result, next);
+            }
+            Action::Ban { ban } => {
+                let addr = ban.addr;
+                if let Some(why) = self.keeper.ban_refusal(&addr) {
+                    log::info!("{} asked to ban {addr}: refused, {why}", from.describe());
+                    self.reply(chat, &format!("Refused: {why}."));
+                    return;
+                }
+                let next = self.offset.after(id);
+                let result = self.keeper.change(now.board, |st| {
+                    st.ban(ban)?;
+                    st.offset = Some(next);
+                    Ok(())
+                });
+                self.after_ban(chat, from, "ban", &addr, result, next);
+            }
+            Action::Unban { addr } => {
+                let next = self.offset.after(id);
+                let result = self.keeper.change(now.board, |st| {
+                    st.unban(&addr);
+                    st.offset = Some(next);
+                    Ok(())
+                });
+                self.after_ban(chat, from, "unban", &addr, result, next);
+            }
+            _ => {}
+        }
+    }
+
+    fn after_ban(
+        &mut self,
+        chat: i64,
+        from: &User,
+        verb: &str,
+        addr: &crate::addr::Cidr,
+        result: Result<((), crate::keeper::Outcome)>,
+        next: i64,
+    ) {
+        match result {
+            Ok((_, out)) => {
+                self.offset.saved_at(next);
+                self.keeper.wake_daemon();
+                let line = report::ban_line(addr, &out);
+                log::info!("{} {verb}: {line}", from.describe());
+                self.reply(chat, &line);
+            }
+            Err(e) => {
+                log::error!("{} asked to {verb} {addr}: {e}", from.describe());
+                self.reply(chat, &format!("Not done: {e}"));
             }
         }
     }

@@ -1,12 +1,17 @@
 //! What to do with a message: authorization, addressing, staleness and limits, decided
 //! without doing anything. The daemon carries out the [`Action`].
 
-use crate::command::{self, Command, Parsed};
+use crate::addr::Cidr;
+use crate::command::{self, Command, Length, Parsed};
 use crate::config::Config;
 use crate::duration;
 use crate::gate::GateName;
-use crate::state::{Actor, Opening, TooLong};
-use crate::telegram::Message;
+use crate::state::{Actor, Ban, Opening, TooLong};
+use crate::telegram::{Message, User};
+use crate::totp::{self, Check};
+
+/// How long a ban lasts when `/ban` names no duration.
+pub(crate) const BAN_FOR: u64 = 86_400;
 
 /// Now, by both clocks: Telegram's judges a message's age (a board without a real-time
 /// clock may be hours off), the board's sets deadlines (the kernel keeps its time).
@@ -51,6 +56,25 @@ pub(crate) enum Action {
     Close {
         gate: Option<GateName>,
     },
+    /// An opening from chat with the second factor on but no code: the bot asks for one,
+    /// and the user's next code completes `request` (a [`Command::Open`]).
+    NeedCode {
+        request: Command,
+    },
+    /// An opening and its code, to be checked before it is carried out.
+    OpenWithCode {
+        gate: GateName,
+        opening: Opening,
+        code: String,
+    },
+    /// A message that is only a code: it completes the sender's pending request, if any.
+    Code(String),
+    Ban {
+        ban: Ban,
+    },
+    Unban {
+        addr: Cidr,
+    },
 }
 
 /// Decides what `msg` asks for. `bot` is the bot's username, for `/command@bot`.
@@ -61,7 +85,12 @@ pub(crate) fn decide(msg: &Message, cfg: &Config, bot: &str, now: Now) -> Action
     if msg.is_forwarded() {
         return Action::Ignore(Ignored::Forwarded);
     }
-    let parsed = command::parse(msg.text.as_deref().unwrap_or(""), bot, &cfg.gates);
+    let parsed = command::parse_with(
+        msg.text.as_deref().unwrap_or(""),
+        bot,
+        &cfg.gates,
+        cfg.totp.is_some(),
+    );
     if !cfg.telegram.allowed_users.contains(&from.id) {
         let tried = matches!(parsed, Parsed::Command(_) | Parsed::Invalid(_))
             || (msg.chat.is_private() && matches!(parsed, Parsed::Unknown(_)));
@@ -103,36 +132,140 @@ pub(crate) fn decide(msg: &Message, cfg: &Config, bot: &str, now: Now) -> Action
         Command::Help => Action::Help,
         Command::Status => Action::Status,
         Command::Close { gate } => Action::Close { gate },
-        Command::Open {
+        Command::Ban { addr, length } => Action::Ban {
+            ban: Ban {
+                addr,
+                until: match length {
+                    Length::Default => Some(now.board + BAN_FOR),
+                    Length::Secs(s) => Some(now.board + s),
+                    Length::UntilClosed => None,
+                },
+                by: Actor::Telegram(from.id),
+            },
+        },
+        Command::Unban { addr } => Action::Unban { addr },
+        Command::Code(code) => Action::Code(code),
+        Command::WithCode { code, open } => open_action(*open, Some(code), from, cfg, now),
+        open @ Command::Open { .. } => open_action(open, None, from, cfg, now),
+    }
+}
+
+/// An opening from chat: refused beyond `TGKNOCK_MAX_OPEN_FOR`; with the second factor
+/// on, it needs `code` (without one, the bot asks).
+fn open_action(
+    request: Command,
+    code: Option<String>,
+    from: &User,
+    cfg: &Config,
+    now: Now,
+) -> Action {
+    let Command::Open {
+        gate,
+        length,
+        from: source,
+    } = request.clone()
+    else {
+        return Action::Ignore(Ignored::NotForUs);
+    };
+    let opening = match Opening::for_request(
+        length,
+        source,
+        Actor::Telegram(from.id),
+        now.board,
+        &cfg.limits,
+        true,
+    ) {
+        Ok(o) => o,
+        Err(TooLong { asked, max }) => {
+            let asked = asked.map_or("without an end".to_string(), |s| {
+                format!("for {}", duration::human(s))
+            });
+            return Action::Refuse {
+                text: format!(
+                    "Refused: {gate} cannot be opened {asked}; the limit is {} (TGKNOCK_MAX_OPEN_FOR).",
+                    duration::human(max)
+                ),
+                log: format!(
+                    "{} asked to open {gate} {asked}, beyond TGKNOCK_MAX_OPEN_FOR",
+                    from.describe()
+                ),
+            };
+        }
+    };
+    match (cfg.totp.is_some(), code) {
+        (false, _) => Action::Open { gate, opening },
+        (true, None) => Action::NeedCode { request },
+        (true, Some(code)) => Action::OpenWithCode {
             gate,
-            length,
-            from: source,
-        } => match Opening::for_request(
-            length,
-            source,
-            Actor::Telegram(from.id),
-            now.board,
-            &cfg.limits,
-            true,
-        ) {
-            Ok(opening) => Action::Open { gate, opening },
-            Err(TooLong { asked, max }) => {
-                let asked = asked.map_or("without an end".to_string(), |s| {
-                    format!("for {}", duration::human(s))
-                });
-                Action::Refuse {
-                    text: format!(
-                        "Refused: {gate} cannot be opened {asked}; the limit is {} (TGKNOCK_MAX_OPEN_FOR).",
-                        duration::human(max)
-                    ),
-                    log: format!(
-                        "{} asked to open {gate} {asked}, beyond TGKNOCK_MAX_OPEN_FOR",
-                        from.describe()
-                    ),
-                }
-            }
+            opening,
+            code,
         },
     }
+}
+
+/// The code `code` from `from` for the request the bot asked a code for at `asked_at`
+/// (board time): the opening as of now, if the code came within [`totp::ASK_SECS`].
+pub(crate) fn complete(
+    request: &Command,
+    asked_at: u64,
+    code: String,
+    from: &User,
+    cfg: &Config,
+    now: Now,
+) -> Action {
+    if now.board > asked_at + totp::ASK_SECS {
+        return Action::Refuse {
+            text: format!(
+                "That code came more than {} after the bot asked for it: nothing opened. Send /open again.",
+                duration::human(totp::ASK_SECS)
+            ),
+            log: format!("{} sent a code too late", from.describe()),
+        };
+    }
+    open_action(request.clone(), Some(code), from, cfg, now)
+}
+
+/// What to say when a code was not accepted: the reply to the sender, and what the owners
+/// are told (when the sender has just been locked out).
+pub(crate) fn code_refusal(check: Check, who: &str, now: u64) -> Option<(String, Option<String>)> {
+    let minutes = duration::human(totp::LOCKOUT);
+    Some(match check {
+        Check::Accepted(_) => return None,
+        Check::Wrong { replayed, left } => (
+            format!(
+                "{}: nothing opened. {left} more wrong code{} within {} and openings are refused for {minutes}.",
+                if replayed {
+                    "That code was used already (each is accepted once; a new one comes every 30 s)"
+                } else {
+                    "Wrong code"
+                },
+                if left == 1 { "" } else { "s" },
+                duration::human(totp::WRONG_WINDOW)
+            ),
+            None,
+        ),
+        Check::LockedNow { until } => (
+            format!(
+                "Wrong code: nothing opened. That was {} wrong codes within {}: openings from you are refused until {}.",
+                totp::WRONG_MAX,
+                duration::human(totp::WRONG_WINDOW),
+                duration::utc_short(until, now)
+            ),
+            Some(format!(
+                "{who} sent {} wrong codes within {}: openings from them are refused until {}. If that was not them, their Telegram account may be in other hands.",
+                totp::WRONG_MAX,
+                duration::human(totp::WRONG_WINDOW),
+                duration::utc_short(until, now)
+            )),
+        ),
+        Check::Locked { until } => (
+            format!(
+                "Refused: too many wrong codes; openings from you are refused until {}.",
+                duration::utc_short(until, now)
+            ),
+            None,
+        ),
+    })
 }
 
 #[cfg(test)]
@@ -288,6 +421,118 @@ mod tests {
             panic!()
         };
         assert_eq!(opening.until, None);
+    }
+
+    #[test]
+    fn with_the_second_factor_an_opening_needs_a_code() {
+        let dir = std::env::temp_dir().join(format!("tgk-decide-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("totp");
+        std::fs::write(&file, "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n").unwrap();
+        let c = cfg(&[("TGKNOCK_TOTP_SECRET_FILE", file.to_str().unwrap())]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let d = |text: &str| {
+            decide(
+                &msg(OWNER, ChatKind::Private, text, NOW.telegram as i64),
+                &c,
+                "bot",
+                NOW,
+            )
+        };
+        let Action::NeedCode { request } = d("/open web 30m") else {
+            panic!("{:?}", d("/open web 30m"))
+        };
+        let Action::OpenWithCode {
+            gate,
+            opening,
+            code,
+        } = d("/open web 30m 012345")
+        else {
+            panic!()
+        };
+        assert_eq!((gate.as_str(), code.as_str()), ("web", "012345"));
+        assert_eq!(opening.until, Some(NOW.board + 1800));
+        assert_eq!(d("654321"), Action::Code("654321".into()));
+        assert!(
+            matches!(d("/open 3h 012345"), Action::Refuse { .. }),
+            "limits first"
+        );
+        assert!(matches!(d("654 321"), Action::Refuse { .. }));
+        assert_eq!(
+            d("/close"),
+            Action::Close { gate: None },
+            "closing needs none"
+        );
+        // The code completes the request as of its own time, within two minutes.
+        let owner = msg(OWNER, ChatKind::Private, "", 0).from.unwrap();
+        let later = Now {
+            telegram: NOW.telegram + 100,
+            board: NOW.board + 100,
+        };
+        let Action::OpenWithCode { opening, .. } =
+            complete(&request, NOW.board, "111111".into(), &owner, &c, later)
+        else {
+            panic!()
+        };
+        assert_eq!(opening.until, Some(later.board + 1800));
+        let late = Now {
+            telegram: NOW.telegram + 121,
+            board: NOW.board + 121,
+        };
+        let Action::Refuse { text, .. } =
+            complete(&request, NOW.board, "111111".into(), &owner, &c, late)
+        else {
+            panic!()
+        };
+        assert!(text.contains("more than 2 min"), "{text}");
+        // Without the second factor, six digits are minutes (and too many of them).
+        assert!(matches!(d_plain("/open 012345"), Action::Refuse { .. }));
+        assert_eq!(d_plain("654321"), Action::Ignore(Ignored::NotForUs));
+    }
+
+    fn d_plain(text: &str) -> Action {
+        d(OWNER, text)
+    }
+
+    #[test]
+    fn bans_last_a_day_unless_told() {
+        let Action::Ban { ban } = d(OWNER, "/ban 203.0.113.9") else {
+            panic!()
+        };
+        assert_eq!(ban.until, Some(NOW.board + BAN_FOR));
+        assert_eq!(ban.by, Actor::Telegram(OWNER));
+        let Action::Ban { ban } = d(OWNER, "/ban 2h 2001:db8::/64") else {
+            panic!()
+        };
+        assert_eq!(ban.until, Some(NOW.board + 7200));
+        let Action::Ban { ban } = d(OWNER, "/ban 10.0.0.1 0") else {
+            panic!()
+        };
+        assert_eq!(ban.until, None);
+        assert!(matches!(d(OWNER, "/unban 10.0.0.1"), Action::Unban { .. }));
+        for bad in [
+            "/ban 0.0.0.0/0",
+            "/ban ::/0",
+            "/ban",
+            "/ban 1.2.3.4 5.6.7.8",
+            "/unban",
+        ] {
+            assert!(matches!(d(OWNER, bad), Action::Refuse { .. }), "{bad}");
+        }
+        assert_eq!(d(222, "/ban 10.0.0.1"), Action::Stranger { tried: true });
+        let text = |c: Check| code_refusal(c, "7 (x)", NOW.board).map(|(t, o)| (t, o.is_some()));
+        assert_eq!(text(Check::Accepted(1)), None);
+        let (t, told) = text(Check::LockedNow {
+            until: NOW.board + 600,
+        })
+        .unwrap();
+        assert!(told && t.contains("refused until"), "{t}");
+        let (t, told) = text(Check::Wrong {
+            replayed: false,
+            left: 1,
+        })
+        .unwrap();
+        assert!(!told && t.contains("1 more wrong code within"), "{t}");
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub enum Error {
     Telegram(ApiError),
     /// A gate already has as many openings as it can take.
     TooManyOpenings { gate: GateName, max: usize },
+    /// There are as many bans as tgknock keeps.
+    TooManyBans { max: usize },
     /// Another daemon holds the pid file's lock.
     AlreadyRunning { pid: Option<u32>, pid_file: PathBuf },
     /// A program or thread could not be started.
@@ -242,6 +244,9 @@ impl fmt::Display for Error {
             Error::Telegram(e) => write!(f, "Telegram: {e}"),
             Error::TooManyOpenings { gate, max } => {
                 write!(f, "{gate} already has {max} openings; close it first")
+            }
+            Error::TooManyBans { max } => {
+                write!(f, "there are already {max} bans; lift some first")
             }
             Error::AlreadyRunning { pid: Some(pid), .. } => {
                 write!(

@@ -270,6 +270,38 @@ impl Dir {
     }
 }
 
+/// Writes a secret file (`totp-setup`): mode 0600, created under a unique name beside it
+/// and renamed into place, never through a link. Run as root, it is given to the owner
+/// of `service_dir` (the state directory: the service's user), so the daemon can read
+/// it; says to whom, for the message.
+pub(crate) fn write_secret(path: &Path, text: &str, service_dir: &Path) -> Result<String> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let tmp = dir.join(temporary_name("secret"));
+    let mut owner = String::new();
+    let result = (|| -> io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(O_NOFOLLOW)
+            .open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(0o600))?;
+        if let Ok(m) = fs::metadata(service_dir)
+            && (m.uid(), m.gid()) != (f.metadata()?.uid(), f.metadata()?.gid())
+            && std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid())).is_ok()
+        {
+            owner = format!(", owned by the owner of {}", service_dir.display());
+        }
+        f.write_all(text.as_bytes())?;
+        f.sync_all()
+    })();
+    if let Err(e) = result.and_then(|_| fs::rename(&tmp, path)) {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::file(path, "write", e));
+    }
+    Ok(owner)
+}
+
 /// Opens an existing file read-only, never through a link (for readers that must not
 /// create anything: the pid file and the heartbeat).
 pub(crate) fn open_existing(path: &Path) -> io::Result<File> {

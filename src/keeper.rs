@@ -17,6 +17,8 @@ pub(crate) struct Outcome {
     pub(crate) state: State,
     pub(crate) listings: Vec<(Family, Result<Listing, String>)>,
     pub(crate) now: u64,
+    /// Whether the kernel keeps deadlines (the rules carry them).
+    pub(crate) deadlines: bool,
 }
 
 pub(crate) struct Keeper {
@@ -30,8 +32,10 @@ pub(crate) struct Keeper {
 
 impl Keeper {
     pub(crate) fn new(cfg: Config) -> Keeper {
+        let mut fw = Firewall::from_config(&cfg);
+        fw.probe();
         Keeper {
-            fw: Firewall::from_config(&cfg),
+            fw,
             paths: Paths::new(&cfg.files.state_dir),
             cfg,
             guard: Mutex::new(()),
@@ -52,6 +56,7 @@ impl Keeper {
         let mut st = old.clone();
         let r = f(&mut st)?;
         let expired = st.expire(now);
+        let lifted = st.expire_bans(now);
         for gate in st.retain_gates(&self.cfg.gates) {
             log::warn!(
                 "dropping the saved opening of gate '{gate}', which the config no longer has"
@@ -75,12 +80,16 @@ impl Keeper {
                 o.from.map(|f| format!(" to {f}")).unwrap_or_default()
             );
         }
+        for b in &lifted {
+            log::info!("lifted the ban of {}: it ran out", b.addr);
+        }
         Ok((
             r,
             Outcome {
                 state: st,
                 listings: listings.into_iter().map(|(f, l)| (f, Ok(l))).collect(),
                 now,
+                deadlines: self.fw.policy.deadlines,
             },
         ))
     }
@@ -126,6 +135,7 @@ impl Keeper {
             state: st,
             listings: self.fw.observe(),
             now,
+            deadlines: self.fw.policy.deadlines,
         })
     }
 
@@ -133,6 +143,22 @@ impl Keeper {
     pub(crate) fn load_state(&self) -> Result<State> {
         let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
         StateLock::acquire(&self.paths)?.load()
+    }
+
+    /// Why `addr` may not be banned, if it may not: an always-allowed source, the board's
+    /// own address, or a family tgknock does not manage.
+    pub(crate) fn ban_refusal(&self, addr: &crate::addr::Cidr) -> Option<String> {
+        if !self.fw.families().contains(&addr.family()) {
+            return Some(format!(
+                "{addr} is {}, which tgknock does not manage (TGKNOCK_IP6TABLES=off)",
+                addr.family()
+            ));
+        }
+        crate::state::Ban::refusal(
+            addr,
+            &self.cfg.firewall.always_allow,
+            &crate::addr::local_addresses(),
+        )
     }
 
     /// Tells a running daemon to re-read the deadlines; false when none listens.

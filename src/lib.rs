@@ -24,10 +24,12 @@ pub mod gate;
 mod keeper;
 mod logging;
 mod notify;
+mod qr;
 mod report;
 pub mod state;
 mod sys;
 pub mod telegram;
+mod totp;
 mod watchdog;
 
 /// The version line: `tgknock 0.1.0 (aarch64-unknown-linux-musl)`.

@@ -5,7 +5,7 @@ use serde_json::json;
 use crate::addr::{Cidr, Family};
 use crate::config::Config;
 use crate::duration;
-use crate::firewall::rules::{self, GateView};
+use crate::firewall::rules::{self, GateView, Limit, Pass};
 use crate::firewall::{Firewall, Kind};
 use crate::gate::{Gate, GateName};
 use crate::keeper::Outcome;
@@ -25,12 +25,20 @@ fn view_text(v: &GateView) -> String {
     match v {
         GateView::Closed => "closed".into(),
         GateView::OpenToAll => "open to everyone".into(),
-        GateView::OpenFrom(s) => format!(
+        GateView::Open(p) => format!(
             "open to {}",
-            s.iter().map(Cidr::to_string).collect::<Vec<_>>().join(", ")
+            p.iter().map(pass_text).collect::<Vec<_>>().join(", ")
         ),
         GateView::Inconsistent(m) => format!("inconsistent ({m})"),
         GateView::NotInstalled => "not installed (no chain or no jump from INPUT)".into(),
+    }
+}
+
+fn pass_text(p: &Pass) -> String {
+    let who = p.from.map_or("everyone".to_string(), |c| c.to_string());
+    match p.until {
+        Some(u) => format!("{who} until {}", duration::utc_full(u)),
+        None => who,
     }
 }
 
@@ -46,7 +54,7 @@ pub(crate) fn views(gate: &Gate, out: &Outcome) -> Vec<(Family, Result<GateView,
 pub(crate) fn verdict(gate: &Gate, out: &Outcome) -> Verdict {
     let mut problems = Vec::new();
     for (fam, view) in views(gate, out) {
-        let expected = rules::expected_view(gate, &out.state, out.now, fam);
+        let expected = rules::expected_view(gate, &out.state, out.now, fam, out.deadlines);
         match view {
             Ok(v) if v == expected => {}
             Ok(v) => problems.push(format!(
@@ -97,6 +105,12 @@ fn until_text(until: Option<u64>, now: u64) -> String {
 
 /// `ssh (22/tcp) open to everyone until 14:35 UTC, 15 min`.
 pub(crate) fn gate_line(gate: &Gate, out: &Outcome) -> String {
+    gate_text(gate, out, false)
+}
+
+/// The gate's line; with `mark`, each opening the kernel itself closes at its deadline
+/// says so (`status`).
+fn gate_text(gate: &Gate, out: &Outcome, mark: bool) -> String {
     let head = format!("{} ({})", gate.name, gate.ports_text());
     match verdict(gate, out) {
         Verdict::Closed => format!("{head} closed"),
@@ -115,7 +129,12 @@ pub(crate) fn gate_line(gate: &Gate, out: &Outcome) -> String {
                             format!("{c} ({only} only)")
                         }
                     };
-                    format!("to {who} {}", until_text(o.until, out.now))
+                    let kernel = if mark && out.deadlines && o.until.is_some() {
+                        ", kernel-enforced"
+                    } else {
+                        ""
+                    };
+                    format!("to {who} {}{kernel}", until_text(o.until, out.now))
                 })
                 .collect();
             format!("{head} open {}", parts.join("; then "))
@@ -124,9 +143,131 @@ pub(crate) fn gate_line(gate: &Gate, out: &Outcome) -> String {
     }
 }
 
+/// The bans the saved state holds at `out.now`, in the order of the state.
+fn live_bans(out: &Outcome) -> Vec<&crate::state::Ban> {
+    out.state
+        .bans
+        .iter()
+        .filter(|b| b.until.is_none_or(|u| u > out.now))
+        .collect()
+}
+
+/// Where the kernel's bans differ from the saved state's, family by family.
+pub(crate) fn bans_mismatch(out: &Outcome) -> Option<String> {
+    let mut problems = Vec::new();
+    for (fam, l) in &out.listings {
+        let want = rules::expected_bans(&out.state, out.now, *fam, out.deadlines);
+        match l {
+            Ok(l) if l.installed() && l.bans() == want => {}
+            Ok(l) if l.installed() => problems.push(format!(
+                "{fam} holds {} bans where {} belong",
+                l.bans().len(),
+                want.len()
+            )),
+            Ok(_) => problems.push(format!("{fam}: the rules are not installed")),
+            Err(e) => problems.push(format!("{fam} cannot be read: {e}")),
+        }
+    }
+    (!problems.is_empty()).then(|| problems.join("; "))
+}
+
+fn ban_text(b: &crate::state::Ban, now: u64) -> String {
+    let only = match b.addr.family() {
+        Family::V4 => "IPv4",
+        Family::V6 => "IPv6",
+    };
+    let until = match b.until {
+        None => "until lifted".to_string(),
+        u => until_text(u, now),
+    };
+    format!("{} ({only} only) {until}", b.addr)
+}
+
+/// The reply to `/ban` and `tgknock ban`: what the kernel shows of `addr` now.
+pub(crate) fn ban_line(addr: &Cidr, out: &Outcome) -> String {
+    let fam = addr.family();
+    let want = rules::expected_bans(&out.state, out.now, fam, out.deadlines);
+    let kernel = out
+        .listings
+        .iter()
+        .find(|(f, _)| *f == fam)
+        .map(|(_, l)| l.as_ref().map(|l| l.bans()));
+    let entry = want.iter().find(|(a, _)| a == addr).copied();
+    let shown = match kernel {
+        None => return format!("{addr}: {fam} is not managed (TGKNOCK_IP6TABLES=off)"),
+        Some(Err(e)) => return format!("{addr}: MISMATCH: {fam} cannot be read: {e}"),
+        Some(Ok(k)) => k.iter().find(|(a, _)| a == addr).copied(),
+    };
+    match (entry, shown) {
+        (Some(e), Some(s)) if e == s => {
+            let ban = out.state.bans.iter().find(|b| b.addr == *addr);
+            match ban {
+                Some(b) => format!("banned {}", ban_text(b, out.now)),
+                None => format!("{addr} banned"),
+            }
+        }
+        (None, None) => format!("{addr} not banned"),
+        (e, s) => format!(
+            "{addr} MISMATCH: {fam} shows {}, expected {}",
+            if s.is_some() { "a ban" } else { "no ban" },
+            if e.is_some() { "a ban" } else { "none" }
+        ),
+    }
+}
+
+/// Whether the kernel holds `gate`'s rate limit in every family (`None`: it has none).
+fn limit_verified(gate: &Gate, limit: Limit, out: &Outcome) -> bool {
+    out.listings
+        .iter()
+        .all(|(_, l)| l.as_ref().is_ok_and(|l| l.limit(gate) == Some(limit)))
+}
+
 /// The whole status, as `tgknock status` and `/status` show it.
 pub(crate) fn status_text(cfg: &Config, fw: &Firewall, out: &Outcome) -> String {
-    let mut lines: Vec<String> = cfg.gates.iter().map(|g| gate_line(g, out)).collect();
+    let mut lines: Vec<String> = cfg.gates.iter().map(|g| gate_text(g, out, true)).collect();
+    let bans = live_bans(out);
+    if let Some(m) = bans_mismatch(out) {
+        lines.push(format!("bans MISMATCH: {m}"));
+    }
+    const SHOWN: usize = 20;
+    for b in bans.iter().take(SHOWN) {
+        lines.push(format!("banned {}", ban_text(b, out.now)));
+    }
+    if bans.len() > SHOWN {
+        lines.push(format!(
+            "… and {} more bans (tgknock status --json lists them all)",
+            bans.len() - SHOWN
+        ));
+    }
+    if !cfg.rate_limits.is_empty() {
+        let parts: Vec<String> = cfg
+            .rate_limits
+            .iter()
+            .filter_map(|(name, rate)| {
+                let g = cfg.gate(name.as_str())?;
+                let ok = limit_verified(g, Limit::of(*rate), out);
+                Some(format!(
+                    "{name} {}/{}{}",
+                    rate.count,
+                    rate.per.word(),
+                    if ok { "" } else { " (MISSING in the kernel)" }
+                ))
+            })
+            .collect();
+        lines.push(format!(
+            "rate limits per source (new connections; always-allowed exempt): {}",
+            parts.join(", ")
+        ));
+    }
+    lines.push(match &fw.deadline_problem {
+        None if out.deadlines => {
+            "deadlines: kept by the kernel too, so openings close and bans lift on time even with tgknock stopped".to_string()
+        }
+        Some(why) => format!(
+            "deadlines: kept by tgknock only, the kernel cannot ({why}); while tgknock is stopped nothing closes"
+        ),
+        None => "deadlines: kept by tgknock only".to_string(),
+    });
     for (fam, l) in &out.listings {
         lines.push(match l {
             Ok(l) if l.installed() => format!(
@@ -186,13 +327,24 @@ pub(crate) fn all_verified(cfg: &Config, out: &Outcome) -> bool {
     cfg.gates
         .iter()
         .all(|g| !matches!(verdict(g, out), Verdict::Mismatch(_)))
+        && bans_mismatch(out).is_none()
 }
 
 fn view_json(v: &Result<GateView, String>) -> serde_json::Value {
     match v {
         Ok(GateView::Closed) => json!({"state": "closed"}),
         Ok(GateView::OpenToAll) => json!({"state": "open", "from": null}),
-        Ok(GateView::OpenFrom(s)) => json!({"state": "open", "from": s}),
+        // `from` as before (null: everyone; else the sources), and each way through with
+        // the deadline the kernel keeps.
+        Ok(GateView::Open(p)) => json!({
+            "state": "open",
+            "from": if p.iter().any(|p| p.from.is_none()) {
+                serde_json::Value::Null
+            } else {
+                json!(p.iter().filter_map(|p| p.from).collect::<Vec<_>>())
+            },
+            "passes": p.iter().map(|p| json!({"from": p.from, "until": p.until})).collect::<Vec<_>>(),
+        }),
         Ok(GateView::Inconsistent(m)) => json!({"state": "inconsistent", "detail": m}),
         Ok(GateView::NotInstalled) => json!({"state": "not-installed"}),
         Err(e) => json!({"state": "error", "detail": e}),
@@ -236,8 +388,13 @@ pub(crate) fn status_json(
                     "until": o.until,
                     "until_utc": o.until.map(duration::utc_full),
                     "by": o.by,
+                    "kernel_deadline": out.deadlines && o.until.is_some(),
                 })).collect::<Vec<_>>(),
                 "families": families,
+                "rate_limit": cfg.rate_limits.iter().find(|(n, _)| *n == g.name).map(|(_, r)| json!({
+                    "rate": format!("{}/{}", r.count, r.per.word()),
+                    "in_kernel": limit_verified(g, Limit::of(*r), out),
+                })),
             })
         })
         .collect();
@@ -256,6 +413,17 @@ pub(crate) fn status_json(
         "always_allow": cfg.firewall.always_allow,
         "daemon_pid": daemon_pid,
         "gates": gates,
+        "kernel_deadlines": out.deadlines,
+        "kernel_deadlines_problem": fw.deadline_problem,
+        "bans": live_bans(out).iter().map(|b| json!({
+            "addr": b.addr,
+            "until": b.until,
+            "until_utc": b.until.map(duration::utc_full),
+            "by": b.by,
+            "kernel_deadline": out.deadlines && b.until.is_some(),
+        })).collect::<Vec<_>>(),
+        "bans_verified": bans_mismatch(out).is_none(),
+        "bans_mismatch": bans_mismatch(out),
     })
 }
 
@@ -292,6 +460,7 @@ mod tests {
             state: saved.clone(),
             listings: Family::BOTH.iter().map(|f| (*f, Ok(listing(*f)))).collect(),
             now: NOW,
+            deadlines: true,
         }
     }
 

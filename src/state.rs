@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,8 @@ use crate::gate::{Gate, GateName};
 
 /// Most openings one gate can have at once (each is a rule per port and family).
 pub const MAX_OPENINGS_PER_GATE: usize = 16;
+/// Most bans at once (each is a rule in its family).
+pub const MAX_BANS: usize = 5_000;
 
 /// Who opened a gate, for status and logs; saved as `telegram:123` or `console`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +120,47 @@ impl Opening {
     }
 }
 
+/// A source whose new connections are dropped, to every port, until a deadline or lifted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Ban {
+    pub(crate) addr: Cidr,
+    /// Unix seconds; `None`: until lifted.
+    #[serde(default)]
+    pub(crate) until: Option<u64>,
+    #[serde(default = "unknown")]
+    pub(crate) by: Actor,
+}
+
+impl Ban {
+    /// Why `addr` may not be banned, if it may not: it would cut off an always-allowed
+    /// source (`TGKNOCK_ALWAYS_ALLOW`) or the board itself (`own`: its addresses).
+    pub(crate) fn refusal(addr: &Cidr, always_allow: &[Cidr], own: &[IpAddr]) -> Option<String> {
+        if let Some(a) = always_allow.iter().find(|a| overlaps(a, addr)) {
+            return Some(format!(
+                "{addr} is in TGKNOCK_ALWAYS_ALLOW ({a}), which is never blocked"
+            ));
+        }
+        own.iter().find(|ip| contains(addr, **ip)).map(|ip| {
+            format!("{addr} holds the board's own address {ip}; the board would cut itself off")
+        })
+    }
+}
+
+/// Whether `block` holds `ip`.
+fn contains(block: &Cidr, ip: IpAddr) -> bool {
+    Cidr::new(ip, block.prefix()).is_some_and(|c| c == *block)
+}
+
+/// Whether two blocks share an address: the shorter prefix holds the other's start.
+fn overlaps(a: &Cidr, b: &Cidr) -> bool {
+    let (wide, narrow) = if a.prefix() <= b.prefix() {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    contains(wide, narrow.addr())
+}
+
 /// What survives a restart.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct State {
@@ -127,6 +171,12 @@ pub(crate) struct State {
     pub(crate) offset: Option<i64>,
     #[serde(default)]
     pub(crate) openings: BTreeMap<GateName, Vec<Opening>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) bans: Vec<Ban>,
+    /// The TOTP time steps whose codes were accepted and could still be valid: a code is
+    /// accepted once, also across a restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) totp_used: Vec<u64>,
 }
 
 fn one() -> u32 {
@@ -182,6 +232,33 @@ impl State {
         gone
     }
 
+    /// Adds or renews a ban (one per block: a new one replaces its deadline).
+    pub(crate) fn ban(&mut self, ban: Ban) -> Result<()> {
+        self.bans.retain(|b| b.addr != ban.addr);
+        if self.bans.len() >= MAX_BANS {
+            return Err(Error::TooManyBans { max: MAX_BANS });
+        }
+        self.bans.push(ban);
+        self.bans.sort_by_key(|b| b.addr);
+        Ok(())
+    }
+
+    /// Lifts the ban of `addr`; false when there was none.
+    pub(crate) fn unban(&mut self, addr: &Cidr) -> bool {
+        let before = self.bans.len();
+        self.bans.retain(|b| b.addr != *addr);
+        self.bans.len() != before
+    }
+
+    /// Removes bans whose deadline is at or before `now`; returns them.
+    pub(crate) fn expire_bans(&mut self, now: u64) -> Vec<Ban> {
+        let (gone, kept) = std::mem::take(&mut self.bans)
+            .into_iter()
+            .partition(|b| b.until.is_some_and(|u| u <= now));
+        self.bans = kept;
+        gone
+    }
+
     /// Drops openings of gates the config no longer has.
     pub(crate) fn retain_gates(&mut self, gates: &[Gate]) -> Vec<GateName> {
         let unknown: Vec<GateName> = self
@@ -196,12 +273,13 @@ impl State {
         unknown
     }
 
-    /// The earliest deadline of any opening.
+    /// The earliest deadline of any opening or ban.
     pub(crate) fn next_deadline(&self) -> Option<u64> {
         self.openings
             .values()
             .flatten()
             .filter_map(|o| o.until)
+            .chain(self.bans.iter().filter_map(|b| b.until))
             .min()
     }
 

@@ -505,6 +505,8 @@ impl BotApi {
             {"command": "open", "description": "open a gate: /open [gate] [duration] [address]"},
             {"command": "close", "description": "close a gate, or all"},
             {"command": "status", "description": "what the firewall shows now"},
+            {"command": "ban", "description": "drop every new connection from an address: /ban address [duration]"},
+            {"command": "unban", "description": "lift a ban: /unban address"},
             {"command": "help", "description": "usage, gates and ports"},
         ]});
         self.call("setMyCommands", &commands, Duration::from_secs(20))

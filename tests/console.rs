@@ -126,9 +126,13 @@ fn open_close_status_and_teardown() {
     let v4 = env.rules(4);
     for port in [80, 443] {
         let want = format!(
-            "-A TGKNOCK -s 198.51.100.0/24 -p tcp -m tcp --dport {port} -m comment --comment tgknock-gate:web -j RETURN"
+            "-A TGKNOCK -s 198.51.100.0/24 -p tcp -m tcp --dport {port} -m time --datestop "
         );
-        assert!(v4.lines().any(|l| l == want), "{want}\n{v4}");
+        assert!(
+            v4.lines().any(|l| l.starts_with(&want)
+                && l.ends_with(" -m comment --comment tgknock-gate:web -j RETURN")),
+            "{want}\n{v4}"
+        );
     }
     assert!(!env.rules(6).contains("198.51.100"), "{}", env.rules(6));
     assert!(env.drops(4, "web") && env.drops(6, "web"));

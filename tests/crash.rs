@@ -412,8 +412,12 @@ impl Saved {
     }
 }
 
+/// The source of a RETURN without one: an opening to everyone whose deadline the kernel
+/// keeps (`-m time --datestop`, nft `meta time <`).
+const EVERYONE: &str = "everyone";
+
 /// One of tgknock's rules as the kernel lists it: the established rule (no gate), or a
-/// gate's DROP on a port, or its RETURN for a source and port.
+/// gate's DROP on a port, or its RETURN for a source (or [`EVERYONE`]) and port.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Seen {
     gate: Option<String>,
@@ -515,7 +519,9 @@ impl Listed {
             let view = if drops.is_empty() && returns.is_empty() {
                 View::OpenToAll
             } else if drops.len() == ports.len() && returns.len() == srcs.len() * ports.len() {
-                if srcs.is_empty() {
+                if srcs.contains(EVERYONE) {
+                    View::OpenToAll
+                } else if srcs.is_empty() {
                     View::Closed
                 } else {
                     View::From(srcs)
@@ -579,8 +585,10 @@ fn read_iptables(listing: &str) -> Result<Listed, String> {
         let Some(gate) = comment.strip_prefix("tgknock-gate:") else {
             return Err(format!("a rule tgknock would not write: {line}"));
         };
+        let bounded = w.iter().any(|x| x == "--datestop");
         let src = match after(&w, "-s") {
             Some(s) => Some(norm(&s).ok_or_else(|| format!("bad source in {line}"))?.1),
+            None if bounded && target == "RETURN" => Some(EVERYONE.to_string()),
             None => None,
         };
         l.rules.push(Seen {
@@ -681,7 +689,15 @@ fn seen_from_key(key: &str, statement: &str, nfproto: [&str; 2]) -> Result<Seen,
         src: None,
         drop,
     };
+    let mut bounded = false;
     for a in &w[2..w.len() - 1] {
+        if a.starts_with("until=") {
+            if !statement.contains("meta time < ") {
+                return Err(bad("a deadline in the comment, none in the statement"));
+            }
+            bounded = true;
+            continue;
+        }
         if let Some(s) = a.strip_prefix("src=") {
             let (_, s) = norm(s).ok_or_else(|| bad("a bad source"))?;
             // nft lists a host without its prefix length.
@@ -701,6 +717,9 @@ fn seen_from_key(key: &str, statement: &str, nfproto: [&str; 2]) -> Result<Seen,
         } else if *a != "syn" {
             return Err(bad("an unknown word in the comment"));
         }
+    }
+    if seen.src.is_none() && bounded && !drop {
+        seen.src = Some(EVERYONE.to_string());
     }
     Ok(seen)
 }

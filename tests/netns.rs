@@ -505,8 +505,8 @@ fn restart_scenario(b: Fw, n: u8) {
     // Deadlines are whole seconds: 4 s after the reply, web's has passed.
     std::thread::sleep(Duration::from_secs(4).saturating_sub(web_opened.elapsed()));
     rig.net.expect(
-        "with the daemon dead, the kernel still holds the last rules",
-        &[(0, WEB, V4, true)],
+        "with the daemon dead, the kernel still holds ssh's opening and closed web's at its deadline",
+        &[(0, SSH, V4, true), (0, WEB, V4, false)],
     );
     rig.start();
     rig.net.expect(

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::firewall::iptables::{self, JumpFix};
 use crate::firewall::{Firewall, nft};
 use crate::gate::GateName;
-use crate::state::{Actor, Opening, State};
+use crate::state::{Actor, Ban, Opening, State};
 
 const NOW: u64 = 1_800_000_000;
 
@@ -47,6 +47,14 @@ fn configs() -> Vec<(&'static str, Pairs)> {
                 ("TGKNOCK_GATES", "ssh=2222/tcp dns=53/udp"),
                 ("TGKNOCK_IP6TABLES", "off"),
                 ("TGKNOCK_KNOCK", "1000,2000"),
+            ],
+        ),
+        (
+            "rate limits",
+            &[
+                ("TGKNOCK_GATES", "ssh=22/tcp web=80/tcp,443/tcp dns=53/udp"),
+                ("TGKNOCK_RATE_LIMIT", "ssh=6/min web=60/min dns=100/hour"),
+                ("TGKNOCK_ALWAYS_ALLOW", "192.168.1.0/24"),
             ],
         ),
     ]
@@ -87,10 +95,27 @@ fn states() -> Vec<(&'static str, State)> {
     expired
         .open(&ssh, opening(Some("203.0.113.9"), Some(NOW)))
         .unwrap();
+    let mut banned = State::default();
+    banned.open(&ssh, opening(None, Some(NOW + 600))).unwrap();
+    for (addr, until) in [
+        ("203.0.113.66", Some(NOW + 86_400)),
+        ("198.51.100.0/24", None),
+        ("2001:db8:bad::/48", Some(NOW + 3_600)),
+        ("203.0.113.99", Some(NOW)),
+    ] {
+        banned
+            .ban(Ban {
+                addr: addr.parse().unwrap(),
+                until,
+                by: Actor::Console,
+            })
+            .unwrap();
+    }
     vec![
         ("nothing open", State::default()),
         ("several openings", several),
         ("openings past their deadline", expired),
+        ("bans, one past its deadline", banned),
     ]
 }
 
@@ -98,8 +123,8 @@ fn states() -> Vec<(&'static str, State)> {
 fn render_all() -> String {
     let mut out = String::new();
     for (cname, pairs) in configs() {
-        let ipt = Firewall::from_config(&with_backend(pairs, "iptables"));
-        let nftables = Firewall::from_config(&with_backend(pairs, "nft"));
+        let mut ipt = Firewall::from_config(&with_backend(pairs, "iptables"));
+        let mut nftables = Firewall::from_config(&with_backend(pairs, "nft"));
         let cfg = with_backend(pairs, "iptables");
         let chain = cfg.firewall.chain.clone();
         let families: Vec<Family> = if cfg.firewall.ip6tables.is_some() {
@@ -107,7 +132,17 @@ fn render_all() -> String {
         } else {
             vec![Family::V4]
         };
-        for (sname, state) in states() {
+        let mut runs: Vec<(String, State, bool)> = states()
+            .into_iter()
+            .map(|(n, s)| (n.to_string(), s, true))
+            .collect();
+        // A kernel without xt_time / `meta time`: no deadlines in the rules.
+        for (n, s) in states().into_iter().skip(1) {
+            runs.push((format!("{n}, kernel without deadlines"), s, false));
+        }
+        for (sname, state, deadlines) in runs {
+            ipt.policy.deadlines = deadlines;
+            nftables.policy.deadlines = deadlines;
             let _ = writeln!(out, "==== config: {cname} / state: {sname}");
             for (family, fix) in families.iter().zip([
                 JumpFix {

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::rules::{List, Listing, Policy, RecentOp, Rule, Target};
+use super::rules::{List, Listing, Policy, Rate, RecentOp, Rule, TAG_LIMIT_PREFIX, Target};
 use super::{Kind, Tables, run};
 use crate::addr::{self, Family};
 use crate::error::{Error, Result};
@@ -54,6 +54,40 @@ fn list_name(chain: &str, list: List) -> String {
     format!("{chain}_{}", list.name())
 }
 
+/// A gate's hashlimit table (global to the network namespace, at most 15 characters):
+/// `tgk-ssh`, or a hash of the chain and gate when that is too long or the chain is not
+/// the default one (two instances never share a table).
+pub(crate) fn hashlimit_name(chain: &str, tag: &str) -> String {
+    let gate = tag.strip_prefix(TAG_LIMIT_PREFIX).unwrap_or(tag);
+    let plain = format!("tgk-{gate}");
+    if chain == "TGKNOCK" && plain.len() <= 15 {
+        return plain;
+    }
+    // FNV-1a: a stable short name, no cryptography needed.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in chain.bytes().chain([b':']).chain(gate.bytes()) {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    format!("tgk-{h:08x}")
+}
+
+/// `--datestop` of a deadline: the last second the rule matches, in UTC (xt_time's
+/// default), so it stops matching at `until`.
+pub(crate) fn datestop(until: u64) -> String {
+    let (y, mo, d, h, mi, s) = crate::duration::civil(until.saturating_sub(1));
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}")
+}
+
+/// Reads back a `--datestop` value as the deadline it stands for.
+fn parse_datestop(v: &str) -> Option<u64> {
+    let (date, time) = v.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<u32>().ok());
+    let mut t = time.splitn(3, ':').map(|x| x.parse::<u32>().ok());
+    let (y, mo, dd) = (d.next()??, d.next()??, d.next()??);
+    let (h, mi, sec) = (t.next()??, t.next()??, t.next()??);
+    crate::duration::from_civil(i64::from(y), mo, dd, h, mi, sec).map(|u| u + 1)
+}
+
 /// The iptables arguments of a rule after `-A CHAIN`, exactly as `iptables -S` prints
 /// them back.
 pub(crate) fn args(chain: &str, rule: &Rule) -> Vec<String> {
@@ -91,6 +125,23 @@ pub(crate) fn args(chain: &str, rule: &Rule) -> Vec<String> {
             full_mask(rule.family),
             "--rsource",
         ]);
+    }
+    if let Some(l) = &rule.limit {
+        push(&[
+            "-m",
+            "hashlimit",
+            "--hashlimit-above",
+            &l.rate.to_string(),
+            "--hashlimit-burst",
+            &l.burst.to_string(),
+            "--hashlimit-mode",
+            "srcip",
+            "--hashlimit-name",
+            &hashlimit_name(chain, &rule.tag),
+        ]);
+    }
+    if let Some(u) = rule.until {
+        push(&["-m", "time", "--datestop", &datestop(u)]);
     }
     push(&["-m", "comment", "--comment", &rule.tag]);
     match rule.target {
@@ -241,6 +292,8 @@ fn parse_rule(chain: &str, w: &[String], family: Family) -> Option<Rule> {
     };
     // A `-m recent` opens a match whose operation and list come after it.
     let mut pending: Option<(RecentOp, Option<u64>, Option<List>)> = None;
+    // A hashlimit's table name, checked once the rule's tag is known.
+    let mut limit_name: Option<String> = None;
     let close = |r: &mut Rule, p: Option<(RecentOp, Option<u64>, Option<List>)>| -> Option<()> {
         if let Some((op, seconds, list)) = p {
             r.recent.push(super::rules::Recent {
@@ -320,7 +373,36 @@ fn parse_rule(chain: &str, w: &[String], family: Family) -> Option<Rule> {
             }
             ("--mask", Some(v)) if v == full_mask => i += 1,
             ("--rsource", _) => {}
-            ("-m", Some("tcp" | "udp" | "conntrack" | "comment")) => {
+            ("-m", Some("hashlimit")) => {
+                close(&mut r, pending.take())?;
+                // hashlimit's default burst, which `-S` leaves out.
+                r.limit = Some(super::rules::Limit {
+                    rate: Rate {
+                        count: 0,
+                        per: super::rules::Per::Second,
+                    },
+                    burst: 5,
+                });
+                i += 1;
+            }
+            ("--hashlimit-above", Some(v)) => {
+                r.limit.as_mut()?.rate = Rate::parse(v).ok()?;
+                i += 1;
+            }
+            ("--hashlimit-burst", Some(v)) => {
+                r.limit.as_mut()?.burst = v.parse().ok()?;
+                i += 1;
+            }
+            ("--hashlimit-mode", Some("srcip")) => i += 1,
+            ("--hashlimit-name", Some(v)) => {
+                limit_name = Some(v.to_string());
+                i += 1;
+            }
+            ("--datestop", Some(v)) => {
+                r.until = Some(parse_datestop(v)?);
+                i += 1;
+            }
+            ("-m", Some("tcp" | "udp" | "conntrack" | "comment" | "time")) => {
                 close(&mut r, pending.take())?;
                 i += 1;
             }
@@ -330,6 +412,11 @@ fn parse_rule(chain: &str, w: &[String], family: Family) -> Option<Rule> {
     }
     close(&mut r, pending.take())?;
     if r.dport.is_some() && r.proto.is_none() {
+        return None;
+    }
+    if let Some(l) = &r.limit
+        && (l.rate.count == 0 || limit_name? != hashlimit_name(chain, &r.tag))
+    {
         return None;
     }
     Some(r)
@@ -540,6 +627,33 @@ impl Tables for Iptables {
         s
     }
 
+    fn probe_deadlines(&self) -> Result<(), String> {
+        let Some(tool) = self.tools.first() else {
+            return Ok(());
+        };
+        // `-C` loads the match to look for the rule: "Bad rule" when it could, an error
+        // naming the match when the kernel has no xt_time.
+        let args = [
+            "-w",
+            LOCK_WAIT,
+            "-C",
+            "INPUT",
+            "-m",
+            "time",
+            "--datestop",
+            "2037-12-31T00:00:00",
+            "-j",
+            "RETURN",
+        ];
+        match run(&tool.program, &args, None) {
+            Ok(_) => Ok(()),
+            Err(Error::Firewall {
+                status: Some(1), ..
+            }) => Ok(()),
+            Err(e) => super::lacks_deadlines(e),
+        }
+    }
+
     fn describe_drift(&self, l: &Listing, want: &[Rule]) -> String {
         let chain = &self.chain;
         if !l.chain_exists {
@@ -561,8 +675,9 @@ impl Tables for Iptables {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::firewall::rules::Policy;
     use crate::firewall::rules::desired;
     use crate::firewall::rules::tests::{cidr, knock, policy, state};
     use crate::state::State;
@@ -616,11 +731,21 @@ mod tests {
             ("web", Some("203.0.113.7"), Some(100)),
             ("web", Some("2001:db8::/64"), None),
         ]);
-        let p = policy(&[], None);
+        let mut p = policy(&[], None);
+        let bounded = render(&desired(&p, &s, 50, Family::V4));
+        assert_eq!(
+            bounded[1..3],
+            [
+                "-p tcp -m tcp --dport 22 -m time --datestop 1970-01-01T00:01:39 -m comment --comment tgknock-gate:ssh -j RETURN",
+                "-p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment tgknock-gate:ssh -j DROP",
+            ],
+            "open to everyone until a deadline the kernel keeps: a bounded RETURN before the DROP"
+        );
+        p.deadlines = false;
         let v4 = render(&desired(&p, &s, 50, Family::V4));
         assert!(
             !v4.iter().any(|l| l.contains("tgknock-gate:ssh")),
-            "ssh open: no rules"
+            "ssh open, no deadline in the kernel: no rules"
         );
         assert!(v4.contains(&"-s 203.0.113.7/32 -p tcp -m tcp --dport 80 -m comment --comment tgknock-gate:web -j RETURN".to_string()));
         assert!(v4.contains(&"-s 203.0.113.7/32 -p tcp -m tcp --dport 443 -m comment --comment tgknock-gate:web -j RETURN".to_string()));
@@ -667,13 +792,26 @@ mod tests {
         assert_eq!(l.lines.len(), 4);
         let mut p = policy(&["10.0.0.0/8"], None);
         p.gates.truncate(1);
+        p.deadlines = false;
         assert_eq!(
             l.view(&p.gates[0]),
-            crate::firewall::rules::GateView::OpenFrom(vec![cidr("203.0.113.7")])
+            crate::firewall::rules::GateView::Open(vec![crate::firewall::rules::Pass {
+                from: Some(cidr("203.0.113.7")),
+                until: None
+            }])
         );
         let s = state(&[("ssh", Some("203.0.113.7"), Some(10))]);
         assert!(l.matches(&desired(&p, &s, 5, Family::V4)));
         assert!(!l.matches(&desired(&p, &s, 10, Family::V4)));
+        // With the kernel's deadline, the same opening carries `-m time`.
+        p.deadlines = true;
+        assert!(!l.matches(&desired(&p, &s, 5, Family::V4)));
+        let timed = LISTING.replace(
+            "--dport 22 -m comment",
+            "--dport 22 -m time --datestop 1970-01-01T00:00:09 -m comment",
+        );
+        let l = parse_listing("TGKNOCK", &timed, Family::V4);
+        assert!(l.matches(&desired(&p, &s, 5, Family::V4)), "{:?}", l.rules);
         assert!(!l.knock_armed());
         assert_eq!(
             JumpFix::from_listing(&l),
@@ -755,13 +893,76 @@ mod tests {
         ));
     }
 
+    /// Bans (with and without a deadline) and rate limits on top of `s`.
+    pub(crate) fn with_defenses(mut s: State, p: &mut Policy) -> State {
+        use crate::firewall::rules::Rate;
+        use crate::gate::GateName;
+        for (addr, until) in [
+            ("198.51.100.9", Some(1_800_000_001)),
+            ("2001:db8:bad::/48", None),
+        ] {
+            s.ban(crate::state::Ban {
+                addr: cidr(addr),
+                until,
+                by: crate::state::Actor::Console,
+            })
+            .unwrap();
+        }
+        p.limits = vec![
+            (GateName::new("ssh").unwrap(), Rate::parse("6/min").unwrap()),
+            (
+                GateName::new("web").unwrap(),
+                Rate::parse("120/hour").unwrap(),
+            ),
+            (
+                GateName::new("mosh").unwrap(),
+                Rate::parse("60/min").unwrap(),
+            ),
+        ];
+        s
+    }
+
+    #[test]
+    fn limits_and_deadlines_read_like_iptables() {
+        let mut p = policy(&[], None);
+        let s = with_defenses(state(&[("ssh", None, Some(1_800_000_900))]), &mut p);
+        let r = render(&desired(&p, &s, 1_800_000_000, Family::V4));
+        assert_eq!(
+            r[1],
+            "-s 198.51.100.9/32 -m time --datestop 2027-01-15T08:00:00 -m comment --comment tgknock:ban -j DROP"
+        );
+        assert_eq!(
+            r[2],
+            "-p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m hashlimit --hashlimit-above 6/min --hashlimit-burst 6 --hashlimit-mode srcip --hashlimit-name tgk-ssh -m comment --comment tgknock-limit:ssh -j DROP"
+        );
+        assert!(r.contains(&"-p udp -m udp --dport 60000:61000 -m hashlimit --hashlimit-above 1/sec --hashlimit-burst 60 --hashlimit-mode srcip --hashlimit-name tgk-mosh -m comment --comment tgknock-limit:mosh -j DROP".to_string()), "{r:#?}");
+        assert!(r.contains(&"-p tcp -m tcp --dport 22 -m time --datestop 2027-01-15T08:14:59 -m comment --comment tgknock-gate:ssh -j RETURN".to_string()), "{r:#?}");
+        assert_eq!(datestop(1_800_000_000), "2027-01-15T07:59:59");
+        assert_eq!(parse_datestop("2027-01-15T07:59:59"), Some(1_800_000_000));
+        assert_eq!(hashlimit_name("TGKNOCK", "tgknock-limit:ssh"), "tgk-ssh");
+        let long = hashlimit_name("TGKNOCK", "tgknock-limit:a-very-long-gate");
+        assert!(
+            long.len() <= 15 && long != hashlimit_name("OTHER", "tgknock-limit:a-very-long-gate")
+        );
+        // hashlimit's default burst (5) is left out of `-S`; it still parses as 5.
+        let five = "-N TGKNOCK\n-A INPUT -j TGKNOCK\n-A TGKNOCK -p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m hashlimit --hashlimit-above 5/min --hashlimit-mode srcip --hashlimit-name tgk-ssh -m comment --comment \"tgknock-limit:ssh\" -j DROP\n";
+        let l = parse_listing("TGKNOCK", five, Family::V4);
+        let limit = l.rules[0].as_ref().unwrap().limit.unwrap();
+        assert_eq!((limit.rate.to_string(), limit.burst), ("5/min".into(), 5));
+        // Another table's name is not tgknock's.
+        let other = parse_listing("TGKNOCK", &five.replace("tgk-ssh", "f2b"), Family::V4);
+        assert_eq!(other.rules[0], None);
+    }
+
     #[test]
     fn every_rendered_rule_parses_back() {
         let s = state(&[
             ("web", Some("203.0.113.0/24"), Some(100)),
             ("mosh", Some("2001:db8::5"), None),
+            ("ssh", None, Some(50)),
         ]);
-        let p = policy(&["10.0.0.0/8", "fd00::/8"], Some(knock()));
+        let mut p = policy(&["10.0.0.0/8", "fd00::/8"], Some(knock()));
+        let s = with_defenses(s, &mut p);
         for fam in Family::BOTH {
             let rules = desired(&p, &s, 0, fam);
             let l = parse_listing("TGKNOCK", &listed(&rules), fam);
@@ -770,11 +971,18 @@ mod tests {
             for g in &p.gates {
                 assert_eq!(
                     l.view(g),
-                    crate::firewall::rules::expected_view(g, &s, 0, fam),
+                    crate::firewall::rules::expected_view(g, &s, 0, fam, true),
                     "{} {fam:?}",
                     g.name
                 );
+                let rate = p.limits.iter().find(|(n, _)| *n == g.name).unwrap().1;
+                assert_eq!(l.limit(g), Some(crate::firewall::rules::Limit::of(rate)));
             }
+            assert_eq!(
+                l.bans(),
+                crate::firewall::rules::expected_bans(&s, 0, fam, true)
+            );
+            assert_eq!(l.bans().len(), 1);
         }
         // A list of another chain, or of the other family, is not tgknock's.
         let other = listed(&desired(&p, &s, 0, Family::V4)).replace("TGKNOCK_open", "OTHER_open");

@@ -47,6 +47,24 @@ pub(crate) trait Tables {
     fn preview(&self, policy: &Policy, rules_of: &[(Family, Vec<Rule>)]) -> String;
     /// What differs between a listing and the rules it should hold, in a few words.
     fn describe_drift(&self, listing: &Listing, want: &[Rule]) -> String;
+    /// Whether the kernel can bound rules by a deadline (`Err`: why not). A probe that
+    /// cannot tell (the tool is missing, no permission) says yes: applying tells the rest.
+    fn probe_deadlines(&self) -> Result<(), String>;
+}
+
+/// The reason a probe of the kernel's deadlines failed, when the failure says the kernel
+/// lacks the feature (rather than, say, the tool being missing).
+pub(crate) fn lacks_deadlines(e: Error) -> Result<(), String> {
+    match e {
+        Error::Firewall {
+            status: Some(_),
+            stderr,
+            ..
+        } if stderr.contains("time") || stderr.contains("not supported") => {
+            Err(stderr.trim().to_string())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The backends tgknock has.
@@ -77,6 +95,8 @@ impl fmt::Display for Kind {
 pub(crate) struct Firewall {
     backend: Backend,
     pub(crate) policy: Policy,
+    /// Why the kernel cannot keep deadlines, when [`Firewall::probe`] found it cannot.
+    pub(crate) deadline_problem: Option<String>,
 }
 
 impl Firewall {
@@ -114,7 +134,19 @@ impl Firewall {
                 gates: cfg.gates.clone(),
                 always_allow: f.always_allow.clone(),
                 knock: cfg.knock.clone(),
+                limits: cfg.rate_limits.clone(),
+                deadlines: true,
             },
+            deadline_problem: None,
+        }
+    }
+
+    /// Asks the kernel whether it keeps deadlines (`xt_time`, nft's `meta time`); without,
+    /// rules carry none and only the daemon's expiry closes openings.
+    pub(crate) fn probe(&mut self) {
+        if let Err(why) = self.tables().probe_deadlines() {
+            self.policy.deadlines = false;
+            self.deadline_problem = Some(why);
         }
     }
 
@@ -132,6 +164,11 @@ impl Firewall {
     /// Where the rules live, for messages: `chain TGKNOCK` or `table inet tgknock`.
     pub(crate) fn place(&self) -> String {
         self.tables().place()
+    }
+
+    /// The families it manages, in order.
+    pub(crate) fn families(&self) -> Vec<Family> {
+        self.tables().families()
     }
 
     pub(crate) fn desired(&self, state: &State, now: u64, family: Family) -> Vec<Rule> {

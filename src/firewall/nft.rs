@@ -5,7 +5,10 @@
 
 use std::path::PathBuf;
 
-use super::rules::{KNOCK_STEP_SECS, List, Listing, Policy, Recent, RecentOp, Rule, Target};
+use super::rules::{
+    KNOCK_STEP_SECS, Limit, List, Listing, Per, Policy, Rate, Recent, RecentOp, Rule,
+    TAG_LIMIT_PREFIX, Target, limit_tag,
+};
 use super::{Kind, Tables, run};
 use crate::addr::{self, Family};
 use crate::error::{Error, Result};
@@ -56,12 +59,33 @@ pub(crate) fn key(r: &Rule) -> String {
             None => k.push_str(&format!(" {op}:{}", rc.list.name())),
         }
     }
+    if let Some(l) = &r.limit {
+        k.push_str(&format!(" limit={}:{}", l.rate, l.burst));
+    }
+    if let Some(u) = r.until {
+        k.push_str(&format!(" until={u}"));
+    }
     match r.target {
         Some(Target::Return) => k.push_str(" return"),
         Some(Target::Drop) => k.push_str(" drop"),
         None => {}
     }
     k
+}
+
+/// The dynamic set that keeps the per-source limits of a gate (by its limit tag).
+fn limit_set(tag: &str, family: Family) -> String {
+    let gate = tag.strip_prefix(TAG_LIMIT_PREFIX).unwrap_or(tag);
+    format!("lim_{gate}_{}", family.short())
+}
+
+fn per_word(per: Per) -> &'static str {
+    match per {
+        Per::Second => "second",
+        Per::Minute => "minute",
+        Per::Hour => "hour",
+        Per::Day => "day",
+    }
 }
 
 /// Reads a rule back from its key.
@@ -85,6 +109,14 @@ pub(crate) fn from_key(key: &str) -> Option<Rule> {
                 let (name, value) = w.split_once(['=', ':'])?;
                 match name {
                     "src" => r.src = Some(addr::parse_listed(value)?),
+                    "until" => r.until = Some(value.parse().ok()?),
+                    "limit" => {
+                        let (rate, burst) = value.rsplit_once(':')?;
+                        r.limit = Some(Limit {
+                            rate: Rate::parse(rate).ok()?,
+                            burst: burst.parse().ok()?,
+                        });
+                    }
                     "tcp" | "udp" => {
                         r.proto = Some(if name == "tcp" {
                             Proto::Tcp
@@ -159,6 +191,18 @@ pub(crate) fn statement(r: &Rule) -> String {
             }
         }
     }
+    if let Some(l) = &r.limit {
+        p.push(format!(
+            "update @{} {{ {saddr} limit rate over {}/{} burst {} packets }}",
+            limit_set(&r.tag, r.family),
+            l.rate.count,
+            per_word(l.rate.per),
+            l.burst
+        ));
+    }
+    if let Some(u) = r.until {
+        p.push(format!("meta time < {u}"));
+    }
     match r.target {
         Some(Target::Return) => p.push("return".into()),
         Some(Target::Drop) => p.push("drop".into()),
@@ -197,6 +241,20 @@ pub(crate) fn script(policy: &Policy, rules_of: &[(Family, Vec<Rule>)], fresh: b
                 "add set inet {t} {} {{ type {ty}; flags dynamic,timeout; timeout {}s; }}\n",
                 List::Open(*fam).name(),
                 k.open_for
+            ));
+        }
+    }
+    for (name, rate) in &policy.limits {
+        let tag = limit_tag(name);
+        for (fam, _) in rules_of {
+            let ty = match fam {
+                Family::V4 => "ipv4_addr",
+                Family::V6 => "ipv6_addr",
+            };
+            s.push_str(&format!(
+                "add set inet {t} {} {{ type {ty}; flags dynamic,timeout; timeout {}s; }}\n",
+                limit_set(&tag, *fam),
+                Limit::of(*rate).refill_secs()
             ));
         }
     }
@@ -369,6 +427,17 @@ impl Tables for Nft {
         )
     }
 
+    fn probe_deadlines(&self) -> Result<(), String> {
+        // Checked by the kernel, never committed (`-c`).
+        let probe = "add table inet tgknock_probe\n\
+             add chain inet tgknock_probe c\n\
+             add rule inet tgknock_probe c meta time < 2000000000 return\n";
+        match run(&self.program, &["-c", "-f", "-"], Some(probe)) {
+            Ok(_) => Ok(()),
+            Err(e) => super::lacks_deadlines(e),
+        }
+    }
+
     fn describe_drift(&self, l: &Listing, want: &[Rule]) -> String {
         if !l.chain_exists {
             format!("the table inet {TABLE} (or its input chain) is gone")
@@ -451,13 +520,20 @@ mod tests {
             ("web", Some("203.0.113.0/24"), Some(100)),
             ("mosh", Some("2001:db8::5"), None),
         ]);
-        let p = policy(&["10.0.0.0/8", "fd00::/8"], Some(knock()));
+        let mut p = policy(&["10.0.0.0/8", "fd00::/8"], Some(knock()));
+        let s = crate::firewall::iptables::tests::with_defenses(s, &mut p);
         for fam in Family::BOTH {
             for r in desired(&p, &s, 0, fam) {
                 assert!(key(&r).len() <= 128, "{}", key(&r));
                 assert_eq!(from_key(&key(&r)).as_ref(), Some(&r), "{}", key(&r));
             }
         }
+        let v4 = desired(&p, &s, 0, Family::V4);
+        let text: Vec<String> = v4.iter().map(statement).collect();
+        assert!(text.contains(&"meta nfproto ipv4 ip saddr 198.51.100.9/32 meta time < 1800000001 drop comment \"4 tgknock:ban src=198.51.100.9/32 until=1800000001 drop\"".to_string()), "{text:#?}");
+        assert!(text.contains(&"meta nfproto ipv4 tcp dport 22 tcp flags & (fin | syn | rst | ack) == syn update @lim_ssh_v4 { ip saddr limit rate over 6/minute burst 6 packets } drop comment \"4 tgknock-limit:ssh tcp=22 syn limit=6/min:6 drop\"".to_string()), "{text:#?}");
+        let script = script(&p, &[(Family::V4, v4)], false);
+        assert!(script.contains("add set inet tgknock lim_web_v4 { type ipv4_addr; flags dynamic,timeout; timeout 3600s; }"), "{script}");
         assert_eq!(from_key("4 tgknock:x bogus"), None);
         assert_eq!(from_key(""), None);
     }

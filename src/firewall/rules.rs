@@ -10,7 +10,10 @@ use crate::state::State;
 pub(crate) const TAG_ESTABLISHED: &str = "tgknock:established";
 pub(crate) const TAG_ALWAYS_ALLOW: &str = "tgknock:always-allow";
 pub(crate) const TAG_KNOCK: &str = "tgknock:knock";
+pub(crate) const TAG_BAN: &str = "tgknock:ban";
 const TAG_GATE_PREFIX: &str = "tgknock-gate:";
+/// A gate's per-source rate limit: its own tag, so the gate's view ignores it.
+pub(crate) const TAG_LIMIT_PREFIX: &str = "tgknock-limit:";
 
 /// Seconds allowed between two knocks of the sequence.
 pub(crate) const KNOCK_STEP_SECS: u64 = 5;
@@ -81,6 +84,116 @@ pub(crate) struct Recent {
     pub(crate) list: List,
 }
 
+/// A unit of time a rate is counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Per {
+    Second,
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Per {
+    pub(crate) const ALL: [Per; 4] = [Per::Second, Per::Minute, Per::Hour, Per::Day];
+
+    pub(crate) fn secs(self) -> u64 {
+        match self {
+            Per::Second => 1,
+            Per::Minute => 60,
+            Per::Hour => 3_600,
+            Per::Day => 86_400,
+        }
+    }
+
+    /// As iptables' hashlimit prints it: `sec`, `min`, `hour`, `day`.
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            Per::Second => "sec",
+            Per::Minute => "min",
+            Per::Hour => "hour",
+            Per::Day => "day",
+        }
+    }
+}
+
+/// New connections per source: `6/min`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rate {
+    pub(crate) count: u32,
+    pub(crate) per: Per,
+}
+
+/// The largest count a rate may have (and so a burst: hashlimit's limit is 10,000).
+pub(crate) const MAX_RATE: u32 = 10_000;
+
+impl Rate {
+    /// `6/min`, `60/minute`, `2/h`, `100/day`, `5/s`.
+    pub(crate) fn parse(text: &str) -> Result<Rate, String> {
+        let bad = || format!("'{text}' is not a rate (e.g. 6/min, 2/s, 100/hour, 500/day)");
+        let (n, unit) = text.split_once('/').ok_or_else(bad)?;
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || n.len() > 6 {
+            return Err(bad());
+        }
+        let count: u32 = n.parse().map_err(|_| bad())?;
+        if count == 0 || count > MAX_RATE {
+            return Err(format!("'{text}': the count must be 1 to {MAX_RATE}"));
+        }
+        let per = match unit {
+            "s" | "sec" | "second" => Per::Second,
+            "m" | "min" | "minute" => Per::Minute,
+            "h" | "hour" => Per::Hour,
+            "d" | "day" => Per::Day,
+            _ => return Err(bad()),
+        };
+        Ok(Rate { count, per })
+    }
+
+    /// The same rate in the smallest unit that makes its count whole, which is how
+    /// iptables prints a rate back (`60/min` is listed as `1/sec`).
+    pub(crate) fn canonical(self) -> Rate {
+        for per in Per::ALL {
+            let n = u64::from(self.count) * per.secs();
+            if n % self.per.secs() == 0 {
+                return Rate {
+                    count: (n / self.per.secs()) as u32,
+                    per,
+                };
+            }
+        }
+        self
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.count, self.per.word())
+    }
+}
+
+/// A per-source limit in the kernel: sources above `rate` (canonical) are matched once
+/// their `burst` is spent. The burst is the configured count, so `6/min` lets six
+/// connections through at once, then one every ten seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limit {
+    pub(crate) rate: Rate,
+    pub(crate) burst: u32,
+}
+
+impl Limit {
+    pub(crate) fn of(rate: Rate) -> Limit {
+        Limit {
+            rate: rate.canonical(),
+            burst: rate.count,
+        }
+    }
+
+    /// How long a spent burst takes to fill up again: how long the kernel must remember
+    /// a source (hashlimit's default entry lifetime, and the nft set's timeout).
+    pub(crate) fn refill_secs(&self) -> u64 {
+        (u64::from(self.burst) * self.rate.per.secs()).div_ceil(u64::from(self.rate.count))
+    }
+}
+
 /// One rule of tgknock's chain, in one family.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Rule {
@@ -94,6 +207,11 @@ pub(crate) struct Rule {
     /// connections and nothing else, so sessions that predate conntrack survive too.
     pub(crate) syn: bool,
     pub(crate) recent: Vec<Recent>,
+    /// A per-source rate limit the rule matches above (hashlimit, an nft meter).
+    pub(crate) limit: Option<Limit>,
+    /// The kernel's own deadline: the rule matches only before this Unix second
+    /// (iptables `-m time --datestop`, nft `meta time <`).
+    pub(crate) until: Option<u64>,
     pub(crate) tag: String,
     /// `None`: the rule only acts (a knock sequence reset) and evaluation goes on.
     pub(crate) target: Option<Target>,
@@ -109,6 +227,8 @@ impl Rule {
             dport: None,
             syn: false,
             recent: Vec::new(),
+            limit: None,
+            until: None,
             tag: tag.to_string(),
             target,
         }
@@ -130,6 +250,10 @@ impl Rule {
 
 fn gate_tag(gate: &Gate) -> String {
     format!("{TAG_GATE_PREFIX}{}", gate.name)
+}
+
+pub(crate) fn limit_tag(gate: &GateName) -> String {
+    format!("{TAG_LIMIT_PREFIX}{gate}")
 }
 
 /// The port-knock fallback: knocking `ports` in order opens `gate` to the knocker for
@@ -179,48 +303,94 @@ pub(crate) struct Policy {
     pub(crate) gates: Vec<Gate>,
     pub(crate) always_allow: Vec<Cidr>,
     pub(crate) knock: Option<Knock>,
+    /// Per-source rate limits of gates (`TGKNOCK_RATE_LIMIT`).
+    pub(crate) limits: Vec<(GateName, Rate)>,
+    /// Whether the kernel keeps deadlines itself (`-m time`, nft `meta time`); without,
+    /// only the daemon's expiry closes openings and lifts bans.
+    pub(crate) deadlines: bool,
+}
+
+/// One way through a gate as the kernel holds it: from a source (`None`: everyone),
+/// until the kernel's deadline (`None`: none in the kernel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Pass {
+    pub(crate) from: Option<Cidr>,
+    pub(crate) until: Option<u64>,
 }
 
 /// What one gate looks like in one family.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum GateView {
     Closed,
+    /// No rule at all: open to everyone, with no deadline in the kernel.
     OpenToAll,
-    /// Open to these sources only (sorted).
-    OpenFrom(Vec<Cidr>),
+    /// Open through these passes only (sorted), before the gate's DROP.
+    Open(Vec<Pass>),
     /// The chain holds something tgknock would not have written.
     Inconsistent(String),
     /// The chain or its jump is missing: nothing is enforced.
     NotInstalled,
 }
 
-/// The view the saved state asks for in `family` at `now` (expired openings count as closed).
-pub(crate) fn expected_view(gate: &Gate, state: &State, now: u64, family: Family) -> GateView {
+/// The view the saved state asks for in `family` at `now` (expired openings count as
+/// closed), with `deadlines` when the kernel keeps them: then an opening to everyone
+/// that ends is a pass with its deadline, not the absence of rules.
+pub(crate) fn expected_view(
+    gate: &Gate,
+    state: &State,
+    now: u64,
+    family: Family,
+    deadlines: bool,
+) -> GateView {
     let live: Vec<_> = state
         .openings_of(&gate.name)
         .iter()
         .filter(|o| o.until.is_none_or(|u| u > now))
         .collect();
-    if live.iter().any(|o| o.from.is_none()) {
+    if live
+        .iter()
+        .any(|o| o.from.is_none() && (o.until.is_none() || !deadlines))
+    {
         return GateView::OpenToAll;
     }
-    let mut from: Vec<Cidr> = live
+    let mut passes: Vec<Pass> = live
         .iter()
-        .filter_map(|o| o.from)
-        .filter(|c| c.family() == family)
+        .filter(|o| o.from.is_none_or(|c| c.family() == family))
+        .map(|o| Pass {
+            from: o.from,
+            until: o.until.filter(|_| deadlines),
+        })
         .collect();
-    from.sort();
-    from.dedup();
-    if from.is_empty() {
+    passes.sort();
+    passes.dedup();
+    if passes.is_empty() {
         GateView::Closed
     } else {
-        GateView::OpenFrom(from)
+        GateView::Open(passes)
     }
 }
 
+/// The bans the saved state asks for in `family` at `now`: (source, kernel deadline).
+pub(crate) fn expected_bans(
+    state: &State,
+    now: u64,
+    family: Family,
+    deadlines: bool,
+) -> Vec<(Cidr, Option<u64>)> {
+    let mut bans: Vec<(Cidr, Option<u64>)> = state
+        .bans
+        .iter()
+        .filter(|b| b.addr.family() == family && b.until.is_none_or(|u| u > now))
+        .map(|b| (b.addr, b.until.filter(|_| deadlines)))
+        .collect();
+    bans.sort();
+    bans
+}
+
 /// The chain's rules for `family`: established first, the always-allowed sources, the
-/// knock fallback, then per gate the openings' sources (RETURN) before the gate's DROP; an
-/// open-to-all gate has none.
+/// bans, the gates' rate limits, the knock fallback, then per gate its passes (RETURN,
+/// bounded by the kernel's deadline when it keeps them) before the gate's DROP; a gate
+/// open to everyone without a deadline has none.
 pub(crate) fn desired(policy: &Policy, state: &State, now: u64, family: Family) -> Vec<Rule> {
     let mut est = Rule::new(family, TAG_ESTABLISHED, Some(Target::Return));
     est.established = true;
@@ -230,19 +400,37 @@ pub(crate) fn desired(policy: &Policy, state: &State, now: u64, family: Family) 
         r.src = Some(*c);
         rules.push(r);
     }
+    for (addr, until) in expected_bans(state, now, family, policy.deadlines) {
+        let mut r = Rule::new(family, TAG_BAN, Some(Target::Drop));
+        r.src = Some(addr);
+        r.until = until;
+        rules.push(r);
+    }
+    for (name, rate) in &policy.limits {
+        let Some(gate) = policy.gates.iter().find(|g| &g.name == name) else {
+            continue;
+        };
+        for p in &gate.ports {
+            let mut r = Rule::new(family, &limit_tag(name), Some(Target::Drop)).on(p);
+            r.syn = p.proto == Proto::Tcp;
+            r.limit = Some(Limit::of(*rate));
+            rules.push(r);
+        }
+    }
     if let Some(k) = &policy.knock {
         rules.extend(knock_rules(policy, k, family));
     }
     for gate in &policy.gates {
-        let sources = match expected_view(gate, state, now, family) {
+        let passes = match expected_view(gate, state, now, family, policy.deadlines) {
             GateView::OpenToAll => continue,
-            GateView::OpenFrom(s) => s,
+            GateView::Open(p) => p,
             _ => Vec::new(),
         };
-        for src in sources {
+        for pass in passes {
             for p in &gate.ports {
                 let mut r = Rule::new(family, &gate_tag(gate), Some(Target::Return)).on(p);
-                r.src = Some(src);
+                r.src = pass.from;
+                r.until = pass.until;
                 rules.push(r);
             }
         }
@@ -398,30 +586,67 @@ impl Listing {
                 gate.ports.len()
             ));
         }
-        let mut sources: Vec<Cidr> = mine
+        let mut passes: Vec<Pass> = mine
             .iter()
             .filter(|r| r.target == Some(Target::Return))
-            .filter_map(|r| r.src)
+            .map(|r| Pass {
+                from: r.src,
+                until: r.until,
+            })
             .collect();
-        sources.sort();
-        sources.dedup();
-        for s in &sources {
+        passes.sort();
+        passes.dedup();
+        for pass in &passes {
             let ports = mine
                 .iter()
-                .filter(|r| r.target == Some(Target::Return) && r.src == Some(*s))
+                .filter(|r| {
+                    r.target == Some(Target::Return) && r.src == pass.from && r.until == pass.until
+                })
                 .count();
             if ports != gate.ports.len() {
                 return GateView::Inconsistent(format!(
-                    "{} is open to {s} on some of its ports only",
-                    gate.name
+                    "{} is open to {} on some of its ports only",
+                    gate.name,
+                    pass.from.map_or("everyone".to_string(), |c| c.to_string())
                 ));
             }
         }
-        if sources.is_empty() {
+        if passes.is_empty() {
             GateView::Closed
         } else {
-            GateView::OpenFrom(sources)
+            GateView::Open(passes)
         }
+    }
+
+    /// The bans the kernel holds: (source, kernel deadline), sorted.
+    pub(crate) fn bans(&self) -> Vec<(Cidr, Option<u64>)> {
+        let mut bans: Vec<(Cidr, Option<u64>)> = self
+            .rules
+            .iter()
+            .flatten()
+            .filter(|r| r.tag == TAG_BAN && r.target == Some(Target::Drop))
+            .filter_map(|r| Some((r.src?, r.until)))
+            .collect();
+        bans.sort();
+        bans
+    }
+
+    /// The rate limit the kernel holds for `gate`, when every port of it has one.
+    pub(crate) fn limit(&self, gate: &Gate) -> Option<Limit> {
+        let tag = limit_tag(&gate.name);
+        let limits: Vec<(PortRange, Limit)> = self
+            .rules
+            .iter()
+            .flatten()
+            .filter(|r| r.tag == tag)
+            .filter_map(|r| Some((r.port()?, r.limit?)))
+            .collect();
+        let first = limits.first()?.1;
+        let whole = gate
+            .ports
+            .iter()
+            .all(|p| limits.iter().any(|(q, l)| q == p && *l == first));
+        whole.then_some(first)
     }
 }
 
@@ -444,6 +669,8 @@ pub(crate) mod tests {
             gates: gates(),
             always_allow: always.iter().map(|c| cidr(c)).collect(),
             knock,
+            limits: Vec::new(),
+            deadlines: true,
         }
     }
 
@@ -475,11 +702,18 @@ pub(crate) mod tests {
     fn expired_openings_are_closed() {
         let s = state(&[("ssh", None, Some(100))]);
         assert_eq!(
-            expected_view(&gates()[0], &s, 99, Family::V4),
+            expected_view(&gates()[0], &s, 99, Family::V4, false),
             GateView::OpenToAll
         );
         assert_eq!(
-            expected_view(&gates()[0], &s, 100, Family::V4),
+            expected_view(&gates()[0], &s, 99, Family::V4, true),
+            GateView::Open(vec![Pass {
+                from: None,
+                until: Some(100)
+            }])
+        );
+        assert_eq!(
+            expected_view(&gates()[0], &s, 100, Family::V4, true),
             GateView::Closed
         );
         let r = desired(&policy(&[], None), &s, 100, Family::V4);
@@ -494,10 +728,23 @@ pub(crate) mod tests {
         let s = state(&[("web", Some("203.0.113.7"), Some(100))]);
         let web = &gates()[1];
         assert_eq!(
-            expected_view(web, &s, 50, Family::V4),
-            GateView::OpenFrom(vec![cidr("203.0.113.7")])
+            expected_view(web, &s, 50, Family::V4, true),
+            GateView::Open(vec![Pass {
+                from: Some(cidr("203.0.113.7")),
+                until: Some(100)
+            }])
         );
-        assert_eq!(expected_view(web, &s, 50, Family::V6), GateView::Closed);
+        assert_eq!(
+            expected_view(web, &s, 50, Family::V4, false),
+            GateView::Open(vec![Pass {
+                from: Some(cidr("203.0.113.7")),
+                until: None
+            }])
+        );
+        assert_eq!(
+            expected_view(web, &s, 50, Family::V6, true),
+            GateView::Closed
+        );
         let v4 = desired(&policy(&[], None), &s, 50, Family::V4);
         let ret = v4
             .iter()

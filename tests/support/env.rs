@@ -168,11 +168,17 @@ impl Env {
         format!("{input}{chain}")
     }
 
-    /// Whether a gate's DROP rule is in a family's chain (closed, or open to some only).
+    /// Whether a gate drops new connections from everyone else in a family: its DROP rule
+    /// is there (closed, or open to some only), and no RETURN of it lets everyone through
+    /// (an opening to everyone whose deadline the kernel keeps: `-m time … -j RETURN`).
     pub fn drops(&self, family: u8, gate: &str) -> bool {
-        self.rules(family)
-            .lines()
-            .any(|l| l.contains(&format!("tgknock-gate:{gate} ")) && l.ends_with("-j DROP"))
+        let tag = format!("tgknock-gate:{gate} ");
+        let rules = self.rules(family);
+        let mine: Vec<&str> = rules.lines().filter(|l| l.contains(&tag)).collect();
+        mine.iter().any(|l| l.ends_with("-j DROP"))
+            && !mine
+                .iter()
+                .any(|l| l.ends_with("-j RETURN") && !l.contains(" -s "))
     }
 
     pub fn calls(&self) -> String {

@@ -3,7 +3,8 @@
 # It keeps one file per chain under ../fw/v4 or ../fw/v6, applies restore input
 # atomically (all lines or none), logs every call to ../fw/calls.log, and fails on
 # demand: a file ../fw/fail-NAME holding "CODE MESSAGE" makes NAME fail that way;
-# ../fw/fail-once-NAME does it once.
+# ../fw/fail-once-NAME does it once. A file ../fw/no-xt_time makes it a kernel without
+# the time match: `-m time` fails, in `-C` probes and in restore input alike.
 me=$(basename "$0")
 dir=$(cd "$(dirname "$0")/../fw" && pwd)
 case "$me" in ip6*) fam=6 ;; *) fam=4 ;; esac
@@ -11,7 +12,8 @@ st="$dir/v$fam"
 mkdir -p "$st"
 [ -f "$st/INPUT" ] || : > "$st/INPUT"
 log() { printf '%s\n' "$*" >> "$dir/calls.log"; }
-env > "$dir/env-$me"
+# Written by rename: a test reading it never sees it half written by another call.
+env > "$dir/env-$me.$$" && mv -f "$dir/env-$me.$$" "$dir/env-$me"
 
 for f in "$dir/fail-once-$me" "$dir/fail-$me"; do
     if [ -f "$f" ]; then
@@ -28,6 +30,10 @@ case "$me" in
 *-restore)
     input=$(cat)
     log "$me $*"
+    if [ -f "$dir/no-xt_time" ] && printf '%s\n' "$input" | grep -q -- ' -m time '; then
+        echo "$me: line 3 failed (Couldn't load match \`time':No such file or directory)" >&2
+        exit 1
+    fi
     printf '%s\n' "$input" | sed 's/^/    /' >> "$dir/calls.log"
     tmp="$st.new.$$"
     rm -rf "$tmp"
@@ -78,6 +84,18 @@ case "$me" in
     log "$me $*"
     case " $* " in
     *" --version "*) echo "$me v1.8.9 (fake)" ;;
+    *" -C "*)
+        case " $* " in
+        *" -m time "*)
+            if [ -f "$dir/no-xt_time" ]; then
+                echo "$me v1.8.9 (legacy): Couldn't load match \`time':No such file or directory" >&2
+                exit 2
+            fi
+            ;;
+        esac
+        echo "$me: Bad rule (does a matching rule exist in that chain?)." >&2
+        exit 1
+        ;;
     *" -S "*)
         echo "-P INPUT ACCEPT"
         echo "-P FORWARD ACCEPT"

@@ -1,0 +1,268 @@
+//! Tier 3 for issue 12: deadlines the kernel keeps (the daemon SIGSTOPped, then killed),
+//! per-source rate limits under a real burst, and bans — with the real binary and the real
+//! firewall in network namespaces, for each backend (iptables-legacy, iptables-nft, nft)
+//! at once, judged by real TCP connections.
+//!
+//! The world is netns.rs's `Rig` on 10.207.N.0/24 and fd00:207:N::/64: a board with echo
+//! servers on 22 (ssh), 80 (web) and 8080 (no gate), and one to three clients.
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::netns::{Fw, Rig, all};
+use crate::support::netns::{Fam, OTHER, SSH, V4, V6, WEB, in_ns, roundtrip};
+use crate::support::wait_for;
+
+/// The second octet of this file's addresses.
+const SUBNET: u8 = 207;
+
+/// `kill -SIG pid`.
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// The deadline of the first opening of `gate` in the saved state (Unix seconds).
+fn until_of(rig: &Rig, gate: &str) -> u64 {
+    rig.env.openings()[gate][0]["until"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no deadline for {gate}: {:?}", rig.env.openings()))
+}
+
+/// Sleeps until `secs` after the Unix second `at`.
+fn sleep_until(at: u64, secs: f64) {
+    let target = Duration::from_secs(at) + Duration::from_secs_f64(secs);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    std::thread::sleep(target.saturating_sub(now));
+}
+
+/// Whether the rules as the backend's tool lists them carry a kernel deadline.
+fn has_kernel_deadline(rig: &Rig) -> bool {
+    let rules = rig.ruleset();
+    match rig.fw {
+        Fw::Nft => rules.contains("meta time <"),
+        Fw::Ipt(_) => rules.contains("-m time --datestop"),
+    }
+}
+
+fn deadline_scenario(fw: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, fw, 1) else {
+        return;
+    };
+    rig.start();
+    let r = rig.say("/open 4s");
+    assert!(r.contains("ssh (22/tcp) open to everyone"), "{r}");
+    assert!(has_kernel_deadline(&rig), "{}", rig.ruleset());
+    let status = rig.console_ok(&["status"]);
+    assert!(
+        status.contains("kernel-enforced") && status.contains("deadlines: kept by the kernel too"),
+        "{status}"
+    );
+    // The daemon hung (SIGSTOP): its expiry cannot run, the kernel closes on time.
+    let until = until_of(&rig, "ssh");
+    let pid = rig.daemon().pid();
+    signal(pid, "STOP");
+    rig.net.expect(
+        "open before the deadline, with the daemon stopped",
+        &[(0, SSH, V4, true), (0, SSH, V6, true)],
+    );
+    sleep_until(until, 1.0);
+    rig.net.expect(
+        "closed within a second of the deadline, by the kernel alone (daemon stopped)",
+        &[(0, SSH, V4, false), (0, SSH, V6, false)],
+    );
+    signal(pid, "CONT");
+    wait_for(20, "the daemon to catch up with the expiry", || {
+        rig.env.openings().is_empty().then_some(())
+    });
+    let status = rig.say("/status");
+    assert!(
+        status.contains("ssh (22/tcp) closed") && !status.contains("MISMATCH"),
+        "{status}"
+    );
+    // The daemon dead (SIGKILL): the same.
+    let r = rig.say("/open web 4s");
+    assert!(r.contains("web (80/tcp) open to everyone"), "{r}");
+    let until = until_of(&rig, "web");
+    rig.daemon().kill9();
+    rig.net.expect(
+        "open before the deadline, with the daemon killed",
+        &[(0, WEB, V4, true), (0, WEB, V6, true)],
+    );
+    sleep_until(until, 1.0);
+    rig.net.expect(
+        "closed within a second of the deadline, with the daemon killed",
+        &[
+            (0, WEB, V4, false),
+            (0, WEB, V6, false),
+            (0, OTHER, V4, true),
+        ],
+    );
+    // Restarted, it finds the opening expired, and the kernel agrees.
+    rig.start();
+    let status = rig.say("/status");
+    assert!(
+        status.contains("web (80/tcp) closed") && !status.contains("MISMATCH"),
+        "{status}"
+    );
+}
+
+#[test]
+fn deadlines_are_kept_by_the_kernel_with_the_daemon_stopped_or_killed() {
+    all(1, deadline_scenario);
+}
+
+/// `count` connection attempts from client `k` to the board's `port`, one after the
+/// other, each given `wait` to connect: which ones connected.
+fn burst(rig: &Rig, k: usize, port: u16, fam: Fam, count: usize) -> Vec<bool> {
+    let to: SocketAddr = rig.net.board_addr(fam, port);
+    in_ns(&rig.net.clients[k], move || {
+        (0..count)
+            .map(|_| TcpStream::connect_timeout(&to, Duration::from_millis(400)).is_ok())
+            .collect()
+    })
+}
+
+fn rate_limit_scenario(fw: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, fw, 3) else {
+        return;
+    };
+    let exempt = rig.client_v4(2).to_string();
+    rig.env
+        .set("TGKNOCK_RATE_LIMIT", "ssh=6/min")
+        .set("TGKNOCK_ALWAYS_ALLOW", &exempt);
+    rig.start();
+    let r = rig.say("/open 10m");
+    assert!(r.contains("open to everyone"), "{r}");
+    let status = rig.say("/status");
+    assert!(
+        status.contains("rate limits per source") && status.contains("ssh 6/min"),
+        "{status}"
+    );
+    assert!(
+        !status.contains("MISSING") && !status.contains("MISMATCH"),
+        "{status}"
+    );
+    // The owner's session, established before the flood.
+    let mut held = rig.net.connect(1, SSH, V4).expect("the owner connects");
+    roundtrip(&mut held, b"before the burst").unwrap();
+    let got = burst(&rig, 0, SSH, V4, 16);
+    let passed = got.iter().filter(|p| **p).count();
+    assert!(
+        got[..6].iter().all(|p| *p) && (6..=7).contains(&passed) && got[10..].iter().all(|p| !p),
+        "{}: the first 6 pass, the rest of a burst of 16 is dropped: {got:?}\n{}",
+        fw.name(),
+        rig.ruleset()
+    );
+    roundtrip(&mut held, b"after the burst")
+        .unwrap_or_else(|e| panic!("the owner's session was cut: {e}"));
+    rig.net.expect(
+        "other sources are untouched (another address, the other family); the gate's other port has no limit",
+        &[(1, SSH, V4, true), (0, SSH, V6, true), (1, SSH, V6, true), (0, OTHER, V4, true)],
+    );
+    let allowed = burst(&rig, 2, SSH, V4, 16);
+    assert!(
+        allowed.iter().all(|p| *p),
+        "{}: an always-allowed source is exempt: {allowed:?}",
+        fw.name()
+    );
+}
+
+#[test]
+fn a_burst_beyond_the_rate_is_dropped_per_source() {
+    all(2, rate_limit_scenario);
+}
+
+fn ban_scenario(fw: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, fw, 2) else {
+        return;
+    };
+    let exempt = format!("{}/128", rig.client_v6(1));
+    rig.env.set("TGKNOCK_ALWAYS_ALLOW", &exempt);
+    rig.start();
+    let r = rig.say("/open 1h");
+    assert!(r.contains("open to everyone"), "{r}");
+    let mut held = rig.net.connect(0, SSH, V4).unwrap();
+    roundtrip(&mut held, b"before the ban").unwrap();
+    let bad = rig.client_v4(0);
+    let r = rig.say(&format!("/ban {bad}"));
+    assert!(
+        r.starts_with(&format!("banned {bad} (IPv4 only) until")),
+        "{r}"
+    );
+    rig.net.expect(
+        "a banned source never reaches an open gate, nor any other port; others do",
+        &[
+            (0, SSH, V4, false),
+            (0, OTHER, V4, false),
+            (0, SSH, V6, true),
+            (1, SSH, V4, true),
+        ],
+    );
+    roundtrip(&mut held, b"after the ban")
+        .unwrap_or_else(|e| panic!("a ban drops new connections, not the established one: {e}"));
+    for (text, why) in [
+        (format!("/ban {}", rig.client_v6(1)), "TGKNOCK_ALWAYS_ALLOW"),
+        (
+            format!("/ban {}", rig.net.board_addr(V4, 1).ip()),
+            "the board's own address",
+        ),
+        ("/ban 0.0.0.0/0".to_string(), "every address"),
+    ] {
+        let r = rig.say(&text);
+        assert!(r.contains(why), "{text}: {r}");
+    }
+    let status = rig.say("/status");
+    assert!(status.contains(&format!("banned {bad}")), "{status}");
+    // Rebuilt at start.
+    rig.daemon().kill9();
+    rig.start();
+    rig.assert_installed_once("after the restart");
+    rig.net.expect(
+        "the ban is rebuilt at start",
+        &[(0, SSH, V4, false), (1, SSH, V4, true)],
+    );
+    let json = rig.console_ok(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["bans"][0]["addr"], bad.to_string(), "{v}");
+    assert_eq!(v["bans_verified"], true, "{v}");
+    let r = rig.say(&format!("/unban {bad}"));
+    assert_eq!(r, format!("{bad} not banned"));
+    rig.net
+        .expect("lifted", &[(0, SSH, V4, true), (0, OTHER, V4, true)]);
+    // A short ban ends in the kernel, with the daemon dead.
+    let other = rig.client_v4(1);
+    let r = rig.say(&format!("/ban {other} 3s"));
+    assert!(r.starts_with(&format!("banned {other}")), "{r}");
+    let until = rig.env.state()["bans"][0]["until"].as_u64().unwrap();
+    rig.daemon().kill9();
+    rig.net.expect("banned", &[(1, SSH, V4, false)]);
+    sleep_until(until, 1.0);
+    rig.net.expect(
+        "the kernel lifts the ban at its deadline, daemon or not",
+        &[(1, SSH, V4, true)],
+    );
+    // At the console, without the daemon: IPv6 this time.
+    let six = rig.client_v6(0);
+    let out = rig.console_ok(&["ban", &six.to_string(), "--for", "1h"]);
+    assert!(
+        out.starts_with(&format!("banned {six} (IPv6 only)")),
+        "{out}"
+    );
+    rig.net.expect(
+        "banned at the console",
+        &[(0, SSH, V6, false), (0, SSH, V4, true)],
+    );
+    let out = rig.console_ok(&["unban", &six.to_string()]);
+    assert!(out.contains(&format!("{six} not banned")), "{out}");
+    rig.net
+        .expect("lifted at the console", &[(0, SSH, V6, true)]);
+}
+
+#[test]
+fn bans_drop_a_source_everywhere_until_lifted_or_expired() {
+    all(3, ban_scenario);
+}

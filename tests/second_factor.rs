@@ -1,0 +1,345 @@
+//! Issue 12 against the fake Bot API and the recording fake iptables: the second factor
+//! (TOTP) in chat, `totp-setup`, bad secret files and rates, bans refused with their
+//! reason, and a kernel without the time match (the daemon keeps the deadlines alone).
+//!
+//! Codes are computed here with ring's HMAC-SHA-1, independently of the binary's code.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::support::env::{stderr, stdout};
+use crate::support::{Env, OWNER, now, wait_for};
+
+const STRANGER: i64 = 222_222_222;
+/// RFC 6238's test key "12345678901234567890", in base32.
+const SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+
+/// The 6-digit code of time step `step` for [`SECRET`].
+fn code_at(step: u64) -> String {
+    use ring::hmac;
+    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, b"12345678901234567890");
+    let h = hmac::sign(&key, &step.to_be_bytes());
+    let h = h.as_ref();
+    let at = (h[19] & 0x0f) as usize;
+    let n = u32::from_be_bytes([h[at] & 0x7f, h[at + 1], h[at + 2], h[at + 3]]);
+    format!("{:06}", n % 1_000_000)
+}
+
+fn step() -> u64 {
+    now() as u64 / 30
+}
+
+/// A code that is none of the valid ones now.
+fn wrong_code() -> String {
+    let s = step();
+    let valid = [code_at(s - 1), code_at(s), code_at(s + 1), code_at(s + 2)];
+    (0..)
+        .map(|i| format!("{:06}", 111_111 * (i % 9 + 1)))
+        .find(|c| !valid.contains(c))
+        .unwrap()
+}
+
+/// An environment with the second factor on.
+fn totp_env() -> Env {
+    let mut env = Env::new();
+    let file = env.path("totp");
+    std::fs::write(&file, format!("{SECRET}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    env.set("TGKNOCK_TOTP_SECRET_FILE", &file.display().to_string())
+        .set("TGKNOCK_GATES", "ssh=22/tcp web=80/tcp")
+        .set("TGKNOCK_NOTIFY_DENIED", "off");
+    env
+}
+
+/// Sends `text` as `from` and waits for the `n`th reply to `from`.
+fn ask(env: &Env, from: i64, text: &str, n: usize) -> String {
+    env.api.say(from, text);
+    env.api.wait_nth_reply(from, n, 20)
+}
+
+fn open(env: &Env, gate: &str) -> bool {
+    !env.drops(4, gate) && !env.drops(6, gate)
+}
+
+#[test]
+fn openings_from_chat_need_a_code_each_accepted_once() {
+    let env = totp_env();
+    let mut n = 0;
+    let mut say = |text: &str| {
+        n += 1;
+        ask(&env, OWNER, text, n)
+    };
+    let d = env.start();
+    d.wait_log("second factor on", 10);
+
+    // No code: the bot asks, nothing opens.
+    let r = say("/open");
+    assert!(r.starts_with("A code is needed to open ssh"), "{r}");
+    assert!(!open(&env, "ssh"), "{}", env.rules(4));
+    // Not a code: said why, and nothing counted.
+    let r = say("492 039");
+    assert!(r.contains("is not a code"), "{r}");
+    let r = say("49203a");
+    assert!(r.contains("is not a code"), "{r}");
+    // A wrong code: told, nothing opens; the request still waits for a right one.
+    let r = say(&wrong_code());
+    assert!(r.starts_with("Wrong code: nothing opened. 4 more"), "{r}");
+    assert!(!open(&env, "ssh"));
+    // The right code completes the request.
+    let right = code_at(step());
+    let r = say(&right);
+    assert!(r.starts_with("ssh (22/tcp) open to everyone until"), "{r}");
+    assert!(open(&env, "ssh"), "{}", env.rules(4));
+    let used = env.state()["totp_used"].clone();
+    assert!(used.as_array().is_some_and(|a| !a.is_empty()), "{used}");
+    // A code with no request waiting is said to be so.
+    let r = say(&right);
+    assert!(r.starts_with("No opening is waiting for a code"), "{r}");
+    // Closing needs none.
+    let r = say("/close");
+    assert!(r.contains("ssh (22/tcp) closed"), "{r}");
+    // The same code again, in the command: used already.
+    let r = say(&format!("/open web 2h {right}"));
+    assert!(r.starts_with("That code was used already"), "{r}");
+    assert!(!open(&env, "web"));
+    // A stranger's message with a right code changes nothing, gets no reply, and does not
+    // use the code up.
+    let next = code_at(step() + 1);
+    env.api.say(STRANGER, &format!("/open web {next}"));
+    let r = say(&format!("/open web 30m {next}"));
+    assert!(r.starts_with("web (80/tcp) open to everyone until"), "{r}");
+    assert!(env.api.sent_to(STRANGER).is_empty());
+    // With the second factor on, a bare 6-digit word is the code, never minutes.
+    let r = say("/open ssh 000000");
+    assert!(
+        r.contains("Wrong code") || r.contains("used already"),
+        "{r}"
+    );
+    assert!(!open(&env, "ssh"));
+    // Codes written wrong in the command are refused with the reason.
+    let r = say("/open ssh 492 039");
+    assert!(r.contains("is not a code"), "{r}");
+    d.check_secret();
+    let log = d.output();
+    assert!(!log.contains(SECRET), "the secret is never logged");
+}
+
+#[test]
+fn five_wrong_codes_lock_out_and_tell_the_owners() {
+    let mut env = totp_env();
+    let second: i64 = 333_333_333;
+    env.set("TGKNOCK_ALLOWED_USERS", &format!("{OWNER},{second}"));
+    let _d = env.start();
+    let wrong = wrong_code();
+    for i in 1..=4 {
+        let r = ask(&env, second, &format!("/open {wrong}"), i);
+        assert!(r.starts_with("Wrong code"), "{i}: {r}");
+    }
+    let r = ask(&env, second, &format!("/open {wrong}"), 5);
+    assert!(
+        r.contains("5 wrong codes within 10 min: openings from you are refused until"),
+        "{r}"
+    );
+    let told = env.api.wait_reply(OWNER, "sent 5 wrong codes", 20);
+    assert!(told.contains("333333333"), "{told}");
+    // Even the right code is refused now, and asking for a code too.
+    // (The second user, an owner too, was told as well: that was reply 6.)
+    let r = ask(&env, second, &format!("/open {}", code_at(step())), 7);
+    assert!(r.starts_with("Refused: too many wrong codes"), "{r}");
+    let r = ask(&env, second, "/open", 8);
+    assert!(r.starts_with("Refused: too many wrong codes"), "{r}");
+    assert!(!open(&env, "ssh"));
+    // Per user: the owner still opens with a code; the console needs none.
+    let r = ask(&env, OWNER, &format!("/open {}", code_at(step())), 2);
+    assert!(r.starts_with("ssh (22/tcp) open to everyone"), "{r}");
+    let out = env.run(&["open", "web", "--for", "5m"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("web (80/tcp) open to everyone"));
+}
+
+#[test]
+fn bad_secret_files_and_rates_are_configuration_errors() {
+    let mut env = Env::new();
+    let file = env.path("totp");
+    for (text, why) in [
+        ("GEZDGNBVGY3TQOJQ\n", "at least 128 are needed"),
+        ("not base32 at all!\n", "not a base32 secret"),
+        ("", "at least 128 are needed"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        env.set("TGKNOCK_TOTP_SECRET_FILE", &file.display().to_string());
+        let out = env.run(&["status"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{text:?}: {err}");
+        assert!(
+            err.contains("TGKNOCK_TOTP_SECRET_FILE") && err.contains(&*file.to_string_lossy()),
+            "{err}"
+        );
+        assert!(err.contains(why), "{text:?}: {err}");
+    }
+    env.set("TGKNOCK_TOTP_SECRET_FILE", "/nonexistent/totp");
+    let out = env.run(&["status"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent/totp"));
+    env.unset("TGKNOCK_TOTP_SECRET_FILE");
+    for (rate, why) in [
+        ("ssh=6/fortnight", "is not a rate"),
+        ("ssh=0/min", "1 to 10000"),
+        ("ssh", "gate=6/min"),
+        ("nope=6/min", "no gate 'nope'"),
+        ("ssh=6/min ssh=7/min", "twice"),
+    ] {
+        env.set("TGKNOCK_RATE_LIMIT", rate);
+        let out = env.run(&["status"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{rate}: {err}");
+        assert!(
+            err.contains("TGKNOCK_RATE_LIMIT") && err.contains(why),
+            "{rate}: {err}"
+        );
+    }
+    assert_eq!(env.restores(), 0, "bad input changes nothing");
+}
+
+#[test]
+fn totp_setup_writes_a_private_secret_and_shows_it() {
+    let env = Env::new();
+    let file = env.path("conf/totp");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let f = file.display().to_string();
+    let out = env.run(&["totp-setup", "--file", &f]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}\n{text}", stderr(&out));
+    let secret = std::fs::read_to_string(&file).unwrap();
+    let secret = secret.trim();
+    assert_eq!(secret.len(), 32, "{secret}");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(
+        text.contains("otpauth://totp/tgknock:")
+            && text.contains(&format!(
+                "?secret={secret}&issuer=tgknock&algorithm=SHA1&digits=6&period=30"
+            )),
+        "{text}"
+    );
+    assert!(
+        text.contains('▀') || text.contains('▄'),
+        "a QR code:\n{text}"
+    );
+    // The file it wrote is one the daemon reads.
+    let mut with = Env::new();
+    with.set("TGKNOCK_TOTP_SECRET_FILE", &f);
+    let out = with.run(&["status"]);
+    assert_ne!(out.status.code(), Some(2), "{}", stderr(&out));
+    // It never replaces a secret unasked.
+    let out = env.run(&["totp-setup", "--file", &f]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), secret);
+    let out = env.run(&["totp-setup", "--file", &f, "--force"]);
+    assert!(out.status.success());
+    assert_ne!(std::fs::read_to_string(&file).unwrap().trim(), secret);
+}
+
+#[test]
+fn bans_are_refused_with_the_reason_and_listed() {
+    let mut env = Env::new();
+    env.set("TGKNOCK_ALWAYS_ALLOW", "192.168.1.0/24");
+    let _d = env.start();
+    let mut n = 0;
+    let mut say = |text: &str| {
+        n += 1;
+        ask(&env, OWNER, text, n)
+    };
+    for (text, why) in [
+        ("/ban 0.0.0.0/0", "every address"),
+        ("/ban ::/0", "every address"),
+        ("/ban 192.168.1.7", "TGKNOCK_ALWAYS_ALLOW"),
+        ("/ban 192.168.0.0/16", "TGKNOCK_ALWAYS_ALLOW"),
+        ("/ban 127.0.0.1", "the board's own address"),
+        ("/ban ::1", "the board's own address"),
+        ("/ban", "takes an address"),
+        ("/ban 203.0.113.9 5x", "not a duration"),
+    ] {
+        let r = say(text);
+        assert!(r.contains(why), "{text}: {r}");
+    }
+    assert_eq!(
+        env.state()["bans"],
+        serde_json::Value::Null,
+        "nothing banned"
+    );
+    let r = say("/ban 203.0.113.9");
+    assert!(r.starts_with("banned 203.0.113.9 (IPv4 only) until"), "{r}");
+    assert!(r.ends_with("1 d"), "{r}");
+    let v4 = env.rules(4);
+    assert!(
+        v4.contains("-s 203.0.113.9/32 -m time --datestop ")
+            && v4.contains("--comment tgknock:ban -j DROP"),
+        "{v4}"
+    );
+    assert!(!env.rules(6).contains("tgknock:ban"), "IPv4 only");
+    let r = say("/ban 2001:db8::/64 0");
+    assert!(r.contains("2001:db8::/64 (IPv6 only) until lifted"), "{r}");
+    let r = say("/status");
+    assert!(
+        r.contains("banned 203.0.113.9") && r.contains("banned 2001:db8::/64"),
+        "{r}"
+    );
+    let out = env.run(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["bans"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v["bans_verified"], true);
+    // The console: the same refusals, exit 2; a ban and its lifting.
+    let out = env.run(&["ban", "0.0.0.0/0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = env.run(&["ban", "192.168.1.1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("TGKNOCK_ALWAYS_ALLOW"));
+    let out = env.run(&["ban", "198.51.100.0/24", "--for", "2h"]);
+    assert!(
+        stdout(&out).starts_with("banned 198.51.100.0/24 (IPv4 only) until"),
+        "{}",
+        stdout(&out)
+    );
+    let out = env.run(&["unban", "198.51.100.0/24"]);
+    assert!(
+        stdout(&out).contains("198.51.100.0/24 not banned"),
+        "{}",
+        stdout(&out)
+    );
+    let r = say("/unban 203.0.113.9");
+    assert_eq!(r, "203.0.113.9 not banned");
+    assert!(!env.rules(4).contains("tgknock:ban"), "{}", env.rules(4));
+}
+
+#[test]
+fn without_the_time_match_the_daemon_keeps_deadlines_alone() {
+    let env = Env::new();
+    std::fs::write(env.path("fw/no-xt_time"), "").unwrap();
+    let out = env.run(&["check"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("the kernel cannot keep deadlines") && text.contains("time"),
+        "{text}"
+    );
+    let d = env.start();
+    d.wait_log("the kernel cannot keep deadlines", 10);
+    env.api.say(OWNER, "/open 2s");
+    let r = env.api.wait_reply(OWNER, "ssh (22/tcp)", 20);
+    assert!(r.contains("open to everyone"), "{r}");
+    assert!(!env.rules(4).contains("-m time"), "{}", env.rules(4));
+    assert!(open(&env, "ssh"));
+    wait_for(10, "the daemon's own expiry", || {
+        (!open(&env, "ssh")).then_some(())
+    });
+    let out = env.run(&["status"]);
+    let text = stdout(&out);
+    assert!(text.contains("deadlines: kept by tgknock only"), "{text}");
+    assert_eq!(
+        d.output()
+            .matches("the kernel cannot keep deadlines")
+            .count(),
+        1,
+        "said once"
+    );
+}
