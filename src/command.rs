@@ -29,6 +29,22 @@ pub enum Command {
     },
     Status,
     Help,
+    /// `/run NAME`: a pre-declared action (`TGKNOCK_ACTION_<NAME>`), by its lowercase name;
+    /// `None`: list the actions.
+    Run {
+        name: Option<String>,
+    },
+}
+
+/// The longest action name (`TGKNOCK_ACTION_<NAME>`).
+pub const MAX_ACTION_NAME: usize = 32;
+
+/// Whether `name` can name an action: ASCII letters, digits and `_`, at most
+/// [`MAX_ACTION_NAME`] of them (what an environment variable name allows).
+pub fn valid_action_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_ACTION_NAME
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// What a message turned out to be.
@@ -74,6 +90,7 @@ pub fn parse(text: &str, bot: &str, gates: &[Gate]) -> Parsed {
         "close" => parse_close(&args, gates),
         "status" if args.is_empty() => Parsed::Command(Command::Status),
         "help" | "start" => Parsed::Command(Command::Help),
+        "run" => parse_run(&args),
         "status" => Parsed::Invalid("/status takes no arguments".into()),
         _ if target.is_some() => Parsed::Invalid(format!("unknown command /{}", clip(name))),
         _ => Parsed::Unknown(format!("unknown command /{}", clip(name))),
@@ -210,12 +227,27 @@ fn parse_close(args: &[&str], gates: &[Gate]) -> Parsed {
     }
 }
 
+fn parse_run(args: &[&str]) -> Parsed {
+    match args {
+        [] => Parsed::Command(Command::Run { name: None }),
+        [name] if valid_action_name(name) => Parsed::Command(Command::Run {
+            name: Some(name.to_ascii_lowercase()),
+        }),
+        [name] => Parsed::Invalid(format!(
+            "'{}' is not an action name (letters, digits and _, at most {MAX_ACTION_NAME})",
+            clip(name)
+        )),
+        _ => Parsed::Invalid("/run takes one action name".into()),
+    }
+}
+
 /// The usage text, with the gates and their ports.
 pub fn usage(gates: &[Gate], open_for: u64, max_open_for: u64) -> String {
     let mut s = String::from(
         "/open [GATE] [DURATION] [ADDRESS] - open a gate (any order)\n\
          /close [GATE|all] - close one gate, or all\n\
          /status - what the firewall shows now\n\
+         /run [NAME] - run a pre-declared action, or list them\n\
          /help - this text\n\n",
     );
     s.push_str("Gates:\n");
@@ -316,6 +348,43 @@ mod tests {
         assert_eq!(p("/status@KnockBot"), Parsed::Command(Command::Status));
         assert_eq!(p("/help"), Parsed::Command(Command::Help));
         assert_eq!(p("/start"), Parsed::Command(Command::Help));
+    }
+
+    #[test]
+    fn run_names_an_action_or_lists_them() {
+        assert_eq!(p("/run"), Parsed::Command(Command::Run { name: None }));
+        assert_eq!(
+            p("/run Restart_NGINX"),
+            Parsed::Command(Command::Run {
+                name: Some("restart_nginx".into())
+            })
+        );
+        assert_eq!(
+            p("/run@KnockBot backup"),
+            Parsed::Command(Command::Run {
+                name: Some("backup".into())
+            })
+        );
+        for bad in [
+            "/run a;b",
+            "/run ../x",
+            "/run $(reboot)",
+            "/run x y",
+            "/run nginx-restart",
+            "/run héllo",
+            "/run a\u{202e}b",
+            "/run aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ] {
+            assert!(
+                matches!(p(bad), Parsed::Invalid(_)),
+                "{bad:?}: {:?}",
+                p(bad)
+            );
+        }
+        let Parsed::Invalid(why) = p("/run a;b") else {
+            panic!()
+        };
+        assert!(why.contains("'a;b' is not an action name"), "{why}");
     }
 
     #[test]

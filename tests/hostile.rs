@@ -320,8 +320,8 @@ const GOOD_ADDRESSES: &[&str] = &[
     "198.51.100.0/24",
 ];
 const NAMES: &[&str] = &[
-    "open", "close", "status", "help", "start", "OPEN", "Open", "oPeN", "CLOSE", "Status", "opem",
-    "opne", "ope", "openn", "closee", "clos", "stop", "enable", "", "@", "open@", "start@",
+    "open", "close", "status", "help", "start", "run", "OPEN", "Open", "oPeN", "CLOSE", "Status",
+    "opem", "opne", "ope", "openn", "closee", "clos", "stop", "enable", "", "@", "open@", "start@",
 ];
 
 /// `word` with its ASCII letters' case flipped at random (sometimes).
@@ -404,7 +404,7 @@ fn random_v6(rng: &mut Rng) -> String {
 /// A command built the way the contract describes, in a random form.
 fn well_formed(rng: &mut Rng, gates: &[Gate], bot: &str) -> String {
     let name = *rng.pick(&[
-        "open", "open", "open", "close", "close", "status", "help", "start",
+        "open", "open", "open", "close", "close", "status", "help", "start", "run",
     ]);
     let mut words = vec![format!("/{}{}", case_mix(rng, name), addressing(rng, bot))];
     let gate = |rng: &mut Rng| {
@@ -438,6 +438,16 @@ fn well_formed(rng: &mut Rng, gates: &[Gate], bot: &str) -> String {
             _ => words.push(gate(rng)),
         },
         "help" | "start" if rng.one_in(3) => words.push(soup_word(rng, gates)),
+        "run" => match rng.below(3) {
+            0 => {}
+            1 => {
+                let name = rng
+                    .word(&["backup", "Restart_Nginx", "x", "a1_2"])
+                    .to_string();
+                words.push(case_mix(rng, &name));
+            }
+            _ => words.push(soup_word(rng, gates)),
+        },
         _ => {}
     }
     join(rng, &words)
@@ -718,6 +728,7 @@ enum Expect {
     Close(Option<String>),
     Status,
     Help,
+    Run(Option<String>),
 }
 
 fn expect_of(c: &Command) -> Expect {
@@ -730,6 +741,7 @@ fn expect_of(c: &Command) -> Expect {
         Command::Close { gate } => Expect::Close(gate.as_ref().map(|g| g.to_string())),
         Command::Status => Expect::Status,
         Command::Help => Expect::Help,
+        Command::Run { name } => Expect::Run(name.clone()),
     }
 }
 
@@ -776,6 +788,16 @@ fn oracle(text: &str, bot: &str, gates: &[Gate]) -> Want {
         args.is_empty().then_some(Expect::Status)
     } else if is("help") || is("start") {
         Some(Expect::Help)
+    } else if is("run") {
+        match args {
+            [] => Some(Expect::Run(None)),
+            [a] if (1..=32).contains(&a.len())
+                && a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+            {
+                Some(Expect::Run(Some(a.to_ascii_lowercase())))
+            }
+            _ => None,
+        }
     } else {
         None
     };
@@ -967,6 +989,8 @@ fn render(c: &Command) -> String {
         Command::Close { gate: Some(g) } => format!("/close {g}"),
         Command::Status => "/status".into(),
         Command::Help => "/help".into(),
+        Command::Run { name: None } => "/run".into(),
+        Command::Run { name: Some(n) } => format!("/run {n}"),
     }
 }
 
@@ -978,6 +1002,7 @@ struct Tally {
     close: usize,
     status: usize,
     help: usize,
+    run: usize,
     invalid: usize,
     unknown: usize,
     ignore: usize,
@@ -1035,6 +1060,7 @@ fn check(text: &str, bot: &str, gates: &[Gate], seed: u64, t: &mut Tally) {
                 Command::Close { .. } => t.close += 1,
                 Command::Status => t.status += 1,
                 Command::Help => t.help += 1,
+                Command::Run { .. } => t.run += 1,
                 Command::Open { .. } => {}
             }
             if want != Want::Cmd(expect_of(c)) {
@@ -1146,6 +1172,7 @@ fn parser_holds_on_generated_messages() {
         ("close", t.close),
         ("status", t.status),
         ("help", t.help),
+        ("run", t.run),
         ("invalid", t.invalid),
         ("unknown", t.unknown),
         ("another bot's", t.other_bot),
@@ -1212,7 +1239,7 @@ impl Model {
                 self.openings.remove(g.as_str());
             }
             Command::Close { gate: None } => self.openings.clear(),
-            Command::Status | Command::Help => {}
+            Command::Status | Command::Help | Command::Run { .. } => {}
         }
         self.openings.retain(|_, l| !l.is_empty());
         if self.openings != before {

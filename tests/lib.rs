@@ -8,7 +8,9 @@
 
 mod support;
 
+mod actions;
 mod board;
+mod buttons;
 mod chat;
 mod console;
 mod crash;
