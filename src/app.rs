@@ -41,6 +41,7 @@ enum Sub {
     Teardown(TeardownCmd),
     Watchdog(WatchdogCmd),
     Knock(KnockCmd),
+    Setup(SetupCmd),
 }
 
 #[derive(FromArgs, Debug)]
@@ -148,6 +149,18 @@ struct KnockCmd {
     config: Option<PathBuf>,
 }
 
+#[derive(FromArgs, Debug)]
+/// guided first run: token, your user id, gates, LAN; writes the config and a 0600 token file
+#[argh(subcommand, name = "setup")]
+struct SetupCmd {
+    /// how long to wait for your first message to the bot (default 5m)
+    #[argh(option)]
+    wait: Option<String>,
+    /// config file to write (default /etc/tgknock/tgknock.conf); the token goes next to it
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
 /// Runs the command line; returns the exit code.
 pub fn main(args: Vec<OsString>) -> i32 {
     let mut strings = Vec::with_capacity(args.len());
@@ -222,6 +235,7 @@ fn dispatch(command: Sub) -> Result<i32> {
             let cfg = load(&c.config)?;
             crate::watchdog::run(&cfg, c.config.as_deref())
         }
+        Sub::Setup(c) => crate::setup::run(c.config, c.wait),
     }
 }
 

@@ -7,7 +7,7 @@
 //! of its two backends, [`telegram`] talks HTTP, [`state`] and `files` own the files,
 //! `keeper` is the one transaction of a change, `daemon` the loop, [`app`] the command line.
 //! Around the loop: `buttons` (inline keyboards, and a press as the command it stands for),
-//! `actions` (`/run NAME`).
+//! `actions` (`/run NAME`), `setup` (the guided first run).
 //!
 //! Public are only the parts the fuzz targets and the tests use.
 
@@ -29,6 +29,7 @@ mod keeper;
 mod logging;
 mod notify;
 mod report;
+mod setup;
 pub mod state;
 mod sys;
 pub mod telegram;

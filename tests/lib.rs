@@ -21,4 +21,5 @@ mod knock;
 mod netns;
 mod nonroot;
 mod notify;
+mod setup;
 mod watchdog;
