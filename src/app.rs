@@ -42,6 +42,7 @@ enum Sub {
     Watchdog(WatchdogCmd),
     Knock(KnockCmd),
     Setup(SetupCmd),
+    NotifyLogin(NotifyLoginCmd),
 }
 
 #[derive(FromArgs, Debug)]
@@ -161,6 +162,15 @@ struct SetupCmd {
     config: Option<PathBuf>,
 }
 
+#[derive(FromArgs, Debug)]
+/// for pam_exec: tell the allowed users about a login (always exits 0, within 5 s)
+#[argh(subcommand, name = "notify-login")]
+struct NotifyLoginCmd {
+    /// config file (default /etc/tgknock/tgknock.conf)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
 /// Runs the command line; returns the exit code.
 pub fn main(args: Vec<OsString>) -> i32 {
     let mut strings = Vec::with_capacity(args.len());
@@ -236,6 +246,7 @@ fn dispatch(command: Sub) -> Result<i32> {
             crate::watchdog::run(&cfg, c.config.as_deref())
         }
         Sub::Setup(c) => crate::setup::run(c.config, c.wait),
+        Sub::NotifyLogin(c) => Ok(crate::login::run(c.config.as_deref())),
     }
 }
 

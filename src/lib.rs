@@ -7,7 +7,7 @@
 //! of its two backends, [`telegram`] talks HTTP, [`state`] and `files` own the files,
 //! `keeper` is the one transaction of a change, `daemon` the loop, [`app`] the command line.
 //! Around the loop: `buttons` (inline keyboards, and a press as the command it stands for),
-//! `actions` (`/run NAME`), `setup` (the guided first run).
+//! `actions` (`/run NAME`), `setup` (the guided first run), `login` (`notify-login`).
 //!
 //! Public are only the parts the fuzz targets and the tests use.
 
@@ -27,6 +27,7 @@ mod firewall;
 pub mod gate;
 mod keeper;
 mod logging;
+mod login;
 mod notify;
 mod report;
 mod setup;

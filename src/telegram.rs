@@ -535,6 +535,16 @@ impl BotApi {
         self.send(chat_id, text, None, Duration::from_secs(20))
     }
 
+    /// `sendMessage` that gives up after `timeout`.
+    pub(crate) fn send_message_within(
+        &self,
+        chat_id: i64,
+        text: &str,
+        timeout: Duration,
+    ) -> Result<(), ApiError> {
+        self.send(chat_id, text, None, timeout)
+    }
+
     /// `sendMessage` with an inline keyboard (`reply_markup`) when one is given.
     pub(crate) fn send_with_keyboard(
         &self,

@@ -18,6 +18,7 @@ mod faults;
 mod flood;
 mod hostile;
 mod knock;
+mod login;
 mod netns;
 mod nonroot;
 mod notify;
