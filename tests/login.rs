@@ -141,7 +141,23 @@ fn a_real_pam_stack_runs_it_and_logs_in_whatever_it_says() {
     let env = Env::new();
     let bin = std::env::var("TGKNOCK_TEST_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tgknock").to_string());
-    let runner = std::env::var("TGKNOCK_TEST_RUNNER").unwrap_or_default();
+    // pam_exec runs a path, not a name looked up in PATH.
+    let runner: Vec<String> = std::env::var("TGKNOCK_TEST_RUNNER")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|w| {
+            if w.contains('/') {
+                return w.to_string();
+            }
+            std::env::var("PATH")
+                .unwrap_or_default()
+                .split(':')
+                .map(|d| std::path::Path::new(d).join(w))
+                .find(|p| p.is_file())
+                .map_or(w.to_string(), |p| p.display().to_string())
+        })
+        .collect();
+    let runner = runner.join(" ");
     // pam_exec gives its program PAM's environment only: the settings go in a file.
     let config = env.path("pam.conf");
     let mut text = String::new();
