@@ -125,6 +125,7 @@ pub(crate) fn run(path: Option<PathBuf>, wait: Option<String>) -> Result<i32> {
         .filter(|v| v.starts_with('/'))
         .map(PathBuf::from)
         .unwrap_or_else(|| dir.join("token"));
+    writable(&dir)?;
     let settings = telegram_settings(&path, existing.as_deref())?;
     let answers = Answers {
         terminal: std::io::stdin().is_terminal(),
@@ -576,6 +577,37 @@ fn replace(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> R
         return Err(Error::file(path, "write", e));
     }
     Ok(())
+}
+
+/// Fails before the first question when the files could not be written at the end: the
+/// directory (or the nearest one that exists) takes no new file.
+fn writable(dir: &Path) -> Result<()> {
+    let mut at = dir;
+    while !at.exists() {
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p,
+            _ => break,
+        }
+    }
+    let probe = at.join(format!(".tgknock-setup.{}.probe", std::process::id()));
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(crate::files::O_NOFOLLOW)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(Error::Usage {
+            argument: None,
+            problem: format!(
+                "cannot write in {} ({e}): run setup as root (sudo tgknock setup), or give --config a path you can write",
+                at.display()
+            ),
+        }),
+    }
 }
 
 /// The command that starts the service this board has.

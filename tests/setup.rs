@@ -186,6 +186,20 @@ fn a_rejected_token_exits_3_and_writes_nothing() {
         both(&out)
     );
     assert!(!config.exists());
+    // A place setup could not write to is found before the first question.
+    let out = setup(
+        &env,
+        Path::new("/proc/tgknock/tgknock.conf"),
+        &[],
+        &format!("{TOKEN}\n"),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+    assert!(
+        both(&out).contains("cannot write in /proc"),
+        "{}",
+        both(&out)
+    );
+    assert!(!both(&out).contains("Bot token"), "{}", both(&out));
 }
 
 #[test]
