@@ -20,6 +20,11 @@
 //!   `RUNTIME_DIRECTORY`; the time from a foreign `iptables -F; iptables -X` to the rules
 //!   back, with 50 s and 1 s polls (real iptables-legacy, as root); the CPU of one look at
 //!   the rules.
+//! - a button press: from queueing it to the edit of its message with the verified state
+//!   (fake iptables, and as root real iptables-legacy in a namespace);
+//! - `tgknock setup` with piped answers and the hello already queued (no waiting): its
+//!   time from start to exit, and its own figure without `check`;
+//! - resident memory of the daemon while an action runs.
 //!
 //! MB is 1,000,000 bytes. Memory is read from /proc/PID/status (VmRSS, VmHWM).
 //!
@@ -201,7 +206,33 @@ impl Scratch {
 
     /// Starts `run`, its output to a log file in the scratch directory.
     fn spawn(&self, s: &Subject, poll_timeout: &str) -> std::io::Result<Proc> {
-        self.spawn_env(s, poll_timeout, &[])
+        self.spawn_with(s, poll_timeout, &[])
+    }
+
+    /// Starts `run` with `extra` settings in its environment too.
+    fn spawn_with(
+        &self,
+        s: &Subject,
+        poll_timeout: &str,
+        extra: &[(&str, &str)],
+    ) -> std::io::Result<Proc> {
+        let mut c = self.command(s, &["run"]);
+        c.env("TGKNOCK_TOKEN", TOKEN)
+            .env("TGKNOCK_ALLOWED_USERS", OWNER.to_string())
+            .env("TGKNOCK_POLL_TIMEOUT", poll_timeout);
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = self.dir.join(format!("daemon-{n}.log"));
+        let log = std::fs::File::create(&path)?;
+        c.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        let child = match &self.netns {
+            None => c.spawn()?,
+            // A child is forked into the namespace of the thread that spawns it.
+            Some(ns) => ns::run(ns, move || c.spawn())??,
+        };
+        Ok(Proc { child, log: path })
     }
 
     /// [`Scratch::spawn`] with more environment (`RUNTIME_DIRECTORY`, other keys).
@@ -211,8 +242,14 @@ impl Scratch {
         poll_timeout: &str,
         extra: &[(&str, String)],
     ) -> std::io::Result<Proc> {
+        let pairs: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.spawn_with(s, poll_timeout, &pairs)
+    }
+
+    /// `args` of the subject, with the scratch directory's API, state and firewall.
+    fn command(&self, s: &Subject, args: &[&str]) -> Command {
         let mut c = Command::new(&s.argv[0]);
-        c.args(&s.argv[1..]).arg("run");
+        c.args(&s.argv[1..]).args(args);
         for (k, _) in std::env::vars() {
             if k.starts_with("TGKNOCK_") || k.ends_with("_PROXY") || k.ends_with("_proxy") {
                 c.env_remove(k);
@@ -228,27 +265,12 @@ impl Scratch {
         };
         // Only keys every version knows (an unknown TGKNOCK_* key is an error): with the
         // iptables tool present, `auto` picks iptables; proxies were removed above.
-        c.env("TGKNOCK_TOKEN", TOKEN)
-            .env("TGKNOCK_ALLOWED_USERS", OWNER.to_string())
-            .env("TGKNOCK_API_URL", self.api.url())
-            .env("TGKNOCK_POLL_TIMEOUT", poll_timeout)
+        c.env("TGKNOCK_API_URL", self.api.url())
             .env("TGKNOCK_STATE_DIR", d.join("state"))
             .env("TGKNOCK_IPTABLES", v4)
             .env("TGKNOCK_IP6TABLES", v6)
             .env_remove("RUST_LOG");
-        for (k, v) in extra {
-            c.env(k, v);
-        }
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = d.join(format!("daemon-{n}.log"));
-        let log = std::fs::File::create(&path)?;
-        c.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-        let child = match &self.netns {
-            None => c.spawn()?,
-            // A child is forked into the namespace of the thread that spawns it.
-            Some(ns) => ns::run(ns, move || c.spawn())??,
-        };
-        Ok(Proc { child, log: path })
+        c
     }
 
     /// Waits for the next `getUpdates` after `before` of them; when it was received.
@@ -537,6 +559,164 @@ fn flood(s: &Subject) -> Result<Flood, String> {
         rules,
         reply,
         queued,
+    })
+}
+
+/// From a press on a button to the edit of its message with the verified state.
+struct Presses {
+    /// Press to edit: median, max.
+    edit: (Duration, Duration),
+    /// Press to its answer (`answerCallbackQuery` received): median.
+    answer: Duration,
+    n: usize,
+}
+
+const PRESSES: usize = 20;
+
+/// `PRESSES` presses, Open and Close of ssh in turn, on the keyboard of a `/status`, each
+/// queued at a daemon in its long poll; timed from queueing to the fake API receiving the
+/// edit (which comes after the firewall was changed and read back).
+fn presses(s: &Subject, fw: Fw) -> Result<Presses, String> {
+    let scratch = Scratch::with(fw)?;
+    let _p = scratch.spawn(s, "50s").map_err(|e| format!("spawn: {e}"))?;
+    scratch
+        .wait_poll(0, Duration::from_secs(20))
+        .ok_or("no getUpdates in 20 s")?;
+    scratch.api.say(OWNER, "/status");
+    poll_until(Duration::from_secs(20), Duration::from_millis(5), || {
+        (!scratch.api.sent_to(OWNER).is_empty()).then_some(())
+    })
+    .ok_or("no reply to /status")?;
+    let (panel, keyboard) = scratch.api.keyboard_of(OWNER, "ssh (22/tcp)");
+    if keyboard.is_empty() {
+        return Err("no buttons (a build without them)".into());
+    }
+    let mut edits = Vec::new();
+    let mut answers = Vec::new();
+    for i in 0..PRESSES {
+        let data = if i % 2 == 0 {
+            "/open ssh"
+        } else {
+            "/close ssh"
+        };
+        let before = scratch.api.edits().len();
+        let answered = scratch.api.requests("answerCallbackQuery").len();
+        std::thread::sleep(Duration::from_millis(100));
+        let t0 = Instant::now();
+        scratch.api.press(OWNER, OWNER, panel, data);
+        let at = poll_until(Duration::from_secs(20), Duration::from_millis(1), || {
+            (scratch.api.edits().len() > before).then(|| t0.elapsed())
+        })
+        .ok_or_else(|| format!("press {i} ({data}) was not followed by an edit in 20 s"))?;
+        edits.push(at);
+        if let Some(r) = scratch.api.requests("answerCallbackQuery").get(answered) {
+            answers.push(r.at.saturating_duration_since(t0));
+        }
+    }
+    Ok(Presses {
+        edit: (
+            median(edits.clone()).unwrap_or_default(),
+            edits.iter().max().copied().unwrap_or_default(),
+        ),
+        answer: median(answers).unwrap_or_default(),
+        n: edits.len(),
+    })
+}
+
+/// `tgknock setup` with piped answers and the owner's hello already queued, so it never
+/// waits: its own time, from start to exit (the `check` it runs included).
+struct SetupRuns {
+    total: Duration,
+    max: Duration,
+    /// Setup's own figure (its debug log), waiting excluded, `check` not included.
+    own: Option<Duration>,
+}
+
+fn setup_runs(s: &Subject) -> Result<SetupRuns, String> {
+    let mut totals = Vec::new();
+    let mut owns = Vec::new();
+    for _ in 0..START_RUNS {
+        let scratch = Scratch::new();
+        scratch.api.say(OWNER, "hello");
+        let config = scratch.dir.join("etc/tgknock.conf");
+        let mut c = scratch.command(s, &["setup", "--config", config.to_str().unwrap()]);
+        c.env("RUST_LOG", "tgknock=debug")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let t0 = Instant::now();
+        let mut child = c.spawn().map_err(|e| format!("spawn: {e}"))?;
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            let _ = stdin.write_all(format!("{TOKEN}\n\n\n\n").as_bytes());
+        }
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        let took = t0.elapsed();
+        if !out.status.success() {
+            return Err(format!(
+                "setup exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            ));
+        }
+        totals.push(took);
+        let log = String::from_utf8_lossy(&out.stderr);
+        if let Some(rest) = log.split("setup took ").nth(1)
+            && let Some(ms) = rest.split(' ').next().and_then(|n| n.parse::<u64>().ok())
+        {
+            owns.push(Duration::from_millis(ms));
+        }
+    }
+    Ok(SetupRuns {
+        max: totals.iter().max().copied().unwrap_or_default(),
+        total: median(totals).unwrap_or_default(),
+        own: median(owns),
+    })
+}
+
+/// Resident memory of the daemon while an action (`/bin/sleep`) runs.
+struct ActionMemory {
+    idle: u64,
+    running: u64,
+    hwm: u64,
+    threads: usize,
+}
+
+fn action_memory(s: &Subject) -> Result<ActionMemory, String> {
+    let scratch = Scratch::new();
+    let p = scratch
+        .spawn_with(s, "50s", &[("TGKNOCK_ACTION_SLEEP", "/bin/sleep 8")])
+        .map_err(|e| format!("spawn: {e}"))?;
+    scratch
+        .wait_poll(0, Duration::from_secs(20))
+        .ok_or("no getUpdates in 20 s")?;
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = p.pid();
+    let idle = status_bytes(pid, "VmRSS").ok_or("no VmRSS")?;
+    let before = threads(pid);
+    scratch.api.say(OWNER, "/run sleep");
+    // The run has a thread of its own besides the poll and the expiry.
+    poll_until(Duration::from_secs(10), Duration::from_millis(10), || {
+        (threads(pid) > before).then_some(())
+    })
+    .ok_or("the action did not start (a build without actions?)")?;
+    let mut running = 0;
+    let mut most_threads = 0;
+    for _ in 0..20 {
+        running = running.max(status_bytes(pid, "VmRSS").unwrap_or(0));
+        most_threads = most_threads.max(threads(pid));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let hwm = status_bytes(pid, "VmHWM").ok_or("no VmHWM")?;
+    Ok(ActionMemory {
+        idle,
+        running,
+        hwm,
+        threads: most_threads,
     })
 }
 
@@ -1257,6 +1437,13 @@ fn main() {
         .collect();
     eprintln!("bench: flood of {STRANGERS} strangers …");
     let floods: Vec<_> = subjects.iter().map(flood).collect();
+    eprintln!("bench: button presses, setup, an action …");
+    let press_runs: Vec<(Fw, Vec<Result<Presses, String>>)> = [Fw::Fake, Fw::Legacy]
+        .into_iter()
+        .map(|fw| (fw, subjects.iter().map(|s| presses(s, fw)).collect()))
+        .collect();
+    let setups: Vec<_> = subjects.iter().map(setup_runs).collect();
+    let action_mems: Vec<_> = subjects.iter().map(action_memory).collect();
 
     let mut r_rss = row("resident memory, idle long poll (max VmRSS)", "≤ 3 MB");
     let mut r_cpu = row(
@@ -1377,6 +1564,9 @@ fn main() {
     for kind in Defense::ALL {
         rows.extend(defense_rows(&tgknock, kind, &row));
     }
+    rows.extend(press_rows(&press_runs, &row));
+    rows.extend(setup_rows(&setups, &row));
+    rows.extend(action_rows(&action_mems, &row));
     print_table(&subjects, &rows);
 }
 
@@ -1605,6 +1795,88 @@ fn defense_rows(bin: &Path, kind: Defense, row: &dyn Fn(&str, &str) -> Row) -> V
         r_burst.texts[0] = format!("not measured: {e}");
     }
     vec![r_change, r_burst]
+}
+
+fn press_rows(
+    runs: &[(Fw, Vec<Result<Presses, String>>)],
+    row: &dyn Fn(&str, &str) -> Row,
+) -> Vec<Row> {
+    let mut out = Vec::new();
+    for (fw, results) in runs {
+        let tool = match fw {
+            Fw::Fake => "fake iptables (sh)",
+            Fw::Legacy => "real iptables-legacy in a netns",
+        };
+        let mut r = row(
+            &format!("button press to its verified edit, {tool} (median of {PRESSES})"),
+            "",
+        );
+        for (i, res) in results.iter().enumerate() {
+            match res {
+                Ok(p) => {
+                    r.values[i] = Some(p.edit.0.as_secs_f64() * 1000.0);
+                    r.texts[i] = format!(
+                        "{} (max {}; answered after {}; {} presses)",
+                        ms(p.edit.0),
+                        ms(p.edit.1),
+                        ms(p.answer),
+                        p.n
+                    );
+                }
+                Err(e) => r.texts[i] = format!("not measured: {e}"),
+            }
+        }
+        out.push(r);
+    }
+    out
+}
+
+fn setup_rows(runs: &[Result<SetupRuns, String>], row: &dyn Fn(&str, &str) -> Row) -> Vec<Row> {
+    let mut total = row(
+        &format!("setup, piped answers, hello queued: start to exit (median of {START_RUNS})"),
+        "token to bot < 2 min",
+    );
+    let mut own = row("… of it setup's own work, check excluded", "");
+    for (i, res) in runs.iter().enumerate() {
+        match res {
+            Ok(s) => {
+                total.values[i] = Some(s.total.as_secs_f64() * 1000.0);
+                total.texts[i] = format!("{} (max {}; check included)", ms(s.total), ms(s.max));
+                // Two minutes for the whole: setup's share must leave them to the typing.
+                total.verdicts[i] = Some(s.max < Duration::from_secs(10));
+                if let Some(o) = s.own {
+                    own.values[i] = Some(o.as_secs_f64() * 1000.0);
+                    own.texts[i] = ms(o);
+                }
+            }
+            Err(e) => {
+                total.texts[i] = format!("not measured: {e}");
+            }
+        }
+    }
+    vec![total, own]
+}
+
+fn action_rows(runs: &[Result<ActionMemory, String>], row: &dyn Fn(&str, &str) -> Row) -> Vec<Row> {
+    // The contract sets no budget for it: the row says what the run adds to the idle daemon.
+    let mut r = row("resident memory while an action runs (max VmRSS)", "");
+    for (i, res) in runs.iter().enumerate() {
+        match res {
+            Ok(m) => {
+                r.values[i] = Some(m.running as f64);
+                r.texts[i] = format!(
+                    "{} (+{:.0} kB over the idle {} before it; VmHWM {}; {} threads)",
+                    mb(m.running),
+                    m.running.saturating_sub(m.idle) as f64 / 1000.0,
+                    mb(m.idle),
+                    mb(m.hwm),
+                    m.threads
+                );
+            }
+            Err(e) => r.texts[i] = format!("not measured: {e}"),
+        }
+    }
+    vec![r]
 }
 
 fn print_table(subjects: &[Subject], rows: &[Row]) {

@@ -44,6 +44,8 @@ enum Sub {
     Ban(BanCmd),
     Unban(UnbanCmd),
     TotpSetup(TotpSetupCmd),
+    Setup(SetupCmd),
+    NotifyLogin(NotifyLoginCmd),
 }
 
 #[derive(FromArgs, Debug)]
@@ -193,6 +195,27 @@ struct KnockCmd {
     config: Option<PathBuf>,
 }
 
+#[derive(FromArgs, Debug)]
+/// guided first run: token, your user id, gates, LAN; writes the config and a 0600 token file
+#[argh(subcommand, name = "setup")]
+struct SetupCmd {
+    /// how long to wait for your first message to the bot (default 5m)
+    #[argh(option)]
+    wait: Option<String>,
+    /// config file to write (default /etc/tgknock/tgknock.conf); the token goes next to it
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+#[derive(FromArgs, Debug)]
+/// for pam_exec: tell the allowed users about a login (always exits 0, within 5 s)
+#[argh(subcommand, name = "notify-login")]
+struct NotifyLoginCmd {
+    /// config file (default /etc/tgknock/tgknock.conf)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
 /// Runs the command line; returns the exit code.
 pub fn main(args: Vec<OsString>) -> i32 {
     let mut strings = Vec::with_capacity(args.len());
@@ -270,6 +293,8 @@ fn dispatch(command: Sub) -> Result<i32> {
             let cfg = load(&c.config)?;
             crate::watchdog::run(&cfg, c.config.as_deref())
         }
+        Sub::Setup(c) => crate::setup::run(c.config, c.wait),
+        Sub::NotifyLogin(c) => Ok(crate::login::run(c.config.as_deref())),
     }
 }
 

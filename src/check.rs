@@ -116,6 +116,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("state directory", state_dir),
     ("firewall", firewall),
     ("knock", knock),
+    ("actions", actions),
     ("IPv6", ipv6),
     ("system clock", system_clock),
     ("Telegram", telegram),
@@ -232,6 +233,33 @@ fn knock(c: &mut Ctx) -> Vec<Line> {
                 k.gate,
                 duration::human(k.open_for)
             ))
+        })
+        .collect()
+}
+
+/// Each declared action's program: a missing one is worth a warning, not a failure (the
+/// gates do not depend on it).
+fn actions(c: &mut Ctx) -> Vec<Line> {
+    use std::os::unix::fs::PermissionsExt;
+    let actions = &c.cfg().actions;
+    actions
+        .list
+        .iter()
+        .map(|a| {
+            let program = &a.argv[0];
+            match std::fs::metadata(program) {
+                Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Line::ok(format!(
+                    "action {}: {} (at most {})",
+                    a.name,
+                    a.command_line(),
+                    duration::human(actions.timeout)
+                )),
+                Ok(_) => Line::warn(format!(
+                    "action {}: {program} is not an executable file",
+                    a.name
+                )),
+                Err(e) => Line::warn(format!("action {}: {program}: {e}", a.name)),
+            }
         })
         .collect()
 }
@@ -378,5 +406,32 @@ mod tests {
         )]);
         assert!(token(&mut c)[0].text.contains("TGKNOCK_ALLOWED_USERS"));
         assert!(ipv6(&mut c).is_empty());
+    }
+
+    #[test]
+    fn actions_are_checked_for_a_program() {
+        let mut c = ctx(&[
+            ("TGKNOCK_ACTION_OK", "/bin/sh -c \"exit 0\""),
+            ("TGKNOCK_ACTION_GONE", "/nonexistent/tool"),
+            ("TGKNOCK_ACTION_DIR", "/tmp"),
+        ]);
+        let l = actions(&mut c);
+        assert_eq!(l.len(), 3);
+        assert_eq!(l[0].mark, Mark::Warn);
+        assert!(
+            l[0].text.starts_with("action dir: /tmp is not"),
+            "{:?}",
+            l[0]
+        );
+        assert_eq!(l[1].mark, Mark::Warn);
+        assert!(
+            l[1].text.starts_with("action gone: /nonexistent/tool: "),
+            "{:?}",
+            l[1]
+        );
+        assert_eq!(
+            l[2],
+            Line::ok("action ok: /bin/sh -c \"exit 0\" (at most 30 s)")
+        );
     }
 }

@@ -46,6 +46,22 @@ pub enum Command {
     /// A message that is only a code (TOTP on): it completes the opening the bot asked a
     /// code for.
     Code(String),
+    /// `/run NAME`: a pre-declared action (`TGKNOCK_ACTION_<NAME>`), by its lowercase name;
+    /// `None`: list the actions.
+    Run {
+        name: Option<String>,
+    },
+}
+
+/// The longest action name (`TGKNOCK_ACTION_<NAME>`).
+pub const MAX_ACTION_NAME: usize = 32;
+
+/// Whether `name` can name an action: ASCII letters, digits and `_`, at most
+/// [`MAX_ACTION_NAME`] of them (what an environment variable name allows).
+pub fn valid_action_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_ACTION_NAME
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// What a message turned out to be.
@@ -108,6 +124,7 @@ pub fn parse_with(text: &str, bot: &str, gates: &[Gate], totp: bool) -> Parsed {
         },
         "status" if args.is_empty() => Parsed::Command(Command::Status),
         "help" | "start" => Parsed::Command(Command::Help),
+        "run" => parse_run(&args),
         "status" => Parsed::Invalid("/status takes no arguments".into()),
         _ if target.is_some() => Parsed::Invalid(format!("unknown command /{}", clip(name))),
         _ => Parsed::Unknown(format!("unknown command /{}", clip(name))),
@@ -347,6 +364,20 @@ fn parse_close(args: &[&str], gates: &[Gate]) -> Parsed {
     }
 }
 
+fn parse_run(args: &[&str]) -> Parsed {
+    match args {
+        [] => Parsed::Command(Command::Run { name: None }),
+        [name] if valid_action_name(name) => Parsed::Command(Command::Run {
+            name: Some(name.to_ascii_lowercase()),
+        }),
+        [name] => Parsed::Invalid(format!(
+            "'{}' is not an action name (letters, digits and _, at most {MAX_ACTION_NAME})",
+            clip(name)
+        )),
+        _ => Parsed::Invalid("/run takes one action name".into()),
+    }
+}
+
 /// The usage text, with the gates and their ports.
 pub fn usage(gates: &[Gate], open_for: u64, max_open_for: u64) -> String {
     let mut s = String::from(
@@ -355,6 +386,7 @@ pub fn usage(gates: &[Gate], open_for: u64, max_open_for: u64) -> String {
          /status - what the firewall shows now\n\
          /ban ADDRESS [DURATION] - drop every new connection from it (default 1 d)\n\
          /unban ADDRESS - lift a ban\n\
+         /run [NAME] - run a pre-declared action, or list them\n\
          /help - this text\n\n",
     );
     s.push_str("Gates:\n");
@@ -455,6 +487,43 @@ mod tests {
         assert_eq!(p("/status@KnockBot"), Parsed::Command(Command::Status));
         assert_eq!(p("/help"), Parsed::Command(Command::Help));
         assert_eq!(p("/start"), Parsed::Command(Command::Help));
+    }
+
+    #[test]
+    fn run_names_an_action_or_lists_them() {
+        assert_eq!(p("/run"), Parsed::Command(Command::Run { name: None }));
+        assert_eq!(
+            p("/run Restart_NGINX"),
+            Parsed::Command(Command::Run {
+                name: Some("restart_nginx".into())
+            })
+        );
+        assert_eq!(
+            p("/run@KnockBot backup"),
+            Parsed::Command(Command::Run {
+                name: Some("backup".into())
+            })
+        );
+        for bad in [
+            "/run a;b",
+            "/run ../x",
+            "/run $(reboot)",
+            "/run x y",
+            "/run nginx-restart",
+            "/run héllo",
+            "/run a\u{202e}b",
+            "/run aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ] {
+            assert!(
+                matches!(p(bad), Parsed::Invalid(_)),
+                "{bad:?}: {:?}",
+                p(bad)
+            );
+        }
+        let Parsed::Invalid(why) = p("/run a;b") else {
+            panic!()
+        };
+        assert!(why.contains("'a;b' is not an action name"), "{why}");
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::actions::{self, Actions};
 use crate::addr::Cidr;
 use crate::duration;
 use crate::error::{Error, Result};
@@ -40,7 +41,16 @@ pub const KEYS: &[(&str, Option<&str>)] = &[
     ("TGKNOCK_KNOCK_GATE", None),
     ("TGKNOCK_TOTP_SECRET_FILE", None),
     ("TGKNOCK_RATE_LIMIT", Some("")),
+    ("TGKNOCK_ACTION_TIMEOUT", Some("30s")),
 ];
+
+/// `TGKNOCK_ACTION_<NAME>`: a family of keys, one per pre-declared action, besides [`KEYS`].
+pub const ACTION_PREFIX: &str = "TGKNOCK_ACTION_";
+
+/// Whether `key` is a key of the contract: one of [`KEYS`], or of the action family.
+fn known_key(key: &str) -> bool {
+    KEYS.iter().any(|(k, _)| *k == key) || key.starts_with(ACTION_PREFIX)
+}
 
 /// The bot token. Its `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -150,6 +160,7 @@ pub(crate) struct Config {
     pub(crate) rate_limits: Vec<(GateName, Rate)>,
     /// The second factor (`TGKNOCK_TOTP_SECRET_FILE`): chat openings need a code.
     pub(crate) totp: Option<Secret>,
+    pub(crate) actions: Actions,
     pub(crate) files: Files,
     /// Where the settings came from, for `check`.
     pub(crate) origin: String,
@@ -251,7 +262,7 @@ impl<'a> Layers<'a> {
                 if !key.starts_with("TGKNOCK_") {
                     continue;
                 }
-                if !KEYS.iter().any(|(k, _)| *k == key) {
+                if !known_key(&key) {
                     return Err(unknown_key(&key, &format!("{where_} line {line}")));
                 }
                 values.insert(key, (value, format!("{where_} line {line}")));
@@ -263,7 +274,7 @@ impl<'a> Layers<'a> {
             if !key.starts_with("TGKNOCK_") {
                 continue;
             }
-            if !KEYS.iter().any(|(k, _)| k == key) {
+            if !known_key(key) {
                 return Err(unknown_key(key, "the environment"));
             }
             values.insert(key.clone(), (value.clone(), "the environment".into()));
@@ -680,6 +691,52 @@ fn totp(l: &Layers, file: Option<TokenFile>, warnings: &mut Vec<String>) -> Resu
         .map_err(|e| l.bad(key, format!("{path}: {e}")))
 }
 
+/// The pre-declared actions, `TGKNOCK_ACTION_<NAME>`, and how long one may run.
+fn actions(l: &Layers) -> Result<Actions> {
+    let timeout = l.duration("TGKNOCK_ACTION_TIMEOUT")?;
+    if !(1..=86_400).contains(&timeout) {
+        return Err(l.bad("TGKNOCK_ACTION_TIMEOUT", "must be between 1s and 1d"));
+    }
+    let mut list: Vec<actions::Declared> = Vec::new();
+    for (key, (value, _)) in &l.values {
+        let Some(name) = key.strip_prefix(ACTION_PREFIX) else {
+            continue;
+        };
+        if key == "TGKNOCK_ACTION_TIMEOUT" {
+            continue;
+        }
+        // A configuration error ends the process: the key's few bytes are never freed.
+        let key: &'static str = Box::leak(key.clone().into_boxed_str());
+        if !crate::command::valid_action_name(name) {
+            return Err(l.bad(
+                key,
+                format!(
+                    "the action name after {ACTION_PREFIX} must be letters, digits and _, at most {}",
+                    crate::command::MAX_ACTION_NAME
+                ),
+            ));
+        }
+        let name = name.to_ascii_lowercase();
+        if list.iter().any(|a| a.name == name) {
+            return Err(l.bad(
+                key,
+                format!("another key already declares the action {name}"),
+            ));
+        }
+        let argv = actions::split_words(value).map_err(|e| l.bad(key, e))?;
+        // In the order of their names (the keys' order differs in case only).
+        let at = list.partition_point(|a| a.name < name);
+        list.insert(at, actions::Declared { name, argv });
+    }
+    if list.len() > actions::MAX_ACTIONS {
+        return Err(Error::config(
+            "TGKNOCK_ACTION_<NAME>",
+            format!("more than {} actions", actions::MAX_ACTIONS),
+        ));
+    }
+    Ok(Actions { list, timeout })
+}
+
 fn files(l: &Layers) -> Result<Files> {
     let state_dir = l.abs_path("TGKNOCK_STATE_DIR")?;
     let log_file = match l.nonempty("TGKNOCK_LOG_FILE") {
@@ -764,6 +821,7 @@ impl Config {
         let knock = knock(layers, &gates, &mut warnings)?;
         let rate_limits = rate_limits(layers, &gates)?;
         let totp = totp(layers, totp_file, &mut warnings)?;
+        let actions = actions(layers)?;
         Ok(Config {
             rate_limits,
             totp,
@@ -772,6 +830,7 @@ impl Config {
             limits,
             firewall,
             knock,
+            actions,
             files,
             origin: layers.origin.clone(),
             warnings,
@@ -1006,6 +1065,80 @@ mod tests {
         )
         .unwrap();
         assert!(c.telegram.proxy.is_none());
+    }
+
+    #[test]
+    fn actions_are_a_family_of_keys() {
+        let c = from_file(
+            "TGKNOCK_ACTION_RESTART_NGINX=\"/usr/bin/systemctl restart nginx\"\nTGKNOCK_ACTION_backup='/usr/local/bin/backup \"my files\"'\nTGKNOCK_ACTION_TIMEOUT=2m\n",
+        )
+        .unwrap();
+        assert_eq!(c.actions.timeout, 120);
+        let names: Vec<&str> = c.actions.list.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["backup", "restart_nginx"]);
+        assert_eq!(
+            c.actions.find("backup").unwrap().argv,
+            ["/usr/local/bin/backup", "my files"]
+        );
+        assert_eq!(
+            c.actions.find("restart_nginx").unwrap().argv,
+            ["/usr/bin/systemctl", "restart", "nginx"]
+        );
+        let c = Config::from_sources(None, &env(&[("TGKNOCK_ACTION_X", "/bin/true")])).unwrap();
+        assert_eq!(c.actions.find("x").unwrap().argv, ["/bin/true"]);
+        assert_eq!(c.actions.timeout, 30);
+        for (text, key, why) in [
+            (
+                "TGKNOCK_ACTION_X=true",
+                "TGKNOCK_ACTION_X (from /etc/t.conf line 1)",
+                "absolute path",
+            ),
+            ("TGKNOCK_ACTION_X=", "TGKNOCK_ACTION_X", "is empty"),
+            (
+                "TGKNOCK_ACTION_=/bin/true",
+                "TGKNOCK_ACTION_",
+                "letters, digits and _",
+            ),
+            (
+                "TGKNOCK_ACTION_A=/bin/true\nTGKNOCK_ACTION_a=/bin/false",
+                "TGKNOCK_ACTION_a",
+                "already declares",
+            ),
+            (
+                "TGKNOCK_ACTION_TIMEOUT=0",
+                "TGKNOCK_ACTION_TIMEOUT",
+                "between 1s and 1d",
+            ),
+            ("TGKNOCK_ACTION_TIMEOUT=5", "TGKNOCK_ACTION_TIMEOUT", ""),
+            (
+                "TGKNOCK_ACTION_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=/bin/true",
+                "TGKNOCK_ACTION_AAAA",
+                "at most 32",
+            ),
+        ] {
+            let e = from_file(text).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{text}");
+            let m = e.to_string();
+            assert!(m.contains(key) && m.contains(why), "{text}: {m}");
+        }
+        let e = Config::from_sources(None, &env(&[("TGKNOCK_ACTION_a-b", "/bin/true")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("TGKNOCK_ACTION_a-b"), "{e}");
+        let many: String = (0..33)
+            .map(|i| format!("TGKNOCK_ACTION_A{i}=/bin/true\n"))
+            .collect();
+        assert!(
+            from_file(&many)
+                .unwrap_err()
+                .to_string()
+                .contains("more than 32 actions")
+        );
+        // Near misses of the family's prefix are still typos.
+        let e = from_file("TGKNOCK_ACTON_X=/bin/true")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown key TGKNOCK_ACTON_X"), "{e}");
     }
 
     #[test]

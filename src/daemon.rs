@@ -6,6 +6,8 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::actions;
+use crate::buttons;
 use crate::command::{self, Command};
 use crate::config::Config;
 use crate::decide::{Action, Ignored, Now, decide};
@@ -16,7 +18,7 @@ use crate::gate::GateName;
 use crate::keeper::Keeper;
 use crate::report;
 use crate::state::{Heartbeat, Paths, PidLock, State, StateLock};
-use crate::telegram::{ApiError, BotApi, Incoming, Update, User};
+use crate::telegram::{ApiError, BotApi, CallbackQuery, Incoming, Message, Update, User};
 use crate::totp;
 
 /// How often at most the owners hear about strangers.
@@ -274,6 +276,14 @@ impl Offset {
     }
 }
 
+/// How a command came: typed, or by a press on the keyboard of the bot's message
+/// `message_id`, which then shows the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Message,
+    Press { message_id: i64 },
+}
+
 pub(crate) struct Daemon {
     keeper: Arc<Keeper>,
     api: BotApi,
@@ -294,6 +304,8 @@ pub(crate) struct Daemon {
     guard: Option<totp::Guard>,
     /// Openings waiting for their code, by user id: the request and when it was asked.
     pending: HashMap<i64, (Command, u64)>,
+    /// The actions running now.
+    running: actions::Running,
 }
 
 /// The daemon's whole life. Returns only on a fatal error (exit 1, or 3 for the token).
@@ -403,6 +415,7 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         drift: DriftWatch::default(),
         guard: None,
         pending: HashMap::new(),
+        running: actions::Running::default(),
     };
     if let Some(secret) = d.keeper.cfg.totp.clone() {
         d.guard = Some(totp::Guard::new(secret, &out.state.totp_used));
@@ -749,13 +762,26 @@ impl Daemon {
 
     fn handle_update(&mut self, u: Update, clock: ServerClock) {
         let id = u.update_id;
-        let Some(msg) = u.message else {
-            log::debug!("ignoring {} update {id}", u.kind());
-            return;
-        };
+        let kind = u.kind();
         let now = Now {
             telegram: clock.now(),
             board: crate::now(),
+        };
+        // A press is the message its button stands for, from the presser: the same
+        // decision, the same authorization, as typed.
+        let (msg, via) = match (u.message, u.callback_query) {
+            (Some(msg), _) => (msg, Via::Message),
+            (None, Some(q)) => match self.accept_press(&q, now) {
+                Some(msg) => {
+                    let message_id = msg.message_id;
+                    (msg, Via::Press { message_id })
+                }
+                None => return,
+            },
+            (None, None) => {
+                log::debug!("ignoring {kind} update {id}");
+                return;
+            }
         };
         let action = decide(&msg, self.cfg(), &self.bot_name, now);
         let Some(from) = msg.from.clone() else {
@@ -796,7 +822,12 @@ impl Daemon {
                         "\n\nA second factor is on: add the 6-digit code of your authenticator to /open (/open ssh 30m 492039), or send it when asked. Closing needs none.",
                     );
                 }
-                self.reply(chat, &text);
+                if !c.actions.list.is_empty() {
+                    text.push_str(&format!("\n\nActions (/run NAME): {}", c.actions.names()));
+                }
+                let out = self.keeper.snapshot(now.board).ok();
+                let keyboard = buttons::keyboard(self.cfg(), out.as_ref(), true);
+                self.panel(chat, via, &text, keyboard);
             }
             action @ (Action::NeedCode { .. }
             | Action::OpenWithCode { .. }
@@ -804,11 +835,14 @@ impl Daemon {
             | Action::Ban { .. }
             | Action::Unban { .. }) => self.defend(action, id, chat, &from, now),
             Action::Status => {
-                let text = match self.keeper.snapshot(now.board) {
-                    Ok(out) => report::status_text(self.cfg(), &self.keeper.fw, &out),
-                    Err(e) => format!("Cannot read the state: {e}"),
+                let (text, keyboard) = match self.keeper.snapshot(now.board) {
+                    Ok(out) => (
+                        report::status_text(self.cfg(), &self.keeper.fw, &out),
+                        buttons::keyboard(self.cfg(), Some(&out), false),
+                    ),
+                    Err(e) => (format!("Cannot read the state: {e}"), None),
                 };
-                self.reply(chat, &text);
+                self.panel(chat, via, &text, keyboard);
             }
             Action::Open { gate, opening } => {
                 // The offset is saved with the change: a restart never runs it again.
@@ -818,7 +852,7 @@ impl Daemon {
                     st.offset = Some(next);
                     Ok(())
                 });
-                self.after_change(chat, &from, "open", &[gate], result, next);
+                self.after_change(chat, &from, "open", &[gate], result, next, via);
             }
             Action::Close { gate } => {
                 let next = self.offset.after(id);
@@ -831,11 +865,130 @@ impl Daemon {
                     Some(g) => vec![g],
                     None => self.cfg().gates.iter().map(|g| g.name.clone()).collect(),
                 };
-                self.after_change(chat, &from, "close", &gates, result, next);
+                self.after_change(chat, &from, "close", &gates, result, next, via);
+            }
+            Action::Run { name } => self.run_action(id, &from, chat, &name),
+            Action::Actions => {
+                let keyboard = buttons::keyboard(self.cfg(), None, true);
+                let text = self.cfg().actions.listing();
+                self.panel(chat, Via::Message, &text, keyboard);
             }
         }
     }
 
+    /// Answers a press (a stranger's too: no spinner is left turning) and gives the message
+    /// it stands for, or `None` when it is not to be carried out: its data is not a command
+    /// of ours, or Telegram would not take the answer (the press waited too long while the
+    /// board was offline, or it was answered before a crash).
+    fn accept_press(&mut self, q: &CallbackQuery, now: Now) -> Option<Message> {
+        let who = q.from.describe();
+        let msg = match buttons::as_message(q, now.telegram) {
+            Ok(m) => m,
+            Err(why) => {
+                log::warn!("refusing a press from {who}: {why}");
+                if let Err(e) = self
+                    .api
+                    .answer_press(&q.id, Some("This button is not one of tgknock's."))
+                {
+                    log::info!("could not answer the press from {who}: {e}");
+                }
+                return None;
+            }
+        };
+        let data = msg.text.as_deref().unwrap_or("");
+        match self.api.answer_press(&q.id, None) {
+            Ok(()) => Some(msg),
+            Err(e) if e.is_query_too_old() => {
+                log::info!(
+                    "not carrying out {data:?} pressed by {who}: Telegram no longer takes an answer to it ({e}); the press waited too long"
+                );
+                None
+            }
+            Err(e) => {
+                log::warn!("not carrying out {data:?} pressed by {who}: answering it failed: {e}");
+                None
+            }
+        }
+    }
+
+    /// Shows `text` with `keyboard`: a new message, or for a press the keyboard's own
+    /// message, edited (a new message when it cannot be edited).
+    fn panel(&self, chat: i64, via: Via, text: &str, keyboard: Option<serde_json::Value>) {
+        if let Via::Press { message_id } = via {
+            match self
+                .api
+                .edit_message(chat, message_id, text, keyboard.as_ref())
+            {
+                Ok(()) => return,
+                Err(e) if e.is_not_modified() => return,
+                Err(e) => log::info!(
+                    "could not edit message {message_id} in chat {chat} ({e}); sending a new one"
+                ),
+            }
+        }
+        if let Err(e) = self.api.send_with_keyboard(chat, text, keyboard.as_ref()) {
+            log::warn!("could not send a reply to chat {chat}: {e}");
+        }
+    }
+
+    /// Starts the action `name` on a thread of its own (the poll goes on), unless a run of
+    /// it is in progress; its result is sent to `chat` when it ends.
+    fn run_action(&mut self, id: i64, from: &User, chat: i64, name: &str) {
+        let Some(action) = self.cfg().actions.find(name).cloned() else {
+            return;
+        };
+        let slot = match self.running.start(name) {
+            Ok(s) => s,
+            Err(since) => {
+                log::info!("{} asked to run {name}, which is running", from.describe());
+                self.reply(
+                    chat,
+                    &format!(
+                        "{name} is running already (started {} ago); its result comes when it ends.",
+                        duration::human(since.as_secs())
+                    ),
+                );
+                return;
+            }
+        };
+        // Saved before it starts: a crash never makes it run twice.
+        let next = self.offset.after(id);
+        if let Err(e) = self.keeper.save_offset(next) {
+            log::error!("not running {name}: cannot save the update offset: {e}");
+            self.reply(chat, &format!("Not run: {e}"));
+            return;
+        }
+        self.offset.saved_at(next);
+        let who = from.describe();
+        log::info!("{who} runs action {name}: {}", action.command_line());
+        let api = self.api.clone();
+        let timeout = self.cfg().actions.timeout;
+        let started = std::thread::Builder::new()
+            .name(format!("action {name}"))
+            .spawn(move || {
+                let run = actions::run(&action, Duration::from_secs(timeout));
+                // Over: a press on the result may run it again.
+                drop(slot);
+                let text = actions::reply(&action.name, &run, timeout);
+                log::info!(
+                    "action {} for {who}: {}",
+                    action.name,
+                    text.lines().next().unwrap_or("")
+                );
+                if let Err(e) = api.send_message(chat, &text) {
+                    log::warn!(
+                        "could not send the result of {} to chat {chat}: {e}",
+                        action.name
+                    );
+                }
+            });
+        if let Err(e) = started {
+            log::error!("cannot start a thread for action {name}: {e}");
+            self.reply(chat, &format!("Not run: cannot start a thread: {e}"));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn after_change(
         &mut self,
         chat: i64,
@@ -844,6 +997,7 @@ impl Daemon {
         gates: &[GateName],
         result: Result<((), crate::keeper::Outcome)>,
         next: i64,
+        via: Via,
     ) {
         match result {
             Ok((_, out)) => {
@@ -857,7 +1011,13 @@ impl Daemon {
                 for l in &lines {
                     log::info!("{} {verb}: {l}", from.describe());
                 }
-                self.reply(chat, &lines.join("\n"));
+                let keyboard = buttons::keyboard(self.cfg(), Some(&out), false);
+                // A press turns its keyboard's message into the whole verified state.
+                let text = match via {
+                    Via::Message => lines.join("\n"),
+                    Via::Press { .. } => report::status_text(self.cfg(), &self.keeper.fw, &out),
+                };
+                self.panel(chat, via, &text, keyboard);
             }
             Err(e) => {
                 let names: Vec<&str> = gates.iter().map(GateName::as_str).collect();
@@ -866,12 +1026,18 @@ impl Daemon {
                     from.describe(),
                     names.join(", ")
                 );
-                let now_text = self
-                    .keeper
-                    .snapshot(crate::now())
-                    .map(|o| report::status_text(self.cfg(), &self.keeper.fw, &o))
+                let snapshot = self.keeper.snapshot(crate::now()).ok();
+                let now_text = snapshot
+                    .as_ref()
+                    .map(|o| report::status_text(self.cfg(), &self.keeper.fw, o))
                     .unwrap_or_default();
-                self.reply(chat, &format!("Not done: {e}\n\nNow:\n{now_text}"));
+                let keyboard = buttons::keyboard(self.cfg(), snapshot.as_ref(), false);
+                self.panel(
+                    chat,
+                    via,
+                    &format!("Not done: {e}\n\nNow:\n{now_text}"),
+                    keyboard,
+                );
             }
         }
     }
@@ -970,7 +1136,7 @@ impl Daemon {
                     st.offset = Some(next);
                     Ok(())
                 });
-                self.after_change(chat, from, "open", &[gate], result, next);
+                self.after_change(chat, from, "open", &[gate], result, next, Via::Message);
             }
             Action::Ban { ban } => {
                 let addr = ban.addr;

@@ -75,6 +75,12 @@ pub(crate) enum Action {
     Unban {
         addr: Cidr,
     },
+    /// Run the declared action of this name.
+    Run {
+        name: String,
+    },
+    /// List the declared actions.
+    Actions,
 }
 
 /// Decides what `msg` asks for. `bot` is the bot's username, for `/command@bot`.
@@ -144,6 +150,26 @@ pub(crate) fn decide(msg: &Message, cfg: &Config, bot: &str, now: Now) -> Action
             },
         },
         Command::Unban { addr } => Action::Unban { addr },
+        Command::Run { name: None } => Action::Actions,
+        Command::Run { name: Some(name) } => match cfg.actions.find(&name) {
+            Some(_) => Action::Run { name },
+            None => Action::Refuse {
+                text: if cfg.actions.list.is_empty() {
+                    format!(
+                        "There is no action '{name}': none is declared (TGKNOCK_ACTION_<NAME>)."
+                    )
+                } else {
+                    format!(
+                        "There is no action '{name}'. Actions: {}.",
+                        cfg.actions.names()
+                    )
+                },
+                log: format!(
+                    "{} asked to run the unknown action '{name}'",
+                    from.describe()
+                ),
+            },
+        },
         Command::Code(code) => Action::Code(code),
         Command::WithCode { code, open } => open_action(*open, Some(code), from, cfg, now),
         open @ Command::Open { .. } => open_action(open, None, from, cfg, now),
@@ -533,6 +559,54 @@ mod tests {
         })
         .unwrap();
         assert!(!told && t.contains("1 more wrong code within"), "{t}");
+    }
+
+    #[test]
+    fn run_names_a_declared_action() {
+        let c = cfg(&[
+            ("TGKNOCK_ACTION_BACKUP", "/usr/local/bin/backup --quick"),
+            (
+                "TGKNOCK_ACTION_Restart_Nginx",
+                "/usr/bin/systemctl restart nginx",
+            ),
+        ]);
+        let run = |from: i64, text: &str| {
+            decide(
+                &msg(from, ChatKind::Private, text, NOW.telegram as i64),
+                &c,
+                "bot",
+                NOW,
+            )
+        };
+        assert_eq!(
+            run(OWNER, "/run backup"),
+            Action::Run {
+                name: "backup".into()
+            }
+        );
+        assert_eq!(
+            run(OWNER, "/run RESTART_NGINX"),
+            Action::Run {
+                name: "restart_nginx".into()
+            }
+        );
+        assert_eq!(run(OWNER, "/run"), Action::Actions);
+        assert_eq!(run(222, "/run backup"), Action::Stranger { tried: true });
+        let Action::Refuse { text, .. } = run(OWNER, "/run nope") else {
+            panic!()
+        };
+        assert_eq!(
+            text,
+            "There is no action 'nope'. Actions: backup, restart_nginx."
+        );
+        let Action::Refuse { text, .. } = run(OWNER, "/run no;pe") else {
+            panic!()
+        };
+        assert!(text.starts_with("'no;pe' is not an action name"), "{text}");
+        let Action::Refuse { text, .. } = d(OWNER, "/run backup") else {
+            panic!()
+        };
+        assert!(text.contains("none is declared"), "{text}");
     }
 
     #[test]

@@ -18,13 +18,13 @@ use crate::error::{Error, Result, Unsafe};
     target_arch = "aarch64",
     target_arch = "powerpc64"
 ))]
-const O_NOFOLLOW: i32 = 0o100000;
+pub(crate) const O_NOFOLLOW: i32 = 0o100000;
 #[cfg(not(any(
     target_arch = "arm",
     target_arch = "aarch64",
     target_arch = "powerpc64"
 )))]
-const O_NOFOLLOW: i32 = 0o400000;
+pub(crate) const O_NOFOLLOW: i32 = 0o400000;
 
 /// Mode of every file tgknock creates: the owner writes, its group (root's console, the
 /// package's admins) reads.

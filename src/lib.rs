@@ -6,11 +6,15 @@
 //! [`duration`], [`addr`], [`gate`], `report` — and thin shells: `firewall` runs the tools
 //! of its two backends, [`telegram`] talks HTTP, [`state`] and `files` own the files,
 //! `keeper` is the one transaction of a change, `daemon` the loop, [`app`] the command line.
+//! Around the loop: `buttons` (inline keyboards, and a press as the command it stands for),
+//! `actions` (`/run NAME`), `setup` (the guided first run), `login` (`notify-login`).
 //!
 //! Public are only the parts the fuzz targets and the tests use.
 
+mod actions;
 pub mod addr;
 pub mod app;
+mod buttons;
 mod check;
 pub mod command;
 pub mod config;
@@ -23,9 +27,11 @@ mod firewall;
 pub mod gate;
 mod keeper;
 mod logging;
+mod login;
 mod notify;
 mod qr;
 mod report;
+mod setup;
 pub mod state;
 mod sys;
 pub mod telegram;

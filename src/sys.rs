@@ -1,14 +1,33 @@
 //! The few POSIX calls std does not offer: signalling a process (the watchdog kills a hung
-//! daemon) and starting a new session (the daemon it starts leaves cron's). Both are plain
-//! libc functions std already links; declaring them here avoids a `libc` dependency.
+//! daemon) and starting a new session (the daemon it starts leaves cron's); a process group
+//! of its own for an action (so a timeout kills everything it started), without the
+//! daemon's capabilities; and a terminal that does not echo the token `setup` asks for. All
+//! are plain libc functions std already links; declaring them here avoids a `libc`
+//! dependency.
 #![allow(unsafe_code)]
+
+use std::ffi::c_ulong;
 
 unsafe extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
     fn setsid() -> i32;
+    fn setpgid(pid: i32, pgid: i32) -> i32;
+    fn prctl(option: i32, arg2: c_ulong, arg3: c_ulong, arg4: c_ulong, arg5: c_ulong) -> i32;
+    fn tcgetattr(fd: i32, termios: *mut u8) -> i32;
+    fn tcsetattr(fd: i32, when: i32, termios: *const u8) -> i32;
+    #[link_name = "signal"]
+    fn set_handler(sig: i32, handler: usize) -> usize;
+    fn write(fd: i32, buf: *const u8, count: usize) -> isize;
+    fn _exit(status: i32) -> !;
 }
 
 pub(crate) const SIGKILL: i32 = 9;
+const SIGINT: i32 = 2;
+const SIG_DFL: usize = 0;
+const SIG_IGN: usize = 1;
+/// `prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)`.
+const PR_CAP_AMBIENT: i32 = 47;
+const PR_CAP_AMBIENT_CLEAR_ALL: c_ulong = 4;
 
 /// Sends `sig` to `pid`; false if there is no such process (or no permission).
 pub(crate) fn signal(pid: u32, sig: i32) -> bool {
@@ -22,6 +41,19 @@ pub(crate) fn signal(pid: u32, sig: i32) -> bool {
     unsafe { kill(pid, sig) == 0 }
 }
 
+/// Sends SIGKILL to every process of the group `pgid`; false when the group is empty.
+pub(crate) fn kill_group(pgid: u32) -> bool {
+    let Ok(pgid) = i32::try_from(pgid) else {
+        return false;
+    };
+    // A pgid of 0 or 1 would name our own group, or every process.
+    if pgid <= 1 {
+        return false;
+    }
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    unsafe { kill(-pgid, SIGKILL) == 0 }
+}
+
 /// Makes `cmd` start in a session of its own, detached from the caller's terminal.
 pub(crate) fn detach(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
@@ -32,5 +64,118 @@ pub(crate) fn detach(cmd: &mut std::process::Command) {
             setsid();
             Ok(())
         });
+    }
+}
+
+/// Makes `cmd` lead a process group of its own (its pid is the group's id), and drops the
+/// ambient capabilities the daemon runs with (`CAP_NET_ADMIN` under the systemd unit): what
+/// it runs gets the daemon's user, not its firewall rights.
+pub(crate) fn own_group(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setpgid(2) and prctl(2) are system calls that allocate nothing, allowed
+    // between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Fails only on kernels before 4.3, which have no ambient capabilities to drop.
+            prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+            Ok(())
+        });
+    }
+}
+
+/// `struct termios`, as an opaque buffer larger than any libc's (60 bytes on Linux).
+type Termios = [u8; 256];
+/// `c_lflag` is the fourth `tcflag_t` (a 32-bit integer on every Linux target).
+const LFLAG_AT: usize = 12;
+const ECHO: u32 = 0o10;
+const TCSANOW: i32 = 0;
+
+fn set_echo(fd: i32, on: bool) -> bool {
+    let mut t: Termios = [0; 256];
+    // SAFETY: the buffer is larger than the libc's termios, which tcgetattr fills.
+    if unsafe { tcgetattr(fd, t.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&t[LFLAG_AT..LFLAG_AT + 4]);
+    let mut lflag = u32::from_ne_bytes(word);
+    if on {
+        lflag |= ECHO;
+    } else {
+        lflag &= !ECHO;
+    }
+    t[LFLAG_AT..LFLAG_AT + 4].copy_from_slice(&lflag.to_ne_bytes());
+    // SAFETY: the buffer holds what tcgetattr gave, with one flag changed.
+    unsafe { tcsetattr(fd, TCSANOW, t.as_ptr()) == 0 }
+}
+
+/// Ctrl-C while the terminal does not echo: echo back on, a new line, exit 130.
+extern "C" fn interrupted(_sig: i32) {
+    set_echo(0, true);
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffer is static.
+    unsafe {
+        write(2, b"\n".as_ptr(), 1);
+        _exit(130);
+    }
+}
+
+/// Standard input's terminal without echo until dropped (or until Ctrl-C, which puts the
+/// echo back before the process ends).
+pub(crate) struct NoEcho {
+    active: bool,
+}
+
+impl NoEcho {
+    /// Turns the echo of standard input's terminal off; does nothing when it is no terminal.
+    pub(crate) fn new() -> NoEcho {
+        // SAFETY: `interrupted` only calls async-signal-safe functions.
+        unsafe {
+            set_handler(SIGINT, interrupted as extern "C" fn(i32) as usize);
+        }
+        let active = set_echo(0, false);
+        if !active {
+            // SAFETY: puts back the default action.
+            unsafe {
+                set_handler(SIGINT, SIG_DFL);
+            }
+        }
+        NoEcho { active }
+    }
+}
+
+impl Drop for NoEcho {
+    fn drop(&mut self) {
+        if self.active {
+            set_echo(0, true);
+            // SAFETY: puts back the default action.
+            unsafe {
+                set_handler(SIGINT, SIG_DFL);
+            }
+        }
+    }
+}
+
+/// Ctrl-C does nothing until dropped: for the moment files are being written.
+pub(crate) struct NoInterrupt;
+
+impl NoInterrupt {
+    pub(crate) fn new() -> NoInterrupt {
+        // SAFETY: SIG_IGN is a valid disposition.
+        unsafe {
+            set_handler(SIGINT, SIG_IGN);
+        }
+        NoInterrupt
+    }
+}
+
+impl Drop for NoInterrupt {
+    fn drop(&mut self) {
+        // SAFETY: puts back the default action.
+        unsafe {
+            set_handler(SIGINT, SIG_DFL);
+        }
     }
 }

@@ -45,7 +45,7 @@ impl User {
 /// Whether a character of a stranger's name may be shown to the owners: not a control
 /// character, not a bidirectional override or isolate (which could turn the rest of the
 /// summary around), not an invisible zero-width one.
-fn shown(c: char) -> bool {
+pub(crate) fn shown(c: char) -> bool {
     !c.is_control()
         && !matches!(c,
             '\u{200b}'..='\u{200f}' // zero-width space, joiners, LRM, RLM
@@ -135,6 +135,28 @@ impl Message {
     }
 }
 
+/// The bot's message a press was on: which one, in which chat (the rest is not needed).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct PressedMessage {
+    pub message_id: i64,
+    pub chat: Chat,
+}
+
+/// A press on an inline keyboard button of one of the bot's messages.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct CallbackQuery {
+    /// What `answerCallbackQuery` answers.
+    pub id: String,
+    pub from: User,
+    /// The message whose keyboard was pressed; absent for a message sent in inline mode,
+    /// which tgknock never sends.
+    #[serde(default)]
+    pub message: Option<PressedMessage>,
+    /// The button's `callback_data`, as the client sent it: untrusted.
+    #[serde(default)]
+    pub data: Option<String>,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Update {
     pub update_id: i64,
@@ -144,6 +166,8 @@ pub struct Update {
     pub edited_message: Option<Message>,
     #[serde(default)]
     pub channel_post: Option<Message>,
+    #[serde(default)]
+    pub callback_query: Option<CallbackQuery>,
 }
 
 impl Update {
@@ -155,6 +179,8 @@ impl Update {
             "edited message"
         } else if self.channel_post.is_some() {
             "channel post"
+        } else if self.callback_query.is_some() {
+            "button press"
         } else {
             "other"
         }
@@ -279,6 +305,19 @@ impl ApiError {
         )
     }
 
+    /// Telegram no longer takes an answer to a button press: it waited too long, or it
+    /// was answered already.
+    pub(crate) fn is_query_too_old(&self) -> bool {
+        matches!(self, ApiError::Http { status: 400, description, .. }
+            if description.contains("query is too old") || description.contains("query ID is invalid"))
+    }
+
+    /// An edit that would change nothing (a Refresh of an unchanged state).
+    pub(crate) fn is_not_modified(&self) -> bool {
+        matches!(self, ApiError::Http { status: 400, description, .. }
+            if description.contains("message is not modified"))
+    }
+
     fn from_ureq(e: ureq::Error) -> ApiError {
         let message = redact(&e.to_string());
         match e {
@@ -309,6 +348,13 @@ impl ApiError {
             }
         }
     }
+}
+
+/// A message's text as it may leave the board: a reply may echo what the owner typed, a
+/// pasted token too, or an action's output; the token is never sent back. Telegram takes at
+/// most 4096 characters.
+fn outgoing(text: &str) -> String {
+    redact(text).chars().take(4000).collect()
 }
 
 /// The Bot API, reached through one agent.
@@ -477,7 +523,7 @@ impl BotApi {
         let mut body = serde_json::json!({
             "timeout": timeout,
             "limit": limit,
-            "allowed_updates": ["message", "edited_message"],
+            "allowed_updates": ["message", "edited_message", "callback_query"],
         });
         if let Some(o) = offset {
             body["offset"] = o.into();
@@ -486,18 +532,80 @@ impl BotApi {
     }
 
     pub(crate) fn send_message(&self, chat_id: i64, text: &str) -> Result<(), ApiError> {
-        // A reply may echo what the owner typed, a pasted token too: never send it back.
-        let text: String = redact(text).chars().take(4000).collect();
-        self.call(
-            "sendMessage",
-            &serde_json::json!({
-                "chat_id": chat_id,
-                "text": text,
-                "link_preview_options": {"is_disabled": true},
-            }),
-            Duration::from_secs(20),
-        )
-        .map(|_| ())
+        self.send(chat_id, text, None, Duration::from_secs(20))
+    }
+
+    /// `sendMessage` that gives up after `timeout`.
+    pub(crate) fn send_message_within(
+        &self,
+        chat_id: i64,
+        text: &str,
+        timeout: Duration,
+    ) -> Result<(), ApiError> {
+        self.send(chat_id, text, None, timeout)
+    }
+
+    /// `sendMessage` with an inline keyboard (`reply_markup`) when one is given.
+    pub(crate) fn send_with_keyboard(
+        &self,
+        chat_id: i64,
+        text: &str,
+        keyboard: Option<&serde_json::Value>,
+    ) -> Result<(), ApiError> {
+        self.send(chat_id, text, keyboard, Duration::from_secs(20))
+    }
+
+    fn send(
+        &self,
+        chat_id: i64,
+        text: &str,
+        keyboard: Option<&serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<(), ApiError> {
+        let mut body = serde_json::json!({
+            "chat_id": chat_id,
+            "text": outgoing(text),
+            "link_preview_options": {"is_disabled": true},
+        });
+        if let Some(k) = keyboard {
+            body["reply_markup"] = k.clone();
+        }
+        self.call("sendMessage", &body, timeout).map(|_| ())
+    }
+
+    /// Replaces the text and the keyboard of one of the bot's messages.
+    pub(crate) fn edit_message(
+        &self,
+        chat_id: i64,
+        message_id: i64,
+        text: &str,
+        keyboard: Option<&serde_json::Value>,
+    ) -> Result<(), ApiError> {
+        let mut body = serde_json::json!({
+            "chat_id": chat_id,
+            "message_id": message_id,
+            "text": outgoing(text),
+            "link_preview_options": {"is_disabled": true},
+        });
+        if let Some(k) = keyboard {
+            body["reply_markup"] = k.clone();
+        }
+        self.call("editMessageText", &body, Duration::from_secs(20))
+            .map(|_| ())
+    }
+
+    /// Answers a button press, which stops the spinner on the presser's button; `text`, if
+    /// any, is shown to the presser as an alert. Telegram refuses (400) to answer a press
+    /// that waited too long, or one answered before.
+    pub(crate) fn answer_press(&self, query_id: &str, text: Option<&str>) -> Result<(), ApiError> {
+        let mut body = serde_json::json!({"callback_query_id": query_id});
+        if let Some(t) = text {
+            // Telegram's limit for the text of an answer.
+            body["text"] = redact(t).chars().take(200).collect::<String>().into();
+            body["show_alert"] = true.into();
+        }
+        self.call("answerCallbackQuery", &body, Duration::from_secs(10))
+            .map(|_| ())
     }
 
     pub(crate) fn set_my_commands(&self) -> Result<(), ApiError> {
@@ -507,6 +615,7 @@ impl BotApi {
             {"command": "status", "description": "what the firewall shows now"},
             {"command": "ban", "description": "drop every new connection from an address: /ban address [duration]"},
             {"command": "unban", "description": "lift a ban: /unban address"},
+            {"command": "run", "description": "run a pre-declared action: /run [name]"},
             {"command": "help", "description": "usage, gates and ports"},
         ]});
         self.call("setMyCommands", &commands, Duration::from_secs(20))
@@ -589,12 +698,21 @@ mod tests {
             kinds,
             vec![
                 "edited message",
-                "other",
+                "button press",
                 "other",
                 "undecodable",
                 "undecodable"
             ]
         );
+        let Incoming::Update(press) = &u[1] else {
+            panic!()
+        };
+        let q = press.callback_query.as_ref().unwrap();
+        assert_eq!(q.id, "4382bfdwdsb323b2d9");
+        assert_eq!(q.from.id, 111_111_111);
+        assert_eq!(q.data.as_deref(), Some("open:ssh"));
+        let m = q.message.as_ref().unwrap();
+        assert_eq!((m.message_id, m.chat.id), (19, 111_111_111));
         let Incoming::Undecodable { update_id, .. } = &u[3] else {
             panic!()
         };

@@ -320,8 +320,8 @@ const GOOD_ADDRESSES: &[&str] = &[
     "198.51.100.0/24",
 ];
 const NAMES: &[&str] = &[
-    "open", "close", "status", "help", "start", "OPEN", "Open", "oPeN", "CLOSE", "Status", "opem",
-    "opne", "ope", "openn", "closee", "clos", "stop", "enable", "", "@", "open@", "start@",
+    "open", "close", "status", "help", "start", "run", "OPEN", "Open", "oPeN", "CLOSE", "Status",
+    "opem", "opne", "ope", "openn", "closee", "clos", "stop", "enable", "", "@", "open@", "start@",
 ];
 
 /// `word` with its ASCII letters' case flipped at random (sometimes).
@@ -404,7 +404,7 @@ fn random_v6(rng: &mut Rng) -> String {
 /// A command built the way the contract describes, in a random form.
 fn well_formed(rng: &mut Rng, gates: &[Gate], bot: &str) -> String {
     let name = *rng.pick(&[
-        "open", "open", "open", "close", "close", "status", "help", "start",
+        "open", "open", "open", "close", "close", "status", "help", "start", "run",
     ]);
     let mut words = vec![format!("/{}{}", case_mix(rng, name), addressing(rng, bot))];
     let gate = |rng: &mut Rng| {
@@ -438,6 +438,16 @@ fn well_formed(rng: &mut Rng, gates: &[Gate], bot: &str) -> String {
             _ => words.push(gate(rng)),
         },
         "help" | "start" if rng.one_in(3) => words.push(soup_word(rng, gates)),
+        "run" => match rng.below(3) {
+            0 => {}
+            1 => {
+                let name = rng
+                    .word(&["backup", "Restart_Nginx", "x", "a1_2"])
+                    .to_string();
+                words.push(case_mix(rng, &name));
+            }
+            _ => words.push(soup_word(rng, gates)),
+        },
         _ => {}
     }
     join(rng, &words)
@@ -720,6 +730,7 @@ enum Expect {
     Help,
     /// Commands the generator never writes (`/ban`, codes): never what the grammar wants.
     Other(String),
+    Run(Option<String>),
 }
 
 fn expect_of(c: &Command) -> Expect {
@@ -732,6 +743,7 @@ fn expect_of(c: &Command) -> Expect {
         Command::Close { gate } => Expect::Close(gate.as_ref().map(|g| g.to_string())),
         Command::Status => Expect::Status,
         Command::Help => Expect::Help,
+        Command::Run { name } => Expect::Run(name.clone()),
         other => Expect::Other(format!("{other:?}")),
     }
 }
@@ -779,6 +791,16 @@ fn oracle(text: &str, bot: &str, gates: &[Gate]) -> Want {
         args.is_empty().then_some(Expect::Status)
     } else if is("help") || is("start") {
         Some(Expect::Help)
+    } else if is("run") {
+        match args {
+            [] => Some(Expect::Run(None)),
+            [a] if (1..=32).contains(&a.len())
+                && a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+            {
+                Some(Expect::Run(Some(a.to_ascii_lowercase())))
+            }
+            _ => None,
+        }
     } else {
         None
     };
@@ -974,6 +996,8 @@ fn render(c: &Command) -> String {
         Command::Unban { addr } => format!("/unban {addr}"),
         Command::WithCode { code, open } => format!("{} {code}", render(open)),
         Command::Code(code) => code.clone(),
+        Command::Run { name: None } => "/run".into(),
+        Command::Run { name: Some(n) } => format!("/run {n}"),
     }
 }
 
@@ -985,6 +1009,7 @@ struct Tally {
     close: usize,
     status: usize,
     help: usize,
+    run: usize,
     invalid: usize,
     unknown: usize,
     ignore: usize,
@@ -1042,6 +1067,7 @@ fn check(text: &str, bot: &str, gates: &[Gate], seed: u64, t: &mut Tally) {
                 Command::Close { .. } => t.close += 1,
                 Command::Status => t.status += 1,
                 Command::Help => t.help += 1,
+                Command::Run { .. } => t.run += 1,
                 _ => {}
             }
             if want != Want::Cmd(expect_of(c)) {
@@ -1153,6 +1179,7 @@ fn parser_holds_on_generated_messages() {
         ("close", t.close),
         ("status", t.status),
         ("help", t.help),
+        ("run", t.run),
         ("invalid", t.invalid),
         ("unknown", t.unknown),
         ("another bot's", t.other_bot),

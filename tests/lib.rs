@@ -8,7 +8,9 @@
 
 mod support;
 
+mod actions;
 mod board;
+mod buttons;
 mod chat;
 mod console;
 mod crash;
@@ -17,8 +19,10 @@ mod faults;
 mod flood;
 mod hostile;
 mod knock;
+mod login;
 mod netns;
 mod nonroot;
 mod notify;
 mod second_factor;
+mod setup;
 mod watchdog;

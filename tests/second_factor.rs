@@ -343,3 +343,32 @@ fn without_the_time_match_the_daemon_keeps_deadlines_alone() {
         "said once"
     );
 }
+
+/// A press on Open is the `/open` its button stands for: with the second factor on, the
+/// bot asks for the code, and the code completes the opening.
+#[test]
+fn a_press_on_open_needs_the_code_too() {
+    let env = totp_env();
+    let _d = env.start();
+    env.api.say(OWNER, "/status");
+    env.api.wait_reply(OWNER, "ssh (22/tcp) closed", 20);
+    let (panel, keyboard) = env.api.keyboard_of(OWNER, "ssh (22/tcp) closed");
+    assert!(
+        keyboard
+            .iter()
+            .flatten()
+            .any(|(_, data)| data == "/open ssh"),
+        "{keyboard:?}"
+    );
+    let restores = env.restores();
+    env.api.press(OWNER, OWNER, panel, "/open ssh");
+    let asked = env.api.wait_reply(OWNER, "code", 20);
+    assert!(asked.contains("ssh"), "{asked}");
+    assert_eq!(env.restores(), restores, "nothing opened without the code");
+    assert!(!open(&env, "ssh"));
+    let before = env.api.sent_to(OWNER).len();
+    env.api.say(OWNER, &code_at(step()));
+    let r = env.api.wait_nth_reply(OWNER, before + 1, 20);
+    assert!(r.starts_with("ssh (22/tcp) open to everyone"), "{r}");
+    assert!(open(&env, "ssh"));
+}

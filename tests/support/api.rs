@@ -59,12 +59,47 @@ struct State {
     max_poll: u64,
     /// Telegram's clock minus the machine's, in seconds (a board whose clock is off).
     clock_offset: i64,
+    /// Messages edited: (chat, message id, text).
+    edits: Vec<(i64, i64, String)>,
+    /// The last message id given to a message the bot sent.
+    last_message_id: i64,
+    /// Button presses whose answer Telegram refuses, as for a press that waited too long.
+    too_old: Vec<String>,
+    /// Methods whose requests are held this long, then closed without an answer.
+    hang: Vec<(String, Duration)>,
 }
+
+/// Telegram's answer to `answerCallbackQuery` for a press that waited too long.
+pub const TOO_OLD: &str =
+    "Bad Request: query is too old and response timeout expired or query ID is invalid";
 
 #[derive(Clone)]
 pub struct FakeApi {
     addr: SocketAddr,
     inner: Arc<(Mutex<State>, Condvar)>,
+}
+
+/// An inline keyboard as rows of (text, data); empty when there is none.
+pub fn rows(markup: &Value) -> Vec<Vec<(String, String)>> {
+    markup["inline_keyboard"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    r.as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|b| {
+                            (
+                                b["text"].as_str().unwrap_or("").to_string(),
+                                b["callback_data"].as_str().unwrap_or("").to_string(),
+                            )
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl FakeApi {
@@ -216,6 +251,112 @@ impl FakeApi {
         self.lock().token = token.to_string();
     }
 
+    /// Queues a press on a button with `data` of the bot's message `message_id` in `chat`,
+    /// by `from`; returns the query's id.
+    pub fn press(&self, from: i64, chat: i64, message_id: i64, data: &str) -> String {
+        self.press_then(from, chat, message_id, data, false)
+    }
+
+    /// A press that waited too long: Telegram refuses to answer it ("query is too old").
+    pub fn press_too_old(&self, from: i64, chat: i64, message_id: i64, data: &str) -> String {
+        self.press_then(from, chat, message_id, data, true)
+    }
+
+    fn press_then(&self, from: i64, chat: i64, message_id: i64, data: &str, old: bool) -> String {
+        let query = format!("q{}", self.lock().next_id);
+        if old {
+            self.set_too_old(&query);
+        }
+        let chat_type = if chat < 0 { "supergroup" } else { "private" };
+        self.push_update(json!({
+            "callback_query": {
+                "id": query,
+                "from": {"id": from, "is_bot": false, "first_name": format!("user{from}"), "username": format!("u{from}")},
+                "message": {
+                    "message_id": message_id,
+                    "from": {"id": 7_000_000_001i64, "is_bot": true, "first_name": "tgknock", "username": BOT},
+                    "chat": {"id": chat, "type": chat_type},
+                    "date": self.now() - 30,
+                    "text": "(the keyboard's message)",
+                },
+                "chat_instance": "-5",
+                "data": data,
+            }
+        }));
+        query
+    }
+
+    /// Makes Telegram refuse to answer the press `query` ("query is too old").
+    pub fn set_too_old(&self, query: &str) {
+        self.lock().too_old.push(query.to_string());
+    }
+
+    /// Holds every request of `method` for `d`, then closes it without an answer.
+    pub fn hang(&self, method: &str, d: Duration) {
+        self.lock().hang.push((method.to_string(), d));
+    }
+
+    /// Edits of the bot's messages: (chat, message id, text).
+    pub fn edits(&self) -> Vec<(i64, i64, String)> {
+        self.lock().edits.clone()
+    }
+
+    /// Waits for an edit of a message in `chat` whose text contains `needle`.
+    pub fn wait_edit(&self, chat: i64, needle: &str, secs: u64) -> (i64, String) {
+        super::wait_for(
+            secs,
+            &format!(
+                "an edit in {chat} containing {needle:?} (edits so far: {:?})",
+                self.edits()
+            ),
+            || {
+                self.edits()
+                    .into_iter()
+                    .find(|(c, _, t)| *c == chat && t.contains(needle))
+                    .map(|(_, m, t)| (m, t))
+            },
+        )
+    }
+
+    /// The answers to presses: (query id, text shown, if any).
+    pub fn answers(&self) -> Vec<(String, Option<String>)> {
+        self.requests("answerCallbackQuery")
+            .iter()
+            .map(|r| {
+                (
+                    r.body["callback_query_id"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                    r.body["text"].as_str().map(String::from),
+                )
+            })
+            .collect()
+    }
+
+    /// The last message sent to `chat` (or edited) whose text contains `needle`: its id,
+    /// and its keyboard as rows of (text, data). The nth message sent has id n.
+    pub fn keyboard_of(&self, chat: i64, needle: &str) -> (i64, Vec<Vec<(String, String)>>) {
+        let mut sent = 0;
+        let mut found = None;
+        for r in self.lock().requests.iter() {
+            let id = match r.method.as_str() {
+                "sendMessage" => {
+                    sent += 1;
+                    sent
+                }
+                "editMessageText" => r.body["message_id"].as_i64().unwrap_or(0),
+                _ => continue,
+            };
+            if r.body["chat_id"].as_i64() == Some(chat)
+                && r.body["text"].as_str().is_some_and(|t| t.contains(needle))
+            {
+                found = Some((id, rows(&r.body["reply_markup"])));
+            }
+        }
+        found.unwrap_or_else(|| panic!("no message to {chat} containing {needle:?}"))
+    }
+
     /// Messages the bot sent: (chat id, text).
     pub fn sent(&self) -> Vec<(i64, String)> {
         self.lock().sent.clone()
@@ -314,6 +455,16 @@ impl FakeApi {
             }
         }
         let ok = |result: Value| json!({"ok": true, "result": result}).to_string();
+        let held = self
+            .lock()
+            .hang
+            .iter()
+            .find(|(m, _)| *m == method)
+            .map(|(_, d)| *d);
+        if let Some(d) = held {
+            std::thread::sleep(d);
+            return Ok(());
+        }
         match method.as_str() {
             "getMe" => respond(
                 &mut conn,
@@ -323,12 +474,40 @@ impl FakeApi {
             "sendMessage" => {
                 let chat = body["chat_id"].as_i64().unwrap_or(0);
                 let text = body["text"].as_str().unwrap_or("").to_string();
-                self.lock().sent.push((chat, text.clone()));
+                let id = {
+                    let mut s = self.lock();
+                    s.sent.push((chat, text.clone()));
+                    s.last_message_id += 1;
+                    s.last_message_id
+                };
                 respond(
                     &mut conn,
                     200,
-                    &ok(json!({"message_id": 1, "chat": {"id": chat, "type": "private"}, "date": super::now(), "text": text})),
+                    &ok(json!({"message_id": id, "chat": {"id": chat, "type": "private"}, "date": super::now(), "text": text})),
                 )
+            }
+            "editMessageText" => {
+                let chat = body["chat_id"].as_i64().unwrap_or(0);
+                let id = body["message_id"].as_i64().unwrap_or(0);
+                let text = body["text"].as_str().unwrap_or("").to_string();
+                self.lock().edits.push((chat, id, text.clone()));
+                respond(
+                    &mut conn,
+                    200,
+                    &ok(json!({"message_id": id, "chat": {"id": chat, "type": "private"}, "date": super::now(), "text": text})),
+                )
+            }
+            "answerCallbackQuery" => {
+                let query = body["callback_query_id"].as_str().unwrap_or("").to_string();
+                if self.lock().too_old.contains(&query) {
+                    respond(
+                        &mut conn,
+                        400,
+                        &json!({"ok": false, "error_code": 400, "description": TOO_OLD}).to_string(),
+                    )
+                } else {
+                    respond(&mut conn, 200, &ok(json!(true)))
+                }
             }
             "setMyCommands" | "deleteWebhook" => {
                 if method == "deleteWebhook" {
@@ -410,6 +589,7 @@ fn respond_typed(
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
         409 => "Conflict",

@@ -115,11 +115,16 @@ impl Env {
 
     /// Starts `tgknock run`, its output to a file in the scratch directory.
     pub fn spawn(&self) -> Daemon {
+        self.spawn_with(&["run"])
+    }
+
+    /// Starts the daemon with these arguments (`run --config …`).
+    pub fn spawn_with(&self, args: &[&str]) -> Daemon {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let log = self.dir.join(format!("daemon-{n}.log"));
         let f = std::fs::File::create(&log).unwrap();
         let child = self
-            .command(&["run"])
+            .command(args)
             .stdout(f.try_clone().unwrap())
             .stderr(f)
             .spawn()

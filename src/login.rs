@@ -1,0 +1,199 @@
+//! `tgknock notify-login`, for `pam_exec` (`session optional pam_exec.so quiet
+//! /usr/bin/tgknock notify-login`): on `PAM_TYPE=open_session` it tells each allowed user
+//! "login: USER from RHOST (SERVICE) on HOST at HH:MM UTC".
+//!
+//! A login must never fail or wait because of tgknock: it exits 0 whatever happens — a
+//! broken config, Telegram down or hanging — within [`BUDGET`], and says on standard error
+//! why it sent nothing.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::duration;
+use crate::telegram::BotApi;
+
+/// The whole run, sends included; a watchdog thread ends the process at this point.
+const BUDGET: Duration = Duration::from_millis(4500);
+
+/// What `pam_exec` tells its program, in the environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Pam {
+    pub(crate) kind: Option<String>,
+    pub(crate) user: Option<String>,
+    pub(crate) rhost: Option<String>,
+    pub(crate) service: Option<String>,
+    pub(crate) tty: Option<String>,
+}
+
+impl Pam {
+    fn from_env() -> Pam {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Pam {
+            kind: var("PAM_TYPE"),
+            user: var("PAM_USER"),
+            rhost: var("PAM_RHOST"),
+            service: var("PAM_SERVICE"),
+            tty: var("PAM_TTY"),
+        }
+    }
+}
+
+/// A PAM item as shown: a remote host name comes from reverse DNS, so anything; no
+/// control, bidirectional or zero-width characters, at most 64 characters.
+fn item(v: &Option<String>, missing: &str) -> String {
+    match v {
+        Some(v) => v
+            .chars()
+            .filter(|c| crate::telegram::shown(*c))
+            .take(64)
+            .collect(),
+        None => missing.to_string(),
+    }
+}
+
+/// The notice for this PAM call: `Ok(None)` when it is not a session opening; an error
+/// when this is no PAM call at all.
+pub(crate) fn notice(pam: &Pam, host: &str, now: u64) -> Result<Option<String>, String> {
+    let Some(kind) = &pam.kind else {
+        return Err(
+            "PAM_TYPE is not set, so this is not a call from pam_exec; nothing sent (the PAM line is: session optional pam_exec.so quiet /usr/bin/tgknock notify-login)"
+                .into(),
+        );
+    };
+    if kind != "open_session" {
+        return Ok(None);
+    }
+    let from = match (&pam.rhost, &pam.tty) {
+        (Some(_), _) => item(&pam.rhost, ""),
+        (None, Some(_)) => item(&pam.tty, ""),
+        (None, None) => "this board".into(),
+    };
+    Ok(Some(format!(
+        "login: {} from {from} ({}) on {host} at {}",
+        item(&pam.user, "?"),
+        item(&pam.service, "?"),
+        duration::utc_short(now, now)
+    )))
+}
+
+/// The board's name.
+fn hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| {
+            std::fs::read_to_string(p)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
+        .map(|h| item(&Some(h), ""))
+        .unwrap_or_else(|| "this board".into())
+}
+
+/// `tgknock notify-login`: always 0.
+pub(crate) fn run(config: Option<&Path>) -> i32 {
+    let start = Instant::now();
+    // Whatever happens below, the login goes on within the budget.
+    let _ = std::thread::Builder::new()
+        .name("deadline".into())
+        .spawn(move || {
+            std::thread::sleep(BUDGET.saturating_sub(start.elapsed()));
+            eprintln!(
+                "tgknock notify-login: Telegram did not answer within {:.1} s; going on without the notice",
+                BUDGET.as_secs_f64()
+            );
+            std::process::exit(0);
+        });
+    if let Err(why) = send(config, start) {
+        eprintln!("tgknock notify-login: {}", crate::logging::redact(&why));
+    }
+    0
+}
+
+fn send(config: Option<&Path>, start: Instant) -> Result<(), String> {
+    let Some(text) = notice(&Pam::from_env(), &hostname(), crate::now())? else {
+        return Ok(());
+    };
+    let cfg = Config::load(config).map_err(|e| format!("{e}; login notice not sent"))?;
+    let token = cfg
+        .require_bot()
+        .map_err(|e| format!("{e}; login notice not sent"))?;
+    crate::logging::add_secret(token.expose());
+    let api = BotApi::new(&cfg.telegram, token).map_err(|e| e.to_string())?;
+    let mut failed = Vec::new();
+    for &user in &cfg.telegram.allowed_users {
+        let left = BUDGET
+            .saturating_sub(start.elapsed())
+            .saturating_sub(Duration::from_millis(300));
+        if let Err(e) = api.send_message_within(user, &text, left) {
+            failed.push(format!("to {user}: {e}"));
+        }
+    }
+    if failed.is_empty() {
+        log::debug!("login notice sent: {text}");
+        Ok(())
+    } else {
+        Err(format!("login notice not sent {}", failed.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn pam(kind: Option<&str>) -> Pam {
+        Pam {
+            kind: kind.map(String::from),
+            user: Some("ada".into()),
+            rhost: Some("203.0.113.7".into()),
+            service: Some("sshd".into()),
+            tty: Some("ssh".into()),
+        }
+    }
+
+    #[test]
+    fn a_session_opening_is_told() {
+        assert_eq!(
+            notice(&pam(Some("open_session")), "pi", NOW)
+                .unwrap()
+                .unwrap(),
+            format!(
+                "login: ada from 203.0.113.7 (sshd) on pi at {}",
+                duration::utc_short(NOW, NOW)
+            )
+        );
+        let local = Pam {
+            rhost: None,
+            tty: Some("tty1".into()),
+            service: Some("login".into()),
+            ..pam(Some("open_session"))
+        };
+        assert!(
+            notice(&local, "pi", NOW)
+                .unwrap()
+                .unwrap()
+                .starts_with("login: ada from tty1 (login) on pi at ")
+        );
+        let sneaky = Pam {
+            rhost: Some("evil\u{202e}moc.example\n\u{7}".into()),
+            ..pam(Some("open_session"))
+        };
+        let n = notice(&sneaky, "pi", NOW).unwrap().unwrap();
+        assert!(
+            n.starts_with("login: ada from evilmoc.example (sshd)"),
+            "{n}"
+        );
+    }
+
+    #[test]
+    fn other_pam_calls_say_nothing_and_no_pam_call_is_an_error() {
+        for kind in ["close_session", "auth", "account", "password"] {
+            assert_eq!(notice(&pam(Some(kind)), "pi", NOW), Ok(None), "{kind}");
+        }
+        let e = notice(&pam(None), "pi", NOW).unwrap_err();
+        assert!(e.starts_with("PAM_TYPE is not set"), "{e}");
+    }
+}
