@@ -17,10 +17,10 @@
 #   2. cargo with Debian's cross compilers as C compiler and linker:
 #      x86_64, aarch64  rustup's musl for the target (crt objects and libc), musl-gcc /
 #                       aarch64-linux-gnu-gcc;
-#      armv7            Debian's musl-dev:armhf (arm-linux-musleabihf-gcc);
-#      arm (ARMv6)      musl built here from Debian's source for the ARM1176 (Debian's armhf
-#                       musl is ARMv7 Thumb-2 code, which an ARMv6 core cannot run), and
-#                       -C target-cpu=arm1176jzf-s.
+#      armv7, arm       musl built here from Debian's source (cross/musl.sh) for ARMv7-A,
+#                       and for the ARM1176 with -C target-cpu=arm1176jzf-s (ARMv6: Debian's
+#                       armhf musl is ARMv7 Thumb-2 code, which an ARMv6 core cannot run),
+#                       linked by arm-linux-gnueabihf-gcc with musl's start files.
 # A missing tool is named, with the command that installs it; any failure exits non-zero.
 #
 # Reproducible: the same source gives the same bytes wherever it is checked out.
@@ -44,8 +44,7 @@ need() { # need COMMAND "how to install it"
 case "$target" in
 x86_64-unknown-linux-musl) cc="musl-gcc"; cc_deb="musl-tools" ;;
 aarch64-unknown-linux-musl) cc="aarch64-linux-gnu-gcc"; cc_deb="gcc-aarch64-linux-gnu libc6-dev-arm64-cross" ;;
-armv7-unknown-linux-musleabihf) cc="arm-linux-musleabihf-gcc"
-    cc_deb="gcc-arm-linux-gnueabihf libc6-dev-armhf-cross musl-dev:armhf (after dpkg --add-architecture armhf && apt-get update)" ;;
+armv7-unknown-linux-musleabihf) cc="arm-linux-gnueabihf-gcc"; cc_deb="gcc-arm-linux-gnueabihf libc6-dev-armhf-cross" ;;
 arm-unknown-linux-musleabihf) cc="arm-linux-gnueabihf-gcc"; cc_deb="gcc-arm-linux-gnueabihf libc6-dev-armhf-cross" ;;
 *) die "unknown target '$target' (x86_64-unknown-linux-musl, aarch64-unknown-linux-musl, armv7-unknown-linux-musleabihf, arm-unknown-linux-musleabihf)" ;;
 esac
@@ -62,15 +61,12 @@ sysroot=$(rustc --print sysroot)
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
 remap="--remap-path-prefix=$top=/tgknock --remap-path-prefix=$cargo_home=/cargo --remap-path-prefix=$sysroot=/rustc"
 flags="-Z unstable-options -C panic=immediate-abort -Z location-detail=none -C force-unwind-tables=no -C relocation-model=static -C target-feature=+crt-static"
-# LLVM's machine outliner folds repeated instruction sequences into calls, and the
-# toolchain's lld folds identical functions (--icf=all); together about 35 kB on x86_64.
-# (lld is passed to the C compiler driver by hand: -C link-self-contained=no, which the ARM
-# builds need for their crt objects, would also turn off rustc's own lld switch.)
-host=$(rustc -vV | sed -n 's/^host: //p')
-flags="$flags -C llvm-args=-enable-machine-outliner -C link-arg=-fuse-ld=lld -C link-arg=-B$sysroot/lib/rustlib/$host/bin/gcc-ld -C link-arg=-Wl,--icf=all"
+# LLVM's machine outliner folds repeated instruction sequences into calls (24 kB on x86_64).
+flags="$flags -C llvm-args=-enable-machine-outliner"
+[ "$target" = arm-unknown-linux-musleabihf ] && flags="$flags -C target-cpu=arm1176jzf-s"
 build_std="-Z build-std=std,panic_abort -Z build-std-features=optimize_for_size"
 
-# 1. cross, with Docker.
+# 1. cross, with Docker: the images' own compilers, linker and musl.
 if [ "${TGKNOCK_NO_CROSS:-}" != 1 ] && have cross && have docker && docker info >/dev/null 2>&1; then
     say "building $target with cross (Docker)"
     export "CARGO_TARGET_${upper}_RUSTFLAGS=$flags"
@@ -79,6 +75,12 @@ if [ "${TGKNOCK_NO_CROSS:-}" != 1 ] && have cross && have docker && docker info 
     echo "$out"
     exit 0
 fi
+
+# The toolchain's lld folds identical functions (--icf=all: 11 kB more on x86_64). It is
+# handed to the C compiler driver by hand: -C link-self-contained=no, which the ARM builds
+# need for their start files, would also turn off rustc's own switch to lld.
+host=$(rustc -vV | sed -n 's/^host: //p')
+flags="$flags -C link-arg=-fuse-ld=lld -C link-arg=-B$sysroot/lib/rustlib/$host/bin/gcc-ld -C link-arg=-Wl,--icf=all"
 
 # 2. cargo and Debian's cross compilers. -Z build-std needs the standard library's source.
 if have rustup; then
@@ -111,15 +113,13 @@ x86_64-unknown-linux-musl | aarch64-unknown-linux-musl)
     linker=$cc
     [ "$cc" = musl-gcc ] && linker=cc
     ;;
-armv7-unknown-linux-musleabihf)
-    linker=$cc
-    flags="$flags -C link-self-contained=no -L $(empty_unwind)"
-    ;;
-arm-unknown-linux-musleabihf)
-    musl=$(sh cross/musl.sh arm1176jzf-s) || die "could not build musl for ARMv6 (see above)"
+armv7-unknown-linux-musleabihf | arm-unknown-linux-musleabihf)
+    cpu=armv7-a
+    [ "$target" = arm-unknown-linux-musleabihf ] && cpu=arm1176jzf-s
+    musl=$(sh cross/musl.sh "$cpu") || die "could not build musl for $cpu (see above)"
     linker="$musl/bin/musl-gcc"
     cc=$linker
-    flags="$flags -C target-cpu=arm1176jzf-s -C link-self-contained=no -L $(empty_unwind)"
+    flags="$flags -C link-self-contained=no -L $(empty_unwind)"
     ;;
 esac
 

@@ -38,6 +38,97 @@ pub const KEYS: &[(&str, Option<&str>)] = &[
     ("TGKNOCK_KNOCK_GATE", None),
 ];
 
+/// What each key of [`KEYS`] means, one line each (the design's table), for the manual page
+/// `tgknock.conf(5)`; a test (tests/manpages.rs) fails when a key has no line here.
+pub const KEY_DOCS: &[(&str, &str)] = &[
+    ("TGKNOCK_TOKEN", "the bot token; prefer TGKNOCK_TOKEN_FILE"),
+    (
+        "TGKNOCK_TOKEN_FILE",
+        "a file holding the token; a warning if it is group or world readable",
+    ),
+    (
+        "TGKNOCK_ALLOWED_USERS",
+        "comma-separated numeric Telegram user ids allowed to command; required by run and check",
+    ),
+    (
+        "TGKNOCK_GATES",
+        "named port sets, e.g. ssh=22/tcp web=80/tcp,443/tcp mosh=60000:61000/udp; the first is the default gate",
+    ),
+    (
+        "TGKNOCK_OPEN_FOR",
+        "how long an opening lasts when the command names no duration; 0 = until closed",
+    ),
+    (
+        "TGKNOCK_MAX_OPEN_FOR",
+        "the longest opening a chat command may ask for; a longer request is refused, naming the limit; 0 = no limit",
+    ),
+    (
+        "TGKNOCK_ALWAYS_ALLOW",
+        "comma-separated addresses or CIDR blocks (IPv4 or IPv6) never blocked, e.g. the LAN, so a mistake cannot lock the owner out at home",
+    ),
+    (
+        "TGKNOCK_MAX_AGE",
+        "commands older than this (by the message's date) are not executed; the sender is told why",
+    ),
+    (
+        "TGKNOCK_NOTIFY_DENIED",
+        "on or off: tell the allowed users that strangers tried commands, in one summary at most every 10 minutes",
+    ),
+    (
+        "TGKNOCK_API_URL",
+        "the Bot API base URL (a self-hosted telegram-bot-api server, or a test server)",
+    ),
+    (
+        "TGKNOCK_PROXY",
+        "an http://, socks5:// or socks5h:// proxy for Telegram; unset: ALL_PROXY or HTTPS_PROXY; empty: none",
+    ),
+    (
+        "TGKNOCK_CA_FILE",
+        "a PEM file of root certificates to trust instead of the built-in Mozilla roots",
+    ),
+    ("TGKNOCK_POLL_TIMEOUT", "the long-poll timeout (1s to 10m)"),
+    (
+        "TGKNOCK_IPTABLES",
+        "the IPv4 tool; iptables-restore is looked up beside it",
+    ),
+    (
+        "TGKNOCK_IP6TABLES",
+        "the IPv6 tool; off to leave IPv6 alone (then status and check say IPv6 is not managed)",
+    ),
+    (
+        "TGKNOCK_CHAIN",
+        "the name of the chain tgknock owns (iptables backend)",
+    ),
+    (
+        "TGKNOCK_STATE_DIR",
+        "where the state, pid, heartbeat and lock files live",
+    ),
+    (
+        "TGKNOCK_LOG_FILE",
+        "where watchdog sends the output of a daemon it starts; unset: tgknock.log in TGKNOCK_STATE_DIR",
+    ),
+    (
+        "TGKNOCK_FIREWALL",
+        "iptables, nft, or auto (iptables if its tool exists, else nft)",
+    ),
+    (
+        "TGKNOCK_NFT",
+        "the nftables tool; tgknock owns the table inet tgknock",
+    ),
+    (
+        "TGKNOCK_KNOCK",
+        "a port sequence, e.g. 7311,2918,9440: kernel rules open the knock gate to a source that knocks it, with no daemon needed",
+    ),
+    (
+        "TGKNOCK_KNOCK_OPEN_FOR",
+        "how long a knock opens the gate to the knocker",
+    ),
+    (
+        "TGKNOCK_KNOCK_GATE",
+        "the gate a knock opens; unset: the first gate",
+    ),
+];
+
 /// The bot token. Its `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token(String);

@@ -15,6 +15,7 @@ mod faults;
 mod flood;
 mod hostile;
 mod knock;
+mod manpages;
 mod netns;
 mod nonroot;
 mod notify;

@@ -4,8 +4,8 @@
 # cargo. Idempotent: installs only what is missing.
 #   tests/setup.sh build   the static x86_64 binary: rust-src, rustup's x86_64 musl target,
 #                          gcc, musl-tools, git (the build's SOURCE_DATE_EPOCH), certificates
-#   tests/setup.sh test    every tier: the above, clippy/rustfmt, the cross compilers and
-#                          musl for aarch64/armv7/ARMv6, qemu-user, iptables/nftables/iproute2,
+#   tests/setup.sh test    every tier: the above, clippy/rustfmt, the cross compilers for
+#                          aarch64/armv7/ARMv6 (musl for ARM: cross/musl.sh), qemu-user, iptables/nftables/iproute2,
 #                          lintian, shellcheck, debootstrap + systemd-nspawn, cargo-deb,
 #                          cargo-fuzz (and g++ for libFuzzer)
 # As root it runs apt-get; otherwise it names what is missing and the command that installs
@@ -20,7 +20,7 @@ CARGO_FUZZ_VERSION=0.13.1
 build_debs="gcc libc6-dev make git ca-certificates musl-tools file"
 test_debs="$build_debs g++ procps util-linux iproute2 iptables nftables
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross
-    gcc-arm-linux-gnueabihf libc6-dev-armhf-cross binutils-arm-linux-gnueabihf musl-dev:armhf
+    gcc-arm-linux-gnueabihf libc6-dev-armhf-cross binutils-arm-linux-gnueabihf
     qemu-user-static systemd lintian shellcheck debootstrap systemd-container debian-archive-keyring"
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -46,13 +46,6 @@ if ! have dpkg-query; then
     say "not a Debian system: install the equivalents of: $debs"
     status=1
 else
-    case " $debs " in
-    *:armhf*)
-        if ! dpkg --print-foreign-architectures | grep -qx armhf; then
-            if $root; then dpkg --add-architecture armhf; else say "missing: dpkg --add-architecture armhf"; fi
-        fi
-        ;;
-    esac
     # shellcheck disable=SC2086
     need=$(missing_debs $debs | tr '\n' ' ')
     if [ -n "$need" ]; then
@@ -60,7 +53,7 @@ else
             say "installing $need"
             tries=0
             until {
-                # The armhf index of a mirror in sync can fail; the install may still work.
+                # An index of a mirror in sync can fail; the install may still work.
                 DEBIAN_FRONTEND=noninteractive apt-get update -qq || say "apt-get update reported errors; trying the install anyway"
                 # shellcheck disable=SC2086
                 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
