@@ -3,10 +3,11 @@
 #  1. A minimal Debian (debootstrap --variant=minbase, the host's release), made once and
 #     kept as a tarball under target/fresh/; every run starts from a pristine copy of it.
 #  2. In it, with systemd-nspawn (the network shared, so apt works; the host's rustup
-#     toolchain bound read-only and CARGO_HOME bound, so only Debian's side is fresh): a
-#     clone of the commit, `tests/setup.sh test` (every package by name: a missing one
-#     fails here, not on a user's machine), then `cross/dist.sh` (every target, every
-#     package).
+#     toolchain bound read-only and CARGO_HOME bound, so only Debian's side is fresh, and
+#     cargo offline: the crates, the pinned cargo-deb and cargo-fuzz come from the host's
+#     CARGO_HOME, which the host's `make dist` has just used): a clone of the commit,
+#     `tests/setup.sh test` (every Debian package by name: a missing one fails here, not
+#     on a user's machine), then `cross/dist.sh` (every target, every package).
 #  3. In it again, without network: `dpkg -i` the amd64 package, check the service user,
 #     modes and files, `dpkg -r` (the daemon's rules taken out) and `dpkg -P`.
 #  4. Reproducibility: the release built in the container (another directory, another root
@@ -74,7 +75,7 @@ git -C "$root/build/tgknock" checkout -q --detach "$rev"
 nspawn() {
     systemd-nspawn --quiet --register=no --keep-unit -D "$root" \
         --bind-ro="$rustup_home:/root/.rustup" --bind="$cargo_home:/root/.cargo" \
-        --setenv=HOME=/root --setenv=CI="${CI:-}" \
+        --setenv=HOME=/root --setenv=CI="${CI:-}" --setenv=CARGO_NET_OFFLINE=true \
         --setenv=PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         --chdir=/build/tgknock "$@"
 }

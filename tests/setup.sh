@@ -14,7 +14,7 @@ set -eu
 
 what=${1:-test}
 # Versions of the cargo tools, so every machine builds the same packages.
-CARGO_DEB_VERSION=3.6.3
+CARGO_DEB_VERSION=3.8.0
 CARGO_FUZZ_VERSION=0.13.1
 
 build_debs="gcc libc6-dev make git ca-certificates musl-tools file"
