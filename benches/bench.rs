@@ -721,7 +721,7 @@ fn main() {
     eprintln!("bench: flood of {STRANGERS} strangers …");
     let floods: Vec<_> = subjects.iter().map(flood).collect();
 
-    let mut r_rss = row("resident memory, idle long poll (max VmRSS)", "≤ 3 MB");
+    let mut r_rss = row("resident memory, idle long poll (max VmRSS)", "≤ 2 MB");
     let mut r_cpu = row(
         &format!("CPU while idle, {idle_secs} s of 50 s long polls"),
         "one wake-up per poll",
@@ -732,7 +732,7 @@ fn main() {
             Ok(d) => {
                 r_rss.values[i] = Some(d.rss_max as f64);
                 r_rss.texts[i] = mb(d.rss_max);
-                r_rss.verdicts[i] = Some(d.rss_max <= 3 * MB);
+                r_rss.verdicts[i] = Some(d.rss_max <= 2 * MB);
                 let precise = d.on_cpu.unwrap_or(d.cpu);
                 r_cpu.values[i] = Some(precise.as_secs_f64() * 1000.0);
                 r_cpu.texts[i] = format!(
