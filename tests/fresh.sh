@@ -8,8 +8,9 @@
 #     CARGO_HOME, which the host's `make dist` has just used): a clone of the commit,
 #     `tests/setup.sh test` (every Debian package by name: a missing one fails here, not
 #     on a user's machine), then `cross/dist.sh` (every target, every package).
-#  3. In it again, without network: `dpkg -i` the amd64 package, check the service user,
-#     modes and files, `dpkg -r` (the daemon's rules taken out) and `dpkg -P`.
+#  3. In it again, in a network namespace of its own: `dpkg -i` the amd64 package, check
+#     the service user, modes and files; configure it and let `tgknock close` install its
+#     rules; `dpkg -r` must take them out and keep the config; `dpkg -P`.
 #  4. Reproducibility: the release built in the container (another directory, another root
 #     file system) must be byte for byte the host's dist/ (`make fresh` builds it first):
 #     dist/SHA256SUMS compared. The host's tree must be the commit (in CI it is).
@@ -107,16 +108,23 @@ nspawn --private-network sh -ec '
     [ -f /lib/systemd/system/tgknock.service ] || fail "no unit"
     [ -L /etc/systemd/system/multi-user.target.wants/tgknock.service ] || fail "the unit is not enabled"
     tgknock --version
+    # Configured, with its rules in place (this namespace'"'"'s own firewall), as a board is.
     echo "TGKNOCK_ALLOWED_USERS=42" >> /etc/tgknock/tgknock.conf
+    echo "7000000001:AAF-FreshTierSecretFreshTierSecr_x9" > /etc/tgknock/token
+    tgknock close
+    iptables -w -S TGKNOCK | grep -q "tgknock-gate:ssh" || fail "tgknock close installed no rules"
     dpkg -r tgknock
     [ ! -e /usr/bin/tgknock ] || fail "dpkg -r left the binary"
+    if iptables -w -S TGKNOCK >/dev/null 2>&1 || iptables -w -S INPUT | grep -q TGKNOCK; then
+        fail "dpkg -r left the rules: $(iptables -w -S)"
+    fi
     grep -q "TGKNOCK_ALLOWED_USERS=42" /etc/tgknock/tgknock.conf || fail "dpkg -r removed the edited config"
     dpkg -P tgknock
     if [ -e /etc/tgknock ] || [ -e /var/lib/tgknock ]; then fail "dpkg -P left /etc/tgknock or /var/lib/tgknock"; fi
     echo "package: installed, removed, purged"
 ' sh "$deb" >> "$log" 2>&1 || { tail -n 30 "$log" >&2; fail "installing $deb in a fresh $suite failed (see $log)"; }
 t4=$(now)
-echo "fresh: $deb: dpkg -i (user, modes 750/640/600/750, unit enabled), -r (config kept), -P in $((t4 - t3)) s"
+echo "fresh: $deb: dpkg -i (user, modes 750/640/600/750, unit enabled), -r (rules taken out, config kept), -P in $((t4 - t3)) s"
 
 # 4. Reproducible: the container's release is the host's, byte for byte.
 if [ -n "$(git status --porcelain)" ]; then
