@@ -65,15 +65,18 @@ bench:
 fuzz:
 	sh tests/fuzz.sh
 
+# Runs one tier and says how long it took: CI's 90 minutes are shared by all of them.
+tier = @start=$$(date +%s); $(2); rc=$$?; echo "make test: tier $(1): $$(($$(date +%s) - start)) s, exit $$rc"; exit $$rc
+
 # In CI (CI=true) nothing may be missing; elsewhere the tiers that need it say SKIPPED.
 test:
-	@sh tests/setup.sh test || [ "$${CI:-}" != true ]
-	$(MAKE) --no-print-directory lint
-	$(CARGO) test --locked
-	$(MAKE) --no-print-directory test-arm
-	$(MAKE) --no-print-directory test-packaging
-	$(MAKE) --no-print-directory fresh
-	$(MAKE) --no-print-directory fuzz
+	$(call tier,setup,sh tests/setup.sh test || [ "$${CI:-}" != true ])
+	$(call tier,lint,$(MAKE) --no-print-directory lint)
+	$(call tier,cargo test,$(CARGO) test --locked)
+	$(call tier,arm,$(MAKE) --no-print-directory test-arm)
+	$(call tier,packaging,$(MAKE) --no-print-directory test-packaging)
+	$(call tier,fresh,$(MAKE) --no-print-directory fresh)
+	$(call tier,fuzz,$(MAKE) --no-print-directory fuzz)
 
 clean:
 	$(CARGO) clean

@@ -138,11 +138,14 @@ else
 fi
 
 if have lintian; then
-    echo "lintian (errors and warnings fail; overrides shown as O:, information as I:):"
-    out=$(lintian --info --show-overrides --fail-on error,warning dist/tgknock_*.deb 2>&1) && rc=0 || rc=$?
-    echo "$out" | grep -v '^N: \|^N:$\|running with root privileges' | sed 's/^/    /'
-    [ "$rc" = 0 ] || fail "lintian found errors or warnings (exit $rc)"
-    if echo "$out" | grep -q '^[EW]: '; then fail "lintian: errors or warnings"; fi
+    echo "lintian (errors and warnings fail; overridden tags shown as O:, information as I:):"
+    # Shown with the overrides and the information tags; judged by a run without them
+    # (with --show-overrides, lintian 2.116 counts the overridden tags for --fail-on).
+    out=$(lintian --display-info --show-overrides dist/tgknock_*.deb 2>&1) || true
+    echo "$out" | grep -v 'running with root privileges' | sed 's/^/    /'
+    if echo "$out" | grep -q '^[EW]: '; then fail "lintian: errors or warnings (above)"; fi
+    lintian --fail-on error,warning dist/tgknock_*.deb >/dev/null 2>&1 \
+        || fail "lintian --fail-on error,warning failed (exit $?)"
     ok "lintian: no error, no warning"
 else
     skip "lintian missing (apt-get install lintian): cannot check the .deb packages"
