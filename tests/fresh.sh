@@ -6,6 +6,7 @@
 #     toolchain bound read-only and CARGO_HOME bound, so only Debian's side is fresh, and
 #     cargo offline: the crates, the pinned cargo-deb and cargo-fuzz come from the host's
 #     CARGO_HOME, which the host's `make dist` has just used): a clone of the commit,
+#     make (the README's prerequisite), `make build` (the static binary on the first run),
 #     `tests/setup.sh test` (every Debian package by name: a missing one fails here, not
 #     on a user's machine), then `cross/dist.sh` (every target, every package).
 #  3. In it again, in a network namespace of its own: `dpkg -i` the amd64 package, check
@@ -80,13 +81,18 @@ nspawn() {
         --setenv=PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         --chdir=/build/tgknock "$@"
 }
-echo "fresh: $suite minbase ($before packages) + commit $(git rev-parse --short HEAD): tests/setup.sh test, then cross/dist.sh"
-nspawn sh -c 'sh tests/setup.sh test' > "$log" 2>&1 \
-    || { tail -n 30 "$log" >&2; fail "tests/setup.sh test failed in a fresh $suite (see $log)"; }
+echo "fresh: $suite minbase ($before packages) + commit $(git rev-parse --short HEAD): make (the README's one prerequisite besides Rust), make build, tests/setup.sh test, then cross/dist.sh"
+nspawn sh -ec '
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends make >/dev/null
+    make build
+    sh tests/setup.sh test' > "$log" 2>&1 \
+    || { tail -n 30 "$log" >&2; fail "make build or tests/setup.sh test failed in a fresh $suite (see $log)"; }
+grep -A2 '^built ' "$log" | sed 's/^/  /'
 t2=$(now)
 after=$(packages)
 grep '^setup: ' "$log" | sed 's/^/  /'
-echo "fresh: setup installed $((after - before)) packages in $((t2 - t1)) s"
+echo "fresh: make build and setup installed $((after - before)) packages and built the x86_64 binary in $((t2 - t1)) s"
 nspawn sh -c 'sh cross/dist.sh' >> "$log" 2>&1 \
     || { tail -n 30 "$log" >&2; fail "cross/dist.sh failed in a fresh $suite (see $log)"; }
 t3=$(now)
