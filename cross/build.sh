@@ -1,17 +1,36 @@
 #!/bin/sh
 # Builds a stripped, static release binary of tgknock for one target and prints its path.
-#   cross/build.sh TARGET      TARGET: x86_64-unknown-linux-musl, aarch64-unknown-linux-musl,
-#                                      armv7-unknown-linux-musleabihf
-# It picks the best way available here, in this order:
-#   1. `cross` (Cross.toml), when it is installed and Docker answers;
-#   2. cargo with the rustup target and a Debian cross compiler as linker;
-#   3. for a target whose std rustup cannot download (armv7 on some mirrors): nightly
-#      `-Z build-std` with Debian's musl-dev for that architecture.
-# A missing tool is named, with the command that installs it.
+#   cross/build.sh TARGET
+#   TARGET: x86_64-unknown-linux-musl, aarch64-unknown-linux-musl,
+#           armv7-unknown-linux-musleabihf, arm-unknown-linux-musleabihf (ARMv6: Pi 1, Zero)
+#
+# Every target is built the same way, for size: the standard library is rebuilt with the
+# program (-Z build-std, optimize_for_size), a panic aborts at once without formatting a
+# message (-C panic=immediate-abort, no panic locations), no unwind tables, and the
+# executable is not position independent (no run-time relocations to carry). These are
+# unstable options: the installed toolchain (stable is enough) accepts them under
+# RUSTC_BOOTSTRAP=1, so no nightly is needed and the bytes do not depend on which nightly.
+#
+# Ways, in this order:
+#   1. `cross` (Cross.toml) with the same flags, when it is installed and Docker answers
+#      (TGKNOCK_NO_CROSS=1 skips it);
+#   2. cargo with Debian's cross compilers as C compiler and linker:
+#      x86_64, aarch64  rustup's musl for the target (crt objects and libc), musl-gcc /
+#                       aarch64-linux-gnu-gcc;
+#      armv7, arm       musl built here from Debian's source (cross/musl.sh) for ARMv7-A,
+#                       and for the ARM1176 with -C target-cpu=arm1176jzf-s (ARMv6: Debian's
+#                       armhf musl is ARMv7 Thumb-2 code, which an ARMv6 core cannot run),
+#                       linked by arm-linux-gnueabihf-gcc with musl's start files.
+# A missing tool is named, with the command that installs it; any failure exits non-zero.
+#
+# Reproducible: the same source gives the same bytes wherever it is checked out.
+# SOURCE_DATE_EPOCH defaults to the time of the last commit, and the source directory,
+# CARGO_HOME and the toolchain's sysroot are remapped in paths the compilers record.
 set -eu
 
 target=${1:?usage: cross/build.sh TARGET}
 cd "$(dirname "$0")/.."
+top=$(pwd)
 CARGO=${CARGO:-cargo}
 out="target/$target/release/tgknock"
 
@@ -23,80 +42,91 @@ need() { # need COMMAND "how to install it"
 }
 
 case "$target" in
-x86_64-unknown-linux-musl)      cc="" ; deb_cc="" ;;
-aarch64-unknown-linux-musl)     cc=aarch64-linux-gnu-gcc ; deb_cc=gcc-aarch64-linux-gnu ;;
-armv7-unknown-linux-musleabihf) cc=arm-linux-gnueabihf-gcc ; deb_cc=gcc-arm-linux-gnueabihf ;;
-*) die "unknown target '$target' (x86_64-unknown-linux-musl, aarch64-unknown-linux-musl, armv7-unknown-linux-musleabihf)" ;;
+x86_64-unknown-linux-musl) cc="musl-gcc"; cc_deb="musl-tools" ;;
+aarch64-unknown-linux-musl) cc="aarch64-linux-gnu-gcc"; cc_deb="gcc-aarch64-linux-gnu libc6-dev-arm64-cross" ;;
+armv7-unknown-linux-musleabihf) cc="arm-linux-gnueabihf-gcc"; cc_deb="gcc-arm-linux-gnueabihf libc6-dev-armhf-cross" ;;
+arm-unknown-linux-musleabihf) cc="arm-linux-gnueabihf-gcc"; cc_deb="gcc-arm-linux-gnueabihf libc6-dev-armhf-cross" ;;
+*) die "unknown target '$target' (x86_64-unknown-linux-musl, aarch64-unknown-linux-musl, armv7-unknown-linux-musleabihf, arm-unknown-linux-musleabihf)" ;;
 esac
 upper=$(echo "$target" | tr 'a-z-' 'A-Z_')
 lower=$(echo "$target" | tr '-' '_')
 
-# 1. cross, with Docker.
+need "$CARGO" "install Rust with rustup (https://rustup.rs)"
+if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+    SOURCE_DATE_EPOCH=$(git -C "$top" log -1 --format=%ct 2>/dev/null || stat -c %Y Cargo.toml)
+fi
+export SOURCE_DATE_EPOCH
+export RUSTC_BOOTSTRAP=1
+sysroot=$(rustc --print sysroot)
+cargo_home=${CARGO_HOME:-$HOME/.cargo}
+remap="--remap-path-prefix=$top=/tgknock --remap-path-prefix=$cargo_home=/cargo --remap-path-prefix=$sysroot=/rustc"
+flags="-Z unstable-options -C panic=immediate-abort -Z location-detail=none -C force-unwind-tables=no -C relocation-model=static -C target-feature=+crt-static"
+# LLVM's machine outliner folds repeated instruction sequences into calls (24 kB on x86_64).
+flags="$flags -C llvm-args=-enable-machine-outliner"
+[ "$target" = arm-unknown-linux-musleabihf ] && flags="$flags -C target-cpu=arm1176jzf-s"
+build_std="-Z build-std=std,panic_abort -Z build-std-features=optimize_for_size"
+
+# 1. cross, with Docker: the images' own compilers, linker and musl.
 if [ "${TGKNOCK_NO_CROSS:-}" != 1 ] && have cross && have docker && docker info >/dev/null 2>&1; then
     say "building $target with cross (Docker)"
-    cross build --release --locked --target "$target" >&2
+    export "CARGO_TARGET_${upper}_RUSTFLAGS=$flags"
+    # shellcheck disable=SC2086
+    cross build --release --locked --target "$target" $build_std >&2
     echo "$out"
     exit 0
 fi
 
-# 2. The rustup target and a cross linker.
-installed() { rustup target list --installed 2>/dev/null | grep -qx "$target"; }
-if have rustup && ! installed; then
-    rustup target add "$target" >&2 2>/dev/null || say "rustup cannot download the $target standard library here"
-fi
-if ! have rustup || installed; then
-    if [ -n "$cc" ]; then
-        need "$cc" "apt-get install $deb_cc"
-        export "CARGO_TARGET_${upper}_LINKER=$cc" "CC_${lower}=$cc"
-    fi
-    say "building $target with cargo and the rustup target${cc:+ (linker $cc)}"
-    $CARGO build --release --locked --target "$target" >&2
-    echo "$out"
-    exit 0
-fi
+# The toolchain's lld folds identical functions (--icf=all: 11 kB more on x86_64). It is
+# handed to the C compiler driver by hand: -C link-self-contained=no, which the ARM builds
+# need for their start files, would also turn off rustc's own switch to lld.
+host=$(rustc -vV | sed -n 's/^host: //p')
+flags="$flags -C link-arg=-fuse-ld=lld -C link-arg=-B$sysroot/lib/rustlib/$host/bin/gcc-ld -C link-arg=-Wl,--icf=all"
 
-# 3. Nightly build-std with Debian's musl for the architecture.
-case "$target" in
-armv7-unknown-linux-musleabihf)
-    musl_cc=arm-linux-musleabihf-gcc
-    musl_deb="dpkg --add-architecture armhf && apt-get update && apt-get install musl-dev:armhf"
-    libgcc_eh=$(ls /usr/lib/gcc-cross/arm-linux-gnueabihf/*/libgcc_eh.a 2>/dev/null | sort -V | tail -n 1)
-    ;;
-aarch64-unknown-linux-musl)
-    musl_cc=aarch64-linux-musl-gcc
-    musl_deb="dpkg --add-architecture arm64 && apt-get update && apt-get install musl-dev:arm64"
-    libgcc_eh=$(ls /usr/lib/gcc-cross/aarch64-linux-gnu/*/libgcc_eh.a 2>/dev/null | sort -V | tail -n 1)
-    ;;
-*) die "rustup has no $target standard library and there is no fallback for it" ;;
+# 2. cargo and Debian's cross compilers. -Z build-std needs the standard library's source.
+if have rustup; then
+    rustup component list --installed 2>/dev/null | grep -q '^rust-src' \
+        || rustup component add rust-src >&2 \
+        || die "rust-src is missing: rustup component add rust-src"
+fi
+[ -d "$sysroot/lib/rustlib/src/rust/library" ] || die "the standard library's source is missing: rustup component add rust-src"
+case "$cc" in
+musl-gcc) need musl-gcc "apt-get install musl-tools" ;;
+*) need "$cc" "apt-get install $cc_deb" ;;
 esac
-need rustup "see https://rustup.rs"
-# Nightly when there is one; otherwise the stable compiler with its own std sources, which
-# accepts -Z flags under RUSTC_BOOTSTRAP=1 (the same std, built from source).
-tc_opt=""
-if rustup toolchain list | grep -q '^nightly'; then
-    toolchain=+nightly
-    tc_opt="--toolchain nightly"
-else
-    toolchain=
-    export RUSTC_BOOTSTRAP=1
-    say "no nightly toolchain: using stable with RUSTC_BOOTSTRAP=1 for -Z build-std"
-fi
+
+# Rust's std links -lunwind for musl targets. With panics aborting at once nothing calls
+# the unwinder; an empty archive satisfies the flag, and a real reference would fail the
+# link (so an unwinder of the wrong architecture can never slip in).
+empty_unwind() {
+    d="target/cross-unwind/$target"
+    mkdir -p "$d"
+    [ -f "$d/libunwind.a" ] || printf '!<arch>\n' > "$d/libunwind.a"
+    echo "$top/$d"
+}
+
+case "$target" in
+x86_64-unknown-linux-musl | aarch64-unknown-linux-musl)
+    # rustup's musl: crt objects and libc.a for the target, self-contained.
+    if have rustup && ! rustup target list --installed | grep -qx "$target"; then
+        rustup target add "$target" >&2 || die "rustup cannot add $target: rustup target add $target"
+    fi
+    linker=$cc
+    [ "$cc" = musl-gcc ] && linker=cc
+    ;;
+armv7-unknown-linux-musleabihf | arm-unknown-linux-musleabihf)
+    cpu=armv7-a
+    [ "$target" = arm-unknown-linux-musleabihf ] && cpu=arm1176jzf-s
+    musl=$(sh cross/musl.sh "$cpu") || die "could not build musl for $cpu (see above)"
+    linker="$musl/bin/musl-gcc"
+    cc=$linker
+    flags="$flags -C link-self-contained=no -L $(empty_unwind)"
+    ;;
+esac
+
+export "CARGO_TARGET_${upper}_LINKER=$linker" "CC_${lower}=$cc"
+export "CFLAGS_${lower}=-ffile-prefix-map=$top=/tgknock -ffile-prefix-map=$cargo_home=/cargo"
+export "CARGO_TARGET_${upper}_RUSTFLAGS=$flags $remap"
+say "building $target: cargo -Z build-std, linker $linker, SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH"
 # shellcheck disable=SC2086
-rustup component list --installed $tc_opt 2>/dev/null | grep -q '^rust-src' \
-    || rustup component add rust-src $tc_opt >&2 \
-    || die "rust-src is missing: rustup component add rust-src $tc_opt"
-need "$musl_cc" "$musl_deb"
-need "$cc" "apt-get install $deb_cc"
-[ -n "$libgcc_eh" ] || die "libgcc_eh.a of $deb_cc is missing: apt-get install $deb_cc"
-# Rust's std links -lunwind; Debian's libgcc_eh provides the same symbols.
-unwind="target/cross-unwind/$target"
-mkdir -p "$unwind"
-ln -sf "$libgcc_eh" "$unwind/libunwind.a"
-export "CARGO_TARGET_${upper}_LINKER=$musl_cc" "CC_${lower}=$musl_cc"
-# Since std is rebuilt anyway, rebuild it for size, and drop panic locations: the armv7
-# binary must stay under 1.5 MB (1.25 MB this way, 1.49 MB without).
-export "CARGO_TARGET_${upper}_RUSTFLAGS=-C link-self-contained=no -L $(pwd)/$unwind -Z location-detail=none"
-say "building $target with ${toolchain:-stable} -Z build-std (linker $musl_cc)"
-$CARGO $toolchain build --release --locked -Z build-std=std,panic_abort \
-    -Z build-std-features=optimize_for_size --target "$target" >&2
+$CARGO build --release --locked --target "$target" $build_std >&2
 echo "$out"

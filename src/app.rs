@@ -21,7 +21,7 @@ use crate::telegram::{ApiError, BotApi, Incoming};
 
 #[derive(FromArgs, Debug)]
 /// Open and close firewall ports (SSH first) from a Telegram chat.
-pub(crate) struct Cli {
+pub struct Cli {
     /// print the version and target, then exit
     #[argh(switch, short = 'V')]
     version: bool,

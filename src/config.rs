@@ -15,41 +15,211 @@ use crate::totp::Secret;
 pub(crate) const DEFAULT_PATH: &str = "/etc/tgknock/tgknock.conf";
 
 /// Every key of the contract, with its default (`None`: no default).
-pub const KEYS: &[(&str, Option<&str>)] = &[
-    ("TGKNOCK_TOKEN", None),
-    ("TGKNOCK_TOKEN_FILE", None),
-    ("TGKNOCK_ALLOWED_USERS", None),
-    ("TGKNOCK_GATES", Some("ssh=22/tcp")),
-    ("TGKNOCK_OPEN_FOR", Some("15m")),
-    ("TGKNOCK_MAX_OPEN_FOR", Some("1d")),
-    ("TGKNOCK_ALWAYS_ALLOW", Some("")),
-    ("TGKNOCK_MAX_AGE", Some("60s")),
-    ("TGKNOCK_NOTIFY_DENIED", Some("on")),
-    ("TGKNOCK_API_URL", Some("https://api.telegram.org")),
-    ("TGKNOCK_PROXY", None),
-    ("TGKNOCK_CA_FILE", None),
-    ("TGKNOCK_POLL_TIMEOUT", Some("50s")),
-    ("TGKNOCK_IPTABLES", Some("/usr/sbin/iptables")),
-    ("TGKNOCK_IP6TABLES", Some("/usr/sbin/ip6tables")),
-    ("TGKNOCK_CHAIN", Some("TGKNOCK")),
-    ("TGKNOCK_STATE_DIR", Some("/var/lib/tgknock")),
-    ("TGKNOCK_LOG_FILE", None),
-    ("TGKNOCK_FIREWALL", Some("auto")),
-    ("TGKNOCK_NFT", Some("/usr/sbin/nft")),
-    ("TGKNOCK_KNOCK", Some("")),
-    ("TGKNOCK_KNOCK_OPEN_FOR", Some("30s")),
-    ("TGKNOCK_KNOCK_GATE", None),
-    ("TGKNOCK_TOTP_SECRET_FILE", None),
-    ("TGKNOCK_RATE_LIMIT", Some("")),
-    ("TGKNOCK_ACTION_TIMEOUT", Some("30s")),
+/// A key of the configuration: its name, its default (`None`: none), how the documentation
+/// shows the default when it is more than the value (`""`: the value itself), and what it
+/// means. [`KEYS`] is the one list the unknown-key check, the README's table and the
+/// manual page `tgknock.conf(5)` are written from.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    pub name: &'static str,
+    pub default: Option<&'static str>,
+    pub shown: &'static str,
+    pub meaning: &'static str,
+}
+
+impl Key {
+    /// A family of keys (`TGKNOCK_ACTION_<NAME>`): the prefix its members share.
+    pub fn family_prefix(&self) -> Option<&'static str> {
+        self.name.strip_suffix("<NAME>")
+    }
+
+    /// The default as the documentation shows it: `` `15m` ``, `empty`, `—`, or the text
+    /// given.
+    pub fn shown_default(&self) -> String {
+        match (self.shown, self.default) {
+            ("", None) => "—".into(),
+            ("", Some("")) => "empty".into(),
+            ("", Some(d)) => format!("`{d}`"),
+            (shown, _) => shown.into(),
+        }
+    }
+}
+
+/// Every key of the contract, in the order of the design's table.
+pub const KEYS: &[Key] = &[
+    Key {
+        name: "TGKNOCK_TOKEN",
+        default: None,
+        shown: "",
+        meaning: "bot token; prefer `TGKNOCK_TOKEN_FILE`",
+    },
+    Key {
+        name: "TGKNOCK_TOKEN_FILE",
+        default: None,
+        shown: "",
+        meaning: "file holding the token; a warning if group/world readable",
+    },
+    Key {
+        name: "TGKNOCK_ALLOWED_USERS",
+        default: None,
+        shown: "— (required by `run` and `check`)",
+        meaning: "comma-separated numeric Telegram user ids allowed to command",
+    },
+    Key {
+        name: "TGKNOCK_GATES",
+        default: Some("ssh=22/tcp"),
+        shown: "",
+        meaning: "named port sets: `ssh=22/tcp web=80/tcp,443/tcp mosh=60000:61000/udp`; the first is the default gate",
+    },
+    Key {
+        name: "TGKNOCK_OPEN_FOR",
+        default: Some("15m"),
+        shown: "",
+        meaning: "how long an opening lasts when the command names no duration; `0` = until closed (then `TGKNOCK_MAX_OPEN_FOR` must be `0`)",
+    },
+    Key {
+        name: "TGKNOCK_MAX_OPEN_FOR",
+        default: Some("1d"),
+        shown: "",
+        meaning: "the longest opening a chat command may ask for; `0` = no limit",
+    },
+    Key {
+        name: "TGKNOCK_ALWAYS_ALLOW",
+        default: Some(""),
+        shown: "",
+        meaning: "comma-separated addresses/CIDRs (v4 or v6) never blocked, e.g. the LAN",
+    },
+    Key {
+        name: "TGKNOCK_MAX_AGE",
+        default: Some("60s"),
+        shown: "",
+        meaning: "commands older than this are not executed; the sender is told why",
+    },
+    Key {
+        name: "TGKNOCK_NOTIFY_DENIED",
+        default: Some("on"),
+        shown: "",
+        meaning: "tell the allowed users that strangers tried commands (at most one summary every 10 minutes)",
+    },
+    Key {
+        name: "TGKNOCK_API_URL",
+        default: Some("https://api.telegram.org"),
+        shown: "",
+        meaning: "Bot API base URL (a self-hosted `telegram-bot-api` server, or a test server)",
+    },
+    Key {
+        name: "TGKNOCK_PROXY",
+        default: None,
+        shown: "from `ALL_PROXY`/`HTTPS_PROXY`",
+        meaning: "`http://`, `socks5://` or `socks5h://` proxy for Telegram; empty = none",
+    },
+    Key {
+        name: "TGKNOCK_CA_FILE",
+        default: None,
+        shown: "built-in Mozilla roots",
+        meaning: "PEM file of root certificates to trust instead of the built-in ones",
+    },
+    Key {
+        name: "TGKNOCK_POLL_TIMEOUT",
+        default: Some("50s"),
+        shown: "",
+        meaning: "long-poll timeout (1s–10m; polls last at most a minute, so the rules are checked at least every minute)",
+    },
+    Key {
+        name: "TGKNOCK_IPTABLES",
+        default: Some("/usr/sbin/iptables"),
+        shown: "",
+        meaning: "the IPv4 tool; `iptables-restore` is looked up beside it (`…/iptables-legacy` → `…/iptables-legacy-restore`)",
+    },
+    Key {
+        name: "TGKNOCK_IP6TABLES",
+        default: Some("/usr/sbin/ip6tables"),
+        shown: "",
+        meaning: "the IPv6 tool; `off` to leave IPv6 alone (with the nft backend too: then its table holds IPv4 rules only)",
+    },
+    Key {
+        name: "TGKNOCK_CHAIN",
+        default: Some("TGKNOCK"),
+        shown: "",
+        meaning: "name of the chain tgknock owns",
+    },
+    Key {
+        name: "TGKNOCK_STATE_DIR",
+        default: Some("/var/lib/tgknock"),
+        shown: "",
+        meaning: "state, pid, heartbeat, lock",
+    },
+    Key {
+        name: "TGKNOCK_LOG_FILE",
+        default: None,
+        shown: "`$TGKNOCK_STATE_DIR/tgknock.log`",
+        meaning: "where `watchdog` sends the output of a daemon it starts",
+    },
+    Key {
+        name: "TGKNOCK_FIREWALL",
+        default: Some("auto"),
+        shown: "",
+        meaning: "`iptables`, `nft`, or `auto` (iptables if `TGKNOCK_IPTABLES` exists, else nft)",
+    },
+    Key {
+        name: "TGKNOCK_NFT",
+        default: Some("/usr/sbin/nft"),
+        shown: "",
+        meaning: "the nftables tool; tgknock owns the table `inet tgknock`",
+    },
+    Key {
+        name: "TGKNOCK_KNOCK",
+        default: Some(""),
+        shown: "",
+        meaning: "a port sequence, e.g. `7311,2918,9440` (2 to 8 TCP ports, none of a gate's; not adjacent and ascending): kernel rules open the knock gate to a source that knocks it, with no daemon needed",
+    },
+    Key {
+        name: "TGKNOCK_KNOCK_OPEN_FOR",
+        default: Some("30s"),
+        shown: "",
+        meaning: "how long a knock opens the gate to the knocker",
+    },
+    Key {
+        name: "TGKNOCK_KNOCK_GATE",
+        default: None,
+        shown: "the first gate",
+        meaning: "the gate a knock opens",
+    },
+    Key {
+        name: "TGKNOCK_TOTP_SECRET_FILE",
+        default: None,
+        shown: "empty",
+        meaning: "a file holding a base32 TOTP secret (at least 128 bits; `tgknock totp-setup` writes one): when set, every opening from chat needs a current code; each code is accepted once. A missing, malformed or short file is a configuration error naming it (exit 2)",
+    },
+    Key {
+        name: "TGKNOCK_RATE_LIMIT",
+        default: Some(""),
+        shown: "",
+        meaning: "per gate, new connections per source: `ssh=6/min web=60/min` (units `s`/`sec`, `m`/`min`, `h`/`hour`, `d`/`day`; counts 1–10000). A source beyond it is dropped until its rate falls; the first N pass at once (the burst is the count). `TGKNOCK_ALWAYS_ALLOW` is exempt; IPv4 and IPv6 alike, each address counted alone",
+    },
+    Key {
+        name: "TGKNOCK_ACTION_<NAME>",
+        default: None,
+        shown: "—",
+        meaning: "a pre-declared action for `/run NAME`: an absolute program path and its arguments, split on spaces (double quotes group), run without a shell as the daemon's user (a family of keys, one per action, at most 32)",
+    },
+    Key {
+        name: "TGKNOCK_ACTION_TIMEOUT",
+        default: Some("30s"),
+        shown: "",
+        meaning: "an action still running then is killed (its whole process group) and reported as timed out",
+    },
 ];
 
-/// `TGKNOCK_ACTION_<NAME>`: a family of keys, one per pre-declared action, besides [`KEYS`].
+/// `TGKNOCK_ACTION_<NAME>`: the family of keys, one per pre-declared action.
 pub const ACTION_PREFIX: &str = "TGKNOCK_ACTION_";
 
-/// Whether `key` is a key of the contract: one of [`KEYS`], or of the action family.
+/// Whether `key` is a key of the contract: one of [`KEYS`], or a member of a family.
 fn known_key(key: &str) -> bool {
-    KEYS.iter().any(|(k, _)| *k == key) || key.starts_with(ACTION_PREFIX)
+    KEYS.iter().any(|k| match k.family_prefix() {
+        Some(prefix) => key.len() > prefix.len() && key.starts_with(prefix),
+        None => k.name == key,
+    })
 }
 
 /// The bot token. Its `Debug` and `Display` never show it.
@@ -233,7 +403,8 @@ fn nearest_key(key: &str) -> Option<&'static str> {
         prev[b.len()]
     }
     KEYS.iter()
-        .map(|(k, _)| (distance(key, k), *k))
+        .filter(|k| k.family_prefix().is_none())
+        .map(|k| (distance(key, k.name), k.name))
         .min()
         .filter(|(d, _)| *d <= 3)
         .map(|(_, k)| k)
@@ -301,8 +472,8 @@ impl<'a> Layers<'a> {
             .map(|(v, _)| v.clone())
             .or_else(|| {
                 KEYS.iter()
-                    .find(|(k, _)| *k == key)
-                    .and_then(|(_, d)| d.map(String::from))
+                    .find(|k| k.name == key)
+                    .and_then(|k| k.default.map(String::from))
             })
             .unwrap_or_default()
     }

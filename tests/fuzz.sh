@@ -87,7 +87,7 @@ for t in $TARGETS; do
     if [ "$result" != ok ]; then
         echo "---- $t: last lines of the fuzzer's output ----" >&2
         tail -n 40 "$log" >&2
-        ls "artifacts/$t" 2>/dev/null | sed "s|^|fuzz: kept fuzz/artifacts/$t/|" >&2 || true
+        find "artifacts/$t" -type f 2>/dev/null | sed "s|^artifacts/|fuzz: kept fuzz/artifacts/|" >&2 || true
     fi
 done
 echo "fuzz: $total executions in all"

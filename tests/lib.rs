@@ -20,6 +20,7 @@ mod flood;
 mod hostile;
 mod knock;
 mod login;
+mod manpages;
 mod netns;
 mod nonroot;
 mod notify;

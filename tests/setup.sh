@@ -1,69 +1,108 @@
 #!/bin/sh
-# Installs what `make build` / `make test` need on a fresh Debian machine, when it can
-# (root for apt-get; rustup for Rust targets). Idempotent: installs only what is missing.
-#   tests/setup.sh build   - the x86_64 musl target (and musl-tools) for the static binary
-#   tests/setup.sh test    - rustfmt/clippy, and as root iptables + iproute2 for the netns tier
+# Installs what `make build` and `make test` need on a fresh Debian machine (bookworm),
+# every package by name (nothing left to Recommends), and the Rust pieces with rustup and
+# cargo. Idempotent: installs only what is missing.
+#   tests/setup.sh build   the static x86_64 binary: rust-src, rustup's x86_64 musl target,
+#                          gcc, musl-tools, git (the build's SOURCE_DATE_EPOCH), certificates
+#   tests/setup.sh test    every tier: the above, clippy/rustfmt, the cross compilers for
+#                          aarch64/armv7/ARMv6 (musl for ARM: cross/musl.sh), qemu-user, iptables/nftables/iproute2,
+#                          lintian, shellcheck, debootstrap + systemd-nspawn, cargo-deb,
+#                          cargo-fuzz (and g++ for libFuzzer)
+# As root it runs apt-get; otherwise it names what is missing and the command that installs
+# it, and exits 1 (the tiers that need it then fail in CI, or say SKIPPED outside it).
 set -eu
 
-need_apt=""
+what=${1:-test}
+# Versions of the cargo tools, so every machine builds the same packages.
+CARGO_DEB_VERSION=3.8.0
+CARGO_FUZZ_VERSION=0.13.1
+
+build_debs="gcc libc6-dev make git ca-certificates musl-tools file"
+test_debs="$build_debs g++ procps util-linux iproute2 iptables nftables
+    gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+    gcc-arm-linux-gnueabihf libc6-dev-armhf-cross binutils-arm-linux-gnueabihf
+    qemu-user-static systemd lintian shellcheck debootstrap systemd-container debian-archive-keyring"
+
 have() { command -v "$1" >/dev/null 2>&1; }
-pkg() { # pkg COMMAND PACKAGE: queue PACKAGE when COMMAND is missing
-    if ! have "$1" && ! [ -x "/usr/sbin/$1" ]; then need_apt="$need_apt $2"; fi
+say() { echo "setup: $*" >&2; }
+missing_debs() {
+    for p in "$@"; do
+        dpkg-query -W -f='${db:Status-Status}\n' "$p" 2>/dev/null | grep -qx installed || echo "$p"
+    done
 }
 
-case "${1:-test}" in
-build)
-    if have rustup && ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
-        rustup target add x86_64-unknown-linux-musl || echo "setup: could not add the x86_64 musl target; building for the host instead" >&2
-    fi
-    pkg musl-gcc musl-tools
-    ;;
-test)
-    if have rustup; then
-        rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
-        rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
-    fi
-    pkg iptables-legacy iptables
-    pkg nft nftables
-    pkg ip iproute2
-    pkg setpriv util-linux
-    # The ARM tier: cross linkers and qemu-user; the packaging tier: dpkg-deb, file,
-    # systemd-analyze.
-    pkg aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu
-    pkg arm-linux-gnueabihf-gcc gcc-arm-linux-gnueabihf
-    pkg qemu-aarch64-static qemu-user-static
-    pkg file file
-    pkg dpkg-deb dpkg
-    pkg systemd-analyze systemd
-    if have rustup; then
-        rustup target list --installed | grep -qx aarch64-unknown-linux-musl || rustup target add aarch64-unknown-linux-musl || true
-        rustup target list --installed | grep -qx x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl || true
-        # armv7's std may not be downloadable (cross/build.sh then uses nightly build-std).
-        if ! rustup target list --installed | grep -qx armv7-unknown-linux-musleabihf \
-            && ! rustup target add armv7-unknown-linux-musleabihf >/dev/null 2>&1; then
-            rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal || true
-            rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src' \
-                || rustup component add rust-src --toolchain nightly || true
-            if ! have arm-linux-musleabihf-gcc && [ "$(id -u)" = 0 ] && have dpkg; then
-                dpkg --print-foreign-architectures | grep -qx armhf || dpkg --add-architecture armhf
-                need_apt="$need_apt musl-dev:armhf"
-            fi
-        fi
-    fi
-    ;;
-*)
-    echo "usage: $0 build|test" >&2
-    exit 2
-    ;;
+case "$what" in
+build) debs=$build_debs ;;
+test) debs=$test_debs ;;
+*) echo "usage: $0 build|test" >&2; exit 2 ;;
 esac
 
-if [ -n "$need_apt" ]; then
-    if [ "$(id -u)" = 0 ] && have apt-get; then
-        echo "setup: installing$need_apt"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq || echo "setup: apt-get update reported errors; trying the install anyway" >&2
-        # shellcheck disable=SC2086
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need_apt >/dev/null
-    else
-        echo "setup: missing$need_apt (install them as root; the tests that need them will say SKIPPED)" >&2
+status=0
+root=false
+[ "$(id -u)" = 0 ] && root=true
+
+# Debian packages.
+if ! have dpkg-query; then
+    say "not a Debian system: install the equivalents of: $debs"
+    status=1
+else
+    # shellcheck disable=SC2086
+    need=$(missing_debs $debs | tr '\n' ' ')
+    if [ -n "$need" ]; then
+        if $root && have apt-get; then
+            say "installing $need"
+            tries=0
+            until {
+                # An index of a mirror in sync can fail; the install may still work.
+                DEBIAN_FRONTEND=noninteractive apt-get update -qq || say "apt-get update reported errors; trying the install anyway"
+                # shellcheck disable=SC2086
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
+            }; do
+                tries=$((tries + 1))
+                [ "$tries" -lt 3 ] || { say "apt-get install failed: $need"; exit 1; }
+                sleep 10
+            done
+            # shellcheck disable=SC2086
+            still=$(missing_debs $debs | tr '\n' ' ')
+            [ -z "$still" ] || { say "still missing after apt-get install: $still"; exit 1; }
+        else
+            say "missing: $need (as root: apt-get install --no-install-recommends $need)"
+            status=1
+        fi
     fi
 fi
+
+# Rust: the standard library's source (every release build rebuilds std), the musl targets
+# whose crt objects and libc the x86_64 and aarch64 builds use, the lint components.
+if ! have cargo || ! have rustup; then
+    say "missing: Rust with rustup (https://rustup.rs)"
+    exit 1
+fi
+components="rust-src"
+targets="x86_64-unknown-linux-musl"
+if [ "$what" = test ]; then
+    components="$components clippy rustfmt"
+    targets="$targets aarch64-unknown-linux-musl"
+fi
+installed_components=$(rustup component list --installed 2>/dev/null)
+for c in $components; do
+    echo "$installed_components" | grep -q "^$c" && continue
+    rustup component add "$c" >&2 || { say "rustup component add $c failed"; status=1; }
+done
+installed_targets=$(rustup target list --installed 2>/dev/null)
+for t in $targets; do
+    echo "$installed_targets" | grep -qx "$t" && continue
+    rustup target add "$t" >&2 || { say "rustup target add $t failed"; status=1; }
+done
+
+# Cargo tools, pinned.
+cargo_tool() { # cargo_tool SUBCOMMAND CRATE VERSION
+    if cargo "$1" --version 2>/dev/null | grep -q " $3\$\| $3 "; then return 0; fi
+    say "cargo install $2 --version $3 --locked"
+    cargo install "$2" --version "$3" --locked >&2 || { say "cargo install $2 failed"; status=1; }
+}
+if [ "$what" = test ]; then
+    cargo_tool deb cargo-deb "$CARGO_DEB_VERSION"
+    cargo_tool fuzz cargo-fuzz "$CARGO_FUZZ_VERSION"
+fi
+exit $status

@@ -230,8 +230,24 @@ fn daemons(state_dir: &Path) -> Vec<u32> {
                 && !dead(pid)
         })
         .collect();
+    // A daemon's child between fork and exec (a firewall tool about to start) still shows
+    // the daemon's environment and command line; under qemu-user that moment is long
+    // enough to be seen. It is not a second daemon.
+    let candidates = pids.clone();
+    pids.retain(|pid| !parent(*pid).is_some_and(|p| candidates.contains(&p)));
     pids.sort_unstable();
     pids
+}
+
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name, which is in parentheses and may hold spaces: state, ppid.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 #[test]

@@ -1,113 +1,62 @@
 #!/bin/sh
-# Builds a .deb of tgknock with dpkg-deb (no cargo-deb needed).
-#   packaging/deb/build.sh DEB_ARCH BINARY OUTDIR     e.g. arm64 target/aarch64-…/tgknock dist
-# Contents: /usr/bin/tgknock, the systemd unit, tmpfiles.d entry for /run/xtables.lock,
-# /etc/tgknock/tgknock.conf (a conffile), the cron line (commented: systemd restarts the
-# service itself), docs. The maintainer scripts create the tgknock system user and
-# /var/lib/tgknock; the service is enabled but only started once `tgknock check` passes.
+# Builds the .deb of tgknock for one target with cargo-deb, from the binary cross/build.sh
+# made (cargo deb --no-build), and prints its path.
+#   packaging/deb/build.sh TARGET OUTDIR     e.g. arm-unknown-linux-musleabihf dist
+# What goes in, and where, is [package.metadata.deb] in Cargo.toml; the maintainer scripts
+# are packaging/deb/scripts/ (debhelper's own snippets for the unit and tmpfiles.d); the
+# unit is packaging/systemd/tgknock.service as it is in the tree. This script prepares the
+# generated files cargo-deb takes from target/deb/: the Debian changelog, the docs and the
+# man pages, gzipped with -9n as dh_compress does. Same source, same bytes: the archive's
+# times are SOURCE_DATE_EPOCH (default: the time of the last commit).
 set -eu
-arch=${1:?usage: build.sh DEB_ARCH BINARY OUTDIR}
-binary=${2:?usage: build.sh DEB_ARCH BINARY OUTDIR}
-outdir=${3:?usage: build.sh DEB_ARCH BINARY OUTDIR}
-top=$(cd "$(dirname "$0")/../.." && pwd)
-pkg="$top/packaging"
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$top/Cargo.toml" | head -n 1)
-command -v dpkg-deb >/dev/null || { echo "build.sh: dpkg-deb is missing: apt-get install dpkg" >&2; exit 1; }
+target=${1:?usage: build.sh TARGET OUTDIR}
+outdir=${2:?usage: build.sh TARGET OUTDIR}
+cd "$(dirname "$0")/../.."
+die() { echo "packaging/deb/build.sh: $*" >&2; exit 1; }
+command -v cargo-deb >/dev/null 2>&1 \
+    || die "cargo-deb is missing: tests/setup.sh test installs it (cargo install cargo-deb --locked)"
+bin="target/$target/release/tgknock"
+[ -x "$bin" ] || die "$bin is missing: build it first with cross/build.sh $target"
+case "$target" in
+x86_64-*) arch=amd64 ;;
+aarch64-*) arch=arm64 ;;
+arm-* | armv7-*) arch=armhf ;;
+*) die "no Debian architecture for $target" ;;
+esac
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+top=$(sed -n '1s/^tgknock (\([^)]*\)).*/\1/p' packaging/deb/changelog)
+[ "$top" = "$version" ] || die "packaging/deb/changelog's last entry is $top, Cargo.toml says $version: add an entry"
+if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+    SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || stat -c %Y Cargo.toml)
+fi
+export SOURCE_DATE_EPOCH
 
-stage=$(mktemp -d)
-trap 'rm -rf "$stage"' EXIT
-root="$stage/root"
-mkdir -p "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" "$root/usr/lib/tmpfiles.d" \
-    "$root/etc/tgknock" "$root/usr/share/doc/tgknock/examples" "$root/var/lib/tgknock"
-install -m 0755 "$binary" "$root/usr/bin/tgknock"
-install -m 0644 "$pkg/systemd/tgknock.service" "$root/lib/systemd/system/tgknock.service"
-install -m 0644 "$pkg/tmpfiles.d/tgknock.conf" "$root/usr/lib/tmpfiles.d/tgknock.conf"
-install -m 0640 "$pkg/tgknock.conf.example" "$root/etc/tgknock/tgknock.conf"
-install -m 0644 "$pkg/cron/tgknock" "$root/usr/share/doc/tgknock/examples/cron.d-tgknock"
-install -m 0644 "$top/README.md" "$top/CHANGELOG.md" "$root/usr/share/doc/tgknock/"
-cat > "$root/usr/share/doc/tgknock/copyright" <<EOT
-Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
-Upstream-Name: tgknock
-Files: *
-License: MIT or Apache-2.0
-EOT
-size=$(du -sk "$root" | cut -f1)
-cat > "$root/DEBIAN/control" <<EOT
-Package: tgknock
-Version: $version
-Architecture: $arch
-Maintainer: tgknock developers <tgknock@users.noreply.github.com>
-Depends: iptables
-Recommends: systemd | cron
-Installed-Size: $size
-Section: net
-Priority: optional
-Homepage: https://github.com/tgknock/tgknock
-Description: open and close firewall ports (SSH first) from a Telegram chat
- tgknock keeps SSH and other port sets closed with its own iptables chain, and
- opens them for a while, to everyone or one address, when an allowed Telegram
- user asks its bot. One static binary; a systemd unit running it as an
- unprivileged user with CAP_NET_ADMIN and CAP_NET_RAW.
-EOT
-echo "/etc/tgknock/tgknock.conf" > "$root/DEBIAN/conffiles"
-cat > "$root/DEBIAN/postinst" <<'EOT'
-#!/bin/sh
-set -e
-if [ "$1" = configure ]; then
-    if ! getent passwd tgknock >/dev/null; then
-        adduser --system --group --no-create-home --home /var/lib/tgknock --shell /usr/sbin/nologin tgknock >/dev/null 2>&1 \
-            || useradd --system --user-group --no-create-home --home-dir /var/lib/tgknock --shell /usr/sbin/nologin tgknock
-    fi
-    chown root:tgknock /etc/tgknock /etc/tgknock/tgknock.conf
-    chmod 0750 /etc/tgknock
-    chmod 0640 /etc/tgknock/tgknock.conf
-    if [ ! -e /etc/tgknock/token ]; then
-        (umask 077; : > /etc/tgknock/token)
-    fi
-    chown tgknock:tgknock /etc/tgknock/token
-    chmod 0600 /etc/tgknock/token
-    chown tgknock:tgknock /var/lib/tgknock
-    chmod 0750 /var/lib/tgknock
-    if [ -d /run/systemd/system ]; then
-        systemd-tmpfiles --create /usr/lib/tmpfiles.d/tgknock.conf || true
-        systemctl daemon-reload || true
-        systemctl enable tgknock.service >/dev/null 2>&1 || true
-        if /usr/bin/tgknock check --config /etc/tgknock/tgknock.conf >/dev/null 2>&1; then
-            systemctl restart tgknock.service || true
-        else
-            echo "tgknock: put the bot token in /etc/tgknock/token and your user id in /etc/tgknock/tgknock.conf,"
-            echo "tgknock: check with 'tgknock check', then: systemctl start tgknock"
-        fi
-    fi
-fi
-exit 0
-EOT
-cat > "$root/DEBIAN/prerm" <<'EOT'
-#!/bin/sh
-set -e
-if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
-    systemctl stop tgknock.service || true
-    systemctl disable tgknock.service >/dev/null 2>&1 || true
-    /usr/bin/tgknock teardown --config /etc/tgknock/tgknock.conf || true
-fi
-exit 0
-EOT
-cat > "$root/DEBIAN/postrm" <<'EOT'
-#!/bin/sh
-set -e
-if [ "$1" = purge ]; then
-    rm -rf /var/lib/tgknock /etc/tgknock/token
-    if getent passwd tgknock >/dev/null; then
-        deluser --system tgknock >/dev/null 2>&1 || userdel tgknock || true
-    fi
-fi
-if [ -d /run/systemd/system ]; then
-    systemctl daemon-reload || true
-fi
-exit 0
-EOT
-chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/prerm" "$root/DEBIAN/postrm"
-mkdir -p "$outdir"
-out="$outdir/tgknock_${version}_${arch}.deb"
-dpkg-deb --root-owner-group -Zxz --build "$root" "$out" >/dev/null
+mkdir -p target/deb "$outdir"
+gz() { # gz FILE: target/deb/FILE.gz
+    dest="target/deb/$(basename "$1").gz"
+    gzip -9n -c "$1" > "$dest"
+}
+gz packaging/deb/changelog
+gz README.md
+gz CHANGELOG.md
+gz packaging/man/tgknock.1
+gz packaging/man/tgknock.conf.5
+out="$outdir/tgknock_${version}_$arch.deb"
+cargo deb --no-build --no-strip --target "$target" --output "$out" >&2 || die "cargo deb failed for $target"
+
+# cargo-deb writes no md5sums; add them as dh_md5sums does (every file but the conffiles)
+# and pack again with dpkg-deb: one compressor thread, so the bytes do not depend on the
+# machine's core count, and times clamped to SOURCE_DATE_EPOCH.
+command -v dpkg-deb >/dev/null 2>&1 || die "dpkg-deb is missing: apt-get install dpkg"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+dpkg-deb -R "$out" "$work/pkg"
+(
+    cd "$work/pkg"
+    sed 's|^/||' DEBIAN/conffiles > "$work/conffiles" 2>/dev/null || : > "$work/conffiles"
+    find . -path ./DEBIAN -prune -o -type f -print | sed 's|^\./||' | LC_ALL=C sort \
+        | grep -vxF -f "$work/conffiles" | xargs md5sum > DEBIAN/md5sums
+)
+chmod 0644 "$work/pkg/DEBIAN/md5sums"
+dpkg-deb --root-owner-group --threads-max=1 -Zxz --build "$work/pkg" "$out" >/dev/null
 echo "$out"
