@@ -217,7 +217,8 @@ pub const ACTION_PREFIX: &str = "TGKNOCK_ACTION_";
 /// Whether `key` is a key of the contract: one of [`KEYS`], or a member of a family.
 fn known_key(key: &str) -> bool {
     KEYS.iter().any(|k| match k.family_prefix() {
-        Some(prefix) => key.len() > prefix.len() && key.starts_with(prefix),
+        // An empty or odd name is the family's own error, with its reason.
+        Some(prefix) => key.starts_with(prefix),
         None => k.name == key,
     })
 }
