@@ -283,6 +283,8 @@ impl fmt::Display for FirewallKind {
 #[derive(Debug, Clone)]
 pub(crate) struct TelegramSettings {
     pub(crate) token: Option<Token>,
+    /// Why the configured token cannot be used (the commands that need it say this).
+    pub(crate) token_problem: Option<String>,
     pub(crate) allowed_users: Vec<i64>,
     pub(crate) notify_denied: bool,
     pub(crate) api_url: String,
@@ -544,37 +546,42 @@ fn telegram(
     token_file: Option<TokenFile>,
     warnings: &mut Vec<String>,
 ) -> Result<TelegramSettings> {
-    // The token: from the key or from a file, never both.
-    let token = match (l.nonempty("TGKNOCK_TOKEN"), token_file) {
-        (Some(_), Some(_)) => {
-            return Err(Error::config(
-                "TGKNOCK_TOKEN_FILE",
-                "TGKNOCK_TOKEN and TGKNOCK_TOKEN_FILE are both set; keep only one (prefer the file)",
-            ));
-        }
-        (Some(t), None) => {
-            Some(Token::parse(t.trim()).ok_or_else(|| {
-                l.bad("TGKNOCK_TOKEN", format!("not a bot token ({NOT_A_TOKEN})"))
-            })?)
-        }
+    // The token: from the key or from a file, never both. A token that cannot be used is
+    // remembered rather than refused here: only the commands that talk to Telegram need
+    // it, and `teardown` or `close` must work on a board whose token file is empty.
+    let token: Result<Option<Token>> = match (l.nonempty("TGKNOCK_TOKEN"), token_file) {
+        (Some(_), Some(_)) => Err(Error::config(
+            "TGKNOCK_TOKEN_FILE",
+            "TGKNOCK_TOKEN and TGKNOCK_TOKEN_FILE are both set; keep only one (prefer the file)",
+        )),
+        (Some(t), None) => Token::parse(t.trim())
+            .map(Some)
+            .ok_or_else(|| l.bad("TGKNOCK_TOKEN", format!("not a bot token ({NOT_A_TOKEN})"))),
         (None, Some(file)) => {
             let path = file.path.display().to_string();
-            let text = file
-                .text
-                .map_err(|e| l.bad("TGKNOCK_TOKEN_FILE", format!("cannot read {path}: {e}")))?;
             if let Some(mode) = file.mode.filter(|m| m & 0o077 != 0) {
                 warnings.push(format!(
                     "token file {path} is readable by group or others (mode {mode:04o}); run: chmod 600 {path}"
                 ));
             }
-            Some(Token::parse(text.trim()).ok_or_else(|| {
-                l.bad(
-                    "TGKNOCK_TOKEN_FILE",
-                    format!("{path} does not hold a bot token ({NOT_A_TOKEN})"),
-                )
-            })?)
+            match file.text {
+                Err(e) => Err(l.bad("TGKNOCK_TOKEN_FILE", format!("cannot read {path}: {e}"))),
+                Ok(text) => Token::parse(text.trim()).map(Some).ok_or_else(|| {
+                    l.bad(
+                        "TGKNOCK_TOKEN_FILE",
+                        format!("{path} does not hold a bot token ({NOT_A_TOKEN})"),
+                    )
+                }),
+            }
         }
-        (None, None) => None,
+        (None, None) => Ok(None),
+    };
+    let (token, token_problem) = match token {
+        Ok(t) => (t, None),
+        Err(e) => {
+            warnings.push(format!("{e}; commands that talk to Telegram will fail"));
+            (None, Some(e.to_string()))
+        }
     };
 
     let mut allowed_users = Vec::new();
@@ -651,6 +658,7 @@ fn telegram(
     }
     Ok(TelegramSettings {
         token,
+        token_problem,
         allowed_users,
         notify_denied,
         api_url,
@@ -1011,6 +1019,12 @@ impl Config {
 
     /// What `run`, `check` and `whoami` need on top of a valid file: a token.
     pub(crate) fn require_token(&self) -> Result<&Token> {
+        if let Some(problem) = &self.telegram.token_problem {
+            return Err(Error::Usage {
+                argument: None,
+                problem: problem.clone(),
+            });
+        }
         self.telegram.token.as_ref().ok_or_else(|| {
             Error::config(
                 "TGKNOCK_TOKEN_FILE",
@@ -1177,11 +1191,6 @@ mod tests {
             ("TGKNOCK_KNOCK=1,x", "TGKNOCK_KNOCK"),
             ("TGKNOCK_KNOCK=0,5", "TGKNOCK_KNOCK"),
             ("TGKNOCK_KNOCK_GATE=web", "TGKNOCK_KNOCK_GATE"),
-            ("TGKNOCK_TOKEN=nope", "TGKNOCK_TOKEN"),
-            (
-                "TGKNOCK_TOKEN_FILE=/nonexistent/token",
-                "TGKNOCK_TOKEN_FILE",
-            ),
             ("TGKNOCK_TOKEN=\"x", "unmatched quote"),
             ("just words", "line 1"),
         ] {
@@ -1192,11 +1201,32 @@ mod tests {
         }
     }
 
+    /// A token that cannot be used fails only the commands that need one (the others
+    /// still run: `teardown` on a board with an empty token file), naming the key.
+    #[test]
+    fn an_unusable_token_fails_only_what_needs_it() {
+        for (text, key) in [
+            ("TGKNOCK_TOKEN=nope", "TGKNOCK_TOKEN"),
+            (
+                "TGKNOCK_TOKEN_FILE=/nonexistent/token",
+                "TGKNOCK_TOKEN_FILE",
+            ),
+        ] {
+            let c = from_file(text).unwrap();
+            assert!(c.warnings[0].contains(key), "{text}: {:?}", c.warnings);
+            let e = c.require_token().unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{text}");
+            assert!(e.to_string().contains(key), "{text}: {e}");
+        }
+    }
+
     #[test]
     fn token_never_in_debug() {
         let c = from_file(&format!("TGKNOCK_TOKEN={TOKEN}")).unwrap();
         assert!(!format!("{c:?}").contains("AAHdq"));
         let bad = from_file("TGKNOCK_TOKEN=123:short")
+            .unwrap()
+            .require_token()
             .unwrap_err()
             .to_string();
         assert!(!bad.contains("123:short"), "{bad}");
@@ -1217,12 +1247,8 @@ mod tests {
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(from_file(&text).unwrap().warnings.is_empty());
         let both = format!("{text}\nTGKNOCK_TOKEN={TOKEN}");
-        assert!(
-            from_file(&both)
-                .unwrap_err()
-                .to_string()
-                .contains("both set")
-        );
+        let e = from_file(&both).unwrap().require_token().unwrap_err();
+        assert!(e.to_string().contains("both set"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -462,3 +462,31 @@ fn a_console_opening_is_closed_by_the_running_daemon() {
         env.openings().is_empty().then_some(())
     });
 }
+
+/// A board whose token file is empty (just installed, or the token removed): the commands
+/// that do not talk to Telegram still work — `teardown` above all, which removing the
+/// package runs — while `run` and `check` refuse, naming the file.
+#[test]
+fn an_empty_token_file_stops_only_what_talks_to_telegram() {
+    let mut env = Env::new();
+    let token = env.path("token");
+    std::fs::write(&token, "").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    env.unset("TGKNOCK_TOKEN")
+        .set("TGKNOCK_TOKEN_FILE", &token.display().to_string());
+    ok(&env, &["close"]);
+    ok(&env, &["open", "--for", "5m"]);
+    ok(&env, &["status"]);
+    let out = ok(&env, &["teardown"]);
+    assert!(out.contains("removed"), "{out}");
+    for cmd in ["run", "whoami"] {
+        let e = message(&fails(&env, &[cmd], 2));
+        assert!(
+            e.contains("TGKNOCK_TOKEN_FILE") && e.contains("does not hold a bot token"),
+            "{cmd}: {e}"
+        );
+    }
+    let o = env.run(&["check"]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    assert!(stdout(&o).contains("[FAIL]") && stdout(&o).contains("TGKNOCK_TOKEN_FILE"));
+}
