@@ -517,10 +517,69 @@ struct Flood {
     queued: Duration,
 }
 
+/// A TCP relay on 127.0.0.1 in front of `target` that holds every answer back by `rtt`:
+/// the fake Bot API as far away as Telegram is from a board (one request per connection,
+/// as the fake answers with `Connection: close`).
+fn slow_relay(target: std::net::SocketAddr, rtt: Duration) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let Ok(mut up) = std::net::TcpStream::connect(target) else {
+                    return;
+                };
+                let (Ok(mut down_r), Ok(mut up_w)) = (conn.try_clone(), up.try_clone()) else {
+                    return;
+                };
+                // The request goes up at once; the answer comes back a round trip later.
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut down_r, &mut up_w);
+                });
+                let mut answer = Vec::new();
+                let mut buf = [0u8; 16 * 1024];
+                let mut first = None;
+                loop {
+                    match up.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            first.get_or_insert_with(Instant::now);
+                            answer.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                }
+                std::thread::sleep(rtt);
+                let mut conn = conn;
+                let _ = conn.write_all(&answer);
+            });
+        }
+    });
+    addr
+}
+
 /// 5,000 strangers' `/open`, then the owner's, queued at a daemon in its long poll.
 fn flood(s: &Subject) -> Result<Flood, String> {
+    flood_over(s, None)
+}
+
+/// [`flood`] with every answer of the API `rtt` away.
+fn flood_over(s: &Subject, rtt: Option<Duration>) -> Result<Flood, String> {
     let scratch = Scratch::new();
-    let p = scratch.spawn(s, "50s").map_err(|e| format!("spawn: {e}"))?;
+    let p = match rtt {
+        None => scratch.spawn(s, "50s"),
+        Some(rtt) => {
+            let target: std::net::SocketAddr = scratch
+                .api
+                .url()
+                .trim_start_matches("http://")
+                .parse()
+                .map_err(|e| format!("the fake's address: {e}"))?;
+            let url = format!("http://{}", slow_relay(target, rtt));
+            scratch.spawn_with(s, "50s", &[("TGKNOCK_API_URL", url.as_str())])
+        }
+    }
+    .map_err(|e| format!("spawn: {e}"))?;
     scratch
         .wait_poll(0, Duration::from_secs(20))
         .ok_or("no getUpdates in 20 s")?;
@@ -572,6 +631,9 @@ struct Presses {
 }
 
 const PRESSES: usize = 20;
+
+/// The round trip to the API of the far-away flood.
+const RTT: Duration = Duration::from_millis(50);
 
 /// `PRESSES` presses, Open and Close of ssh in turn, on the keyboard of a `/status`, each
 /// queued at a daemon in its long poll; timed from queueing to the fake API receiving the
@@ -1440,6 +1502,11 @@ fn main() {
         .collect();
     eprintln!("bench: flood of {STRANGERS} strangers …");
     let floods: Vec<_> = subjects.iter().map(flood).collect();
+    eprintln!(
+        "bench: the same flood with a {} ms round trip to the API …",
+        RTT.as_millis()
+    );
+    let far_floods: Vec<_> = subjects.iter().map(|s| flood_over(s, Some(RTT))).collect();
     eprintln!("bench: button presses, setup, an action …");
     let press_runs: Vec<(Fw, Vec<Result<Presses, String>>)> = [Fw::Fake, Fw::Legacy]
         .into_iter()
@@ -1524,7 +1591,34 @@ fn main() {
         }
     }
 
-    rows.extend([r_rss, r_hwm, r_open, r_reply]);
+    // With the API a round trip away, the floor is one round trip per batch of 100
+    // updates (the owner's command is in the last batch): the contract allows 1.2 times it.
+    let batches = (STRANGERS as u64 + 1).div_ceil(100);
+    let floor = RTT * batches as u32;
+    let mut r_far = row(
+        &format!(
+            "owner's /open behind {STRANGERS} strangers, API {} ms away: rules in place",
+            RTT.as_millis()
+        ),
+        &format!("≤ 1.2 × {batches} round trips = {}", ms(floor * 6 / 5)),
+    );
+    for (i, res) in far_floods.iter().enumerate() {
+        match res {
+            Ok(f) => {
+                r_far.values[i] = Some(f.rules.as_secs_f64() * 1000.0);
+                r_far.texts[i] = format!(
+                    "{} ({:.2} × the floor of {})",
+                    ms(f.rules),
+                    f.rules.as_secs_f64() / floor.as_secs_f64(),
+                    ms(floor)
+                );
+                r_far.verdicts[i] = Some(f.rules <= floor * 6 / 5);
+            }
+            Err(e) => r_far.texts[i] = format!("error: {e}"),
+        }
+    }
+
+    rows.extend([r_rss, r_hwm, r_open, r_reply, r_far]);
     for (fw, results) in starts {
         let tool = match fw {
             Fw::Fake => "fake iptables (sh)",
