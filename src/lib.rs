@@ -4,8 +4,9 @@
 //! Pure cores — [`command`] (chat parsing), `decide` (what a message asks for), `config`,
 //! `firewall::rules` (the rules wanted, and the views of what the kernel shows),
 //! [`duration`], [`addr`], [`gate`], `report` — and thin shells: `firewall` runs the tools
-//! of its two backends, [`telegram`] talks HTTP, [`state`] and `files` own the files,
-//! `keeper` is the one transaction of a change, `daemon` the loop, [`app`] the command line.
+//! of its two backends, [`telegram`] talks HTTP (over `tls`, its lean rustls crypto),
+//! [`state`] and `files` own the files, `keeper` is the one transaction of a change,
+//! `daemon` the loop, [`app`] the command line.
 //! Around the loop: `buttons` (inline keyboards, and a press as the command it stands for),
 //! `actions` (`/run NAME`), `setup` (the guided first run), `login` (`notify-login`).
 //!
@@ -35,6 +36,7 @@ mod setup;
 pub mod state;
 mod sys;
 pub mod telegram;
+mod tls;
 mod totp;
 mod watchdog;
 

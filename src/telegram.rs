@@ -319,6 +319,14 @@ impl ApiError {
     }
 
     fn from_ureq(e: ureq::Error) -> ApiError {
+        if let Some(tls) = crate::tls::rustls_error(&e) {
+            let mut message = redact(&crate::tls::describe(tls));
+            if let Some(hint) = crate::tls::hint(tls) {
+                message = format!("{message} ({hint})");
+            }
+            let clock = crate::tls::is_clock_error(tls) || crate::clock_before_build();
+            return ApiError::Tls { message, clock };
+        }
         let message = redact(&e.to_string());
         match e {
             ureq::Error::Timeout(_) => ApiError::Timeout,
@@ -330,14 +338,10 @@ impl ApiError {
             {
                 ApiError::Timeout
             }
-            ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_) => {
-                let lower = message.to_lowercase();
-                let clock = lower.contains("expired")
-                    || lower.contains("not valid yet")
-                    || lower.contains("notvalidyet")
-                    || crate::clock_before_build();
-                ApiError::Tls { message, clock }
-            }
+            ureq::Error::Tls(_) | ureq::Error::Pem(_) => ApiError::Tls {
+                message,
+                clock: crate::clock_before_build(),
+            },
             ureq::Error::BodyExceedsLimit(_) => ApiError::TooLarge,
             _ => {
                 if message.to_lowercase().contains("limit") && message.contains("body") {
@@ -402,7 +406,8 @@ impl BotApi {
             })?),
             None => None,
         };
-        let mut tls = ureq::tls::TlsConfig::builder();
+        let mut tls = ureq::tls::TlsConfig::builder()
+            .unversioned_rustls_crypto_provider(crate::tls::provider());
         if let Some(path) = &cfg.ca_file {
             let ca = |problem: String| Error::config("TGKNOCK_CA_FILE", problem);
             let pem = std::fs::read(path)
@@ -413,7 +418,10 @@ impl BotApi {
                     Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
                     Ok(_) => {}
                     Err(e) => {
-                        return Err(ca(format!("{} is not a PEM file: {e}", path.display())));
+                        // rustls' PEM errors print their fields as bytes: the kind is enough.
+                        let e = e.to_string();
+                        let kind = e.split(" {").next().unwrap_or_default();
+                        return Err(ca(format!("{} is not a PEM file ({kind})", path.display())));
                     }
                 }
             }

@@ -26,4 +26,5 @@ mod nonroot;
 mod notify;
 mod second_factor;
 mod setup;
+mod tls;
 mod watchdog;

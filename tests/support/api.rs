@@ -1,5 +1,6 @@
 //! An in-test fake of the Telegram Bot API: a std TcpListener on 127.0.0.1 that speaks
-//! just enough HTTP/1.1, queues updates, records requests, and injects faults.
+//! just enough HTTP/1.1 (or HTTPS, through a rustls server), queues updates, records
+//! requests, and injects faults.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -67,6 +68,8 @@ struct State {
     too_old: Vec<String>,
     /// Methods whose requests are held this long, then closed without an answer.
     hang: Vec<(String, Duration)>,
+    /// Why TLS handshakes failed, as the server saw it (HTTPS only).
+    handshake_errors: Vec<String>,
 }
 
 /// Telegram's answer to `answerCallbackQuery` for a press that waited too long.
@@ -76,6 +79,8 @@ pub const TOO_OLD: &str =
 #[derive(Clone)]
 pub struct FakeApi {
     addr: SocketAddr,
+    /// Serves HTTPS with this configuration, else plain HTTP.
+    tls: Option<Arc<rustls::ServerConfig>>,
     inner: Arc<(Mutex<State>, Condvar)>,
 }
 
@@ -108,8 +113,18 @@ impl FakeApi {
         Self::serve(listener)
     }
 
+    /// Serves HTTPS on 127.0.0.1 with this server configuration (its certificate chain).
+    pub fn start_tls(tls: Arc<rustls::ServerConfig>) -> FakeApi {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        Self::serve_with(listener, Some(tls))
+    }
+
     /// Serves on an already bound listener (the netns tests bind inside a namespace).
     pub fn serve(listener: TcpListener) -> FakeApi {
+        Self::serve_with(listener, None)
+    }
+
+    fn serve_with(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>) -> FakeApi {
         let addr = listener.local_addr().unwrap();
         let inner = Arc::new((
             Mutex::new(State {
@@ -120,14 +135,14 @@ impl FakeApi {
             }),
             Condvar::new(),
         ));
-        let api = FakeApi { addr, inner };
+        let api = FakeApi { addr, tls, inner };
         let a = api.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
                 let a = a.clone();
                 std::thread::spawn(move || {
-                    let _ = a.handle(conn);
+                    let _ = a.connection(conn);
                 });
             }
         });
@@ -135,7 +150,34 @@ impl FakeApi {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Why TLS handshakes failed so far, as the server saw them.
+    pub fn handshake_errors(&self) -> Vec<String> {
+        self.lock().handshake_errors.clone()
+    }
+
+    /// Serves one connection: plain, or TLS once its handshake is through.
+    fn connection(&self, mut tcp: TcpStream) -> std::io::Result<()> {
+        tcp.set_read_timeout(Some(Duration::from_secs(120)))?;
+        let Some(config) = &self.tls else {
+            return self.handle(&mut tcp);
+        };
+        let mut server =
+            rustls::ServerConnection::new(config.clone()).map_err(std::io::Error::other)?;
+        while server.is_handshaking() {
+            if let Err(e) = server.complete_io(&mut tcp) {
+                self.lock().handshake_errors.push(e.to_string());
+                return Err(e);
+            }
+        }
+        let mut stream = rustls::StreamOwned::new(server, tcp);
+        let result = self.handle(&mut stream);
+        stream.conn.send_close_notify();
+        let _ = stream.flush();
+        result
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -404,9 +446,8 @@ impl FakeApi {
         self.lock().updates.len()
     }
 
-    fn handle(&self, conn: TcpStream) -> std::io::Result<()> {
-        conn.set_read_timeout(Some(Duration::from_secs(120)))?;
-        let mut reader = BufReader::new(conn.try_clone()?);
+    fn handle<S: Read + Write>(&self, conn: &mut S) -> std::io::Result<()> {
+        let mut reader = BufReader::new(conn);
         let mut line = String::new();
         reader.read_line(&mut line)?;
         let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
@@ -434,7 +475,7 @@ impl FakeApi {
             .rsplit_once('/')
             .map(|(t, m)| (t.to_string(), m.to_string()))
             .unwrap_or_default();
-        let mut conn = conn;
+        let conn = reader.get_mut();
         let offset = self.lock().clock_offset;
         DATE_OFFSET.with(|d| d.set(offset));
         {
@@ -447,7 +488,7 @@ impl FakeApi {
             if token != s.token {
                 drop(s);
                 return respond(
-                    &mut conn,
+                    conn,
                     401,
                     &json!({"ok": false, "error_code": 401, "description": "Unauthorized"})
                         .to_string(),
@@ -467,7 +508,7 @@ impl FakeApi {
         }
         match method.as_str() {
             "getMe" => respond(
-                &mut conn,
+                conn,
                 200,
                 &ok(json!({"id": 7_000_000_001i64, "is_bot": true, "first_name": "tgknock", "username": BOT})),
             ),
@@ -481,7 +522,7 @@ impl FakeApi {
                     s.last_message_id
                 };
                 respond(
-                    &mut conn,
+                    conn,
                     200,
                     &ok(json!({"message_id": id, "chat": {"id": chat, "type": "private"}, "date": super::now(), "text": text})),
                 )
@@ -492,7 +533,7 @@ impl FakeApi {
                 let text = body["text"].as_str().unwrap_or("").to_string();
                 self.lock().edits.push((chat, id, text.clone()));
                 respond(
-                    &mut conn,
+                    conn,
                     200,
                     &ok(json!({"message_id": id, "chat": {"id": chat, "type": "private"}, "date": super::now(), "text": text})),
                 )
@@ -501,30 +542,30 @@ impl FakeApi {
                 let query = body["callback_query_id"].as_str().unwrap_or("").to_string();
                 if self.lock().too_old.contains(&query) {
                     respond(
-                        &mut conn,
+                        conn,
                         400,
                         &json!({"ok": false, "error_code": 400, "description": TOO_OLD}).to_string(),
                     )
                 } else {
-                    respond(&mut conn, 200, &ok(json!(true)))
+                    respond(conn, 200, &ok(json!(true)))
                 }
             }
             "setMyCommands" | "deleteWebhook" => {
                 if method == "deleteWebhook" {
                     self.lock().webhook = None;
                 }
-                respond(&mut conn, 200, &ok(json!(true)))
+                respond(conn, 200, &ok(json!(true)))
             }
             "getWebhookInfo" => {
                 let url = self.lock().webhook.clone().unwrap_or_default();
-                respond(&mut conn, 200, &ok(json!({"url": url, "has_custom_certificate": false, "pending_update_count": 0})))
+                respond(conn, 200, &ok(json!({"url": url, "has_custom_certificate": false, "pending_update_count": 0})))
             }
-            "getUpdates" => self.get_updates(&mut conn, &body),
-            _ => respond(&mut conn, 404, &json!({"ok": false, "error_code": 404, "description": "Not Found: method not found"}).to_string()),
+            "getUpdates" => self.get_updates(conn, &body),
+            _ => respond(conn, 404, &json!({"ok": false, "error_code": 404, "description": "Not Found: method not found"}).to_string()),
         }
     }
 
-    fn get_updates(&self, conn: &mut TcpStream, body: &Value) -> std::io::Result<()> {
+    fn get_updates(&self, conn: &mut impl Write, body: &Value) -> std::io::Result<()> {
         let offset = body["offset"].as_i64();
         let limit = body["limit"].as_u64().unwrap_or(100).clamp(1, 100) as usize;
         let timeout = body["timeout"].as_u64().unwrap_or(0);
@@ -565,12 +606,12 @@ impl FakeApi {
     }
 }
 
-fn respond(conn: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()> {
+fn respond(conn: &mut impl Write, status: u16, body: &str) -> std::io::Result<()> {
     respond_typed(conn, status, "application/json", body)
 }
 
 fn respond_typed(
-    conn: &mut TcpStream,
+    conn: &mut impl Write,
     status: u16,
     ctype: &str,
     body: &str,
@@ -619,7 +660,7 @@ fn http_date() -> String {
     )
 }
 
-fn serve_fault(conn: &mut TcpStream, f: Fault, webhook: bool) -> std::io::Result<()> {
+fn serve_fault(conn: &mut impl Write, f: Fault, webhook: bool) -> std::io::Result<()> {
     match f {
         Fault::Status(code) => respond(
             conn,
