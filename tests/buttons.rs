@@ -67,7 +67,9 @@ fn the_owner_opens_and_closes_with_one_tap() {
         .wait_edit(OWNER, "ssh (22/tcp) open to everyone until", 20);
     assert_eq!(edited, panel, "the keyboard's own message is edited");
     assert!(
-        text.lines().next().is_some_and(|l| l.contains(" UTC, 15 min")),
+        text.lines()
+            .next()
+            .is_some_and(|l| l.contains(" UTC, 15 min")),
         "{text}"
     );
     assert!(text.contains("\nweb (80/tcp,443/tcp) closed\n"), "{text}");

@@ -332,8 +332,20 @@ fn tgknock_1_is_generated_from_the_help() {
     let page = tgknock_1();
     // What the page must hold, whatever the help says: every command, with its options.
     for cmd in [
-        "run", "open", "close", "status", "check", "whoami", "teardown", "watchdog", "knock",
-        "ban", "unban", "totp-setup", "setup", "notify-login",
+        "run",
+        "open",
+        "close",
+        "status",
+        "check",
+        "whoami",
+        "teardown",
+        "watchdog",
+        "knock",
+        "ban",
+        "unban",
+        "totp-setup",
+        "setup",
+        "notify-login",
     ] {
         assert!(
             page.contains(&format!(".SS {}\n", esc(cmd))),
