@@ -336,7 +336,7 @@ fn open(c: OpenCmd) -> Result<i32> {
     let g = keeper.cfg.gate(gate.as_str()).expect("gate exists");
     println!("{}", report::gate_line(g, &out));
     if !keeper.wake_daemon() && bounded {
-        if keeper.fw.policy.deadlines {
+        if out.deadlines {
             println!(
                 "note: no daemon is running; the kernel closes {gate} at its deadline, and `tgknock run` (or the watchdog) brings the saved state up to date when it starts"
             );

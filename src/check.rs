@@ -194,7 +194,8 @@ fn firewall(c: &mut Ctx) -> Vec<Line> {
             .into_iter()
             .map(|(good, text)| Line::of(good, text)),
     );
-    lines.push(match &fw.deadline_problem {
+    fw.probe();
+    lines.push(match fw.deadline_problem() {
         None => Line::ok(match fw.kind() {
             crate::firewall::Kind::Iptables => "deadlines: the kernel keeps them too (-m time)",
             crate::firewall::Kind::Nftables => "deadlines: the kernel keeps them too (meta time)",

@@ -370,7 +370,8 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
     let _ = std::fs::remove_file(&wake);
     let socket = UnixDatagram::bind(&wake).map_err(|e| Error::file(&wake, "bind", e))?;
 
-    if let Some(why) = &keeper.fw.deadline_problem {
+    keeper.fw.probe();
+    if let Some(why) = keeper.fw.deadline_problem() {
         log::warn!(
             "the kernel cannot keep deadlines ({why}): openings close and bans lift by tgknock's own expiry only, so not while it is stopped"
         );

@@ -4,6 +4,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use crate::addr::Cidr;
 use crate::gate::GateName;
 use crate::telegram::ApiError;
 
@@ -64,6 +65,12 @@ pub enum Error {
     TooManyOpenings { gate: GateName, max: usize },
     /// There are as many bans as tgknock keeps.
     TooManyBans { max: usize },
+    /// A ban would overlap another one (`other`, banned until `until`).
+    BanOverlaps {
+        addr: Cidr,
+        other: Cidr,
+        until: Option<u64>,
+    },
     /// Another daemon holds the pid file's lock.
     AlreadyRunning { pid: Option<u32>, pid_file: PathBuf },
     /// A program or thread could not be started.
@@ -247,6 +254,23 @@ impl fmt::Display for Error {
             }
             Error::TooManyBans { max } => {
                 write!(f, "there are already {max} bans; lift some first")
+            }
+            Error::BanOverlaps { addr, other, until } => {
+                let until = match until {
+                    Some(u) => format!("until {}", crate::duration::utc_full(*u)),
+                    None => "until lifted".to_string(),
+                };
+                if other.prefix() < addr.prefix() {
+                    write!(
+                        f,
+                        "{addr} is inside {other}, which is banned already ({until}); bans cannot overlap: to change how long, ban {other} again"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "{addr} holds {other}, which is banned on its own ({until}); bans cannot overlap: unban {other} first"
+                    )
+                }
             }
             Error::AlreadyRunning { pid: Some(pid), .. } => {
                 write!(

@@ -31,11 +31,12 @@ pub(crate) struct Keeper {
 }
 
 impl Keeper {
+    /// A keeper for one command or the daemon. Whether the kernel keeps deadlines is not
+    /// asked here: a change asks when it must ([`Firewall::apply`]); the daemon and
+    /// `check`, which say it, call [`Firewall::probe`].
     pub(crate) fn new(cfg: Config) -> Keeper {
-        let mut fw = Firewall::from_config(&cfg);
-        fw.probe();
         Keeper {
-            fw,
+            fw: Firewall::from_config(&cfg),
             paths: Paths::new(&cfg.files.state_dir),
             cfg,
             guard: Mutex::new(()),
@@ -89,7 +90,7 @@ impl Keeper {
                 state: st,
                 listings: listings.into_iter().map(|(f, l)| (f, Ok(l))).collect(),
                 now,
-                deadlines: self.fw.policy.deadlines,
+                deadlines: self.fw.deadlines(),
             },
         ))
     }
@@ -131,11 +132,13 @@ impl Keeper {
             let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
             StateLock::acquire(&self.paths)?.load()?
         };
+        let listings = self.fw.observe();
+        self.fw.settle(&listings);
         Ok(Outcome {
             state: st,
-            listings: self.fw.observe(),
+            listings,
             now,
-            deadlines: self.fw.policy.deadlines,
+            deadlines: self.fw.deadlines(),
         })
     }
 

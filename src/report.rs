@@ -259,7 +259,7 @@ pub(crate) fn status_text(cfg: &Config, fw: &Firewall, out: &Outcome) -> String 
             parts.join(", ")
         ));
     }
-    lines.push(match &fw.deadline_problem {
+    lines.push(match fw.deadline_problem() {
         None if out.deadlines => {
             "deadlines: kept by the kernel too, so openings close and bans lift on time even with tgknock stopped".to_string()
         }
@@ -414,7 +414,7 @@ pub(crate) fn status_json(
         "daemon_pid": daemon_pid,
         "gates": gates,
         "kernel_deadlines": out.deadlines,
-        "kernel_deadlines_problem": fw.deadline_problem,
+        "kernel_deadlines_problem": fw.deadline_problem(),
         "bans": live_bans(out).iter().map(|b| json!({
             "addr": b.addr,
             "until": b.until,

@@ -232,8 +232,23 @@ impl State {
         gone
     }
 
-    /// Adds or renews a ban (one per block: a new one replaces its deadline).
+    /// Adds or renews a ban (one per block: a new one replaces its deadline). A ban that
+    /// overlaps another one (a host inside a banned block, or a block holding a banned
+    /// host or block) is refused, naming the other: nft keeps bans as the elements of an
+    /// interval set, where blocks cannot overlap, and one rule for both backends keeps
+    /// `status` and the kernel telling the same story.
     pub(crate) fn ban(&mut self, ban: Ban) -> Result<()> {
+        if let Some(other) = self
+            .bans
+            .iter()
+            .find(|b| b.addr != ban.addr && overlaps(&b.addr, &ban.addr))
+        {
+            return Err(Error::BanOverlaps {
+                addr: ban.addr,
+                other: other.addr,
+                until: other.until,
+            });
+        }
         self.bans.retain(|b| b.addr != ban.addr);
         if self.bans.len() >= MAX_BANS {
             return Err(Error::TooManyBans { max: MAX_BANS });
@@ -514,6 +529,67 @@ mod tests {
                 .unwrap();
         }
         assert!(s.open(&g("ssh"), op(Some("10.9.9.9"), None)).is_err());
+    }
+
+    fn ban(addr: &str, until: Option<u64>) -> Ban {
+        Ban {
+            addr: addr.parse().unwrap(),
+            until,
+            by: Actor::Console,
+        }
+    }
+
+    #[test]
+    fn bans_renew_and_never_overlap() {
+        let mut s = State::default();
+        s.ban(ban("203.0.113.0/24", Some(100))).unwrap();
+        s.ban(ban("198.51.100.7", None)).unwrap();
+        s.ban(ban("2001:db8::/32", None)).unwrap();
+        // A renewal replaces the deadline; a neighbour block is not an overlap.
+        s.ban(ban("203.0.113.0/24", Some(200))).unwrap();
+        s.ban(ban("203.0.112.0/24", None)).unwrap();
+        s.ban(ban("198.51.100.6/32", None)).unwrap();
+        assert_eq!(s.bans.len(), 5);
+        assert_eq!(
+            s.bans
+                .iter()
+                .find(|b| b.addr.prefix() == 24 && b.until.is_some())
+                .unwrap()
+                .until,
+            Some(200)
+        );
+        let before = s.clone();
+        for (addr, other, words) in [
+            (
+                "203.0.113.9",
+                "203.0.113.0/24",
+                "is inside 203.0.113.0/24, which is banned already (until 1970-01-01 00:03:20 UTC)",
+            ),
+            (
+                "203.0.113.128/25",
+                "203.0.113.0/24",
+                "ban 203.0.113.0/24 again",
+            ),
+            (
+                "198.51.100.0/24",
+                "198.51.100.6",
+                "holds 198.51.100.6, which is banned on its own (until lifted); bans cannot overlap: unban 198.51.100.6 first",
+            ),
+            ("128.0.0.0/1", "198.51.100.6", "unban 198.51.100.6 first"),
+            (
+                "2001:db8:1::/48",
+                "2001:db8::/32",
+                "is inside 2001:db8::/32",
+            ),
+        ] {
+            let e = s.ban(ban(addr, Some(300))).unwrap_err();
+            match &e {
+                Error::BanOverlaps { other: o, .. } => assert_eq!(o.to_string(), other, "{addr}"),
+                e => panic!("{addr}: {e}"),
+            }
+            assert!(e.to_string().contains(words), "{addr}: {e}");
+            assert_eq!(s, before, "a refused ban changes nothing");
+        }
     }
 
     #[test]

@@ -266,3 +266,148 @@ fn ban_scenario(fw: Fw, n: u8) {
 fn bans_drop_a_source_everywhere_until_lifted_or_expired() {
     all(3, ban_scenario);
 }
+
+/// How many bans the many-bans scenario keeps in place.
+const MANY: usize = 300;
+
+/// The text of one ban set element in `nft list ruleset` (the element of `addr`).
+fn element_of<'a>(ruleset: &'a str, addr: &str) -> Option<&'a str> {
+    let at = ruleset.find(&format!(" {addr} "))? + 1;
+    let rest = &ruleset[at..];
+    let end = rest
+        .find(['"'])
+        .and_then(|q| rest[q + 1..].find('"').map(|e| q + e + 2))?;
+    Some(&rest[..end])
+}
+
+fn many_bans_scenario(fw: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, fw, 1) else {
+        return;
+    };
+    // MANY bans of hosts (198.18.0.0/15, the benchmarking block) with a deadline and one
+    // block until lifted, in the saved state: put in place when the daemon starts.
+    let until = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3_600;
+    let mut bans: Vec<serde_json::Value> = (0..MANY)
+        .map(|i| {
+            serde_json::json!({"addr": format!("198.18.{}.{}", i / 250, i % 250 + 1), "until": until, "by": "console"})
+        })
+        .collect();
+    bans.push(serde_json::json!({"addr": "198.51.100.0/24", "by": "console"}));
+    std::fs::create_dir_all(rig.env.state_dir()).unwrap();
+    std::fs::write(
+        rig.env.state_dir().join("state.json"),
+        serde_json::json!({"version": 1, "openings": {}, "bans": bans}).to_string(),
+    )
+    .unwrap();
+    rig.start();
+    let verified = |rig: &Rig, count: usize, when: &str| {
+        let json = rig.console_ok(&["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            v["bans_verified"],
+            true,
+            "{} {when}: {v}\n{}",
+            fw.name(),
+            rig.ruleset()
+        );
+        assert_eq!(
+            v["bans"].as_array().unwrap().len(),
+            count,
+            "{} {when}",
+            fw.name()
+        );
+    };
+    verified(&rig, MANY + 1, "at start");
+    let rules = rig.ruleset();
+    assert!(rules.matches("tgknock:ban").count() > MANY, "{rules}");
+    if fw == Fw::Nft {
+        // The bans are the elements of one set per family, each with its deadline as a
+        // timeout and its key as a comment, matched by one rule.
+        for needle in [
+            "set ban_v4 {",
+            "flags interval,timeout",
+            "ip saddr @ban_v4 drop comment \"4 tgknock:ban @ban_v4 drop\"",
+            "198.51.100.0/24 comment \"4 tgknock:ban src=198.51.100.0/24 drop\"",
+            "198.18.1.7 timeout ",
+            &format!("comment \"4 tgknock:ban src=198.18.1.7/32 until={until} drop\""),
+        ] {
+            assert!(rules.contains(needle), "{needle}:\n{rules}");
+        }
+        assert_eq!(
+            rules.lines().filter(|l| l.contains("@ban_v4")).count(),
+            1,
+            "{rules}"
+        );
+        assert!(
+            !rules.contains("set ban_v6"),
+            "no IPv6 bans, no set: {rules}"
+        );
+        assert!(
+            !rules.contains("saddr 198.18."),
+            "a ban is no rule of its own: {rules}"
+        );
+    }
+    // Overlapping bans are refused, naming the other ban, in chat and at the console.
+    let r = rig.say("/ban 198.51.100.7");
+    assert!(
+        r.contains(
+            "198.51.100.7 is inside 198.51.100.0/24, which is banned already (until lifted)"
+        ),
+        "{}: {r}",
+        fw.name()
+    );
+    let out = rig.console(&["ban", "198.18.0.0/16", "--for", "1h"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("198.18.0.0/16 holds 198.18.0.1, which is banned on its own"),
+        "{}: {err}",
+        fw.name()
+    );
+    verified(&rig, MANY + 1, "after the refusals");
+    // A change that leaves the bans alone leaves them as written (nft: not rewritten, so
+    // the timeouts the kernel counts down are the ones first written).
+    let first = element_of(&rig.ruleset(), "198.18.1.7").map(str::to_string);
+    std::thread::sleep(Duration::from_millis(1_100));
+    let r = rig.say("/open 10m");
+    assert!(r.contains("ssh (22/tcp) open to everyone"), "{r}");
+    if fw == Fw::Nft {
+        let now = rig.ruleset();
+        let first = first.unwrap();
+        let written = |e: &str| e.split(" expires ").next().unwrap().to_string();
+        assert_eq!(
+            written(element_of(&now, "198.18.1.7").unwrap()),
+            written(&first),
+            "{now}"
+        );
+    }
+    // One ban more and one fewer among them, each verified; and they drop real traffic.
+    let client = rig.client_v4(0).to_string();
+    rig.net.expect("not banned yet", &[(0, SSH, V4, true)]);
+    let out = rig.console_ok(&["ban", &client, "--for", "1h"]);
+    assert!(
+        out.starts_with(&format!("banned {client} (IPv4 only) until")),
+        "{out}"
+    );
+    rig.net.expect(
+        "banned among the many",
+        &[(0, SSH, V4, false), (0, SSH, V6, true)],
+    );
+    let out = rig.console_ok(&["unban", "198.18.0.9"]);
+    assert!(out.contains("198.18.0.9 not banned"), "{out}");
+    verified(&rig, MANY + 1, "after one more and one fewer");
+    let out = rig.console_ok(&["unban", &client]);
+    assert!(out.contains(&format!("{client} not banned")), "{out}");
+    rig.net.expect("lifted", &[(0, SSH, V4, true)]);
+    verified(&rig, MANY, "after the unban");
+    rig.assert_installed_once("at the end");
+}
+
+#[test]
+fn many_bans_are_kept_in_place_and_overlaps_refused() {
+    all(4, many_bans_scenario);
+}

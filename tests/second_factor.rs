@@ -344,6 +344,113 @@ fn without_the_time_match_the_daemon_keeps_deadlines_alone() {
     );
 }
 
+/// The calls of the `-C` probe of the time match in the fake's log.
+fn probes(env: &Env) -> usize {
+    env.calls()
+        .lines()
+        .filter(|l| l.contains(" -C INPUT -m time "))
+        .count()
+}
+
+/// A console change does not probe the kernel first: its rules carry their deadlines, and
+/// only when they fail does it ask why; a kernel without the time match then gets them
+/// without (said once), any other failure is told as it was.
+#[test]
+fn console_changes_probe_the_time_match_only_when_it_matters() {
+    let env = Env::new();
+    let out = env.run(&["open", "--for", "1h"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        env.rules(4).contains("-m time --datestop "),
+        "{}",
+        env.rules(4)
+    );
+    assert!(
+        stdout(&out).contains("the kernel closes ssh at its deadline"),
+        "{}",
+        stdout(&out)
+    );
+    let out = env.run(&["close"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.run(&["status"]);
+    assert!(
+        stdout(&out).contains("deadlines: kept by the kernel too"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        probes(&env),
+        1,
+        "only status asked, nothing in the kernel told it:\n{}",
+        env.calls()
+    );
+    let out = env.run(&["open", "--for", "1h"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.run(&["status"]);
+    assert!(stdout(&out).contains("kernel-enforced"), "{}", stdout(&out));
+    assert_eq!(
+        probes(&env),
+        1,
+        "a rule with a deadline in place tells status:\n{}",
+        env.calls()
+    );
+
+    // The same kernel without the time match.
+    std::fs::write(env.path("fw/no-xt_time"), "").unwrap();
+    env.run(&["close"]);
+    let calls = env.calls().lines().count();
+    let out = env.run(&["open", "--for", "1h"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!env.rules(4).contains("-m time"), "{}", env.rules(4));
+    assert!(open(&env, "ssh"));
+    assert!(
+        stdout(&out)
+            .contains("the kernel cannot keep deadlines, so nothing closes ssh at its deadline"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        stderr(&out)
+            .matches("the kernel cannot keep deadlines")
+            .count(),
+        1,
+        "said once: {}",
+        stderr(&out)
+    );
+    let new: Vec<String> = env.calls().lines().skip(calls).map(String::from).collect();
+    let tried = new
+        .iter()
+        .position(|l| l.starts_with("iptables-restore"))
+        .unwrap();
+    let probed = new
+        .iter()
+        .position(|l| l.contains(" -C INPUT -m time "))
+        .unwrap();
+    assert!(tried < probed, "tried first, then asked why:\n{new:#?}");
+    assert_eq!(probes(&env), 2, "{new:#?}");
+    let out = env.run(&["status"]);
+    assert!(
+        stdout(&out).contains("deadlines: kept by tgknock only, the kernel cannot"),
+        "{}",
+        stdout(&out)
+    );
+    // Another failure with deadlines in the rules is told as it was, after one probe.
+    std::fs::remove_file(env.path("fw/no-xt_time")).unwrap();
+    env.run(&["close"]);
+    env.fail(
+        "iptables-restore",
+        4,
+        "Another app is currently holding the xtables lock",
+        true,
+    );
+    let probes_before = probes(&env);
+    let out = env.run(&["open", "--for", "1h"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("xtables lock"), "{}", stderr(&out));
+    assert_eq!(probes(&env), probes_before + 1);
+    assert!(env.drops(4, "ssh") && env.drops(6, "ssh"));
+}
+
 /// A press on Open is the `/open` its button stands for: with the second factor on, the
 /// bot asks for the code, and the code completes the opening.
 #[test]

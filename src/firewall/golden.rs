@@ -140,6 +140,7 @@ fn render_all() -> String {
         for (n, s) in states().into_iter().skip(1) {
             runs.push((format!("{n}, kernel without deadlines"), s, false));
         }
+        let mut before: Option<(String, Vec<crate::firewall::rules::Rule>)> = None;
         for (sname, state, deadlines) in runs {
             ipt.policy.deadlines = deadlines;
             nftables.policy.deadlines = deadlines;
@@ -161,14 +162,51 @@ fn render_all() -> String {
                     fix,
                 ));
             }
+            // The same change made in place, from the chain of the state before.
+            let v4 = ipt.desired(&state, NOW, Family::V4);
+            if let Some((prev, rules)) = before.replace((sname.clone(), v4.clone())) {
+                let listing = crate::firewall::rules::Listing {
+                    chain_exists: true,
+                    jumps: 1,
+                    jump_first: true,
+                    lines: Vec::new(),
+                    rules: rules.into_iter().map(Some).collect(),
+                };
+                let _ = writeln!(
+                    out,
+                    "---- iptables-restore input, IPv4, from the chain of \"{prev}\""
+                );
+                out.push_str(&iptables::restore_change(
+                    &chain,
+                    &listing,
+                    &v4,
+                    JumpFix::from_listing(&listing),
+                ));
+            }
             let rules_of: Vec<_> = families
                 .iter()
                 .map(|f| (*f, nftables.desired(&state, NOW, *f)))
                 .collect();
             let _ = writeln!(out, "---- nft -f script");
-            out.push_str(&nft::script(&nftables.policy, &rules_of, false));
+            out.push_str(&nft::script(
+                &nftables.policy,
+                &rules_of,
+                NOW,
+                Some(&nft::Table::default()),
+            ));
             let _ = writeln!(out, "---- nft -f script, fresh table");
-            out.push_str(&nft::script(&nftables.policy, &rules_of, true));
+            out.push_str(&nft::script(&nftables.policy, &rules_of, NOW, None));
+            if rules_of.iter().flat_map(|(_, r)| r).any(|r| r.is_ban()) {
+                // The same bans listed already (a minute ago): their elements stay.
+                let listed = nft::Table::read(nft::tests::listed(&rules_of, NOW - 60));
+                let _ = writeln!(out, "---- nft -f script, the bans in place already");
+                out.push_str(&nft::script(
+                    &nftables.policy,
+                    &rules_of,
+                    NOW,
+                    Some(&listed),
+                ));
+            }
         }
         let listing = iptables::parse_listing(
             &chain,

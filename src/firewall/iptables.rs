@@ -3,6 +3,7 @@
 //! back with `iptables -S`. Knock lists are `recent` lists named after the chain (they are
 //! global to the network namespace).
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use super::rules::{List, Listing, Policy, Rate, RecentOp, Rule, TAG_LIMIT_PREFIX, Target};
@@ -195,6 +196,79 @@ pub(crate) fn restore_input(chain: &str, rules: &[Rule], fix: JumpFix) -> String
     s
 }
 
+/// The rules that differ between a chain as listed and the rules it should hold: those
+/// after the `keep` rules both begin with, `delete` listed ones (ending where both end the
+/// same) give way to `insert` of the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Edit {
+    pub(crate) keep: usize,
+    pub(crate) delete: usize,
+    pub(crate) insert: usize,
+}
+
+impl Edit {
+    /// The edit from `before` to `rules`, when it touches few enough rules to be worth
+    /// making in place (`None`: declare the chain afresh and refill it). A bounded change
+    /// (an `/open`, a `/ban`) among 1,000 bans is then one or two rules, not 1,000.
+    pub(crate) fn between(before: &Listing, rules: &[Rule]) -> Option<Edit> {
+        if !before.chain_exists {
+            return None;
+        }
+        let same = |a: &Option<Rule>, b: &Rule| a.as_ref() == Some(b);
+        let old = &before.rules;
+        let keep = old
+            .iter()
+            .zip(rules)
+            .take_while(|(a, b)| same(a, b))
+            .count();
+        let tail = old[keep..]
+            .iter()
+            .rev()
+            .zip(rules[keep..].iter().rev())
+            .take_while(|(a, b)| same(a, b))
+            .count();
+        let edit = Edit {
+            keep,
+            delete: old.len() - keep - tail,
+            insert: rules.len() - keep - tail,
+        };
+        (2 * (edit.delete + edit.insert) < rules.len()).then_some(edit)
+    }
+}
+
+/// The `iptables-restore --noflush` input that changes a chain as listed (`before`) into
+/// `rules` and fixes the jump, in one transaction: deleting and inserting the few rules an
+/// [`Edit`] finds, by position, or else replacing them all ([`restore_input`]).
+pub(crate) fn restore_change(
+    chain: &str,
+    before: &Listing,
+    rules: &[Rule],
+    fix: JumpFix,
+) -> String {
+    let Some(e) = Edit::between(before, rules) else {
+        return restore_input(chain, rules, fix);
+    };
+    let mut s = String::from("*filter\n");
+    for _ in 0..e.delete {
+        s.push_str(&format!("-D {chain} {}\n", e.keep + 1));
+    }
+    for (i, r) in rules[e.keep..e.keep + e.insert].iter().enumerate() {
+        s.push_str(&format!(
+            "-I {chain} {} {}\n",
+            e.keep + 1 + i,
+            args(chain, r).join(" ")
+        ));
+    }
+    for _ in 0..fix.delete {
+        s.push_str(&format!("-D INPUT -j {chain}\n"));
+    }
+    if fix.insert {
+        s.push_str(&format!("-I INPUT 1 -j {chain}\n"));
+    }
+    s.push_str("COMMIT\n");
+    s
+}
+
 /// The restore input that puts back rule lines exactly as `iptables -S` listed them.
 pub(crate) fn restore_lines(chain: &str, lines: &[String]) -> String {
     let mut s = format!("*filter\n:{chain} - [0:0]\n");
@@ -222,8 +296,28 @@ pub(crate) fn teardown_input(chain: &str, listing: &Listing) -> Option<String> {
     Some(s)
 }
 
-/// Splits an `iptables -S` line into words, honouring double quotes.
-fn words(line: &str) -> Vec<String> {
+/// Splits an `iptables -S` line into words, honouring double quotes. Most lines (a
+/// comment quoted as one word) are split at their spaces, without copying a word; a chain
+/// of 1,000 bans is 1,000 lines.
+fn words(line: &str) -> Vec<Cow<'_, str>> {
+    let plain = line.is_ascii()
+        && !line.contains(['\\', '\t', '\r', '\n', '\x0b', '\x0c'])
+        && line
+            .split(' ')
+            .all(|w| w.matches('"').count().is_multiple_of(2));
+    if plain {
+        return line
+            .split(' ')
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                if w.contains('"') {
+                    Cow::Owned(w.replace('"', ""))
+                } else {
+                    Cow::Borrowed(w)
+                }
+            })
+            .collect();
+    }
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
@@ -242,7 +336,7 @@ fn words(line: &str) -> Vec<String> {
             }
             c if c.is_whitespace() && !quoted => {
                 if any || !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
+                    out.push(Cow::Owned(std::mem::take(&mut cur)));
                     any = false;
                 }
             }
@@ -250,7 +344,7 @@ fn words(line: &str) -> Vec<String> {
         }
     }
     if any || !cur.is_empty() {
-        out.push(cur);
+        out.push(Cow::Owned(cur));
     }
     out
 }
@@ -283,7 +377,7 @@ pub(crate) fn parse_listing(chain: &str, text: &str, family: Family) -> Listing 
     l
 }
 
-fn parse_rule(chain: &str, w: &[String], family: Family) -> Option<Rule> {
+fn parse_rule(chain: &str, w: &[Cow<'_, str>], family: Family) -> Option<Rule> {
     let mut r = Rule::new(family, "", None);
     let mut i = 0;
     let full_mask = full_mask(family);
@@ -305,8 +399,8 @@ fn parse_rule(chain: &str, w: &[String], family: Family) -> Option<Rule> {
         Some(())
     };
     while i < w.len() {
-        let next = w.get(i + 1).map(String::as_str);
-        match (w[i].as_str(), next) {
+        let next = w.get(i + 1).map(|v| v.as_ref());
+        match (w[i].as_ref(), next) {
             ("-s", Some(v)) => {
                 r.src = Some(addr::parse_listed(v)?);
                 i += 1;
@@ -441,7 +535,7 @@ impl Iptables {
         }
         self.restore(
             tool,
-            &restore_input(&self.chain, rules, JumpFix::from_listing(&before)),
+            &restore_change(&self.chain, &before, rules, JumpFix::from_listing(&before)),
         )?;
         let now = self.list(tool)?;
         if !now.matches(rules) {
@@ -507,6 +601,7 @@ impl Tables for Iptables {
         &self,
         _policy: &Policy,
         rules_of: &[(Family, Vec<Rule>)],
+        _now: u64,
     ) -> Result<Vec<(Family, Listing)>> {
         let mut done: Vec<(&Tool, Listing)> = Vec::new();
         let mut after = Vec::new();
@@ -607,7 +702,7 @@ impl Tables for Iptables {
         out
     }
 
-    fn preview(&self, _policy: &Policy, rules_of: &[(Family, Vec<Rule>)]) -> String {
+    fn preview(&self, _policy: &Policy, rules_of: &[(Family, Vec<Rule>)], _now: u64) -> String {
         let mut s = String::new();
         for (tool, (_, rules)) in self.tools.iter().zip(rules_of) {
             let fix = self
@@ -952,6 +1047,133 @@ pub(crate) mod tests {
         // Another table's name is not tgknock's.
         let other = parse_listing("TGKNOCK", &five.replace("tgk-ssh", "f2b"), Family::V4);
         assert_eq!(other.rules[0], None);
+    }
+
+    #[test]
+    fn a_small_change_is_made_in_place() {
+        let mut p = policy(&["192.168.0.0/16"], None);
+        p.gates.truncate(1);
+        let mut s = State::default();
+        for i in 0..1_000 {
+            s.ban(crate::state::Ban {
+                addr: cidr(&format!("198.18.{}.{}", i / 250, i % 250 + 1)),
+                until: Some(1_800_003_600),
+                by: crate::state::Actor::Console,
+            })
+            .unwrap();
+        }
+        let now = 1_800_000_000;
+        let closed = desired(&p, &s, now, Family::V4);
+        let chain = |rules: &[Rule]| parse_listing("TGKNOCK", &listed(rules), Family::V4);
+        let in_place = |from: &[Rule], to: &[Rule]| {
+            let l = chain(from);
+            let input = restore_change("TGKNOCK", &l, to, JumpFix::from_listing(&l));
+            // What the fake iptables-restore would make of it.
+            let mut lines: Vec<String> = l.lines.clone();
+            for line in input.lines() {
+                let w: Vec<&str> = line.splitn(4, ' ').collect();
+                match w[..] {
+                    ["-D", "TGKNOCK", n] => {
+                        lines.remove(n.parse::<usize>().unwrap() - 1);
+                    }
+                    ["-I", "TGKNOCK", n, rule] => {
+                        lines.insert(
+                            n.parse::<usize>().unwrap() - 1,
+                            format!("-A TGKNOCK {rule}"),
+                        );
+                    }
+                    _ => assert!(["*filter", "COMMIT"].contains(&line), "{line}"),
+                }
+            }
+            let after = parse_listing(
+                "TGKNOCK",
+                &format!("-N TGKNOCK\n-A INPUT -j TGKNOCK\n{}\n", lines.join("\n")),
+                Family::V4,
+            );
+            assert!(after.matches(to), "{input}");
+            input
+        };
+        // /open: one RETURN before the gate's DROP.
+        let mut opened = s.clone();
+        opened
+            .open(
+                &crate::gate::GateName::new("ssh").unwrap(),
+                crate::state::Opening {
+                    from: None,
+                    until: Some(now + 3_600),
+                    by: crate::state::Actor::Console,
+                },
+            )
+            .unwrap();
+        let open = desired(&p, &opened, now, Family::V4);
+        let input = in_place(&closed, &open);
+        assert_eq!(
+            input,
+            "*filter\n-I TGKNOCK 1003 -p tcp -m tcp --dport 22 -m time --datestop 2027-01-15T08:59:59 -m comment --comment tgknock-gate:ssh -j RETURN\nCOMMIT\n"
+        );
+        // /close: that rule deleted, by its position.
+        assert_eq!(
+            in_place(&open, &closed),
+            "*filter\n-D TGKNOCK 1003\nCOMMIT\n"
+        );
+        // /ban and /unban: one rule among the bans, in their order.
+        let mut banned = s.clone();
+        banned
+            .ban(crate::state::Ban {
+                addr: cidr("198.18.1.251/32"),
+                until: None,
+                by: crate::state::Actor::Console,
+            })
+            .unwrap();
+        let ban = desired(&p, &banned, now, Family::V4);
+        let input = in_place(&closed, &ban);
+        assert!(
+            input.starts_with("*filter\n-I TGKNOCK 503 -s 198.18.1.251/32 -m comment"),
+            "{input}"
+        );
+        assert_eq!(input.lines().count(), 3);
+        assert_eq!(in_place(&ban, &closed), "*filter\n-D TGKNOCK 503\nCOMMIT\n");
+        // A rule another program put among them goes, and only it.
+        let mut foreign = listed(&closed);
+        foreign = foreign.replacen(
+            "-A TGKNOCK -s 198.18.0.9/32",
+            "-A TGKNOCK -p icmp -j ACCEPT\n-A TGKNOCK -s 198.18.0.9/32",
+            1,
+        );
+        let l = parse_listing("TGKNOCK", &foreign, Family::V4);
+        assert_eq!(
+            restore_change("TGKNOCK", &l, &closed, JumpFix::from_listing(&l)),
+            "*filter\n-D TGKNOCK 11\nCOMMIT\n"
+        );
+        // Many changes, a missing chain, a small chain rewritten: the chain is refilled.
+        let expired = desired(&p, &s, 1_800_003_600, Family::V4);
+        let l = chain(&closed);
+        assert_eq!(Edit::between(&l, &expired), None);
+        assert!(
+            restore_change("TGKNOCK", &l, &expired, JumpFix::from_listing(&l))
+                .starts_with("*filter\n:TGKNOCK - [0:0]\n")
+        );
+        assert_eq!(Edit::between(&Listing::default(), &closed), None);
+        let few = desired(&p, &State::default(), now, Family::V4);
+        assert_eq!(Edit::between(&chain(&few[..1]), &few), None);
+        // A missing jump is repaired in the same transaction as the edit.
+        let unhooked = parse_listing(
+            "TGKNOCK",
+            &listed(&closed).replace("-A INPUT -j TGKNOCK\n", ""),
+            Family::V4,
+        );
+        assert_eq!(
+            restore_change(
+                "TGKNOCK",
+                &unhooked,
+                &open,
+                JumpFix::from_listing(&unhooked)
+            )
+            .lines()
+            .skip(2)
+            .collect::<Vec<_>>(),
+            ["-I INPUT 1 -j TGKNOCK", "COMMIT"]
+        );
     }
 
     #[test]

@@ -10,10 +10,12 @@ pub(crate) mod iptables;
 pub(crate) mod nft;
 pub(crate) mod rules;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use crate::addr::Family;
 use crate::config::{Config, FirewallKind};
@@ -33,18 +35,20 @@ pub(crate) trait Tables {
     /// Every managed family's listing (or why it could not be read).
     fn observe(&self) -> Vec<(Family, Result<Listing, String>)>;
     /// Puts `rules_of` (one entry per family, in order) in place atomically and checks
-    /// the result; on a failure nothing is left half done.
+    /// the result; on a failure nothing is left half done. `now` is when the rules are
+    /// written (nft's set elements count their timeouts from it).
     fn apply(
         &self,
         policy: &Policy,
         rules_of: &[(Family, Vec<Rule>)],
+        now: u64,
     ) -> Result<Vec<(Family, Listing)>>;
     /// Removes everything tgknock installed; says what it did.
     fn teardown(&self) -> Result<Vec<String>>;
     /// `check`'s view of the tools: (ok, line) each.
     fn check_tools(&self) -> Vec<(bool, String)>;
     /// What `apply` would send now, for `check`.
-    fn preview(&self, policy: &Policy, rules_of: &[(Family, Vec<Rule>)]) -> String;
+    fn preview(&self, policy: &Policy, rules_of: &[(Family, Vec<Rule>)], now: u64) -> String;
     /// What differs between a listing and the rules it should hold, in a few words.
     fn describe_drift(&self, listing: &Listing, want: &[Rule]) -> String;
     /// Whether the kernel can bound rules by a deadline (`Err`: why not). A probe that
@@ -91,12 +95,19 @@ impl fmt::Display for Kind {
 }
 
 /// tgknock's rules in the kernel: the policy they follow and the backend that sets them.
+///
+/// Whether the kernel keeps deadlines is asked once per process, and only when it matters:
+/// the daemon and `check` ask at start ([`Firewall::probe`]); a console change puts its
+/// rules in place with deadlines and asks only when that fails ([`Firewall::apply`]), so
+/// `tgknock open` does not pay a probe (an `nft -c` is 10–15 ms) on a kernel that has them.
 #[derive(Debug, Clone)]
 pub(crate) struct Firewall {
     backend: Backend,
+    /// The policy the configuration asks for; [`Firewall::policy`] is the one in force.
     pub(crate) policy: Policy,
-    /// Why the kernel cannot keep deadlines, when [`Firewall::probe`] found it cannot.
-    pub(crate) deadline_problem: Option<String>,
+    /// What is known of the kernel's deadlines (`Err`: why it cannot keep them): nothing
+    /// until a probe, or a change whose rules carry deadlines, tells.
+    deadlines: OnceLock<Result<(), String>>,
 }
 
 impl Firewall {
@@ -137,16 +148,59 @@ impl Firewall {
                 limits: cfg.rate_limits.clone(),
                 deadlines: true,
             },
-            deadline_problem: None,
+            deadlines: OnceLock::new(),
         }
     }
 
-    /// Asks the kernel whether it keeps deadlines (`xt_time`, nft's `meta time`); without,
-    /// rules carry none and only the daemon's expiry closes openings.
-    pub(crate) fn probe(&mut self) {
-        if let Err(why) = self.tables().probe_deadlines() {
-            self.policy.deadlines = false;
-            self.deadline_problem = Some(why);
+    /// Asks the kernel whether it keeps deadlines (`xt_time`, nft's `meta time`), unless
+    /// that is known already; without, rules carry none and only the daemon's expiry
+    /// closes openings.
+    pub(crate) fn probe(&self) {
+        if self.deadlines.get().is_none() {
+            let _ = self.deadlines.set(self.tables().probe_deadlines());
+        }
+    }
+
+    /// Whether the rules carry deadlines: unless the kernel is known to lack them (or the
+    /// policy turns them off).
+    pub(crate) fn deadlines(&self) -> bool {
+        self.policy.deadlines && self.deadline_problem().is_none()
+    }
+
+    /// Why the kernel cannot keep deadlines, when that is known.
+    pub(crate) fn deadline_problem(&self) -> Option<&str> {
+        match self.deadlines.get() {
+            Some(Err(why)) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// Settles what a report on `listings` says of deadlines: a rule in the kernel that
+    /// carries one shows the kernel keeps them; otherwise the probe asks.
+    pub(crate) fn settle(&self, listings: &[(Family, Result<Listing, String>)]) {
+        if self.deadlines.get().is_some() {
+            return;
+        }
+        let seen = listings
+            .iter()
+            .filter_map(|(_, l)| l.as_ref().ok())
+            .flat_map(|l| l.rules.iter().flatten())
+            .any(|r| r.until.is_some());
+        if seen {
+            let _ = self.deadlines.set(Ok(()));
+        } else {
+            self.probe();
+        }
+    }
+
+    /// The policy in force: without deadlines when the kernel cannot keep them.
+    pub(crate) fn policy(&self) -> Cow<'_, Policy> {
+        if self.deadlines() == self.policy.deadlines {
+            Cow::Borrowed(&self.policy)
+        } else {
+            let mut p = self.policy.clone();
+            p.deadlines = false;
+            Cow::Owned(p)
         }
     }
 
@@ -172,14 +226,14 @@ impl Firewall {
     }
 
     pub(crate) fn desired(&self, state: &State, now: u64, family: Family) -> Vec<Rule> {
-        rules::desired(&self.policy, state, now, family)
+        rules::desired(&self.policy(), state, now, family)
     }
 
-    fn desired_all(&self, state: &State, now: u64) -> Vec<(Family, Vec<Rule>)> {
+    fn desired_all(&self, policy: &Policy, state: &State, now: u64) -> Vec<(Family, Vec<Rule>)> {
         self.tables()
             .families()
             .into_iter()
-            .map(|f| (f, self.desired(state, now, f)))
+            .map(|f| (f, rules::desired(policy, state, now, f)))
             .collect()
     }
 
@@ -190,9 +244,36 @@ impl Firewall {
 
     /// Puts in place the rules `state` asks for at `now`, atomically per transaction, and
     /// checks the result. On a failure nothing is left half done.
+    ///
+    /// When nobody has asked the kernel yet whether it keeps deadlines, rules that carry
+    /// some are tried as they are: their success says it does. Their failure has the probe
+    /// ask; a kernel without deadlines then gets the rules without them (and the process
+    /// says so once), any other failure is returned as it was.
     pub(crate) fn apply(&self, state: &State, now: u64) -> Result<Vec<(Family, Listing)>> {
-        self.tables()
-            .apply(&self.policy, &self.desired_all(state, now))
+        let policy = self.policy();
+        let want = self.desired_all(&policy, state, now);
+        let bounded = want.iter().flat_map(|(_, r)| r).any(|r| r.until.is_some());
+        match self.tables().apply(&policy, &want, now) {
+            Ok(listings) => {
+                if bounded {
+                    let _ = self.deadlines.set(Ok(()));
+                }
+                Ok(listings)
+            }
+            Err(e) if bounded && self.deadlines.get().is_none() => {
+                self.probe();
+                let Some(why) = self.deadline_problem() else {
+                    return Err(e);
+                };
+                log::warn!(
+                    "the kernel cannot keep deadlines ({why}): openings close and bans lift by tgknock's own expiry only, so not while it is stopped"
+                );
+                let policy = self.policy();
+                self.tables()
+                    .apply(&policy, &self.desired_all(&policy, state, now), now)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// What differs between the kernel and the rules `state` asks for at `now`, one line per
@@ -237,8 +318,9 @@ impl Firewall {
 
     /// What `apply` would send now, for `check`.
     pub(crate) fn preview(&self, state: &State, now: u64) -> String {
+        let policy = self.policy();
         self.tables()
-            .preview(&self.policy, &self.desired_all(state, now))
+            .preview(&policy, &self.desired_all(&policy, state, now), now)
     }
 }
 

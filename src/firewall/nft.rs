@@ -2,11 +2,19 @@
 //! rules of both families, changed in one `nft -f -` transaction and read back with `nft
 //! list table`. Each rule carries its canonical key as its comment, which is how it is
 //! recognised; knock lists are dynamic sets with a timeout.
+//!
+//! Bans are not rules here: a family's bans are the elements of one interval set
+//! (`ban_v4`, `ban_v6`), each with the kernel's timeout of its deadline and its key as its
+//! comment, matched by one rule where the bans stand in the chain. Rendering collapses the
+//! backend-neutral ban rules into those elements, and parsing expands them back, so the
+//! views of a listing are the same as with one rule per ban. A change rewrites a set's
+//! elements only when the bans differ from the ones listed before it: with 1,000 bans in
+//! place, an `/open` sends a few lines.
 
 use std::path::PathBuf;
 
 use super::rules::{
-    KNOCK_STEP_SECS, Limit, List, Listing, Per, Policy, Rate, Recent, RecentOp, Rule,
+    KNOCK_STEP_SECS, Limit, List, Listing, Per, Policy, Rate, Recent, RecentOp, Rule, TAG_BAN,
     TAG_LIMIT_PREFIX, Target, limit_tag,
 };
 use super::{Kind, Tables, run};
@@ -16,6 +24,9 @@ use crate::gate::Proto;
 
 /// The nftables table tgknock owns.
 pub(crate) const TABLE: &str = "tgknock";
+
+/// The input chain's hook, as it is declared and as `nft list` prints it back.
+const HOOK: &str = "type filter hook input priority filter - 10; policy accept;";
 
 #[derive(Debug, Clone)]
 pub(crate) struct Nft {
@@ -27,6 +38,241 @@ fn digit(family: Family) -> &'static str {
     match family {
         Family::V4 => "4",
         Family::V6 => "6",
+    }
+}
+
+/// The nft type of a family's addresses.
+fn addr_type(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "ipv4_addr",
+        Family::V6 => "ipv6_addr",
+    }
+}
+
+/// The set that holds a family's bans.
+pub(crate) fn ban_set(family: Family) -> String {
+    format!("ban_{}", family.short())
+}
+
+/// The comment of the rule that matches a family's ban set. It is no rule's key: it stands
+/// for the set's elements, in the place the bans have in the chain.
+fn ban_set_key(family: Family) -> String {
+    format!("{} {TAG_BAN} @{} drop", digit(family), ban_set(family))
+}
+
+/// The rule that drops the sources in a family's ban set.
+fn ban_set_statement(family: Family) -> String {
+    let (nfproto, saddr) = match family {
+        Family::V4 => ("meta nfproto ipv4", "ip saddr"),
+        Family::V6 => ("meta nfproto ipv6", "ip6 saddr"),
+    };
+    format!(
+        "{nfproto} {saddr} @{} drop comment \"{}\"",
+        ban_set(family),
+        ban_set_key(family)
+    )
+}
+
+/// A time as nft reads it: `1d2h3m4s` (nft refuses a bare count of seconds of nine digits
+/// or more, about three years).
+fn nft_time(secs: u64) -> String {
+    let parts = [
+        (secs / 86_400, "d"),
+        (secs / 3_600 % 24, "h"),
+        (secs / 60 % 60, "m"),
+        (secs % 60, "s"),
+    ];
+    let t: String = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if t.is_empty() { "0s".into() } else { t }
+}
+
+/// A ban as an element of its family's set: the source; when the ban has a deadline, the
+/// timeout that ends it there in the kernel, counted from `now` (when it is written); and
+/// its key as its comment, so it is read back exactly.
+pub(crate) fn element(r: &Rule, now: u64) -> String {
+    let src = r.src.map(|c| c.to_iptables()).unwrap_or_default();
+    let timeout = match r.until {
+        Some(u) => format!(" timeout {}", nft_time(u.saturating_sub(now).max(1))),
+        None => String::new(),
+    };
+    format!("{src}{timeout} comment \"{}\"", key(r))
+}
+
+/// Reads back a ban set's element as [`element`] writes it; `None` when tgknock did not
+/// write it (its comment is not the ban of its source, or only one of them has a deadline).
+fn parse_element(e: &str, family: Family) -> Option<Rule> {
+    let (head, comment) = e.split_once(" comment \"")?;
+    let r = from_key(comment.strip_suffix('"')?)?;
+    let mut words = head.split(' ').filter(|w| !w.is_empty());
+    let src = addr::parse_listed(words.next()?)?;
+    let mut timeout = false;
+    while let Some(w) = words.next() {
+        match w {
+            "timeout" => timeout = words.next().is_some(),
+            "expires" => {
+                words.next()?;
+            }
+            _ => return None,
+        }
+    }
+    let ban = r.is_ban()
+        && r.family == family
+        && src.family() == family
+        && r.src == Some(src)
+        && r.target == Some(Target::Drop)
+        && r.until.is_some() == timeout;
+    // Nothing else: the rule a ban is, as `Rule::ban` makes it.
+    let plain = !r.established
+        && r.proto.is_none()
+        && r.dport.is_none()
+        && !r.syn
+        && r.recent.is_empty()
+        && r.limit.is_none();
+    (ban && plain).then_some(r)
+}
+
+/// The pieces of `line` between its commas, commas in quotes left alone.
+fn split_elements(line: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut from) = (0, 0);
+    while let Some(c) = line[from..].find(',') {
+        let at = from + c;
+        if line[start..at].matches('"').count().is_multiple_of(2) {
+            out.push(&line[start..at]);
+            start = at + 1;
+        }
+        from = at + 1;
+    }
+    out.push(&line[start..]);
+    out
+}
+
+/// A ban set's elements as listed: each one's text and the ban it holds (`None`: an
+/// element tgknock did not write).
+type Elements = Vec<(String, Option<Rule>)>;
+
+/// A family's ban set as `nft list table` prints it: each element's text and the ban it
+/// holds (`None`: an element tgknock did not write), in the order of the bans; `None`
+/// when there is no such set. nft prints the elements between `elements = {` and `}`,
+/// breaking lines between elements, never inside one; read line by line, as a listing of
+/// 1,000 bans is 100 kB.
+fn read_ban_set(text: &str, family: Family) -> Option<Elements> {
+    let head = format!("set {} {{", ban_set(family));
+    let mut lines = text.lines();
+    lines.find(|l| l.trim() == head)?;
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in lines {
+        let mut t = line.trim();
+        if !inside {
+            match t.strip_prefix("elements = {") {
+                Some(rest) => {
+                    inside = true;
+                    t = rest;
+                }
+                None if t == "}" => break,
+                None => continue,
+            }
+        }
+        let closed = t.ends_with('}') && t.matches('"').count().is_multiple_of(2);
+        if closed {
+            t = &t[..t.len() - 1];
+        }
+        for e in split_elements(t) {
+            let e = e.trim();
+            if !e.is_empty() {
+                out.push((e.to_string(), parse_element(e, family)));
+            }
+        }
+        if closed {
+            break;
+        }
+    }
+    out.sort_by_key(|(_, r)| r.as_ref().map(|r| (r.src, r.until)));
+    Some(out)
+}
+
+/// `nft list table inet tgknock` as read, its ban sets parsed once: the views of each
+/// family and the next change's script are made from it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Table {
+    text: String,
+    /// The input chain is there, hooked as tgknock declares it.
+    hooked: bool,
+    /// The ban set of each family that has one: its elements, as [`read_ban_set`] reads
+    /// them.
+    bans: Vec<(Family, Elements)>,
+}
+
+impl Table {
+    pub(crate) fn read(text: String) -> Table {
+        let bans = Family::BOTH
+            .into_iter()
+            .filter_map(|f| Some((f, read_ban_set(&text, f)?)))
+            .collect();
+        let hooked = text.lines().any(|l| l.trim() == HOOK);
+        Table { text, hooked, bans }
+    }
+
+    /// The elements of a family's ban set; `None` when it has none.
+    fn ban_set(&self, family: Family) -> Option<&[(String, Option<Rule>)]> {
+        self.bans
+            .iter()
+            .find(|(f, _)| *f == family)
+            .map(|(_, e)| e.as_slice())
+    }
+
+    /// The rules of `family` in the input chain, in order, recognised by their comments;
+    /// the rule matching the family's ban set stands for one ban rule per element of the
+    /// set.
+    pub(crate) fn listing(&self, family: Family) -> Listing {
+        let mut l = Listing::default();
+        let mut in_chain = false;
+        let set_keys = Family::BOTH.map(ban_set_key);
+        for line in self.text.lines() {
+            let t = line.trim();
+            if t.starts_with("chain input") {
+                l.chain_exists = true;
+                in_chain = true;
+                continue;
+            }
+            if !in_chain {
+                continue;
+            }
+            if t == "}" {
+                in_chain = false;
+                continue;
+            }
+            if t.starts_with("type filter hook input") {
+                l.jumps = 1;
+                l.jump_first = true;
+            }
+            let Some(at) = t.rfind("comment \"") else {
+                continue;
+            };
+            let comment = t[at + 9..].trim_end_matches('"');
+            if let Some(k) = set_keys.iter().position(|k| comment == k) {
+                if Family::BOTH[k] == family {
+                    let set = ban_set(family);
+                    for (text, rule) in self.ban_set(family).unwrap_or_default() {
+                        l.lines.push(format!("@{set} {text}"));
+                        l.rules.push(rule.clone());
+                    }
+                }
+                continue;
+            }
+            let rule = from_key(comment);
+            let mine = comment.split(' ').next() == Some(digit(family));
+            if mine || rule.is_none() {
+                l.lines.push(t.to_string());
+                l.rules.push(rule);
+            }
+        }
+        l
     }
 }
 
@@ -212,24 +458,31 @@ pub(crate) fn statement(r: &Rule) -> String {
     p.join(" ")
 }
 
-/// The `nft -f -` script that replaces the table's rules in one transaction. The dynamic
-/// sets of the knock fallback are declared (kept if present), so a change of the rules
-/// does not forget a knock in progress.
-pub(crate) fn script(policy: &Policy, rules_of: &[(Family, Vec<Rule>)], fresh: bool) -> String {
+/// The `nft -f -` script that replaces the table's rules in one transaction, written at
+/// `now`. `before` is the table as listed before the change (empty: there is none);
+/// `None` starts the table afresh. The dynamic sets of the knock fallback are declared
+/// (kept if present), so a change of the rules does not forget a knock in progress. A ban
+/// set's elements are rewritten only when they differ from the bans `before` holds, so
+/// the timeouts of bans already in place run on.
+pub(crate) fn script(
+    policy: &Policy,
+    rules_of: &[(Family, Vec<Rule>)],
+    now: u64,
+    before: Option<&Table>,
+) -> String {
     let t = TABLE;
     let mut s = format!("add table inet {t}\n");
-    if fresh {
+    if before.is_none() {
         s.push_str(&format!("delete table inet {t}\nadd table inet {t}\n"));
     }
-    s.push_str(&format!(
-        "add chain inet {t} input {{ type filter hook input priority filter - 10; policy accept; }}\n"
-    ));
+    // Declaring the base chain again is the dearest line of a script (the kernel
+    // registers its hook anew, some 10 ms): only when it is missing or hooked otherwise.
+    if !before.is_some_and(|b| b.hooked) {
+        s.push_str(&format!("add chain inet {t} input {{ {HOOK} }}\n"));
+    }
     if let Some(k) = &policy.knock {
         for (fam, _) in rules_of {
-            let ty = match fam {
-                Family::V4 => "ipv4_addr",
-                Family::V6 => "ipv6_addr",
-            };
+            let ty = addr_type(*fam);
             for i in 1..k.ports.len() {
                 s.push_str(&format!(
                     "add set inet {t} {} {{ type {ty}; flags dynamic,timeout; timeout {}s; }}\n",
@@ -247,69 +500,89 @@ pub(crate) fn script(policy: &Policy, rules_of: &[(Family, Vec<Rule>)], fresh: b
     for (name, rate) in &policy.limits {
         let tag = limit_tag(name);
         for (fam, _) in rules_of {
-            let ty = match fam {
-                Family::V4 => "ipv4_addr",
-                Family::V6 => "ipv6_addr",
-            };
             s.push_str(&format!(
-                "add set inet {t} {} {{ type {ty}; flags dynamic,timeout; timeout {}s; }}\n",
+                "add set inet {t} {} {{ type {}; flags dynamic,timeout; timeout {}s; }}\n",
                 limit_set(&tag, *fam),
+                addr_type(*fam),
                 Limit::of(*rate).refill_secs()
             ));
         }
     }
+    let bans_of =
+        |rules: &[Rule]| -> Vec<Rule> { rules.iter().filter(|r| r.is_ban()).cloned().collect() };
+    for (fam, rules) in rules_of {
+        if rules.iter().any(Rule::is_ban) {
+            s.push_str(&format!(
+                "add set inet {t} {} {{ type {}; flags interval{}; }}\n",
+                ban_set(*fam),
+                addr_type(*fam),
+                if policy.deadlines { ",timeout" } else { "" }
+            ));
+        }
+    }
     s.push_str(&format!("flush chain inet {t} input\n"));
-    for (_, rules) in rules_of {
+    for (fam, rules) in rules_of {
+        let set = ban_set(*fam);
+        let bans = bans_of(rules);
+        let listed = before.and_then(|b| b.ban_set(*fam));
+        if bans.is_empty() {
+            // The rule that matched it went with the flush.
+            if listed.is_some() {
+                s.push_str(&format!("delete set inet {t} {set}\n"));
+            }
+            continue;
+        }
+        match listed {
+            Some(l) if l.iter().map(|(_, r)| r.as_ref()).eq(bans.iter().map(Some)) => continue,
+            Some(_) => s.push_str(&format!("flush set inet {t} {set}\n")),
+            None => {}
+        }
+        s.push_str(&format!("add element inet {t} {set} {{\n"));
+        for (i, r) in bans.iter().enumerate() {
+            let sep = if i + 1 < bans.len() { "," } else { "" };
+            s.push_str(&format!("\t{}{sep}\n", element(r, now)));
+        }
+        s.push_str("}\n");
+    }
+    for (fam, rules) in rules_of {
+        let mut set_matched = false;
         for r in rules {
-            s.push_str(&format!("add rule inet {t} input {}\n", statement(r)));
+            let text = if r.is_ban() {
+                if std::mem::replace(&mut set_matched, true) {
+                    continue;
+                }
+                ban_set_statement(*fam)
+            } else {
+                statement(r)
+            };
+            s.push_str(&format!("add rule inet {t} input {text}\n"));
         }
     }
     s
 }
 
-/// Parses `nft list table inet tgknock`: the rules of `family`, in order, recognised by
-/// their comments.
+/// Parses `nft list table inet tgknock`: the rules of `family`, as [`Table::listing`].
+#[cfg(test)]
 pub(crate) fn parse_listing(table_text: &str, family: Family) -> Listing {
-    let mut l = Listing::default();
-    for line in table_text.lines() {
-        let t = line.trim();
-        if t.starts_with("chain input") {
-            l.chain_exists = true;
-        }
-        if t.starts_with("type filter hook input") {
-            l.jumps = 1;
-            l.jump_first = true;
-        }
-        let Some(at) = t.rfind("comment \"") else {
-            continue;
-        };
-        let comment = t[at + 9..].trim_end_matches('"');
-        let rule = from_key(comment);
-        let mine = comment.split_whitespace().next() == Some(digit(family));
-        if mine || rule.is_none() {
-            l.lines.push(t.to_string());
-            l.rules.push(rule);
-        }
-    }
-    l
+    Table::read(table_text.to_string()).listing(family)
 }
 
 impl Nft {
     /// Reads tgknock's table (missing: an empty listing).
-    fn list(&self) -> Result<String> {
+    fn list(&self) -> Result<Table> {
         match run(&self.program, &["list", "table", "inet", TABLE], None) {
-            Ok(text) => Ok(text),
+            Ok(text) => Ok(Table::read(text)),
             Err(Error::Firewall { stderr, .. }) if stderr.contains("No such file or directory") => {
-                Ok(String::new())
+                Ok(Table::default())
             }
             Err(e) => Err(e),
         }
     }
 
-    fn listed(&self, text: &str) -> Vec<(Family, Listing)> {
+    fn listed(&self, table: &Table) -> Vec<(Family, Listing)> {
         self.families
             .iter()
-            .map(|f| (*f, parse_listing(text, *f)))
+            .map(|f| (*f, table.listing(*f)))
             .collect()
     }
 }
@@ -328,10 +601,15 @@ impl Tables for Nft {
     }
 
     fn observe(&self) -> Vec<(Family, Result<Listing, String>)> {
-        let text = self.list().map_err(|e| e.to_string());
+        let table = self.list().map_err(|e| e.to_string());
         self.families
             .iter()
-            .map(|f| (*f, text.clone().map(|t| parse_listing(&t, *f))))
+            .map(|f| {
+                (
+                    *f,
+                    table.as_ref().map(|t| t.listing(*f)).map_err(Clone::clone),
+                )
+            })
             .collect()
     }
 
@@ -340,36 +618,45 @@ impl Tables for Nft {
         &self,
         policy: &Policy,
         rules_of: &[(Family, Vec<Rule>)],
+        now: u64,
     ) -> Result<Vec<(Family, Listing)>> {
         // Every family's rules include its established rule, so a family missing from the
         // table, or a rule tgknock did not write, fails the comparison.
         let all_match =
             |l: &[(Family, Listing)]| l.iter().zip(rules_of).all(|((_, l), (_, r))| l.matches(r));
         let before = self.list()?;
-        if all_match(&self.listed(&before)) {
+        let listed = self.listed(&before);
+        if all_match(&listed) {
             log::debug!("nftables: rules already in place");
-            return Ok(self.listed(&before));
+            return Ok(listed);
         }
+        drop(listed);
         if let Err(e) = run(
             &self.program,
             &["-f", "-"],
-            Some(&script(policy, rules_of, false)),
+            Some(&script(policy, rules_of, now, Some(&before))),
         ) {
-            // A set declared differently before (another knock timeout) cannot be
-            // redeclared: start the table afresh, still in one transaction.
+            // A set declared differently before (another knock timeout, a ban set with or
+            // without timeouts) cannot be redeclared: start the table afresh, still in one
+            // transaction.
             log::debug!("nft transaction failed ({e}); retrying with a fresh table");
             run(
                 &self.program,
                 &["-f", "-"],
-                Some(&script(policy, rules_of, true)),
+                Some(&script(policy, rules_of, now, None)),
             )?;
         }
-        let text = self.list()?;
-        let after = self.listed(&text);
+        let table = self.list()?;
+        let after = self.listed(&table);
         if !all_match(&after) {
             return Err(Error::Verify {
                 place: format!("table inet {TABLE}"),
-                shows: text.lines().map(str::trim).collect::<Vec<_>>().join("; "),
+                shows: table
+                    .text
+                    .lines()
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .join("; "),
             });
         }
         log::info!(
@@ -380,8 +667,7 @@ impl Tables for Nft {
     }
 
     fn teardown(&self) -> Result<Vec<String>> {
-        let text = self.list()?;
-        if text.trim().is_empty() {
+        if self.list()?.text.trim().is_empty() {
             return Ok(vec![format!(
                 "nftables: nothing installed (no table inet {TABLE})"
             )]);
@@ -419,11 +705,13 @@ impl Tables for Nft {
         ]
     }
 
-    fn preview(&self, policy: &Policy, rules_of: &[(Family, Vec<Rule>)]) -> String {
+    /// The whole script, as to a table without tgknock's rules (a change sends less: what
+    /// differs from the table it finds).
+    fn preview(&self, policy: &Policy, rules_of: &[(Family, Vec<Rule>)], now: u64) -> String {
         format!(
             "\nrules ({} -f -):\n{}",
             self.program.display(),
-            script(policy, rules_of, false)
+            script(policy, rules_of, now, Some(&Table::default()))
         )
     }
 
@@ -452,8 +740,75 @@ impl Tables for Nft {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The table as `nft list table inet tgknock` prints `rules_of` written at `written`:
+    /// hosts without their prefix length, the `meta nfproto` a source match implies left
+    /// out, a timeout with the time left of it.
+    pub(crate) fn listed(rules_of: &[(Family, Vec<Rule>)], written: u64) -> String {
+        let host = |t: &str| match t.split_once(" comment \"") {
+            Some((head, comment)) => format!(
+                "{} comment \"{comment}",
+                head.replace("/32 ", " ").replace("/128 ", " ")
+            ),
+            None => t.to_string(),
+        };
+        let mut t = String::from("table inet tgknock {\n");
+        for (fam, rules) in rules_of {
+            let bans: Vec<String> = rules
+                .iter()
+                .filter(|r| r.is_ban())
+                .map(|r| {
+                    let e = host(&element(r, written));
+                    match e.split_once(" timeout ") {
+                        Some((a, rest)) => {
+                            let (time, comment) = rest.split_once(' ').unwrap();
+                            format!("{a} timeout {time} expires {time} {comment}")
+                        }
+                        None => e,
+                    }
+                })
+                .collect();
+            if bans.is_empty() {
+                continue;
+            }
+            t.push_str(&format!(
+                "\tset {} {{\n\t\ttype {}\n\t\tflags interval,timeout\n\t\telements = {{ {} }}\n\t}}\n\n",
+                ban_set(*fam),
+                addr_type(*fam),
+                bans.join(",\n\t\t\t     ")
+            ));
+        }
+        t.push_str(
+            "\tchain input {\n\t\ttype filter hook input priority filter - 10; policy accept;\n",
+        );
+        for (fam, rules) in rules_of {
+            let mut set_matched = false;
+            for r in rules {
+                let text = if r.is_ban() {
+                    if std::mem::replace(&mut set_matched, true) {
+                        continue;
+                    }
+                    ban_set_statement(*fam)
+                } else {
+                    statement(r)
+                };
+                let text = host(&text);
+                let text = text
+                    .strip_prefix("meta nfproto ipv4 ")
+                    .filter(|t| t.starts_with("ip saddr"))
+                    .or_else(|| {
+                        text.strip_prefix("meta nfproto ipv6 ")
+                            .filter(|t| t.starts_with("ip6 saddr"))
+                    })
+                    .unwrap_or(&text);
+                t.push_str(&format!("\t\t{text}\n"));
+            }
+        }
+        t.push_str("\t}\n}\n");
+        t
+    }
     use crate::firewall::rules::desired;
     use crate::firewall::rules::tests::{knock, policy, state};
     use crate::gate::GateName;
@@ -494,7 +849,7 @@ mod tests {
                 .unwrap()
                 .starts_with("meta nfproto ipv4 udp dport 60000-61000 drop")
         );
-        let s = script(&p, &[(Family::V4, v4.clone())], false);
+        let s = script(&p, &[(Family::V4, v4.clone())], 0, Some(&Table::default()));
         assert!(s.contains(
             "add set inet tgknock k1_v4 { type ipv4_addr; flags dynamic,timeout; timeout 5s; }"
         ));
@@ -530,11 +885,310 @@ mod tests {
         }
         let v4 = desired(&p, &s, 0, Family::V4);
         let text: Vec<String> = v4.iter().map(statement).collect();
-        assert!(text.contains(&"meta nfproto ipv4 ip saddr 198.51.100.9/32 meta time < 1800000001 drop comment \"4 tgknock:ban src=198.51.100.9/32 until=1800000001 drop\"".to_string()), "{text:#?}");
+        let ban = v4.iter().find(|r| r.is_ban()).unwrap();
+        assert_eq!(
+            element(ban, 1_800_000_000 - 3_661),
+            "198.51.100.9/32 timeout 1h1m2s comment \"4 tgknock:ban src=198.51.100.9/32 until=1800000001 drop\""
+        );
         assert!(text.contains(&"meta nfproto ipv4 tcp dport 22 tcp flags & (fin | syn | rst | ack) == syn update @lim_ssh_v4 { ip saddr limit rate over 6/minute burst 6 packets } drop comment \"4 tgknock-limit:ssh tcp=22 syn limit=6/min:6 drop\"".to_string()), "{text:#?}");
-        let script = script(&p, &[(Family::V4, v4)], false);
+        let script = script(&p, &[(Family::V4, v4)], 0, Some(&Table::default()));
         assert!(script.contains("add set inet tgknock lim_web_v4 { type ipv4_addr; flags dynamic,timeout; timeout 3600s; }"), "{script}");
         assert_eq!(from_key("4 tgknock:x bogus"), None);
         assert_eq!(from_key(""), None);
+    }
+
+    const NOW: u64 = 1_800_000_000;
+
+    /// Each managed family's desired rules for `s` at `now`.
+    fn all(p: &Policy, s: &State, now: u64) -> Vec<(Family, Vec<Rule>)> {
+        Family::BOTH
+            .into_iter()
+            .map(|f| (f, desired(p, s, now, f)))
+            .collect()
+    }
+
+    fn ban(s: &mut State, addr: &str, until: Option<u64>) {
+        s.ban(crate::state::Ban {
+            addr: addr.parse().unwrap(),
+            until,
+            by: crate::state::Actor::Console,
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn bans_are_the_elements_of_one_set_per_family() {
+        use crate::firewall::rules::{expected_bans, expected_view};
+        let mut p = policy(&["10.0.0.0/8"], None);
+        let mut s = crate::firewall::iptables::tests::with_defenses(
+            state(&[("ssh", None, Some(NOW + 900))]),
+            &mut p,
+        );
+        ban(&mut s, "203.0.113.0/24", Some(NOW + 86_400 + 3_661));
+        let rules_of = all(&p, &s, NOW);
+        let text = script(&p, &rules_of, NOW, Some(&Table::default()));
+        assert!(
+            text.contains(
+                "add set inet tgknock ban_v4 { type ipv4_addr; flags interval,timeout; }\n\
+                 add set inet tgknock ban_v6 { type ipv6_addr; flags interval,timeout; }\n\
+                 flush chain inet tgknock input\n\
+                 add element inet tgknock ban_v4 {\n\
+                 \t198.51.100.9/32 timeout 1s comment \"4 tgknock:ban src=198.51.100.9/32 until=1800000001 drop\",\n\
+                 \t203.0.113.0/24 timeout 1d1h1m1s comment \"4 tgknock:ban src=203.0.113.0/24 until=1800090061 drop\"\n\
+                 }\n\
+                 add element inet tgknock ban_v6 {\n\
+                 \t2001:db8:bad::/48 comment \"6 tgknock:ban src=2001:db8:bad::/48 drop\"\n\
+                 }\n"
+            ),
+            "{text}"
+        );
+        // One rule per family matches the set, where the bans stand: after the
+        // established and always-allowed rules, before the rate limits.
+        let added: Vec<&str> = text.lines().filter(|l| l.starts_with("add rule")).collect();
+        assert!(
+            added[1].contains("ip saddr 10.0.0.0/8 return"),
+            "{added:#?}"
+        );
+        assert!(
+            added[2].ends_with(
+                "meta nfproto ipv4 ip saddr @ban_v4 drop comment \"4 tgknock:ban @ban_v4 drop\""
+            ),
+            "{added:#?}"
+        );
+        assert!(added[3].contains("tgknock-limit:ssh"), "{added:#?}");
+        assert_eq!(text.matches("@ban_v4 drop comment").count(), 1);
+        assert_eq!(text.matches("@ban_v6 drop comment").count(), 1);
+        assert!(
+            !text.contains("meta time < 1800000001"),
+            "a ban is no rule of its own"
+        );
+        // What nft lists back expands to one ban rule per element, in the chain's order.
+        let listing = listed(&rules_of, NOW);
+        for (fam, rules) in &rules_of {
+            let l = parse_listing(&listing, *fam);
+            assert!(l.matches(rules), "{fam}: {:#?}\n{listing}", l.rules);
+            assert_eq!(l.bans(), expected_bans(&s, NOW, *fam, true));
+            for g in &p.gates {
+                assert_eq!(
+                    l.view(g),
+                    expected_view(g, &s, NOW, *fam, true),
+                    "{}",
+                    g.name
+                );
+            }
+        }
+        assert_eq!(parse_listing(&listing, Family::V4).bans().len(), 2);
+        // A change that leaves the bans alone leaves the elements alone: their
+        // timeouts run on from when they were written.
+        let closed = all(
+            &p,
+            &State {
+                openings: Default::default(),
+                ..s.clone()
+            },
+            NOW,
+        );
+        let again = script(&p, &closed, NOW, Some(&Table::read(listing.clone())));
+        assert!(
+            !again.lines().any(|l| l.contains("element")
+                || l.starts_with("flush set")
+                || l.starts_with('\t')
+                || l == "}"),
+            "{again}"
+        );
+        // Nor is the base chain declared again (its hook would be registered anew),
+        // unless it is hooked otherwise than tgknock declares it.
+        assert!(!again.contains("add chain"), "{again}");
+        let dropping = listing.replace("policy accept;", "policy drop;");
+        let repaired = script(&p, &closed, NOW, Some(&Table::read(dropping)));
+        assert!(repaired.contains(&format!("add chain inet tgknock input {{ {HOOK} }}\n")));
+        // One ban more: that family's set is rewritten whole (flushed in the same
+        // transaction), the other one is not touched.
+        let mut more = s.clone();
+        ban(&mut more, "192.0.2.7", None);
+        let changed = script(
+            &p,
+            &all(&p, &more, NOW + 30),
+            NOW + 30,
+            Some(&Table::read(listing.clone())),
+        );
+        assert!(
+            !changed.contains("198.51.100.9"),
+            "a ban past its deadline is not written"
+        );
+        assert!(
+            changed.contains("flush set inet tgknock ban_v4\nadd element inet tgknock ban_v4 {\n\t192.0.2.7/32 comment"),
+            "{changed}"
+        );
+        assert!(
+            changed.contains("203.0.113.0/24 timeout 1d1h0m31s")
+                || changed.contains("203.0.113.0/24 timeout 1d1h31s"),
+            "{changed}"
+        );
+        assert!(!changed.contains("ban_v6 {\n\t"), "{changed}");
+        // No bans left: the sets go, after the flush that removed the rules using them.
+        let none = all(&p, &State::default(), NOW);
+        let gone = script(&p, &none, NOW, Some(&Table::read(listing.clone())));
+        assert!(
+            gone.contains(
+                "flush chain inet tgknock input\ndelete set inet tgknock ban_v4\ndelete set inet tgknock ban_v6\n"
+            ),
+            "{gone}"
+        );
+        assert!(!gone.contains("add set inet tgknock ban_"), "{gone}");
+        assert!(!script(&p, &none, NOW, Some(&Table::default())).contains("ban_"));
+        // A kernel without timeouts: elements without them, a set without the flag.
+        p.deadlines = false;
+        let plain = script(&p, &all(&p, &s, NOW), NOW, Some(&Table::default()));
+        assert!(plain.contains("add set inet tgknock ban_v4 { type ipv4_addr; flags interval; }"));
+        assert!(
+            plain.contains("\t203.0.113.0/24 comment \"4 tgknock:ban src=203.0.113.0/24 drop\"\n")
+        );
+        assert!(
+            !plain.contains("timeout 1") && !plain.contains("until="),
+            "{plain}"
+        );
+    }
+
+    #[test]
+    fn ban_elements_read_back_only_what_tgknock_wrote() {
+        let p = policy(&[], None);
+        let mut s = State::default();
+        ban(&mut s, "198.51.100.9", Some(NOW + 60));
+        ban(&mut s, "203.0.113.0/24", None);
+        let rules_of = all(&p, &s, NOW);
+        let v4 = &rules_of[0].1;
+        let good = listed(&rules_of, NOW);
+        assert!(good.contains(
+            "elements = { 198.51.100.9 timeout 1m expires 1m comment \"4 tgknock:ban src=198.51.100.9/32 until=1800000060 drop\",\n\t\t\t     203.0.113.0/24 comment"
+        ), "{good}");
+        assert!(parse_listing(&good, Family::V4).matches(v4));
+        for (what, from, to) in [
+            (
+                "another source than its comment",
+                "\t\t\t     203.0.113.0/24 comment",
+                "\t\t\t     203.0.114.0/24 comment",
+            ),
+            (
+                "a deadline in the comment, no timeout",
+                "198.51.100.9 timeout 1m expires 1m comment",
+                "198.51.100.9 comment",
+            ),
+            (
+                "a timeout without a deadline",
+                "203.0.113.0/24 comment",
+                "203.0.113.0/24 timeout 1h comment",
+            ),
+            (
+                "no comment",
+                " comment \"4 tgknock:ban src=203.0.113.0/24 drop\"",
+                "",
+            ),
+            (
+                "a counter",
+                "198.51.100.9 timeout",
+                "198.51.100.9 counter packets 0 bytes 0 timeout",
+            ),
+            (
+                "a key of another family",
+                "4 tgknock:ban src=198.51.100.9/32",
+                "6 tgknock:ban src=198.51.100.9/32",
+            ),
+        ] {
+            let bad = good.replace(from, to);
+            assert_ne!(bad, good, "{what}");
+            let l = parse_listing(&bad, Family::V4);
+            assert_eq!(l.rules.len(), v4.len(), "{what}");
+            assert!(l.rules.contains(&None), "{what}: {:?}", l.rules);
+            assert!(!l.matches(v4), "{what}");
+            assert!(
+                matches!(
+                    l.view(&p.gates[0]),
+                    crate::firewall::rules::GateView::Inconsistent(_)
+                ),
+                "{what}"
+            );
+            // What was listed is not what belongs: the set is rewritten.
+            let again = script(&p, &rules_of, NOW, Some(&Table::read(bad.clone())));
+            assert!(
+                again.contains("flush set inet tgknock ban_v4\nadd element"),
+                "{what}"
+            );
+        }
+        // A comment may hold commas and braces in its quotes.
+        let odd = good.replace(
+            " }\n\t}",
+            ",\n\t\t\t     192.0.2.1 comment \"{a, b}\" }\n\t}",
+        );
+        let l = parse_listing(&odd, Family::V4);
+        assert_eq!(l.rules.len(), v4.len() + 1, "{:?}", l.lines);
+        // Expanded where the set's rule is (after the established rule), the foreign
+        // element first.
+        assert_eq!(l.rules[1], None);
+        assert_eq!(l.lines[1], "@ban_v4 192.0.2.1 comment \"{a, b}\"");
+        assert_eq!(
+            l.rules[2..4],
+            v4[1..3].iter().cloned().map(Some).collect::<Vec<_>>()[..]
+        );
+        // The set's elements count only where the rule that matches it is.
+        let unmatched = good.replace(
+            "ip saddr @ban_v4 drop comment \"4 tgknock:ban @ban_v4 drop\"",
+            "",
+        );
+        assert!(parse_listing(&unmatched, Family::V4).bans().is_empty());
+        assert!(
+            parse_listing(&good, Family::V6)
+                .rules
+                .iter()
+                .all(|r| r.as_ref().is_some_and(|r| r.family == Family::V6))
+        );
+    }
+
+    #[test]
+    fn bans_written_one_rule_each_still_read_as_bans() {
+        // A table an earlier tgknock wrote: one rule per ban. It holds the same bans, so
+        // nothing is reported as drift; the next change moves them into the set.
+        let p = policy(&[], None);
+        let mut s = State::default();
+        ban(&mut s, "198.51.100.9", Some(NOW + 60));
+        let v4 = desired(&p, &s, NOW, Family::V4);
+        let old = format!(
+            "table inet tgknock {{\n\tchain input {{\n\t\ttype filter hook input priority filter - 10; policy accept;\n{}\t}}\n}}\n",
+            v4.iter()
+                .map(|r| format!("\t\t{}\n", statement(r)))
+                .collect::<String>()
+        );
+        assert!(old.contains("ip saddr 198.51.100.9/32 meta time < 1800000060 drop"));
+        assert!(parse_listing(&old, Family::V4).matches(&v4));
+        let next = script(
+            &p,
+            &[(Family::V4, v4)],
+            NOW,
+            Some(&Table::read(old.clone())),
+        );
+        assert!(
+            next.contains(
+                "add element inet tgknock ban_v4 {\n\t198.51.100.9/32 timeout 1m comment"
+            ),
+            "{next}"
+        );
+        assert!(!next.contains("flush set"), "{next}");
+    }
+
+    #[test]
+    fn times_read_like_nft() {
+        for (secs, text) in [
+            (0, "0s"),
+            (1, "1s"),
+            (59, "59s"),
+            (60, "1m"),
+            (3_600, "1h"),
+            (86_400, "1d"),
+            (90_061, "1d1h1m1s"),
+            (366 * 86_400 + 1, "366d1s"),
+            (400_000_000, "4629d15h6m40s"),
+        ] {
+            assert_eq!(nft_time(secs), text);
+        }
     }
 }

@@ -234,6 +234,19 @@ impl Rule {
         }
     }
 
+    /// The ban of `addr` (in its family), bounded by the kernel's deadline `until`.
+    pub(crate) fn ban(addr: Cidr, until: Option<u64>) -> Rule {
+        let mut r = Rule::new(addr.family(), TAG_BAN, Some(Target::Drop));
+        r.src = Some(addr);
+        r.until = until;
+        r
+    }
+
+    /// Whether this is a ban (as [`Rule::ban`] makes them).
+    pub(crate) fn is_ban(&self) -> bool {
+        self.tag == TAG_BAN
+    }
+
     fn on(mut self, p: &PortRange) -> Rule {
         self.proto = Some(p.proto);
         self.dport = Some((p.first, p.last));
@@ -401,10 +414,7 @@ pub(crate) fn desired(policy: &Policy, state: &State, now: u64, family: Family) 
         rules.push(r);
     }
     for (addr, until) in expected_bans(state, now, family, policy.deadlines) {
-        let mut r = Rule::new(family, TAG_BAN, Some(Target::Drop));
-        r.src = Some(addr);
-        r.until = until;
-        rules.push(r);
+        rules.push(Rule::ban(addr, until));
     }
     for (name, rate) in &policy.limits {
         let Some(gate) = policy.gates.iter().find(|g| &g.name == name) else {

@@ -55,16 +55,32 @@ case "$me" in
             [ -f "$tmp/$chain" ] || { echo "$me: line $n failed: no chain $chain" >&2; exit 1; }
             printf '%s\n' "$line" >> "$tmp/$chain"
             ;;
-        "-I INPUT 1 "*)
-            args=${line#-I INPUT 1 }
-            { printf '%s\n' "-A INPUT $args"; cat "$tmp/INPUT"; } > "$tmp/INPUT.x"
-            mv "$tmp/INPUT.x" "$tmp/INPUT"
+        "-I "*)
+            # -I CHAIN N RULE: RULE becomes the chain's Nth (N may be one past the end).
+            rest=${line#-I }
+            chain=${rest%% *}
+            rest=${rest#* }
+            at=${rest%% *}
+            args=${rest#* }
+            [ -f "$tmp/$chain" ] || { echo "$me: line $n failed: no chain $chain" >&2; exit 1; }
+            awk -v at="$at" -v l="-A $chain $args" 'NR == at { print l; d = 1 } { print }
+                END { if (!d && NR + 1 == at) { print l; d = 1 } exit d ? 0 : 1 }' \
+                "$tmp/$chain" > "$tmp/$chain.x" || { echo "$me: line $n failed: index of insertion too big" >&2; exit 1; }
+            mv "$tmp/$chain.x" "$tmp/$chain"
             ;;
-        "-D INPUT "*)
-            want="-A INPUT ${line#-D INPUT }"
-            awk -v w="$want" 'BEGIN{d=0} { if (!d && $0 == w) { d=1; next } print } END { exit d ? 0 : 1 }' \
-                "$tmp/INPUT" > "$tmp/INPUT.x" || { echo "$me: line $n failed" >&2; exit 1; }
-            mv "$tmp/INPUT.x" "$tmp/INPUT"
+        "-D "*)
+            # -D CHAIN N deletes the Nth rule; -D CHAIN RULE the first rule that is RULE.
+            rest=${line#-D }
+            chain=${rest%% *}
+            spec=${rest#* }
+            [ -f "$tmp/$chain" ] || { echo "$me: line $n failed: no chain $chain" >&2; exit 1; }
+            case $spec in
+            *[!0-9]*) awk -v w="-A $chain $spec" 'BEGIN{d=0} { if (!d && $0 == w) { d=1; next } print } END { exit d ? 0 : 1 }' \
+                "$tmp/$chain" > "$tmp/$chain.x" ;;
+            *) awk -v at="$spec" 'NR == at { d = 1; next } { print } END { exit d ? 0 : 1 }' \
+                "$tmp/$chain" > "$tmp/$chain.x" ;;
+            esac || { echo "$me: line $n failed" >&2; exit 1; }
+            mv "$tmp/$chain.x" "$tmp/$chain"
             ;;
         "-F "*) : > "$tmp/${line#-F }" ;;
         "-X "*) rm -f "$tmp/${line#-X }" ;;
