@@ -11,8 +11,11 @@
 # instance (Linux 6.7 and later) holding the qemu handler, so the host's is left alone.
 # Where the kernel has no such instance and the host has no qemu handler, the watchdog
 # tests run on the host build only (said below; a failure in CI).
-# The tiers on real firewalls in network namespaces (netns, nonroot, knock, crash) judge
-# the kernel's rules, the host's in any case, and run with the host build (`cargo test`).
+# The tests that need the host's real root run with the host build (`cargo test`) only:
+# those on real firewalls in network namespaces (netns, nonroot, knock, crash, defense,
+# and setup's LAN proposal, which gives the board a LAN address in a namespace) judge the
+# kernel's rules, the host's in any case; and root's console leaving files the service
+# user can use switches users, while in this tier's user namespace only root is mapped.
 #   tests/cross.sh [TARGET…]
 # Outside CI a target whose toolchain or qemu is missing prints SKIPPED; in CI it fails.
 set -u
@@ -86,7 +89,9 @@ for t in $targets; do
     # qemu refuses an empty QEMU_CPU: set it only for the targets that name a core.
     if [ -n "$cpu" ]; then export QEMU_CPU="$cpu"; else unset QEMU_CPU; fi
     set -- "$CARGO" test --locked --test integration -- \
-        --skip netns:: --skip nonroot:: --skip knock:: --skip crash::
+        --skip netns:: --skip nonroot:: --skip knock:: --skip crash:: --skip defense:: \
+        --skip setup::the_lan_of_the_board_is_proposed \
+        --skip board::root_at_the_console_leaves_files_the_service_can_use
     [ -z "$skip_watchdog" ] || set -- "$@" --skip watchdog::
     if [ "$wrap" = private ]; then
         # shellcheck disable=SC2016 # expanded by the inner shell
