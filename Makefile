@@ -5,7 +5,7 @@ CARGO  ?= cargo
 TARGET := x86_64-unknown-linux-musl
 BIN    := target/$(TARGET)/release/tgknock
 
-.PHONY: all build test lint unit integration test-arm test-packaging fuzz fresh bench dist deb man clean
+.PHONY: all build test lint unit integration test-arm test-packaging test-system fuzz fresh bench dist deb man clean
 
 all: build
 
@@ -48,6 +48,12 @@ test-arm:
 test-packaging:
 	sh tests/packaging.sh
 
+# A booted Debian (debootstrap + systemd-nspawn --boot, systemd as PID 1): the .deb and the
+# tarball installed and used the README's way, `tgknock setup` then the command it prints,
+# buttons, actions, login notices through sshd's PAM stack; judged by the kernel and TCP.
+test-system:
+	bash tests/system.sh
+
 # A debootstrapped Debian in systemd-nspawn runs tests/setup.sh and `make dist`: every
 # package the build needs is installed by name, and the release it builds is byte for
 # byte the host's (reproducible builds).
@@ -75,6 +81,7 @@ test:
 	$(call tier,cargo test,$(CARGO) test --locked)
 	$(call tier,arm,$(MAKE) --no-print-directory test-arm)
 	$(call tier,packaging,$(MAKE) --no-print-directory test-packaging)
+	$(call tier,system,$(MAKE) --no-print-directory test-system)
 	$(call tier,fresh,$(MAKE) --no-print-directory fresh)
 	$(call tier,fuzz,$(MAKE) --no-print-directory fuzz)
 

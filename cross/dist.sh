@@ -1,7 +1,7 @@
 #!/bin/sh
 # The release: every target's static binary (cross/build.sh) as
 # dist/tgknock-<version>-<target>.tar.gz (binary, README, CHANGELOG, man pages, example
-# config, install.sh and the init files), the .deb packages for amd64, arm64 and armhf
+# config, install.sh, the init files and the PAM line of login notices), the .deb packages for amd64, arm64 and armhf
 # (packaging/deb/build.sh; armhf holds the ARMv6 build, which runs on every board Raspberry
 # Pi OS armhf runs on), and dist/SHA256SUMS over all of them.
 #   cross/dist.sh
@@ -31,7 +31,7 @@ for t in $targets; do
     cp README.md CHANGELOG.md "$stage/"
     cp packaging/man/tgknock.1 packaging/man/tgknock.conf.5 "$stage/man/"
     cp packaging/tgknock.conf.example packaging/install.sh "$stage/"
-    cp -r packaging/systemd packaging/tmpfiles.d packaging/openrc packaging/sysvinit packaging/cron "$stage/"
+    cp -r packaging/systemd packaging/tmpfiles.d packaging/openrc packaging/sysvinit packaging/cron packaging/pam "$stage/"
     find "$stage" -type d -exec chmod 0755 {} +
     find "$stage" -type f -perm -u+x -exec chmod 0755 {} +
     find "$stage" -type f ! -perm -u+x -exec chmod 0644 {} +

@@ -12,6 +12,15 @@
 //!                                     containing NEEDLE; print it (exit 1 after SECS without)
 //! systest show CONTROL CHAT FROM      print the messages to CHAT from the FROM-th on
 //! systest pending CONTROL             updates not yet confirmed by the bot
+//! systest keyboard CONTROL CHAT NEEDLE
+//!                                     the last message to CHAT containing NEEDLE: its id,
+//!                                     then a line per button, TEXT<tab>DATA
+//! systest press CONTROL FROM CHAT MESSAGE DATA
+//!                                     queue a press by FROM on a button with DATA of the
+//!                                     bot's message MESSAGE in CHAT; print the query's id
+//! systest requests CONTROL [METHOD]   the requests the bot made, in order: METHOD BODY
+//! systest hang CONTROL METHOD SECS    from now on, hold every METHOD request SECS, then
+//!                                     close it without an answer (Telegram hanging)
 //! systest probe ADDR PORT SECS        TCP connect: prints open, refused or dropped
 //! ```
 
@@ -58,6 +67,16 @@ fn main() -> ExitCode {
         ["wait", control, chat, from, needle, secs] => wait(control, chat, from, needle, secs),
         ["show", control, chat, from] => messages(control, chat, from.parse().unwrap_or(0))
             .map(|m| m.iter().for_each(|t| println!("{t}"))),
+        ["keyboard", control, chat, needle] => keyboard(control, chat, needle),
+        ["press", control, from, chat, message, data] => {
+            ask(control, &format!("press {from} {chat} {message} {data}"))
+                .map(|q| println!("{}", q.as_str().unwrap_or_default()))
+        }
+        ["requests", control] => requests(control, None),
+        ["requests", control, method] => requests(control, Some(method)),
+        ["hang", control, method, secs] => {
+            ask(control, &format!("hang {method} {secs}")).map(|_| ())
+        }
         ["probe", addr, port, secs] => probe(addr, port, secs),
         _ => Err("usage: see the head of examples/systest.rs".into()),
     };
@@ -89,28 +108,62 @@ fn serve(listen: &str, control: &str, token: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// One control request: a line in, one JSON value out.
+/// One control request: a line in, one JSON value out (`null`: not understood).
 fn answer(api: &api::FakeApi, conn: TcpStream) -> std::io::Result<()> {
     let mut line = String::new();
     BufReader::new(conn.try_clone()?).read_line(&mut line)?;
     let line = line.trim_end_matches('\n');
-    let mut words = line.splitn(3, ' ');
-    let reply = match (words.next(), words.next(), words.next()) {
-        (Some("say"), Some(from), Some(text)) => match from.parse() {
-            Ok(from) => serde_json::json!(api.say(from, text)),
-            Err(_) => serde_json::json!(null),
-        },
-        (Some("count"), Some(chat), None) => {
-            serde_json::json!(api.sent_to(chat.parse().unwrap_or(0)).len())
-        }
-        (Some("sent"), Some(chat), None) => {
-            serde_json::json!(api.sent_to(chat.parse().unwrap_or(0)))
-        }
-        (Some("pending"), None, None) => serde_json::json!(api.pending()),
-        _ => serde_json::json!(null),
-    };
+    let reply = control(api, line).unwrap_or(serde_json::Value::Null);
     let mut conn = conn;
     writeln!(conn, "{reply}")
+}
+
+/// The methods the fake Bot API answers (tests/support/api.rs).
+const METHODS: &[&str] = &[
+    "getMe",
+    "getUpdates",
+    "sendMessage",
+    "editMessageText",
+    "answerCallbackQuery",
+    "setMyCommands",
+    "deleteWebhook",
+    "getWebhookInfo",
+];
+
+fn control(api: &api::FakeApi, line: &str) -> Option<serde_json::Value> {
+    use serde_json::json;
+    let (command, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let number = |w: Option<&str>| w?.parse::<i64>().ok();
+    Some(match command {
+        "say" => {
+            let (from, text) = rest.split_once(' ')?;
+            json!(api.say(from.parse().ok()?, text))
+        }
+        "count" => json!(api.sent_to(rest.parse().ok()?).len()),
+        "sent" => json!(api.sent_to(rest.parse().ok()?)),
+        "pending" => json!(api.pending()),
+        "press" => {
+            let mut w = rest.splitn(4, ' ');
+            let (from, chat, message) = (number(w.next())?, number(w.next())?, number(w.next())?);
+            json!(api.press(from, chat, message, w.next()?))
+        }
+        "requests" => {
+            // Every method the fake answers, merged in the order they came.
+            let mut all: Vec<api::Request> = METHODS.iter().flat_map(|m| api.requests(m)).collect();
+            all.sort_by_key(|r| r.at);
+            json!(
+                all.into_iter()
+                    .map(|r| json!([r.method, r.body]))
+                    .collect::<Vec<_>>()
+            )
+        }
+        "hang" => {
+            let (method, secs) = rest.split_once(' ')?;
+            api.hang(method, Duration::from_secs(secs.parse().ok()?));
+            json!(true)
+        }
+        _ => return None,
+    })
 }
 
 fn ask(control: &str, line: &str) -> Result<serde_json::Value, String> {
@@ -133,6 +186,40 @@ fn messages(control: &str, chat: &str, from: usize) -> Result<Vec<String>, Strin
     let all: Vec<String> = serde_json::from_value(ask(control, &format!("sent {chat}"))?)
         .map_err(|e| e.to_string())?;
     Ok(all.into_iter().skip(from).collect())
+}
+
+/// `requests`: a line per request the bot made, `METHOD BODY`, optionally of one method.
+fn requests(control: &str, method: Option<&str>) -> Result<(), String> {
+    let all: Vec<(String, serde_json::Value)> =
+        serde_json::from_value(ask(control, "requests")?).map_err(|e| e.to_string())?;
+    for (m, body) in all {
+        if method.is_none_or(|want| want == m) {
+            println!("{m} {body}");
+        }
+    }
+    Ok(())
+}
+
+/// `keyboard`: the last message sent to CHAT containing NEEDLE (the nth `sendMessage` gets
+/// message id n, as the fake numbers them), its id and its buttons.
+fn keyboard(control: &str, chat: &str, needle: &str) -> Result<(), String> {
+    let chat: i64 = chat.parse().map_err(|_| "CHAT must be a number")?;
+    let all: Vec<(String, serde_json::Value)> =
+        serde_json::from_value(ask(control, "requests")?).map_err(|e| e.to_string())?;
+    let mut found = None;
+    for (id, (_, body)) in all.iter().filter(|(m, _)| m == "sendMessage").enumerate() {
+        if body["chat_id"].as_i64() == Some(chat)
+            && body["text"].as_str().is_some_and(|t| t.contains(needle))
+        {
+            found = Some((id + 1, api::rows(&body["reply_markup"])));
+        }
+    }
+    let (id, rows) = found.ok_or_else(|| format!("no message to {chat} contains {needle:?}"))?;
+    println!("{id}");
+    for (text, data) in rows.into_iter().flatten() {
+        println!("{text}\t{data}");
+    }
+    Ok(())
 }
 
 fn wait(control: &str, chat: &str, from: &str, needle: &str, secs: &str) -> Result<(), String> {

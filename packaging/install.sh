@@ -1,8 +1,9 @@
 #!/bin/sh
-# Installs tgknock on this board: binary, service user, config, state directory, and one
-# supervisor: the systemd unit; or, without systemd, the OpenRC script (supervise-daemon
-# restarts the daemon); or the sysvinit script plus the cron watchdog. Never two.
-# Idempotent: run it again to upgrade the binary; your config and token are kept.
+# Installs tgknock on this board: binary, man pages, service user, config, state
+# directory, and one supervisor: the systemd unit; or, without systemd, the OpenRC script
+# (supervise-daemon restarts it); or the sysvinit script plus the cron watchdog. Never two.
+# Idempotent: run it again to upgrade the binary; your config and token are kept. Then
+# `sudo tgknock setup` asks for the token and your Telegram user id, and checks it all.
 #
 #   sudo ./install.sh                     install (the binary beside this script, or --binary)
 #   sudo ./install.sh --uninstall         stop the daemon, `tgknock teardown`, then remove
@@ -24,7 +25,7 @@ while [ $# -gt 0 ]; do
     --root) root=${2:?--root needs a directory}; shift 2 ;;
     --uninstall) mode=uninstall; shift ;;
     --purge) purge=1; shift ;;
-    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -47,6 +48,8 @@ UNIT="$root/etc/systemd/system/tgknock.service"
 TMPFILES="$root/etc/tmpfiles.d/tgknock.conf"
 CRON="$root/etc/cron.d/tgknock"
 INITD="$root/etc/init.d/tgknock"
+MAN1="$root/usr/local/share/man/man1/tgknock.1"
+MAN5="$root/usr/local/share/man/man5/tgknock.conf.5"
 
 # The one supervisor: systemd when it runs, else OpenRC when installed, else sysvinit and
 # cron. Under --root: systemd unless TGKNOCK_INSTALL_SYSTEMD=0, then OpenRC if DIR has it.
@@ -84,7 +87,7 @@ if [ "$mode" = uninstall ]; then
             "$BIN" teardown --config "$CONF" || say "teardown reported a problem (see above)"
         fi
     fi
-    rm -f "$UNIT" "$TMPFILES" "$CRON" "$INITD" "$BIN"
+    rm -f "$UNIT" "$TMPFILES" "$CRON" "$INITD" "$BIN" "$MAN1" "$MAN5"
     live && [ "$systemd" = 1 ] && systemctl daemon-reload
     if [ "$purge" = 1 ]; then
         rm -rf "$ETC" "$STATE"
@@ -117,6 +120,11 @@ pkg="$here"
 mkdir -p "$root/usr/local/bin" "$ETC" "$STATE"
 install -m 0755 "$binary" "$BIN.new" && mv -f "$BIN.new" "$BIN"
 say "installed $BIN ($("$BIN" --version 2>/dev/null || echo "not runnable here"))"
+# The man pages: man/ in the tarball, packaging/man/ in the source tree.
+mkdir -p "$(dirname "$MAN1")" "$(dirname "$MAN5")"
+install -m 0644 "$pkg/man/tgknock.1" "$MAN1"
+install -m 0644 "$pkg/man/tgknock.conf.5" "$MAN5"
+say "installed the man pages tgknock(1) and tgknock.conf(5) under $root/usr/local/share/man"
 
 # The service user, when systemd runs the daemon (cron and init scripts run it as root).
 owner=root
@@ -213,15 +221,20 @@ if "$BIN" check --config "$CONF"; then
         say "tgknock is running; the cron watchdog keeps it so; message your bot /open"
         ;;
     esac
+elif [ ! -s "$TOKEN" ]; then
+    # No token yet: the guided first run asks for it, finds the user id, writes both files
+    # and checks it all, then names the command that starts the service installed above.
+    echo
+    say "not started yet: no bot token. The guided first run asks for it, finds your"
+    say "Telegram user id, writes $CONF and $TOKEN, checks it all and names the command"
+    say "that starts tgknock:"
+    echo "    sudo tgknock setup"
 else
     echo
-    say "not started yet: finish the configuration, then run '$BIN check' again, and"
+    say "not started yet: fix what check reports above (in $CONF), run '$BIN check' again, then"
     case "$init" in
     systemd) echo "    systemctl enable --now tgknock" ;;
     openrc) echo "    rc-service tgknock start" ;;
     sysvinit) echo "    $INITD start      (the cron line starts it within a minute anyway)" ;;
     esac
-    echo "  1. put the bot token from @BotFather in $TOKEN"
-    echo "  2. send your bot a message, run: TGKNOCK_TOKEN_FILE=$TOKEN $BIN whoami"
-    echo "  3. put your user id in TGKNOCK_ALLOWED_USERS in $CONF"
 fi

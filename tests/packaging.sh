@@ -2,16 +2,19 @@
 # The packaging tier: the release (cross/dist.sh: four tarballs, three .deb packages,
 # SHA256SUMS), install.sh, and the init files. Fails loudly on the first problem:
 #  - dist/SHA256SUMS verifies and covers every tarball and package in dist/
-#  - each tarball holds the binary, docs, man pages, example config, install.sh and init
-#    files; the binary is static, within the contract's size budget, and runs (under qemu
-#    for ARM: the ARMv6 build with -cpu arm1176)
+#  - each tarball holds the binary, docs, man pages, example config, install.sh, init
+#    files and the PAM line of login notices (pam/); the binary is static, within the
+#    contract's size budget, and runs (under qemu for ARM: the ARMv6 build with -cpu arm1176)
 #  - each .deb: Depends adduser and iptables | nftables, the binary (armhf: the ARMv6 build),
 #    the unit as it is in the tree, tmpfiles entry, the 0640 conffile, man pages, Debian
-#    changelog and copyright, md5sums, maintainer scripts with debhelper's systemd snippets
+#    changelog and copyright, md5sums, maintainer scripts with debhelper's systemd snippets,
+#    the PAM line as an example (the tree's file), a postinst that points to `tgknock setup`
+#  - the example config names every key of tgknock.conf(5)
 #  - lintian: no error and no warning (overrides carry their reason), output shown
 #  - systemd-analyze verify accepts the unit
-#  - install.sh --root: installs with the right modes, is idempotent (keeps the config),
-#    --uninstall removes what it installed and keeps the config, --purge removes it
+#  - install.sh --root: installs with the right modes, the man pages (from the source tree
+#    and from the tarball), is idempotent (keeps the config), --uninstall removes what it
+#    installed and keeps the config, --purge removes it
 #  - the init and maintainer scripts parse (sh -n)
 # Outside CI a missing tool makes a check say SKIPPED; in CI (CI=true) it fails.
 set -eu
@@ -58,9 +61,11 @@ for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linu
     tar -C "$work" -xzf "$tgz"
     d="$work/tgknock-$version-$t"
     for f in tgknock README.md CHANGELOG.md man/tgknock.1 man/tgknock.conf.5 tgknock.conf.example install.sh \
-        systemd/tgknock.service tmpfiles.d/tgknock.conf openrc/tgknock sysvinit/tgknock cron/tgknock; do
+        systemd/tgknock.service tmpfiles.d/tgknock.conf openrc/tgknock sysvinit/tgknock cron/tgknock \
+        pam/tgknock-notify-login; do
         [ -e "$d/$f" ] || fail "$tgz lacks $f"
     done
+    cmp -s "$d/pam/tgknock-notify-login" packaging/pam/tgknock-notify-login || fail "$tgz: pam/tgknock-notify-login differs from the tree's"
     desc=$(file "$d/tgknock")
     case "$desc" in
     *"statically linked"*) ;;
@@ -100,7 +105,8 @@ if have dpkg-deb; then
         for f in ./usr/bin/tgknock ./lib/systemd/system/tgknock.service ./usr/lib/tmpfiles.d/tgknock.conf \
             ./etc/tgknock/tgknock.conf ./usr/share/doc/tgknock/copyright ./usr/share/doc/tgknock/changelog.gz \
             ./usr/share/man/man1/tgknock.1.gz ./usr/share/man/man5/tgknock.conf.5.gz \
-            ./usr/share/lintian/overrides/tgknock ./usr/share/doc/tgknock/README.md.gz; do
+            ./usr/share/lintian/overrides/tgknock ./usr/share/doc/tgknock/README.md.gz \
+            ./usr/share/doc/tgknock/examples/tgknock-notify-login; do
             echo "$contents" | grep -q " $f\$" || fail "$deb lacks $f"
         done
         echo "$contents" | grep -q -- "-rw-r----- root/root .* ./etc/tgknock/tgknock.conf" || fail "$deb: config mode is not 0640"
@@ -111,6 +117,9 @@ if have dpkg-deb; then
         cmp -s "$x/lib/systemd/system/tgknock.service" packaging/systemd/tgknock.service \
             || fail "$deb: the unit differs from packaging/systemd/tgknock.service"
         (cd "$x" && md5sum --quiet -c DEBIAN/md5sums) || fail "$deb: md5sums do not verify"
+        cmp -s "$x/usr/share/doc/tgknock/examples/tgknock-notify-login" packaging/pam/tgknock-notify-login \
+            || fail "$deb: the PAM example differs from packaging/pam/tgknock-notify-login"
+        grep -q "sudo tgknock setup" "$x/DEBIAN/postinst" || fail "$deb: postinst does not point to 'sudo tgknock setup'"
         grep -q "adduser --system" "$x/DEBIAN/postinst" || fail "$deb: postinst creates no service user"
         grep -q "deb-systemd-helper enable 'tgknock.service'" "$x/DEBIAN/postinst" || fail "$deb: postinst does not enable the unit as debhelper does"
         # prerm: the daemon stops first, then its rules go.
@@ -131,11 +140,23 @@ if have dpkg-deb; then
             v=$(run arm-unknown-linux-musleabihf "$x/usr/bin/tgknock" --version) || fail "$deb: the binary does not run on an ARM1176"
             ;;
         esac
-        ok "$deb: Depends adduser, iptables | nftables; binary, unit, tmpfiles, 0640 conffile, man pages, changelog, copyright, md5sums, debhelper snippets"
+        ok "$deb: Depends adduser, iptables | nftables; binary, unit, tmpfiles, 0640 conffile, man pages, changelog, copyright, md5sums, debhelper snippets, PAM example, postinst names tgknock setup"
     done
 else
     skip "dpkg-deb missing: cannot check the .deb packages"
 fi
+
+# The example config shows every key the man page documents (commented out or set).
+keys=$(sed -n 's/^\.B \(TGKNOCK_[A-Z0-9_]*\).*/\1/p' packaging/man/tgknock.conf.5)
+[ "$(echo "$keys" | wc -w)" -ge 25 ] || fail "found only $(echo "$keys" | wc -w) keys in packaging/man/tgknock.conf.5"
+for k in $keys; do
+    case "$k" in
+    *_) line="^#\{0,1\}${k}[A-Z0-9]" ;; # a family of keys: TGKNOCK_ACTION_<NAME>
+    *) line="^#\{0,1\}$k=" ;;
+    esac
+    grep -q "$line" packaging/tgknock.conf.example || fail "packaging/tgknock.conf.example does not show $k"
+done
+ok "packaging/tgknock.conf.example shows all $(echo "$keys" | wc -w) keys of tgknock.conf(5)"
 
 if have lintian; then
     echo "lintian (errors and warnings fail; overridden tags shown as O:, information as I:):"
@@ -178,19 +199,36 @@ mode() { stat -c '%a' "$1"; }
 [ "$(mode "$r/var/lib/tgknock")" = 750 ] || fail "state dir mode"
 grep -q '^ExecStart=/usr/local/bin/tgknock run' "$r/etc/systemd/system/tgknock.service" || fail "unit ExecStart not adjusted"
 [ -f "$r/etc/tmpfiles.d/tgknock.conf" ] || fail "no tmpfiles entry"
+for m in man1/tgknock.1 man5/tgknock.conf.5; do
+    [ "$(mode "$r/usr/local/share/man/$m")" = 644 ] || fail "man page $m: mode $(mode "$r/usr/local/share/man/$m")"
+    cmp -s "$r/usr/local/share/man/$m" "packaging/man/$(basename "$m")" || fail "man page $m differs from packaging/man/"
+done
 echo "TGKNOCK_ALLOWED_USERS=42" >> "$r/etc/tgknock/tgknock.conf"
 sh packaging/install.sh --root "$r" --binary "$bin" > "$work/install2.log" || fail "second install.sh run failed"
 grep -q "TGKNOCK_ALLOWED_USERS=42" "$r/etc/tgknock/tgknock.conf" || fail "a second install overwrote the config"
-ok "install.sh --root: modes 755/640/600/750, unit adjusted, idempotent, config kept"
+ok "install.sh --root: modes 755/640/600/750, man pages 644, unit adjusted, idempotent, config kept"
+# The tarball's layout: install.sh finds the man pages in man/ beside it.
+tr="$work/troot"
+t=x86_64-unknown-linux-musl
+sh "$work/tgknock-$version-$t/install.sh" --root "$tr" > "$work/install-tarball.log" \
+    || fail "the tarball's install.sh: $(cat "$work/install-tarball.log")"
+for m in man1/tgknock.1 man5/tgknock.conf.5; do
+    cmp -s "$tr/usr/local/share/man/$m" "$work/tgknock-$version-$t/man/$(basename "$m")" \
+        || fail "the tarball's install.sh did not install man/$(basename "$m")"
+done
+cmp -s "$tr/usr/local/bin/tgknock" "$work/tgknock-$version-$t/tgknock" || fail "the tarball's install.sh did not install its binary"
+ok "the tarball's install.sh --root: its binary and its man pages (man/ beside it)"
 TGKNOCK_INSTALL_SYSTEMD=0 sh packaging/install.sh --root "$work/root2" --binary "$bin" > /dev/null || fail "install.sh without systemd"
 if ! [ -x "$work/root2/etc/init.d/tgknock" ] || ! grep -q '/usr/local/bin/tgknock watchdog' "$work/root2/etc/cron.d/tgknock"; then
     fail "install.sh without systemd did not install the init script and cron line"
 fi
 ok "install.sh without systemd: init script and cron watchdog"
 sh packaging/install.sh --root "$r" --uninstall > /dev/null || fail "install.sh --uninstall"
-if [ -e "$r/usr/local/bin/tgknock" ] || [ -e "$r/etc/systemd/system/tgknock.service" ]; then fail "--uninstall left files"; fi
+for f in usr/local/bin/tgknock etc/systemd/system/tgknock.service usr/local/share/man/man1/tgknock.1 usr/local/share/man/man5/tgknock.conf.5; do
+    [ ! -e "$r/$f" ] || fail "--uninstall left /$f"
+done
 [ -f "$r/etc/tgknock/tgknock.conf" ] || fail "--uninstall removed the config"
 sh packaging/install.sh --root "$r" --uninstall --purge > /dev/null || fail "install.sh --uninstall --purge"
 if [ -e "$r/etc/tgknock" ] || [ -e "$r/var/lib/tgknock" ]; then fail "--purge left config or state"; fi
-ok "install.sh --uninstall keeps the config, --purge removes it"
+ok "install.sh --uninstall removes the binary, unit and man pages, keeps the config; --purge removes it"
 echo "packaging tier: all checks passed in $(($(date +%s) - start)) s"

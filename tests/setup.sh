@@ -6,8 +6,9 @@
 #                          gcc, musl-tools, git (the build's SOURCE_DATE_EPOCH), certificates
 #   tests/setup.sh test    every tier: the above, clippy/rustfmt, the cross compilers for
 #                          aarch64/armv7/ARMv6 (musl for ARM: cross/musl.sh), qemu-user, iptables/nftables/iproute2,
-#                          lintian, shellcheck, debootstrap + systemd-nspawn, cargo-deb,
-#                          cargo-fuzz (and g++ for libFuzzer)
+#                          lintian, shellcheck, debootstrap + systemd-nspawn, nsenter and
+#                          pgrep (the fresh and system tiers), pamtester (the PAM test),
+#                          cargo-deb, cargo-fuzz (and g++ for libFuzzer)
 # As root it runs apt-get; otherwise it names what is missing and the command that installs
 # it, and exits 1 (the tiers that need it then fail in CI, or say SKIPPED outside it).
 set -eu
@@ -21,7 +22,8 @@ build_debs="gcc libc6-dev make git ca-certificates musl-tools file"
 test_debs="$build_debs g++ procps util-linux iproute2 iptables nftables
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross
     gcc-arm-linux-gnueabihf libc6-dev-armhf-cross binutils-arm-linux-gnueabihf
-    qemu-user-static systemd lintian shellcheck debootstrap systemd-container debian-archive-keyring"
+    qemu-user-static systemd lintian shellcheck debootstrap systemd-container debian-archive-keyring
+    pamtester"
 
 have() { command -v "$1" >/dev/null 2>&1; }
 say() { echo "setup: $*" >&2; }

@@ -10,7 +10,8 @@
 # `systemd-nspawn --boot --private-network` and entered with `nsenter -t <its systemd> -a`.
 # It has only loopback, so Telegram is played inside it by examples/systest.rs (the fake Bot
 # API of the integration tests) on 127.0.0.1; TCP probes to sshd come from a network
-# namespace made inside the container, over a veth pair.
+# namespace made inside the container, over a veth pair: from 198.51.100.2 (not a private
+# network, so `tgknock setup` does not take it for the LAN) and from 192.168.1.2 (the LAN).
 #
 # Container 1, the .deb (dist/tgknock_<version>_amd64.deb from `make deb`):
 #   dpkg -i, token, whoami, config, `tgknock check` as root, `systemctl restart tgknock`;
@@ -27,7 +28,18 @@
 # Container 2, the tarball (dist/tgknock-<version>-x86_64-unknown-linux-musl.tar.gz):
 #   install.sh, configure, check, enable; port closed; install.sh --uninstall stops the
 #   daemon, then removes its rules, then its files.
-# Before both: install.sh --root installs exactly one supervisor per init system.
+#   install.sh says what is left to do: `sudo tgknock setup`.
+# Container 3, the .deb the guided way (`sudo tgknock setup` after installing):
+#   dpkg -i says to run setup; the README's piped setup with the fake's token, the owner's
+#   hello queued: exit 0, "all checks passed", token file tgknock 0600, config root:tgknock
+#   0640 without the token, with the owner and the LAN it found; the command it prints
+#   (`systemctl enable --now tgknock`) run as it is: active, logged in, polls for button
+#   presses; /status, a press on its Open ssh button: answered, then the message edited to
+#   the verified state, and the kernel's rules and TCP agree; /run of declared actions as
+#   the tgknock user without capabilities; the PAM line of the package's example in
+#   /etc/pam.d/sshd: an ssh login tells the owner, and with Telegram hung it still
+#   completes (the time is printed).
+# Before all: install.sh --root installs exactly one supervisor per init system.
 #
 # Needs root, debootstrap, systemd-nspawn (systemd-container), nsenter, and the network
 # once to build the cached root. Without them it says SKIPPED; in CI (CI=true) it fails.
@@ -45,9 +57,10 @@ API=127.0.0.1:8081
 CTL=127.0.0.1:8082
 POLL=5 # TGKNOCK_POLL_TIMEOUT in seconds: three idle polls, drift repairs, all take a few
 # The addresses of the veth pair: the board (probed) and a client namespace inside it.
-BOARD4=10.213.0.1 CLIENT4=10.213.0.2
+BOARD4=198.51.100.1 CLIENT4=198.51.100.2 # TEST-NET-2: not a LAN setup would exempt
 BOARD6=2001:db8:213::1 CLIENT6=2001:db8:213::2
 LAN_BOARD=192.168.1.1 LAN_CLIENT=192.168.1.2 # inside the README's TGKNOCK_ALWAYS_ALLOW
+LAN_BOARD_NET=192.168.1.0/24
 
 ok() { echo "  ok  $*"; }
 note() { echo "system tier: $*"; }
@@ -641,7 +654,11 @@ tarball_container() {
     boot
     out=$(sh_c "cd /root && tar xzf $name.tar.gz && cd $name && ./install.sh" 2>&1) || fail "install.sh: $out"
     echo "$out" | grep -q "not started yet" || fail "install.sh started tgknock without a token: $out"
-    ok "install.sh: installed; it says what is left to do (token, user id)"
+    echo "$out" | grep -qx "    sudo tgknock setup" || fail "install.sh does not point to 'sudo tgknock setup': $out"
+    sh_c "cmp /root/$name/man/tgknock.1 /usr/local/share/man/man1/tgknock.1 &&
+        cmp /root/$name/man/tgknock.conf.5 /usr/local/share/man/man5/tgknock.conf.5" \
+        || fail "install.sh did not install the man pages under /usr/local/share/man"
+    ok "install.sh: installed, man pages too; not started without a token; it says what is left: sudo tgknock setup"
     sh_c "echo '$TOKEN' > /etc/tgknock/token &&
         sed -i 's/^TGKNOCK_ALLOWED_USERS=.*/TGKNOCK_ALLOWED_USERS=$OWNER/' /etc/tgknock/tgknock.conf &&
         printf 'TGKNOCK_API_URL=http://$API\nTGKNOCK_POLL_TIMEOUT=${POLL}s\n' >> /etc/tgknock/tgknock.conf" \
@@ -667,9 +684,142 @@ tarball_container() {
     [ "$(in_c systemctl is-active tgknock 2>/dev/null)" != active ] || fail "tgknock still runs after --uninstall"
     [ "$(rules_state iptables)" = absent ] || fail "rules left after --uninstall: $(rules_state iptables)"
     ssh_open "after install.sh --uninstall"
-    sh_c "test ! -e /usr/local/bin/tgknock && test ! -e /etc/systemd/system/tgknock.service && test -f /etc/tgknock/tgknock.conf" \
-        || fail "--uninstall left the binary or the unit, or removed the config"
-    ok "install.sh --uninstall: stopped the daemon, then removed its rules (sshd answers again), then its files; config kept"
+    sh_c "test ! -e /usr/local/bin/tgknock && test ! -e /etc/systemd/system/tgknock.service &&
+        test ! -e /usr/local/share/man/man1/tgknock.1 && test ! -e /usr/local/share/man/man5/tgknock.conf.5 &&
+        test -f /etc/tgknock/tgknock.conf" \
+        || fail "--uninstall left the binary, the unit or the man pages, or removed the config"
+    ok "install.sh --uninstall: stopped the daemon, then removed its rules (sshd answers again), then its files and man pages; config kept"
+    halt
+    rm -rf "$RUN"
+    RUN=""
+}
+
+# ---------------------------------------------------------------------------------------
+# Container 3: the .deb, the guided way: `tgknock setup`, then the command it prints.
+# ---------------------------------------------------------------------------------------
+# The bot's requests as the fake saw them, in order: "METHOD BODY" lines.
+requests() { in_c systest requests "$CTL" "$@"; }
+# requests_match PATTERN: a request line matches the extended regular expression.
+requests_match() { requests | grep -qE -- "$1"; }
+# The bot's long polls, its own (setup polls with timeouts of 1 and 0 s).
+test_daemon_polls() { requests getUpdates | grep -q "\"timeout\":${POLL}[,}]"; }
+test_journal() { in_c journalctl -b -u tgknock --no-pager -o cat | grep -qF -- "$1"; }
+
+setup_container() {
+    local deb=dist/tgknock_${version}_amd64.deb out cmd msg id data query line answered edited
+    local t0 ms n ssh_login
+    note "container 3: $deb and tgknock setup ($(elapsed))"
+    new_container
+    cp "$deb" "$RUN/root/root/"
+    boot
+    out=$(in_c dpkg -i "/root/${deb#dist/}" 2>&1) || fail "dpkg -i: $out"
+    echo "$out" | grep -q "sudo tgknock setup" || fail "dpkg -i does not point to 'sudo tgknock setup': $out"
+    [ "$(in_c systemctl is-active tgknock 2>/dev/null)" != active ] || fail "the package started tgknock without a token"
+    ok "dpkg -i: not started without a token; it says: '$(echo "$out" | grep -m1 'sudo tgknock setup' | sed 's/^tgknock: *//')'"
+
+    # The test's Telegram and short polls: lines of the config setup keeps.
+    sh_c "printf '# the test Telegram, and short polls\nTGKNOCK_API_URL=http://$API\nTGKNOCK_POLL_TIMEOUT=${POLL}s\n' \
+        >> /etc/tgknock/tgknock.conf" || fail "cannot add the test's API to the config"
+    in_c systest say "$CTL" "$OWNER" "hello" > /dev/null || fail "cannot queue the owner's hello"
+    # The README's command, word for word (as root, so without sudo).
+    t0=$(date +%s)
+    # shellcheck disable=SC2016 # expanded in the container
+    out=$(in_c env TOKEN="$TOKEN" sh -c 'printf "%s\n" "$TOKEN" "" "" "" | tgknock setup' 2>&1) \
+        || fail "tgknock setup exited $?: $out"
+    echo "$out" | grep -qF -- "$SECRET" && fail "tgknock setup printed the token: $out"
+    echo "$out" | grep -q "Got \"hello\" from .*: user id $OWNER" || fail "setup did not propose the owner's id: $out"
+    echo "$out" | grep -qx "all checks passed" || fail "setup's check did not pass: $out"
+    cmd=$(echo "$out" | sed -n '/^One command left, to start the service:$/{n;s/^ *//;p;}')
+    [ "$cmd" = "systemctl enable --now tgknock" ] || fail "setup's last words are not 'systemctl enable --now tgknock': $out"
+    ok "printf '%s\\n' \"\$TOKEN\" '' '' '' | tgknock setup: exit 0 in $(($(date +%s) - t0)) s, proposed user id $OWNER, \"all checks passed\", then '$cmd'"
+    [ "$(sh_c "stat -c '%U:%G %a' /etc/tgknock/token")" = "tgknock:tgknock 600" ] \
+        || fail "the token file is $(sh_c "stat -c '%U:%G %a' /etc/tgknock/token"), not tgknock:tgknock 600"
+    [ "$(sh_c "cat /etc/tgknock/token")" = "$TOKEN" ] || fail "the token file does not hold the token"
+    [ "$(sh_c "stat -c '%U:%G %a' /etc/tgknock/tgknock.conf")" = "root:tgknock 640" ] \
+        || fail "the config is $(sh_c "stat -c '%U:%G %a' /etc/tgknock/tgknock.conf"), not root:tgknock 640"
+    sh_c "grep -qF -- '$SECRET' /etc/tgknock/tgknock.conf" && fail "the token is in the config"
+    sh_c "grep -qx 'TGKNOCK_ALLOWED_USERS=$OWNER' /etc/tgknock/tgknock.conf &&
+        grep -qx 'TGKNOCK_TOKEN_FILE=/etc/tgknock/token' /etc/tgknock/tgknock.conf &&
+        grep -qx 'TGKNOCK_API_URL=http://$API' /etc/tgknock/tgknock.conf" \
+        || fail "the config lacks the owner, the token file or the kept API line: $(sh_c 'cat /etc/tgknock/tgknock.conf')"
+    # The board's private network is the veth's 192.168.1.0/24 (198.51.100.0/24 is not one).
+    echo "$out" | grep -q "This board is on $LAN_BOARD_NET\. Never block it" \
+        || fail "setup did not propose the LAN $LAN_BOARD_NET: $out"
+    sh_c "grep -qx 'TGKNOCK_ALWAYS_ALLOW=$LAN_BOARD_NET' /etc/tgknock/tgknock.conf" \
+        || fail "the config does not exempt the LAN setup proposed: $(sh_c 'cat /etc/tgknock/tgknock.conf')"
+    [ "$(in_c systest pending "$CTL")" = 0 ] || fail "setup left the owner's hello unconfirmed for the daemon"
+    ok "token file tgknock:tgknock 0600; config root:tgknock 0640 without the token, TGKNOCK_ALLOWED_USERS=$OWNER, TGKNOCK_ALWAYS_ALLOW=$LAN_BOARD_NET, the API line kept; the hello confirmed"
+
+    # The command setup printed, as it is.
+    out=$(sh_c "$cmd" 2>&1) || fail "'$cmd': $out"
+    active || fail "tgknock is not active after '$cmd'"
+    [ "$(prop tgknock UnitFileState)" = enabled ] || fail "'$cmd' did not enable tgknock"
+    wait_for 30 "'logged in as' in the journal" test_journal "logged in as @"
+    wait_for 30 "the daemon's first long poll" test_daemon_polls
+    requests getUpdates | grep "\"timeout\":${POLL}[,}]" | tail -n 1 | grep -q '"allowed_updates":\[[^]]*"callback_query"' \
+        || fail "the daemon's getUpdates does not ask for callback_query: $(requests getUpdates | tail -n 1)"
+    expect_rules iptables closed "after '$cmd'"
+    ssh_closed "after '$cmd'"
+    expect_probe "$LAN_BOARD" open "from the LAN setup exempted"
+    ok "$cmd: enabled, active, '$(in_c journalctl -b -u tgknock --no-pager -o cat | grep -m1 -o 'logged in as .*')'; getUpdates asks for callback_query; port 22 closed (rules, TCP), the LAN gets in"
+
+    # /status, then a press on its Open button.
+    msg=$(chat /status "ssh (22/tcp)") || exit 1
+    out=$(in_c systest keyboard "$CTL" "$OWNER" "ssh (22/tcp)") || fail "no keyboard on the reply to /status: $out"
+    id=$(echo "$out" | head -n 1)
+    data=$(echo "$out" | tail -n +2 | cut -f2 | grep -x '/open ssh') \
+        || fail "the reply to /status (message $id) has no button with data '/open ssh': $(echo "$out" | tail -n +2 | tr '\t\n' '= ')"
+    ok "/status: '$(echo "$msg" | head -n 1)', buttons: $(echo "$out" | tail -n +2 | cut -f1 | paste -sd, -)"
+    query=$(in_c systest press "$CTL" "$OWNER" "$OWNER" "$id" "$data") || fail "cannot queue the press"
+    wait_for 30 "answerCallbackQuery for press $query" requests_match "^answerCallbackQuery .*\"callback_query_id\":\"$query\""
+    wait_for 30 "an edit of message $id to 'ssh (22/tcp) open'" \
+        requests_match "^editMessageText .*\"message_id\":$id,.*\"text\":\"ssh \(22/tcp\) open"
+    out=$(requests)
+    answered=$(echo "$out" | grep -n "^answerCallbackQuery .*\"callback_query_id\":\"$query\"" | head -n 1 | cut -d: -f1)
+    edited=$(echo "$out" | grep -n "^editMessageText .*\"message_id\":$id," | head -n 1 | cut -d: -f1)
+    [ "$answered" -lt "$edited" ] || fail "the press was carried out (edit, request $edited) before it was answered (request $answered)"
+    # The body's keys are sorted: the message's text comes after its keyboard's.
+    line=$(echo "$out" | sed -n "${edited}p")
+    echo "$line" | grep -q '"callback_data":"/close ssh"' || fail "the edited message offers no Close ssh button: $line"
+    msg=$(echo "$line" | sed 's/.*"text":"//; s/\\n.*//; s/"}$//')
+    expect_rules iptables open "after the press on Open ssh"
+    ssh_open "after the press on Open ssh"
+    ok "press on '$data' (message $id): answered, then the message edited to '$msg' with a Close ssh button; iptables and TCP show port 22 open"
+
+    # Actions: as the service's user, without its capabilities.
+    sh_c "printf '%s\n' 'TGKNOCK_ACTION_ID=/usr/bin/id' \"TGKNOCK_ACTION_CAPS='/bin/grep Cap /proc/self/status'\" \
+        >> /etc/tgknock/tgknock.conf && systemctl restart tgknock" || fail "cannot declare the actions and restart"
+    active || fail "tgknock is not active after declaring the actions"
+    out=$(chat "/run id" "id: exit status 0") || exit 1
+    echo "$out" | grep -qE 'uid=[0-9]+\(tgknock\) gid=[0-9]+\(tgknock\)' || fail "/run id did not run as tgknock: $out"
+    line=$(echo "$out" | grep -oE 'uid=.*')
+    out=$(chat "/run caps" "caps: exit status 0") || exit 1
+    echo "$out" | grep -qE 'CapAmb:[[:space:]]*0{16}$' || fail "the action has ambient capabilities: $out"
+    echo "$out" | grep -qE 'CapEff:[[:space:]]*0{16}$' || fail "the action has effective capabilities: $out"
+    ok "/run id: '$line'; /run caps: $(echo "$out" | grep -oE 'Cap(Eff|Amb):[[:space:]]*[0-9a-f]+' | tr -s '\t ' ' ' | paste -sd, -)"
+
+    # Login notices: the package's example line in sshd's PAM stack, a real ssh login.
+    line=$(sh_c "grep '^session' /usr/share/doc/tgknock/examples/tgknock-notify-login") \
+        || fail "the package ships no PAM example line"
+    sh_c "echo '$line' >> /etc/pam.d/sshd &&
+        mkdir -p -m 0700 /root/.ssh && ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/id_ed25519 &&
+        cp /root/.ssh/id_ed25519.pub /root/.ssh/authorized_keys" || fail "cannot set up the ssh login"
+    ssh_login="ip netns exec client ssh -q -i /root/.ssh/id_ed25519 -o BatchMode=yes"
+    ssh_login="$ssh_login -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@$LAN_BOARD true"
+    drain
+    n=$(sent)
+    out=$(sh_c "timeout 60 $ssh_login" 2>&1) || fail "ssh login from the LAN failed: $out"
+    out=$(in_c systest wait "$CTL" "$OWNER" "$n" "login: root from $LAN_CLIENT (sshd) on systest at " 30) \
+        || fail "no login notice after the ssh login"
+    ok "'$line' in /etc/pam.d/sshd; ssh root@$LAN_BOARD: the owner gets '$out'"
+    in_c systest hang "$CTL" sendMessage 120 > /dev/null || fail "cannot make the fake hang"
+    n=$(requests sendMessage | grep -c '"text":"login: ')
+    t0=$(date +%s%N)
+    # A hang guard, not a speed test: notify-login gives up after 4.5 s.
+    out=$(sh_c "timeout 20 $ssh_login" 2>&1) || fail "with Telegram hung, the ssh login failed or took over 20 s: $out"
+    ms=$((($(date +%s%N) - t0) / 1000000))
+    [ "$(requests sendMessage | grep -c '"text":"login: ')" -gt "$n" ] || fail "the hung login sent no notice to Telegram"
+    ok "with Telegram hung (sendMessage held 120 s), the ssh login completed in $ms ms (the notice was tried)"
     halt
     rm -rf "$RUN"
     RUN=""
@@ -704,6 +854,7 @@ main() {
 
     deb_container
     tarball_container
+    setup_container
     note "all checks passed in $(elapsed)"
 }
 
