@@ -206,6 +206,23 @@ fn render_all() -> String {
                     NOW,
                     Some(&listed),
                 ));
+                // The same bans, the chain holding only them (as before an `/open`): the
+                // chain is refilled, the elements stay.
+                let bans_only: Vec<_> = rules_of
+                    .iter()
+                    .map(|(f, r)| (*f, r.iter().filter(|r| r.is_ban()).cloned().collect()))
+                    .collect();
+                let listed = nft::Table::read(nft::tests::listed(&bans_only, NOW - 60));
+                let _ = writeln!(
+                    out,
+                    "---- nft -f script, the bans in place, the chain otherwise"
+                );
+                out.push_str(&nft::script(
+                    &nftables.policy,
+                    &rules_of,
+                    NOW,
+                    Some(&listed),
+                ));
             }
         }
         let listing = iptables::parse_listing(

@@ -25,6 +25,10 @@ use crate::gate::Proto;
 /// The nftables table tgknock owns.
 pub(crate) const TABLE: &str = "tgknock";
 
+/// A ban set's element this close to its deadline (or past it) may be gone from the
+/// kernel by the time a change is sent: the set is then rewritten whole, never edited.
+const EXPIRING_SECS: u64 = 2;
+
 /// The input chain's hook, as it is declared and as `nft list` prints it back.
 const HOOK: &str = "type filter hook input priority filter - 10; policy accept;";
 
@@ -216,6 +220,23 @@ impl Table {
             .collect();
         let hooked = text.lines().any(|l| l.trim() == HOOK);
         Table { text, hooked, bans }
+    }
+
+    /// The comments of the input chain's rules, in order (a rule without one: `None`);
+    /// `None` when there is no such chain.
+    fn chain_comments(&self) -> Option<Vec<Option<&str>>> {
+        let mut lines = self.text.lines().map(str::trim);
+        lines.find(|t| t.starts_with("chain input"))?;
+        Some(
+            lines
+                .take_while(|t| *t != "}")
+                .filter(|t| !t.is_empty() && !t.starts_with("type filter hook input"))
+                .map(|t| {
+                    t.rfind("comment \"")
+                        .map(|at| t[at + 9..].trim_end_matches('"'))
+                })
+                .collect(),
+        )
     }
 
     /// The elements of a family's ban set; `None` when it has none.
@@ -520,7 +541,39 @@ pub(crate) fn script(
             ));
         }
     }
-    s.push_str(&format!("flush chain inet {t} input\n"));
+    // The chain's rules as they should be: the statements in order, a family's bans
+    // standing as the one rule matching its set. When the table holds exactly these (by
+    // their comments, which are their keys), the chain is left alone: a ban or an unban
+    // among 1,000 changes one element, not the chain (flushing it costs the kernel a
+    // commit of every rule).
+    let chain: Vec<String> = rules_of
+        .iter()
+        .flat_map(|(fam, rules)| {
+            let mut set_matched = false;
+            rules.iter().filter_map(move |r| {
+                if !r.is_ban() {
+                    Some(statement(r))
+                } else if std::mem::replace(&mut set_matched, true) {
+                    None
+                } else {
+                    Some(ban_set_statement(*fam))
+                }
+            })
+        })
+        .collect();
+    let keep_chain = before.is_some_and(|b| {
+        b.hooked
+            && b.chain_comments().is_some_and(|listed| {
+                listed.len() == chain.len()
+                    && listed
+                        .iter()
+                        .zip(&chain)
+                        .all(|(l, c)| l.is_some_and(|l| c.ends_with(&format!("comment \"{l}\""))))
+            })
+    });
+    if !keep_chain {
+        s.push_str(&format!("flush chain inet {t} input\n"));
+    }
     for (fam, rules) in rules_of {
         let set = ban_set(*fam);
         let bans = bans_of(rules);
@@ -532,29 +585,51 @@ pub(crate) fn script(
             }
             continue;
         }
+        let mut add: Vec<&Rule> = bans.iter().collect();
         match listed {
             Some(l) if l.iter().map(|(_, r)| r.as_ref()).eq(bans.iter().map(Some)) => continue,
+            // Every element is one tgknock wrote, and none is at the end of its timeout
+            // (deleting an element the kernel has just let go fails the transaction):
+            // delete the bans that went (or whose deadline changed), add the ones that
+            // came; the others keep their timeouts.
+            Some(l)
+                if l.iter().all(|(_, r)| {
+                    r.as_ref()
+                        .is_some_and(|r| r.until.is_none_or(|u| u > now + EXPIRING_SECS))
+                }) =>
+            {
+                let wanted: std::collections::HashSet<String> = bans.iter().map(key).collect();
+                let listed: std::collections::HashSet<String> =
+                    l.iter().filter_map(|(_, r)| r.as_ref().map(key)).collect();
+                let gone: Vec<String> = l
+                    .iter()
+                    .filter_map(|(_, r)| r.as_ref())
+                    .filter(|r| !wanted.contains(&key(r)))
+                    .map(|r| r.src.map(|c| c.to_iptables()).unwrap_or_default())
+                    .collect();
+                if !gone.is_empty() {
+                    s.push_str(&format!(
+                        "delete element inet {t} {set} {{ {} }}\n",
+                        gone.join(", ")
+                    ));
+                }
+                add.retain(|r| !listed.contains(&key(r)));
+            }
             Some(_) => s.push_str(&format!("flush set inet {t} {set}\n")),
             None => {}
         }
+        if add.is_empty() {
+            continue;
+        }
         s.push_str(&format!("add element inet {t} {set} {{\n"));
-        for (i, r) in bans.iter().enumerate() {
-            let sep = if i + 1 < bans.len() { "," } else { "" };
+        for (i, r) in add.iter().enumerate() {
+            let sep = if i + 1 < add.len() { "," } else { "" };
             s.push_str(&format!("\t{}{sep}\n", element(r, now)));
         }
         s.push_str("}\n");
     }
-    for (fam, rules) in rules_of {
-        let mut set_matched = false;
-        for r in rules {
-            let text = if r.is_ban() {
-                if std::mem::replace(&mut set_matched, true) {
-                    continue;
-                }
-                ban_set_statement(*fam)
-            } else {
-                statement(r)
-            };
+    if !keep_chain {
+        for text in &chain {
             s.push_str(&format!("add rule inet {t} input {text}\n"));
         }
     }
@@ -1026,6 +1101,43 @@ pub(crate) mod tests {
             "{changed}"
         );
         assert!(!changed.contains("ban_v6 {\n\t"), "{changed}");
+        // With no ban near its deadline, a ban and an unban are edits of the set alone:
+        // one element added or deleted, the chain and the other elements left as they
+        // are.
+        let mut fresh = s.clone();
+        fresh.bans.retain(|b| b.until.is_none_or(|u| u > NOW + 60));
+        let fresh_listing = listed(&all(&p, &fresh, NOW), NOW);
+        let mut one_more = fresh.clone();
+        ban(&mut one_more, "192.0.2.7", None);
+        let added = script(
+            &p,
+            &all(&p, &one_more, NOW + 1),
+            NOW + 1,
+            Some(&Table::read(fresh_listing.clone())),
+        );
+        // What follows the declarations (kept if present) of the sets.
+        let after_sets = |script: &str| -> String {
+            let decl = "add set inet tgknock ban_v6 { type ipv6_addr; flags interval,timeout; }\n";
+            assert!(
+                script.starts_with("add table inet tgknock\nadd set "),
+                "{script}"
+            );
+            script.split_once(decl).expect(script).1.to_string()
+        };
+        assert_eq!(
+            after_sets(&added),
+            "add element inet tgknock ban_v4 {\n\t192.0.2.7/32 comment \"4 tgknock:ban src=192.0.2.7/32 drop\"\n}\n"
+        );
+        let lifted = script(
+            &p,
+            &all(&p, &fresh, NOW + 1),
+            NOW + 1,
+            Some(&Table::read(listed(&all(&p, &one_more, NOW), NOW))),
+        );
+        assert_eq!(
+            after_sets(&lifted),
+            "delete element inet tgknock ban_v4 { 192.0.2.7/32 }\n"
+        );
         // No bans left: the sets go, after the flush that removed the rules using them.
         let none = all(&p, &State::default(), NOW);
         let gone = script(&p, &none, NOW, Some(&Table::read(listing.clone())));
