@@ -226,7 +226,7 @@ impl Table {
     /// `None` when there is no such chain.
     fn chain_comments(&self) -> Option<Vec<Option<&str>>> {
         let mut lines = self.text.lines().map(str::trim);
-        lines.find(|t| t.starts_with("chain input"))?;
+        lines.find(|t| *t == "chain input {")?;
         Some(
             lines
                 .take_while(|t| *t != "}")
@@ -256,7 +256,7 @@ impl Table {
         let set_keys = Family::BOTH.map(ban_set_key);
         for line in self.text.lines() {
             let t = line.trim();
-            if t.starts_with("chain input") {
+            if t == "chain input {" {
                 l.chain_exists = true;
                 in_chain = true;
                 continue;
@@ -706,20 +706,26 @@ impl Tables for Nft {
             return Ok(listed);
         }
         drop(listed);
-        if let Err(e) = run(
-            &self.program,
-            &["-f", "-"],
-            Some(&script(policy, rules_of, now, Some(&before))),
-        ) {
-            // A set declared differently before (another knock timeout, a ban set with or
-            // without timeouts) cannot be redeclared: start the table afresh, still in one
-            // transaction.
-            log::debug!("nft transaction failed ({e}); retrying with a fresh table");
+        let send = |before: Option<&Table>| {
             run(
                 &self.program,
                 &["-f", "-"],
-                Some(&script(policy, rules_of, now, None)),
-            )?;
+                Some(&script(policy, rules_of, now, before)),
+            )
+        };
+        if let Err(e) = send(Some(&before)) {
+            // The table changed under the change (a ban's element the kernel let go at
+            // its timeout cannot be deleted): once more against the table as it is now,
+            // which keeps the knock lists and the rate meters.
+            log::debug!("nft transaction failed ({e}); retrying against the table read again");
+            let again = self.list()?;
+            if let Err(e) = send(Some(&again)) {
+                // A set declared differently before (another knock timeout, a ban set
+                // with or without timeouts) cannot be redeclared: start the table afresh,
+                // still in one transaction.
+                log::debug!("nft transaction failed ({e}); retrying with a fresh table");
+                send(None)?;
+            }
         }
         let table = self.list()?;
         let after = self.listed(&table);
@@ -1137,6 +1143,50 @@ pub(crate) mod tests {
         assert_eq!(
             after_sets(&lifted),
             "delete element inet tgknock ban_v4 { 192.0.2.7/32 }\n"
+        );
+        // A renewal (a new deadline for the same source) deletes and adds it again, in
+        // both families at once; the elements around it stay.
+        let mut renewed = fresh.clone();
+        ban(&mut renewed, "192.0.2.8", Some(NOW + 600));
+        ban(&mut renewed, "2001:db8:1::/48", Some(NOW + 600));
+        let before = listed(&all(&p, &renewed, NOW), NOW);
+        ban(&mut renewed, "192.0.2.8", Some(NOW + 7200));
+        ban(&mut renewed, "2001:db8:1::/48", None);
+        let edited = after_sets(&script(
+            &p,
+            &all(&p, &renewed, NOW + 5),
+            NOW + 5,
+            Some(&Table::read(before.clone())),
+        ));
+        assert_eq!(
+            edited,
+            format!(
+                "delete element inet tgknock ban_v4 {{ 192.0.2.8/32 }}\n\
+                 add element inet tgknock ban_v4 {{\n\t192.0.2.8/32 timeout 1h59m55s comment \"4 tgknock:ban src=192.0.2.8/32 until={} drop\"\n}}\n\
+                 delete element inet tgknock ban_v6 {{ 2001:db8:1::/48 }}\n\
+                 add element inet tgknock ban_v6 {{\n\t2001:db8:1::/48 comment \"6 tgknock:ban src=2001:db8:1::/48 drop\"\n}}\n",
+                NOW + 7200
+            )
+        );
+        // An element at its deadline may be gone from the kernel when the change arrives:
+        // then its set is rewritten whole, never edited.
+        let mut ending = renewed.clone();
+        ban(&mut ending, "192.0.2.9", Some(NOW + 10));
+        let before = Table::read(listed(&all(&p, &ending, NOW), NOW));
+        let mut one_more = ending.clone();
+        ban(&mut one_more, "192.0.2.10", None);
+        let at = |now: u64| script(&p, &all(&p, &one_more, now), now, Some(&before));
+        assert!(at(NOW + 7).contains("add element inet tgknock ban_v4 {\n\t192.0.2.10/32 comment"));
+        assert!(!at(NOW + 7).contains("flush set"));
+        assert!(
+            at(NOW + 8).contains("flush set inet tgknock ban_v4\n"),
+            "{}",
+            at(NOW + 8)
+        );
+        assert!(
+            !at(NOW + 8).contains("flush set inet tgknock ban_v6"),
+            "{}",
+            at(NOW + 8)
         );
         // No bans left: the sets go, after the flush that removed the rules using them.
         let none = all(&p, &State::default(), NOW);
