@@ -28,7 +28,8 @@
 //! - (`defense_rows`) one change with 1,000 bans in place — `tgknock open`, `close`,
 //!   `ban` and `unban`, each timed as a whole process — with the real iptables-legacy,
 //!   iptables-nft and nft in a namespace (as root), for tgknock and a baseline that is one
-//!   binary; a SYN burst against a rate limit. `BENCH_ONLY=defense` measures only these.
+//!   binary; a SYN burst against a rate limit. `BENCH_ONLY=defense` measures only these
+//!   (`BENCH_ONLY=flood`: only the flood with the API a round trip away, three times).
 //!
 //! MB is 1,000,000 bytes. Memory is read from /proc/PID/status (VmRSS, VmHWM).
 //!
@@ -519,6 +520,10 @@ struct Flood {
     rules: Duration,
     reply: Option<Duration>,
     queued: Duration,
+    /// The daemon's requests between the first message queued and the rules in place:
+    /// `getUpdates`, and the others by method.
+    polls: usize,
+    others: Vec<String>,
 }
 
 /// A TCP relay on 127.0.0.1 in front of `target` that holds every answer back by `rtt`:
@@ -617,11 +622,32 @@ fn flood_over(s: &Subject, rtt: Option<Duration>) -> Result<Flood, String> {
             .then(|| t0.elapsed())
     });
     let hwm = status_bytes(p.pid(), "VmHWM").ok_or("no VmHWM")?;
+    let during = |m: &str| {
+        scratch
+            .api
+            .requests(m)
+            .iter()
+            .filter(|r| r.at > t0 && r.at - t0 < rules)
+            .count()
+    };
+    let polls = during("getUpdates");
+    let others = [
+        "sendMessage",
+        "getMe",
+        "setMyCommands",
+        "answerCallbackQuery",
+        "deleteWebhook",
+    ]
+    .into_iter()
+    .filter_map(|m| Some(format!("{} {m}", Some(during(m)).filter(|n| *n > 0)?)))
+    .collect();
     Ok(Flood {
         hwm,
         rules,
         reply,
         queued,
+        polls,
+        others,
     })
 }
 
@@ -1442,6 +1468,23 @@ fn main() {
         return;
     }
 
+    // `BENCH_ONLY=flood`: only the flood with the API a round trip away, three times.
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "flood") {
+        for _ in 0..3 {
+            match flood_over(&subjects[0], Some(RTT)) {
+                Ok(f) => eprintln!(
+                    "bench: flood, API {} ms away: rules in place after {} ({} getUpdates, {:?})",
+                    RTT.as_millis(),
+                    ms(f.rules),
+                    f.polls,
+                    f.others
+                ),
+                Err(e) => eprintln!("bench: flood: {e}"),
+            }
+        }
+        return;
+    }
+
     // Sizes: every release target (cross/build.sh; `make bench` builds them all), against
     // the contract's budget; the baseline's file if it names one.
     for (t, budget) in [
@@ -1621,10 +1664,15 @@ fn main() {
             Ok(f) => {
                 r_far.values[i] = Some(f.rules.as_secs_f64() * 1000.0);
                 r_far.texts[i] = format!(
-                    "{} ({:.2} × the floor of {})",
+                    "{} ({:.2} × the floor of {}; {} getUpdates{} before the rules)",
                     ms(f.rules),
                     f.rules.as_secs_f64() / floor.as_secs_f64(),
-                    ms(floor)
+                    ms(floor),
+                    f.polls,
+                    f.others
+                        .iter()
+                        .map(|o| format!(", {o}"))
+                        .collect::<String>()
                 );
                 r_far.verdicts[i] = Some(f.rules <= floor * 6 / 5);
             }

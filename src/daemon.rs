@@ -25,6 +25,9 @@ use crate::totp;
 const DENIED_INTERVAL: Duration = Duration::from_secs(600);
 /// Updates asked for per poll (Telegram's maximum).
 const BATCH: u32 = 100;
+/// How long the command menu and the strangers' summary wait at most for a poll that
+/// finds no update waiting.
+const CHORES_WAIT: Duration = Duration::from_secs(60);
 
 /// 1 s doubling to 60 s, each wait shortened by up to a quarter at random so that many
 /// boards behind one outage do not retry in step.
@@ -236,6 +239,9 @@ struct Offset {
     next: Option<i64>,
     /// What the state file says.
     saved: Option<i64>,
+    /// An update of the batch being handled was carried out (not ignored): its offset
+    /// must be saved before the next poll, so that a restart never carries it out again.
+    acted: bool,
 }
 
 impl Offset {
@@ -244,6 +250,7 @@ impl Offset {
         Offset {
             next: offset,
             saved: offset,
+            acted: false,
         }
     }
 
@@ -262,14 +269,18 @@ impl Offset {
         self.next = Some(self.after(id));
     }
 
-    /// The offset to save, when it moved since the last save.
+    /// The offset to save: when it moved since the last save past an update that was
+    /// carried out. Batches of ignored updates (strangers, chatter) are not saved: the next
+    /// poll confirms them to Telegram, and if the daemon stops before it, reading them again
+    /// changes nothing. So a flood of strangers' messages writes nothing to the SD card.
     fn unsaved(&self) -> Option<i64> {
-        self.next.filter(|_| self.next != self.saved)
+        self.next.filter(|_| self.acted && self.next != self.saved)
     }
 
     /// The state file now holds `offset` (saved with a change, or on its own).
     fn saved_at(&mut self, offset: i64) {
         self.saved = Some(offset);
+        self.acted = false;
         if self.next.is_none_or(|n| n < offset) {
             self.next = Some(offset);
         }
@@ -294,6 +305,8 @@ pub(crate) struct Daemon {
     /// Updates still to fetch one at a time after an oversized answer.
     small_left: u32,
     commands_registered: bool,
+    /// Since when requests nobody waits for have waited for a poll that finds nothing.
+    chores_since: Option<Instant>,
     /// The long-poll timeout in use (at most a minute, and under half of systemd's watchdog
     /// interval).
     poll_timeout: u64,
@@ -411,6 +424,7 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         backoff,
         small_left: 0,
         commands_registered: false,
+        chores_since: None,
         poll_timeout,
         skew: None,
         drift: DriftWatch::default(),
@@ -513,7 +527,18 @@ impl Daemon {
                         date: answer.server_time,
                         received,
                     };
+                    // Requests nobody waits for (the command menu, the strangers'
+                    // summary) are made once a poll finds nothing waiting, so that
+                    // while a queue is drained (a flood) only the allowed users' own
+                    // commands cost a round trip; at most a minute late.
+                    let drained = items.is_empty();
                     self.handle_batch(items, clock);
+                    let since = *self.chores_since.get_or_insert_with(Instant::now);
+                    if !drained && since.elapsed() < CHORES_WAIT {
+                        self.watch_rules();
+                        return;
+                    }
+                    self.chores_since = None;
                     if !self.commands_registered {
                         self.commands_registered = true;
                         if let Err(e) = self.api.set_my_commands() {
@@ -790,6 +815,9 @@ impl Daemon {
             return;
         };
         let chat = msg.chat.id;
+        if !matches!(action, Action::Ignore(_) | Action::Stranger { .. }) {
+            self.offset.acted = true;
+        }
         match action {
             Action::Ignore(Ignored::Forwarded) => log::info!(
                 "ignoring a forwarded message from {}: a forward is never a command",

@@ -422,6 +422,54 @@ fn an_idle_daemon_writes_nothing_to_the_state_directory() {
 }
 
 #[test]
+fn a_flood_of_strangers_writes_nothing_to_the_state_directory() {
+    let mut env = Env::new();
+    let run = env.dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o750)).unwrap();
+    env.set("RUNTIME_DIRECTORY", &run.display().to_string())
+        .set("TGKNOCK_POLL_TIMEOUT", "1s");
+    let _d = env.start();
+    // The owner's /status first: the offset past it is saved.
+    env.api.say(OWNER, "/status");
+    env.api.wait_reply(OWNER, "ssh", 20);
+    let polls = env.api.requests("getUpdates").len();
+    wait_for(20, "two polls", || {
+        (env.api.requests("getUpdates").len() >= polls + 2).then_some(())
+    });
+    let before = footprint(&env.state_dir());
+    let saved = env.state()["offset"].as_i64().unwrap();
+    let mut last = 0;
+    for i in 0..450 {
+        last = env.api.push_update(json!({"message": {
+            "message_id": 1000 + i,
+            "from": {"id": STRANGER + i, "is_bot": false, "first_name": "scan"},
+            "chat": {"id": STRANGER + i, "type": "private"},
+            "date": now(),
+            "text": "/open ssh 1d",
+        }}));
+    }
+    wait_for(30, "the flood read and confirmed", || {
+        let poll = env.api.requests("getUpdates").pop()?;
+        (env.api.pending() == 0 && poll.body["offset"].as_i64()? > last).then_some(())
+    });
+    assert_eq!(
+        footprint(&env.state_dir()),
+        before,
+        "450 strangers' commands changed the state directory"
+    );
+    assert_eq!(env.state()["offset"].as_i64(), Some(saved));
+    // The owners hear of them once the queue is empty; the next command saves the
+    // offset past them all.
+    env.api
+        .wait_reply(OWNER, "Ignored 450 commands from 450 strangers", 20);
+    let id = env.api.say(OWNER, "/status");
+    wait_for(20, "the offset past the owner's /status saved", || {
+        (env.state()["offset"].as_i64()? == id + 1).then_some(())
+    });
+}
+
+#[test]
 fn forwarded_messages_are_never_commands() {
     let env = Env::new();
     let _d = env.start();
