@@ -434,6 +434,36 @@ fn a_firewall_failure_rolls_back_and_exits_1() {
 }
 
 #[test]
+fn a_change_in_place_that_fails_is_made_again_by_refilling_the_chain() {
+    let env = Env::new();
+    ok(&env, &["close"]);
+    // A small change is made in place (deleting and inserting by position); when the
+    // chain changed under it (`iptables -F` at that moment) that fails, and the chain is
+    // then declared afresh and refilled.
+    env.fail(
+        "iptables-restore",
+        1,
+        "iptables-restore: line 2 failed: index of insertion too big",
+        true,
+    );
+    let before = env.restores();
+    let out = ok(&env, &["open", "ssh", "--for", "1h"]);
+    assert!(out.starts_with("ssh (22/tcp) open to everyone"), "{out}");
+    assert!(!env.drops(4, "ssh") && !env.drops(6, "ssh"));
+    let calls = env.calls();
+    let restores: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.starts_with("iptables-restore") || l.starts_with("ip6tables-restore"))
+        .skip(before)
+        .collect();
+    assert_eq!(
+        restores.len(),
+        3,
+        "in place (failed), refilled, IPv6:\n{calls}"
+    );
+}
+
+#[test]
 fn a_second_daemon_refuses_to_start() {
     let env = Env::new();
     let d = env.start();

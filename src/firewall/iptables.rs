@@ -533,11 +533,33 @@ impl Iptables {
             log::debug!("{}: rules already in place", tool.family);
             return Ok((before.clone(), before));
         }
-        self.restore(
-            tool,
-            &restore_change(&self.chain, &before, rules, JumpFix::from_listing(&before)),
-        )?;
-        let now = self.list(tool)?;
+        let change = restore_change(&self.chain, &before, rules, JumpFix::from_listing(&before));
+        let mut now = match self.restore(tool, &change) {
+            Ok(_) => self.list(tool)?,
+            // Edits by position fail when another program changed the chain since it was
+            // listed (`iptables -F` at that moment): a line of the input failed (exit 1),
+            // and the refill below puts it right. Anything else (the xtables lock, no
+            // permission: exit 4) is told as it is.
+            Err(
+                e @ Error::Firewall {
+                    status: Some(1), ..
+                },
+            ) if Edit::between(&before, rules).is_some() => {
+                log::debug!("{}: the change in place failed ({e})", tool.family);
+                Listing::default()
+            }
+            Err(e) => return Err(e),
+        };
+        if !now.matches(rules) && Edit::between(&before, rules).is_some() {
+            // Declared afresh and refilled, against the chain as it is now.
+            let again = self.list(tool)?;
+            log::debug!("{}: refilling the chain", tool.family);
+            self.restore(
+                tool,
+                &restore_input(&self.chain, rules, JumpFix::from_listing(&again)),
+            )?;
+            now = self.list(tool)?;
+        }
         if !now.matches(rules) {
             self.roll_back(tool, &before);
             return Err(Error::Verify {
