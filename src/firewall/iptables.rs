@@ -550,10 +550,15 @@ impl Iptables {
             }
             Err(e) => return Err(e),
         };
-        if !now.matches(rules) && Edit::between(&before, rules).is_some() {
-            // Declared afresh and refilled, against the chain as it is now.
+        if !now.matches(rules) {
+            // Another program changed the chain while this change was made (`iptables -F`
+            // at that moment, or the tool of a daemon killed mid-change finishing late):
+            // once more, declared afresh and refilled against the chain as it is now.
             let again = self.list(tool)?;
-            log::debug!("{}: refilling the chain", tool.family);
+            log::info!(
+                "{}: the chain changed while it was being changed; writing it again",
+                tool.family
+            );
             self.restore(
                 tool,
                 &restore_input(&self.chain, rules, JumpFix::from_listing(&again)),

@@ -727,7 +727,15 @@ impl Tables for Nft {
                 send(None)?;
             }
         }
-        let table = self.list()?;
+        let mut table = self.list()?;
+        if !all_match(&self.listed(&table)) {
+            // Another program changed the table while this change was made (`nft flush
+            // ruleset` at that moment, or the `nft` of a daemon killed mid-change finishing
+            // late): once more, against the table as it is now.
+            log::info!("nftables: the table changed while it was being changed; writing it again");
+            send(Some(&table))?;
+            table = self.list()?;
+        }
         let after = self.listed(&table);
         if !all_match(&after) {
             return Err(Error::Verify {
