@@ -513,7 +513,20 @@ fn parse_rule(chain: &str, w: &[Cow<'_, str>], family: Family) -> Option<Rule> {
     {
         return None;
     }
-    Some(r)
+    // The rule as a whole: the words the tool printed are tgknock's own rendering of the
+    // rule read, in its order, save the defaults the tool leaves out (hashlimit's burst of
+    // 5). A match repeated (`-m tcp --dport 9 -m tcp --dport 22`, which reads as port 22
+    // but never matches) or moved (`-m recent --set` before the port) is not tgknock's.
+    printed_as_rendered(w, &args(chain, &r)).then_some(r)
+}
+
+/// Whether the words of a listed rule are its rendering with, at most, some words left
+/// out (the defaults `iptables -S` does not print), in the same order.
+pub(crate) fn printed_as_rendered(printed: &[Cow<'_, str>], rendered: &[String]) -> bool {
+    let mut rest = rendered.iter();
+    printed
+        .iter()
+        .all(|p| rest.by_ref().any(|r| r.as_str() == p.as_ref()))
 }
 
 impl Iptables {
@@ -788,9 +801,8 @@ impl Tables for Iptables {
             format!("the jump to the chain {chain} is no longer the first rule of INPUT")
         } else {
             format!(
-                "the chain {chain}: its rules were changed ({} rules where {} belong)",
-                l.rules.len(),
-                want.len()
+                "the chain {chain}: {}",
+                l.differences(want, |r| format!("-A {chain} {}", args(chain, r).join(" ")))
             )
         }
     }
