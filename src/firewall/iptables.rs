@@ -1250,4 +1250,66 @@ pub(crate) mod tests {
         let l = parse_listing("TGKNOCK", &other, Family::V4);
         assert!(l.rules.iter().any(Option::is_none));
     }
+
+    #[test]
+    fn a_rule_is_tgknocks_only_as_tgknock_renders_it() {
+        let mut p = policy(&[], Some(knock()));
+        p.gates.truncate(1);
+        let rules = desired(&p, &State::default(), 0, Family::V4);
+        let text = listed(&rules);
+        let chain = || Iptables {
+            chain: "TGKNOCK".into(),
+            tools: Vec::new(),
+        };
+        assert!(parse_listing("TGKNOCK", &text, Family::V4).matches(&rules));
+        let drop = "-A TGKNOCK -p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment \"tgknock-gate:ssh\" -j DROP";
+        assert!(text.contains(drop), "{text}");
+        // Replaced under the same comment by a DROP that never matches (both ports must
+        // match): it reads as port 22, and is not tgknock's.
+        let never = "-A TGKNOCK -p tcp -m tcp --dport 9 -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment \"tgknock-gate:ssh\" -j DROP";
+        let l = parse_listing("TGKNOCK", &text.replace(drop, never), Family::V4);
+        assert!(!l.matches(&rules));
+        assert_eq!(l.foreign(), [never]);
+        assert!(matches!(
+            l.view(&p.gates[0]),
+            crate::firewall::rules::GateView::Inconsistent(_)
+        ));
+        assert_eq!(
+            chain().describe_drift(&l, &rules),
+            format!("the chain TGKNOCK: a rule tgknock did not write: `{never}`")
+        );
+        // A knock step whose list is set before its port is checked (every SYN would
+        // step): the same words in another order.
+        let step = "-A TGKNOCK -p tcp -m tcp --dport 7101 --tcp-flags FIN,SYN,RST,ACK SYN -m recent --set --name TGKNOCK_k1_v4 --mask 255.255.255.255 --rsource -m comment --comment \"tgknock:knock\" -j DROP";
+        assert!(text.contains(step), "{text}");
+        let moved = "-A TGKNOCK -p tcp -m recent --set --name TGKNOCK_k1_v4 --mask 255.255.255.255 --rsource -m tcp --dport 7101 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment \"tgknock:knock\" -j DROP";
+        let l = parse_listing("TGKNOCK", &text.replace(step, moved), Family::V4);
+        assert_eq!(l.foreign(), [moved]);
+        // As the issue has it: a RETURN where the DROP was, under the same comment.
+        let ret = "-A TGKNOCK -p tcp -m tcp --dport 22 -m comment --comment \"tgknock-gate:ssh\" -j RETURN";
+        let l = parse_listing("TGKNOCK", &text.replace(drop, ret), Family::V4);
+        assert!(l.foreign().is_empty() && !l.matches(&rules));
+        let d = chain().describe_drift(&l, &rules);
+        assert!(
+            d.starts_with(&format!("the chain TGKNOCK: rule {} is `{ret}` where `-A TGKNOCK -p tcp -m tcp --dport 22 --tcp-flags", rules.len())),
+            "{d}"
+        );
+        // A rule added without a comment; one gone.
+        let extra = "-A TGKNOCK -p tcp -m tcp --dport 22 -j ACCEPT";
+        let l = parse_listing(
+            "TGKNOCK",
+            &text.replacen("-A TGKNOCK ", &format!("{extra}\n-A TGKNOCK "), 1),
+            Family::V4,
+        );
+        assert_eq!(
+            chain().describe_drift(&l, &rules),
+            format!("the chain TGKNOCK: a rule tgknock did not write: `{extra}`")
+        );
+        let l = parse_listing(
+            "TGKNOCK",
+            &text.replace(&format!("{drop}\n"), ""),
+            Family::V4,
+        );
+        assert!(chain().describe_drift(&l, &rules).contains("is missing"));
+    }
 }

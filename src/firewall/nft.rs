@@ -467,9 +467,15 @@ impl Table {
                 continue;
             };
             if self.changed.iter().any(|c| c == comment) {
-                // tgknock's comment on a rule another program wrote.
-                l.lines.push(rule_text(t));
-                l.rules.push(None);
+                // tgknock's comment on a rule another program wrote: in the family the
+                // comment names (any other comment is in both).
+                let other = Family::BOTH
+                    .into_iter()
+                    .any(|f| f != family && comment.split(' ').next() == Some(digit(f)));
+                if !other {
+                    l.lines.push(rule_text(t));
+                    l.rules.push(None);
+                }
                 continue;
             }
             if let Some(k) = set_keys.iter().position(|k| comment == k) {
@@ -1632,5 +1638,168 @@ pub(crate) mod tests {
         ] {
             assert_eq!(nft_time(secs), text);
         }
+    }
+
+    /// `nft list table inet tgknock` as nft 1.0.6 printed what [`recorded`] asks for,
+    /// written by tgknock's own script, after a knock's first step and a rate meter's
+    /// first entry.
+    const RECORDED: &str = include_str!("../../tests/data/nft-1.0.6-table.txt");
+
+    /// The policy and rules of [`RECORDED`].
+    fn recorded() -> (Policy, Vec<(Family, Vec<Rule>)>) {
+        let mut p = policy(&["10.0.0.0/8"], Some(knock()));
+        p.gates = crate::gate::parse_gates("ssh=22/tcp web=80/tcp").unwrap();
+        p.limits = vec![(GateName::new("ssh").unwrap(), Rate::parse("6/min").unwrap())];
+        let mut s = state(&[("web", None, Some(NOW + 3_600))]);
+        ban(&mut s, "198.51.100.9", Some(NOW + 3_600));
+        let rules_of = all(&p, &s, NOW);
+        (p, rules_of)
+    }
+
+    fn backend() -> Nft {
+        Nft {
+            program: "/nonexistent/nft".into(),
+            families: Family::BOTH.to_vec(),
+            reference: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_rule_without_tgknocks_comment_is_another_programs() {
+        use crate::firewall::rules::GateView;
+        let (p, rules_of) = recorded();
+        let t = Table::read(RECORDED.to_string());
+        for (f, r) in &rules_of {
+            assert!(t.listing(*f).matches(r), "{f:?}");
+        }
+        let foreign = RECORDED.replace(
+            "policy accept;\n",
+            "policy accept;\n\t\ttcp dport 22 accept\n",
+        );
+        let t = Table::read(foreign);
+        for (f, r) in &rules_of {
+            let l = t.listing(*f);
+            assert!(!l.matches(r), "{f:?}");
+            assert!(
+                matches!(l.view(&p.gates[0]), GateView::Inconsistent(_)),
+                "{f:?}: {:?}",
+                l.view(&p.gates[0])
+            );
+            let d = backend().describe_drift(&l, r);
+            assert_eq!(
+                d,
+                "the table inet tgknock: a rule tgknock did not write: `tcp dport 22 accept`"
+            );
+        }
+        assert!(script(&p, &rules_of, NOW, Some(&t)).contains("flush chain inet tgknock input\n"));
+        // Hooked otherwise: not tgknock's chain as it wrote it.
+        let hooked = RECORDED.replace("policy accept;", "policy drop;");
+        let l = Table::read(hooked).listing(Family::V4);
+        assert!(l.installed() && !l.matches(&rules_of[0].1));
+        // A chain or a set of another program's in the table.
+        let chain = RECORDED.replacen(
+            "\tchain input {",
+            "\tchain sneak {\n\t\ttype filter hook input priority filter - 20; policy accept;\n\t\ttcp dport 22 accept\n\t}\n\n\tchain input {",
+            1,
+        );
+        let t = Table::read(chain);
+        assert_eq!(t.strange.len(), 1, "{:?}", t.strange);
+        assert!(!t.listing(Family::V6).matches(&rules_of[1].1));
+        assert!(!script(&p, &rules_of, NOW, Some(&t)).is_empty());
+    }
+
+    #[test]
+    fn rules_are_compared_without_handles_or_counters() {
+        assert_eq!(
+            rule_text(
+                "\t\tip saddr 10.0.0.0/8 counter packets 12 bytes 3456 return comment \"4 x\" # handle 7"
+            ),
+            "ip saddr 10.0.0.0/8 return comment \"4 x\""
+        );
+        assert_eq!(rule_text("tcp dport 22 accept"), "tcp dport 22 accept");
+    }
+
+    #[test]
+    fn the_daemon_compares_each_rule_with_nfts_own_print() {
+        let (p, rules_of) = recorded();
+        let nft = backend();
+        let check = |text: &str| {
+            let mut t = Table::read(text.to_string());
+            nft.compare(&mut t);
+            t
+        };
+        // A console command keeps no reference: it compares by the comments only.
+        assert!(!check(RECORDED).suspect && !nft.unverified());
+        nft.keep_reference();
+        // The daemon has written nothing yet: the rules are written once more, silently.
+        let t = check(RECORDED);
+        assert!(t.suspect && nft.unverified() && t.changed.is_empty());
+        for (f, r) in &rules_of {
+            assert!(t.listing(*f).matches(r));
+        }
+        assert!(script(&p, &rules_of, NOW, Some(&t)).contains("flush chain"));
+        nft.learn(
+            &Table::read(RECORDED.to_string()),
+            &[script(&p, &rules_of, NOW, None)],
+        );
+        let t = check(RECORDED);
+        assert!(!t.suspect && !nft.unverified());
+        // Traffic: the knock lists and the rate meters fill up and empty, the bans' and
+        // the lists' timeouts count down, counters move. None of it is a change.
+        let moved = RECORDED
+            .replace("expires 4s976ms", "expires 1s2ms")
+            .replace(
+                "elements = { fd00::9 expires 59s980ms }",
+                "elements = { fd00::9 expires 3s,\n\t\t\t     fd00::7 expires 59s }",
+            )
+            .replace("expires 59m59s952ms", "expires 59m12s")
+            .replace(
+                "ip saddr 10.0.0.0/8 return",
+                "ip saddr 10.0.0.0/8 counter packets 3 bytes 180 return",
+            )
+            .replace(
+                "\t\ttimeout 30s\n\t}",
+                "\t\ttimeout 30s\n\t\telements = { 10.1.1.1 expires 29s }\n\t}",
+            );
+        assert_ne!(moved, RECORDED);
+        let t = check(&moved);
+        assert!(
+            !t.suspect && !nft.unverified(),
+            "{:?} {:?}",
+            t.changed,
+            t.strange
+        );
+        for (f, r) in &rules_of {
+            assert!(t.listing(*f).matches(r));
+        }
+        // A rule rewritten under tgknock's own comment.
+        let changed = RECORDED.replace(
+            "meta nfproto ipv4 tcp dport 22 tcp flags syn / fin,syn,rst,ack drop comment",
+            "meta nfproto ipv4 tcp dport 22 accept comment",
+        );
+        let t = check(&changed);
+        assert!(t.suspect && t.changed == ["4 tgknock-gate:ssh tcp=22 syn drop"]);
+        let l = t.listing(Family::V4);
+        assert!(!l.matches(&rules_of[0].1));
+        let d = nft.describe_drift(&l, &rules_of[0].1);
+        assert!(
+            d.contains(
+                "a rule tgknock did not write: `meta nfproto ipv4 tcp dport 22 accept comment"
+            ),
+            "{d}"
+        );
+        assert!(t.listing(Family::V6).matches(&rules_of[1].1));
+        assert!(script(&p, &rules_of, NOW, Some(&t)).contains("flush chain"));
+        // A knock list declared otherwise (a day instead of 30 seconds).
+        let t = check(&RECORDED.replacen("timeout 30s", "timeout 1d", 1));
+        assert_eq!(t.strange.len(), 1, "{:?}", t.strange);
+        assert!(!t.listing(Family::V4).matches(&rules_of[0].1));
+        // A rule the daemon did not write (a console `open`): not a change, but written
+        // again at the next check to be known.
+        let console = RECORDED
+            .replace("until=1800003600 return", "until=1800007200 return")
+            .replace("2027-01-15 09:00:00", "2027-01-15 10:00:00");
+        let t = check(&console);
+        assert!(t.suspect && nft.unverified() && t.changed.is_empty());
     }
 }
