@@ -4,7 +4,9 @@
 //! global to the network namespace).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::rules::{List, Listing, Policy, Rate, RecentOp, Rule, TAG_LIMIT_PREFIX, Target};
 use super::{Kind, Tables, run};
@@ -41,6 +43,48 @@ impl Tool {
 pub(crate) struct Iptables {
     pub(crate) chain: String,
     pub(crate) tools: Vec<Tool>,
+    /// nftables' own tool, which prints an iptables-nft chain as the kernel holds it.
+    pub(crate) nft: PathBuf,
+    pub(crate) reference: Arc<Mutex<Reference>>,
+}
+
+/// iptables over nf_tables (iptables-nft) translates its rules to nftables and back, and
+/// its `-S` is a translation: a rule of two port matches (`-m tcp --dport 9 -m tcp --dport
+/// 22`, which never matches) is listed as one (`--dport 22`). The daemon (which keeps the
+/// rules) therefore also reads the chain with `nft` and remembers, for each rule it wrote,
+/// how `nft` printed it: a rule `-S` lists as tgknock's whose `nft` print differs is
+/// another program's. Legacy xtables' `-S` prints the kernel's rules as they are.
+#[derive(Debug, Default)]
+pub(crate) struct Reference {
+    /// The daemon keeps one (see [`Tables::keep_reference`]).
+    keep: bool,
+    /// The nft tool, when the iptables tools are iptables-nft and it is there.
+    nft: Option<PathBuf>,
+    /// Per family, each `-S` line tgknock wrote and `nft`'s print of the same rule.
+    rules: HashMap<(Family, String), String>,
+    /// The families whose last read found rules this process has not written.
+    unknown: Vec<Family>,
+}
+
+/// The rules of a chain as `nft list chain` prints them (counters and handles left out).
+pub(crate) fn parse_nft_chain(text: &str) -> Vec<String> {
+    let mut inside = false;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if !inside {
+            inside = t.starts_with("chain ") && t.ends_with('{');
+            continue;
+        }
+        if t == "}" {
+            break;
+        }
+        if t.is_empty() || t.starts_with("type ") || t.starts_with('#') {
+            continue;
+        }
+        out.push(super::nft::rule_text(t));
+    }
+    out
 }
 
 fn full_mask(family: Family) -> &'static str {
@@ -530,10 +574,96 @@ pub(crate) fn printed_as_rendered(printed: &[Cow<'_, str>], rendered: &[String])
 }
 
 impl Iptables {
-    /// Reads the filter table of one family.
+    /// Reads the filter table of one family, compared with what this process wrote.
     fn list(&self, tool: &Tool) -> Result<Listing> {
+        let mut l = self.list_raw(tool)?;
+        let printed = self.nft_print(tool);
+        self.compare(tool.family, &mut l, printed.as_deref());
+        Ok(l)
+    }
+
+    /// Reads the filter table of one family as it is.
+    fn list_raw(&self, tool: &Tool) -> Result<Listing> {
         let text = run(&tool.program, &["-w", LOCK_WAIT, "-S"], None)?;
         Ok(parse_listing(&self.chain, &text, tool.family))
+    }
+
+    fn reference(&self) -> std::sync::MutexGuard<'_, Reference> {
+        self.reference.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The chain as `nft` prints it, when the daemon compares with it; `None` otherwise,
+    /// or when it cannot be read (the comparison is then `-S`'s only).
+    fn nft_print(&self, tool: &Tool) -> Option<Vec<String>> {
+        let nft = self.reference().nft.clone()?;
+        let table = match tool.family {
+            Family::V4 => "ip",
+            Family::V6 => "ip6",
+        };
+        match run(&nft, &["list", "chain", table, "filter", &self.chain], None) {
+            Ok(text) => Some(parse_nft_chain(&text)),
+            Err(e) => {
+                log::debug!("{}: cannot read the chain with nft: {e}", tool.family);
+                None
+            }
+        }
+    }
+
+    /// Compares a listing with what this process wrote: a rule whose `nft` print differs
+    /// from the one it had when written is not tgknock's.
+    fn compare(&self, family: Family, l: &mut Listing, printed: Option<&[String]>) {
+        let mut r = self.reference();
+        r.unknown.retain(|f| *f != family);
+        let Some(printed) = printed.filter(|_| r.keep) else {
+            return;
+        };
+        let mut unknown = printed.len() != l.lines.len();
+        if !unknown {
+            for (i, shown) in printed.iter().enumerate() {
+                match r.rules.get(&(family, l.lines[i].clone())) {
+                    Some(t) if t == shown => {}
+                    Some(_) => {
+                        l.lines[i] = format!("{} (nft: {shown})", l.lines[i]);
+                        l.rules[i] = None;
+                    }
+                    None => unknown = true,
+                }
+            }
+        }
+        // (Lists that differ in length were read while another tgknock process changed
+        // the chain: it is written again, as rules it wrote are.)
+        if unknown {
+            r.unknown.push(family);
+        }
+    }
+
+    /// Whether the last read of `family` found rules this process cannot compare yet.
+    fn unknown(&self, family: Family) -> bool {
+        self.reference().unknown.contains(&family)
+    }
+
+    /// Remembers how `nft` prints the rules of `l` at `written` (positions), which this
+    /// process has just written.
+    fn learn(
+        &self,
+        family: Family,
+        l: &Listing,
+        printed: Option<&[String]>,
+        written: std::ops::Range<usize>,
+    ) {
+        let Some(printed) = printed.filter(|p| p.len() == l.lines.len()) else {
+            return;
+        };
+        let mut r = self.reference();
+        if !r.keep {
+            return;
+        }
+        r.rules
+            .retain(|(f, line), _| *f != family || l.lines.contains(line));
+        for i in written {
+            r.rules
+                .insert((family, l.lines[i].clone()), printed[i].clone());
+        }
     }
 
     fn restore(&self, tool: &Tool, input: &str) -> Result<String> {
@@ -542,13 +672,28 @@ impl Iptables {
 
     fn apply_one(&self, tool: &Tool, rules: &[Rule]) -> Result<(Listing, Listing)> {
         let before = self.list(tool)?;
-        if before.matches(rules) {
+        let unknown = self.unknown(tool.family);
+        if before.matches(rules) && !unknown {
             log::debug!("{}: rules already in place", tool.family);
             return Ok((before.clone(), before));
         }
-        let change = restore_change(&self.chain, &before, rules, JumpFix::from_listing(&before));
+        // Rules this process cannot compare whole yet are written again, all of them.
+        let edit = Edit::between(&before, rules).filter(|_| !unknown);
+        let change = match edit {
+            Some(_) => restore_change(&self.chain, &before, rules, JumpFix::from_listing(&before)),
+            None => restore_input(&self.chain, rules, JumpFix::from_listing(&before)),
+        };
+        // Reads the chain just written, remembering how nft prints the rules written.
+        let read = |written: std::ops::Range<usize>| -> Result<Listing> {
+            let mut l = self.list_raw(tool)?;
+            let printed = self.nft_print(tool);
+            self.learn(tool.family, &l, printed.as_deref(), written);
+            self.compare(tool.family, &mut l, printed.as_deref());
+            Ok(l)
+        };
+        let written = edit.map_or(0..rules.len(), |e| e.keep..e.keep + e.insert);
         let mut now = match self.restore(tool, &change) {
-            Ok(_) => self.list(tool)?,
+            Ok(_) => read(written)?,
             // Edits by position fail when another program changed the chain since it was
             // listed (`iptables -F` at that moment): a line of the input failed (exit 1),
             // and the refill below puts it right. Anything else (the xtables lock, no
@@ -557,7 +702,7 @@ impl Iptables {
                 e @ Error::Firewall {
                     status: Some(1), ..
                 },
-            ) if Edit::between(&before, rules).is_some() => {
+            ) if edit.is_some() => {
                 log::debug!("{}: the change in place failed ({e})", tool.family);
                 Listing::default()
             }
@@ -576,7 +721,7 @@ impl Iptables {
                 tool,
                 &restore_input(&self.chain, rules, JumpFix::from_listing(&again)),
             )?;
-            now = self.list(tool)?;
+            now = read(0..rules.len())?;
         }
         if !now.matches(rules) {
             self.roll_back(tool, &before);
@@ -787,6 +932,26 @@ impl Tables for Iptables {
             }) => Ok(()),
             Err(e) => super::lacks_deadlines(e),
         }
+    }
+
+    fn keep_reference(&self) {
+        let printer = self.tools.first().and_then(|t| {
+            let version = run(&t.program, &["--version"], None).ok()?;
+            (version.contains("nf_tables") && self.nft.exists()).then(|| self.nft.clone())
+        });
+        if let Some(p) = &printer {
+            log::debug!(
+                "iptables over nf_tables: the chain is also read with {}",
+                p.display()
+            );
+        }
+        let mut r = self.reference();
+        r.keep = true;
+        r.nft = printer;
+    }
+
+    fn unverified(&self) -> bool {
+        !self.reference().unknown.is_empty()
     }
 
     fn describe_drift(&self, l: &Listing, want: &[Rule]) -> String {
@@ -1260,6 +1425,8 @@ pub(crate) mod tests {
         let chain = || Iptables {
             chain: "TGKNOCK".into(),
             tools: Vec::new(),
+            nft: "/nonexistent/nft".into(),
+            reference: Default::default(),
         };
         assert!(parse_listing("TGKNOCK", &text, Family::V4).matches(&rules));
         let drop = "-A TGKNOCK -p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment \"tgknock-gate:ssh\" -j DROP";
@@ -1311,5 +1478,76 @@ pub(crate) mod tests {
             Family::V4,
         );
         assert!(chain().describe_drift(&l, &rules).contains("is missing"));
+    }
+
+    /// `nft list chain ip filter TGKNOCK` as nft 1.0.6 printed a chain iptables-nft
+    /// wrote (counters and all).
+    const NFT_PRINT: &str = "table ip filter {
+\tchain TGKNOCK {
+\t\tct state related,established  counter packets 7 bytes 420 return
+\t\ttcp flags syn / fin,syn,rst,ack tcp dport 7101 xt match recent  counter packets 0 bytes 0 drop
+\t\ttcp dport 22 meta time \"1970-01-01 00:00:00\"-\"2027-01-15 08:14:59\"  counter packets 0 bytes 0 return
+\t\ttcp flags syn / fin,syn,rst,ack tcp dport 22  counter packets 3 bytes 180 drop
+\t}
+}
+# Warning: table ip filter is managed by iptables-nft, do not touch!
+";
+
+    #[test]
+    fn iptables_nft_rules_are_compared_with_nfts_print() {
+        let printed = parse_nft_chain(NFT_PRINT);
+        assert_eq!(
+            printed,
+            [
+                "ct state related,established return",
+                "tcp flags syn / fin,syn,rst,ack tcp dport 7101 xt match recent drop",
+                "tcp dport 22 meta time \"1970-01-01 00:00:00\"-\"2027-01-15 08:14:59\" return",
+                "tcp flags syn / fin,syn,rst,ack tcp dport 22 drop",
+            ]
+        );
+        let mut p = policy(&[], None);
+        p.gates.truncate(1);
+        let rules = desired(&p, &State::default(), 0, Family::V4);
+        let text = listed(&rules);
+        let ipt = Iptables {
+            chain: "TGKNOCK".into(),
+            tools: Vec::new(),
+            nft: "/nonexistent/nft".into(),
+            reference: Default::default(),
+        };
+        let two = vec![printed[0].clone(), printed[3].clone()];
+        let read = |shown: &[String]| {
+            let mut l = parse_listing("TGKNOCK", &text, Family::V4);
+            ipt.compare(Family::V4, &mut l, Some(shown));
+            l
+        };
+        // A console command compares with `-S` only.
+        assert!(read(&two).matches(&rules) && !ipt.unverified());
+        ipt.reference().keep = true;
+        // The daemon has not written these: written again, silently, to be known.
+        assert!(read(&two).matches(&rules) && ipt.unverified());
+        let l = parse_listing("TGKNOCK", &text, Family::V4);
+        ipt.learn(Family::V4, &l, Some(&two), 0..2);
+        // Counters moved: the same.
+        let moved: Vec<String> =
+            parse_nft_chain(&NFT_PRINT.replace("packets 3 bytes 180", "packets 9 bytes 540"));
+        let same = vec![moved[0].clone(), moved[3].clone()];
+        assert!(read(&same).matches(&rules) && !ipt.unverified());
+        // The DROP, listed by `-S` as tgknock's, is two port matches in the kernel.
+        let never = vec![
+            printed[0].clone(),
+            "tcp dport 9 tcp flags syn / fin,syn,rst,ack tcp dport 22 drop".to_string(),
+        ];
+        let l = read(&never);
+        assert!(!l.matches(&rules) && !ipt.unverified());
+        assert_eq!(l.foreign().len(), 1);
+        assert!(
+            ipt.describe_drift(&l, &rules)
+                .ends_with("(nft: tcp dport 9 tcp flags syn / fin,syn,rst,ack tcp dport 22 drop)`"),
+            "{}",
+            ipt.describe_drift(&l, &rules)
+        );
+        // nft and -S list different numbers of rules (read while the chain changed).
+        assert!(read(&two[..1]).matches(&rules) && ipt.unverified());
     }
 }

@@ -146,6 +146,8 @@ impl Firewall {
             Backend::Iptables(Iptables {
                 chain: f.chain.clone(),
                 tools,
+                nft: f.nft.clone(),
+                reference: Default::default(),
             })
         };
         Firewall {

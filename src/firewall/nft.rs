@@ -63,13 +63,13 @@ pub(crate) struct Reference {
 
 /// A rule's line as compared: without the handle nft may print after it, nor the counter
 /// of packets and bytes it may carry (traffic moves it; it is no change of the rule).
-fn rule_text(line: &str) -> String {
+pub(crate) fn rule_text(line: &str) -> String {
     let t = line.trim();
     let t = match t.rfind(" # handle ") {
         Some(at) => &t[..at],
         None => t,
     };
-    let words: Vec<&str> = t.split(' ').collect();
+    let words: Vec<&str> = t.split_whitespace().collect();
     let mut out: Vec<&str> = Vec::with_capacity(words.len());
     let mut i = 0;
     while i < words.len() {
