@@ -62,8 +62,9 @@ pub(crate) struct Reference {
     nft: Option<PathBuf>,
     /// Per family, each `-S` line tgknock wrote and `nft`'s print of the same rule.
     rules: HashMap<(Family, String), String>,
-    /// The families whose last read found rules this process has not written.
-    unknown: Vec<Family>,
+    /// The families whose last read found rules this process has not written, and where
+    /// they are.
+    unknown: Vec<(Family, Vec<usize>)>,
 }
 
 /// The rules of a chain as `nft list chain` prints them (counters and handles left out).
@@ -613,12 +614,15 @@ impl Iptables {
     /// from the one it had when written is not tgknock's.
     fn compare(&self, family: Family, l: &mut Listing, printed: Option<&[String]>) {
         let mut r = self.reference();
-        r.unknown.retain(|f| *f != family);
+        r.unknown.retain(|(f, _)| *f != family);
         let Some(printed) = printed.filter(|_| r.keep) else {
             return;
         };
-        let mut unknown = printed.len() != l.lines.len();
-        if !unknown {
+        let mut unknown: Option<Vec<usize>> = None;
+        if printed.len() != l.lines.len() {
+            // Read while another tgknock process changed the chain: all written again.
+            unknown = Some((0..l.lines.len()).collect());
+        } else {
             for (i, shown) in printed.iter().enumerate() {
                 match r.rules.get(&(family, l.lines[i].clone())) {
                     Some(t) if t == shown => {}
@@ -626,20 +630,22 @@ impl Iptables {
                         l.lines[i] = format!("{} (nft: {shown})", l.lines[i]);
                         l.rules[i] = None;
                     }
-                    None => unknown = true,
+                    None => unknown.get_or_insert_with(Vec::new).push(i),
                 }
             }
         }
-        // (Lists that differ in length were read while another tgknock process changed
-        // the chain: it is written again, as rules it wrote are.)
-        if unknown {
-            r.unknown.push(family);
+        if let Some(at) = unknown {
+            r.unknown.push((family, at));
         }
     }
 
-    /// Whether the last read of `family` found rules this process cannot compare yet.
-    fn unknown(&self, family: Family) -> bool {
-        self.reference().unknown.contains(&family)
+    /// Where the last read of `family` found rules this process cannot compare yet.
+    fn unknown(&self, family: Family) -> Option<Vec<usize>> {
+        let r = self.reference();
+        r.unknown
+            .iter()
+            .find(|(f, _)| *f == family)
+            .map(|(_, at)| at.clone())
     }
 
     /// Remembers how `nft` prints the rules of `l` at `written` (positions), which this
@@ -673,16 +679,20 @@ impl Iptables {
     fn apply_one(&self, tool: &Tool, rules: &[Rule]) -> Result<(Listing, Listing)> {
         let before = self.list(tool)?;
         let unknown = self.unknown(tool.family);
-        if before.matches(rules) && !unknown {
+        if before.matches(rules) && unknown.is_none() {
             log::debug!("{}: rules already in place", tool.family);
             return Ok((before.clone(), before));
         }
-        // Rules this process cannot compare whole yet are written again, all of them.
-        let edit = Edit::between(&before, rules).filter(|_| !unknown);
-        let change = match edit {
-            Some(_) => restore_change(&self.chain, &before, rules, JumpFix::from_listing(&before)),
-            None => restore_input(&self.chain, rules, JumpFix::from_listing(&before)),
-        };
+        // Rules this process cannot compare whole yet are written again (deleted and
+        // inserted in place, or the chain refilled), as if they differed.
+        let mut target = before.clone();
+        for i in unknown.into_iter().flatten() {
+            if let Some(r) = target.rules.get_mut(i) {
+                *r = None;
+            }
+        }
+        let edit = Edit::between(&target, rules);
+        let change = restore_change(&self.chain, &target, rules, JumpFix::from_listing(&before));
         // Reads the chain just written, remembering how nft prints the rules written.
         let read = |written: std::ops::Range<usize>| -> Result<Listing> {
             let mut l = self.list_raw(tool)?;
@@ -1526,8 +1536,13 @@ pub(crate) mod tests {
         ipt.reference().keep = true;
         // The daemon has not written these: written again, silently, to be known.
         assert!(read(&two).matches(&rules) && ipt.unverified());
+        assert_eq!(ipt.unknown(Family::V4), Some(vec![0, 1]));
         let l = parse_listing("TGKNOCK", &text, Family::V4);
-        ipt.learn(Family::V4, &l, Some(&two), 0..2);
+        // Only the first written (an edit in place): the other one only is written again.
+        ipt.learn(Family::V4, &l, Some(&two), 0..1);
+        assert!(read(&two).matches(&rules) && ipt.unverified());
+        assert_eq!(ipt.unknown(Family::V4), Some(vec![1]));
+        ipt.learn(Family::V4, &l, Some(&two), 1..2);
         // Counters moved: the same.
         let moved: Vec<String> =
             parse_nft_chain(&NFT_PRINT.replace("packets 3 bytes 180", "packets 9 bytes 540"));

@@ -323,9 +323,9 @@ pub(crate) struct Table {
     /// The ban set of each family that has one: its elements, as [`read_ban_set`] reads
     /// them.
     bans: Vec<(Family, Elements)>,
-    /// What the table holds that tgknock does not (a chain or set of another program's, a
-    /// set declared otherwise than tgknock did), as it would be said: the table is
-    /// written afresh.
+    /// What the table holds that tgknock does not (a chain of another program's, a set
+    /// declared otherwise than tgknock did), as it would be said: the table is written
+    /// afresh.
     strange: Vec<String>,
     /// The comments of rules whose text differs from what this process wrote under them.
     changed: Vec<String>,
@@ -341,13 +341,11 @@ impl Table {
             .filter_map(|f| Some((f, read_ban_set(&text, f)?)))
             .collect();
         let hooked = text.lines().any(|l| l.trim() == HOOK);
+        // Another chain in tgknock's table (another program's sets and named objects
+        // change nothing unless a rule uses them, and the rules are compared).
         let strange = objects(&text)
             .into_iter()
-            .filter(|(kind, name, _)| match *kind {
-                "chain" => *name != "input",
-                "set" => !own_set(name),
-                _ => true,
-            })
+            .filter(|(kind, name, _)| *kind == "chain" && *name != "input")
             .map(|(kind, name, decl)| format!("{kind} {name} {{ {decl} }}"))
             .collect();
         Table {
@@ -1696,7 +1694,7 @@ pub(crate) mod tests {
         let hooked = RECORDED.replace("policy accept;", "policy drop;");
         let l = Table::read(hooked).listing(Family::V4);
         assert!(l.installed() && !l.matches(&rules_of[0].1));
-        // A chain or a set of another program's in the table.
+        // A chain of another program's in the table.
         let chain = RECORDED.replacen(
             "\tchain input {",
             "\tchain sneak {\n\t\ttype filter hook input priority filter - 20; policy accept;\n\t\ttcp dport 22 accept\n\t}\n\n\tchain input {",
