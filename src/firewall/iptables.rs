@@ -85,13 +85,20 @@ pub(crate) struct Guard {
 
 impl Guard {
     pub(crate) fn of(limit: &Limit) -> Guard {
-        let window = limit.refill_secs() + 2;
+        // The slowest rate xt_limit writes: one a day.
+        const SLOWEST: u64 = XT_LIMIT_SCALE * 86_400;
+        let window = limit.refill_secs().saturating_add(2);
         let room = u64::from(METER_ENTRIES - GUARD_BURST) * 15 / 16;
-        let mut avg = (XT_LIMIT_SCALE * window).div_ceil(room).max(1);
-        // The rate as iptables prints it back must stand for the same interval.
-        while limit_rate_avg(&limit_rate_text(avg)) != Some(avg) {
-            avg += 1;
-        }
+        let start = XT_LIMIT_SCALE
+            .saturating_mul(window)
+            .div_ceil(room)
+            .clamp(1, SLOWEST);
+        // The rate as iptables prints it back must stand for the same interval: the
+        // next one that does (a few steps for any rate tgknock writes; a limit read
+        // back with an absurd burst gets the slowest).
+        let avg = (start..start.saturating_add(10_000).min(SLOWEST))
+            .find(|a| limit_rate_avg(&limit_rate_text(*a)) == Some(*a))
+            .unwrap_or(SLOWEST);
         Guard { avg }
     }
 
@@ -1384,6 +1391,18 @@ pub(crate) mod tests {
                 "10000/min 833/sec"
             ]
         );
+        // A limit read back with an absurd burst gets the slowest guard, at once.
+        let absurd = Limit {
+            rate: Rate::parse("1/day").unwrap(),
+            burst: u32::MAX,
+        };
+        assert_eq!(limit_rate_text(Guard::of(&absurd).avg), "1/day");
+        let odd = Limit {
+            rate: Rate::parse("1/day").unwrap(),
+            burst: 7,
+        };
+        let g = Guard::of(&odd);
+        assert_eq!(limit_rate_avg(&limit_rate_text(g.avg)), Some(g.avg));
         assert_eq!(limit_rate_text(20_000), "30/min");
         assert_eq!(limit_rate_avg("30/min"), Some(20_000));
         assert_eq!(limit_rate_avg("0/sec"), None);
