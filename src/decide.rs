@@ -325,7 +325,7 @@ pub(crate) fn code_refusal(check: Check, who: &str, now: u64) -> Option<(String,
         ),
         Check::LockedNow { until: u } => (
             format!(
-                "Wrong code: nothing done. That was {} wrong codes within {}: code-guarded commands from you are refused until {} ({GUARDED}); {FREE} still work.",
+                "Wrong code: nothing done. That was {} wrong codes within {}: code-guarded commands from you are refused until {}: {GUARDED}. {FREE} still work.",
                 totp::WRONG_MAX,
                 duration::human(totp::WRONG_WINDOW),
                 until(u)
@@ -339,7 +339,7 @@ pub(crate) fn code_refusal(check: Check, who: &str, now: u64) -> Option<(String,
         ),
         Check::Locked { until: u } => (
             format!(
-                "Refused: too many wrong codes; code-guarded commands from you are refused until {} ({GUARDED}); {FREE} still work.",
+                "Refused: too many wrong codes; code-guarded commands from you are refused until {}: {GUARDED}. {FREE} still work.",
                 until(u)
             ),
             None,
@@ -348,7 +348,7 @@ pub(crate) fn code_refusal(check: Check, who: &str, now: u64) -> Option<(String,
 }
 
 /// The commands a lockout refuses, and those it leaves.
-const GUARDED: &str = "/open, Open buttons, /run, /ban, /unban";
+const GUARDED: &str = "/open, Open buttons, /run, /ban and /unban";
 const FREE: &str = "/close, /status and /help";
 
 #[cfg(test)]
