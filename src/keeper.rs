@@ -126,6 +126,20 @@ impl Keeper {
         lock.save(&st)
     }
 
+    /// Changes what the state records without touching the rules (the second factor's used
+    /// codes and wrong-code counts), saved before it returns.
+    pub(crate) fn record<R>(&self, f: impl FnOnce(&mut State) -> R) -> Result<R> {
+        let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = StateLock::acquire(&self.paths)?;
+        let old = lock.load()?;
+        let mut st = old.clone();
+        let r = f(&mut st);
+        if st != old {
+            lock.save(&st)?;
+        }
+        Ok(r)
+    }
+
     /// The saved state and what the kernel shows now, changing nothing.
     pub(crate) fn snapshot(&self, now: u64) -> Result<Outcome> {
         let st = {

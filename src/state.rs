@@ -177,6 +177,10 @@ pub(crate) struct State {
     /// accepted once, also across a restart.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) totp_used: Vec<u64>,
+    /// Wrong TOTP codes per allowed user within the last hour, and lockouts: a restart
+    /// forgets none. (A file written before them loads as none.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) totp_wrong: Vec<crate::totp::WrongCodes>,
 }
 
 fn one() -> u32 {
@@ -714,6 +718,32 @@ mod tests {
             true,
         );
         assert_eq!(o.map(|o| o.until), Ok(None), "OPEN_FOR=0: until closed");
+    }
+
+    /// A state file written before the wrong-code counts loads with none; one with them
+    /// reads back what was written, and one without any second-factor record writes none.
+    #[test]
+    fn second_factor_records_load_from_old_and_new_files() {
+        let old = r#"{"version": 1, "offset": 7, "openings": {}, "totp_used": [60000000]}"#;
+        let s: State = serde_json::from_str(old).unwrap();
+        assert_eq!(s.totp_used, vec![60_000_000]);
+        assert!(s.totp_wrong.is_empty());
+        let s = State {
+            totp_wrong: vec![crate::totp::WrongCodes {
+                user: 111,
+                at: vec![1_800_000_000, 1_800_000_600],
+                locked_until: None,
+            }],
+            ..s
+        };
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(
+            text.contains(r#""totp_wrong":[{"user":111,"at":[1800000000,1800000600]}]"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<State>(&text).unwrap(), s);
+        let none = serde_json::to_string(&State::default()).unwrap();
+        assert!(!none.contains("totp"), "{none}");
     }
 
     #[test]
