@@ -168,6 +168,10 @@ fi
 chmod 0750 "$STATE"
 own "$owner:$owner" "$STATE"
 
+if [ "$init" != systemd ] && live && ! have setpriv; then
+    say "warning: setpriv (util-linux; Alpine: apk add setpriv) is missing: the init script runs the daemon"
+    say "as the user tgknock through it, and will not start the daemon without it (never as root)"
+fi
 case "$init" in
 systemd)
     # An earlier install without systemd: its daemon and watchdog go, so one supervisor is left.
