@@ -11,6 +11,10 @@
 //! makes that file or leaves it out; the host's /run is never touched. The fake Bot API
 //! lives in this process, bound to the board's loopback.
 //!
+//! The packaging's sysvinit script is run the same way (as root, in the board, with a /run
+//! of its own): the daemon its watchdog starts must be the service user with only those two
+//! capabilities, never root.
+//!
 //! Without root or `ip netns`, the tests print `SKIPPED: …` and pass, except under
 //! `CI=true`.
 
