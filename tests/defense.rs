@@ -309,6 +309,8 @@ fn ban_scenario(fw: Fw, n: u8) {
     );
     // At the console, without the daemon: IPv6 this time.
     let six = rig.client_v6(0);
+    let mut held6 = rig.net.connect(0, SSH, V6).unwrap();
+    roundtrip(&mut held6, b"before the IPv6 ban").unwrap();
     let out = rig.console_ok(&["ban", &six.to_string(), "--for", "1h"]);
     assert!(
         out.starts_with(&format!("banned {six} (IPv6 only)")),
@@ -317,6 +319,12 @@ fn ban_scenario(fw: Fw, n: u8) {
     rig.net.expect(
         "banned at the console",
         &[(0, SSH, V6, false), (0, SSH, V4, true)],
+    );
+    assert!(
+        roundtrip(&mut held6, b"after the IPv6 ban").is_err(),
+        "{}: the banned IPv6 source's established connection still flows\n{}",
+        fw.name(),
+        rig.ruleset()
     );
     let out = rig.console_ok(&["unban", &six.to_string()]);
     assert!(out.contains(&format!("{six} not banned")), "{out}");
