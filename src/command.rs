@@ -29,7 +29,8 @@ pub enum Command {
     },
     Status,
     Help,
-    /// `/ban ADDR [DURATION]`: drop every new connection from ADDR (`Default`: a day).
+    /// `/ban ADDR [DURATION]`: drop every packet from ADDR, its established connections too
+    /// (`Default`: a day).
     Ban {
         addr: Cidr,
         length: Length,
@@ -453,7 +454,7 @@ pub fn usage(gates: &[Gate], open_for: u64, max_open_for: u64) -> String {
         "/open [GATE] [DURATION] [ADDRESS] - open a gate (any order)\n\
          /close [GATE|all] - close one gate, or all\n\
          /status - what the firewall shows now\n\
-         /ban ADDRESS [DURATION] - drop every new connection from it (default 1 d)\n\
+         /ban ADDRESS [DURATION] - drop every packet from it, its open connections too (default 1 d)\n\
          /unban ADDRESS - lift a ban\n\
          /run [NAME] - run a pre-declared action, or list them\n\
          /help - this text\n\n",

@@ -163,7 +163,8 @@ impl Keeper {
     }
 
     /// Why `addr` may not be banned, if it may not: an always-allowed source, the board's
-    /// own address, or a family tgknock does not manage.
+    /// own address or LAN (or its addresses could not be read), or a family tgknock does not
+    /// manage.
     pub(crate) fn ban_refusal(&self, addr: &crate::addr::Cidr) -> Option<String> {
         if !self.fw.families().contains(&addr.family()) {
             return Some(format!(
@@ -171,10 +172,11 @@ impl Keeper {
                 addr.family()
             ));
         }
+        let own = crate::addr::local_addresses();
         crate::state::Ban::refusal(
             addr,
             &self.cfg.firewall.always_allow,
-            &crate::addr::local_addresses(),
+            own.as_deref().map_err(String::as_str),
         )
     }
 
