@@ -189,7 +189,7 @@ pub const KEYS: &[Key] = &[
         name: "TGKNOCK_TOTP_SECRET_FILE",
         default: None,
         shown: "empty",
-        meaning: "a file holding a base32 TOTP secret (at least 128 bits; `tgknock totp-setup` writes one): when set, every opening from chat needs a current code; each code is accepted once. A missing, malformed or short file is a configuration error naming it (exit 2)",
+        meaning: "a file holding a base32 TOTP secret (at least 128 bits; `tgknock totp-setup` writes one): when set, every chat command that changes something (`/open`, an Open button, `enable ssh`, `/run`, `/ban`, `/unban`) needs a current code; each code is accepted once, also across a restart; 5 wrong codes within an hour lock that user out of those commands for an hour. A missing, malformed or short file is a configuration error naming it (exit 2)",
     },
     Key {
         name: "TGKNOCK_RATE_LIMIT",

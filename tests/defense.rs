@@ -178,6 +178,37 @@ fn a_burst_beyond_the_rate_is_dropped_per_source() {
     all(2, rate_limit_scenario);
 }
 
+/// `tgknock ARGS` in the board as the systemd unit shows it /proc (`ProcSubset=pid`): in a
+/// mount namespace of its own, over a procfs mounted with `subset=pid` (no `/proc/net`).
+/// `None` when this kernel cannot mount one (before Linux 5.8).
+fn console_under_proc_subset(rig: &Rig, args: &[&str]) -> Option<std::process::Output> {
+    let inner = rig.env.command(args);
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount -t proc -o subset=pid proc /proc || exit 97\n\
+             if [ -e /proc/net/fib_trie ] || [ -e /proc/net/if_inet6 ]; then exit 98; fi\n\
+             exec \"$@\"",
+        )
+        .arg("sh")
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = crate::support::netns::in_netns(&rig.net.board, &cmd)
+        .output()
+        .expect("run unshare in the board");
+    match out.status.code() {
+        Some(97) => None,
+        Some(98) => panic!("a procfs with subset=pid still shows /proc/net"),
+        _ => Some(out),
+    }
+}
+
 fn ban_scenario(fw: Fw, n: u8) {
     let Some(mut rig) = Rig::new(SUBNET, n, fw, 2) else {
         return;
@@ -189,6 +220,8 @@ fn ban_scenario(fw: Fw, n: u8) {
     assert!(r.contains("open to everyone"), "{r}");
     let mut held = rig.net.connect(0, SSH, V4).unwrap();
     roundtrip(&mut held, b"before the ban").unwrap();
+    let mut exempt_held = rig.net.connect(1, SSH, V6).unwrap();
+    roundtrip(&mut exempt_held, b"before the ban").unwrap();
     let bad = rig.client_v4(0);
     let r = rig.say(&format!("/ban {bad}"));
     assert!(
@@ -204,8 +237,17 @@ fn ban_scenario(fw: Fw, n: u8) {
             (1, SSH, V4, true),
         ],
     );
-    roundtrip(&mut held, b"after the ban")
-        .unwrap_or_else(|e| panic!("a ban drops new connections, not the established one: {e}"));
+    // A ban cuts the source's established connection too, as fail2ban does: its data no
+    // longer arrives (the echo times out).
+    assert!(
+        roundtrip(&mut held, b"after the ban").is_err(),
+        "{}: the banned source's established connection still flows\n{}",
+        fw.name(),
+        rig.ruleset()
+    );
+    // An always-allowed source's established connection is untouched by a ban of another.
+    roundtrip(&mut exempt_held, b"after the ban")
+        .unwrap_or_else(|e| panic!("{}: an always-allowed session was cut: {e}", fw.name()));
     for (text, why) in [
         (format!("/ban {}", rig.client_v6(1)), "TGKNOCK_ALWAYS_ALLOW"),
         (
@@ -216,6 +258,26 @@ fn ban_scenario(fw: Fw, n: u8) {
     ] {
         let r = rig.say(&text);
         assert!(r.contains(why), "{text}: {r}");
+    }
+    // The same refusal where the unit runs it: /proc/net hidden (`ProcSubset=pid`).
+    for own in [
+        rig.net.board_addr(V4, 1).ip().to_string(),
+        rig.net.board_addr(V6, 1).ip().to_string(),
+        format!("{}/24", rig.net.board_addr(V4, 1).ip()),
+    ] {
+        match console_under_proc_subset(&rig, &["ban", &own, "--for", "1h"]) {
+            None => crate::support::netns::skip("this kernel cannot mount procfs with subset=pid"),
+            Some(out) => {
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    !out.status.success() && err.contains("the board's own address"),
+                    "{}: `tgknock ban {own}` with /proc/net hidden: {}\n{}{err}",
+                    fw.name(),
+                    out.status,
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+        }
     }
     let status = rig.say("/status");
     assert!(status.contains(&format!("banned {bad}")), "{status}");
@@ -249,6 +311,8 @@ fn ban_scenario(fw: Fw, n: u8) {
     );
     // At the console, without the daemon: IPv6 this time.
     let six = rig.client_v6(0);
+    let mut held6 = rig.net.connect(0, SSH, V6).unwrap();
+    roundtrip(&mut held6, b"before the IPv6 ban").unwrap();
     let out = rig.console_ok(&["ban", &six.to_string(), "--for", "1h"]);
     assert!(
         out.starts_with(&format!("banned {six} (IPv6 only)")),
@@ -257,6 +321,12 @@ fn ban_scenario(fw: Fw, n: u8) {
     rig.net.expect(
         "banned at the console",
         &[(0, SSH, V6, false), (0, SSH, V4, true)],
+    );
+    assert!(
+        roundtrip(&mut held6, b"after the IPv6 ban").is_err(),
+        "{}: the banned IPv6 source's established connection still flows\n{}",
+        fw.name(),
+        rig.ruleset()
     );
     let out = rig.console_ok(&["unban", &six.to_string()]);
     assert!(out.contains(&format!("{six} not banned")), "{out}");

@@ -1036,8 +1036,8 @@ pub(crate) mod tests {
         assert_eq!(
             render(&r),
             vec![
-                "-m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment tgknock:established -j RETURN",
                 "-s 192.168.0.0/16 -m comment --comment tgknock:always-allow -j RETURN",
+                "-m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment tgknock:established -j RETURN",
                 "-p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment tgknock-gate:ssh -j DROP",
                 "-p tcp -m tcp --dport 80 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment tgknock-gate:web -j DROP",
                 "-p tcp -m tcp --dport 443 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment tgknock-gate:web -j DROP",
@@ -1106,8 +1106,8 @@ pub(crate) mod tests {
 
     const LISTING: &str = "-P INPUT ACCEPT\n-P FORWARD ACCEPT\n-P OUTPUT ACCEPT\n-N TGKNOCK\n-N f2b-sshd\n\
         -A INPUT -j TGKNOCK\n-A INPUT -p tcp -m multiport --dports 22 -j f2b-sshd\n\
-        -A TGKNOCK -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"tgknock:established\" -j RETURN\n\
         -A TGKNOCK -s 10.0.0.0/8 -m comment --comment \"tgknock:always-allow\" -j RETURN\n\
+        -A TGKNOCK -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"tgknock:established\" -j RETURN\n\
         -A TGKNOCK -s 203.0.113.7/32 -p tcp -m tcp --dport 22 -m comment --comment \"tgknock-gate:ssh\" -j RETURN\n\
         -A TGKNOCK -p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment \"tgknock-gate:ssh\" -j DROP\n\
         -A f2b-sshd -j RETURN\n";
@@ -1256,7 +1256,7 @@ pub(crate) mod tests {
         let s = with_defenses(state(&[("ssh", None, Some(1_800_000_900))]), &mut p);
         let r = render(&desired(&p, &s, 1_800_000_000, Family::V4));
         assert_eq!(
-            r[1],
+            r[0],
             "-s 198.51.100.9/32 -m time --datestop 2027-01-15T08:00:00 -m comment --comment tgknock:ban -j DROP"
         );
         let ssh = Limit::of(Rate::parse("6/min").unwrap());
@@ -1488,11 +1488,11 @@ pub(crate) mod tests {
         let ban = desired(&p, &banned, now, Family::V4);
         let input = in_place(&closed, &ban);
         assert!(
-            input.starts_with("*filter\n-I TGKNOCK 503 -s 198.18.1.251/32 -m comment"),
+            input.starts_with("*filter\n-I TGKNOCK 502 -s 198.18.1.251/32 -m comment"),
             "{input}"
         );
         assert_eq!(input.lines().count(), 3);
-        assert_eq!(in_place(&ban, &closed), "*filter\n-D TGKNOCK 503\nCOMMIT\n");
+        assert_eq!(in_place(&ban, &closed), "*filter\n-D TGKNOCK 502\nCOMMIT\n");
         // A rule another program put among them goes, and only it.
         let mut foreign = listed(&closed);
         foreign = foreign.replacen(
@@ -1503,7 +1503,7 @@ pub(crate) mod tests {
         let l = parse_listing("TGKNOCK", &foreign, Family::V4);
         assert_eq!(
             restore_change("TGKNOCK", &l, &closed, JumpFix::from_listing(&l)),
-            "*filter\n-D TGKNOCK 11\nCOMMIT\n"
+            "*filter\n-D TGKNOCK 10\nCOMMIT\n"
         );
         // Many changes, a missing chain, a small chain rewritten: the chain is refilled.
         let expired = desired(&p, &s, 1_800_003_600, Family::V4);

@@ -941,11 +941,11 @@ pub(crate) mod tests {
         let text: Vec<String> = v4.iter().map(statement).collect();
         assert_eq!(
             text[0],
-            "meta nfproto ipv4 ct state established,related return comment \"4 tgknock:established ct=established return\""
+            "meta nfproto ipv4 ip saddr 10.0.0.0/8 return comment \"4 tgknock:always-allow src=10.0.0.0/8 return\""
         );
         assert_eq!(
             text[1],
-            "meta nfproto ipv4 ip saddr 10.0.0.0/8 return comment \"4 tgknock:always-allow src=10.0.0.0/8 return\""
+            "meta nfproto ipv4 ct state established,related return comment \"4 tgknock:established ct=established return\""
         );
         assert!(
             text[2].starts_with("meta nfproto ipv4 tcp dport 22 ip saddr @open_v4 return"),
@@ -1080,18 +1080,20 @@ pub(crate) mod tests {
             "{text}"
         );
         // One rule per family matches the set, where the bans stand: after the
-        // established and always-allowed rules, before the rate limits.
+        // always-allowed rules, before the established rule (a ban cuts established
+        // connections too) and the rate limits.
         let added: Vec<&str> = text.lines().filter(|l| l.starts_with("add rule")).collect();
         assert!(
-            added[1].contains("ip saddr 10.0.0.0/8 return"),
+            added[0].contains("ip saddr 10.0.0.0/8 return"),
             "{added:#?}"
         );
         assert!(
-            added[2].ends_with(
+            added[1].ends_with(
                 "meta nfproto ipv4 ip saddr @ban_v4 drop comment \"4 tgknock:ban @ban_v4 drop\""
             ),
             "{added:#?}"
         );
+        assert!(added[2].contains("tgknock:established"), "{added:#?}");
         assert!(added[3].contains("tgknock-limit:ssh"), "{added:#?}");
         assert_eq!(text.matches("@ban_v4 drop comment").count(), 1);
         assert_eq!(text.matches("@ban_v6 drop comment").count(), 1);
@@ -1340,13 +1342,13 @@ pub(crate) mod tests {
         );
         let l = parse_listing(&odd, Family::V4);
         assert_eq!(l.rules.len(), v4.len() + 1, "{:?}", l.lines);
-        // Expanded where the set's rule is (after the established rule), the foreign
-        // element first.
-        assert_eq!(l.rules[1], None);
-        assert_eq!(l.lines[1], "@ban_v4 192.0.2.1 comment \"{a, b}\"");
+        // Expanded where the set's rule is (first, before the established rule), the
+        // foreign element first.
+        assert_eq!(l.rules[0], None);
+        assert_eq!(l.lines[0], "@ban_v4 192.0.2.1 comment \"{a, b}\"");
         assert_eq!(
-            l.rules[2..4],
-            v4[1..3].iter().cloned().map(Some).collect::<Vec<_>>()[..]
+            l.rules[1..3],
+            v4[0..2].iter().cloned().map(Some).collect::<Vec<_>>()[..]
         );
         // The set's elements count only where the rule that matches it is.
         let unmatched = good.replace(
