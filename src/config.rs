@@ -195,7 +195,7 @@ pub const KEYS: &[Key] = &[
         name: "TGKNOCK_RATE_LIMIT",
         default: Some(""),
         shown: "",
-        meaning: "per gate, new connections per source: `ssh=6/min web=60/min` (units `s`/`sec`, `m`/`min`, `h`/`hour`, `d`/`day`; counts 1–10000). A source beyond it is dropped until its rate falls; the first N pass at once (the burst is the count). `TGKNOCK_ALWAYS_ALLOW` is exempt; IPv4 and IPv6 alike, each address counted alone",
+        meaning: "per gate, new connections per source: `ssh=6/min web=60/min` (units `s`/`sec`, `m`/`min`, `h`/`hour`, `d`/`day`; counts 1–10000). A source beyond it is dropped until its rate falls; the first N pass at once (the burst is the count). A source is an IPv4 address or an IPv6 /64 (one host holds a whole /64). `TGKNOCK_ALWAYS_ALLOW` is exempt. A flood of spoofed sources never turns it into a lockout: when more new sources come than the kernel's table of 65,536 can keep, the limit lapses for some of them, and no one under the limit is dropped",
     },
     Key {
         name: "TGKNOCK_ACTION_<NAME>",

@@ -170,9 +170,22 @@ impl std::fmt::Display for Rate {
     }
 }
 
+/// How many sources a gate's rate limit remembers, per family: the size of the kernel's
+/// table of sources (hashlimit's `--hashlimit-htable-max`, the nft meter's `size`). At
+/// about 120 bytes an entry (xt_hashlimit's slab object on 64-bit; nft's elements take
+/// about 190) a full table costs 8-12 MB, which a 512 MB board can spare under a flood.
+/// A flood of spoofed sources never makes the full table drop anyone: the nft meter
+/// stops adding sources (the limit lapses for new ones while it is full), and the
+/// iptables backend never lets the table fill (see `iptables::Guard`).
+pub(crate) const METER_ENTRIES: u32 = 65_536;
+
+/// An IPv6 source is its /64: one host holds a whole /64 and can rotate through it.
+pub(crate) const V6_SOURCE_PREFIX: u8 = 64;
+
 /// A per-source limit in the kernel: sources above `rate` (canonical) are matched once
 /// their `burst` is spent. The burst is the configured count, so `6/min` lets six
-/// connections through at once, then one every ten seconds.
+/// connections through at once, then one every ten seconds. A source is an IPv4 address
+/// or an IPv6 /64 ([`V6_SOURCE_PREFIX`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limit {
     pub(crate) rate: Rate,
@@ -188,7 +201,8 @@ impl Limit {
     }
 
     /// How long a spent burst takes to fill up again: how long the kernel must remember
-    /// a source (hashlimit's default entry lifetime, and the nft set's timeout).
+    /// an idle source (hashlimit's `--hashlimit-htable-expire`, the nft set's timeout);
+    /// forgetting it sooner would hand it a fresh burst.
     pub(crate) fn refill_secs(&self) -> u64 {
         (u64::from(self.burst) * self.rate.per.secs()).div_ceil(u64::from(self.rate.count))
     }
