@@ -371,6 +371,8 @@ pub(crate) struct Daemon {
     poll_timeout: u64,
     /// The board's clock minus Telegram's, in seconds, from the last answer.
     skew: Option<i64>,
+    /// What the owners are to hear about the board's clock, after the batch at hand.
+    clock_notice: Option<String>,
     drift: DriftWatch,
     /// The second factor (`TGKNOCK_TOTP_SECRET_FILE`); the used codes and wrong-code counts
     /// are in the state file.
@@ -493,6 +495,7 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         chores_since: None,
         poll_timeout,
         skew: None,
+        clock_notice: None,
         drift: DriftWatch::default(),
         guard: None,
         pending: HashMap::new(),
@@ -542,6 +545,7 @@ impl Daemon {
                     self.note_clock(server_time, true);
                     self.bot_name = me.username.clone().unwrap_or_default();
                     log::info!("logged in as @{} (id {})", self.bot_name, me.id);
+                    self.tell_clock();
                     return Ok(());
                 }
                 Err(e) if e.is_token_rejected() => return Err(Error::TokenRejected(e)),
@@ -559,6 +563,17 @@ impl Daemon {
         let big = clock_is_off(skew, max_age);
         let was_big = self.skew.is_some_and(|s| clock_is_off(s, max_age));
         self.skew = Some(skew);
+        if big && !was_big && skew > 0 {
+            // Set back later (NTP) while tgknock is not running to follow it, the board's
+            // clock would make every deadline come that much later.
+            self.clock_notice = Some(format!(
+                "The board's clock ({}) is {} ahead of Telegram's ({}). Openings and bans end by the board's clock: when it is set back while tgknock runs, tgknock moves their deadlines back with it, but set back while tgknock is stopped (a reboot), they would last up to {} longer. Set the board's clock (NTP).",
+                duration::utc_full(local),
+                duration::human(skew.unsigned_abs()),
+                duration::utc_full(server),
+                duration::human(skew.unsigned_abs()),
+            ));
+        }
         if big && (log_it || !was_big) {
             log::warn!(
                 "the system clock ({}) is {} {} Telegram's ({}); commands are judged by Telegram's clock, but set the board's (NTP): times shown in replies, and TLS, depend on it",
@@ -569,6 +584,16 @@ impl Daemon {
             );
         } else if log_it {
             log::info!("clock: {}", duration::skew_text(skew));
+        }
+    }
+
+    /// Tells the owners what they are to hear about the board's clock, if anything.
+    fn tell_clock(&mut self) {
+        let Some(text) = self.clock_notice.take() else {
+            return;
+        };
+        for user in self.cfg().telegram.allowed_users.clone() {
+            self.reply(user, &text);
         }
     }
 
@@ -601,6 +626,7 @@ impl Daemon {
                     // commands cost a round trip; at most a minute late.
                     let drained = items.is_empty();
                     self.handle_batch(items, clock);
+                    self.tell_clock();
                     let since = *self.chores_since.get_or_insert_with(Instant::now);
                     if !drained && since.elapsed() < CHORES_WAIT {
                         self.watch_rules();

@@ -140,3 +140,29 @@ fn step_hook_refuses_a_file_others_may_write() {
     let now = crate::support::now() as u64;
     assert!(until <= now + 3600 + 5, "{until} is not an hour from {now}");
 }
+
+#[test]
+fn a_board_clock_ahead_of_telegrams_is_told_to_the_owners_once() {
+    let env = Env::new();
+    // Telegram's clock an hour behind: the board's is an hour ahead. Set back later (NTP)
+    // while tgknock is not running, an opening would last an hour longer.
+    env.api.set_clock_offset(-3600);
+    let d = env.start();
+    let told = env.api.wait_reply(OWNER, "ahead of Telegram's", 20);
+    assert!(told.contains("1 h"), "{told}");
+    env.api.say(OWNER, "/open ssh 10m");
+    env.api.wait_reply(OWNER, "ssh (22/tcp) open", 20);
+    env.api.say(OWNER, "/status");
+    env.api.wait_reply(OWNER, "ssh (22/tcp) open", 20);
+    wait_for(20, "two replies after the warning", || {
+        (env.api.sent_to(OWNER).len() >= 3).then_some(())
+    });
+    let warnings = env
+        .api
+        .sent_to(OWNER)
+        .iter()
+        .filter(|t| t.contains("ahead of Telegram's"))
+        .count();
+    assert_eq!(warnings, 1, "{:?}", env.api.sent_to(OWNER));
+    d.check_secret();
+}
