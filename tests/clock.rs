@@ -2,11 +2,15 @@
 //! clock set back) and its skew to Telegram's, against the fake Bot API and the recording
 //! fake iptables. The host's clock is never touched: a debug build of the daemon adds the
 //! offset in the file `_TGKNOCK_TEST_CLOCK_FILE` names to its wall clock (a test hook that
-//! release builds do not have, so tests/cross.sh skips `clock::step_`).
+//! release builds do not have, so tests/cross.sh skips `clock::step_`), and with real
+//! firewalls in network namespaces (as root; `SKIPPED` otherwise).
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
+use crate::netns::{Fw, Rig, all};
+use crate::support::netns::{Reach, SSH, V4, V6, WEB, run_ok};
 use crate::support::{Env, OWNER, wait_for};
 
 /// An environment whose daemon's wall clock is the host's moved by the offset in a file.
@@ -20,7 +24,7 @@ fn shifted() -> (Env, PathBuf) {
 }
 
 /// Steps the daemon's wall clock to `secs` from the host's (written by rename).
-fn set_offset(file: &PathBuf, secs: i64) {
+fn set_offset(file: &Path, secs: i64) {
     let tmp = file.with_extension("new");
     std::fs::write(&tmp, format!("{secs}\n")).unwrap();
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -165,4 +169,75 @@ fn a_board_clock_ahead_of_telegrams_is_told_to_the_owners_once() {
         .count();
     assert_eq!(warnings, 1, "{:?}", env.api.sent_to(OWNER));
     d.check_secret();
+}
+
+/// The second octet of the addresses of this file's network namespaces.
+const SUBNET: u8 = 209;
+
+/// With real firewalls (the three backends, in network namespaces, judged by TCP): the
+/// kernel's own deadline of an opening is by the real clock (iptables' `--datestop`) or
+/// relative (nft's timeouts), so after the daemon's clock steps past it, only the daemon
+/// closes it; then a flush is put back, and the gate stays closed.
+fn step_scenario(fw: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, fw, 1) else {
+        return;
+    };
+    let file = rig.env.dir.join("clock-offset");
+    set_offset(&file, 0);
+    rig.env
+        .set("_TGKNOCK_TEST_CLOCK_FILE", &file.display().to_string());
+    rig.start();
+    let reply = rig.say("/open web 1h");
+    assert!(reply.contains("web (80/tcp) open to everyone"), "{reply}");
+    rig.net
+        .expect("opened", &[(0, WEB, V4, true), (0, WEB, V6, true)]);
+    set_offset(&file, 2 * 3600);
+    wait_for(60, "the opening passed by the step to close", || {
+        (rig.net.reach(0, WEB, V4) == Reach::Dropped).then_some(())
+    });
+    rig.net.expect(
+        "after the step",
+        &[
+            (0, WEB, V4, false),
+            (0, WEB, V6, false),
+            (0, SSH, V4, false),
+        ],
+    );
+    match fw {
+        Fw::Nft => rig.nft_script("flush ruleset\n"),
+        Fw::Ipt(b) => {
+            for fam in [V4, V6] {
+                for op in ["-F", "-X"] {
+                    run_ok(Command::new("ip").args([
+                        "netns",
+                        "exec",
+                        &rig.net.board,
+                        &b.tool(fam),
+                        "-w",
+                        op,
+                    ]))
+                    .unwrap();
+                }
+            }
+        }
+    }
+    rig.env
+        .api
+        .wait_reply(OWNER, "another program changed the firewall rules", 30);
+    rig.daemon().wait_log("; put them back", 30);
+    rig.assert_installed_once("after the flush");
+    rig.net.expect(
+        "after the repair",
+        &[
+            (0, WEB, V4, false),
+            (0, WEB, V6, false),
+            (0, SSH, V4, false),
+            (0, SSH, V6, false),
+        ],
+    );
+}
+
+#[test]
+fn step_forward_on_real_firewalls_closes_at_once_and_repairs() {
+    all(1, step_scenario);
 }
