@@ -32,6 +32,8 @@ unsafe extern "C" {
     // name there is the old ABI, whose time_t ends in 2038.
     #[cfg_attr(target_pointer_width = "32", link_name = "__timerfd_settime64")]
     fn timerfd_settime(fd: i32, flags: i32, new: *const ITimerSpec, old: *mut ITimerSpec) -> i32;
+    // Only the test hook of debug builds asks (src/clock.rs).
+    #[cfg(debug_assertions)]
     fn geteuid() -> u32;
 }
 
@@ -400,6 +402,7 @@ pub(crate) fn wait_readable(
 }
 
 /// The process's effective user id.
+#[cfg(debug_assertions)]
 pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid(2) takes nothing and cannot fail.
     unsafe { geteuid() }
