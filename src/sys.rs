@@ -1,7 +1,7 @@
 //! The few POSIX calls std does not offer: signalling a process (the watchdog kills a hung
 //! daemon) and starting a new session (the daemon it starts leaves cron's); a process group
 //! of its own for an action (so a timeout kills everything it started), without the
-//! daemon's capabilities; a terminal that does not echo the token `setup` asks for; and a
+//! daemon's capabilities; a terminal that does not echo the token `setup` asks for; a
 //! timer on the wall clock that a step of the clock interrupts (the expiry thread); and a
 //! `NETLINK_ROUTE` socket, to ask the kernel for the board's addresses where `/proc/net` is
 //! hidden (the systemd unit's `ProcSubset=pid`). All are plain libc functions std already
