@@ -191,8 +191,8 @@ impl<A: Alarm> Expiry<A> {
         let gap = clock::gap(&self.alarm);
         let step = gap - self.gap;
         let now = self.alarm.wall().as_secs();
-        // Whole seconds, rounded: the two clocks are read a moment apart.
-        let secs = ((step + step.signum() * 500) / 1000) as i64;
+        // Whole seconds, toward zero: an NTP correction under a second changes nothing.
+        let secs = (step / 1000) as i64;
         if secs > 0 {
             log::info!(
                 "the system clock was set forward {}: deadlines it passed end now",
