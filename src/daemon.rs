@@ -4,10 +4,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::actions;
 use crate::buttons;
+use crate::clock::{self, Alarm, SystemAlarm};
 use crate::command::{self, Command};
 use crate::config::Config;
 use crate::decide::{Action, Ignored, Now, decide};
@@ -141,45 +142,103 @@ fn alive(paths: &Paths, skew: Option<i64>) {
     crate::notify::send("WATCHDOG=1");
 }
 
-fn precise_now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
+/// Closes openings and lifts bans at their deadlines, whatever the poll is doing. Sleeps
+/// on its [`Alarm`] until the next deadline by the wall clock; a datagram on the wake
+/// socket (the deadlines changed) or a step of the wall clock wakes it at once. A step
+/// forward closes at once what it passed; a step back moves every deadline planned before
+/// it back by as much, so that nothing lasts longer than asked.
+pub(crate) struct Expiry<A: Alarm> {
+    keeper: Arc<Keeper>,
+    alarm: A,
+    /// The wall clock minus the steady one when last looked at (ms).
+    gap: i128,
+    /// The last change failed: look again in a second.
+    retry: bool,
 }
 
-/// Closes openings at their deadlines. Sleeps on the wake socket until the next deadline
-/// (or forever when there is none); a datagram means the deadlines changed.
-fn expiry_loop(keeper: Arc<Keeper>, socket: UnixDatagram) {
-    let mut buf = [0u8; 64];
-    loop {
-        let next = match keeper.load_state() {
-            Ok(s) => s.next_deadline(),
+impl<A: Alarm> Expiry<A> {
+    pub(crate) fn new(keeper: Arc<Keeper>, alarm: A) -> Expiry<A> {
+        let gap = clock::gap(&alarm);
+        Expiry {
+            keeper,
+            alarm,
+            gap,
+            retry: false,
+        }
+    }
+
+    /// One sleep and what it calls for.
+    pub(crate) fn turn(&mut self) {
+        let planned = match self.keeper.load_state() {
+            Ok(s) => Some(s),
             Err(e) => {
                 log::error!("cannot read the state for deadlines: {e}");
-                Some(crate::now() + 1)
+                None
             }
         };
-        let wait = next.map(|d| {
-            (Duration::from_secs(d) + Duration::from_millis(20)).saturating_sub(precise_now())
-        });
-        match wait {
-            Some(w) if w.is_zero() => {}
-            w => {
-                if socket.set_read_timeout(w).is_ok() {
-                    let _ = socket.recv(&mut buf);
+        let soon = self.alarm.wall() + Duration::from_secs(1);
+        let mut at = match &planned {
+            // 20 ms on, so that the second of the deadline has begun.
+            Some(s) => s
+                .next_deadline()
+                .map(|d| Duration::from_secs(d) + Duration::from_millis(20)),
+            None => Some(soon),
+        };
+        if self.retry {
+            at = Some(at.map_or(soon, |a| a.min(soon)));
+        }
+        self.alarm.sleep(at);
+        let gap = clock::gap(&self.alarm);
+        let step = gap - self.gap;
+        let now = self.alarm.wall().as_secs();
+        // Whole seconds, toward zero: an NTP correction under a second changes nothing.
+        let secs = (step / 1000) as i64;
+        if secs > 0 {
+            log::info!(
+                "the system clock was set forward {}: deadlines it passed end now",
+                duration::human(secs.unsigned_abs())
+            );
+        }
+        let result = match &planned {
+            Some(planned) if secs < 0 => {
+                let r = self
+                    .keeper
+                    .change(now, |st| Ok(st.move_deadlines(secs, planned)));
+                if let Ok((moved, _)) = &r {
+                    log::warn!(
+                        "the system clock was set back {}: {moved} deadline{} moved back by as much, so that openings and bans last what was asked",
+                        duration::human(secs.unsigned_abs()),
+                        if *moved == 1 { "" } else { "s" }
+                    );
+                }
+                r.map(|_| ())
+            }
+            _ => {
+                let due = self
+                    .keeper
+                    .load_state()
+                    .map(|s| s.next_deadline().is_some_and(|d| d <= now))
+                    .unwrap_or(true);
+                if due {
+                    self.keeper.change(now, |_| Ok(())).map(|_| ())
                 } else {
-                    std::thread::sleep(Duration::from_millis(200));
+                    Ok(())
                 }
             }
-        }
-        let now = crate::now();
-        let due = keeper
-            .load_state()
-            .map(|s| s.next_deadline().is_some_and(|d| d <= now))
-            .unwrap_or(false);
-        if due && let Err(e) = keeper.change(now, |_| Ok(())) {
-            log::error!("could not close an expired opening: {e}; retrying in 1 s");
-            std::thread::sleep(Duration::from_secs(1));
+        };
+        match result {
+            Ok(()) => {
+                self.gap = gap;
+                self.retry = false;
+            }
+            Err(e) => {
+                // The step, if any, is measured again next time.
+                log::error!("could not close an expired opening: {e}; trying again in 1 s");
+                if secs >= 0 {
+                    self.gap = gap;
+                }
+                self.retry = true;
+            }
         }
     }
 }
@@ -312,6 +371,8 @@ pub(crate) struct Daemon {
     poll_timeout: u64,
     /// The board's clock minus Telegram's, in seconds, from the last answer.
     skew: Option<i64>,
+    /// What the owners are to hear about the board's clock, after the batch at hand.
+    clock_notice: Option<String>,
     drift: DriftWatch,
     /// The second factor (`TGKNOCK_TOTP_SECRET_FILE`); the used codes and wrong-code counts
     /// are in the state file.
@@ -324,6 +385,7 @@ pub(crate) struct Daemon {
 
 /// The daemon's whole life. Returns only on a fatal error (exit 1, or 3 for the token).
 pub(crate) fn run(cfg: Config) -> Result<()> {
+    clock::test_hook_from_env();
     let token = cfg.require_bot()?.clone();
     for w in &cfg.warnings {
         log::warn!("{w}");
@@ -408,14 +470,19 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         let k = Arc::clone(&keeper);
         std::thread::Builder::new()
             .name("expiry".into())
-            .spawn(move || expiry_loop(k, socket))
+            .spawn(move || {
+                let mut expiry = Expiry::new(k, SystemAlarm::new(socket));
+                loop {
+                    expiry.turn();
+                }
+            })
             .map_err(|source| Error::Spawn {
                 what: "the expiry thread".into(),
                 source,
             })?;
     }
 
-    let backoff = Backoff::new(precise_now().as_nanos() as u64 ^ u64::from(std::process::id()));
+    let backoff = Backoff::new(clock::wall().as_nanos() as u64 ^ u64::from(std::process::id()));
     let mut d = Daemon {
         keeper,
         api,
@@ -428,6 +495,7 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         chores_since: None,
         poll_timeout,
         skew: None,
+        clock_notice: None,
         drift: DriftWatch::default(),
         guard: None,
         pending: HashMap::new(),
@@ -477,6 +545,7 @@ impl Daemon {
                     self.note_clock(server_time, true);
                     self.bot_name = me.username.clone().unwrap_or_default();
                     log::info!("logged in as @{} (id {})", self.bot_name, me.id);
+                    self.tell_clock();
                     return Ok(());
                 }
                 Err(e) if e.is_token_rejected() => return Err(Error::TokenRejected(e)),
@@ -494,6 +563,17 @@ impl Daemon {
         let big = clock_is_off(skew, max_age);
         let was_big = self.skew.is_some_and(|s| clock_is_off(s, max_age));
         self.skew = Some(skew);
+        if big && !was_big && skew > 0 {
+            // Set back later (NTP) while tgknock is not running to follow it, the board's
+            // clock would make every deadline come that much later.
+            self.clock_notice = Some(format!(
+                "The board's clock ({}) is {} ahead of Telegram's ({}). Openings and bans end by the board's clock: when it is set back while tgknock runs, tgknock moves their deadlines back with it, but set back while tgknock is stopped (a reboot), they would last up to {} longer. Set the board's clock (NTP).",
+                duration::utc_full(local),
+                duration::human(skew.unsigned_abs()),
+                duration::utc_full(server),
+                duration::human(skew.unsigned_abs()),
+            ));
+        }
         if big && (log_it || !was_big) {
             log::warn!(
                 "the system clock ({}) is {} {} Telegram's ({}); commands are judged by Telegram's clock, but set the board's (NTP): times shown in replies, and TLS, depend on it",
@@ -504,6 +584,16 @@ impl Daemon {
             );
         } else if log_it {
             log::info!("clock: {}", duration::skew_text(skew));
+        }
+    }
+
+    /// Tells the owners what they are to hear about the board's clock, if anything.
+    fn tell_clock(&mut self) {
+        let Some(text) = self.clock_notice.take() else {
+            return;
+        };
+        for user in self.cfg().telegram.allowed_users.clone() {
+            self.reply(user, &text);
         }
     }
 
@@ -536,6 +626,7 @@ impl Daemon {
                     // commands cost a round trip; at most a minute late.
                     let drained = items.is_empty();
                     self.handle_batch(items, clock);
+                    self.tell_clock();
                     let since = *self.chores_since.get_or_insert_with(Instant::now);
                     if !drained && since.elapsed() < CHORES_WAIT {
                         self.watch_rules();
@@ -1295,6 +1386,108 @@ mod tests {
             first_name: format!("u{id}"),
             last_name: None,
             username: None,
+        }
+    }
+
+    mod expiry {
+        use super::super::Expiry;
+        use crate::clock::fake::FakeAlarm;
+        use crate::keeper::Keeper;
+        use crate::keeper::tests::{NOW, Scratch, open_until, ssh};
+        use crate::state::{Actor, Opening};
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        fn until(k: &Keeper) -> Vec<Option<u64>> {
+            k.load_state()
+                .unwrap()
+                .openings_of(&ssh())
+                .iter()
+                .map(|o| o.until)
+                .collect()
+        }
+
+        fn at(secs: u64) -> Option<Duration> {
+            Some(Duration::from_secs(secs) + Duration::from_millis(20))
+        }
+
+        #[test]
+        fn a_step_forward_past_a_deadline_closes_it_at_once() {
+            let s = Scratch::new();
+            let k = Arc::new(s.keeper());
+            open_until(&k, NOW, NOW + 600);
+            let alarm = FakeAlarm::at(NOW + 1);
+            let mut e = Expiry::new(Arc::clone(&k), alarm.clone());
+            e.turn();
+            assert_eq!(alarm.armed(), vec![at(NOW + 600)], "asleep to the deadline");
+            assert_eq!(until(&k), vec![Some(NOW + 600)]);
+            // NTP sets the clock two hours on while it sleeps: at once, not in 10 min.
+            alarm.during_next_sleep(|a| a.step(7200));
+            e.turn();
+            assert!(until(&k).is_empty(), "closed");
+            assert!(!s.ssh_passes(), "{}", s.rules());
+            e.turn();
+            assert_eq!(
+                alarm.armed().last(),
+                Some(&None),
+                "nothing left to wait for"
+            );
+        }
+
+        #[test]
+        fn a_step_back_moves_the_deadlines_planned_before_it() {
+            let s = Scratch::new();
+            let k = Arc::new(s.keeper());
+            open_until(&k, NOW, NOW + 600);
+            let alarm = FakeAlarm::at(NOW + 1);
+            let mut e = Expiry::new(Arc::clone(&k), alarm.clone());
+            e.turn();
+            let k2 = Arc::clone(&k);
+            alarm.during_next_sleep(move |a| {
+                a.step(-3600);
+                // Opened after the step, by the clock as it is now: stays.
+                k2.change(NOW + 1 - 3600, |st| {
+                    st.open(
+                        &ssh(),
+                        Opening {
+                            from: Some("192.0.2.1".parse().unwrap()),
+                            until: Some(NOW + 1 - 3600 + 300),
+                            by: Actor::Console,
+                        },
+                    )
+                })
+                .unwrap();
+            });
+            e.turn();
+            assert_eq!(
+                until(&k),
+                vec![Some(NOW + 600 - 3600), Some(NOW + 1 - 3600 + 300)],
+                "the old deadline moved back by the step, the new one stays"
+            );
+            let stop = crate::firewall::iptables::datestop(NOW + 600 - 3600);
+            assert!(s.rules().contains(&stop), "{}", s.rules());
+            e.turn();
+            assert_eq!(alarm.armed().last(), Some(&at(NOW + 1 - 3600 + 300)));
+            // Time passes normally after: nothing moves.
+            alarm.during_next_sleep(|a| a.pass(300));
+            e.turn();
+            assert_eq!(until(&k), vec![Some(NOW + 600 - 3600)]);
+        }
+
+        #[test]
+        fn a_deadline_reached_in_sleep_closes_and_a_wake_replans() {
+            let s = Scratch::new();
+            let k = Arc::new(s.keeper());
+            let alarm = FakeAlarm::at(NOW);
+            let mut e = Expiry::new(Arc::clone(&k), alarm.clone());
+            e.turn();
+            assert_eq!(alarm.armed(), vec![None]);
+            open_until(&k, NOW, NOW + 60);
+            e.turn();
+            assert_eq!(alarm.armed().last(), Some(&at(NOW + 60)));
+            alarm.during_next_sleep(|a| a.pass(60));
+            e.turn();
+            assert!(until(&k).is_empty());
         }
     }
 

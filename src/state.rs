@@ -307,6 +307,39 @@ impl State {
         unknown
     }
 
+    /// Moves by `secs` (back when negative) the deadlines that are as `planned` had them:
+    /// after the wall clock was set back by as much, so that openings and bans last what
+    /// was asked. Deadlines set since (by the clock as it is now) stay. Returns how many
+    /// moved.
+    pub(crate) fn move_deadlines(&mut self, secs: i64, planned: &State) -> usize {
+        let mut moved = 0;
+        for (gate, list) in self.openings.iter_mut() {
+            let before = planned.openings_of(gate);
+            for o in list.iter_mut() {
+                if let Some(u) = o.until
+                    && before
+                        .iter()
+                        .any(|p| p.from == o.from && p.until == Some(u))
+                {
+                    o.until = Some(u.saturating_add_signed(secs));
+                    moved += 1;
+                }
+            }
+        }
+        for b in self.bans.iter_mut() {
+            if let Some(u) = b.until
+                && planned
+                    .bans
+                    .iter()
+                    .any(|p| p.addr == b.addr && p.until == Some(u))
+            {
+                b.until = Some(u.saturating_add_signed(secs));
+                moved += 1;
+            }
+        }
+        moved
+    }
+
     /// The earliest deadline of any opening or ban.
     pub(crate) fn next_deadline(&self) -> Option<u64> {
         self.openings
@@ -666,6 +699,22 @@ mod tests {
         assert!(!s.openings.contains_key("ssh"));
         assert_eq!(s.openings_of(&g("web")).len(), 1);
         assert_eq!(s.next_deadline(), None);
+    }
+
+    #[test]
+    fn deadlines_move_back_only_as_planned() {
+        let mut s = State::default();
+        s.open(&g("ssh"), op(None, Some(1000))).unwrap();
+        s.open(&g("ssh"), op(Some("192.0.2.1"), None)).unwrap();
+        s.ban(ban("198.51.100.9", Some(5000))).unwrap();
+        let planned = s.clone();
+        // Set since the step: stays.
+        s.open(&g("web"), op(None, Some(700))).unwrap();
+        assert_eq!(s.move_deadlines(-600, &planned), 2);
+        assert_eq!(s.openings_of(&g("ssh"))[0].until, Some(400));
+        assert_eq!(s.openings_of(&g("ssh"))[1].until, None);
+        assert_eq!(s.openings_of(&g("web"))[0].until, Some(700));
+        assert_eq!(s.bans[0].until, Some(4400));
     }
 
     #[test]
