@@ -4,10 +4,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::actions;
 use crate::buttons;
+use crate::clock::{self, Alarm, SystemAlarm};
 use crate::command::{self, Command};
 use crate::config::Config;
 use crate::decide::{Action, Ignored, Now, decide};
@@ -141,45 +142,103 @@ fn alive(paths: &Paths, skew: Option<i64>) {
     crate::notify::send("WATCHDOG=1");
 }
 
-fn precise_now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
+/// Closes openings and lifts bans at their deadlines, whatever the poll is doing. Sleeps
+/// on its [`Alarm`] until the next deadline by the wall clock; a datagram on the wake
+/// socket (the deadlines changed) or a step of the wall clock wakes it at once. A step
+/// forward closes at once what it passed; a step back moves every deadline planned before
+/// it back by as much, so that nothing lasts longer than asked.
+pub(crate) struct Expiry<A: Alarm> {
+    keeper: Arc<Keeper>,
+    alarm: A,
+    /// The wall clock minus the steady one when last looked at (ms).
+    gap: i128,
+    /// The last change failed: look again in a second.
+    retry: bool,
 }
 
-/// Closes openings at their deadlines. Sleeps on the wake socket until the next deadline
-/// (or forever when there is none); a datagram means the deadlines changed.
-fn expiry_loop(keeper: Arc<Keeper>, socket: UnixDatagram) {
-    let mut buf = [0u8; 64];
-    loop {
-        let next = match keeper.load_state() {
-            Ok(s) => s.next_deadline(),
+impl<A: Alarm> Expiry<A> {
+    pub(crate) fn new(keeper: Arc<Keeper>, alarm: A) -> Expiry<A> {
+        let gap = clock::gap(&alarm);
+        Expiry {
+            keeper,
+            alarm,
+            gap,
+            retry: false,
+        }
+    }
+
+    /// One sleep and what it calls for.
+    pub(crate) fn turn(&mut self) {
+        let planned = match self.keeper.load_state() {
+            Ok(s) => Some(s),
             Err(e) => {
                 log::error!("cannot read the state for deadlines: {e}");
-                Some(crate::now() + 1)
+                None
             }
         };
-        let wait = next.map(|d| {
-            (Duration::from_secs(d) + Duration::from_millis(20)).saturating_sub(precise_now())
-        });
-        match wait {
-            Some(w) if w.is_zero() => {}
-            w => {
-                if socket.set_read_timeout(w).is_ok() {
-                    let _ = socket.recv(&mut buf);
+        let soon = self.alarm.wall() + Duration::from_secs(1);
+        let mut at = match &planned {
+            // 20 ms on, so that the second of the deadline has begun.
+            Some(s) => s
+                .next_deadline()
+                .map(|d| Duration::from_secs(d) + Duration::from_millis(20)),
+            None => Some(soon),
+        };
+        if self.retry {
+            at = Some(at.map_or(soon, |a| a.min(soon)));
+        }
+        self.alarm.sleep(at);
+        let gap = clock::gap(&self.alarm);
+        let step = gap - self.gap;
+        let now = self.alarm.wall().as_secs();
+        // Whole seconds, toward zero: an NTP correction under a second changes nothing.
+        let secs = (step / 1000) as i64;
+        if secs > 0 {
+            log::info!(
+                "the system clock was set forward {}: deadlines it passed end now",
+                duration::human(secs.unsigned_abs())
+            );
+        }
+        let result = match &planned {
+            Some(planned) if secs < 0 => {
+                let r = self
+                    .keeper
+                    .change(now, |st| Ok(st.move_deadlines(secs, planned)));
+                if let Ok((moved, _)) = &r {
+                    log::warn!(
+                        "the system clock was set back {}: {moved} deadline{} moved back by as much, so that openings and bans last what was asked",
+                        duration::human(secs.unsigned_abs()),
+                        if *moved == 1 { "" } else { "s" }
+                    );
+                }
+                r.map(|_| ())
+            }
+            _ => {
+                let due = self
+                    .keeper
+                    .load_state()
+                    .map(|s| s.next_deadline().is_some_and(|d| d <= now))
+                    .unwrap_or(true);
+                if due {
+                    self.keeper.change(now, |_| Ok(())).map(|_| ())
                 } else {
-                    std::thread::sleep(Duration::from_millis(200));
+                    Ok(())
                 }
             }
-        }
-        let now = crate::now();
-        let due = keeper
-            .load_state()
-            .map(|s| s.next_deadline().is_some_and(|d| d <= now))
-            .unwrap_or(false);
-        if due && let Err(e) = keeper.change(now, |_| Ok(())) {
-            log::error!("could not close an expired opening: {e}; retrying in 1 s");
-            std::thread::sleep(Duration::from_secs(1));
+        };
+        match result {
+            Ok(()) => {
+                self.gap = gap;
+                self.retry = false;
+            }
+            Err(e) => {
+                // The step, if any, is measured again next time.
+                log::error!("could not close an expired opening: {e}; trying again in 1 s");
+                if secs >= 0 {
+                    self.gap = gap;
+                }
+                self.retry = true;
+            }
         }
     }
 }
@@ -312,10 +371,13 @@ pub(crate) struct Daemon {
     poll_timeout: u64,
     /// The board's clock minus Telegram's, in seconds, from the last answer.
     skew: Option<i64>,
+    /// What the owners are to hear about the board's clock, after the batch at hand.
+    clock_notice: Option<String>,
     drift: DriftWatch,
-    /// The second factor's used codes and wrong-code counts (`TGKNOCK_TOTP_SECRET_FILE`).
+    /// The second factor (`TGKNOCK_TOTP_SECRET_FILE`); the used codes and wrong-code counts
+    /// are in the state file.
     guard: Option<totp::Guard>,
-    /// Openings waiting for their code, by user id: the request and when it was asked.
+    /// Commands waiting for their code, by user id: the request and when it was asked.
     pending: HashMap<i64, (Command, u64)>,
     /// The actions running now.
     running: actions::Running,
@@ -323,6 +385,7 @@ pub(crate) struct Daemon {
 
 /// The daemon's whole life. Returns only on a fatal error (exit 1, or 3 for the token).
 pub(crate) fn run(cfg: Config) -> Result<()> {
+    clock::test_hook_from_env();
     let token = cfg.require_bot()?.clone();
     for w in &cfg.warnings {
         log::warn!("{w}");
@@ -408,14 +471,19 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         let k = Arc::clone(&keeper);
         std::thread::Builder::new()
             .name("expiry".into())
-            .spawn(move || expiry_loop(k, socket))
+            .spawn(move || {
+                let mut expiry = Expiry::new(k, SystemAlarm::new(socket));
+                loop {
+                    expiry.turn();
+                }
+            })
             .map_err(|source| Error::Spawn {
                 what: "the expiry thread".into(),
                 source,
             })?;
     }
 
-    let backoff = Backoff::new(precise_now().as_nanos() as u64 ^ u64::from(std::process::id()));
+    let backoff = Backoff::new(clock::wall().as_nanos() as u64 ^ u64::from(std::process::id()));
     let mut d = Daemon {
         keeper,
         api,
@@ -428,14 +496,17 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         chores_since: None,
         poll_timeout,
         skew: None,
+        clock_notice: None,
         drift: DriftWatch::default(),
         guard: None,
         pending: HashMap::new(),
         running: actions::Running::default(),
     };
     if let Some(secret) = d.keeper.cfg.totp.clone() {
-        d.guard = Some(totp::Guard::new(secret, &out.state.totp_used));
-        log::info!("second factor on: openings from chat need a TOTP code");
+        d.guard = Some(totp::Guard::new(secret));
+        log::info!(
+            "second factor on: chat commands that change something (/open, /run, /ban, /unban) need a TOTP code"
+        );
     }
     d.log_in()?;
     loop {
@@ -475,6 +546,7 @@ impl Daemon {
                     self.note_clock(server_time, true);
                     self.bot_name = me.username.clone().unwrap_or_default();
                     log::info!("logged in as @{} (id {})", self.bot_name, me.id);
+                    self.tell_clock();
                     return Ok(());
                 }
                 Err(e) if e.is_token_rejected() => return Err(Error::TokenRejected(e)),
@@ -492,6 +564,17 @@ impl Daemon {
         let big = clock_is_off(skew, max_age);
         let was_big = self.skew.is_some_and(|s| clock_is_off(s, max_age));
         self.skew = Some(skew);
+        if big && !was_big && skew > 0 {
+            // Set back later (NTP) while tgknock is not running to follow it, the board's
+            // clock would make every deadline come that much later.
+            self.clock_notice = Some(format!(
+                "The board's clock ({}) is {} ahead of Telegram's ({}). Openings and bans end by the board's clock: when it is set back while tgknock runs, tgknock moves their deadlines back with it, but set back while tgknock is stopped (a reboot), they would last up to {} longer. Set the board's clock (NTP).",
+                duration::utc_full(local),
+                duration::human(skew.unsigned_abs()),
+                duration::utc_full(server),
+                duration::human(skew.unsigned_abs()),
+            ));
+        }
         if big && (log_it || !was_big) {
             log::warn!(
                 "the system clock ({}) is {} {} Telegram's ({}); commands are judged by Telegram's clock, but set the board's (NTP): times shown in replies, and TLS, depend on it",
@@ -502,6 +585,16 @@ impl Daemon {
             );
         } else if log_it {
             log::info!("clock: {}", duration::skew_text(skew));
+        }
+    }
+
+    /// Tells the owners what they are to hear about the board's clock, if anything.
+    fn tell_clock(&mut self) {
+        let Some(text) = self.clock_notice.take() else {
+            return;
+        };
+        for user in self.cfg().telegram.allowed_users.clone() {
+            self.reply(user, &text);
         }
     }
 
@@ -534,6 +627,7 @@ impl Daemon {
                     // commands cost a round trip; at most a minute late.
                     let drained = items.is_empty();
                     self.handle_batch(items, clock);
+                    self.tell_clock();
                     let since = *self.chores_since.get_or_insert_with(Instant::now);
                     if !drained && since.elapsed() < CHORES_WAIT {
                         self.watch_rules();
@@ -849,7 +943,7 @@ impl Daemon {
                 let mut text = command::usage(&c.gates, c.limits.open_for, c.limits.max_open_for);
                 if c.totp.is_some() {
                     text.push_str(
-                        "\n\nA second factor is on: add the 6-digit code of your authenticator to /open (/open ssh 30m 492039), or send it when asked. Closing needs none.",
+                        "\n\nA second factor is on: /open, /run, /ban and /unban need the 6-digit code of your authenticator, last in the command (/open ssh 30m 492039, /run backup 492039, /ban 203.0.113.7 1d 492039), or sent when asked. Closing, /status and /help need none.",
                     );
                 }
                 if !c.actions.list.is_empty() {
@@ -860,7 +954,7 @@ impl Daemon {
                 self.panel(chat, via, &text, keyboard);
             }
             action @ (Action::NeedCode { .. }
-            | Action::OpenWithCode { .. }
+            | Action::WithCode { .. }
             | Action::Code(_)
             | Action::Ban { .. }
             | Action::Unban { .. }) => self.defend(action, id, chat, &from, now),
@@ -1080,11 +1174,15 @@ impl Daemon {
             Action::NeedCode { request } => {
                 // Codes are judged by Telegram's clock, like the phone that shows them
                 // (a board without a real-time clock may be far off).
-                if let Some(until) = self
-                    .guard
-                    .as_ref()
-                    .and_then(|g| g.locked_until(from.id, now.telegram))
-                {
+                let locked = match self.keeper.load_state() {
+                    Ok(st) => totp::locked_until(&st.totp_wrong, from.id, now.telegram),
+                    Err(e) => {
+                        log::error!("cannot read the state for the second factor: {e}");
+                        self.reply(chat, &format!("Not done: {e}"));
+                        return;
+                    }
+                };
+                if let Some(until) = locked {
                     let (text, _) = crate::decide::code_refusal(
                         totp::Check::Locked { until },
                         &from.describe(),
@@ -1094,16 +1192,18 @@ impl Daemon {
                     self.reply(chat, &text);
                     return;
                 }
-                let what = match &request {
-                    Command::Open { gate, .. } => gate.to_string(),
-                    _ => String::new(),
-                };
+                if let Command::Ban { addr, .. } = &request
+                    && self.refuse_ban(chat, from, addr)
+                {
+                    return;
+                }
+                let what = crate::decide::what(&request);
                 self.pending.insert(from.id, (request, now.board));
-                log::info!("{} asked to open {what}; waiting for the code", from.describe());
+                log::info!("{} asked to {what}; waiting for the code", from.describe());
                 self.reply(
                     chat,
                     &format!(
-                        "A code is needed to open {what}: send the 6 digits your authenticator shows, within {}.",
+                        "A code is needed to {what}: send the 6 digits your authenticator shows, within {}.",
                         duration::human(totp::ASK_SECS)
                     ),
                 );
@@ -1113,7 +1213,7 @@ impl Daemon {
             Action::Code(code) => match self.pending.get(&from.id).cloned() {
                 None => self.reply(
                     chat,
-                    "No opening is waiting for a code: send /open first, or the code with it (/open ssh 492039).",
+                    "Nothing is waiting for a code: send the command first, or the code with it (/open ssh 492039, /run backup 492039).",
                 ),
                 Some((request, asked_at)) => {
                     if now.board > asked_at + totp::ASK_SECS {
@@ -1136,18 +1236,45 @@ impl Daemon {
                     }
                 }
             },
-            Action::OpenWithCode {
-                gate,
-                opening,
-                code,
-            } => {
-                let Some(guard) = self.guard.as_mut() else {
+            Action::WithCode { action, code } => {
+                let Some(guard) = self.guard.as_ref() else {
                     return;
                 };
-                let check = guard.check(from.id, &code, now.telegram);
+                if let Action::Ban { ban } = action.as_ref()
+                    && self.refuse_ban(chat, from, &ban.addr)
+                {
+                    return;
+                }
+                // The code's fate is saved before anything is done: a restart neither
+                // takes a used code again nor forgets a wrong one. A wrong code is all
+                // there is to its update, so the offset moves with it.
+                let next = self.offset.after(id);
+                let checked = self.keeper.record(|st| {
+                    let ledger = totp::Ledger {
+                        used: &mut st.totp_used,
+                        wrong: &mut st.totp_wrong,
+                    };
+                    let check = guard.check(ledger, from.id, &code, now.telegram);
+                    if !matches!(check, totp::Check::Accepted(_)) {
+                        st.offset = Some(next);
+                    }
+                    check
+                });
+                let check = match checked {
+                    Ok(c) => c,
+                    Err(e) => {
+                        log::error!(
+                            "not carrying out a command from {}: cannot record its code: {e}",
+                            from.describe()
+                        );
+                        self.reply(chat, &format!("Not done: {e}"));
+                        return;
+                    }
+                };
                 if let Some((text, owners)) =
                     crate::decide::code_refusal(check, &from.describe(), now.telegram)
                 {
+                    self.offset.saved_at(next);
                     log::warn!("{} sent a code that was not accepted: {check:?}", from.describe());
                     self.reply(chat, &text);
                     if let Some(owners) = owners {
@@ -1158,21 +1285,25 @@ impl Daemon {
                     return;
                 }
                 self.pending.remove(&from.id);
-                let used = guard.used();
-                let next = self.offset.after(id);
-                let result = self.keeper.change(now.board, |st| {
-                    st.open(&gate, opening)?;
-                    st.totp_used = used;
-                    st.offset = Some(next);
-                    Ok(())
-                });
-                self.after_change(chat, from, "open", &[gate], result, next, Via::Message);
+                match *action {
+                    Action::Open { gate, opening } => {
+                        let result = self.keeper.change(now.board, |st| {
+                            st.open(&gate, opening)?;
+                            st.offset = Some(next);
+                            Ok(())
+                        });
+                        self.after_change(chat, from, "open", &[gate], result, next, Via::Message);
+                    }
+                    Action::Run { name } => self.run_action(id, from, chat, &name),
+                    other @ (Action::Ban { .. } | Action::Unban { .. }) => {
+                        self.defend(other, id, chat, from, now)
+                    }
+                    other => log::error!("a code came with {other:?}, which needs none"),
+                }
             }
             Action::Ban { ban } => {
                 let addr = ban.addr;
-                if let Some(why) = self.keeper.ban_refusal(&addr) {
-                    log::info!("{} asked to ban {addr}: refused, {why}", from.describe());
-                    self.reply(chat, &format!("Refused: {why}."));
+                if self.refuse_ban(chat, from, &addr) {
                     return;
                 }
                 let next = self.offset.after(id);
@@ -1194,6 +1325,17 @@ impl Daemon {
             }
             _ => {}
         }
+    }
+
+    /// Whether `addr` may not be banned; if so, the sender was told why (before a code is
+    /// asked for or used up).
+    fn refuse_ban(&self, chat: i64, from: &User, addr: &crate::addr::Cidr) -> bool {
+        let Some(why) = self.keeper.ban_refusal(addr) else {
+            return false;
+        };
+        log::info!("{} asked to ban {addr}: refused, {why}", from.describe());
+        self.reply(chat, &format!("Refused: {why}."));
+        true
     }
 
     fn after_ban(
@@ -1245,6 +1387,108 @@ mod tests {
             first_name: format!("u{id}"),
             last_name: None,
             username: None,
+        }
+    }
+
+    mod expiry {
+        use super::super::Expiry;
+        use crate::clock::fake::FakeAlarm;
+        use crate::keeper::Keeper;
+        use crate::keeper::tests::{NOW, Scratch, open_until, ssh};
+        use crate::state::{Actor, Opening};
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        fn until(k: &Keeper) -> Vec<Option<u64>> {
+            k.load_state()
+                .unwrap()
+                .openings_of(&ssh())
+                .iter()
+                .map(|o| o.until)
+                .collect()
+        }
+
+        fn at(secs: u64) -> Option<Duration> {
+            Some(Duration::from_secs(secs) + Duration::from_millis(20))
+        }
+
+        #[test]
+        fn a_step_forward_past_a_deadline_closes_it_at_once() {
+            let s = Scratch::new();
+            let k = Arc::new(s.keeper());
+            open_until(&k, NOW, NOW + 600);
+            let alarm = FakeAlarm::at(NOW + 1);
+            let mut e = Expiry::new(Arc::clone(&k), alarm.clone());
+            e.turn();
+            assert_eq!(alarm.armed(), vec![at(NOW + 600)], "asleep to the deadline");
+            assert_eq!(until(&k), vec![Some(NOW + 600)]);
+            // NTP sets the clock two hours on while it sleeps: at once, not in 10 min.
+            alarm.during_next_sleep(|a| a.step(7200));
+            e.turn();
+            assert!(until(&k).is_empty(), "closed");
+            assert!(!s.ssh_passes(), "{}", s.rules());
+            e.turn();
+            assert_eq!(
+                alarm.armed().last(),
+                Some(&None),
+                "nothing left to wait for"
+            );
+        }
+
+        #[test]
+        fn a_step_back_moves_the_deadlines_planned_before_it() {
+            let s = Scratch::new();
+            let k = Arc::new(s.keeper());
+            open_until(&k, NOW, NOW + 600);
+            let alarm = FakeAlarm::at(NOW + 1);
+            let mut e = Expiry::new(Arc::clone(&k), alarm.clone());
+            e.turn();
+            let k2 = Arc::clone(&k);
+            alarm.during_next_sleep(move |a| {
+                a.step(-3600);
+                // Opened after the step, by the clock as it is now: stays.
+                k2.change(NOW + 1 - 3600, |st| {
+                    st.open(
+                        &ssh(),
+                        Opening {
+                            from: Some("192.0.2.1".parse().unwrap()),
+                            until: Some(NOW + 1 - 3600 + 300),
+                            by: Actor::Console,
+                        },
+                    )
+                })
+                .unwrap();
+            });
+            e.turn();
+            assert_eq!(
+                until(&k),
+                vec![Some(NOW + 600 - 3600), Some(NOW + 1 - 3600 + 300)],
+                "the old deadline moved back by the step, the new one stays"
+            );
+            let stop = crate::firewall::iptables::datestop(NOW + 600 - 3600);
+            assert!(s.rules().contains(&stop), "{}", s.rules());
+            e.turn();
+            assert_eq!(alarm.armed().last(), Some(&at(NOW + 1 - 3600 + 300)));
+            // Time passes normally after: nothing moves.
+            alarm.during_next_sleep(|a| a.pass(300));
+            e.turn();
+            assert_eq!(until(&k), vec![Some(NOW + 600 - 3600)]);
+        }
+
+        #[test]
+        fn a_deadline_reached_in_sleep_closes_and_a_wake_replans() {
+            let s = Scratch::new();
+            let k = Arc::new(s.keeper());
+            let alarm = FakeAlarm::at(NOW);
+            let mut e = Expiry::new(Arc::clone(&k), alarm.clone());
+            e.turn();
+            assert_eq!(alarm.armed(), vec![None]);
+            open_until(&k, NOW, NOW + 60);
+            e.turn();
+            assert_eq!(alarm.armed().last(), Some(&at(NOW + 60)));
+            alarm.during_next_sleep(|a| a.pass(60));
+            e.turn();
+            assert!(until(&k).is_empty());
         }
     }
 

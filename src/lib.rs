@@ -17,6 +17,7 @@ pub mod addr;
 pub mod app;
 mod buttons;
 mod check;
+mod clock;
 pub mod command;
 pub mod config;
 mod daemon;
@@ -51,10 +52,7 @@ pub const VERSION: &str = concat!(
 
 /// Unix seconds now. The shells call this; the pure parts take `now` as an argument.
 pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    clock::wall().as_secs()
 }
 
 /// The clock says a time before this binary was built: it is certainly wrong.

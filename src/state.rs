@@ -120,7 +120,8 @@ impl Opening {
     }
 }
 
-/// A source whose new connections are dropped, to every port, until a deadline or lifted.
+/// A source whose every packet is dropped (its established connections too), to every
+/// port, until a deadline or lifted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Ban {
     pub(crate) addr: Cidr,
@@ -133,13 +134,27 @@ pub(crate) struct Ban {
 
 impl Ban {
     /// Why `addr` may not be banned, if it may not: it would cut off an always-allowed
-    /// source (`TGKNOCK_ALWAYS_ALLOW`) or the board itself (`own`: its addresses).
-    pub(crate) fn refusal(addr: &Cidr, always_allow: &[Cidr], own: &[IpAddr]) -> Option<String> {
+    /// source (`TGKNOCK_ALWAYS_ALLOW`) or the board itself (`own`: its addresses, or why
+    /// they could not be read: then every ban is refused, since any could be a lockout).
+    pub(crate) fn refusal(
+        addr: &Cidr,
+        always_allow: &[Cidr],
+        own: std::result::Result<&[IpAddr], &str>,
+    ) -> Option<String> {
         if let Some(a) = always_allow.iter().find(|a| overlaps(a, addr)) {
             return Some(format!(
                 "{addr} is in TGKNOCK_ALWAYS_ALLOW ({a}), which is never blocked"
             ));
         }
+        let own = match own {
+            Ok(own) => own,
+            Err(why) => {
+                return Some(format!(
+                    "the board's own addresses could not be read ({why}), so a ban of {addr} \
+                     could cut the board off"
+                ));
+            }
+        };
         own.iter().find(|ip| contains(addr, **ip)).map(|ip| {
             format!("{addr} holds the board's own address {ip}; the board would cut itself off")
         })
@@ -177,6 +192,10 @@ pub(crate) struct State {
     /// accepted once, also across a restart.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) totp_used: Vec<u64>,
+    /// Wrong TOTP codes per allowed user within the last hour, and lockouts: a restart
+    /// forgets none. (A file written before them loads as none.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) totp_wrong: Vec<crate::totp::WrongCodes>,
 }
 
 fn one() -> u32 {
@@ -286,6 +305,39 @@ impl State {
             self.openings.remove(k);
         }
         unknown
+    }
+
+    /// Moves by `secs` (back when negative) the deadlines that are as `planned` had them:
+    /// after the wall clock was set back by as much, so that openings and bans last what
+    /// was asked. Deadlines set since (by the clock as it is now) stay. Returns how many
+    /// moved.
+    pub(crate) fn move_deadlines(&mut self, secs: i64, planned: &State) -> usize {
+        let mut moved = 0;
+        for (gate, list) in self.openings.iter_mut() {
+            let before = planned.openings_of(gate);
+            for o in list.iter_mut() {
+                if let Some(u) = o.until
+                    && before
+                        .iter()
+                        .any(|p| p.from == o.from && p.until == Some(u))
+                {
+                    o.until = Some(u.saturating_add_signed(secs));
+                    moved += 1;
+                }
+            }
+        }
+        for b in self.bans.iter_mut() {
+            if let Some(u) = b.until
+                && planned
+                    .bans
+                    .iter()
+                    .any(|p| p.addr == b.addr && p.until == Some(u))
+            {
+                b.until = Some(u.saturating_add_signed(secs));
+                moved += 1;
+            }
+        }
+        moved
     }
 
     /// The earliest deadline of any opening or ban.
@@ -504,6 +556,49 @@ impl Heartbeat {
 mod tests {
     use super::*;
 
+    #[test]
+    fn bans_that_would_cut_off_the_board_or_an_always_allowed_source_are_refused() {
+        let c = |s: &str| s.parse::<Cidr>().unwrap();
+        let own: Vec<IpAddr> = ["127.0.0.1", "192.168.7.9", "2001:db8:7::9"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let allow = [c("10.1.0.0/16")];
+        let why = |a: &str| Ban::refusal(&c(a), &allow, Ok(&own));
+        assert!(
+            why("192.168.7.9")
+                .unwrap()
+                .contains("the board's own address 192.168.7.9")
+        );
+        assert!(
+            why("192.168.7.0/24").unwrap().contains("own address"),
+            "its LAN"
+        );
+        assert!(why("2001:db8:7::/64").unwrap().contains("own address"));
+        assert!(
+            why("10.1.2.3")
+                .unwrap()
+                .contains("TGKNOCK_ALWAYS_ALLOW (10.1.0.0/16)")
+        );
+        assert!(why("10.0.0.0/8").unwrap().contains("TGKNOCK_ALWAYS_ALLOW"));
+        assert_eq!(why("192.168.7.20"), None, "another host of the LAN");
+        assert_eq!(why("203.0.113.9"), None);
+        // The board's addresses unknown: every ban is refused, saying why.
+        let unknown = Ban::refusal(&c("203.0.113.9"), &allow, Err("netlink (socket): denied"));
+        assert!(
+            unknown.as_deref().is_some_and(|w| w
+                .contains("could not be read (netlink (socket): denied)")
+                && w.contains("cut the board off")),
+            "{unknown:?}"
+        );
+        // An always-allowed source is named first, whatever else.
+        assert!(
+            Ban::refusal(&c("10.1.2.3"), &allow, Err("x"))
+                .unwrap()
+                .contains("TGKNOCK_ALWAYS_ALLOW")
+        );
+    }
+
     fn op(from: Option<&str>, until: Option<u64>) -> Opening {
         Opening {
             from: from.map(|f| f.parse().unwrap()),
@@ -604,6 +699,22 @@ mod tests {
         assert!(!s.openings.contains_key("ssh"));
         assert_eq!(s.openings_of(&g("web")).len(), 1);
         assert_eq!(s.next_deadline(), None);
+    }
+
+    #[test]
+    fn deadlines_move_back_only_as_planned() {
+        let mut s = State::default();
+        s.open(&g("ssh"), op(None, Some(1000))).unwrap();
+        s.open(&g("ssh"), op(Some("192.0.2.1"), None)).unwrap();
+        s.ban(ban("198.51.100.9", Some(5000))).unwrap();
+        let planned = s.clone();
+        // Set since the step: stays.
+        s.open(&g("web"), op(None, Some(700))).unwrap();
+        assert_eq!(s.move_deadlines(-600, &planned), 2);
+        assert_eq!(s.openings_of(&g("ssh"))[0].until, Some(400));
+        assert_eq!(s.openings_of(&g("ssh"))[1].until, None);
+        assert_eq!(s.openings_of(&g("web"))[0].until, Some(700));
+        assert_eq!(s.bans[0].until, Some(4400));
     }
 
     #[test]
@@ -714,6 +825,32 @@ mod tests {
             true,
         );
         assert_eq!(o.map(|o| o.until), Ok(None), "OPEN_FOR=0: until closed");
+    }
+
+    /// A state file written before the wrong-code counts loads with none; one with them
+    /// reads back what was written, and one without any second-factor record writes none.
+    #[test]
+    fn second_factor_records_load_from_old_and_new_files() {
+        let old = r#"{"version": 1, "offset": 7, "openings": {}, "totp_used": [60000000]}"#;
+        let s: State = serde_json::from_str(old).unwrap();
+        assert_eq!(s.totp_used, vec![60_000_000]);
+        assert!(s.totp_wrong.is_empty());
+        let s = State {
+            totp_wrong: vec![crate::totp::WrongCodes {
+                user: 111,
+                at: vec![1_800_000_000, 1_800_000_600],
+                locked_until: None,
+            }],
+            ..s
+        };
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(
+            text.contains(r#""totp_wrong":[{"user":111,"at":[1800000000,1800000600]}]"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<State>(&text).unwrap(), s);
+        let none = serde_json::to_string(&State::default()).unwrap();
+        assert!(!none.contains("totp"), "{none}");
     }
 
     #[test]

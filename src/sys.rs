@@ -1,12 +1,18 @@
 //! The few POSIX calls std does not offer: signalling a process (the watchdog kills a hung
 //! daemon) and starting a new session (the daemon it starts leaves cron's); a process group
 //! of its own for an action (so a timeout kills everything it started), without the
-//! daemon's capabilities; and a terminal that does not echo the token `setup` asks for. All
-//! are plain libc functions std already links; declaring them here avoids a `libc`
-//! dependency.
+//! daemon's capabilities; a terminal that does not echo the token `setup` asks for; a
+//! timer on the wall clock that a step of the clock interrupts (the expiry thread); and a
+//! `NETLINK_ROUTE` socket, to ask the kernel for the board's addresses where `/proc/net` is
+//! hidden (the systemd unit's `ProcSubset=pid`). All are plain libc functions std already
+//! links; declaring them here avoids a `libc` dependency.
 #![allow(unsafe_code)]
 
 use std::ffi::c_ulong;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 unsafe extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
@@ -19,6 +25,90 @@ unsafe extern "C" {
     fn set_handler(sig: i32, handler: usize) -> usize;
     fn write(fd: i32, buf: *const u8, count: usize) -> isize;
     fn _exit(status: i32) -> !;
+    fn socket(domain: i32, ty: i32, protocol: i32) -> i32;
+    fn poll(fds: *mut PollFd, nfds: c_ulong, timeout: i32) -> i32;
+    fn timerfd_create(clockid: i32, flags: i32) -> i32;
+    // 32-bit targets: the call with a 64-bit time_t (musl >= 1.2, glibc >= 2.34); the plain
+    // name there is the old ABI, whose time_t ends in 2038.
+    #[cfg_attr(target_pointer_width = "32", link_name = "__timerfd_settime64")]
+    fn timerfd_settime(fd: i32, flags: i32, new: *const ITimerSpec, old: *mut ITimerSpec) -> i32;
+    // Only the test hook of debug builds asks (src/clock.rs).
+    #[cfg(debug_assertions)]
+    fn geteuid() -> u32;
+}
+
+/// `struct pollfd`: the same layout on every Linux target.
+#[repr(C)]
+struct PollFd {
+    fd: i32,
+    events: i16,
+    revents: i16,
+}
+
+const AF_NETLINK: i32 = 16;
+const SOCK_RAW: i32 = 3;
+const SOCK_CLOEXEC: i32 = 0o2_000_000;
+const NETLINK_ROUTE: i32 = 0;
+const POLLIN: i16 = 1;
+
+/// A `NETLINK_ROUTE` socket talking to the kernel: requests are written to it, answers
+/// read from it, each within a timeout.
+pub(crate) struct RouteSocket {
+    file: std::fs::File,
+}
+
+impl RouteSocket {
+    pub(crate) fn open() -> std::io::Result<RouteSocket> {
+        // SAFETY: socket(2) takes plain integers and touches no memory of ours.
+        let fd = unsafe { socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a descriptor socket(2) has just opened, owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(RouteSocket {
+            file: std::fs::File::from(fd),
+        })
+    }
+
+    /// Sends one request to the kernel (an unbound netlink socket's peer).
+    pub(crate) fn send(&mut self, request: &[u8]) -> std::io::Result<()> {
+        let n = self.file.write(request)?;
+        if n != request.len() {
+            return Err(std::io::Error::other(format!(
+                "the kernel took {n} of {} bytes",
+                request.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads one datagram into `buf`, waiting at most `timeout_ms`.
+    pub(crate) fn recv(&mut self, buf: &mut [u8], timeout_ms: i32) -> std::io::Result<usize> {
+        let mut p = PollFd {
+            fd: self.file.as_raw_fd(),
+            events: POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: `p` is one valid pollfd that lives across the call.
+            let r = unsafe { poll(&mut p, 1, timeout_ms) };
+            if r > 0 {
+                break;
+            }
+            if r == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the kernel did not answer",
+                ));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        self.file.read(buf)
+    }
 }
 
 pub(crate) const SIGKILL: i32 = 9;
@@ -178,4 +268,142 @@ impl Drop for NoInterrupt {
             set_handler(SIGINT, SIG_DFL);
         }
     }
+}
+
+/// `struct timespec` with a 64-bit `time_t`. On 32-bit little-endian targets the libc's
+/// is `{ int64 tv_sec; long tv_nsec; int pad; }`: the same bytes as two 64-bit fields
+/// while `tv_nsec` (under 10⁹) is not negative.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Timespec {
+    sec: i64,
+    nsec: i64,
+}
+
+#[repr(C)]
+struct ITimerSpec {
+    interval: Timespec,
+    value: Timespec,
+}
+
+const CLOCK_REALTIME: i32 = 0;
+/// `O_CLOEXEC` and `O_NONBLOCK`, the same on x86, ARM and aarch64.
+const TFD_CLOEXEC: i32 = 0o2_000_000;
+const TFD_NONBLOCK: i32 = 0o4_000;
+const TFD_TIMER_ABSTIME: i32 = 1;
+const TFD_TIMER_CANCEL_ON_SET: i32 = 2;
+const ECANCELED: i32 = 125;
+const EINTR: i32 = 4;
+
+// Not on a big-endian target: the layout above would put tv_nsec in the padding.
+#[cfg(target_endian = "big")]
+compile_error!("sys::Timespec assumes a little-endian target");
+
+/// A timer on the wall clock (`CLOCK_REALTIME`) that fires at an absolute time and is
+/// cancelled when the clock is set (`TFD_TIMER_CANCEL_ON_SET`): the expiry thread sleeps
+/// to the next deadline and wakes at once when NTP steps the clock.
+pub(crate) struct WallTimer {
+    file: File,
+}
+
+/// What a [`WallTimer`] that polled readable says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimerNews {
+    Fired,
+    /// The wall clock was set (stepped) while it was armed.
+    ClockSet,
+    Nothing,
+}
+
+impl WallTimer {
+    pub(crate) fn new() -> std::io::Result<WallTimer> {
+        // SAFETY: timerfd_create(2) takes two integers and returns a new descriptor, or -1.
+        let fd = unsafe { timerfd_create(CLOCK_REALTIME, TFD_CLOEXEC | TFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a descriptor just opened, owned by nothing else.
+        let file = unsafe { File::from_raw_fd(fd) };
+        Ok(WallTimer { file })
+    }
+
+    /// Fires when the wall clock reaches `at` (since the Unix epoch; at once when it is
+    /// past), or earlier with [`TimerNews::ClockSet`] when the clock is set.
+    pub(crate) fn arm(&self, at: Duration) -> std::io::Result<()> {
+        let secs = i64::try_from(at.as_secs()).unwrap_or(i64::MAX / 2);
+        let spec = ITimerSpec {
+            interval: Timespec { sec: 0, nsec: 0 },
+            // A zero value would disarm it: the epoch's first nanosecond is as good.
+            value: Timespec {
+                sec: secs,
+                nsec: i64::from(at.subsec_nanos()).max(i64::from(secs == 0)),
+            },
+        };
+        // SAFETY: `spec` lives across the call and has the kernel's layout (above); no
+        // old value is asked for.
+        let r = unsafe {
+            timerfd_settime(
+                self.file.as_raw_fd(),
+                TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET,
+                &spec,
+                std::ptr::null_mut(),
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Reads what happened (a non-blocking read).
+    pub(crate) fn news(&self) -> TimerNews {
+        let mut buf = [0u8; 8];
+        match (&self.file).read(&mut buf) {
+            Ok(8) => TimerNews::Fired,
+            Err(e) if e.raw_os_error() == Some(ECANCELED) => TimerNews::ClockSet,
+            _ => TimerNews::Nothing,
+        }
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+/// Waits until one of `fds` can be read, or `timeout` passes (forever when `None`);
+/// returns which can be read (none on a timeout or a signal).
+pub(crate) fn wait_readable(
+    fds: &[RawFd],
+    timeout: Option<Duration>,
+) -> std::io::Result<Vec<bool>> {
+    let mut polled: Vec<PollFd> = fds
+        .iter()
+        .map(|&fd| PollFd {
+            fd,
+            events: POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = match timeout {
+        // Rounded up: a wait of 0.4 ms is not a busy loop.
+        Some(t) => i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX),
+        None => -1,
+    };
+    // SAFETY: the array lives across the call and its length is the count passed.
+    let r = unsafe { poll(polled.as_mut_ptr(), polled.len() as c_ulong, ms) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(EINTR) {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(e);
+    }
+    Ok(polled.iter().map(|p| p.revents != 0).collect())
+}
+
+/// The process's effective user id.
+#[cfg(debug_assertions)]
+pub(crate) fn euid() -> u32 {
+    // SAFETY: geteuid(2) takes nothing and cannot fail.
+    unsafe { geteuid() }
 }

@@ -12,6 +12,7 @@ mod actions;
 mod board;
 mod buttons;
 mod chat;
+mod clock;
 mod console;
 mod crash;
 mod defense;

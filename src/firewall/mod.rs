@@ -291,14 +291,24 @@ impl Firewall {
     /// difference (families with the same difference share a line); empty when all is in
     /// place. An unreadable family is an error.
     pub(crate) fn drift(&self, state: &State, now: u64) -> Result<Vec<String>> {
+        self.drift_at(state, &[now])
+    }
+
+    /// As [`Firewall::drift`], where the kernel may show the rules `state` asks for at any
+    /// of `times` (the first is what a difference is described against): while deadlines
+    /// are due, the rules as written before them, or with some of them already ended.
+    pub(crate) fn drift_at(&self, state: &State, times: &[u64]) -> Result<Vec<String>> {
         let mut found: Vec<(Vec<Family>, String)> = Vec::new();
         for (family, listing) in self.observe() {
             let listing = listing.map_err(|problem| Error::Unreadable {
                 place: format!("the {family} {}", self.place()),
                 problem,
             })?;
-            let want = self.desired(state, now, family);
-            if listing.matches(&want) {
+            let mut wants = times.iter().map(|t| self.desired(state, *t, family));
+            let Some(want) = wants.next() else {
+                continue;
+            };
+            if listing.matches(&want) || wants.any(|w| listing.matches(&w)) {
                 continue;
             }
             let what = self.tables().describe_drift(&listing, &want);
