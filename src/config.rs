@@ -528,7 +528,6 @@ const MAX_FILE: u64 = 1 << 20;
 fn read_trusted(path: &Path, root: bool) -> Result<String> {
     use std::io::Read;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    const O_NONBLOCK: i32 = 0o4000;
     let unsafe_ = |path: &Path, problem| Error::Unsafe {
         path: path.to_path_buf(),
         problem,
@@ -541,7 +540,7 @@ fn read_trusted(path: &Path, root: bool) -> Result<String> {
     let real = std::fs::canonicalize(path).map_err(not_read)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(crate::files::O_NOFOLLOW | O_NONBLOCK)
+        .custom_flags(crate::files::O_NOFOLLOW | crate::files::O_NONBLOCK)
         .open(&real)
         .map_err(not_read)?;
     let meta = file.metadata().map_err(not_read)?;
@@ -599,11 +598,10 @@ impl TokenFile {
         use std::io::Read;
         use std::os::unix::fs::OpenOptionsExt;
         use std::os::unix::fs::PermissionsExt;
-        const O_NONBLOCK: i32 = 0o4000;
         // A plain file of a sensible size: never a FIFO that blocks, nor `/dev/zero`.
         let text = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(O_NONBLOCK)
+            .custom_flags(crate::files::O_NONBLOCK)
             .open(path)
             .and_then(|f| {
                 if !f.metadata()?.is_file() {

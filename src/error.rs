@@ -101,6 +101,8 @@ pub enum Unsafe {
     FileWritableByEveryone(u32),
     /// A file or directory that is not root's (its owner), where only root's is trusted.
     NotRoots(u32),
+    /// A file with more than one name (its link count): a hard link planted there.
+    HardLinked(u64),
 }
 
 impl Error {
@@ -212,6 +214,10 @@ impl fmt::Display for Error {
                     Unsafe::NotAFile => write!(
                         f,
                         "{p} is not a regular file (a FIFO, device or directory); tgknock uses only plain files there: remove it"
+                    ),
+                    Unsafe::HardLinked(n) => write!(
+                        f,
+                        "{p} has {n} names (a hard link to another file); tgknock never reads, writes or hands over a file with more than one name: remove it"
                     ),
                     Unsafe::NotRoots(uid) => write!(
                         f,

@@ -2,7 +2,11 @@
 //! service user, or root at the console — leaves nothing the other cannot use, and so that
 //! nothing planted there is ever followed: every file is opened with `O_NOFOLLOW`, new
 //! files are created under unique names with `O_EXCL` and renamed into place, and each file
-//! is handed to the directory's owner with an explicit mode.
+//! is handed to the directory's owner with an explicit mode. Nothing there that is not a
+//! plain file with one name is used: every open is `O_NONBLOCK` (a FIFO cannot hang it),
+//! then the opened file is checked (`fstat`) before anything is read, written or handed
+//! over — a FIFO, a device or a hard link planted there (to a file of root's, say) is
+//! refused by name, never chowned, written or read as root.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -25,6 +29,14 @@ pub(crate) const O_NOFOLLOW: i32 = 0o100000;
     target_arch = "powerpc64"
 )))]
 pub(crate) const O_NOFOLLOW: i32 = 0o400000;
+
+/// `O_NONBLOCK` (the same on every Linux architecture tgknock is built for): opening a
+/// FIFO never waits for its other end.
+pub(crate) const O_NONBLOCK: i32 = 0o4000;
+
+/// What every open of a file of tgknock's directories adds: never through a link, never
+/// waiting on a FIFO.
+const SAFE_OPEN: i32 = O_NOFOLLOW | O_NONBLOCK;
 
 /// Mode of every file tgknock creates: the owner writes, its group (root's console, the
 /// package's admins) reads.
@@ -85,13 +97,14 @@ impl Dir {
         let path = self.join(name);
         let mut f = match OpenOptions::new()
             .read(true)
-            .custom_flags(O_NOFOLLOW)
+            .custom_flags(SAFE_OPEN)
             .open(&path)
         {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(refused(&path, "read", e)),
         };
+        plain(&f, &path)?;
         let mut text = String::new();
         f.read_to_string(&mut text)
             .map_err(|e| Error::file(&path, "read", e))?;
@@ -102,7 +115,7 @@ impl Dir {
     /// for a lock, so a lock file left by an older version (root's, 0644) still works.
     pub(crate) fn open_lock(&self, name: &str) -> Result<File> {
         let mut opts = OpenOptions::new();
-        opts.read(true).custom_flags(O_NOFOLLOW);
+        opts.read(true).custom_flags(SAFE_OPEN);
         self.open_or_create(&self.join(name), &opts)
     }
 
@@ -117,7 +130,7 @@ impl Dir {
     /// given to the directory's owner.
     pub(crate) fn open_rw_path(&self, path: &Path, append: bool) -> Result<File> {
         let mut opts = OpenOptions::new();
-        opts.read(true).custom_flags(O_NOFOLLOW);
+        opts.read(true).custom_flags(SAFE_OPEN);
         if append {
             opts.append(true);
         } else {
@@ -235,16 +248,11 @@ impl Dir {
         Ok(f)
     }
 
-    /// Checks that an opened file is a regular file, and gives it to the directory's owner
-    /// with [`FILE_MODE`] when it is not theirs yet (root's console left it).
+    /// Checks that an opened file is a plain file with one name, and gives it to the
+    /// directory's owner with [`FILE_MODE`] when it is not theirs yet (root's console left
+    /// it).
     fn adopt(&self, f: &File, path: &Path) -> Result<()> {
-        let meta = f.metadata().map_err(|e| Error::file(path, "read", e))?;
-        if !meta.is_file() {
-            return Err(Error::Unsafe {
-                path: path.to_path_buf(),
-                problem: Unsafe::NotAFile,
-            });
-        }
+        let meta = plain(f, path)?;
         if (meta.uid(), meta.gid()) != (self.uid, self.gid)
             && let Err(e) = self.give(f)
         {
@@ -302,13 +310,42 @@ pub(crate) fn write_secret(path: &Path, text: &str, service_dir: &Path) -> Resul
     Ok(owner)
 }
 
-/// Opens an existing file read-only, never through a link (for readers that must not
-/// create anything: the pid file and the heartbeat).
+/// Opens an existing file read-only, never through a link, nor a FIFO or a hard link (for
+/// readers that must not create anything: the pid file and the heartbeat).
 pub(crate) fn open_existing(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let f = OpenOptions::new()
         .read(true)
-        .custom_flags(O_NOFOLLOW)
-        .open(path)
+        .custom_flags(SAFE_OPEN)
+        .open(path)?;
+    plain(&f, path).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(f)
+}
+
+/// The metadata of an opened file that is a plain file with one name; else the refusal,
+/// naming it. A second name that lasts a moment only (another tgknock process linking a
+/// new file into place, then removing its temporary name) is waited out.
+fn plain(f: &File, path: &Path) -> Result<fs::Metadata> {
+    let mut tries = 0;
+    loop {
+        let meta = f.metadata().map_err(|e| Error::file(path, "read", e))?;
+        if !meta.is_file() {
+            return Err(Error::Unsafe {
+                path: path.to_path_buf(),
+                problem: Unsafe::NotAFile,
+            });
+        }
+        if meta.nlink() <= 1 {
+            return Ok(meta);
+        }
+        tries += 1;
+        if tries > 5 {
+            return Err(Error::Unsafe {
+                path: path.to_path_buf(),
+                problem: Unsafe::HardLinked(meta.nlink()),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// The text of an existing file, never read through a link.
