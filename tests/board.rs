@@ -681,3 +681,34 @@ fn a_probe_of_the_pid_lock_never_stops_a_starting_daemon() {
         again.2
     );
 }
+
+/// Under the unit's `ProtectProc=invisible`, root's console commands are not in the
+/// service user's `/proc`: a starting daemon must not take a temporary file for a crash's
+/// because its writer's pid is not there. The test plays the invisible writer (a pid no
+/// `/proc` shows, in the name) holding its temporary, as every writer does; a crash's
+/// temporary (nobody holds it) still goes.
+#[test]
+fn a_start_spares_the_temporary_of_a_writer_it_cannot_see() {
+    let env = Env::new();
+    let dir = env.state_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let live = dir.join(".tgknock-tgknock.log.999999999.0.123456789.tmp");
+    std::fs::write(&live, "").unwrap();
+    let held = std::fs::File::open(&live).unwrap();
+    held.lock().unwrap();
+    let crashed = dir.join(".tgknock-state.json.999999998.0.123456789.tmp");
+    std::fs::write(&crashed, "{\"version\": 1}\n").unwrap();
+    let d = env.start();
+    assert!(
+        live.exists(),
+        "the starting daemon removed the temporary of a live writer it cannot see in /proc:\n{}",
+        d.output()
+    );
+    assert!(
+        !crashed.exists(),
+        "a crash's temporary was left:\n{}",
+        d.output()
+    );
+    drop(held);
+}
