@@ -712,3 +712,25 @@ fn a_start_spares_the_temporary_of_a_writer_it_cannot_see() {
     );
     drop(held);
 }
+
+/// A link planted as the wake socket (to another program's socket) is not followed: the
+/// console's poke reaches no one but a daemon's own socket.
+#[test]
+fn a_link_planted_as_the_wake_socket_is_not_followed() {
+    let env = Env::new();
+    let dir = env.state_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let other = env.dir.join("other.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&other).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    std::os::unix::fs::symlink(&other, dir.join("wake.sock")).unwrap();
+    let (code, out, err) = output(&mut env.command(&["open", "--for", "5m"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let mut buf = [0u8; 64];
+    assert!(
+        sock.recv(&mut buf).is_err(),
+        "the console sent its wake-up through the planted link"
+    );
+    assert!(err.contains("wake.sock is not a socket"), "{err}");
+}
