@@ -37,6 +37,9 @@ fn config_file(env: &Env) -> PathBuf {
     }
     let _ = std::fs::remove_file(&config);
     std::fs::create_dir_all(&env.dir).unwrap();
+    // Run as root, notify-login trusts a directory only its owner can write (whatever the
+    // umask of the test run).
+    std::fs::set_permissions(&env.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(&config, text).unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
     config
@@ -217,7 +220,9 @@ fn a_real_pam_stack_runs_it_and_logs_in_whatever_it_says() {
             text.push_str(&format!("{k}={v}\n"));
         }
     }
+    std::fs::set_permissions(&env.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(&config, text).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
     let log = env.path("pam.log");
     let pid = std::process::id();
     let run = |name: &str, config: &str| {
