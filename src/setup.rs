@@ -467,18 +467,21 @@ fn wait_for_hello(api: &BotApi, wait: u64, asked_at: i64) -> Result<Vec<Hello>> 
                     };
                     hellos.push((from, u.update_id, text));
                 }
-                if !hellos.is_empty() {
-                    match first_seen {
-                        Some(_) => break hellos,
-                        None => {
-                            first_seen = Some(hellos);
+                match (first_seen.take(), hellos.is_empty()) {
+                    (Some(_), false) => break hellos,
+                    // Gone meanwhile (another reader confirmed them): the first look's.
+                    (Some(first), true) => break first,
+                    (None, false) => {
+                        first_seen = Some(hellos);
+                        std::thread::sleep(left.min(Duration::from_secs(1)));
+                    }
+                    (None, true) => {
+                        // Messages that were waiting come back at once on every poll
+                        // (setup confirms nothing while it waits): not a busy loop.
+                        if any {
                             std::thread::sleep(left.min(Duration::from_secs(1)));
                         }
                     }
-                } else if any {
-                    // Messages that were waiting come back at once on every poll (setup
-                    // confirms nothing while it waits): not a busy loop over them.
-                    std::thread::sleep(left.min(Duration::from_secs(1)));
                 }
             }
             Err(ApiError::Http { status: 409, .. }) => {
