@@ -126,19 +126,18 @@ install -m 0644 "$pkg/man/tgknock.1" "$MAN1"
 install -m 0644 "$pkg/man/tgknock.conf.5" "$MAN5"
 say "installed the man pages tgknock(1) and tgknock.conf(5) under $root/usr/local/share/man"
 
-# The service user, when systemd runs the daemon (cron and init scripts run it as root).
-owner=root
-if [ "$systemd" = 1 ]; then
-    owner=tgknock
-    if live && ! user_exists; then
-        if have useradd; then
-            useradd --system --no-create-home --home-dir /var/lib/tgknock --shell /usr/sbin/nologin tgknock
-        else
-            addgroup -S tgknock 2>/dev/null || true
-            adduser -S -D -H -h /var/lib/tgknock -s /sbin/nologin -G tgknock tgknock
-        fi
-        say "created the system user tgknock"
+# The service user: every init system runs the daemon as it, with only CAP_NET_ADMIN and
+# CAP_NET_RAW (the unit's AmbientCapabilities, OpenRC's capabilities, setpriv in the
+# sysvinit script and the cron line).
+owner=tgknock
+if live && ! user_exists; then
+    if have useradd; then
+        useradd --system --user-group --no-create-home --home-dir /var/lib/tgknock --shell /usr/sbin/nologin tgknock
+    else
+        addgroup -S tgknock 2>/dev/null || true
+        adduser -S -D -H -h /var/lib/tgknock -s /sbin/nologin -G tgknock tgknock
     fi
+    say "created the system user tgknock"
 fi
 own() { if live; then chown "$@"; fi; }
 
@@ -156,9 +155,23 @@ if [ ! -f "$TOKEN" ]; then
 fi
 chmod 0600 "$TOKEN"
 own "$owner:$owner" "$TOKEN"
+# A state directory an earlier install's daemon ran in as root (before the service user)
+# is handed over whole, files included; only when no one but root could write in it, so
+# nothing in it can be a link another user planted.
+if live && [ "$(stat -c %u "$STATE")" = 0 ]; then
+    if [ $((0$(stat -c %a "$STATE") & 022)) = 0 ]; then
+        chown -R -h -P "$owner:$owner" "$STATE"
+    else
+        say "$STATE belongs to root and others may write in it: its files are not handed to $owner"
+    fi
+fi
 chmod 0750 "$STATE"
 own "$owner:$owner" "$STATE"
 
+if [ "$init" != systemd ] && live && ! have setpriv; then
+    say "warning: setpriv (util-linux; Alpine: apk add setpriv) is missing: the init script runs the daemon"
+    say "as the user tgknock through it, and will not start the daemon without it (never as root)"
+fi
 case "$init" in
 systemd)
     # An earlier install without systemd: its daemon and watchdog go, so one supervisor is left.

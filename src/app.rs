@@ -49,7 +49,7 @@ enum Sub {
 }
 
 #[derive(FromArgs, Debug)]
-/// drop every new connection from an address or block, to every port, for a while
+/// drop every packet from an address or block, to every port, its established connections too, for a while
 #[argh(subcommand, name = "ban")]
 struct BanCmd {
     /// the IPv4/IPv6 address or CIDR block

@@ -29,7 +29,8 @@ pub enum Command {
     },
     Status,
     Help,
-    /// `/ban ADDR [DURATION]`: drop every new connection from ADDR (`Default`: a day).
+    /// `/ban ADDR [DURATION]`: drop every packet from ADDR, its established connections too
+    /// (`Default`: a day).
     Ban {
         addr: Cidr,
         length: Length,
@@ -38,12 +39,14 @@ pub enum Command {
     Unban {
         addr: Cidr,
     },
-    /// An opening with its second-factor code (`/open web 2h 492039`, TOTP on).
+    /// A command that changes something with its second-factor code, TOTP on:
+    /// `/open web 2h 492039`, `/run backup 492039`, `/ban 203.0.113.7 1d 492039`,
+    /// `/unban 203.0.113.7 492039`.
     WithCode {
         code: String,
-        open: Box<Command>,
+        command: Box<Command>,
     },
-    /// A message that is only a code (TOTP on): it completes the opening the bot asked a
+    /// A message that is only a code (TOTP on): it completes the command the bot asked a
     /// code for.
     Code(String),
     /// `/run NAME`: a pre-declared action (`TGKNOCK_ACTION_<NAME>`), by its lowercase name;
@@ -86,7 +89,9 @@ pub fn parse(text: &str, bot: &str, gates: &[Gate]) -> Parsed {
 }
 
 /// Parses a message's text; with `totp` (`TGKNOCK_TOTP_SECRET_FILE` set), a bare 6-digit
-/// word of `/open` is its code, never minutes, and a message that is only a code is one.
+/// word of `/open` or `/ban` is its code, never minutes; the last word of `/run NAME CODE`
+/// and `/unban ADDR CODE` is the code when it is 6 digits (never the name or the address);
+/// and a message that is only a code is one.
 pub fn parse_with(text: &str, bot: &str, gates: &[Gate], totp: bool) -> Parsed {
     if text.len() > MAX_TEXT * 4 {
         return Parsed::Invalid("the message is too long".into());
@@ -114,17 +119,11 @@ pub fn parse_with(text: &str, bot: &str, gates: &[Gate], totp: bool) -> Parsed {
     match name.to_ascii_lowercase().as_str() {
         "open" => parse_open(&args, gates, totp),
         "close" => parse_close(&args, gates),
-        "ban" => parse_ban(&args),
-        "unban" => match args.as_slice() {
-            [a] => match ban_addr(a) {
-                Ok(addr) => Parsed::Command(Command::Unban { addr }),
-                Err(e) => Parsed::Invalid(e),
-            },
-            _ => Parsed::Invalid("/unban takes one address".into()),
-        },
+        "ban" => parse_ban(&args, totp),
+        "unban" => parse_unban(&args, totp),
         "status" if args.is_empty() => Parsed::Command(Command::Status),
         "help" | "start" => Parsed::Command(Command::Help),
-        "run" => parse_run(&args),
+        "run" => parse_run(&args, totp),
         "status" => Parsed::Invalid("/status takes no arguments".into()),
         _ if target.is_some() => Parsed::Invalid(format!("unknown command /{}", clip(name))),
         _ => Parsed::Unknown(format!("unknown command /{}", clip(name))),
@@ -170,14 +169,72 @@ fn ban_addr(arg: &str) -> Result<Cidr, String> {
     arg.parse::<Cidr>()
 }
 
-fn parse_ban(args: &[&str]) -> Parsed {
+/// A code split by a space reads as two numbers: with the second factor on, say what is
+/// wrong instead.
+fn split_code(args: &[&str], totp: bool) -> Option<Parsed> {
+    let digits: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    (totp && digits.len() >= 2 && digits.iter().map(|d| d.len()).sum::<usize>() == 6)
+        .then(|| Parsed::Invalid(not_a_code(&digits.join(" "))))
+}
+
+/// `command` with its code, if there is one.
+fn with_code(command: Command, code: Option<String>) -> Parsed {
+    Parsed::Command(match code {
+        Some(code) => Command::WithCode {
+            code,
+            command: Box::new(command),
+        },
+        None => command,
+    })
+}
+
+/// `/unban ADDR`, and with the second factor on `/unban ADDR CODE`.
+fn parse_unban(args: &[&str], totp: bool) -> Parsed {
+    if let Some(p) = split_code(args, totp) {
+        return p;
+    }
+    let (addr, code) = match args {
+        [a] => (a, None),
+        [a, c] if totp && crate::totp::is_code(c) => (a, Some(c.to_string())),
+        [_, c] if totp && looks_like_code(c) => return Parsed::Invalid(not_a_code(c)),
+        _ if totp => {
+            return Parsed::Invalid("/unban takes one address, then the code".into());
+        }
+        _ => return Parsed::Invalid("/unban takes one address".into()),
+    };
+    match ban_addr(addr) {
+        Ok(addr) => with_code(Command::Unban { addr }, code),
+        Err(e) => Parsed::Invalid(e),
+    }
+}
+
+/// `/ban ADDR [DURATION]` in either order; with the second factor on, a 6-digit word
+/// anywhere is the code (an address has dots or colons; a duration is never 6 bare digits
+/// then).
+fn parse_ban(args: &[&str], totp: bool) -> Parsed {
     let mut addr = None;
     let mut length = None;
-    if args.is_empty() || args.len() > 2 {
-        return Parsed::Invalid("/ban takes an address and, optionally, a duration".into());
+    let mut code: Option<String> = None;
+    if let Some(p) = split_code(args, totp) {
+        return p;
+    }
+    if args.is_empty() || args.len() > 2 + usize::from(totp) {
+        return Parsed::Invalid(if totp {
+            "/ban takes an address and, optionally, a duration, and the code".into()
+        } else {
+            "/ban takes an address and, optionally, a duration".into()
+        });
     }
     for arg in args {
-        if arg.contains(['.', ':']) {
+        if totp && crate::totp::is_code(arg) {
+            if code.replace(arg.to_string()).is_some() {
+                return Parsed::Invalid("more than one code given".into());
+            }
+        } else if arg.contains(['.', ':']) {
             match ban_addr(arg) {
                 Ok(c) if addr.is_none() => addr = Some(c),
                 Ok(_) => return Parsed::Invalid("more than one address given".into()),
@@ -187,6 +244,9 @@ fn parse_ban(args: &[&str]) -> Parsed {
             length = Some(match duration::parse(arg, Some(60)) {
                 Ok(0) => Length::UntilClosed,
                 Ok(s) => Length::Secs(s),
+                Err(_) if totp && looks_like_code(arg) => {
+                    return Parsed::Invalid(not_a_code(arg));
+                }
                 Err(e) => return Parsed::Invalid(e),
             });
         } else {
@@ -194,10 +254,13 @@ fn parse_ban(args: &[&str]) -> Parsed {
         }
     }
     match addr {
-        Some(addr) => Parsed::Command(Command::Ban {
-            addr,
-            length: length.unwrap_or(Length::Default),
-        }),
+        Some(addr) => with_code(
+            Command::Ban {
+                addr,
+                length: length.unwrap_or(Length::Default),
+            },
+            code,
+        ),
         None => Parsed::Invalid("/ban needs an address".into()),
     }
 }
@@ -265,16 +328,8 @@ fn parse_open(args: &[&str], gates: &[Gate], totp: bool) -> Parsed {
             "/open takes at most a gate, a duration and an address".into()
         });
     }
-    if totp {
-        // A code split by a space reads as two durations: say what is wrong instead.
-        let digits: Vec<&str> = args
-            .iter()
-            .copied()
-            .filter(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()))
-            .collect();
-        if digits.len() >= 2 && digits.iter().map(|d| d.len()).sum::<usize>() == 6 {
-            return Parsed::Invalid(not_a_code(&digits.join(" ")));
-        }
+    if let Some(p) = split_code(args, totp) {
+        return p;
     }
     for arg in args {
         if totp && crate::totp::is_code(arg) {
@@ -334,13 +389,7 @@ fn parse_open(args: &[&str], gates: &[Gate], totp: bool) -> Parsed {
         length: length.unwrap_or(Length::Default),
         from,
     };
-    Parsed::Command(match code {
-        Some(code) => Command::WithCode {
-            code,
-            open: Box::new(open),
-        },
-        None => open,
-    })
+    with_code(open, code)
 }
 
 fn parse_close(args: &[&str], gates: &[Gate]) -> Parsed {
@@ -364,18 +413,39 @@ fn parse_close(args: &[&str], gates: &[Gate]) -> Parsed {
     }
 }
 
-fn parse_run(args: &[&str]) -> Parsed {
-    match args {
-        [] => Parsed::Command(Command::Run { name: None }),
-        [name] if valid_action_name(name) => Parsed::Command(Command::Run {
-            name: Some(name.to_ascii_lowercase()),
-        }),
-        [name] => Parsed::Invalid(format!(
+/// `/run`, `/run NAME`, and with the second factor on `/run NAME CODE`: the code is the
+/// last word, so an action name is never taken for it, nor a code for a name.
+fn parse_run(args: &[&str], totp: bool) -> Parsed {
+    if let Some(p) = split_code(args, totp) {
+        return p;
+    }
+    let (name, code) = match args {
+        [] => return Parsed::Command(Command::Run { name: None }),
+        [c] if totp && crate::totp::is_code(c) => {
+            return Parsed::Invalid(format!(
+                "'{c}' is a code: the action name first, then the code (/run NAME {c}); /run alone lists the actions"
+            ));
+        }
+        [name] => (name, None),
+        [name, c] if totp && crate::totp::is_code(c) => (name, Some(c.to_string())),
+        [_, c] if totp && looks_like_code(c) => return Parsed::Invalid(not_a_code(c)),
+        _ if totp => {
+            return Parsed::Invalid("/run takes one action name, then the code".into());
+        }
+        _ => return Parsed::Invalid("/run takes one action name".into()),
+    };
+    if !valid_action_name(name) {
+        return Parsed::Invalid(format!(
             "'{}' is not an action name (letters, digits and _, at most {MAX_ACTION_NAME})",
             clip(name)
-        )),
-        _ => Parsed::Invalid("/run takes one action name".into()),
+        ));
     }
+    with_code(
+        Command::Run {
+            name: Some(name.to_ascii_lowercase()),
+        },
+        code,
+    )
 }
 
 /// The usage text, with the gates and their ports.
@@ -384,7 +454,7 @@ pub fn usage(gates: &[Gate], open_for: u64, max_open_for: u64) -> String {
         "/open [GATE] [DURATION] [ADDRESS] - open a gate (any order)\n\
          /close [GATE|all] - close one gate, or all\n\
          /status - what the firewall shows now\n\
-         /ban ADDRESS [DURATION] - drop every new connection from it (default 1 d)\n\
+         /ban ADDRESS [DURATION] - drop every packet from it, its open connections too (default 1 d)\n\
          /unban ADDRESS - lift a ban\n\
          /run [NAME] - run a pre-declared action, or list them\n\
          /help - this text\n\n",
@@ -595,6 +665,88 @@ mod tests {
         assert!(matches!(p("/frobnicate"), Parsed::Unknown(_)));
         assert_eq!(p(""), Parsed::Ignore);
         assert_eq!(p("   "), Parsed::Ignore);
+    }
+
+    /// With the second factor on, the code rides in `/run`, `/ban` and `/unban` too, and
+    /// never becomes the action name, the address, or minutes.
+    #[test]
+    fn codes_ride_in_run_ban_and_unban() {
+        let t = |text: &str| parse_with(text, "KnockBot", &gates(), true);
+        let coded = |code: &str, c: Command| {
+            Parsed::Command(Command::WithCode {
+                code: code.into(),
+                command: Box::new(c),
+            })
+        };
+        let run = |n: &str| Command::Run {
+            name: Some(n.into()),
+        };
+        assert_eq!(t("/run backup 492039"), coded("492039", run("backup")));
+        assert_eq!(t("/run backup"), Parsed::Command(run("backup")));
+        assert_eq!(t("/run"), Parsed::Command(Command::Run { name: None }));
+        // An action whose name is digits is still named first.
+        assert_eq!(t("/run 123456 492039"), coded("492039", run("123456")));
+        assert_eq!(
+            parse("/run 123456", "b", &gates()),
+            Parsed::Command(run("123456")),
+            "without the second factor, six digits are a name"
+        );
+        let ban = |a: &str, length| Command::Ban {
+            addr: a.parse().unwrap(),
+            length,
+        };
+        assert_eq!(
+            t("/ban 203.0.113.7 1d 492039"),
+            coded("492039", ban("203.0.113.7", Length::Secs(86_400)))
+        );
+        assert_eq!(
+            t("/ban 492039 203.0.113.7"),
+            coded("492039", ban("203.0.113.7", Length::Default)),
+            "a bare 6-digit word is the code, never minutes"
+        );
+        assert_eq!(
+            t("/ban 2001:db8::/64 1440m"),
+            Parsed::Command(ban("2001:db8::/64", Length::Secs(86_400)))
+        );
+        assert_eq!(
+            t("/unban 203.0.113.7 492039"),
+            coded(
+                "492039",
+                Command::Unban {
+                    addr: "203.0.113.7".parse().unwrap()
+                }
+            )
+        );
+        for (bad, why) in [
+            ("/run 492039", "the action name first"),
+            ("/run backup 492 039", "is not a code"),
+            ("/run backup 49203a", "is not a code"),
+            ("/run backup x 492039", "one action name, then the code"),
+            ("/run a;b 492039", "not an action name"),
+            ("/run 492039 backup", "one action name, then the code"),
+            ("/ban 203.0.113.7 492039 123456", "more than one code"),
+            ("/ban 203.0.113.7 1d 492 039", "is not a code"),
+            ("/ban 203.0.113.7 49203a", "is not a code"),
+            ("/ban 0.0.0.0/0 492039", "every address"),
+            ("/ban 492039", "needs an address"),
+            ("/unban 203.0.113.7 49-2039", "is not a code"),
+            ("/unban 492039", "not an IPv4/IPv6 address"),
+            ("/unban 203.0.113.7 1d 492039", "one address, then the code"),
+        ] {
+            let Parsed::Invalid(text) = t(bad) else {
+                panic!("{bad:?} gave {:?}", t(bad))
+            };
+            assert!(text.contains(why), "{bad:?}: {text}");
+        }
+        // Without the second factor, nothing is a code.
+        assert!(matches!(
+            parse("/run backup 492039", "b", &gates()),
+            Parsed::Invalid(_)
+        ));
+        assert!(matches!(
+            parse("/unban 203.0.113.7 492039", "b", &gates()),
+            Parsed::Invalid(_)
+        ));
     }
 
     #[test]

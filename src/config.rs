@@ -189,13 +189,13 @@ pub const KEYS: &[Key] = &[
         name: "TGKNOCK_TOTP_SECRET_FILE",
         default: None,
         shown: "empty",
-        meaning: "a file holding a base32 TOTP secret (at least 128 bits; `tgknock totp-setup` writes one): when set, every opening from chat needs a current code; each code is accepted once. A missing, malformed or short file is a configuration error naming it (exit 2)",
+        meaning: "a file holding a base32 TOTP secret (at least 128 bits; `tgknock totp-setup` writes one): when set, every chat command that changes something (`/open`, an Open button, `enable ssh`, `/run`, `/ban`, `/unban`) needs a current code; each code is accepted once, also across a restart; 5 wrong codes within an hour lock that user out of those commands for an hour. A missing, malformed or short file is a configuration error naming it (exit 2)",
     },
     Key {
         name: "TGKNOCK_RATE_LIMIT",
         default: Some(""),
         shown: "",
-        meaning: "per gate, new connections per source: `ssh=6/min web=60/min` (units `s`/`sec`, `m`/`min`, `h`/`hour`, `d`/`day`; counts 1–10000). A source beyond it is dropped until its rate falls; the first N pass at once (the burst is the count). `TGKNOCK_ALWAYS_ALLOW` is exempt; IPv4 and IPv6 alike, each address counted alone",
+        meaning: "per gate, new connections per source: `ssh=6/min web=60/min` (units `s`/`sec`, `m`/`min`, `h`/`hour`, `d`/`day`; counts 1–10000). A source beyond it is dropped until its rate falls; the first N pass at once (the burst is the count). A source is an IPv4 address or an IPv6 /64 (one host holds a whole /64). `TGKNOCK_ALWAYS_ALLOW` is exempt. A flood of spoofed sources never turns it into a lockout: when more new sources come than the kernel's table of 65,536 can keep, the limit lapses for some of them, and no one under the limit is dropped",
     },
     Key {
         name: "TGKNOCK_ACTION_<NAME>",

@@ -313,9 +313,10 @@ pub(crate) struct Daemon {
     /// The board's clock minus Telegram's, in seconds, from the last answer.
     skew: Option<i64>,
     drift: DriftWatch,
-    /// The second factor's used codes and wrong-code counts (`TGKNOCK_TOTP_SECRET_FILE`).
+    /// The second factor (`TGKNOCK_TOTP_SECRET_FILE`); the used codes and wrong-code counts
+    /// are in the state file.
     guard: Option<totp::Guard>,
-    /// Openings waiting for their code, by user id: the request and when it was asked.
+    /// Commands waiting for their code, by user id: the request and when it was asked.
     pending: HashMap<i64, (Command, u64)>,
     /// The actions running now.
     running: actions::Running,
@@ -435,8 +436,10 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         running: actions::Running::default(),
     };
     if let Some(secret) = d.keeper.cfg.totp.clone() {
-        d.guard = Some(totp::Guard::new(secret, &out.state.totp_used));
-        log::info!("second factor on: openings from chat need a TOTP code");
+        d.guard = Some(totp::Guard::new(secret));
+        log::info!(
+            "second factor on: chat commands that change something (/open, /run, /ban, /unban) need a TOTP code"
+        );
     }
     d.log_in()?;
     loop {
@@ -850,7 +853,7 @@ impl Daemon {
                 let mut text = command::usage(&c.gates, c.limits.open_for, c.limits.max_open_for);
                 if c.totp.is_some() {
                     text.push_str(
-                        "\n\nA second factor is on: add the 6-digit code of your authenticator to /open (/open ssh 30m 492039), or send it when asked. Closing needs none.",
+                        "\n\nA second factor is on: /open, /run, /ban and /unban need the 6-digit code of your authenticator, last in the command (/open ssh 30m 492039, /run backup 492039, /ban 203.0.113.7 1d 492039), or sent when asked. Closing, /status and /help need none.",
                     );
                 }
                 if !c.actions.list.is_empty() {
@@ -861,7 +864,7 @@ impl Daemon {
                 self.panel(chat, via, &text, keyboard);
             }
             action @ (Action::NeedCode { .. }
-            | Action::OpenWithCode { .. }
+            | Action::WithCode { .. }
             | Action::Code(_)
             | Action::Ban { .. }
             | Action::Unban { .. }) => self.defend(action, id, chat, &from, now),
@@ -1081,11 +1084,15 @@ impl Daemon {
             Action::NeedCode { request } => {
                 // Codes are judged by Telegram's clock, like the phone that shows them
                 // (a board without a real-time clock may be far off).
-                if let Some(until) = self
-                    .guard
-                    .as_ref()
-                    .and_then(|g| g.locked_until(from.id, now.telegram))
-                {
+                let locked = match self.keeper.load_state() {
+                    Ok(st) => totp::locked_until(&st.totp_wrong, from.id, now.telegram),
+                    Err(e) => {
+                        log::error!("cannot read the state for the second factor: {e}");
+                        self.reply(chat, &format!("Not done: {e}"));
+                        return;
+                    }
+                };
+                if let Some(until) = locked {
                     let (text, _) = crate::decide::code_refusal(
                         totp::Check::Locked { until },
                         &from.describe(),
@@ -1095,16 +1102,18 @@ impl Daemon {
                     self.reply(chat, &text);
                     return;
                 }
-                let what = match &request {
-                    Command::Open { gate, .. } => gate.to_string(),
-                    _ => String::new(),
-                };
+                if let Command::Ban { addr, .. } = &request
+                    && self.refuse_ban(chat, from, addr)
+                {
+                    return;
+                }
+                let what = crate::decide::what(&request);
                 self.pending.insert(from.id, (request, now.board));
-                log::info!("{} asked to open {what}; waiting for the code", from.describe());
+                log::info!("{} asked to {what}; waiting for the code", from.describe());
                 self.reply(
                     chat,
                     &format!(
-                        "A code is needed to open {what}: send the 6 digits your authenticator shows, within {}.",
+                        "A code is needed to {what}: send the 6 digits your authenticator shows, within {}.",
                         duration::human(totp::ASK_SECS)
                     ),
                 );
@@ -1114,7 +1123,7 @@ impl Daemon {
             Action::Code(code) => match self.pending.get(&from.id).cloned() {
                 None => self.reply(
                     chat,
-                    "No opening is waiting for a code: send /open first, or the code with it (/open ssh 492039).",
+                    "Nothing is waiting for a code: send the command first, or the code with it (/open ssh 492039, /run backup 492039).",
                 ),
                 Some((request, asked_at)) => {
                     if now.board > asked_at + totp::ASK_SECS {
@@ -1137,18 +1146,45 @@ impl Daemon {
                     }
                 }
             },
-            Action::OpenWithCode {
-                gate,
-                opening,
-                code,
-            } => {
-                let Some(guard) = self.guard.as_mut() else {
+            Action::WithCode { action, code } => {
+                let Some(guard) = self.guard.as_ref() else {
                     return;
                 };
-                let check = guard.check(from.id, &code, now.telegram);
+                if let Action::Ban { ban } = action.as_ref()
+                    && self.refuse_ban(chat, from, &ban.addr)
+                {
+                    return;
+                }
+                // The code's fate is saved before anything is done: a restart neither
+                // takes a used code again nor forgets a wrong one. A wrong code is all
+                // there is to its update, so the offset moves with it.
+                let next = self.offset.after(id);
+                let checked = self.keeper.record(|st| {
+                    let ledger = totp::Ledger {
+                        used: &mut st.totp_used,
+                        wrong: &mut st.totp_wrong,
+                    };
+                    let check = guard.check(ledger, from.id, &code, now.telegram);
+                    if !matches!(check, totp::Check::Accepted(_)) {
+                        st.offset = Some(next);
+                    }
+                    check
+                });
+                let check = match checked {
+                    Ok(c) => c,
+                    Err(e) => {
+                        log::error!(
+                            "not carrying out a command from {}: cannot record its code: {e}",
+                            from.describe()
+                        );
+                        self.reply(chat, &format!("Not done: {e}"));
+                        return;
+                    }
+                };
                 if let Some((text, owners)) =
                     crate::decide::code_refusal(check, &from.describe(), now.telegram)
                 {
+                    self.offset.saved_at(next);
                     log::warn!("{} sent a code that was not accepted: {check:?}", from.describe());
                     self.reply(chat, &text);
                     if let Some(owners) = owners {
@@ -1159,21 +1195,25 @@ impl Daemon {
                     return;
                 }
                 self.pending.remove(&from.id);
-                let used = guard.used();
-                let next = self.offset.after(id);
-                let result = self.keeper.change(now.board, |st| {
-                    st.open(&gate, opening)?;
-                    st.totp_used = used;
-                    st.offset = Some(next);
-                    Ok(())
-                });
-                self.after_change(chat, from, "open", &[gate], result, next, Via::Message);
+                match *action {
+                    Action::Open { gate, opening } => {
+                        let result = self.keeper.change(now.board, |st| {
+                            st.open(&gate, opening)?;
+                            st.offset = Some(next);
+                            Ok(())
+                        });
+                        self.after_change(chat, from, "open", &[gate], result, next, Via::Message);
+                    }
+                    Action::Run { name } => self.run_action(id, from, chat, &name),
+                    other @ (Action::Ban { .. } | Action::Unban { .. }) => {
+                        self.defend(other, id, chat, from, now)
+                    }
+                    other => log::error!("a code came with {other:?}, which needs none"),
+                }
             }
             Action::Ban { ban } => {
                 let addr = ban.addr;
-                if let Some(why) = self.keeper.ban_refusal(&addr) {
-                    log::info!("{} asked to ban {addr}: refused, {why}", from.describe());
-                    self.reply(chat, &format!("Refused: {why}."));
+                if self.refuse_ban(chat, from, &addr) {
                     return;
                 }
                 let next = self.offset.after(id);
@@ -1195,6 +1235,17 @@ impl Daemon {
             }
             _ => {}
         }
+    }
+
+    /// Whether `addr` may not be banned; if so, the sender was told why (before a code is
+    /// asked for or used up).
+    fn refuse_ban(&self, chat: i64, from: &User, addr: &crate::addr::Cidr) -> bool {
+        let Some(why) = self.keeper.ban_refusal(addr) else {
+            return false;
+        };
+        log::info!("{} asked to ban {addr}: refused, {why}", from.describe());
+        self.reply(chat, &format!("Refused: {why}."));
+        true
     }
 
     fn after_ban(

@@ -56,15 +56,16 @@ pub(crate) enum Action {
     Close {
         gate: Option<GateName>,
     },
-    /// An opening from chat with the second factor on but no code: the bot asks for one,
-    /// and the user's next code completes `request` (a [`Command::Open`]).
+    /// A command that changes something (see [`guarded`]), from chat with the second
+    /// factor on but without a code: the bot asks for one, and the user's next code
+    /// completes `request`.
     NeedCode {
         request: Command,
     },
-    /// An opening and its code, to be checked before it is carried out.
-    OpenWithCode {
-        gate: GateName,
-        opening: Opening,
+    /// A command that changes something (`Open`, `Run`, `Ban`, `Unban`) and its code, to be
+    /// checked before it is carried out.
+    WithCode {
+        action: Box<Action>,
         code: String,
     },
     /// A message that is only a code: it completes the sender's pending request, if any.
@@ -134,6 +135,48 @@ pub(crate) fn decide(msg: &Message, cfg: &Config, bot: &str, now: Now) -> Action
             ),
         };
     }
+    let (command, code) = match command {
+        Command::WithCode { code, command } => (*command, Some(code)),
+        c => (c, None),
+    };
+    let action = carry(command.clone(), from, cfg, now);
+    guarded(action, command, code, cfg)
+}
+
+/// With the second factor on, an action that changes something needs a code: with one,
+/// it is checked first; without, the bot asks for it. Closing changes something too, but
+/// only ever towards closed, so it needs none; refusals, `/status`, `/help` and the list
+/// of actions change nothing.
+fn guarded(action: Action, request: Command, code: Option<String>, cfg: &Config) -> Action {
+    let changes = match &action {
+        Action::Open { .. } | Action::Run { .. } | Action::Ban { .. } | Action::Unban { .. } => {
+            true
+        }
+        Action::Ignore(_)
+        | Action::Stranger { .. }
+        | Action::Refuse { .. }
+        | Action::Help
+        | Action::Status
+        | Action::Close { .. }
+        | Action::NeedCode { .. }
+        | Action::WithCode { .. }
+        | Action::Code(_)
+        | Action::Actions => false,
+    };
+    if !changes || cfg.totp.is_none() {
+        return action;
+    }
+    match code {
+        None => Action::NeedCode { request },
+        Some(code) => Action::WithCode {
+            action: Box::new(action),
+            code,
+        },
+    }
+}
+
+/// What an allowed user's command asks for, before the second factor.
+fn carry(command: Command, from: &User, cfg: &Config, now: Now) -> Action {
     match command {
         Command::Help => Action::Help,
         Command::Status => Action::Status,
@@ -171,28 +214,25 @@ pub(crate) fn decide(msg: &Message, cfg: &Config, bot: &str, now: Now) -> Action
             },
         },
         Command::Code(code) => Action::Code(code),
-        Command::WithCode { code, open } => open_action(*open, Some(code), from, cfg, now),
-        open @ Command::Open { .. } => open_action(open, None, from, cfg, now),
+        // Taken apart by `decide`; a code inside a code is nothing.
+        Command::WithCode { .. } => Action::Ignore(Ignored::NotForUs),
+        Command::Open {
+            gate,
+            length,
+            from: source,
+        } => open_action(gate, length, source, from, cfg, now),
     }
 }
 
-/// An opening from chat: refused beyond `TGKNOCK_MAX_OPEN_FOR`; with the second factor
-/// on, it needs `code` (without one, the bot asks).
+/// An opening from chat: refused beyond `TGKNOCK_MAX_OPEN_FOR`.
 fn open_action(
-    request: Command,
-    code: Option<String>,
+    gate: GateName,
+    length: Length,
+    source: Option<Cidr>,
     from: &User,
     cfg: &Config,
     now: Now,
 ) -> Action {
-    let Command::Open {
-        gate,
-        length,
-        from: source,
-    } = request.clone()
-    else {
-        return Action::Ignore(Ignored::NotForUs);
-    };
     let opening = match Opening::for_request(
         length,
         source,
@@ -218,19 +258,12 @@ fn open_action(
             };
         }
     };
-    match (cfg.totp.is_some(), code) {
-        (false, _) => Action::Open { gate, opening },
-        (true, None) => Action::NeedCode { request },
-        (true, Some(code)) => Action::OpenWithCode {
-            gate,
-            opening,
-            code,
-        },
-    }
+    Action::Open { gate, opening }
 }
 
 /// The code `code` from `from` for the request the bot asked a code for at `asked_at`
-/// (board time): the opening as of now, if the code came within [`totp::ASK_SECS`].
+/// (board time): the request as of now (an opening's deadline counts from now), with the
+/// code to check, if the code came within [`totp::ASK_SECS`].
 pub(crate) fn complete(
     request: &Command,
     asked_at: u64,
@@ -242,24 +275,44 @@ pub(crate) fn complete(
     if now.board > asked_at + totp::ASK_SECS {
         return Action::Refuse {
             text: format!(
-                "That code came more than {} after the bot asked for it: nothing opened. Send /open again.",
+                "That code came more than {} after the bot asked for it: nothing done. Send the command again.",
                 duration::human(totp::ASK_SECS)
             ),
             log: format!("{} sent a code too late", from.describe()),
         };
     }
-    open_action(request.clone(), Some(code), from, cfg, now)
+    let action = carry(request.clone(), from, cfg, now);
+    guarded(action, request.clone(), Some(code), cfg)
 }
 
-/// What to say when a code was not accepted: the reply to the sender, and what the owners
-/// are told (when the sender has just been locked out).
+/// What a code-guarded command is, for the bot's question ("A code is needed to …").
+pub(crate) fn what(request: &Command) -> String {
+    match request {
+        Command::Open { gate, .. } => format!("open {gate}"),
+        Command::Run { name: Some(name) } => format!("run {name}"),
+        Command::Ban { addr, .. } => format!("ban {addr}"),
+        Command::Unban { addr } => format!("unban {addr}"),
+        _ => "do that".into(),
+    }
+}
+
+/// What to say when a code was not accepted: the reply to the sender, and what every
+/// allowed user is told (when the sender has just been locked out). `now` is Telegram's
+/// clock, as the lockout's.
 pub(crate) fn code_refusal(check: Check, who: &str, now: u64) -> Option<(String, Option<String>)> {
-    let minutes = duration::human(totp::LOCKOUT);
+    let hour = duration::human(totp::LOCKOUT);
+    let until = |u: u64| {
+        format!(
+            "{} (in {})",
+            duration::utc_short(u, now),
+            duration::human(u.saturating_sub(now))
+        )
+    };
     Some(match check {
         Check::Accepted(_) => return None,
         Check::Wrong { replayed, left } => (
             format!(
-                "{}: nothing opened. {left} more wrong code{} within {} and openings are refused for {minutes}.",
+                "{}: nothing done. {left} more wrong code{} within {} and code-guarded commands from you are refused for {hour}.",
                 if replayed {
                     "That code was used already (each is accepted once; a new one comes every 30 s)"
                 } else {
@@ -270,29 +323,33 @@ pub(crate) fn code_refusal(check: Check, who: &str, now: u64) -> Option<(String,
             ),
             None,
         ),
-        Check::LockedNow { until } => (
+        Check::LockedNow { until: u } => (
             format!(
-                "Wrong code: nothing opened. That was {} wrong codes within {}: openings from you are refused until {}.",
+                "Wrong code: nothing done. That was {} wrong codes within {}: code-guarded commands from you are refused until {}: {GUARDED}. {FREE} still work.",
                 totp::WRONG_MAX,
                 duration::human(totp::WRONG_WINDOW),
-                duration::utc_short(until, now)
+                until(u)
             ),
             Some(format!(
-                "{who} sent {} wrong codes within {}: openings from them are refused until {}. If that was not them, their Telegram account may be in other hands.",
+                "{who} sent {} wrong codes within {}: code-guarded commands from them ({GUARDED}) are refused until {}. If that was not them, their Telegram account may be in other hands.",
                 totp::WRONG_MAX,
                 duration::human(totp::WRONG_WINDOW),
-                duration::utc_short(until, now)
+                until(u)
             )),
         ),
-        Check::Locked { until } => (
+        Check::Locked { until: u } => (
             format!(
-                "Refused: too many wrong codes; openings from you are refused until {}.",
-                duration::utc_short(until, now)
+                "Refused: too many wrong codes; code-guarded commands from you are refused until {}: {GUARDED}. {FREE} still work.",
+                until(u)
             ),
             None,
         ),
     })
 }
+
+/// The commands a lockout refuses, and those it leaves.
+const GUARDED: &str = "/open, Open buttons, /run, /ban and /unban";
+const FREE: &str = "/close, /status and /help";
 
 #[cfg(test)]
 mod tests {
@@ -468,12 +525,10 @@ mod tests {
         let Action::NeedCode { request } = d("/open web 30m") else {
             panic!("{:?}", d("/open web 30m"))
         };
-        let Action::OpenWithCode {
-            gate,
-            opening,
-            code,
-        } = d("/open web 30m 012345")
-        else {
+        let Action::WithCode { action, code } = d("/open web 30m 012345") else {
+            panic!()
+        };
+        let Action::Open { gate, opening } = *action else {
             panic!()
         };
         assert_eq!((gate.as_str(), code.as_str()), ("web", "012345"));
@@ -495,12 +550,18 @@ mod tests {
             telegram: NOW.telegram + 100,
             board: NOW.board + 100,
         };
-        let Action::OpenWithCode { opening, .. } =
+        let Action::WithCode { action, code } =
             complete(&request, NOW.board, "111111".into(), &owner, &c, later)
         else {
             panic!()
         };
-        assert_eq!(opening.until, Some(later.board + 1800));
+        let Action::Open { opening, .. } = *action else {
+            panic!()
+        };
+        assert_eq!(
+            (opening.until, code.as_str()),
+            (Some(later.board + 1800), "111111")
+        );
         let late = Now {
             telegram: NOW.telegram + 121,
             board: NOW.board + 121,
@@ -514,6 +575,96 @@ mod tests {
         // Without the second factor, six digits are minutes (and too many of them).
         assert!(matches!(d_plain("/open 012345"), Action::Refuse { .. }));
         assert_eq!(d_plain("654321"), Action::Ignore(Ignored::NotForUs));
+    }
+
+    /// Issue 15, point 6: every chat command that changes something needs the code, not
+    /// only an opening; closing, /status, /help and the list of actions need none, and
+    /// refusals come before the code.
+    #[test]
+    fn with_the_second_factor_run_ban_and_unban_need_a_code() {
+        let dir = std::env::temp_dir().join(format!("tgk-decide-run-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("totp");
+        std::fs::write(&file, "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n").unwrap();
+        let c = cfg(&[
+            ("TGKNOCK_TOTP_SECRET_FILE", file.to_str().unwrap()),
+            ("TGKNOCK_ACTION_BACKUP", "/usr/local/bin/backup"),
+        ]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let d = |text: &str| {
+            decide(
+                &msg(OWNER, ChatKind::Private, text, NOW.telegram as i64),
+                &c,
+                "bot",
+                NOW,
+            )
+        };
+        for (text, want) in [
+            ("/run backup", "run backup"),
+            ("/ban 203.0.113.7 1d", "ban 203.0.113.7"),
+            ("/unban 203.0.113.7", "unban 203.0.113.7"),
+            ("/open", "open ssh"),
+            ("enable ssh", "open ssh"),
+        ] {
+            let Action::NeedCode { request } = d(text) else {
+                panic!("{text}: {:?}", d(text))
+            };
+            assert_eq!(what(&request), want, "{text}");
+            // The code sent when asked completes it.
+            let owner = msg(OWNER, ChatKind::Private, "", 0).from.unwrap();
+            assert!(
+                matches!(
+                    complete(&request, NOW.board, "111111".into(), &owner, &c, NOW),
+                    Action::WithCode { .. }
+                ),
+                "{text}"
+            );
+        }
+        let Action::WithCode { action, code } = d("/run backup 492039") else {
+            panic!()
+        };
+        assert_eq!(
+            (*action, code.as_str()),
+            (
+                Action::Run {
+                    name: "backup".into()
+                },
+                "492039"
+            )
+        );
+        let Action::WithCode { action, .. } = d("/ban 203.0.113.7 1d 492039") else {
+            panic!()
+        };
+        let Action::Ban { ban } = *action else {
+            panic!()
+        };
+        assert_eq!(ban.until, Some(NOW.board + 86_400));
+        assert!(matches!(
+            d("/unban 203.0.113.7 492039"),
+            Action::WithCode { .. }
+        ));
+        assert!(matches!(d("/run nope 492039"), Action::Refuse { .. }));
+        assert_eq!(d("/run"), Action::Actions);
+        assert_eq!(
+            d("/close web"),
+            Action::Close {
+                gate: Some(GateName::new("web").unwrap())
+            }
+        );
+        assert_eq!(d("disable ssh"), Action::Close { gate: Some(ssh()) });
+        assert_eq!(d("/status"), Action::Status);
+        assert_eq!(d("/help"), Action::Help);
+        // Strangers never reach the code.
+        let stranger = msg(
+            222,
+            ChatKind::Private,
+            "/run backup 492039",
+            NOW.telegram as i64,
+        );
+        assert_eq!(
+            decide(&stranger, &c, "bot", NOW),
+            Action::Stranger { tried: true }
+        );
     }
 
     fn d_plain(text: &str) -> Action {
@@ -549,10 +700,24 @@ mod tests {
         let text = |c: Check| code_refusal(c, "7 (x)", NOW.board).map(|(t, o)| (t, o.is_some()));
         assert_eq!(text(Check::Accepted(1)), None);
         let (t, told) = text(Check::LockedNow {
-            until: NOW.board + 600,
+            until: NOW.board + 3600,
         })
         .unwrap();
-        assert!(told && t.contains("refused until"), "{t}");
+        assert!(
+            told && t.contains(
+                "5 wrong codes within 1 h: code-guarded commands from you are refused until"
+            ) && t.contains("UTC (in 1 h)")
+                && t.contains("/close, /status and /help still work"),
+            "{t}"
+        );
+        let (t, told) = text(Check::Locked {
+            until: NOW.board + 1500,
+        })
+        .unwrap();
+        assert!(
+            !told && t.starts_with("Refused: too many wrong codes") && t.contains("(in 25 min)"),
+            "{t}"
+        );
         let (t, told) = text(Check::Wrong {
             replayed: false,
             left: 1,

@@ -126,6 +126,20 @@ impl Keeper {
         lock.save(&st)
     }
 
+    /// Changes what the state records without touching the rules (the second factor's used
+    /// codes and wrong-code counts), saved before it returns.
+    pub(crate) fn record<R>(&self, f: impl FnOnce(&mut State) -> R) -> Result<R> {
+        let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = StateLock::acquire(&self.paths)?;
+        let old = lock.load()?;
+        let mut st = old.clone();
+        let r = f(&mut st);
+        if st != old {
+            lock.save(&st)?;
+        }
+        Ok(r)
+    }
+
     /// The saved state and what the kernel shows now, changing nothing.
     pub(crate) fn snapshot(&self, now: u64) -> Result<Outcome> {
         let st = {
@@ -149,7 +163,8 @@ impl Keeper {
     }
 
     /// Why `addr` may not be banned, if it may not: an always-allowed source, the board's
-    /// own address, or a family tgknock does not manage.
+    /// own address or LAN (or its addresses could not be read), or a family tgknock does not
+    /// manage.
     pub(crate) fn ban_refusal(&self, addr: &crate::addr::Cidr) -> Option<String> {
         if !self.fw.families().contains(&addr.family()) {
             return Some(format!(
@@ -157,10 +172,11 @@ impl Keeper {
                 addr.family()
             ));
         }
+        let own = crate::addr::local_addresses();
         crate::state::Ban::refusal(
             addr,
             &self.cfg.firewall.always_allow,
-            &crate::addr::local_addresses(),
+            own.as_deref().map_err(String::as_str),
         )
     }
 

@@ -120,7 +120,8 @@ impl Opening {
     }
 }
 
-/// A source whose new connections are dropped, to every port, until a deadline or lifted.
+/// A source whose every packet is dropped (its established connections too), to every
+/// port, until a deadline or lifted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Ban {
     pub(crate) addr: Cidr,
@@ -133,13 +134,27 @@ pub(crate) struct Ban {
 
 impl Ban {
     /// Why `addr` may not be banned, if it may not: it would cut off an always-allowed
-    /// source (`TGKNOCK_ALWAYS_ALLOW`) or the board itself (`own`: its addresses).
-    pub(crate) fn refusal(addr: &Cidr, always_allow: &[Cidr], own: &[IpAddr]) -> Option<String> {
+    /// source (`TGKNOCK_ALWAYS_ALLOW`) or the board itself (`own`: its addresses, or why
+    /// they could not be read: then every ban is refused, since any could be a lockout).
+    pub(crate) fn refusal(
+        addr: &Cidr,
+        always_allow: &[Cidr],
+        own: std::result::Result<&[IpAddr], &str>,
+    ) -> Option<String> {
         if let Some(a) = always_allow.iter().find(|a| overlaps(a, addr)) {
             return Some(format!(
                 "{addr} is in TGKNOCK_ALWAYS_ALLOW ({a}), which is never blocked"
             ));
         }
+        let own = match own {
+            Ok(own) => own,
+            Err(why) => {
+                return Some(format!(
+                    "the board's own addresses could not be read ({why}), so a ban of {addr} \
+                     could cut the board off"
+                ));
+            }
+        };
         own.iter().find(|ip| contains(addr, **ip)).map(|ip| {
             format!("{addr} holds the board's own address {ip}; the board would cut itself off")
         })
@@ -177,6 +192,10 @@ pub(crate) struct State {
     /// accepted once, also across a restart.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) totp_used: Vec<u64>,
+    /// Wrong TOTP codes per allowed user within the last hour, and lockouts: a restart
+    /// forgets none. (A file written before them loads as none.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) totp_wrong: Vec<crate::totp::WrongCodes>,
 }
 
 fn one() -> u32 {
@@ -519,6 +538,49 @@ impl Heartbeat {
 mod tests {
     use super::*;
 
+    #[test]
+    fn bans_that_would_cut_off_the_board_or_an_always_allowed_source_are_refused() {
+        let c = |s: &str| s.parse::<Cidr>().unwrap();
+        let own: Vec<IpAddr> = ["127.0.0.1", "192.168.7.9", "2001:db8:7::9"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let allow = [c("10.1.0.0/16")];
+        let why = |a: &str| Ban::refusal(&c(a), &allow, Ok(&own));
+        assert!(
+            why("192.168.7.9")
+                .unwrap()
+                .contains("the board's own address 192.168.7.9")
+        );
+        assert!(
+            why("192.168.7.0/24").unwrap().contains("own address"),
+            "its LAN"
+        );
+        assert!(why("2001:db8:7::/64").unwrap().contains("own address"));
+        assert!(
+            why("10.1.2.3")
+                .unwrap()
+                .contains("TGKNOCK_ALWAYS_ALLOW (10.1.0.0/16)")
+        );
+        assert!(why("10.0.0.0/8").unwrap().contains("TGKNOCK_ALWAYS_ALLOW"));
+        assert_eq!(why("192.168.7.20"), None, "another host of the LAN");
+        assert_eq!(why("203.0.113.9"), None);
+        // The board's addresses unknown: every ban is refused, saying why.
+        let unknown = Ban::refusal(&c("203.0.113.9"), &allow, Err("netlink (socket): denied"));
+        assert!(
+            unknown.as_deref().is_some_and(|w| w
+                .contains("could not be read (netlink (socket): denied)")
+                && w.contains("cut the board off")),
+            "{unknown:?}"
+        );
+        // An always-allowed source is named first, whatever else.
+        assert!(
+            Ban::refusal(&c("10.1.2.3"), &allow, Err("x"))
+                .unwrap()
+                .contains("TGKNOCK_ALWAYS_ALLOW")
+        );
+    }
+
     fn op(from: Option<&str>, until: Option<u64>) -> Opening {
         Opening {
             from: from.map(|f| f.parse().unwrap()),
@@ -729,6 +791,32 @@ mod tests {
             true,
         );
         assert_eq!(o.map(|o| o.until), Ok(None), "OPEN_FOR=0: until closed");
+    }
+
+    /// A state file written before the wrong-code counts loads with none; one with them
+    /// reads back what was written, and one without any second-factor record writes none.
+    #[test]
+    fn second_factor_records_load_from_old_and_new_files() {
+        let old = r#"{"version": 1, "offset": 7, "openings": {}, "totp_used": [60000000]}"#;
+        let s: State = serde_json::from_str(old).unwrap();
+        assert_eq!(s.totp_used, vec![60_000_000]);
+        assert!(s.totp_wrong.is_empty());
+        let s = State {
+            totp_wrong: vec![crate::totp::WrongCodes {
+                user: 111,
+                at: vec![1_800_000_000, 1_800_000_600],
+                locked_until: None,
+            }],
+            ..s
+        };
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(
+            text.contains(r#""totp_wrong":[{"user":111,"at":[1800000000,1800000600]}]"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<State>(&text).unwrap(), s);
+        let none = serde_json::to_string(&State::default()).unwrap();
+        assert!(!none.contains("totp"), "{none}");
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! The few POSIX calls std does not offer: signalling a process (the watchdog kills a hung
 //! daemon) and starting a new session (the daemon it starts leaves cron's); a process group
 //! of its own for an action (so a timeout kills everything it started), without the
-//! daemon's capabilities; and a terminal that does not echo the token `setup` asks for. All
-//! are plain libc functions std already links; declaring them here avoids a `libc`
-//! dependency.
+//! daemon's capabilities; a terminal that does not echo the token `setup` asks for; and a
+//! `NETLINK_ROUTE` socket, to ask the kernel for the board's addresses where `/proc/net` is
+//! hidden (the systemd unit's `ProcSubset=pid`). All are plain libc functions std already
+//! links; declaring them here avoids a `libc` dependency.
 #![allow(unsafe_code)]
 
 use std::ffi::c_ulong;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 unsafe extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
@@ -20,6 +23,82 @@ unsafe extern "C" {
     fn write(fd: i32, buf: *const u8, count: usize) -> isize;
     fn _exit(status: i32) -> !;
     fn geteuid() -> u32;
+    fn socket(domain: i32, ty: i32, protocol: i32) -> i32;
+    fn poll(fds: *mut PollFd, nfds: c_ulong, timeout: i32) -> i32;
+}
+
+/// `struct pollfd`: the same layout on every Linux target.
+#[repr(C)]
+struct PollFd {
+    fd: i32,
+    events: i16,
+    revents: i16,
+}
+
+const AF_NETLINK: i32 = 16;
+const SOCK_RAW: i32 = 3;
+const SOCK_CLOEXEC: i32 = 0o2_000_000;
+const NETLINK_ROUTE: i32 = 0;
+const POLLIN: i16 = 1;
+
+/// A `NETLINK_ROUTE` socket talking to the kernel: requests are written to it, answers
+/// read from it, each within a timeout.
+pub(crate) struct RouteSocket {
+    file: std::fs::File,
+}
+
+impl RouteSocket {
+    pub(crate) fn open() -> std::io::Result<RouteSocket> {
+        // SAFETY: socket(2) takes plain integers and touches no memory of ours.
+        let fd = unsafe { socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a descriptor socket(2) has just opened, owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(RouteSocket {
+            file: std::fs::File::from(fd),
+        })
+    }
+
+    /// Sends one request to the kernel (an unbound netlink socket's peer).
+    pub(crate) fn send(&mut self, request: &[u8]) -> std::io::Result<()> {
+        let n = self.file.write(request)?;
+        if n != request.len() {
+            return Err(std::io::Error::other(format!(
+                "the kernel took {n} of {} bytes",
+                request.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads one datagram into `buf`, waiting at most `timeout_ms`.
+    pub(crate) fn recv(&mut self, buf: &mut [u8], timeout_ms: i32) -> std::io::Result<usize> {
+        let mut p = PollFd {
+            fd: self.file.as_raw_fd(),
+            events: POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: `p` is one valid pollfd that lives across the call.
+            let r = unsafe { poll(&mut p, 1, timeout_ms) };
+            if r > 0 {
+                break;
+            }
+            if r == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the kernel did not answer",
+                ));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        self.file.read(buf)
+    }
 }
 
 pub(crate) const SIGKILL: i32 = 9;

@@ -621,7 +621,7 @@ impl BotApi {
             {"command": "open", "description": "open a gate: /open [gate] [duration] [address]"},
             {"command": "close", "description": "close a gate, or all"},
             {"command": "status", "description": "what the firewall shows now"},
-            {"command": "ban", "description": "drop every new connection from an address: /ban address [duration]"},
+            {"command": "ban", "description": "drop every packet from an address, its connections too: /ban address [duration]"},
             {"command": "unban", "description": "lift a ban: /unban address"},
             {"command": "run", "description": "run a pre-declared action: /run [name]"},
             {"command": "help", "description": "usage, gates and ports"},

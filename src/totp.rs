@@ -1,20 +1,22 @@
 //! The second factor: RFC 6238 one-time codes (HMAC-SHA-1, 30 s steps, 6 digits, one step
 //! either side), compared in constant time, each accepted once; and the limit on wrong
-//! codes per user. Pure but for [`Secret::generate`]: the caller passes `now`.
+//! codes per user. Pure but for [`Secret::generate`]: the caller passes `now`, and the
+//! used codes and wrong-code counts, which the state file keeps (a restart forgets none).
 
-use std::collections::HashMap;
 use std::fmt;
 
 use ring::hmac;
+use serde::{Deserialize, Serialize};
 
 /// Seconds per time step.
 pub(crate) const STEP: u64 = 30;
 /// How long the bot waits for the code after asking, in seconds.
 pub(crate) const ASK_SECS: u64 = 120;
-/// Wrong codes in [`WRONG_WINDOW`] seconds that lock a user out for [`LOCKOUT`] seconds.
+/// Wrong codes within [`WRONG_WINDOW`] seconds that lock a user out of code-guarded
+/// commands for [`LOCKOUT`] seconds.
 pub(crate) const WRONG_MAX: usize = 5;
-pub(crate) const WRONG_WINDOW: u64 = 600;
-pub(crate) const LOCKOUT: u64 = 600;
+pub(crate) const WRONG_WINDOW: u64 = 3600;
+pub(crate) const LOCKOUT: u64 = 3600;
 /// The shortest secret accepted: 128 bits (RFC 4226 §4); `totp-setup` writes 160.
 const MIN_BYTES: usize = 16;
 const NEW_BYTES: usize = 20;
@@ -136,44 +138,67 @@ pub(crate) enum Check {
     Accepted(u64),
     /// Wrong (or used before); `left` more wrong codes before a lockout.
     Wrong { replayed: bool, left: usize },
-    /// That wrong code was one too many: openings are refused until `until`.
+    /// That wrong code was one too many: code-guarded commands are refused until `until`.
     LockedNow { until: u64 },
     /// The user is locked out until `until`; the code was not looked at.
     Locked { until: u64 },
 }
 
-/// The codes used and the wrong codes counted, in the daemon's memory (the used steps are
-/// also saved with the state, so a restart forgets none).
+/// One user's wrong codes, as the state file keeps them (times by Telegram's clock, like
+/// the codes themselves).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WrongCodes {
+    pub(crate) user: i64,
+    /// When each wrong code of the last [`WRONG_WINDOW`] came.
+    #[serde(default)]
+    pub(crate) at: Vec<u64>,
+    /// Code-guarded commands from this user are refused until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) locked_until: Option<u64>,
+}
+
+/// The codes used and the wrong codes counted: the state file's `totp_used` and
+/// `totp_wrong`, which every check reads and changes (and the caller saves before it acts).
 #[derive(Debug)]
+pub(crate) struct Ledger<'a> {
+    pub(crate) used: &'a mut Vec<u64>,
+    pub(crate) wrong: &'a mut Vec<WrongCodes>,
+}
+
+/// Until when `user` is locked out, if at `now`.
+pub(crate) fn locked_until(wrong: &[WrongCodes], user: i64, now: u64) -> Option<u64> {
+    wrong
+        .iter()
+        .find(|w| w.user == user)
+        .and_then(|w| w.locked_until)
+        .filter(|u| *u > now)
+}
+
+/// The second factor's secret.
+#[derive(Debug, Clone)]
 pub(crate) struct Guard {
     secret: Secret,
-    used: Vec<u64>,
-    wrong: HashMap<i64, Vec<u64>>,
-    locked: HashMap<i64, u64>,
 }
 
 impl Guard {
-    pub(crate) fn new(secret: Secret, used: &[u64]) -> Guard {
-        Guard {
-            secret,
-            used: used.to_vec(),
-            wrong: HashMap::new(),
-            locked: HashMap::new(),
+    pub(crate) fn new(secret: Secret) -> Guard {
+        Guard { secret }
+    }
+
+    /// Checks `code` from `user` at `now` against the ledger: a code of the current step or
+    /// one either side that was not used before is accepted once. Wrong codes count per
+    /// user, right ones do not wipe them: [`WRONG_MAX`] within [`WRONG_WINDOW`] lock the
+    /// user out for [`LOCKOUT`]. What has aged out is dropped from the ledger.
+    pub(crate) fn check(&self, ledger: Ledger<'_>, user: i64, code: &str, now: u64) -> Check {
+        let Ledger { used, wrong } = ledger;
+        for w in wrong.iter_mut() {
+            w.at.retain(|t| t + WRONG_WINDOW > now);
+            w.locked_until = w.locked_until.filter(|u| *u > now);
         }
-    }
-
-    /// Until when `user` may not open, if locked out at `now`.
-    pub(crate) fn locked_until(&self, user: i64, now: u64) -> Option<u64> {
-        self.locked.get(&user).copied().filter(|u| *u > now)
-    }
-
-    /// Checks `code` from `user` at `now`: a code of the current step or one either side
-    /// that was not used before is accepted once.
-    pub(crate) fn check(&mut self, user: i64, code: &str, now: u64) -> Check {
-        if let Some(until) = self.locked_until(user, now) {
+        wrong.retain(|w| !w.at.is_empty() || w.locked_until.is_some());
+        if let Some(until) = locked_until(wrong, user, now) {
             return Check::Locked { until };
         }
-        self.locked.retain(|_, u| *u > now);
         let step = now / STEP;
         // Every candidate is computed and compared: the time taken does not tell which.
         let mut matched = None;
@@ -184,31 +209,33 @@ impl Guard {
             }
         }
         // A step's code is valid while the clock is within a step of it.
-        self.used.retain(|s| s + 1 >= step);
-        let replayed = matched.is_some_and(|s| self.used.contains(&s));
+        used.retain(|s| s + 1 >= step);
+        let replayed = matched.is_some_and(|s| used.contains(&s));
         if let Some(s) = matched.filter(|_| !replayed) {
-            self.used.push(s);
-            self.wrong.remove(&user);
+            used.push(s);
             return Check::Accepted(s);
         }
-        let times = self.wrong.entry(user).or_default();
-        times.retain(|t| t + WRONG_WINDOW > now);
-        times.push(now);
-        if times.len() >= WRONG_MAX {
-            self.wrong.remove(&user);
+        let entry = match wrong.iter().position(|w| w.user == user) {
+            Some(i) => &mut wrong[i],
+            None => {
+                wrong.push(WrongCodes {
+                    user,
+                    ..WrongCodes::default()
+                });
+                wrong.last_mut().expect("just pushed")
+            }
+        };
+        entry.at.push(now);
+        if entry.at.len() >= WRONG_MAX {
+            entry.at.clear();
             let until = now + LOCKOUT;
-            self.locked.insert(user, until);
+            entry.locked_until = Some(until);
             return Check::LockedNow { until };
         }
         Check::Wrong {
             replayed,
-            left: WRONG_MAX - times.len(),
+            left: WRONG_MAX - entry.at.len(),
         }
-    }
-
-    /// The used steps that could still be valid, to save with the state.
-    pub(crate) fn used(&self) -> Vec<u64> {
-        self.used.clone()
     }
 }
 
@@ -272,48 +299,81 @@ mod tests {
         }
     }
 
+    /// A ledger as the state file holds it.
+    #[derive(Default)]
+    struct Book {
+        used: Vec<u64>,
+        wrong: Vec<WrongCodes>,
+    }
+
+    impl Book {
+        fn check(&mut self, g: &Guard, user: i64, code: &str, now: u64) -> Check {
+            let ledger = Ledger {
+                used: &mut self.used,
+                wrong: &mut self.wrong,
+            };
+            g.check(ledger, user, code, now)
+        }
+
+        /// Written to JSON and read back, as a restart does.
+        fn restarted(&self) -> Book {
+            let text = serde_json::to_string(&(&self.used, &self.wrong)).unwrap();
+            let (used, wrong) = serde_json::from_str(&text).unwrap();
+            Book { used, wrong }
+        }
+    }
+
     #[test]
     fn a_code_is_accepted_once_within_a_step_either_side() {
         let now = 1_111_111_111;
         let step = now / STEP;
         let code = |s: u64| format!("{:06}", rfc().code(s));
-        let mut g = Guard::new(rfc(), &[]);
-        assert_eq!(g.check(1, &code(step), now), Check::Accepted(step));
+        let g = Guard::new(rfc());
+        let mut b = Book::default();
+        assert_eq!(b.check(&g, 1, &code(step), now), Check::Accepted(step));
         assert_eq!(
-            g.check(1, &code(step), now),
+            b.check(&g, 1, &code(step), now),
             Check::Wrong {
                 replayed: true,
                 left: 4
             },
             "a code is accepted once"
         );
-        assert_eq!(g.check(2, &code(step + 1), now), Check::Accepted(step + 1));
-        assert_eq!(g.check(2, &code(step - 1), now), Check::Accepted(step - 1));
+        assert_eq!(
+            b.check(&g, 2, &code(step + 1), now),
+            Check::Accepted(step + 1)
+        );
+        assert_eq!(
+            b.check(&g, 2, &code(step - 1), now),
+            Check::Accepted(step - 1)
+        );
         assert!(matches!(
-            g.check(2, &code(step + 2), now),
+            b.check(&g, 2, &code(step + 2), now),
             Check::Wrong {
                 replayed: false,
                 ..
             }
         ));
         // Saved and read back, the used steps still refuse a replay.
-        let mut again = Guard::new(rfc(), &g.used());
+        let mut again = b.restarted();
         assert!(matches!(
-            again.check(3, &code(step), now + 10),
+            again.check(&g, 3, &code(step), now + 10),
             Check::Wrong { replayed: true, .. }
         ));
         // Steps that can no longer be valid are forgotten.
-        again.check(3, "000000", now + 10 * STEP);
-        assert!(again.used().is_empty(), "{:?}", again.used());
+        again.check(&g, 3, "000000", now + 10 * STEP);
+        assert!(again.used.is_empty(), "{:?}", again.used);
     }
 
     #[test]
-    fn five_wrong_codes_in_ten_minutes_lock_out_for_ten() {
+    fn five_wrong_codes_in_an_hour_lock_out_for_an_hour() {
         let now = 1_800_000_000;
-        let mut g = Guard::new(rfc(), &[]);
+        let g = Guard::new(rfc());
+        let mut b = Book::default();
         let right = |t: u64| format!("{:06}", rfc().code(t / STEP));
+        // Four every ten minutes, and a restart between each: they add up.
         for (i, left) in [4, 3, 2, 1].into_iter().enumerate() {
-            let r = g.check(7, "000001", now + i as u64 * 60);
+            let r = b.check(&g, 7, "000001", now + i as u64 * 600);
             assert_eq!(
                 r,
                 Check::Wrong {
@@ -322,36 +382,49 @@ mod tests {
                 },
                 "try {i}"
             );
+            b = b.restarted();
         }
+        // A right code between them does not wipe them.
+        let t = now + 2_000;
+        assert_eq!(b.check(&g, 7, &right(t), t), Check::Accepted(t / STEP));
+        let t = now + 2_400;
         assert_eq!(
-            g.check(7, "000001", now + 240),
-            Check::LockedNow {
-                until: now + 240 + LOCKOUT
-            }
+            b.check(&g, 7, "000001", t),
+            Check::LockedNow { until: t + LOCKOUT }
         );
-        let t = now + 300;
+        assert_eq!(LOCKOUT, 3600);
+        let mut b = b.restarted();
+        let later = t + LOCKOUT - 1;
         assert_eq!(
-            g.check(7, &right(t), t),
-            Check::Locked {
-                until: now + 240 + LOCKOUT
-            },
-            "even a right code is refused while locked out"
+            b.check(&g, 7, &right(later), later),
+            Check::Locked { until: t + LOCKOUT },
+            "even a right code is refused while locked out, after a restart too"
         );
+        assert_eq!(locked_until(&b.wrong, 7, later), Some(t + LOCKOUT));
         assert_eq!(
-            g.check(8, &right(t), t),
-            Check::Accepted(t / STEP),
+            b.check(&g, 8, &right(later - 30), later),
+            Check::Accepted(later / STEP - 1),
             "per user"
         );
-        let t = now + 240 + LOCKOUT;
-        assert_eq!(g.locked_until(7, t), None);
-        assert_eq!(g.check(7, &right(t), t), Check::Accepted(t / STEP));
-        // Wrong codes further apart than the window do not add up.
+        let end = t + LOCKOUT;
+        assert_eq!(locked_until(&b.wrong, 7, end), None);
+        assert_eq!(
+            b.check(&g, 7, &right(end), end),
+            Check::Accepted(end / STEP)
+        );
+        assert!(
+            b.wrong.is_empty(),
+            "an ended lockout is forgotten: {:?}",
+            b.wrong
+        );
+        // Wrong codes further apart than the hour do not add up, and age out.
         for i in 0..8 {
-            let t = now + 2_000 + i * 200;
+            let t = now + 20_000 + i * 1_000;
             assert!(
-                matches!(g.check(9, "000001", t), Check::Wrong { .. }),
+                matches!(b.check(&g, 9, "000001", t), Check::Wrong { .. }),
                 "{i}"
             );
         }
+        assert!(b.wrong.iter().all(|w| w.at.len() <= 4), "{:?}", b.wrong);
     }
 }

@@ -6,12 +6,14 @@
 //! The world is netns.rs's `Rig` on 10.207.N.0/24 and fd00:207:N::/64: a board with echo
 //! servers on 22 (ssh), 80 (web) and 8080 (no gate), and one to three clients.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::netns::{Fw, Rig, all};
-use crate::support::netns::{Fam, OTHER, SSH, V4, V6, WEB, in_ns, roundtrip};
+use crate::netns::{Fw, NFT, Rig, all};
+use crate::support::netns::{
+    Fam, OTHER, SSH, V4, V6, WEB, in_ns, ip, roundtrip, run_ok, spoofed_syns,
+};
 use crate::support::wait_for;
 
 /// The second octet of this file's addresses.
@@ -176,6 +178,37 @@ fn a_burst_beyond_the_rate_is_dropped_per_source() {
     all(2, rate_limit_scenario);
 }
 
+/// `tgknock ARGS` in the board as the systemd unit shows it /proc (`ProcSubset=pid`): in a
+/// mount namespace of its own, over a procfs mounted with `subset=pid` (no `/proc/net`).
+/// `None` when this kernel cannot mount one (before Linux 5.8).
+fn console_under_proc_subset(rig: &Rig, args: &[&str]) -> Option<std::process::Output> {
+    let inner = rig.env.command(args);
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount -t proc -o subset=pid proc /proc || exit 97\n\
+             if [ -e /proc/net/fib_trie ] || [ -e /proc/net/if_inet6 ]; then exit 98; fi\n\
+             exec \"$@\"",
+        )
+        .arg("sh")
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = crate::support::netns::in_netns(&rig.net.board, &cmd)
+        .output()
+        .expect("run unshare in the board");
+    match out.status.code() {
+        Some(97) => None,
+        Some(98) => panic!("a procfs with subset=pid still shows /proc/net"),
+        _ => Some(out),
+    }
+}
+
 fn ban_scenario(fw: Fw, n: u8) {
     let Some(mut rig) = Rig::new(SUBNET, n, fw, 2) else {
         return;
@@ -187,6 +220,8 @@ fn ban_scenario(fw: Fw, n: u8) {
     assert!(r.contains("open to everyone"), "{r}");
     let mut held = rig.net.connect(0, SSH, V4).unwrap();
     roundtrip(&mut held, b"before the ban").unwrap();
+    let mut exempt_held = rig.net.connect(1, SSH, V6).unwrap();
+    roundtrip(&mut exempt_held, b"before the ban").unwrap();
     let bad = rig.client_v4(0);
     let r = rig.say(&format!("/ban {bad}"));
     assert!(
@@ -202,8 +237,17 @@ fn ban_scenario(fw: Fw, n: u8) {
             (1, SSH, V4, true),
         ],
     );
-    roundtrip(&mut held, b"after the ban")
-        .unwrap_or_else(|e| panic!("a ban drops new connections, not the established one: {e}"));
+    // A ban cuts the source's established connection too, as fail2ban does: its data no
+    // longer arrives (the echo times out).
+    assert!(
+        roundtrip(&mut held, b"after the ban").is_err(),
+        "{}: the banned source's established connection still flows\n{}",
+        fw.name(),
+        rig.ruleset()
+    );
+    // An always-allowed source's established connection is untouched by a ban of another.
+    roundtrip(&mut exempt_held, b"after the ban")
+        .unwrap_or_else(|e| panic!("{}: an always-allowed session was cut: {e}", fw.name()));
     for (text, why) in [
         (format!("/ban {}", rig.client_v6(1)), "TGKNOCK_ALWAYS_ALLOW"),
         (
@@ -214,6 +258,26 @@ fn ban_scenario(fw: Fw, n: u8) {
     ] {
         let r = rig.say(&text);
         assert!(r.contains(why), "{text}: {r}");
+    }
+    // The same refusal where the unit runs it: /proc/net hidden (`ProcSubset=pid`).
+    for own in [
+        rig.net.board_addr(V4, 1).ip().to_string(),
+        rig.net.board_addr(V6, 1).ip().to_string(),
+        format!("{}/24", rig.net.board_addr(V4, 1).ip()),
+    ] {
+        match console_under_proc_subset(&rig, &["ban", &own, "--for", "1h"]) {
+            None => crate::support::netns::skip("this kernel cannot mount procfs with subset=pid"),
+            Some(out) => {
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    !out.status.success() && err.contains("the board's own address"),
+                    "{}: `tgknock ban {own}` with /proc/net hidden: {}\n{}{err}",
+                    fw.name(),
+                    out.status,
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+        }
     }
     let status = rig.say("/status");
     assert!(status.contains(&format!("banned {bad}")), "{status}");
@@ -247,6 +311,8 @@ fn ban_scenario(fw: Fw, n: u8) {
     );
     // At the console, without the daemon: IPv6 this time.
     let six = rig.client_v6(0);
+    let mut held6 = rig.net.connect(0, SSH, V6).unwrap();
+    roundtrip(&mut held6, b"before the IPv6 ban").unwrap();
     let out = rig.console_ok(&["ban", &six.to_string(), "--for", "1h"]);
     assert!(
         out.starts_with(&format!("banned {six} (IPv6 only)")),
@@ -255,6 +321,12 @@ fn ban_scenario(fw: Fw, n: u8) {
     rig.net.expect(
         "banned at the console",
         &[(0, SSH, V6, false), (0, SSH, V4, true)],
+    );
+    assert!(
+        roundtrip(&mut held6, b"after the IPv6 ban").is_err(),
+        "{}: the banned IPv6 source's established connection still flows\n{}",
+        fw.name(),
+        rig.ruleset()
     );
     let out = rig.console_ok(&["unban", &six.to_string()]);
     assert!(out.contains(&format!("{six} not banned")), "{out}");
@@ -410,4 +482,241 @@ fn many_bans_scenario(fw: Fw, n: u8) {
 #[test]
 fn many_bans_are_kept_in_place_and_overlaps_refused() {
     all(4, many_bans_scenario);
+}
+
+/// Spoofed SYNs a flood sends: more than the kernel's table of sources holds by default
+/// (xt_hashlimit: 65,536 on a board with a gigabyte or more; an nft meter: 65,535).
+const FLOOD: u32 = 70_000;
+
+/// The first spoofed source (198.18.0.0/15, the benchmarking block: 131,072 addresses).
+const SPOOFED: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
+
+/// How many sources the kernel's table of the ssh gate's IPv4 rate limit holds now.
+fn meter_entries(rig: &Rig) -> usize {
+    match rig.fw {
+        Fw::Ipt(_) => {
+            let listing = rig.listing(V4);
+            let name = listing
+                .split("--hashlimit-name ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or_else(|| panic!("no hashlimit in\n{listing}"));
+            let path = format!("/proc/net/ipt_hashlimit/{name}");
+            run_ok(Command::new("ip").args(["netns", "exec", &rig.net.board, "cat", &path]))
+                .unwrap()
+                .lines()
+                .count()
+        }
+        Fw::Nft => run_ok(Command::new("ip").args([
+            "netns",
+            "exec",
+            &rig.net.board,
+            NFT,
+            "list",
+            "set",
+            "inet",
+            "tgknock",
+            "lim_ssh_v4",
+        ]))
+        .unwrap()
+        .matches(" expires ")
+        .count(),
+    }
+}
+
+/// Issue 15, point 3: a flood of SYNs from spoofed sources fills the kernel's table of
+/// sources. xt_hashlimit then drops every packet of a source it cannot add, whatever the
+/// rule says: the gate was shut for everyone new, the owner included. Now the table
+/// never fills under iptables (a guard lets fewer new sources in than it holds), and a
+/// full nft meter adds no one and matches no one new; either way the limit may lapse
+/// for new sources, it never drops one under its limit. Known sources stay limited.
+fn spoofed_flood_scenario(fw: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, fw, 3) else {
+        return;
+    };
+    rig.env.set("TGKNOCK_RATE_LIMIT", "ssh=6/min");
+    rig.start();
+    let r = rig.say("/open 10m");
+    assert!(r.contains("open to everyone"), "{r}");
+    // The attacker's own address spends its burst: a source the table knows.
+    let got = burst(&rig, 0, SSH, V4, 10);
+    let spent = Instant::now();
+    assert!(
+        got[..6].iter().all(|p| *p) && got[8..].iter().all(|p| !p),
+        "{}: the attacker's burst: {got:?}",
+        fw.name()
+    );
+    // Spoofed sources, routed back through the attacker's namespace so that no
+    // reverse-path check on the board drops them before the firewall sees them.
+    let attacker = rig.client_v4(0).to_string();
+    ip(&[
+        "-n",
+        &rig.net.board,
+        "route",
+        "add",
+        "198.18.0.0/15",
+        "via",
+        &attacker,
+    ])
+    .unwrap();
+    let board = match rig.net.board_addr(V4, SSH).ip() {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(_) => unreachable!(),
+    };
+    let started = Instant::now();
+    let sent = spoofed_syns(&rig.net.clients[0], SPOOFED, FLOOD, board, SSH);
+    let took = started.elapsed();
+    assert_eq!(sent, FLOOD, "{}", fw.name());
+    // The owner, a source the table has never seen, at once.
+    rig.net.expect(
+        "the owner connects right after a flood of spoofed sources",
+        &[(1, SSH, V4, true)],
+    );
+    let entries = meter_entries(&rig);
+    eprintln!(
+        "{}: {FLOOD} spoofed SYNs in {took:?}; the table of sources holds {entries}",
+        fw.name()
+    );
+    assert!(
+        entries >= 10_000,
+        "{}: the flood reached the rate limit's table ({entries} sources)",
+        fw.name()
+    );
+    if fw == Fw::Nft {
+        assert!(entries >= 65_000, "the meter is full: {entries}");
+    }
+    // A moment later the limit still holds for the known source (which has earned a
+    // connection back every ten seconds since its burst), and another new source
+    // connects too.
+    std::thread::sleep(Duration::from_secs(2));
+    let again = burst(&rig, 0, SSH, V4, 6);
+    let earned = spent.elapsed().as_secs() / 10 + 1;
+    let passed = again.iter().filter(|p| **p).count() as u64;
+    assert!(
+        passed <= earned.min(5),
+        "{}: after the flood the attacker is still over its limit ({earned} earned back): {again:?}",
+        fw.name()
+    );
+    rig.net.expect(
+        "after the flood: new sources through",
+        &[(2, SSH, V4, true), (1, SSH, V4, true)],
+    );
+    let status = rig.say("/status");
+    assert!(
+        !status.contains("MISSING") && !status.contains("MISMATCH"),
+        "{status}"
+    );
+}
+
+#[test]
+fn a_flood_of_spoofed_sources_never_locks_the_owner_out() {
+    all(41, spoofed_flood_scenario);
+}
+
+/// A connection from client `k` to the board's `port` over IPv6, from its address `src`
+/// (chosen by a route to the board with that source), given 400 ms: whether it connected.
+fn connect_from(rig: &Rig, k: usize, src: Ipv6Addr, port: u16) -> bool {
+    let to = rig.net.board_addr(V6, port);
+    let ns = rig.net.clients[k].clone();
+    ip(&[
+        "-n",
+        &ns,
+        "-6",
+        "route",
+        "replace",
+        &format!("{}/128", to.ip()),
+        "dev",
+        "vc",
+        "src",
+        &src.to_string(),
+    ])
+    .unwrap();
+    in_ns(&ns, move || {
+        TcpStream::connect_timeout(&to, Duration::from_millis(400)).is_ok()
+    })
+}
+
+/// Issue 15, point 3: one IPv6 host holds a whole /64 and can rotate through it; each
+/// address was a source of its own, so the limit never bit. Now a /64 is one source.
+fn v6_prefix_scenario(fw: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, fw, 2) else {
+        return;
+    };
+    rig.env.set("TGKNOCK_RATE_LIMIT", "ssh=6/min");
+    rig.start();
+    let r = rig.say("/open 10m");
+    assert!(r.contains("open to everyone"), "{r}");
+    let s = rig.client_v6(0).segments();
+    let addrs: Vec<Ipv6Addr> = (1..=6)
+        .map(|i| Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0x7, i))
+        .collect();
+    for a in &addrs {
+        let a = format!("{a}/64");
+        ip(&[
+            "-n",
+            &rig.net.clients[0],
+            "addr",
+            "add",
+            &a,
+            "dev",
+            "vc",
+            "nodad",
+        ])
+        .unwrap();
+    }
+    let got: Vec<bool> = (0..12)
+        .map(|i| connect_from(&rig, 0, addrs[i % addrs.len()], SSH))
+        .collect();
+    let passed = got.iter().filter(|p| **p).count();
+    assert!(
+        got[..6].iter().all(|p| *p) && (6..=7).contains(&passed) && got[10..].iter().all(|p| !p),
+        "{}: six addresses of one /64, two connections each: the first 6 pass, the rest is dropped: {got:?}\n{}",
+        fw.name(),
+        rig.ruleset()
+    );
+    // Another /64 is another source; the same /64 from another host is the same one.
+    let other = Ipv6Addr::new(s[0], s[1], s[2], 1, 0, 0, 0, 2);
+    let board_other = Ipv6Addr::new(s[0], s[1], s[2], 1, 0, 0, 0, 1);
+    ip(&[
+        "-n",
+        &rig.net.board,
+        "addr",
+        "add",
+        &format!("{board_other}/64"),
+        "dev",
+        "br0",
+        "nodad",
+    ])
+    .unwrap();
+    ip(&[
+        "-n",
+        &rig.net.clients[1],
+        "addr",
+        "add",
+        &format!("{other}/64"),
+        "dev",
+        "vc",
+        "nodad",
+    ])
+    .unwrap();
+    let own = rig.client_v6(1);
+    assert!(
+        connect_from(&rig, 1, other, SSH),
+        "{}: another /64 is a source of its own",
+        fw.name()
+    );
+    assert!(
+        !connect_from(&rig, 1, own, SSH),
+        "{}: an address of the spent /64 is over the limit",
+        fw.name()
+    );
+    rig.net.expect(
+        "IPv4 counts apart",
+        &[(0, SSH, V4, true), (1, SSH, V4, true)],
+    );
+}
+
+#[test]
+fn an_ipv6_host_is_limited_as_its_64() {
+    all(42, v6_prefix_scenario);
 }

@@ -994,7 +994,7 @@ fn render(c: &Command) -> String {
         Command::Help => "/help".into(),
         Command::Ban { addr, .. } => format!("/ban {addr}"),
         Command::Unban { addr } => format!("/unban {addr}"),
-        Command::WithCode { code, open } => format!("{} {code}", render(open)),
+        Command::WithCode { code, command } => format!("{} {code}", render(command)),
         Command::Code(code) => code.clone(),
         Command::Run { name: None } => "/run".into(),
         Command::Run { name: Some(n) } => format!("/run {n}"),

@@ -11,6 +11,10 @@
 //! makes that file or leaves it out; the host's /run is never touched. The fake Bot API
 //! lives in this process, bound to the board's loopback.
 //!
+//! The packaging's sysvinit script is run the same way (as root, in the board, with a /run
+//! of its own): the daemon its watchdog starts must be the service user with only those two
+//! capabilities, never root.
+//!
 //! Without root or `ip netns`, the tests print `SKIPPED: …` and pass, except under
 //! `CI=true`.
 
@@ -262,4 +266,132 @@ fn legacy_without_lock_file_fails() {
         !listing.contains("TGKNOCK"),
         "nothing was installed:\n{listing}"
     );
+}
+
+/// Kills a process the test started indirectly (a daemon the init script's watchdog
+/// detached), by its pid, when dropped.
+struct KillOnDrop(Option<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+/// The packaging's sysvinit script, run as root in the board the way init runs it: its
+/// `start` goes through `tgknock watchdog` (as the cron line does), which starts the real
+/// daemon. The daemon must run as the service user (here nobody) with only CAP_NET_ADMIN
+/// and CAP_NET_RAW, never as root, and work: open by chat, refuse to ban the board's own
+/// address (read over netlink, unprivileged), and stop with the script's `stop`.
+fn sysvinit_scenario(b: Backend, n: u8) {
+    let Some(board) = Board::new(n, b, 1) else {
+        return;
+    };
+    let dir = &board.env.dir;
+    let state = board.env.state_dir();
+    let conf = dir.join("sysvinit.conf");
+    std::fs::write(&conf, format!("TGKNOCK_STATE_DIR={}\n", state.display())).unwrap();
+    let inner = board.env.command(&[]);
+    let bin = inner.get_program().to_str().unwrap().to_string();
+    let script = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/sysvinit/tgknock"
+    ))
+    .unwrap();
+    let mut set = 0;
+    let script: String = script
+        .lines()
+        .map(|l| {
+            let to = match l.split_once('=').map(|(k, _)| k) {
+                Some("BIN") => format!("BIN={bin}"),
+                Some("CONF") => format!("CONF={}", conf.display()),
+                Some("SERVICE_USER") => "SERVICE_USER=nobody".into(),
+                Some("SERVICE_GROUP") => format!("SERVICE_GROUP={NOBODY}"),
+                _ => return format!("{l}\n"),
+            };
+            set += 1;
+            format!("{to}\n")
+        })
+        .collect();
+    assert_eq!(
+        set, 4,
+        "the script sets BIN, CONF, SERVICE_USER, SERVICE_GROUP:\n{script}"
+    );
+    let initd = dir.join("sysvinit-tgknock");
+    std::fs::write(&initd, script).unwrap();
+    // Root's init, in the board, with a /run of its own where the script makes the lock.
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &board.net.board, "sh", "-c"])
+        .arg("mount -t tmpfs -o mode=0755 tgknock-run /run && sh \"$0\" start")
+        .arg(&initd)
+        .stdin(std::process::Stdio::null());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().unwrap();
+    let pid: Option<u32> = std::fs::read_to_string(state.join("tgknock.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok());
+    let _guard = KillOnDrop(pid);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "sysvinit start ({}): {text}",
+        b.name()
+    );
+    let pid = pid.unwrap_or_else(|| panic!("no pid file after sysvinit start: {text}"));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert_eq!(
+        ids(&status, "Uid"),
+        [NOBODY; 4],
+        "{}: the daemon the sysvinit script starts runs as the service user\n{status}",
+        b.name()
+    );
+    for set in ["CapPrm", "CapEff", "CapAmb", "CapBnd"] {
+        assert_eq!(
+            caps(&status, set),
+            NET_CAPS,
+            "{set}: only CAP_NET_ADMIN and CAP_NET_RAW\n{status}"
+        );
+    }
+    let reply = board.say("/open");
+    assert!(reply.contains("ssh (22/tcp) open to everyone"), "{reply}");
+    board.net.expect(
+        "the daemon the sysvinit script started opens SSH",
+        &[(0, SSH, V4, true), (0, SSH, V6, true)],
+    );
+    let own = board.net.board_addr(V4, SSH).ip();
+    let reply = board.say(&format!("/ban {own}"));
+    assert!(
+        reply.contains("the board's own address"),
+        "{}: an unprivileged daemon reads the board's addresses: {reply}",
+        b.name()
+    );
+    let mut stop = Command::new("ip");
+    stop.args(["netns", "exec", &board.net.board, "sh"])
+        .arg(&initd)
+        .arg("stop");
+    let out = stop.output().unwrap();
+    assert!(
+        out.status.success(),
+        "sysvinit stop: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    crate::support::wait_for(20, "the daemon to stop", || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+}
+
+#[test]
+fn sysvinit_script_runs_the_daemon_as_the_service_user() {
+    both(3, sysvinit_scenario);
 }

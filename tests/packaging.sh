@@ -16,6 +16,12 @@
 #    and from the tarball), is idempotent (keeps the config), --uninstall removes what it
 #    installed and keeps the config, --purge removes it
 #  - the init and maintainer scripts parse (sh -n)
+#  - the sysvinit script (its start, and the cron line's watchdog) and the OpenRC script run
+#    the daemon as the service user with only CAP_NET_ADMIN and CAP_NET_RAW: as root, the
+#    sysvinit script with a fake tgknock that records /proc/self/status (user nobody for
+#    tgknock); the OpenRC script through OpenRC's own supervise-daemon.sh and
+#    supervise-daemon when they are installed (else its command line is checked as text).
+#    `sh tests/packaging.sh --init-only` runs these checks alone, first.
 # Outside CI a missing tool makes a check say SKIPPED; in CI (CI=true) it fails.
 set -eu
 cd "$(dirname "$0")/.."
@@ -28,8 +34,137 @@ skip() {
 }
 have() { command -v "$1" >/dev/null 2>&1; }
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# Processes a check started (fake daemons, a supervise-daemon), ended at exit by their pid.
+started=""
+cleanup() {
+    for p in $started; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
 start=$(date +%s)
+
+# The status lines that say who a process is: its ids, capabilities and no_new_privs.
+who() { grep -E '^(Uid|Gid|CapInh|CapPrm|CapEff|CapAmb|CapBnd|NoNewPrivs):' "$1" | tr -s '\t ' ' '; }
+# Fails unless the status file $2 shows user $3 with only CAP_NET_ADMIN and CAP_NET_RAW.
+service_user_only() {
+    what=$1 status=$2 uid=$3
+    [ -s "$status" ] || fail "$what: the fake tgknock did not run"
+    w=$(who "$status")
+    for line in "Uid: $uid $uid $uid $uid" "CapPrm: 0000000000003000" "CapEff: 0000000000003000" \
+        "CapAmb: 0000000000003000" "CapBnd: 0000000000003000" "NoNewPrivs: 1"; do
+        echo "$w" | grep -qx "$line" || fail "$what: expected '$line' in /proc/PID/status, found: $(echo "$w" | tr '\n' ';')"
+    done
+}
+
+echo "init scripts: the daemon runs as the service user with CAP_NET_ADMIN and CAP_NET_RAW only"
+grep -q '^\* \* \* \* \* root /etc/init.d/tgknock watchdog ' packaging/cron/tgknock \
+    || fail "the cron line does not run the init script's watchdog"
+if grep -v '^#' packaging/cron/tgknock | grep -q 'bin/tgknock'; then
+    fail "the cron line runs tgknock itself, as root"
+fi
+grep -q '^command="/usr/bin/setpriv"$' packaging/openrc/tgknock || fail "the OpenRC script does not run setpriv"
+args=$(sed -n 's/^command_args="\(.*\)"$/\1/p' packaging/openrc/tgknock)
+# shellcheck disable=SC2016 # $tgknock is the script's own variable
+[ "$args" = '--reuid=tgknock --regid=tgknock --init-groups --inh-caps=-all,+net_admin,+net_raw --ambient-caps=-all,+net_admin,+net_raw --bounding-set=-all,+net_admin,+net_raw --no-new-privs -- $tgknock run --config /etc/tgknock/tgknock.conf' ] \
+    || fail "the OpenRC script's command_args: $args"
+ok "the cron line runs the init script's watchdog; the OpenRC script runs tgknock through setpriv as tgknock"
+if [ "$(id -u)" != 0 ] || ! have setpriv || ! have unshare || ! id nobody >/dev/null 2>&1; then
+    skip "the init scripts' start needs root, setpriv, unshare and the user nobody"
+else
+    f="$work/init"
+    mkdir -p "$f/out" "$f/state"
+    chmod 0755 "$work" "$f"
+    nobody=$(id -u nobody)
+    nogroup=$(id -gn nobody)
+    chown nobody "$f/out"
+    # A fake tgknock: `watchdog` records who it is, then starts `run` detached, as the real
+    # one does; `run` records who it is and stays; `status` says all is well.
+    cat > "$f/tgknock" <<FAKE
+#!/bin/sh
+case "\$1" in
+watchdog)
+    cat /proc/self/status > "$f/out/watchdog.status"
+    setsid "\$0" run > /dev/null 2>&1 < /dev/null &
+    i=0
+    while [ ! -s "$f/out/run.status" ] && [ "\$i" -lt 100 ]; do sleep 0.1; i=\$((i + 1)); done
+    ;;
+run)
+    echo "\$\$" > "$f/out/run.pid"
+    cat /proc/self/status > "$f/out/run.tmp" && mv "$f/out/run.tmp" "$f/out/run.status"
+    exec sleep 600
+    ;;
+esac
+exit 0
+FAKE
+    chmod 0755 "$f/tgknock"
+    echo "TGKNOCK_STATE_DIR=$f/state" > "$f/tgknock.conf"
+    chmod 0644 "$f/tgknock.conf"
+    # A state directory root's daemon used (an install from before the service user).
+    chmod 0750 "$f/state"
+    echo '{}' > "$f/state/state.json"
+    sed -e "s#^BIN=.*#BIN=$f/tgknock#" -e "s#^CONF=.*#CONF=$f/tgknock.conf#" \
+        -e "s#^SERVICE_USER=.*#SERVICE_USER=nobody#" -e "s#^SERVICE_GROUP=.*#SERVICE_GROUP=$nogroup#" \
+        -e "s#^XTABLES_LOCK=.*#XTABLES_LOCK=$f/xtables.lock#" \
+        packaging/sysvinit/tgknock > "$f/initd"
+    for v in BIN CONF SERVICE_USER SERVICE_GROUP XTABLES_LOCK; do
+        grep -q "^$v=$f\|^$v=nobody\|^$v=$nogroup" "$f/initd" || fail "the sysvinit script has no line $v= to point at the test's"
+    done
+    out=$(sh "$f/initd" start 2>&1) || fail "sysvinit start: $out"
+    started="$started $(cat "$f/out/run.pid" 2>/dev/null || true)"
+    service_user_only "sysvinit start: the watchdog" "$f/out/watchdog.status" "$nobody"
+    service_user_only "sysvinit start: the daemon it starts" "$f/out/run.status" "$nobody"
+    [ "$(stat -c %U "$f/state" "$f/state/state.json" | sort -u)" = nobody ] \
+        || fail "sysvinit start: the state directory root used was not handed to the service user: $(ls -la "$f/state")"
+    [ "$(stat -c '%a %G' "$f/xtables.lock")" = "640 $nogroup" ] \
+        || fail "sysvinit start: the iptables lock is $(stat -c '%a %G' "$f/xtables.lock")"
+    # The cron line's watchdog, with the daemon gone: the same.
+    kill "$(cat "$f/out/run.pid")"
+    rm -f "$f/out/run.status" "$f/out/watchdog.status" "$f/out/run.pid"
+    out=$(sh "$f/initd" watchdog 2>&1) || fail "sysvinit watchdog: $out"
+    started="$started $(cat "$f/out/run.pid" 2>/dev/null || true)"
+    service_user_only "the cron line's watchdog" "$f/out/watchdog.status" "$nobody"
+    service_user_only "the daemon the cron line's watchdog starts" "$f/out/run.status" "$nobody"
+    kill "$(cat "$f/out/run.pid")"
+    ok "sysvinit start and the cron line's watchdog: the watchdog and the daemon run as nobody (for tgknock), CapEff/CapAmb/CapBnd = net_admin,net_raw, no_new_privs; root's state directory handed over; xtables.lock 0640 group $nogroup"
+
+    # OpenRC: the script's variables through OpenRC's own start function and supervise-daemon.
+    rcsh=${TGKNOCK_OPENRC_SH:-/lib/rc/sh/supervise-daemon.sh}
+    if have supervise-daemon && [ -f "$rcsh" ]; then
+        rm -f "$f/out/run.status" "$f/out/run.pid"
+        sed -e 's/--reuid=tgknock --regid=tgknock/--reuid=nobody --regid='"$nogroup"'/' \
+            -e "s#^tgknock=.*#tgknock=$f/tgknock#" packaging/openrc/tgknock > "$f/openrc"
+        cat > "$f/openrc-start" <<DRIVE
+set -e
+# A /run of its own: supervise-daemon keeps its service state under /run/openrc.
+mount -t tmpfs tmpfs /run
+mkdir -p /run/openrc
+export RC_SVCNAME=tgknock-packaging-test
+ebegin() { :; }
+eend() { return "\$1"; }
+ewarn() { echo "\$*" >&2; }
+eerror() { echo "\$*" >&2; }
+service_set_value() { :; }
+. "$f/openrc"
+output_log=$f/out/openrc.log
+error_log=$f/out/openrc.log
+. "$rcsh"
+supervise_start
+DRIVE
+        unshare --mount --propagation private sh "$f/openrc-start" > "$f/openrc.out" 2>&1 \
+            || fail "OpenRC supervise_start: $(cat "$f/openrc.out")"
+        i=0
+        while [ ! -s "$f/out/run.status" ] && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+        pid=$(cat "$f/out/run.pid" 2>/dev/null || true)
+        # The supervisor first (it would restart the daemon), then the daemon.
+        sup=$(ps -o ppid= -p "$pid" 2>/dev/null | tr -d ' ' || true)
+        started="$started $sup $pid"
+        service_user_only "OpenRC (supervise-daemon)" "$f/out/run.status" "$nobody"
+        ok "OpenRC through supervise-daemon: the daemon runs as nobody (for tgknock), CapEff/CapAmb/CapBnd = net_admin,net_raw, no_new_privs"
+    else
+        echo "  note: OpenRC's supervise-daemon and $rcsh are not installed: the OpenRC script was checked as text only"
+    fi
+fi
+[ "${1:-}" = --init-only ] && exit 0
 
 echo "packaging tier: cross/dist.sh (four targets, three .deb packages, SHA256SUMS)"
 mkdir -p target
@@ -219,7 +354,7 @@ done
 cmp -s "$tr/usr/local/bin/tgknock" "$work/tgknock-$version-$t/tgknock" || fail "the tarball's install.sh did not install its binary"
 ok "the tarball's install.sh --root: its binary and its man pages (man/ beside it)"
 TGKNOCK_INSTALL_SYSTEMD=0 sh packaging/install.sh --root "$work/root2" --binary "$bin" > /dev/null || fail "install.sh without systemd"
-if ! [ -x "$work/root2/etc/init.d/tgknock" ] || ! grep -q '/usr/local/bin/tgknock watchdog' "$work/root2/etc/cron.d/tgknock"; then
+if ! [ -x "$work/root2/etc/init.d/tgknock" ] || ! grep -q '/etc/init.d/tgknock watchdog' "$work/root2/etc/cron.d/tgknock"; then
     fail "install.sh without systemd did not install the init script and cron line"
 fi
 ok "install.sh without systemd: init script and cron watchdog"

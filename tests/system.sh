@@ -122,7 +122,7 @@ host_checks() {
         || fail "install.sh --root (sysvinit)"
     grep -q "^# X-Start-Before: *[$]network" "$t/sysv/etc/init.d/tgknock" 2>/dev/null \
         || fail "install.sh with sysvinit: no init script that starts before the network"
-    grep -q '/usr/local/bin/tgknock watchdog' "$t/sysv/etc/cron.d/tgknock" 2>/dev/null \
+    grep -q '/etc/init.d/tgknock watchdog' "$t/sysv/etc/cron.d/tgknock" 2>/dev/null \
         || fail "install.sh with sysvinit: no cron watchdog"
     [ ! -e "$t/sysv/etc/systemd/system/tgknock.service" ] || fail "install.sh with sysvinit also installed the unit"
     rm -rf "$t"
@@ -604,6 +604,13 @@ EOF
     pid=$(sh_c "cat /var/lib/tgknock/tgknock.pid")
     sh_c "kill -0 $pid" || fail "sysvinit start: no daemon (pid file says $pid)"
     ok "sysvinit start: the daemon runs (pid $pid), rules in place when the script returns"
+    # As the service user with CAP_NET_ADMIN and CAP_NET_RAW only, as under systemd.
+    local who uid
+    uid=$(sh_c "id -u tgknock")
+    who=$(sh_c "grep -E '^(Uid|CapEff|CapAmb|CapBnd):' /proc/$pid/status" | tr -s '\t ' ' ' | tr '\n' ';')
+    [ "$who" = "Uid: $uid $uid $uid $uid;CapEff: 0000000000003000;CapBnd: 0000000000003000;CapAmb: 0000000000003000;" ] \
+        || fail "sysvinit start: the daemon is not the service user with CAP_NET_ADMIN and CAP_NET_RAW only: $who"
+    ok "sysvinit start: the daemon runs as tgknock (uid $uid) with CAP_NET_ADMIN and CAP_NET_RAW only"
     out=$(in_c sh "$initd" stop 2>&1) || fail "sysvinit stop: $out"
     sh_c "kill -0 $pid" 2>/dev/null && fail "sysvinit stop did not stop the daemon (pid $pid): $out"
     local sleeper

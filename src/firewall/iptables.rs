@@ -6,7 +6,10 @@
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
-use super::rules::{List, Listing, Policy, Rate, RecentOp, Rule, TAG_LIMIT_PREFIX, Target};
+use super::rules::{
+    Limit, List, Listing, METER_ENTRIES, Policy, Rate, RecentOp, Rule, TAG_LIMIT_PREFIX, Target,
+    V6_SOURCE_PREFIX,
+};
 use super::{Kind, Tables, run};
 use crate::addr::{self, Family};
 use crate::error::{Error, Result};
@@ -55,21 +58,198 @@ fn list_name(chain: &str, list: List) -> String {
     format!("{chain}_{}", list.name())
 }
 
+/// Buckets of a gate's hashlimit table (`--hashlimit-htable-size`): eight sources a
+/// bucket when the table is full (64 KB of bucket heads, allocated with the rule).
+const HTABLE_BUCKETS: u32 = 8_192;
+
+/// xt_limit's unit: a rate is kept as the time between two packets, in 1/10,000 s.
+const XT_LIMIT_SCALE: u64 = 10_000;
+
+/// The most packets the guard lets through at once (`--limit-burst`, at most 10,000).
+const GUARD_BURST: u32 = 10_000;
+
+/// A full hashlimit table drops every packet of a source it cannot add (xt_hashlimit
+/// "hotdrops" when its table is at `--hashlimit-htable-max`, whatever the rule's target
+/// and order): a flood of spoofed sources would lock everyone out. So a gate's hashlimit
+/// sees at most as many new sources as its table holds: a `-m limit` guard before it in
+/// the same rule lets `GUARD_BURST` packets through at once, then one every `avg`
+/// (1/10,000 s), so that over an entry's lifetime (its expiry, plus up to a second until
+/// the table's collector runs) no more than 15/16 of [`METER_ENTRIES`] get in. A packet
+/// the guard holds back skips the per-source check and goes on to the gate: under a
+/// flood beyond the guard's rate the limit lapses for part of the packets, it never
+/// drops one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Guard {
+    pub(crate) avg: u64,
+}
+
+impl Guard {
+    pub(crate) fn of(limit: &Limit) -> Guard {
+        // The slowest rate xt_limit writes: one a day.
+        const SLOWEST: u64 = XT_LIMIT_SCALE * 86_400;
+        let window = limit.refill_secs().saturating_add(2);
+        let room = u64::from(METER_ENTRIES - GUARD_BURST) * 15 / 16;
+        let start = XT_LIMIT_SCALE
+            .saturating_mul(window)
+            .div_ceil(room)
+            .clamp(1, SLOWEST);
+        // The rate as iptables prints it back must stand for the same interval: the
+        // next one that does (a few steps for any rate tgknock writes; a limit read
+        // back with an absurd burst gets the slowest).
+        let avg = (start..start.saturating_add(10_000).min(SLOWEST))
+            .find(|a| limit_rate_avg(&limit_rate_text(*a)) == Some(*a))
+            .unwrap_or(SLOWEST);
+        Guard { avg }
+    }
+
+    /// The guard's packets a second.
+    #[cfg(test)]
+    pub(crate) fn per_sec(&self) -> f64 {
+        XT_LIMIT_SCALE as f64 / self.avg as f64
+    }
+}
+
+/// xt_limit's units, the longest first, in 1/10,000 s.
+const LIMIT_UNITS: [(&str, u64); 4] = [
+    ("day", XT_LIMIT_SCALE * 86_400),
+    ("hour", XT_LIMIT_SCALE * 3_600),
+    ("min", XT_LIMIT_SCALE * 60),
+    ("sec", XT_LIMIT_SCALE),
+];
+
+/// A `-m limit` rate as iptables prints it (libxt_limit's `print_rate`, which
+/// iptables-nft's translation shares): `833/sec`.
+fn limit_rate_text(avg: u64) -> String {
+    let mut i = 1;
+    while i < LIMIT_UNITS.len() {
+        let mult = LIMIT_UNITS[i].1;
+        if avg > mult || mult / avg < mult % avg {
+            break;
+        }
+        i += 1;
+    }
+    let (name, mult) = LIMIT_UNITS[i - 1];
+    format!("{}/{name}", mult / avg)
+}
+
+/// The interval a `-m limit` rate stands for (libxt_limit's `parse_rate`).
+fn limit_rate_avg(text: &str) -> Option<u64> {
+    let (n, unit) = text.split_once('/')?;
+    let n: u64 = n.parse().ok().filter(|n| *n > 0)?;
+    let (_, mult) = LIMIT_UNITS.iter().find(|(name, _)| *name == unit)?;
+    Some(mult / n).filter(|a| *a > 0)
+}
+
+/// A source's prefix length in a gate's hashlimit (`--hashlimit-srcmask`).
+fn srcmask(family: Family) -> u8 {
+    match family {
+        Family::V4 => 32,
+        Family::V6 => V6_SOURCE_PREFIX,
+    }
+}
+
+/// How long an idle source stays in a gate's hashlimit table, in ms: until its burst has
+/// filled up again (iptables' default is one unit of the rate as written, one second for
+/// `1/sec` with a burst of 60, which would hand a source a fresh burst every second).
+fn expire_ms(limit: &Limit) -> u64 {
+    limit.refill_secs() * 1_000
+}
+
 /// A gate's hashlimit table (global to the network namespace, at most 15 characters):
-/// `tgk-ssh`, or a hash of the chain and gate when that is too long or the chain is not
-/// the default one (two instances never share a table).
-pub(crate) fn hashlimit_name(chain: &str, tag: &str) -> String {
+/// `tgk-ssh-3f0a`, or `tgk-` and a hash alone when the gate's name is too long or the
+/// chain is not the default one (two instances never share a table). The hash covers
+/// everything the kernel keeps with the table rather than the rule (rate, burst, sizes,
+/// expiry, mask): xt_hashlimit reuses a table of the same name as it is, so a changed
+/// limit gets a table of its own name or it would not take effect until a reboot.
+pub(crate) fn hashlimit_name(chain: &str, tag: &str, limit: &Limit, family: Family) -> String {
     let gate = tag.strip_prefix(TAG_LIMIT_PREFIX).unwrap_or(tag);
-    let plain = format!("tgk-{gate}");
+    let config = format!(
+        "{}:{}:{HTABLE_BUCKETS}:{METER_ENTRIES}:{}:{}",
+        limit.rate,
+        limit.burst,
+        expire_ms(limit),
+        srcmask(family)
+    );
+    // FNV-1a: a stable short name, no cryptography needed.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in chain
+        .bytes()
+        .chain([b':'])
+        .chain(gate.bytes())
+        .chain([b':'])
+        .chain(config.bytes())
+    {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let plain = format!("tgk-{gate}-{:04x}", (h >> 16) ^ (h & 0xffff));
     if chain == "TGKNOCK" && plain.len() <= 15 {
         return plain;
     }
-    // FNV-1a: a stable short name, no cryptography needed.
-    let mut h: u32 = 0x811c_9dc5;
-    for b in chain.bytes().chain([b':']).chain(gate.bytes()) {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
     format!("tgk-{h:08x}")
+}
+
+/// The words of a rate limit after the rule's other matches: the guard, then the
+/// hashlimit with its table's sizes, expiry and source mask, as `iptables -S` prints
+/// them (an expiry equal to iptables' default and a full mask are left out).
+fn limit_args(chain: &str, rule: &Rule, l: &Limit) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "-m".into(),
+        "limit".into(),
+        "--limit".into(),
+        limit_rate_text(Guard::of(l).avg),
+        "--limit-burst".into(),
+        GUARD_BURST.to_string(),
+        "-m".into(),
+        "hashlimit".into(),
+        "--hashlimit-above".into(),
+        l.rate.to_string(),
+        "--hashlimit-burst".into(),
+        l.burst.to_string(),
+        "--hashlimit-mode".into(),
+        "srcip".into(),
+        "--hashlimit-name".into(),
+        hashlimit_name(chain, &rule.tag, l, rule.family),
+        "--hashlimit-htable-size".into(),
+        HTABLE_BUCKETS.to_string(),
+        "--hashlimit-htable-max".into(),
+        METER_ENTRIES.to_string(),
+    ];
+    if expire_ms(l) != l.rate.per.secs() * 1_000 {
+        a.extend(["--hashlimit-htable-expire".into(), expire_ms(l).to_string()]);
+    }
+    if rule.family == Family::V6 {
+        a.extend(["--hashlimit-srcmask".into(), V6_SOURCE_PREFIX.to_string()]);
+    }
+    a
+}
+
+/// The table settings and guard of a rate limit as read back, checked against
+/// [`limit_args`]: the same guard, sizes and mask, and an expiry that is the one written
+/// (or iptables' default, when that is it).
+#[derive(Debug, Default)]
+struct Tuning {
+    guard: bool,
+    limit: Option<String>,
+    limit_burst: Option<u32>,
+    buckets: Option<u32>,
+    max: Option<u32>,
+    expire: Option<u64>,
+    srcmask: Option<u8>,
+}
+
+impl Tuning {
+    fn fits(&self, l: &Limit, family: Family) -> bool {
+        self.guard
+            && self.limit.as_deref().and_then(limit_rate_avg) == Some(Guard::of(l).avg)
+            && self.limit_burst == Some(GUARD_BURST)
+            && self.buckets == Some(HTABLE_BUCKETS)
+            && self.max == Some(METER_ENTRIES)
+            && self.expire.unwrap_or(l.rate.per.secs() * 1_000) == expire_ms(l)
+            && self.srcmask.unwrap_or(match family {
+                Family::V4 => 32,
+                Family::V6 => 128,
+            }) == srcmask(family)
+    }
 }
 
 /// `--datestop` of a deadline: the last second the rule matches, in UTC (xt_time's
@@ -128,18 +308,8 @@ pub(crate) fn args(chain: &str, rule: &Rule) -> Vec<String> {
         ]);
     }
     if let Some(l) = &rule.limit {
-        push(&[
-            "-m",
-            "hashlimit",
-            "--hashlimit-above",
-            &l.rate.to_string(),
-            "--hashlimit-burst",
-            &l.burst.to_string(),
-            "--hashlimit-mode",
-            "srcip",
-            "--hashlimit-name",
-            &hashlimit_name(chain, &rule.tag),
-        ]);
+        let words = limit_args(chain, rule, l);
+        push(&words.iter().map(String::as_str).collect::<Vec<_>>());
     }
     if let Some(u) = rule.until {
         push(&["-m", "time", "--datestop", &datestop(u)]);
@@ -388,6 +558,8 @@ fn parse_rule(chain: &str, w: &[Cow<'_, str>], family: Family) -> Option<Rule> {
     let mut pending: Option<(RecentOp, Option<u64>, Option<List>)> = None;
     // A hashlimit's table name, checked once the rule's tag is known.
     let mut limit_name: Option<String> = None;
+    // Its guard and table settings, checked likewise.
+    let mut tuning = Tuning::default();
     let close = |r: &mut Rule, p: Option<(RecentOp, Option<u64>, Option<List>)>| -> Option<()> {
         if let Some((op, seconds, list)) = p {
             r.recent.push(super::rules::Recent {
@@ -492,6 +664,35 @@ fn parse_rule(chain: &str, w: &[Cow<'_, str>], family: Family) -> Option<Rule> {
                 limit_name = Some(v.to_string());
                 i += 1;
             }
+            ("-m", Some("limit")) => {
+                close(&mut r, pending.take())?;
+                tuning.guard = true;
+                i += 1;
+            }
+            ("--limit", Some(v)) => {
+                tuning.limit = Some(v.to_string());
+                i += 1;
+            }
+            ("--limit-burst", Some(v)) => {
+                tuning.limit_burst = Some(v.parse().ok()?);
+                i += 1;
+            }
+            ("--hashlimit-htable-size", Some(v)) => {
+                tuning.buckets = Some(v.parse().ok()?);
+                i += 1;
+            }
+            ("--hashlimit-htable-max", Some(v)) => {
+                tuning.max = Some(v.parse().ok()?);
+                i += 1;
+            }
+            ("--hashlimit-htable-expire", Some(v)) => {
+                tuning.expire = Some(v.parse().ok()?);
+                i += 1;
+            }
+            ("--hashlimit-srcmask", Some(v)) => {
+                tuning.srcmask = Some(v.parse().ok()?);
+                i += 1;
+            }
             ("--datestop", Some(v)) => {
                 r.until = Some(parse_datestop(v)?);
                 i += 1;
@@ -509,8 +710,13 @@ fn parse_rule(chain: &str, w: &[Cow<'_, str>], family: Family) -> Option<Rule> {
         return None;
     }
     if let Some(l) = &r.limit
-        && (l.rate.count == 0 || limit_name? != hashlimit_name(chain, &r.tag))
+        && (l.rate.count == 0
+            || limit_name? != hashlimit_name(chain, &r.tag, l, family)
+            || !tuning.fits(l, family))
     {
+        return None;
+    }
+    if r.limit.is_none() && (tuning.guard || tuning.limit.is_some()) {
         return None;
     }
     Some(r)
@@ -830,8 +1036,8 @@ pub(crate) mod tests {
         assert_eq!(
             render(&r),
             vec![
-                "-m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment tgknock:established -j RETURN",
                 "-s 192.168.0.0/16 -m comment --comment tgknock:always-allow -j RETURN",
+                "-m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment tgknock:established -j RETURN",
                 "-p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment tgknock-gate:ssh -j DROP",
                 "-p tcp -m tcp --dport 80 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment tgknock-gate:web -j DROP",
                 "-p tcp -m tcp --dport 443 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment tgknock-gate:web -j DROP",
@@ -900,8 +1106,8 @@ pub(crate) mod tests {
 
     const LISTING: &str = "-P INPUT ACCEPT\n-P FORWARD ACCEPT\n-P OUTPUT ACCEPT\n-N TGKNOCK\n-N f2b-sshd\n\
         -A INPUT -j TGKNOCK\n-A INPUT -p tcp -m multiport --dports 22 -j f2b-sshd\n\
-        -A TGKNOCK -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"tgknock:established\" -j RETURN\n\
         -A TGKNOCK -s 10.0.0.0/8 -m comment --comment \"tgknock:always-allow\" -j RETURN\n\
+        -A TGKNOCK -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"tgknock:established\" -j RETURN\n\
         -A TGKNOCK -s 203.0.113.7/32 -p tcp -m tcp --dport 22 -m comment --comment \"tgknock-gate:ssh\" -j RETURN\n\
         -A TGKNOCK -p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment \"tgknock-gate:ssh\" -j DROP\n\
         -A f2b-sshd -j RETURN\n";
@@ -1050,30 +1256,157 @@ pub(crate) mod tests {
         let s = with_defenses(state(&[("ssh", None, Some(1_800_000_900))]), &mut p);
         let r = render(&desired(&p, &s, 1_800_000_000, Family::V4));
         assert_eq!(
-            r[1],
+            r[0],
             "-s 198.51.100.9/32 -m time --datestop 2027-01-15T08:00:00 -m comment --comment tgknock:ban -j DROP"
         );
+        let ssh = Limit::of(Rate::parse("6/min").unwrap());
+        let ssh_name = hashlimit_name("TGKNOCK", "tgknock-limit:ssh", &ssh, Family::V4);
         assert_eq!(
             r[2],
-            "-p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m hashlimit --hashlimit-above 6/min --hashlimit-burst 6 --hashlimit-mode srcip --hashlimit-name tgk-ssh -m comment --comment tgknock-limit:ssh -j DROP"
+            format!(
+                "-p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m limit --limit 833/sec --limit-burst 10000 -m hashlimit --hashlimit-above 6/min --hashlimit-burst 6 --hashlimit-mode srcip --hashlimit-name {ssh_name} --hashlimit-htable-size 8192 --hashlimit-htable-max 65536 -m comment --comment tgknock-limit:ssh -j DROP"
+            )
         );
-        assert!(r.contains(&"-p udp -m udp --dport 60000:61000 -m hashlimit --hashlimit-above 1/sec --hashlimit-burst 60 --hashlimit-mode srcip --hashlimit-name tgk-mosh -m comment --comment tgknock-limit:mosh -j DROP".to_string()), "{r:#?}");
+        // 60/min is written 1/sec with a burst of 60: a source is kept a minute, not
+        // iptables' default of a second.
+        let mosh = Limit::of(Rate::parse("60/min").unwrap());
+        assert!(r.contains(&format!("-p udp -m udp --dport 60000:61000 -m limit --limit 833/sec --limit-burst 10000 -m hashlimit --hashlimit-above 1/sec --hashlimit-burst 60 --hashlimit-mode srcip --hashlimit-name {} --hashlimit-htable-size 8192 --hashlimit-htable-max 65536 --hashlimit-htable-expire 60000 -m comment --comment tgknock-limit:mosh -j DROP", hashlimit_name("TGKNOCK", "tgknock-limit:mosh", &mosh, Family::V4))), "{r:#?}");
         assert!(r.contains(&"-p tcp -m tcp --dport 22 -m time --datestop 2027-01-15T08:14:59 -m comment --comment tgknock-gate:ssh -j RETURN".to_string()), "{r:#?}");
+        // IPv6: a source is its /64.
+        let v6 = render(&desired(&p, &s, 1_800_000_000, Family::V6));
+        assert!(
+            v6.iter().any(|l| l.contains("--dport 22 ")
+                && l.contains("--hashlimit-htable-max 65536 --hashlimit-srcmask 64 -m comment")),
+            "{v6:#?}"
+        );
         assert_eq!(datestop(1_800_000_000), "2027-01-15T07:59:59");
         assert_eq!(parse_datestop("2027-01-15T07:59:59"), Some(1_800_000_000));
-        assert_eq!(hashlimit_name("TGKNOCK", "tgknock-limit:ssh"), "tgk-ssh");
-        let long = hashlimit_name("TGKNOCK", "tgknock-limit:a-very-long-gate");
         assert!(
-            long.len() <= 15 && long != hashlimit_name("OTHER", "tgknock-limit:a-very-long-gate")
+            ssh_name.starts_with("tgk-ssh-") && ssh_name.len() == 12,
+            "{ssh_name}"
+        );
+        // A table of its own per chain, per setting the kernel keeps with the table, and
+        // per family (the mask).
+        for other in [
+            hashlimit_name("OTHER", "tgknock-limit:ssh", &ssh, Family::V4),
+            hashlimit_name("TGKNOCK", "tgknock-limit:ssh", &mosh, Family::V4),
+            hashlimit_name("TGKNOCK", "tgknock-limit:ssh", &ssh, Family::V6),
+            hashlimit_name(
+                "TGKNOCK",
+                "tgknock-limit:ssh",
+                &Limit::of(Rate::parse("7/min").unwrap()),
+                Family::V4,
+            ),
+        ] {
+            assert!(other != ssh_name && other.len() <= 15, "{other}");
+        }
+        let long = hashlimit_name(
+            "TGKNOCK",
+            "tgknock-limit:a-very-long-gate",
+            &ssh,
+            Family::V4,
+        );
+        assert!(
+            long.len() <= 15
+                && long
+                    != hashlimit_name("OTHER", "tgknock-limit:a-very-long-gate", &ssh, Family::V4)
         );
         // hashlimit's default burst (5) is left out of `-S`; it still parses as 5.
-        let five = "-N TGKNOCK\n-A INPUT -j TGKNOCK\n-A TGKNOCK -p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m hashlimit --hashlimit-above 5/min --hashlimit-mode srcip --hashlimit-name tgk-ssh -m comment --comment \"tgknock-limit:ssh\" -j DROP\n";
-        let l = parse_listing("TGKNOCK", five, Family::V4);
+        let five_limit = Limit::of(Rate::parse("5/min").unwrap());
+        let five_name = hashlimit_name("TGKNOCK", "tgknock-limit:ssh", &five_limit, Family::V4);
+        let five = format!(
+            "-N TGKNOCK\n-A INPUT -j TGKNOCK\n-A TGKNOCK -p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m limit --limit 833/sec --limit-burst 10000 -m hashlimit --hashlimit-above 5/min --hashlimit-mode srcip --hashlimit-name {five_name} --hashlimit-htable-size 8192 --hashlimit-htable-max 65536 -m comment --comment \"tgknock-limit:ssh\" -j DROP\n"
+        );
+        let l = parse_listing("TGKNOCK", &five, Family::V4);
         let limit = l.rules[0].as_ref().unwrap().limit.unwrap();
         assert_eq!((limit.rate.to_string(), limit.burst), ("5/min".into(), 5));
-        // Another table's name is not tgknock's.
-        let other = parse_listing("TGKNOCK", &five.replace("tgk-ssh", "f2b"), Family::V4);
-        assert_eq!(other.rules[0], None);
+        // Another table's name is not tgknock's, nor a table without its size, guard or
+        // expiry, nor one of an older tgknock (its name and no table settings).
+        for changed in [
+            five.replace(&five_name, "f2b"),
+            five.replace(" --hashlimit-htable-max 65536", ""),
+            five.replace(" --hashlimit-htable-max 65536", " --hashlimit-htable-max 1024"),
+            five.replace("-m limit --limit 833/sec --limit-burst 10000 ", ""),
+            five.replace("--limit 833/sec", "--limit 1000/sec"),
+            five.replace(" -m comment", " --hashlimit-htable-expire 1000 -m comment"),
+            five.replace(" -m comment", " --hashlimit-srcmask 24 -m comment"),
+            "-N TGKNOCK\n-A INPUT -j TGKNOCK\n-A TGKNOCK -p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m hashlimit --hashlimit-above 6/min --hashlimit-burst 6 --hashlimit-mode srcip --hashlimit-name tgk-ssh -m comment --comment \"tgknock-limit:ssh\" -j DROP\n".to_string(),
+        ] {
+            let other = parse_listing("TGKNOCK", &changed, Family::V4);
+            assert_eq!(other.rules[0], None, "{changed}");
+        }
+        // An expiry written out that equals iptables' default reads the same.
+        let explicit = five.replace(" -m comment", " --hashlimit-htable-expire 60000 -m comment");
+        assert!(parse_listing("TGKNOCK", &explicit, Family::V4).rules[0].is_some());
+    }
+
+    /// However fast a flood of new sources, the guard lets fewer into a gate's hashlimit
+    /// within an entry's lifetime (its expiry and a second until the collector runs)
+    /// than the table holds, so it never fills; and its rate reads back as written.
+    #[test]
+    fn the_guard_never_lets_a_table_fill() {
+        let mut seen = Vec::new();
+        for text in [
+            "1/s",
+            "5/s",
+            "10000/s",
+            "6/min",
+            "60/min",
+            "10000/min",
+            "1/hour",
+            "2/h",
+            "120/hour",
+            "1/day",
+            "100/day",
+            "10000/day",
+        ] {
+            let l = Limit::of(Rate::parse(text).unwrap());
+            let g = Guard::of(&l);
+            let rate = limit_rate_text(g.avg);
+            assert_eq!(limit_rate_avg(&rate), Some(g.avg), "{text}: {rate}");
+            let lifetime = (l.refill_secs() + 1) as f64;
+            // xt_limit counts in whole credits a jiffy (its `user2credits`), which makes
+            // a fast rate faster by up to a quarter, depending on the kernel's HZ.
+            for hz in [100u64, 250, 300, 1000] {
+                let cpj = 1u64 << (u64::from(u32::MAX) / (hz * 86_400)).ilog2();
+                let cost = g.avg * hz * cpj / XT_LIMIT_SCALE;
+                let per_sec = (hz * cpj) as f64 / cost as f64;
+                assert!(per_sec >= g.per_sec() * 0.99, "{text} at HZ {hz}");
+                let most = f64::from(GUARD_BURST) + per_sec * lifetime;
+                assert!(
+                    most < f64::from(METER_ENTRIES),
+                    "{text}: {rate} at HZ {hz} lets {most} sources in within {lifetime} s"
+                );
+            }
+            seen.push(format!("{text} {rate}"));
+        }
+        assert_eq!(
+            seen[..6],
+            [
+                "1/s 10000/sec",
+                "5/s 10000/sec",
+                "10000/s 10000/sec",
+                "6/min 833/sec",
+                "60/min 833/sec",
+                "10000/min 833/sec"
+            ]
+        );
+        // A limit read back with an absurd burst gets the slowest guard, at once.
+        let absurd = Limit {
+            rate: Rate::parse("1/day").unwrap(),
+            burst: u32::MAX,
+        };
+        assert_eq!(limit_rate_text(Guard::of(&absurd).avg), "1/day");
+        let odd = Limit {
+            rate: Rate::parse("1/day").unwrap(),
+            burst: 7,
+        };
+        let g = Guard::of(&odd);
+        assert_eq!(limit_rate_avg(&limit_rate_text(g.avg)), Some(g.avg));
+        assert_eq!(limit_rate_text(20_000), "30/min");
+        assert_eq!(limit_rate_avg("30/min"), Some(20_000));
+        assert_eq!(limit_rate_avg("0/sec"), None);
+        assert_eq!(limit_rate_avg("5/fortnight"), None);
     }
 
     #[test]
@@ -1155,11 +1488,11 @@ pub(crate) mod tests {
         let ban = desired(&p, &banned, now, Family::V4);
         let input = in_place(&closed, &ban);
         assert!(
-            input.starts_with("*filter\n-I TGKNOCK 503 -s 198.18.1.251/32 -m comment"),
+            input.starts_with("*filter\n-I TGKNOCK 502 -s 198.18.1.251/32 -m comment"),
             "{input}"
         );
         assert_eq!(input.lines().count(), 3);
-        assert_eq!(in_place(&ban, &closed), "*filter\n-D TGKNOCK 503\nCOMMIT\n");
+        assert_eq!(in_place(&ban, &closed), "*filter\n-D TGKNOCK 502\nCOMMIT\n");
         // A rule another program put among them goes, and only it.
         let mut foreign = listed(&closed);
         foreign = foreign.replacen(
@@ -1170,7 +1503,7 @@ pub(crate) mod tests {
         let l = parse_listing("TGKNOCK", &foreign, Family::V4);
         assert_eq!(
             restore_change("TGKNOCK", &l, &closed, JumpFix::from_listing(&l)),
-            "*filter\n-D TGKNOCK 11\nCOMMIT\n"
+            "*filter\n-D TGKNOCK 10\nCOMMIT\n"
         );
         // Many changes, a missing chain, a small chain rewritten: the chain is refilled.
         let expired = desired(&p, &s, 1_800_003_600, Family::V4);

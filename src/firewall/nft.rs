@@ -14,8 +14,8 @@
 use std::path::PathBuf;
 
 use super::rules::{
-    KNOCK_STEP_SECS, Limit, List, Listing, Per, Policy, Rate, Recent, RecentOp, Rule, TAG_BAN,
-    TAG_LIMIT_PREFIX, Target, limit_tag,
+    KNOCK_STEP_SECS, Limit, List, Listing, METER_ENTRIES, Per, Policy, Rate, Recent, RecentOp,
+    Rule, TAG_BAN, TAG_LIMIT_PREFIX, Target, V6_SOURCE_PREFIX, limit_tag,
 };
 use super::{Kind, Tables, run};
 use crate::addr::{self, Family};
@@ -328,6 +328,9 @@ pub(crate) fn key(r: &Rule) -> String {
     }
     if let Some(l) = &r.limit {
         k.push_str(&format!(" limit={}:{}", l.rate, l.burst));
+        if r.family == Family::V6 {
+            k.push_str(&format!(" by=/{V6_SOURCE_PREFIX}"));
+        }
     }
     if let Some(u) = r.until {
         k.push_str(&format!(" until={u}"));
@@ -355,6 +358,12 @@ fn per_word(per: Per) -> &'static str {
     }
 }
 
+/// The mask that keeps an IPv6 address's first [`V6_SOURCE_PREFIX`] bits, as nft prints
+/// it: `ffff:ffff:ffff:ffff::`.
+fn v6_prefix_mask() -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::from(u128::MAX << (128 - u32::from(V6_SOURCE_PREFIX)))
+}
+
 /// Reads a rule back from its key.
 pub(crate) fn from_key(key: &str) -> Option<Rule> {
     let mut words = key.split_whitespace();
@@ -364,6 +373,8 @@ pub(crate) fn from_key(key: &str) -> Option<Rule> {
         _ => return None,
     };
     let mut r = Rule::new(family, words.next()?, None);
+    // An IPv6 rate limit counts a /64 as one source (a limit of an older key did not).
+    let mut by_prefix = false;
     for w in words {
         match w {
             "ct=established" => r.established = true,
@@ -377,6 +388,9 @@ pub(crate) fn from_key(key: &str) -> Option<Rule> {
                 match name {
                     "src" => r.src = Some(addr::parse_listed(value)?),
                     "until" => r.until = Some(value.parse().ok()?),
+                    "by" if family == Family::V6 && value == format!("/{V6_SOURCE_PREFIX}") => {
+                        by_prefix = true
+                    }
                     "limit" => {
                         let (rate, burst) = value.rsplit_once(':')?;
                         r.limit = Some(Limit {
@@ -412,6 +426,9 @@ pub(crate) fn from_key(key: &str) -> Option<Rule> {
                 }
             }
         }
+    }
+    if by_prefix != (r.family == Family::V6 && r.limit.is_some()) {
+        return None;
     }
     Some(r)
 }
@@ -459,8 +476,13 @@ pub(crate) fn statement(r: &Rule) -> String {
         }
     }
     if let Some(l) = &r.limit {
+        // The meter's key: the address, or an IPv6 source's /64.
+        let source = match r.family {
+            Family::V4 => saddr.to_string(),
+            Family::V6 => format!("{saddr} & {}", v6_prefix_mask()),
+        };
         p.push(format!(
-            "update @{} {{ {saddr} limit rate over {}/{} burst {} packets }}",
+            "update @{} {{ {source} limit rate over {}/{} burst {} packets }}",
             limit_set(&r.tag, r.family),
             l.rate.count,
             per_word(l.rate.per),
@@ -518,11 +540,14 @@ pub(crate) fn script(
             ));
         }
     }
+    // A rate limit's meter holds METER_ENTRIES sources; when it is full, a source it
+    // cannot add is not matched (the limit lapses for new sources until some time out),
+    // never dropped.
     for (name, rate) in &policy.limits {
         let tag = limit_tag(name);
         for (fam, _) in rules_of {
             s.push_str(&format!(
-                "add set inet {t} {} {{ type {}; flags dynamic,timeout; timeout {}s; }}\n",
+                "add set inet {t} {} {{ type {}; size {METER_ENTRIES}; flags dynamic,timeout; timeout {}s; }}\n",
                 limit_set(&tag, *fam),
                 addr_type(*fam),
                 Limit::of(*rate).refill_secs()
@@ -916,11 +941,11 @@ pub(crate) mod tests {
         let text: Vec<String> = v4.iter().map(statement).collect();
         assert_eq!(
             text[0],
-            "meta nfproto ipv4 ct state established,related return comment \"4 tgknock:established ct=established return\""
+            "meta nfproto ipv4 ip saddr 10.0.0.0/8 return comment \"4 tgknock:always-allow src=10.0.0.0/8 return\""
         );
         assert_eq!(
             text[1],
-            "meta nfproto ipv4 ip saddr 10.0.0.0/8 return comment \"4 tgknock:always-allow src=10.0.0.0/8 return\""
+            "meta nfproto ipv4 ct state established,related return comment \"4 tgknock:established ct=established return\""
         );
         assert!(
             text[2].starts_with("meta nfproto ipv4 tcp dport 22 ip saddr @open_v4 return"),
@@ -980,8 +1005,31 @@ pub(crate) mod tests {
             "198.51.100.9/32 timeout 1h1m2s comment \"4 tgknock:ban src=198.51.100.9/32 until=1800000001 drop\""
         );
         assert!(text.contains(&"meta nfproto ipv4 tcp dport 22 tcp flags & (fin | syn | rst | ack) == syn update @lim_ssh_v4 { ip saddr limit rate over 6/minute burst 6 packets } drop comment \"4 tgknock-limit:ssh tcp=22 syn limit=6/min:6 drop\"".to_string()), "{text:#?}");
-        let script = script(&p, &[(Family::V4, v4)], 0, Some(&Table::default()));
-        assert!(script.contains("add set inet tgknock lim_web_v4 { type ipv4_addr; flags dynamic,timeout; timeout 3600s; }"), "{script}");
+        // An IPv6 source is its /64, and the key says so: the key of an older tgknock's
+        // rule (without it) is not this rule, so the rule is written anew.
+        let v6 = desired(&p, &s, 0, Family::V6);
+        let limit6 = v6.iter().find(|r| r.limit.is_some()).unwrap();
+        assert_eq!(
+            statement(limit6),
+            "meta nfproto ipv6 tcp dport 22 tcp flags & (fin | syn | rst | ack) == syn update @lim_ssh_v6 { ip6 saddr & ffff:ffff:ffff:ffff:: limit rate over 6/minute burst 6 packets } drop comment \"6 tgknock-limit:ssh tcp=22 syn limit=6/min:6 by=/64 drop\""
+        );
+        for old in [
+            "6 tgknock-limit:ssh tcp=22 syn limit=6/min:6 drop",
+            "4 tgknock-limit:ssh tcp=22 syn limit=6/min:6 by=/64 drop",
+            "6 tgknock-limit:ssh tcp=22 syn limit=6/min:6 by=/48 drop",
+            "6 tgknock-gate:ssh tcp=22 syn by=/64 drop",
+        ] {
+            assert_eq!(from_key(old), None, "{old}");
+        }
+        let script = script(
+            &p,
+            &[(Family::V4, v4), (Family::V6, v6)],
+            0,
+            Some(&Table::default()),
+        );
+        for set in ["lim_web_v4 { type ipv4_addr", "lim_web_v6 { type ipv6_addr"] {
+            assert!(script.contains(&format!("add set inet tgknock {set}; size 65536; flags dynamic,timeout; timeout 3600s; }}")), "{script}");
+        }
         assert_eq!(from_key("4 tgknock:x bogus"), None);
         assert_eq!(from_key(""), None);
     }
@@ -1032,18 +1080,20 @@ pub(crate) mod tests {
             "{text}"
         );
         // One rule per family matches the set, where the bans stand: after the
-        // established and always-allowed rules, before the rate limits.
+        // always-allowed rules, before the established rule (a ban cuts established
+        // connections too) and the rate limits.
         let added: Vec<&str> = text.lines().filter(|l| l.starts_with("add rule")).collect();
         assert!(
-            added[1].contains("ip saddr 10.0.0.0/8 return"),
+            added[0].contains("ip saddr 10.0.0.0/8 return"),
             "{added:#?}"
         );
         assert!(
-            added[2].ends_with(
+            added[1].ends_with(
                 "meta nfproto ipv4 ip saddr @ban_v4 drop comment \"4 tgknock:ban @ban_v4 drop\""
             ),
             "{added:#?}"
         );
+        assert!(added[2].contains("tgknock:established"), "{added:#?}");
         assert!(added[3].contains("tgknock-limit:ssh"), "{added:#?}");
         assert_eq!(text.matches("@ban_v4 drop comment").count(), 1);
         assert_eq!(text.matches("@ban_v6 drop comment").count(), 1);
@@ -1292,13 +1342,13 @@ pub(crate) mod tests {
         );
         let l = parse_listing(&odd, Family::V4);
         assert_eq!(l.rules.len(), v4.len() + 1, "{:?}", l.lines);
-        // Expanded where the set's rule is (after the established rule), the foreign
-        // element first.
-        assert_eq!(l.rules[1], None);
-        assert_eq!(l.lines[1], "@ban_v4 192.0.2.1 comment \"{a, b}\"");
+        // Expanded where the set's rule is (first, before the established rule), the
+        // foreign element first.
+        assert_eq!(l.rules[0], None);
+        assert_eq!(l.lines[0], "@ban_v4 192.0.2.1 comment \"{a, b}\"");
         assert_eq!(
-            l.rules[2..4],
-            v4[1..3].iter().cloned().map(Some).collect::<Vec<_>>()[..]
+            l.rules[1..3],
+            v4[0..2].iter().cloned().map(Some).collect::<Vec<_>>()[..]
         );
         // The set's elements count only where the rule that matches it is.
         let unmatched = good.replace(

@@ -170,9 +170,22 @@ impl std::fmt::Display for Rate {
     }
 }
 
+/// How many sources a gate's rate limit remembers, per family: the size of the kernel's
+/// table of sources (hashlimit's `--hashlimit-htable-max`, the nft meter's `size`). At
+/// about 120 bytes an entry (xt_hashlimit's slab object on 64-bit; nft's elements take
+/// about 190) a full table costs 8-12 MB, which a 512 MB board can spare under a flood.
+/// A flood of spoofed sources never makes the full table drop anyone: the nft meter
+/// stops adding sources (the limit lapses for new ones while it is full), and the
+/// iptables backend never lets the table fill (see `iptables::Guard`).
+pub(crate) const METER_ENTRIES: u32 = 65_536;
+
+/// An IPv6 source is its /64: one host holds a whole /64 and can rotate through it.
+pub(crate) const V6_SOURCE_PREFIX: u8 = 64;
+
 /// A per-source limit in the kernel: sources above `rate` (canonical) are matched once
 /// their `burst` is spent. The burst is the configured count, so `6/min` lets six
-/// connections through at once, then one every ten seconds.
+/// connections through at once, then one every ten seconds. A source is an IPv4 address
+/// or an IPv6 /64 ([`V6_SOURCE_PREFIX`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limit {
     pub(crate) rate: Rate,
@@ -188,7 +201,8 @@ impl Limit {
     }
 
     /// How long a spent burst takes to fill up again: how long the kernel must remember
-    /// a source (hashlimit's default entry lifetime, and the nft set's timeout).
+    /// an idle source (hashlimit's `--hashlimit-htable-expire`, the nft set's timeout);
+    /// forgetting it sooner would hand it a fresh burst.
     pub(crate) fn refill_secs(&self) -> u64 {
         (u64::from(self.burst) * self.rate.per.secs()).div_ceil(u64::from(self.rate.count))
     }
@@ -400,14 +414,14 @@ pub(crate) fn expected_bans(
     bans
 }
 
-/// The chain's rules for `family`: established first, the always-allowed sources, the
-/// bans, the gates' rate limits, the knock fallback, then per gate its passes (RETURN,
-/// bounded by the kernel's deadline when it keeps them) before the gate's DROP; a gate
-/// open to everyone without a deadline has none.
+/// The chain's rules for `family`: the always-allowed sources first, then the bans (before
+/// the established rule: a ban drops every packet of its source, its established
+/// connections too, as fail2ban does; an always-allowed source is never cut), established,
+/// the gates' rate limits, the knock fallback, then per gate its passes (RETURN, bounded by
+/// the kernel's deadline when it keeps them) before the gate's DROP; a gate open to
+/// everyone without a deadline has none.
 pub(crate) fn desired(policy: &Policy, state: &State, now: u64, family: Family) -> Vec<Rule> {
-    let mut est = Rule::new(family, TAG_ESTABLISHED, Some(Target::Return));
-    est.established = true;
-    let mut rules = vec![est];
+    let mut rules = Vec::new();
     for c in policy.always_allow.iter().filter(|c| c.family() == family) {
         let mut r = Rule::new(family, TAG_ALWAYS_ALLOW, Some(Target::Return));
         r.src = Some(*c);
@@ -416,6 +430,9 @@ pub(crate) fn desired(policy: &Policy, state: &State, now: u64, family: Family) 
     for (addr, until) in expected_bans(state, now, family, policy.deadlines) {
         rules.push(Rule::ban(addr, until));
     }
+    let mut est = Rule::new(family, TAG_ESTABLISHED, Some(Target::Return));
+    est.established = true;
+    rules.push(est);
     for (name, rate) in &policy.limits {
         let Some(gate) = policy.gates.iter().find(|g| &g.name == name) else {
             continue;
@@ -706,6 +723,32 @@ pub(crate) mod tests {
             .unwrap();
         }
         s
+    }
+
+    #[test]
+    fn a_ban_comes_before_the_established_rule_and_after_the_always_allowed() {
+        // A ban drops every packet of its source, its established connections too; an
+        // always-allowed source returns before any ban could match it.
+        let p = policy(&["10.0.0.0/8", "fd00::/8"], None);
+        let mut s = state(&[]);
+        for (addr, until) in [("198.51.100.9", Some(500)), ("2001:db8::/48", None)] {
+            s.ban(crate::state::Ban {
+                addr: cidr(addr),
+                until,
+                by: Actor::Console,
+            })
+            .unwrap();
+        }
+        for fam in Family::BOTH {
+            let rules = desired(&p, &s, 100, fam);
+            let at = |what: &dyn Fn(&Rule) -> bool| rules.iter().position(what).unwrap();
+            let allow = at(&|r| r.tag == TAG_ALWAYS_ALLOW);
+            let ban = at(&|r| r.is_ban());
+            let est = at(&|r| r.established);
+            assert!(allow < ban && ban < est, "{fam}: {rules:#?}");
+            assert_eq!(rules[ban].src.map(|c| c.family()), Some(fam));
+            assert!(!rules[ban].syn && rules[ban].port().is_none());
+        }
     }
 
     #[test]

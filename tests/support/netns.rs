@@ -32,11 +32,72 @@ pub const OTHER: u16 = 8080;
 mod sys {
     use std::os::fd::AsRawFd;
 
+    use std::os::fd::{FromRawFd, OwnedFd};
+
     unsafe extern "C" {
         pub fn setns(fd: i32, nstype: i32) -> i32;
+        fn socket(domain: i32, ty: i32, protocol: i32) -> i32;
+        fn sendto(
+            fd: i32,
+            buf: *const u8,
+            len: usize,
+            flags: i32,
+            addr: *const SockaddrIn,
+            addrlen: u32,
+        ) -> isize;
     }
 
     const CLONE_NEWNET: i32 = 0x4000_0000;
+    const AF_INET: i32 = 2;
+    const SOCK_RAW: i32 = 3;
+    /// A raw socket that sends whole IPv4 packets, header included (IP_HDRINCL implied).
+    const IPPROTO_RAW: i32 = 255;
+
+    #[repr(C)]
+    pub struct SockaddrIn {
+        family: u16,
+        port: u16,
+        addr: [u8; 4],
+        zero: [u8; 8],
+    }
+
+    /// An IPv4 raw socket of the calling thread's namespace (root only).
+    pub fn raw_v4() -> std::io::Result<OwnedFd> {
+        // SAFETY: socket(2) takes plain integers and returns a new descriptor or -1.
+        let fd = unsafe { socket(AF_INET, SOCK_RAW, IPPROTO_RAW) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a descriptor socket(2) has just opened, owned by nothing else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Sends one whole IPv4 packet on a raw socket, to `to`.
+    pub fn send_v4(fd: &OwnedFd, packet: &[u8], to: std::net::Ipv4Addr) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let addr = SockaddrIn {
+            family: AF_INET as u16,
+            port: 0,
+            addr: to.octets(),
+            zero: [0; 8],
+        };
+        // SAFETY: the buffer and the address are valid for their lengths for the call,
+        // and `fd` is an open socket.
+        let n = unsafe {
+            sendto(
+                fd.as_raw_fd(),
+                packet.as_ptr(),
+                packet.len(),
+                0,
+                &addr,
+                std::mem::size_of::<SockaddrIn>() as u32,
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
 
     /// Moves the calling thread (only it) into the network namespace `ns`.
     pub fn enter(ns: &str) -> std::io::Result<()> {
@@ -58,6 +119,68 @@ pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static
     })
     .join()
     .unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
+/// The Internet checksum of `data` (RFC 1071).
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A TCP SYN from `src`:`sport` to `dst`:`dport`, as a whole IPv4 packet (the kernel
+/// fills in the header's checksum and id).
+pub fn syn_v4(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    let mut tcp = Vec::with_capacity(20);
+    tcp.extend(sport.to_be_bytes());
+    tcp.extend(dport.to_be_bytes());
+    tcp.extend(1u32.to_be_bytes()); // sequence number
+    tcp.extend(0u32.to_be_bytes()); // acknowledgement
+    tcp.extend([5 << 4, 0x02]); // header length, SYN
+    tcp.extend(1024u16.to_be_bytes()); // window
+    tcp.extend([0, 0, 0, 0]); // checksum, urgent pointer
+    let mut pseudo = Vec::with_capacity(32);
+    pseudo.extend(src.octets());
+    pseudo.extend(dst.octets());
+    pseudo.extend([0, 6]);
+    pseudo.extend((tcp.len() as u16).to_be_bytes());
+    pseudo.extend(&tcp);
+    let sum = checksum(&pseudo);
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+    let mut ip = vec![0x45, 0];
+    ip.extend(((20 + tcp.len()) as u16).to_be_bytes());
+    ip.extend([0, 0, 0, 0, 64, 6, 0, 0]);
+    ip.extend(src.octets());
+    ip.extend(dst.octets());
+    ip.extend(tcp);
+    ip
+}
+
+/// Sends `count` TCP SYNs to `dst`:`dport` from namespace `ns`, each from another
+/// spoofed source: the addresses from `first` on. Returns how many were sent.
+pub fn spoofed_syns(ns: &str, first: Ipv4Addr, count: u32, dst: Ipv4Addr, dport: u16) -> u32 {
+    in_ns(ns, move || {
+        let fd = sys::raw_v4().expect("a raw socket (root)");
+        let base = u32::from(first);
+        let mut sent = 0;
+        for i in 0..count {
+            let src = Ipv4Addr::from(base + i);
+            let packet = syn_v4(src, 40_000 + (i % 20_000) as u16, dst, dport);
+            if sys::send_v4(&fd, &packet, dst).is_ok() {
+                sent += 1;
+            }
+            if i % 256 == 255 {
+                // Let the board's softirq drain the veth's backlog now and then.
+                std::thread::yield_now();
+            }
+        }
+        sent
+    })
 }
 
 /// Skips the test (a message on stderr), or fails it under `CI=true`.
