@@ -33,9 +33,6 @@ unsafe extern "C" {
     // name there is the old ABI, whose time_t ends in 2038.
     #[cfg_attr(target_pointer_width = "32", link_name = "__timerfd_settime64")]
     fn timerfd_settime(fd: i32, flags: i32, new: *const ITimerSpec, old: *mut ITimerSpec) -> i32;
-    // Only the test hook of debug builds asks (src/clock.rs).
-    #[cfg(debug_assertions)]
-    fn geteuid() -> u32;
 }
 
 /// `struct pollfd`: the same layout on every Linux target.
