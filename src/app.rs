@@ -254,7 +254,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
         eprintln!("tgknock: a command is needed. Run `tgknock --help` for usage.");
         return 2;
     };
-    logging::init();
+    match &command {
+        Sub::NotifyLogin(_) => logging::init_fixed(),
+        _ => logging::init(),
+    }
     match dispatch(command) {
         Ok(code) => code,
         Err(e) => {

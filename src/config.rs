@@ -517,6 +517,73 @@ impl<'a> Layers<'a> {
     }
 }
 
+/// The largest config or token file read (a file that never ends, `/dev/zero`, is not
+/// read to the end).
+const MAX_FILE: u64 = 1 << 20;
+
+/// The text of a config file that settings are taken from as root, from a user's
+/// environment that is not trusted: never through a FIFO (opened without blocking), a
+/// plain file, and with `root`, root's and writable by no one else, in a directory of
+/// root's that no one else can write to unless it is sticky.
+fn read_trusted(path: &Path, root: bool) -> Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let unsafe_ = |path: &Path, problem| Error::Unsafe {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let not_read = |source| Error::ConfigFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    // The file itself, whatever links lead to it: its own directory is the one checked.
+    let real = std::fs::canonicalize(path).map_err(not_read)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(crate::files::O_NOFOLLOW | crate::files::O_NONBLOCK)
+        .open(&real)
+        .map_err(not_read)?;
+    let meta = file.metadata().map_err(not_read)?;
+    if !meta.is_file() {
+        return Err(unsafe_(path, crate::error::Unsafe::NotAFile));
+    }
+    if root {
+        use crate::error::Unsafe;
+        let mode = meta.mode() & 0o7777;
+        if meta.uid() != 0 {
+            return Err(unsafe_(path, Unsafe::NotRoots(meta.uid())));
+        }
+        if mode & 0o002 != 0 {
+            return Err(unsafe_(path, Unsafe::FileWritableByEveryone(mode)));
+        }
+        if mode & 0o020 != 0 {
+            return Err(unsafe_(path, Unsafe::FileWritableByGroup(mode)));
+        }
+        let dir = real.parent().unwrap_or(Path::new("/"));
+        let d = std::fs::metadata(dir).map_err(not_read)?;
+        let dmode = d.mode() & 0o7777;
+        if d.uid() != 0 {
+            return Err(unsafe_(dir, Unsafe::NotRoots(d.uid())));
+        }
+        if dmode & 0o1000 == 0 {
+            if dmode & 0o002 != 0 {
+                return Err(unsafe_(dir, Unsafe::WritableByEveryone(dmode)));
+            }
+            if dmode & 0o020 != 0 {
+                return Err(unsafe_(dir, Unsafe::WritableByGroup(dmode)));
+            }
+        }
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(not_read)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(not_read(std::io::Error::other("larger than 1 MiB")));
+    }
+    String::from_utf8(bytes).map_err(|_| not_read(std::io::Error::other("not UTF-8 text")))
+}
+
 /// The token file as the loader found it.
 #[derive(Debug)]
 pub(crate) struct TokenFile {
@@ -528,10 +595,30 @@ pub(crate) struct TokenFile {
 
 impl TokenFile {
     pub(crate) fn read(path: &Path) -> TokenFile {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
         use std::os::unix::fs::PermissionsExt;
+        // A plain file of a sensible size: never a FIFO that blocks, nor `/dev/zero`.
+        let text = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(crate::files::O_NONBLOCK)
+            .open(path)
+            .and_then(|f| {
+                if !f.metadata()?.is_file() {
+                    return Err(std::io::Error::other("not a regular file"));
+                }
+                let mut bytes = Vec::new();
+                f.take(MAX_FILE + 1).read_to_end(&mut bytes)?;
+                if bytes.len() as u64 > MAX_FILE {
+                    return Err(std::io::Error::other("larger than 1 MiB"));
+                }
+                String::from_utf8(bytes).map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")
+                })
+            });
         TokenFile {
             path: path.to_path_buf(),
-            text: std::fs::read_to_string(path),
+            text,
             mode: std::fs::metadata(path)
                 .ok()
                 .map(|m| m.permissions().mode() & 0o7777),
@@ -936,6 +1023,32 @@ impl Config {
         let (env, file_path, text) = Config::sources(path)?;
         let file = text.as_deref().map(|t| (file_path.as_path(), t));
         Config::from_sources(file, &env)
+    }
+
+    /// The loader of the commands `pam_exec` runs as root (`notify-login`, and
+    /// `approve-login` after it): their environment is the logging-in user's to set
+    /// (`pam_env` reads `~/.pam_environment`), so **no setting comes from it** — no
+    /// `TGKNOCK_*` key, no `ALL_PROXY`/`HTTPS_PROXY` — only the config file, `path` or the
+    /// default one (which may be missing: then the defaults, and no token). Run as root,
+    /// that file must be a plain file owned by root and writable by no one else, in a
+    /// directory of root's that no one else can write to (or sticky, as `/tmp`): another
+    /// is refused, naming it and why.
+    pub(crate) fn load_trusted(path: Option<&Path>) -> Result<Config> {
+        let (file_path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_PATH), false),
+        };
+        let text = match read_trusted(&file_path, crate::sys::is_root()) {
+            Ok(t) => Some(t),
+            Err(Error::ConfigFile { source, .. })
+                if !required && source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let file = text.as_deref().map(|t| (file_path.as_path(), t));
+        Config::from_sources(file, &[])
     }
 
     /// One setting as the file and the environment give it, without validating the rest

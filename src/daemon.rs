@@ -386,6 +386,8 @@ pub(crate) struct Daemon {
 /// The daemon's whole life. Returns only on a fatal error (exit 1, or 3 for the token).
 pub(crate) fn run(cfg: Config) -> Result<()> {
     clock::test_hook_from_env();
+    // Temporaries older than this start are a crash's, unless their writer holds them.
+    let started_at = std::time::SystemTime::now();
     let token = cfg.require_bot()?.clone();
     for w in &cfg.warnings {
         log::warn!("{w}");
@@ -410,9 +412,9 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
     };
     {
         // Under the state lock: a console command writing the state right now keeps its
-        // temporary file.
+        // temporary file (and any other live writer's is kept by its lock or its age).
         let _lock = StateLock::acquire(&keeper.paths).map_err(|e| fail_closed(&keeper, e))?;
-        dir.remove_temporaries();
+        dir.remove_temporaries(started_at);
     }
     alive(&keeper.paths, None);
     let fw = &keeper.cfg.firewall;

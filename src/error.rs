@@ -96,6 +96,13 @@ pub enum Unsafe {
     /// A directory others can write to (its mode).
     WritableByGroup(u32),
     WritableByEveryone(u32),
+    /// A file others can write to (its mode), where only its owner may.
+    FileWritableByGroup(u32),
+    FileWritableByEveryone(u32),
+    /// A file or directory that is not root's (its owner), where only root's is trusted.
+    NotRoots(u32),
+    /// A file with more than one name (its link count): a hard link planted there.
+    HardLinked(u64),
 }
 
 impl Error {
@@ -204,7 +211,29 @@ impl fmt::Display for Error {
                         f,
                         "{p} is a symbolic link; tgknock never follows links in its directories: remove it"
                     ),
-                    Unsafe::NotAFile => write!(f, "{p} is not a regular file; remove it"),
+                    Unsafe::NotAFile => write!(
+                        f,
+                        "{p} is not a regular file (a FIFO, device or directory); tgknock uses only plain files there: remove it"
+                    ),
+                    Unsafe::HardLinked(n) => write!(
+                        f,
+                        "{p} has {n} names (a hard link to another file); tgknock never reads, writes or hands over a file with more than one name: remove it"
+                    ),
+                    Unsafe::NotRoots(uid) => write!(
+                        f,
+                        "{p} is not owned by root (owner uid {uid}): run as root from PAM, tgknock takes its settings only from a file and directory that root owns; run: chown root {p}"
+                    ),
+                    Unsafe::FileWritableByGroup(mode) | Unsafe::FileWritableByEveryone(mode) => {
+                        write!(
+                            f,
+                            "{p} is writable by {} (mode {mode:04o}): another user could change tgknock's settings; run: chmod go-w {p}",
+                            if matches!(problem, Unsafe::FileWritableByEveryone(_)) {
+                                "everyone"
+                            } else {
+                                "its group"
+                            }
+                        )
+                    }
                     Unsafe::NotADirectory => write!(f, "{p} is not a directory"),
                     Unsafe::WritableByGroup(mode) | Unsafe::WritableByEveryone(mode) => write!(
                         f,

@@ -2,7 +2,11 @@
 //! service user, or root at the console — leaves nothing the other cannot use, and so that
 //! nothing planted there is ever followed: every file is opened with `O_NOFOLLOW`, new
 //! files are created under unique names with `O_EXCL` and renamed into place, and each file
-//! is handed to the directory's owner with an explicit mode.
+//! is handed to the directory's owner with an explicit mode. Nothing there that is not a
+//! plain file with one name is used: every open is `O_NONBLOCK` (a FIFO cannot hang it),
+//! then the opened file is checked (`fstat`) before anything is read, written or handed
+//! over — a FIFO, a device or a hard link planted there (to a file of root's, say) is
+//! refused by name, never chowned, written or read as root.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -25,6 +29,14 @@ pub(crate) const O_NOFOLLOW: i32 = 0o100000;
     target_arch = "powerpc64"
 )))]
 pub(crate) const O_NOFOLLOW: i32 = 0o400000;
+
+/// `O_NONBLOCK` (the same on every Linux architecture tgknock is built for): opening a
+/// FIFO never waits for its other end.
+pub(crate) const O_NONBLOCK: i32 = 0o4000;
+
+/// What every open of a file of tgknock's directories adds: never through a link, never
+/// waiting on a FIFO.
+const SAFE_OPEN: i32 = O_NOFOLLOW | O_NONBLOCK;
 
 /// Mode of every file tgknock creates: the owner writes, its group (root's console, the
 /// package's admins) reads.
@@ -85,13 +97,14 @@ impl Dir {
         let path = self.join(name);
         let mut f = match OpenOptions::new()
             .read(true)
-            .custom_flags(O_NOFOLLOW)
+            .custom_flags(SAFE_OPEN)
             .open(&path)
         {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(refused(&path, "read", e)),
         };
+        plain(&f, &path)?;
         let mut text = String::new();
         f.read_to_string(&mut text)
             .map_err(|e| Error::file(&path, "read", e))?;
@@ -102,7 +115,7 @@ impl Dir {
     /// for a lock, so a lock file left by an older version (root's, 0644) still works.
     pub(crate) fn open_lock(&self, name: &str) -> Result<File> {
         let mut opts = OpenOptions::new();
-        opts.read(true).custom_flags(O_NOFOLLOW);
+        opts.read(true).custom_flags(SAFE_OPEN);
         self.open_or_create(&self.join(name), &opts)
     }
 
@@ -117,7 +130,7 @@ impl Dir {
     /// given to the directory's owner.
     pub(crate) fn open_rw_path(&self, path: &Path, append: bool) -> Result<File> {
         let mut opts = OpenOptions::new();
-        opts.read(true).custom_flags(O_NOFOLLOW);
+        opts.read(true).custom_flags(SAFE_OPEN);
         if append {
             opts.append(true);
         } else {
@@ -146,10 +159,14 @@ impl Dir {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(refused(path, "open", e)),
             }
-            self.create_new(&tmp)
+            // Locked until linked into place and its temporary name removed; unlocked
+            // before the file is opened under its name (a lock file's lock is another's).
+            let held = self
+                .create_new(&tmp)
                 .map_err(|e| refused(&tmp, "create", e))?;
             let linked = fs::hard_link(&tmp, path);
             let _ = fs::remove_file(&tmp);
+            drop(held);
             match linked {
                 // Linked, or another process was first: open what is there now.
                 Ok(()) => {}
@@ -165,22 +182,27 @@ impl Dir {
     pub(crate) fn replace(&self, name: &str, bytes: &[u8], durable: bool) -> Result<()> {
         let path = self.join(name);
         let tmp = self.join(&temporary_name(name));
-        let result = (|| -> io::Result<()> {
+        let result = (|| -> io::Result<File> {
+            // Locked (by `create_new`) until written, synced and renamed.
             let mut f = self.create_new(&tmp)?;
             f.write_all(bytes)?;
             if durable {
                 f.sync_all()?;
             }
-            Ok(())
+            Ok(f)
         })();
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::file(&tmp, "write", e));
-        }
+        let held = match result {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(Error::file(&tmp, "write", e));
+            }
+        };
         if let Err(e) = fs::rename(&tmp, &path) {
             let _ = fs::remove_file(&tmp);
             return Err(Error::file(&path, "replace", e));
         }
+        drop(held);
         if durable && let Ok(d) = File::open(&self.path) {
             let _ = d.sync_all();
         }
@@ -198,8 +220,13 @@ impl Dir {
     }
 
     /// Removes temporary files a crash left behind (their names say they are tgknock's).
-    /// A temporary whose writer is still alive (its pid is in the name) is its writer's.
-    pub(crate) fn remove_temporaries(&self) {
+    /// Whether the writer is alive is never judged by its pid in `/proc`: under the unit's
+    /// `ProtectProc=invisible` the service user does not see root's console commands
+    /// there. A temporary is a live writer's when it was written at `before` or later (the
+    /// daemon's start: whatever was made since is no crash's of before) or while its
+    /// writer holds its lock (every writer does, from the moment it made it until it is
+    /// renamed or linked into place); only an older one that nobody holds is removed.
+    pub(crate) fn remove_temporaries(&self, before: std::time::SystemTime) {
         let Ok(entries) = fs::read_dir(&self.path) else {
             return;
         };
@@ -209,12 +236,26 @@ impl Dir {
             if !(name.starts_with(".tgknock-") && name.ends_with(".tmp")) {
                 continue;
             }
-            let writer: Option<u32> = name.rsplit('.').nth(3).and_then(|pid| pid.parse().ok());
-            let alive = writer.is_some_and(|pid| {
-                pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
-            });
-            if !alive {
-                let _ = fs::remove_file(e.path());
+            let path = e.path();
+            let Ok(f) = OpenOptions::new()
+                .read(true)
+                .custom_flags(SAFE_OPEN)
+                .open(&path)
+            else {
+                continue;
+            };
+            let young = f
+                .metadata()
+                .and_then(|m| m.modified())
+                .map(|t| t >= before)
+                .unwrap_or(true);
+            if young {
+                continue;
+            }
+            // A writer holding it is alive, whatever /proc shows (or hides).
+            if f.try_lock().is_ok() {
+                log::debug!("removing {}, left by a crash", path.display());
+                let _ = fs::remove_file(&path);
             }
         }
     }
@@ -229,22 +270,22 @@ impl Dir {
             .mode(FILE_MODE)
             .custom_flags(O_NOFOLLOW)
             .open(path)?;
+        // Held by its writer until it is linked or renamed into place (or dropped): the
+        // daemon's cleanup of a crash's temporaries sees it is a live writer's.
+        if let Err(e) = f.try_lock() {
+            log::debug!("cannot lock {}: {e}", path.display());
+        }
         // The umask may have taken bits away: set the mode explicitly.
         f.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
         self.give(&f)?;
         Ok(f)
     }
 
-    /// Checks that an opened file is a regular file, and gives it to the directory's owner
-    /// with [`FILE_MODE`] when it is not theirs yet (root's console left it).
+    /// Checks that an opened file is a plain file with one name, and gives it to the
+    /// directory's owner with [`FILE_MODE`] when it is not theirs yet (root's console left
+    /// it).
     fn adopt(&self, f: &File, path: &Path) -> Result<()> {
-        let meta = f.metadata().map_err(|e| Error::file(path, "read", e))?;
-        if !meta.is_file() {
-            return Err(Error::Unsafe {
-                path: path.to_path_buf(),
-                problem: Unsafe::NotAFile,
-            });
-        }
+        let meta = plain(f, path)?;
         if (meta.uid(), meta.gid()) != (self.uid, self.gid)
             && let Err(e) = self.give(f)
         {
@@ -302,13 +343,42 @@ pub(crate) fn write_secret(path: &Path, text: &str, service_dir: &Path) -> Resul
     Ok(owner)
 }
 
-/// Opens an existing file read-only, never through a link (for readers that must not
-/// create anything: the pid file and the heartbeat).
+/// Opens an existing file read-only, never through a link, nor a FIFO or a hard link (for
+/// readers that must not create anything: the pid file and the heartbeat).
 pub(crate) fn open_existing(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let f = OpenOptions::new()
         .read(true)
-        .custom_flags(O_NOFOLLOW)
-        .open(path)
+        .custom_flags(SAFE_OPEN)
+        .open(path)?;
+    plain(&f, path).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(f)
+}
+
+/// The metadata of an opened file that is a plain file with one name; else the refusal,
+/// naming it. A second name that lasts a moment only (another tgknock process linking a
+/// new file into place, then removing its temporary name) is waited out.
+fn plain(f: &File, path: &Path) -> Result<fs::Metadata> {
+    let mut tries = 0;
+    loop {
+        let meta = f.metadata().map_err(|e| Error::file(path, "read", e))?;
+        if !meta.is_file() {
+            return Err(Error::Unsafe {
+                path: path.to_path_buf(),
+                problem: Unsafe::NotAFile,
+            });
+        }
+        if meta.nlink() <= 1 {
+            return Ok(meta);
+        }
+        tries += 1;
+        if tries > 5 {
+            return Err(Error::Unsafe {
+                path: path.to_path_buf(),
+                problem: Unsafe::HardLinked(meta.nlink()),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// The text of an existing file, never read through a link.
@@ -403,6 +473,48 @@ mod tests {
         fs::remove_dir_all(&p).unwrap();
     }
 
+    /// `ProtectProc=invisible` (and `ProcSubset=pid`) hide root's processes from the
+    /// service user: the daemon must never judge a temporary by its writer's pid in
+    /// `/proc`. A fresh temporary stays, whoever wrote it; an old one whose writer holds
+    /// its lock (a root console command stalled mid-write) stays; an old, unlocked one is
+    /// a crash's and goes.
+    #[test]
+    fn a_live_writers_temporary_is_never_removed_whatever_proc_shows() {
+        let p = scratch("live");
+        let d = Dir::open(&p).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        // A pid no /proc shows (as an invisible one looks to the service user).
+        let fresh = p.join(".tgknock-state.json.999999999.1.2.tmp");
+        fs::write(&fresh, "being written by root's console").unwrap();
+        let stalled = p.join(".tgknock-state.json.999999999.3.4.tmp");
+        fs::write(&stalled, "root's console, stopped mid-write").unwrap();
+        let held = OpenOptions::new().read(true).open(&stalled).unwrap();
+        held.set_modified(old).unwrap();
+        held.lock().unwrap();
+        let crashed = p.join(".tgknock-lock.999999999.5.6.tmp");
+        fs::write(&crashed, "left by a crash").unwrap();
+        File::options()
+            .write(true)
+            .open(&crashed)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        // The daemon started a minute ago: `fresh` was written since.
+        let started = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        d.remove_temporaries(started);
+        assert!(fresh.exists(), "a fresh temporary was removed");
+        assert!(
+            stalled.exists(),
+            "a temporary whose writer holds it was removed"
+        );
+        assert!(!crashed.exists(), "a crash's old temporary was kept");
+        drop(held);
+        d.remove_temporaries(started);
+        assert!(!stalled.exists(), "an old temporary nobody holds was kept");
+        assert!(fresh.exists(), "a fresh temporary was removed");
+        fs::remove_dir_all(&p).unwrap();
+    }
+
     #[test]
     fn files_get_an_explicit_mode_whatever_the_umask() {
         let p = scratch("mode");
@@ -415,14 +527,17 @@ mod tests {
             assert_eq!(m, FILE_MODE, "{name}");
         }
         d.probe_writable().unwrap();
-        // A crash's temporary goes; a live writer's (here: pid 1) stays.
-        fs::write(
-            p.join(".tgknock-state.json.999999999.2.3.tmp"),
-            "left by a crash",
-        )
-        .unwrap();
+        // A crash's temporary (old, nobody holds it) goes; a live writer's (fresh) stays.
+        let crashed = p.join(".tgknock-state.json.999999999.2.3.tmp");
+        fs::write(&crashed, "left by a crash").unwrap();
+        File::options()
+            .write(true)
+            .open(&crashed)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+            .unwrap();
         fs::write(p.join(".tgknock-lock.1.2.3.tmp"), "being made").unwrap();
-        d.remove_temporaries();
+        d.remove_temporaries(std::time::SystemTime::now() - std::time::Duration::from_secs(60));
         assert!(p.join(".tgknock-lock.1.2.3.tmp").exists());
         fs::remove_file(p.join(".tgknock-lock.1.2.3.tmp")).unwrap();
         let names: Vec<String> = fs::read_dir(&p)

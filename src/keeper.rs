@@ -219,10 +219,25 @@ impl Keeper {
         )
     }
 
-    /// Tells a running daemon to re-read the deadlines; false when none listens.
+    /// Tells a running daemon to re-read the deadlines; false when none listens. Only a
+    /// socket bound there is poked: a link planted in its place (to another program's
+    /// socket) is not followed.
     pub(crate) fn wake_daemon(&self) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        let wake = self.paths.wake();
+        match std::fs::symlink_metadata(&wake) {
+            Ok(m) if m.file_type().is_socket() => {}
+            Ok(_) => {
+                log::warn!(
+                    "{} is not a socket (planted there?): the daemon is not woken; remove it",
+                    wake.display()
+                );
+                return false;
+            }
+            Err(_) => return false,
+        }
         UnixDatagram::unbound()
-            .and_then(|s| s.send_to(b"wake", self.paths.wake()))
+            .and_then(|s| s.send_to(b"wake", &wake))
             .is_ok()
     }
 }

@@ -44,7 +44,20 @@ pub(crate) fn redact(text: &str) -> String {
 /// Logs to standard error; `RUST_LOG` filters (default `info`).
 pub(crate) fn init() {
     let env = env_logger::Env::default().default_filter_or("info");
-    let _ = env_logger::Builder::from_env(env)
+    start(env_logger::Builder::from_env(env));
+}
+
+/// Logs to standard error at `info`, whatever the environment says: for the commands run
+/// from PAM, whose environment is the logging-in user's (`RUST_LOG=trace` there would turn
+/// on the HTTP client's own lines).
+pub(crate) fn init_fixed() {
+    let mut b = env_logger::Builder::new();
+    b.parse_filters("info");
+    start(b);
+}
+
+fn start(mut builder: env_logger::Builder) {
+    let _ = builder
         .format(|buf, record| {
             // ureq-proto's trace level hex-dumps requests 16 bytes a line, which splits the
             // token in the URL where `redact` cannot find it: never print those lines.

@@ -115,7 +115,8 @@ fn send(config: Option<&Path>, start: Instant) -> Result<(), String> {
     let Some(text) = notice(&Pam::from_env(), &hostname(), crate::now())? else {
         return Ok(());
     };
-    let cfg = Config::load(config).map_err(|e| format!("{e}; login notice not sent"))?;
+    // The environment is the logging-in user's: only the config file is trusted.
+    let cfg = Config::load_trusted(config).map_err(|e| format!("{e}; login notice not sent"))?;
     let token = cfg
         .require_bot()
         .map_err(|e| format!("{e}; login notice not sent"))?;

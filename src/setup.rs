@@ -1,9 +1,13 @@
 //! `tgknock setup`: the guided first run, from BotFather's token to a working bot. It asks
 //! for the token (not echoed on a terminal) and checks it with `getMe`, waits for the owner's
-//! first message to the bot and proposes its sender, asks for the gates and whether to
+//! first message to the bot and proposes its sender — only a message sent after it asked, by
+//! Telegram's clock (the `Date` of `getMe`'s answer against the message's date), never one
+//! that was waiting; two senders are asked about, never guessed; users the config allows
+//! already are kept unless the answer says `replace` — asks for the gates and whether to
 //! exempt the LAN, then writes the config and a 0600 token file next to it, runs `check`,
 //! and says the one command left. Standard input may be piped: a line per answer, an empty
-//! one (or the end of input) takes the proposed default.
+//! one (or the end of input) takes the proposed default. A token pasted at any other prompt
+//! is refused without being shown.
 //!
 //! Nothing is written before the last answer, and Ctrl-C is held off while the two files
 //! are replaced (each by rename), so an interrupted setup leaves everything as it was.
@@ -89,6 +93,17 @@ impl Answers {
                     });
                 }
             };
+            // The token belongs to its own (hidden) question only: pasted at another one,
+            // it is never shown back, in an error or anywhere.
+            if !hidden && looks_like_token(&answer) {
+                for word in token_words(&answer) {
+                    crate::logging::add_secret(word);
+                }
+                println!(
+                    "  That looks like a bot token, not {what}: it is not shown, used or written anywhere. Try again."
+                );
+                continue;
+            }
             match check(&answer) {
                 Ok(v) => return Ok(v),
                 Err(why) => println!("  {why}. Try again."),
@@ -138,7 +153,7 @@ pub(crate) fn run(path: Option<PathBuf>, wait: Option<String>) -> Result<i32> {
     );
     if existing.is_some() {
         println!(
-            "  (the file exists: setup replaces its token, users, gates and LAN lines and keeps the rest)"
+            "  (the file exists: setup replaces its token, gates and LAN lines, keeps the users it allows unless told to replace them, and keeps the rest)"
         );
     }
     println!("Nothing is written until the last question; Ctrl-C leaves everything as it was.\n");
@@ -163,7 +178,10 @@ pub(crate) fn run(path: Option<PathBuf>, wait: Option<String>) -> Result<i32> {
     let api = BotApi::new(&settings, &token)?;
     print!("Asking Telegram about it… ");
     let _ = std::io::stdout().flush();
-    let (me, _) = api.get_me().inspect_err(|_| println!())?;
+    let (me, server_time) = api.get_me().inspect_err(|_| println!())?;
+    // Telegram's clock when setup asks: a message dated before it was already waiting
+    // (a stranger's `/start` of an hour ago), and is never proposed.
+    let asked_at = server_time.unwrap_or_else(crate::now);
     let bot = me.username.clone().unwrap_or_default();
     println!("it is @{bot} ({}).\n", clean(&me.first_name));
 
@@ -171,18 +189,14 @@ pub(crate) fn run(path: Option<PathBuf>, wait: Option<String>) -> Result<i32> {
         "Now send any message to @{bot} in Telegram (https://t.me/{bot}) from the account that will command this board."
     );
     let typing = started.elapsed();
-    let hello = wait_for_hello(&api, wait)?;
+    let senders = wait_for_hello(&api, wait, asked_at as i64)?;
     let waited = started.elapsed() - typing;
-    let proposed = match &hello {
-        Some((user, _, text)) => {
-            println!(
-                "Got \"{text}\" from {}: user id {}.",
-                user.describe(),
-                user.id
-            );
+    let proposed = match &senders[..] {
+        [(user, _, text)] => {
+            println!("Got \"{text}\" from {}: user id {}.", who(user), user.id);
             Some(user.id.to_string())
         }
-        None => {
+        [] => {
             println!(
                 "No message came in {}. Type the id instead (`tgknock whoami --config {}` shows the ids of people who wrote to the bot).",
                 duration::human(wait),
@@ -190,14 +204,60 @@ pub(crate) fn run(path: Option<PathBuf>, wait: Option<String>) -> Result<i32> {
             );
             None
         }
+        several => {
+            println!(
+                "{} people wrote to the bot since setup asked; which of them is you?",
+                several.len()
+            );
+            for (user, _, text) in several {
+                println!("  \"{text}\" from {}, user id {}", who(user), user.id);
+            }
+            None
+        }
     };
-    let users = answers.ask(
-        "Telegram user id(s) allowed to command the bot, comma-separated",
-        proposed.as_deref(),
-        false,
-        "a user id",
-        &parse_users,
-    )?;
+    // Users the config allows already are kept, unless the answer says to replace them.
+    let kept: Vec<i64> = existing
+        .as_deref()
+        .and_then(|t| value_of(t, USERS))
+        .and_then(|v| parse_users(&v).ok())
+        .map(|v| v.split(',').filter_map(|id| id.parse().ok()).collect())
+        .unwrap_or_default();
+    let kept_text = kept
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    if !kept.is_empty() {
+        println!(
+            "The config allows {kept_text} already: kept, with the id(s) you give added (answer `replace ID,…` to allow only those)."
+        );
+    }
+    let default = match (&proposed, kept.is_empty()) {
+        (Some(p), _) => Some(merge_users(&kept, p)),
+        // Several senders: setup does not guess, even to keep the users already there.
+        (None, _) if senders.len() > 1 => None,
+        (None, false) => Some(kept_text.clone()),
+        (None, true) => None,
+    };
+    let what = if senders.len() > 1 {
+        "a user id (several people wrote to the bot, and setup does not guess which is you)"
+    } else {
+        "a user id"
+    };
+    let question = if kept.is_empty() {
+        "Telegram user id(s) allowed to command the bot, comma-separated".to_string()
+    } else {
+        format!(
+            "Telegram user id(s) allowed to command the bot, comma-separated (already allowed: {kept_text})"
+        )
+    };
+    let users = answers.ask(&question, default.as_deref(), false, what, &|a| match a
+        .trim()
+        .strip_prefix("replace")
+    {
+        Some(ids) => parse_users(ids),
+        None => parse_users(a).map(|ids| merge_users(&kept, &ids)),
+    })?;
     let current_gates = existing
         .as_deref()
         .and_then(|t| value_of(t, GATES))
@@ -278,8 +338,8 @@ pub(crate) fn run(path: Option<PathBuf>, wait: Option<String>) -> Result<i32> {
             .map(|(uid, _)| format!(", owner uid {uid}"))
             .unwrap_or_default()
     );
-    if let Some((_, id, _)) = &hello {
-        // Confirms the hello and what came before it, nothing after.
+    if let Some(id) = senders.iter().map(|(_, id, _)| *id).max() {
+        // Confirms the hellos and what came before them, nothing after.
         if let Err(e) = api.get_updates(Some(id + 1), 0, 1) {
             log::debug!("could not confirm the hello message: {e}");
         }
@@ -340,15 +400,21 @@ fn telegram_settings(path: &Path, existing: Option<&str>) -> Result<TelegramSett
     }
 }
 
-/// Waits up to `wait` seconds for a message to the bot, showing the time (in polls of a
-/// second); the first one's sender, its update id and its text (shortened).
-fn wait_for_hello(api: &BotApi, wait: u64) -> Result<Option<(User, i64, String)>> {
+/// A hello: who sent it, its update id, its text as shown.
+type Hello = (User, i64, String);
+
+/// Waits up to `wait` seconds for messages to the bot sent at `asked_at` or later (by
+/// Telegram's clock: the ones waiting before setup asked are never proposed), showing
+/// the time (in polls of a second); each sender once, in the order they wrote, with the
+/// update id and text (shortened) of their first message. Empty when none came in time.
+fn wait_for_hello(api: &BotApi, wait: u64, asked_at: i64) -> Result<Vec<Hello>> {
     let start = Instant::now();
     let end = start + Duration::from_secs(wait);
     let terminal = std::io::stdout().is_terminal();
     let mut last_error: Option<String> = None;
     let mut shown = None;
-    let found = loop {
+    let mut first_seen: Option<Vec<Hello>> = None;
+    let found: Vec<Hello> = loop {
         let secs = start.elapsed().as_secs();
         if shown != Some(secs) && secs > 0 {
             shown = Some(secs);
@@ -368,23 +434,54 @@ fn wait_for_hello(api: &BotApi, wait: u64) -> Result<Option<(User, i64, String)>
         }
         let left = end.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            break None;
+            break first_seen.take().unwrap_or_default();
         }
-        match api.get_updates(None, 1, 100) {
+        // Once someone wrote, one more look a second later: whoever wrote at the same
+        // moment is asked about too, rather than the first one taken.
+        let poll = if first_seen.is_some() { 0 } else { 1 };
+        match api.get_updates(None, poll, 100) {
             Ok(answer) => {
                 let raw = answer.raw_result()?;
                 let items = crate::telegram::decode_updates(raw).map_err(ApiError::Malformed)?;
-                let hello = items.into_iter().find_map(|item| {
-                    let Incoming::Update(u) = item else {
-                        return None;
+                let any = !items.is_empty();
+                let mut hellos: Vec<Hello> = Vec::new();
+                for item in items {
+                    let Incoming::Update(u) = item else { continue };
+                    let Some(m) = u.message.or(u.edited_message) else {
+                        continue;
                     };
-                    let m = u.message.or(u.edited_message)?;
-                    let from = m.from.filter(|f| !f.is_bot)?;
-                    let text = clean(m.text.as_deref().unwrap_or("(no text)"));
-                    Some((from, u.update_id, text))
-                });
-                if hello.is_some() {
-                    break hello;
+                    if m.date < asked_at {
+                        continue;
+                    }
+                    let Some(from) = m.from.filter(|f| !f.is_bot) else {
+                        continue;
+                    };
+                    if hellos.iter().any(|(u, _, _)| u.id == from.id) {
+                        continue;
+                    }
+                    let text = m.text.as_deref().unwrap_or("(no text)");
+                    let text = if looks_like_token(text) {
+                        "(a message that looks like a bot token: not shown)".to_string()
+                    } else {
+                        clean(text)
+                    };
+                    hellos.push((from, u.update_id, text));
+                }
+                match (first_seen.take(), hellos.is_empty()) {
+                    (Some(_), false) => break hellos,
+                    // Gone meanwhile (another reader confirmed them): the first look's.
+                    (Some(first), true) => break first,
+                    (None, false) => {
+                        first_seen = Some(hellos);
+                        std::thread::sleep(left.min(Duration::from_secs(1)));
+                    }
+                    (None, true) => {
+                        // Messages that were waiting come back at once on every poll
+                        // (setup confirms nothing while it waits): not a busy loop.
+                        if any {
+                            std::thread::sleep(left.min(Duration::from_secs(1)));
+                        }
+                    }
                 }
             }
             Err(ApiError::Http { status: 409, .. }) => {
@@ -409,6 +506,40 @@ fn wait_for_hello(api: &BotApi, wait: u64) -> Result<Option<(User, i64, String)>
         let _ = std::io::stdout().flush();
     }
     Ok(found)
+}
+
+/// Who sent a message: the name, then the @username when there is one.
+fn who(user: &User) -> String {
+    let name = match &user.last_name {
+        Some(l) => format!("{} {l}", user.first_name),
+        None => user.first_name.clone(),
+    };
+    match &user.username {
+        Some(u) => format!("{} (@{})", clean(&name), clean(u)),
+        None => clean(&name),
+    }
+}
+
+/// The words of `text` shaped like a bot token (`123456:ABC…`).
+fn token_words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == ':' || c == '-' || c == '_'))
+        .filter(|w| Token::parse(w).is_some())
+}
+
+/// Whether `text` holds something shaped like a bot token.
+fn looks_like_token(text: &str) -> bool {
+    token_words(text).next().is_some()
+}
+
+/// `kept` then the ids of `ids` (`1,2`) not among them, comma-separated.
+fn merge_users(kept: &[i64], ids: &str) -> String {
+    let mut all: Vec<i64> = kept.to_vec();
+    for id in ids.split(',').filter_map(|i| i.trim().parse().ok()) {
+        if !all.contains(&id) {
+            all.push(id);
+        }
+    }
+    all.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// A name or message as shown on screen: no control, bidirectional or zero-width
@@ -814,6 +945,24 @@ ff000000000000000000000000000000 08 00000000000000000000000000000000 00 00000000
         let fresh = updated_config(None, &keys);
         assert!(fresh.starts_with("# tgknock's configuration"), "{fresh}");
         assert!(config::parse_file(&fresh).unwrap().len() == 4);
+    }
+
+    #[test]
+    fn tokens_are_seen_in_answers_and_users_are_merged() {
+        let token = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
+        for text in [
+            token,
+            &format!(" {token} "),
+            &format!("'{token}',"),
+            &format!("id {token}"),
+        ] {
+            assert!(looks_like_token(text), "{text}");
+        }
+        for text in ["123456789", "42, 43", "ssh=22/tcp", "1:short", "replace 42"] {
+            assert!(!looks_like_token(text), "{text}");
+        }
+        assert_eq!(merge_users(&[42, 43], "43,44"), "42,43,44");
+        assert_eq!(merge_users(&[], "44"), "44");
     }
 
     #[test]

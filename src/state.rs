@@ -496,7 +496,22 @@ impl PidLock {
     /// the lock writes its pid an instant later: an empty file is read again.
     pub(crate) fn holder(paths: &Paths) -> Option<u32> {
         let path = paths.pid();
-        let file = files::open_existing(&path).ok()?;
+        let file = match files::open_existing(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            // A link, a FIFO or a hard link planted as the pid file: not read, and said.
+            Err(e) if e.kind() == std::io::ErrorKind::Other => {
+                log::warn!("{e}; no daemon is taken to be running");
+                return None;
+            }
+            Err(e) => {
+                log::warn!(
+                    "cannot read {}: {e}; no daemon is taken to be running",
+                    path.display()
+                );
+                return None;
+            }
+        };
         if file.try_lock_shared().is_ok() {
             return None;
         }

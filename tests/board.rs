@@ -230,6 +230,126 @@ fn planted_links_are_never_followed_and_the_gates_stay_closed() {
     }
 }
 
+/// Runs `cmd` to its end, or kills it and fails after 30 s (a hang guard: a FIFO planted
+/// in the state directory must not hang a console command).
+fn bounded(cmd: &mut Command, what: &str) -> (i32, String, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tgknock");
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after 30 s (hung on the FIFO?)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = (stdout(&o), stderr(&o));
+    crate::support::env::assert_no_secret(&out);
+    crate::support::env::assert_no_secret(&err);
+    (o.status.code().unwrap_or(-1), out, err)
+}
+
+/// A planted file of root's, 0600, and a check that it is as it was.
+fn precious(env: &Env) -> (std::path::PathBuf, impl Fn(&str)) {
+    let precious = env.dir.join("precious");
+    std::fs::write(&precious, "root's file\n").unwrap();
+    std::fs::set_permissions(&precious, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let owner = std::fs::metadata(&precious).unwrap().uid();
+    let p = precious.clone();
+    let untouched = move |what: &str| {
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "root's file\n",
+            "{what}: the planted file's content changed"
+        );
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid(), m.mode() & 0o7777),
+            (owner, owner, 0o600),
+            "{what}: the planted file's owner or mode changed"
+        );
+    };
+    (precious, untouched)
+}
+
+/// The console commands each planted name is met by, and what each must say.
+const PLANTED: [(&str, &[&str]); 4] = [
+    ("lock", &["open", "--for", "5m"]),
+    ("state.json", &["open", "--for", "5m"]),
+    ("tgknock.pid", &["run"]),
+    ("tgknock.pid", &["status"]),
+];
+
+/// A hard link or a FIFO planted in the state directory under one of tgknock's names is
+/// refused by name: the linked file is not read, written, chmodded or handed over, and a
+/// FIFO hangs nothing.
+#[test]
+fn hard_links_and_fifos_planted_in_the_state_directory_are_refused() {
+    let env = Env::new();
+    let state = env.state_dir();
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let (precious, untouched) = precious(&env);
+    for (name, args) in PLANTED {
+        let planted = state.join(name);
+        let what = format!("a hard link as {name}, {args:?}");
+        let _ = std::fs::remove_file(&planted);
+        std::fs::hard_link(&precious, &planted).unwrap();
+        let (code, out, err) = bounded(&mut env.command(args), &what);
+        // `status` tells what it shows without the pid file; the others fail.
+        assert!(code != 0 || args[0] == "status", "{what}: {out}{err}");
+        assert!(
+            err.contains(name) && err.contains("hard link"),
+            "{what}: the message names it: {out}{err}"
+        );
+        untouched(&what);
+        std::fs::remove_file(&planted).unwrap();
+
+        let what = format!("a FIFO as {name}, {args:?}");
+        let made = Command::new("mkfifo").arg(&planted).status().unwrap();
+        assert!(made.success());
+        let (code, out, err) = bounded(&mut env.command(args), &what);
+        assert!(code != 0 || args[0] == "status", "{what}: {out}{err}");
+        assert!(
+            err.contains(name) && err.contains("not a regular file"),
+            "{what}: the message names it: {out}{err}"
+        );
+        std::fs::remove_file(&planted).unwrap();
+    }
+    assert!(env.openings().is_empty());
+    // With the plants gone, the same commands work.
+    let (code, out, err) = bounded(&mut env.command(&["open", "--for", "5m"]), "open");
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// The service user's state directory, a hard link to a file of root's planted in it:
+/// root's console never hands that file to the service user (nor changes its mode).
+#[test]
+fn root_never_hands_over_a_hard_linked_file() {
+    if !is_root() {
+        return skip("a file of root's given away is what this test guards: it needs root");
+    }
+    let env = service_env();
+    let state = env.state_dir();
+    let (precious, untouched) = precious(&env);
+    for (name, args) in PLANTED.iter().chain([("lock", &["close"][..])].iter()) {
+        let planted = state.join(name);
+        let _ = std::fs::remove_file(&planted);
+        std::fs::hard_link(&precious, &planted).unwrap();
+        let what = format!("root's {args:?} with a hard link as {name}");
+        let (code, out, err) = bounded(&mut with_umask(env.command(args)), &what);
+        assert!(code != 0 || args[0] == "status", "{what}: {out}{err}");
+        assert!(err.contains("hard link"), "{what}: {out}{err}");
+        untouched(&what);
+        std::fs::remove_file(&planted).unwrap();
+    }
+}
+
 #[test]
 fn a_state_directory_others_can_write_is_refused() {
     let env = Env::new();
@@ -561,4 +681,57 @@ fn a_probe_of_the_pid_lock_never_stops_a_starting_daemon() {
         "{}",
         again.2
     );
+}
+
+/// Under the unit's `ProtectProc=invisible`, root's console commands are not in the
+/// service user's `/proc`: a starting daemon must not take a temporary file for a crash's
+/// because its writer's pid is not there. The test plays the invisible writer (a pid no
+/// `/proc` shows, in the name) holding its temporary, as every writer does; a crash's
+/// temporary (nobody holds it) still goes.
+#[test]
+fn a_start_spares_the_temporary_of_a_writer_it_cannot_see() {
+    let env = Env::new();
+    let dir = env.state_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let live = dir.join(".tgknock-tgknock.log.999999999.0.123456789.tmp");
+    std::fs::write(&live, "").unwrap();
+    let held = std::fs::File::open(&live).unwrap();
+    held.lock().unwrap();
+    let crashed = dir.join(".tgknock-state.json.999999998.0.123456789.tmp");
+    std::fs::write(&crashed, "{\"version\": 1}\n").unwrap();
+    let d = env.start();
+    assert!(
+        live.exists(),
+        "the starting daemon removed the temporary of a live writer it cannot see in /proc:\n{}",
+        d.output()
+    );
+    assert!(
+        !crashed.exists(),
+        "a crash's temporary was left:\n{}",
+        d.output()
+    );
+    drop(held);
+}
+
+/// A link planted as the wake socket (to another program's socket) is not followed: the
+/// console's poke reaches no one but a daemon's own socket.
+#[test]
+fn a_link_planted_as_the_wake_socket_is_not_followed() {
+    let env = Env::new();
+    let dir = env.state_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let other = env.dir.join("other.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&other).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    std::os::unix::fs::symlink(&other, dir.join("wake.sock")).unwrap();
+    let (code, out, err) = output(&mut env.command(&["open", "--for", "5m"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let mut buf = [0u8; 64];
+    assert!(
+        sock.recv(&mut buf).is_err(),
+        "the console sent its wake-up through the planted link"
+    );
+    assert!(err.contains("wake.sock is not a socket"), "{err}");
 }

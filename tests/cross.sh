@@ -94,7 +94,9 @@ for t in $targets; do
         --skip netns:: --skip nonroot:: --skip knock:: --skip crash:: --skip defense:: \
         --skip setup::the_lan_of_the_board_is_proposed \
         --skip clock::step_ \
-        --skip board::root_at_the_console_leaves_files_the_service_can_use
+        --skip board::root_at_the_console_leaves_files_the_service_can_use \
+        --skip login::a_config_file_not_roots_is_refused \
+        --skip board::root_never_hands_over_a_hard_linked_file
     [ -z "$skip_watchdog" ] || set -- "$@" --skip watchdog::
     if [ "$wrap" = private ]; then
         # shellcheck disable=SC2016 # expanded by the inner shell

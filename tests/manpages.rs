@@ -197,7 +197,9 @@ fn tgknock_1() -> String {
     m.push_str(
         ".SH ENVIRONMENT\n\
          Every key of \\fBtgknock.conf\\fR(5) can also come from the environment, which wins \
-         over the file.\n\
+         over the file, except for \\fBnotify-login\\fR: run from PAM, whose environment the \
+         logging-in user sets, it takes no setting from the environment (nor \\fBRUST_LOG\\fR), \
+         only from a config file that root owns and no one else can write.\n\
          .TP\n.B RUST_LOG\nThe log filter (default \\fBinfo\\fR); logs go to standard error. \
          The token never appears in a log line.\n",
     );
@@ -222,7 +224,9 @@ fn tgknock_conf_5() -> String {
          optional matching quotes around a value; the format systemd's \
          \\fBEnvironmentFile=\\fR and a shell's \\fB.\\fR read.\n\
          Every key can also come from the environment, which wins over the file; a missing \
-         default file is fine when the environment has the keys.\n\
+         default file is fine when the environment has the keys. \\fBtgknock notify-login\\fR, \
+         run from PAM, reads this file only, and only when it is root's and writable by no \
+         one else.\n\
          An unknown \\fBTGKNOCK_\\fR key is an error (exit status 2), so typos are caught.\n\
          .PP\n\
          Durations take a unit: \\fB90s\\fR, \\fB15m\\fR, \\fB2h\\fR, \\fB1d\\fR, \\fB1h30m\\fR.\n",

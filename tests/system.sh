@@ -31,7 +31,7 @@
 #   install.sh says what is left to do: `sudo tgknock setup`.
 # Container 3, the .deb the guided way (`sudo tgknock setup` after installing):
 #   dpkg -i says to run setup; the README's piped setup with the fake's token, the owner's
-#   hello queued: exit 0, "all checks passed", token file tgknock 0600, config root:tgknock
+#   hello sent once setup asked: exit 0, "all checks passed", token file tgknock 0600, config root:tgknock
 #   0640 without the token, with the owner and the LAN it found; the command it prints
 #   (`systemctl enable --now tgknock`) run as it is: active, logged in, polls for button
 #   presses; /status, a press on its Open ssh button: answered, then the message edited to
@@ -714,7 +714,7 @@ test_journal() { in_c journalctl -b -u tgknock --no-pager -o cat | grep -qF -- "
 
 setup_container() {
     local deb=dist/tgknock_${version}_amd64.deb out cmd msg id data query line answered edited
-    local t0 ms n ssh_login
+    local t0 ms n ssh_login sayer
     note "container 3: $deb and tgknock setup ($(elapsed))"
     new_container
     cp "$deb" "$RUN/root/root/"
@@ -727,12 +727,24 @@ setup_container() {
     # The test's Telegram and short polls: lines of the config setup keeps.
     sh_c "printf '# the test Telegram, and short polls\nTGKNOCK_API_URL=http://$API\nTGKNOCK_POLL_TIMEOUT=${POLL}s\n' \
         >> /etc/tgknock/tgknock.conf" || fail "cannot add the test's API to the config"
-    in_c systest say "$CTL" "$OWNER" "hello" > /dev/null || fail "cannot queue the owner's hello"
+    # The owner writes once setup has asked (its first getUpdates): setup never proposes a
+    # message that was waiting before it asked.
+    n=$(requests getUpdates | wc -l)
+    (
+        i=0
+        while [ "$(requests getUpdates | wc -l)" -le "$n" ] && [ "$i" -lt 600 ]; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        in_c systest say "$CTL" "$OWNER" "hello" > /dev/null
+    ) &
+    sayer=$!
     # The README's command, word for word (as root, so without sudo).
     t0=$(date +%s)
     # shellcheck disable=SC2016 # expanded in the container
     out=$(in_c env TOKEN="$TOKEN" sh -c 'printf "%s\n" "$TOKEN" "" "" "" | tgknock setup' 2>&1) \
         || fail "tgknock setup exited $?: $out"
+    wait "$sayer" || fail "cannot send the owner's hello"
     echo "$out" | grep -qF -- "$SECRET" && fail "tgknock setup printed the token: $out"
     echo "$out" | grep -q "Got \"hello\" from .*: user id $OWNER" || fail "setup did not propose the owner's id: $out"
     echo "$out" | grep -qx "all checks passed" || fail "setup's check did not pass: $out"
