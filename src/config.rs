@@ -165,7 +165,7 @@ pub const KEYS: &[Key] = &[
         name: "TGKNOCK_NFT",
         default: Some("/usr/sbin/nft"),
         shown: "",
-        meaning: "the nftables tool; tgknock owns the table `inet tgknock`",
+        meaning: "the nftables tool; tgknock owns the table `inet tgknock` (with iptables-nft, the daemon also reads its chain with it)",
     },
     Key {
         name: "TGKNOCK_KNOCK",

@@ -449,6 +449,7 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
     let socket = UnixDatagram::bind(&wake).map_err(|e| Error::file(&wake, "bind", e))?;
 
     keeper.fw.probe();
+    keeper.fw.keep_reference();
     if let Some(why) = keeper.fw.deadline_problem() {
         log::warn!(
             "the kernel cannot keep deadlines ({why}): openings close and bans lift by tgknock's own expiry only, so not while it is stopped"

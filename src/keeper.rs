@@ -123,6 +123,13 @@ impl Keeper {
         let Some(first) = st.next_deadline().filter(|d| *d <= now) else {
             let found = self.fw.drift(&st, now)?;
             if found.is_empty() {
+                if self.fw.unverified() {
+                    // Rules another tgknock process wrote (a console command): written
+                    // again by this one, the same rules, so that from now on they are
+                    // compared whole. Nobody is told: no other program changed them.
+                    log::debug!("writing the rules once more, to know them whole");
+                    self.fw.apply(&st, now)?;
+                }
                 return Ok(None);
             }
             self.fw.apply(&st, now)?;

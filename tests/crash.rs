@@ -253,9 +253,11 @@ fn missing_tools(fw: Fw) -> Vec<String> {
 fn configure(fw: Fw, env: &mut Env) {
     match fw {
         Fw::Ipt(b) => {
+            // With iptables-nft, the daemon also reads its chain with nft.
             env.set("TGKNOCK_FIREWALL", "iptables")
                 .set("TGKNOCK_IPTABLES", &b.tool(V4))
-                .set("TGKNOCK_IP6TABLES", &b.tool(V6));
+                .set("TGKNOCK_IP6TABLES", &b.tool(V6))
+                .set("TGKNOCK_NFT", NFT);
         }
         Fw::Nft => {
             env.set("TGKNOCK_FIREWALL", "nft").set("TGKNOCK_NFT", NFT);

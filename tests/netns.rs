@@ -754,3 +754,278 @@ fn drift_scenario(b: Fw, n: u8) {
 fn rules_flushed_by_another_program_are_put_back() {
     all(11, drift_scenario);
 }
+
+// ---------------------------------------------------------------------------------------
+// Drift inside tgknock's own chain or table (issue 15, point 4): what tgknock owns is
+// compared whole, every rule with its contents and order, not only its comment.
+
+/// `kill -SIG pid`.
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Waits until the daemon has logged `count` repairs in all.
+fn wait_repairs(rig: &mut Rig, count: usize, what: &str) {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = rig.daemon().output();
+        if log.matches("; put them back").count() >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "{}: no repair after {what}:\n{log}\n{}",
+            rig.fw.name(),
+            rig.ruleset()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The handle of the rule of the nft table whose comment is `comment`.
+fn nft_handle(rig: &Rig, comment: &str) -> String {
+    let listing = run_ok(Command::new("ip").args([
+        "netns",
+        "exec",
+        &rig.net.board,
+        NFT,
+        "-a",
+        "list",
+        "chain",
+        "inet",
+        "tgknock",
+        "input",
+    ]))
+    .unwrap();
+    let line = listing
+        .lines()
+        .find(|l| l.contains(&format!("comment \"{comment}\"")))
+        .unwrap_or_else(|| panic!("no rule with the comment {comment}:\n{listing}"));
+    line.rsplit("# handle ").next().unwrap().trim().to_string()
+}
+
+/// With iptables-nft, the daemon also reads its chain with nft (whose print is the
+/// kernel's rules, where iptables-nft's `-S` is a translation).
+fn with_nft_printer(rig: &mut Rig) {
+    if rig.fw == Fw::Ipt(Backend::Nft) {
+        rig.env.set("TGKNOCK_NFT", NFT);
+    }
+}
+
+fn foreign_rule_scenario(b: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, b, 1) else {
+        return;
+    };
+    with_nft_printer(&mut rig);
+    rig.start();
+    rig.net.expect(
+        "closed at start",
+        &[(0, SSH, V4, false), (0, SSH, V6, false)],
+    );
+    // A rule without a comment put into the owned chain or table, while the daemon is
+    // stopped (so that `status` sees it before any repair).
+    let pid = rig.daemon().pid();
+    signal(pid, "STOP");
+    match b {
+        Fw::Nft => rig.nft_script("insert rule inet tgknock input tcp dport 22 accept\n"),
+        Fw::Ipt(_) => {
+            for fam in [V4, V6] {
+                rig.ipt(
+                    fam,
+                    &[
+                        "-I", "TGKNOCK", "1", "-p", "tcp", "--dport", "22", "-j", "ACCEPT",
+                    ],
+                );
+            }
+        }
+    }
+    rig.net.expect(
+        "the foreign rule opens 22",
+        &[(0, SSH, V4, true), (0, SSH, V6, true)],
+    );
+    let out = rig.console(&["status"]);
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.contains("ssh (22/tcp) MISMATCH") && !status.contains("ssh (22/tcp) closed"),
+        "{}: status must not say closed while a foreign rule opens the port:\n{status}",
+        b.name()
+    );
+    signal(pid, "CONT");
+    let told = rig
+        .env
+        .api
+        .wait_reply(OWNER, "another program changed the firewall rules", 30);
+    assert!(
+        told.contains("put them back") && told.contains("dport 22"),
+        "{}: the owner is told what was found: {told}",
+        b.name()
+    );
+    wait_repairs(&mut rig, 1, "a rule without a comment");
+    rig.net.expect(
+        "the foreign rule is gone",
+        &[(0, SSH, V4, false), (0, SSH, V6, false)],
+    );
+    let rules = rig.ruleset();
+    assert!(
+        !rules.contains("dport 22 accept") && !rules.contains("-j ACCEPT"),
+        "{}:\n{rules}",
+        b.name()
+    );
+    rig.assert_installed_once("after the repair of a foreign rule");
+    // A rule of tgknock's replaced with the same comment and other contents.
+    match b {
+        Fw::Nft => {
+            for (fam, nfproto) in [("4", "ipv4"), ("6", "ipv6")] {
+                let key = format!("{fam} tgknock-gate:ssh tcp=22 syn drop");
+                let handle = nft_handle(&rig, &key);
+                rig.nft_script(&format!(
+                    "replace rule inet tgknock input handle {handle} meta nfproto {nfproto} tcp dport 22 accept comment \"{key}\"\n"
+                ));
+            }
+        }
+        Fw::Ipt(_) => {
+            // As the issue has it (a RETURN where the DROP was), and a DROP that can never
+            // match (two port matches), which reads back like tgknock's own (iptables-nft
+            // even lists it as one port match: the daemon reads the chain with nft too).
+            rig.ipt(
+                V4,
+                &[
+                    "-R",
+                    "TGKNOCK",
+                    "2",
+                    "-p",
+                    "tcp",
+                    "--dport",
+                    "22",
+                    "-m",
+                    "comment",
+                    "--comment",
+                    "tgknock-gate:ssh",
+                    "-j",
+                    "RETURN",
+                ],
+            );
+            rig.ipt(
+                V6,
+                &[
+                    "-R",
+                    "TGKNOCK",
+                    "2",
+                    "-p",
+                    "tcp",
+                    "-m",
+                    "tcp",
+                    "--dport",
+                    "9",
+                    "-m",
+                    "tcp",
+                    "--dport",
+                    "22",
+                    "--tcp-flags",
+                    "FIN,SYN,RST,ACK",
+                    "SYN",
+                    "-m",
+                    "comment",
+                    "--comment",
+                    "tgknock-gate:ssh",
+                    "-j",
+                    "DROP",
+                ],
+            );
+        }
+    }
+    wait_repairs(&mut rig, 2, "a rule replaced under the same comment");
+    rig.net.expect(
+        "the replaced rule is put back",
+        &[(0, SSH, V4, false), (0, SSH, V6, false)],
+    );
+    let rules = rig.ruleset();
+    assert!(
+        !rules.contains("dport 22 accept") && !rules.contains("--dport 9"),
+        "{}:\n{rules}",
+        b.name()
+    );
+    let status = rig.say("/status");
+    assert!(!status.contains("MISMATCH"), "{status}");
+}
+
+#[test]
+fn a_foreign_rule_inside_the_owned_chain_or_table_is_put_back() {
+    all(20, foreign_rule_scenario);
+}
+
+/// How many times the daemon has read the rules (`iptables -S`, `nft list table`).
+fn reads(rig: &mut Rig) -> usize {
+    let log = rig.daemon().output();
+    log.lines()
+        .filter(|l| l.contains(" -S") || l.contains("list table inet tgknock"))
+        .filter(|l| l.contains("running "))
+        .count()
+}
+
+fn no_false_drift_scenario(b: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, b, 2) else {
+        return;
+    };
+    rig.env
+        .set("TGKNOCK_RATE_LIMIT", "ssh=6/min web=100/min")
+        .set("TGKNOCK_KNOCK", "7101,7102,7103");
+    with_nft_printer(&mut rig);
+    rig.start();
+    let r = rig.say("/open web 1h");
+    assert!(r.contains("web (80/tcp) open to everyone"), "{r}");
+    let r = rig.say("/ban 198.51.100.7 1h");
+    assert!(r.starts_with("banned 198.51.100.7"), "{r}");
+    let r = rig.say("/ban 2001:db8:bad::/48");
+    assert!(r.starts_with("banned 2001:db8:bad::/48"), "{r}");
+    // Changes at the console: rules the daemon did not write are no drift either.
+    let from = rig.client_v4(0).to_string();
+    rig.console_ok(&["open", "ssh", "--for", "2h", "--from", &from]);
+    rig.console_ok(&["ban", "198.51.100.8", "--for", "1h"]);
+    // Traffic: counters move, the rate meters and the knock lists fill up.
+    let start = reads(&mut rig);
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut rounds = 0;
+    while reads(&mut rig) < start + 6 || rounds < 3 {
+        assert!(Instant::now() < end, "the daemon does not check the rules");
+        for fam in [V4, V6] {
+            let mut s = rig.net.connect(0, WEB, fam).unwrap();
+            roundtrip(&mut s, b"counters").unwrap();
+            let _ = rig.net.reach(1, SSH, fam);
+            let _ = rig.net.reach(1, 7101, fam);
+        }
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let log = rig.daemon().output();
+    assert!(
+        !log.contains("put them back") && !log.contains("another program"),
+        "{}: drift reported with nothing changed:\n{log}",
+        b.name()
+    );
+    if matches!(b, Fw::Nft | Fw::Ipt(Backend::Nft)) {
+        assert!(
+            log.contains("writing the rules once more, to know them whole"),
+            "the daemon writes the console's rules once more, to compare them from then on:\n{log}"
+        );
+    }
+    assert!(
+        !rig.env
+            .api
+            .sent_to(OWNER)
+            .iter()
+            .any(|m| m.contains("another program")),
+        "{}",
+        b.name()
+    );
+    let status = rig.say("/status");
+    assert!(!status.contains("MISMATCH"), "{status}");
+}
+
+#[test]
+fn no_drift_is_seen_while_counters_lists_and_meters_move() {
+    all(21, no_false_drift_scenario);
+}

@@ -51,6 +51,14 @@ pub(crate) trait Tables {
     fn preview(&self, policy: &Policy, rules_of: &[(Family, Vec<Rule>)], now: u64) -> String;
     /// What differs between a listing and the rules it should hold, in a few words.
     fn describe_drift(&self, listing: &Listing, want: &[Rule]) -> String;
+    /// From now on, remembers how the tool prints back what this process writes, and
+    /// compares what is read with it (the daemon, which keeps the rules).
+    fn keep_reference(&self) {}
+    /// Whether the last read found rules another tgknock process wrote, which this one
+    /// cannot compare yet (see [`Firewall::unverified`]).
+    fn unverified(&self) -> bool {
+        false
+    }
     /// Whether the kernel can bound rules by a deadline (`Err`: why not). A probe that
     /// cannot tell (the tool is missing, no permission) says yes: applying tells the rest.
     fn probe_deadlines(&self) -> Result<(), String>;
@@ -128,6 +136,7 @@ impl Firewall {
             Backend::Nft(Nft {
                 program: f.nft.clone(),
                 families,
+                reference: Default::default(),
             })
         } else {
             let mut tools = vec![Tool::new(Family::V4, &f.iptables)];
@@ -137,6 +146,8 @@ impl Firewall {
             Backend::Iptables(Iptables {
                 chain: f.chain.clone(),
                 tools,
+                nft: f.nft.clone(),
+                reference: Default::default(),
             })
         };
         Firewall {
@@ -313,6 +324,19 @@ impl Firewall {
                 format!("{}: {what}", names.join(" and "))
             })
             .collect())
+    }
+
+    /// From now on, compares what is read with the tool's own print of what this process
+    /// wrote, not only with what the rules say they are (the daemon: see `nft::Reference`).
+    pub(crate) fn keep_reference(&self) {
+        self.tables().keep_reference();
+    }
+
+    /// Whether the last [`Firewall::drift`] found rules that another tgknock process wrote
+    /// (a console command) and this one cannot compare whole yet: writing them once more
+    /// (the same rules) makes them known.
+    pub(crate) fn unverified(&self) -> bool {
+        self.tables().unverified()
     }
 
     /// Removes the jump(s) and the chain in every family (or the nft table); says what it

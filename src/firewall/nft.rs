@@ -11,7 +11,9 @@
 //! elements only when the bans differ from the ones listed before it: with 1,000 bans in
 //! place, an `/open` sends a few lines.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use super::rules::{
     KNOCK_STEP_SECS, Limit, List, Listing, METER_ENTRIES, Per, Policy, Rate, Recent, RecentOp,
@@ -36,6 +38,117 @@ const HOOK: &str = "type filter hook input priority filter - 10; policy accept;"
 pub(crate) struct Nft {
     pub(crate) program: PathBuf,
     pub(crate) families: Vec<Family>,
+    /// How nft printed back what this process wrote, to compare the table with whole.
+    pub(crate) reference: Arc<Mutex<Reference>>,
+}
+
+/// What this process wrote to the table, as nft printed it back: each rule's text by its
+/// comment (its key), and each set's declaration. nft prints a rule otherwise than it is
+/// written (it leaves out a `meta nfproto` another match implies, writes a deadline as a
+/// date, a flag test in its own syntax, and so on from one version to the next): the
+/// reference is its own print, never a guess of it. A rule whose text differs from the
+/// reference under the same comment is not tgknock's: another program changed it.
+#[derive(Debug, Default)]
+pub(crate) struct Reference {
+    /// Whether the table is compared with it (the daemon, which keeps the rules; a
+    /// console command writes and reads once, with nothing to compare with).
+    pub(crate) keep: bool,
+    rules: HashMap<String, String>,
+    sets: HashMap<String, String>,
+    /// The last table read held rules or sets this process has not written (another
+    /// tgknock process wrote them, a console command): the next check writes them again
+    /// (the same rules, no news to anyone), and so knows them.
+    unknown: bool,
+}
+
+/// A rule's line as compared: without the handle nft may print after it, nor the counter
+/// of packets and bytes it may carry (traffic moves it; it is no change of the rule).
+pub(crate) fn rule_text(line: &str) -> String {
+    let t = line.trim();
+    let t = match t.rfind(" # handle ") {
+        Some(at) => &t[..at],
+        None => t,
+    };
+    let words: Vec<&str> = t.split_whitespace().collect();
+    let mut out: Vec<&str> = Vec::with_capacity(words.len());
+    let mut i = 0;
+    while i < words.len() {
+        if words[i] == "counter"
+            && words.get(i + 1) == Some(&"packets")
+            && words.get(i + 3) == Some(&"bytes")
+        {
+            i += 5;
+            continue;
+        }
+        out.push(words[i]);
+        i += 1;
+    }
+    out.join(" ")
+}
+
+/// The comment of a rule's line, if it has one.
+fn comment_of(t: &str) -> Option<&str> {
+    let at = t.rfind("comment \"")?;
+    Some(t[at + 9..].trim_end_matches('"'))
+}
+
+/// Whether a set of this name is one tgknock declares (a ban set, a knock list, a rate
+/// meter).
+fn own_set(name: &str) -> bool {
+    name == ban_set(Family::V4)
+        || name == ban_set(Family::V6)
+        || List::parse(name).is_some()
+        || (name.starts_with("lim_") && (name.ends_with("_v4") || name.ends_with("_v6")))
+}
+
+/// The sets and chains of a table as `nft list table` prints them: each one's kind, name
+/// and declaration (its lines, the elements of a set left out: they come and go with
+/// traffic and timeouts, and a ban set's are read on their own).
+fn objects(text: &str) -> Vec<(&str, &str, String)> {
+    let mut out = Vec::new();
+    let mut lines = text.lines().map(str::trim);
+    while let Some(t) = lines.next() {
+        let Some(head) = t.strip_suffix(" {") else {
+            continue;
+        };
+        let (kind, name) = match head.split_once(' ') {
+            Some((
+                k @ ("set" | "map" | "chain" | "flowtable" | "ct" | "counter" | "quota" | "limit"
+                | "secmark" | "synproxy"),
+                n,
+            )) => (k, n),
+            _ => continue,
+        };
+        let mut decl: Vec<&str> = Vec::new();
+        let mut in_elements = false;
+        for l in lines.by_ref() {
+            if in_elements {
+                if l.ends_with('}') && l.matches('"').count().is_multiple_of(2) {
+                    in_elements = false;
+                }
+                continue;
+            }
+            if l == "}" {
+                break;
+            }
+            if let Some(rest) = l.strip_prefix("elements = {") {
+                in_elements = !(rest.ends_with('}') && rest.matches('"').count().is_multiple_of(2));
+                continue;
+            }
+            if kind == "chain" {
+                // A chain's rules are compared one by one; its declaration is its hook.
+                if l.starts_with("type ") {
+                    decl.push(l);
+                }
+                continue;
+            }
+            if !l.is_empty() {
+                decl.push(l);
+            }
+        }
+        out.push((kind, name, decl.join("; ")));
+    }
+    out
 }
 
 fn digit(family: Family) -> &'static str {
@@ -210,6 +323,15 @@ pub(crate) struct Table {
     /// The ban set of each family that has one: its elements, as [`read_ban_set`] reads
     /// them.
     bans: Vec<(Family, Elements)>,
+    /// What the table holds that tgknock does not (a chain of another program's, a set
+    /// declared otherwise than tgknock did), as it would be said: the table is written
+    /// afresh.
+    strange: Vec<String>,
+    /// The comments of rules whose text differs from what this process wrote under them.
+    changed: Vec<String>,
+    /// Rules or sets this process has not written, or changed ones: the chain is written
+    /// whole, never kept.
+    suspect: bool,
 }
 
 impl Table {
@@ -219,7 +341,65 @@ impl Table {
             .filter_map(|f| Some((f, read_ban_set(&text, f)?)))
             .collect();
         let hooked = text.lines().any(|l| l.trim() == HOOK);
-        Table { text, hooked, bans }
+        // Another chain in tgknock's table (another program's sets and named objects
+        // change nothing unless a rule uses them, and the rules are compared).
+        let strange = objects(&text)
+            .into_iter()
+            .filter(|(kind, name, _)| *kind == "chain" && *name != "input")
+            .map(|(kind, name, decl)| format!("{kind} {name} {{ {decl} }}"))
+            .collect();
+        Table {
+            text,
+            hooked,
+            bans,
+            strange,
+            changed: Vec::new(),
+            suspect: false,
+        }
+    }
+
+    /// The rules of the input chain that carry a comment: (comment, text as compared).
+    fn rule_texts(&self) -> Vec<(&str, String)> {
+        let mut lines = self.text.lines().map(str::trim);
+        if lines.find(|t| *t == "chain input {").is_none() {
+            return Vec::new();
+        }
+        lines
+            .take_while(|t| *t != "}")
+            .filter_map(|t| Some((comment_of(t)?, rule_text(t))))
+            .collect()
+    }
+
+    /// Compares the table with what this process wrote (when it keeps a reference); says
+    /// whether it holds rules or sets it has not written.
+    fn compare(&mut self, r: &Reference) -> bool {
+        if !r.keep {
+            return false;
+        }
+        let mut unknown = false;
+        let mut changed = Vec::new();
+        for (comment, text) in self.rule_texts() {
+            match r.rules.get(comment) {
+                Some(t) if *t == text => {}
+                Some(_) => changed.push(comment.to_string()),
+                None => unknown = true,
+            }
+        }
+        let mut strange = Vec::new();
+        for (kind, name, decl) in objects(&self.text) {
+            if kind != "set" || !own_set(name) {
+                continue;
+            }
+            match r.sets.get(name) {
+                Some(d) if *d == decl => {}
+                Some(_) => strange.push(format!("set {name} declared as {{ {decl} }}")),
+                None => unknown = true,
+            }
+        }
+        self.strange.extend(strange);
+        self.suspect = unknown || !changed.is_empty() || !self.strange.is_empty();
+        self.changed = changed;
+        unknown
     }
 
     /// The comments of the input chain's rules, in order (a rule without one: `None`);
@@ -270,12 +450,32 @@ impl Table {
             }
             if t.starts_with("type filter hook input") {
                 l.jumps = 1;
-                l.jump_first = true;
+                // Hooked otherwise (another priority, a policy of drop): not as written.
+                l.jump_first = t == HOOK;
+                continue;
             }
-            let Some(at) = t.rfind("comment \"") else {
+            if t.is_empty() {
+                continue;
+            }
+            // A rule without a comment is no rule of tgknock's, whichever family it
+            // matches: it stands in both families' rules.
+            let Some(comment) = comment_of(t) else {
+                l.lines.push(rule_text(t));
+                l.rules.push(None);
                 continue;
             };
-            let comment = t[at + 9..].trim_end_matches('"');
+            if self.changed.iter().any(|c| c == comment) {
+                // tgknock's comment on a rule another program wrote: in the family the
+                // comment names (any other comment is in both).
+                let other = Family::BOTH
+                    .into_iter()
+                    .any(|f| f != family && comment.split(' ').next() == Some(digit(f)));
+                if !other {
+                    l.lines.push(rule_text(t));
+                    l.rules.push(None);
+                }
+                continue;
+            }
             if let Some(k) = set_keys.iter().position(|k| comment == k) {
                 if Family::BOTH[k] == family {
                     let set = ban_set(family);
@@ -291,6 +491,12 @@ impl Table {
             if mine || rule.is_none() {
                 l.lines.push(t.to_string());
                 l.rules.push(rule);
+            }
+        }
+        if l.chain_exists {
+            for s in &self.strange {
+                l.lines.push(s.clone());
+                l.rules.push(None);
             }
         }
         l
@@ -588,6 +794,7 @@ pub(crate) fn script(
         .collect();
     let keep_chain = before.is_some_and(|b| {
         b.hooked
+            && !b.suspect
             && b.chain_comments().is_some_and(|listed| {
                 listed.len() == chain.len()
                     && listed
@@ -668,14 +875,64 @@ pub(crate) fn parse_listing(table_text: &str, family: Family) -> Listing {
 }
 
 impl Nft {
-    /// Reads tgknock's table (missing: an empty listing).
+    /// Reads tgknock's table (missing: an empty listing), compared with what this process
+    /// wrote.
     fn list(&self) -> Result<Table> {
+        let mut t = self.list_raw()?;
+        self.compare(&mut t);
+        Ok(t)
+    }
+
+    /// Reads tgknock's table as it is.
+    fn list_raw(&self) -> Result<Table> {
         match run(&self.program, &["list", "table", "inet", TABLE], None) {
             Ok(text) => Ok(Table::read(text)),
             Err(Error::Firewall { stderr, .. }) if stderr.contains("No such file or directory") => {
                 Ok(Table::default())
             }
             Err(e) => Err(e),
+        }
+    }
+
+    fn reference(&self) -> std::sync::MutexGuard<'_, Reference> {
+        self.reference.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn compare(&self, t: &mut Table) {
+        let mut r = self.reference();
+        r.unknown = t.compare(&r);
+    }
+
+    /// Remembers how nft printed what the `scripts` sent wrote: the chain's rules when one
+    /// of them wrote the chain, the sets they declared.
+    fn learn(&self, t: &Table, scripts: &[String]) {
+        let mut r = self.reference();
+        if !r.keep || scripts.is_empty() {
+            return;
+        }
+        let chain_written = scripts
+            .iter()
+            .any(|s| s.contains(&format!("\nflush chain inet {TABLE} input\n")));
+        if chain_written {
+            r.rules = t
+                .rule_texts()
+                .into_iter()
+                .map(|(c, text)| (c.to_string(), text))
+                .collect();
+        }
+        let declared: Vec<&str> = scripts
+            .iter()
+            .flat_map(|s| s.lines())
+            .filter_map(|l| l.strip_prefix(&format!("add set inet {TABLE} ")))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let sets = objects(&t.text);
+        r.sets
+            .retain(|n, _| sets.iter().any(|(k, name, _)| *k == "set" && name == n));
+        for (kind, name, decl) in sets {
+            if kind == "set" && declared.contains(&name) {
+                r.sets.insert(name.to_string(), decl);
+            }
         }
     }
 
@@ -726,19 +983,26 @@ impl Tables for Nft {
             |l: &[(Family, Listing)]| l.iter().zip(rules_of).all(|((_, l), (_, r))| l.matches(r));
         let before = self.list()?;
         let listed = self.listed(&before);
-        if all_match(&listed) {
+        if all_match(&listed) && !before.suspect {
             log::debug!("nftables: rules already in place");
             return Ok(listed);
         }
         drop(listed);
+        let sent = std::cell::RefCell::new(Vec::new());
         let send = |before: Option<&Table>| {
-            run(
-                &self.program,
-                &["-f", "-"],
-                Some(&script(policy, rules_of, now, before)),
-            )
+            let s = script(policy, rules_of, now, before);
+            run(&self.program, &["-f", "-"], Some(&s))?;
+            sent.borrow_mut().push(s);
+            Ok::<(), Error>(())
         };
-        if let Err(e) = send(Some(&before)) {
+        // A chain or set of another program's in the table, or a set declared otherwise:
+        // the table is written afresh (still in one transaction).
+        let first = if before.strange.is_empty() {
+            send(Some(&before))
+        } else {
+            send(None)
+        };
+        if let Err(e) = first {
             // The table changed under the change (a ban's element the kernel let go at
             // its timeout cannot be deleted): once more against the table as it is now,
             // which keeps the knock lists and the rate meters.
@@ -752,14 +1016,20 @@ impl Tables for Nft {
                 send(None)?;
             }
         }
-        let mut table = self.list()?;
+        let read = || -> Result<Table> {
+            let mut t = self.list_raw()?;
+            self.learn(&t, &sent.borrow());
+            self.compare(&mut t);
+            Ok(t)
+        };
+        let mut table = read()?;
         if !all_match(&self.listed(&table)) {
             // Another program changed the table while this change was made (`nft flush
             // ruleset` at that moment, or the `nft` of a daemon killed mid-change finishing
             // late): once more, against the table as it is now.
             log::info!("nftables: the table changed while it was being changed; writing it again");
             send(Some(&table))?;
-            table = self.list()?;
+            table = read()?;
         }
         let after = self.listed(&table);
         if !all_match(&after) {
@@ -843,13 +1113,19 @@ impl Tables for Nft {
     fn describe_drift(&self, l: &Listing, want: &[Rule]) -> String {
         if !l.chain_exists {
             format!("the table inet {TABLE} (or its input chain) is gone")
+        } else if !l.jump_first {
+            format!("the table inet {TABLE}: its input chain is hooked otherwise")
         } else {
-            format!(
-                "the table inet {TABLE}: its rules were changed ({} rules where {} belong)",
-                l.rules.len(),
-                want.len()
-            )
+            format!("the table inet {TABLE}: {}", l.differences(want, statement))
         }
+    }
+
+    fn keep_reference(&self) {
+        self.reference().keep = true;
+    }
+
+    fn unverified(&self) -> bool {
+        self.reference().unknown
     }
 }
 
@@ -1410,5 +1686,168 @@ pub(crate) mod tests {
         ] {
             assert_eq!(nft_time(secs), text);
         }
+    }
+
+    /// `nft list table inet tgknock` as nft 1.0.6 printed what [`recorded`] asks for,
+    /// written by tgknock's own script, after a knock's first step and a rate meter's
+    /// first entry.
+    const RECORDED: &str = include_str!("../../tests/data/nft-1.0.6-table.txt");
+
+    /// The policy and rules of [`RECORDED`].
+    fn recorded() -> (Policy, Vec<(Family, Vec<Rule>)>) {
+        let mut p = policy(&["10.0.0.0/8"], Some(knock()));
+        p.gates = crate::gate::parse_gates("ssh=22/tcp web=80/tcp").unwrap();
+        p.limits = vec![(GateName::new("ssh").unwrap(), Rate::parse("6/min").unwrap())];
+        let mut s = state(&[("web", None, Some(NOW + 3_600))]);
+        ban(&mut s, "198.51.100.9", Some(NOW + 3_600));
+        let rules_of = all(&p, &s, NOW);
+        (p, rules_of)
+    }
+
+    fn backend() -> Nft {
+        Nft {
+            program: "/nonexistent/nft".into(),
+            families: Family::BOTH.to_vec(),
+            reference: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_rule_without_tgknocks_comment_is_another_programs() {
+        use crate::firewall::rules::GateView;
+        let (p, rules_of) = recorded();
+        let t = Table::read(RECORDED.to_string());
+        for (f, r) in &rules_of {
+            assert!(t.listing(*f).matches(r), "{f:?}");
+        }
+        let foreign = RECORDED.replace(
+            "policy accept;\n",
+            "policy accept;\n\t\ttcp dport 22 accept\n",
+        );
+        let t = Table::read(foreign);
+        for (f, r) in &rules_of {
+            let l = t.listing(*f);
+            assert!(!l.matches(r), "{f:?}");
+            assert!(
+                matches!(l.view(&p.gates[0]), GateView::Inconsistent(_)),
+                "{f:?}: {:?}",
+                l.view(&p.gates[0])
+            );
+            let d = backend().describe_drift(&l, r);
+            assert_eq!(
+                d,
+                "the table inet tgknock: a rule tgknock did not write: `tcp dport 22 accept`"
+            );
+        }
+        assert!(script(&p, &rules_of, NOW, Some(&t)).contains("flush chain inet tgknock input\n"));
+        // Hooked otherwise: not tgknock's chain as it wrote it.
+        let hooked = RECORDED.replace("policy accept;", "policy drop;");
+        let l = Table::read(hooked).listing(Family::V4);
+        assert!(l.installed() && !l.matches(&rules_of[0].1));
+        // A chain of another program's in the table.
+        let chain = RECORDED.replacen(
+            "\tchain input {",
+            "\tchain sneak {\n\t\ttype filter hook input priority filter - 20; policy accept;\n\t\ttcp dport 22 accept\n\t}\n\n\tchain input {",
+            1,
+        );
+        let t = Table::read(chain);
+        assert_eq!(t.strange.len(), 1, "{:?}", t.strange);
+        assert!(!t.listing(Family::V6).matches(&rules_of[1].1));
+        assert!(!script(&p, &rules_of, NOW, Some(&t)).is_empty());
+    }
+
+    #[test]
+    fn rules_are_compared_without_handles_or_counters() {
+        assert_eq!(
+            rule_text(
+                "\t\tip saddr 10.0.0.0/8 counter packets 12 bytes 3456 return comment \"4 x\" # handle 7"
+            ),
+            "ip saddr 10.0.0.0/8 return comment \"4 x\""
+        );
+        assert_eq!(rule_text("tcp dport 22 accept"), "tcp dport 22 accept");
+    }
+
+    #[test]
+    fn the_daemon_compares_each_rule_with_nfts_own_print() {
+        let (p, rules_of) = recorded();
+        let nft = backend();
+        let check = |text: &str| {
+            let mut t = Table::read(text.to_string());
+            nft.compare(&mut t);
+            t
+        };
+        // A console command keeps no reference: it compares by the comments only.
+        assert!(!check(RECORDED).suspect && !nft.unverified());
+        nft.keep_reference();
+        // The daemon has written nothing yet: the rules are written once more, silently.
+        let t = check(RECORDED);
+        assert!(t.suspect && nft.unverified() && t.changed.is_empty());
+        for (f, r) in &rules_of {
+            assert!(t.listing(*f).matches(r));
+        }
+        assert!(script(&p, &rules_of, NOW, Some(&t)).contains("flush chain"));
+        nft.learn(
+            &Table::read(RECORDED.to_string()),
+            &[script(&p, &rules_of, NOW, None)],
+        );
+        let t = check(RECORDED);
+        assert!(!t.suspect && !nft.unverified());
+        // Traffic: the knock lists and the rate meters fill up and empty, the bans' and
+        // the lists' timeouts count down, counters move. None of it is a change.
+        let moved = RECORDED
+            .replace("expires 2s268ms", "expires 1s2ms")
+            .replace(
+                "elements = { fd00:: expires 59s976ms }",
+                "elements = { fd00:: expires 3s,\n\t\t\t     fd00:0:0:7:: expires 59s }",
+            )
+            .replace("expires 59m57s256ms", "expires 59m12s")
+            .replace(
+                "ip saddr 10.0.0.0/8 return",
+                "ip saddr 10.0.0.0/8 counter packets 3 bytes 180 return",
+            )
+            .replace(
+                "\t\ttimeout 30s\n\t}",
+                "\t\ttimeout 30s\n\t\telements = { 10.1.1.1 expires 29s }\n\t}",
+            );
+        assert_ne!(moved, RECORDED);
+        let t = check(&moved);
+        assert!(
+            !t.suspect && !nft.unverified(),
+            "{:?} {:?}",
+            t.changed,
+            t.strange
+        );
+        for (f, r) in &rules_of {
+            assert!(t.listing(*f).matches(r));
+        }
+        // A rule rewritten under tgknock's own comment.
+        let changed = RECORDED.replace(
+            "meta nfproto ipv4 tcp dport 22 tcp flags syn / fin,syn,rst,ack drop comment",
+            "meta nfproto ipv4 tcp dport 22 accept comment",
+        );
+        let t = check(&changed);
+        assert!(t.suspect && t.changed == ["4 tgknock-gate:ssh tcp=22 syn drop"]);
+        let l = t.listing(Family::V4);
+        assert!(!l.matches(&rules_of[0].1));
+        let d = nft.describe_drift(&l, &rules_of[0].1);
+        assert!(
+            d.contains(
+                "a rule tgknock did not write: `meta nfproto ipv4 tcp dport 22 accept comment"
+            ),
+            "{d}"
+        );
+        assert!(t.listing(Family::V6).matches(&rules_of[1].1));
+        assert!(script(&p, &rules_of, NOW, Some(&t)).contains("flush chain"));
+        // A knock list declared otherwise (a day instead of 30 seconds).
+        let t = check(&RECORDED.replacen("timeout 30s", "timeout 1d", 1));
+        assert_eq!(t.strange.len(), 1, "{:?}", t.strange);
+        assert!(!t.listing(Family::V4).matches(&rules_of[0].1));
+        // A rule the daemon did not write (a console `open`): not a change, but written
+        // again at the next check to be known.
+        let console = RECORDED
+            .replace("until=1800003600 return", "until=1800007200 return")
+            .replace("2027-01-15 09:00:00", "2027-01-15 10:00:00");
+        let t = check(&console);
+        assert!(t.suspect && nft.unverified() && t.changed.is_empty());
     }
 }

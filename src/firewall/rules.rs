@@ -574,6 +574,55 @@ impl Listing {
                 .all(|(a, b)| a.as_ref() == Some(b))
     }
 
+    /// The listed rules tgknock did not write (or that were changed since), as listed.
+    pub(crate) fn foreign(&self) -> Vec<&str> {
+        self.lines
+            .iter()
+            .zip(&self.rules)
+            .filter(|(_, r)| r.is_none())
+            .map(|(l, _)| l.as_str())
+            .collect()
+    }
+
+    /// In a few words, how the rules listed differ from `want` (shown by `show`): the rules
+    /// tgknock did not write, named, or else the first rule out of place.
+    pub(crate) fn differences(&self, want: &[Rule], show: impl Fn(&Rule) -> String) -> String {
+        let foreign = self.foreign();
+        if let Some(first) = foreign.first() {
+            let shown: Vec<String> = foreign.iter().take(3).map(|l| format!("`{l}`")).collect();
+            let more = match foreign.len() {
+                1..=3 => String::new(),
+                n => format!(" and {} more", n - 3),
+            };
+            return if foreign.len() == 1 {
+                format!("a rule tgknock did not write: `{first}`")
+            } else {
+                format!(
+                    "{} rules tgknock did not write: {}{more}",
+                    foreign.len(),
+                    shown.join(", ")
+                )
+            };
+        }
+        let at = self
+            .rules
+            .iter()
+            .zip(want)
+            .position(|(a, b)| a.as_ref() != Some(b))
+            .unwrap_or(self.rules.len().min(want.len()));
+        let counts = format!("{} rules where {} belong", self.rules.len(), want.len());
+        match (self.lines.get(at), want.get(at)) {
+            (Some(line), Some(w)) => format!(
+                "rule {} is `{line}` where `{}` belongs ({counts})",
+                at + 1,
+                show(w)
+            ),
+            (Some(line), None) => format!("an extra rule `{line}` ({counts})"),
+            (None, Some(w)) => format!("`{}` is missing ({counts})", show(w)),
+            (None, None) => format!("its rules were changed ({counts})"),
+        }
+    }
+
     /// Whether the knock fallback's rules are in the chain.
     pub(crate) fn knock_armed(&self) -> bool {
         self.installed() && self.rules.iter().flatten().any(|r| r.tag == TAG_KNOCK)
