@@ -185,7 +185,10 @@ impl<A: Alarm> Expiry<A> {
             None => Some(soon),
         };
         if self.retry {
-            at = Some(at.map_or(soon, |a| a.min(soon)));
+            // The deadline that failed is past: waiting for it would retry at once, in a
+            // loop that runs the tools as fast as they fail. Every deadline due before then
+            // is taken with it.
+            at = Some(soon);
         }
         self.alarm.sleep(at);
         let gap = clock::gap(&self.alarm);
@@ -1475,6 +1478,28 @@ mod tests {
             alarm.during_next_sleep(|a| a.pass(300));
             e.turn();
             assert_eq!(until(&k), vec![Some(NOW + 600 - 3600)]);
+        }
+
+        #[test]
+        fn an_expiry_that_fails_is_retried_a_second_later_not_at_once() {
+            let s = Scratch::new();
+            let k = Arc::new(s.keeper());
+            open_until(&k, NOW, NOW + 60);
+            let alarm = FakeAlarm::at(NOW + 61);
+            let mut e = Expiry::new(Arc::clone(&k), alarm.clone());
+            std::fs::write(s.dir.join("fw/fail-iptables-restore"), "4 xtables lock\n").unwrap();
+            e.turn();
+            assert_eq!(until(&k), vec![Some(NOW + 60)], "the change failed");
+            e.turn();
+            assert_eq!(
+                alarm.armed().last(),
+                Some(&Some(std::time::Duration::from_secs(NOW + 62))),
+                "the retry sleeps a second, not to the deadline that is past (a busy loop)"
+            );
+            std::fs::remove_file(s.dir.join("fw/fail-iptables-restore")).unwrap();
+            alarm.during_next_sleep(|a| a.pass(1));
+            e.turn();
+            assert!(until(&k).is_empty(), "closed once the tool works again");
         }
 
         #[test]
