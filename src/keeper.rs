@@ -11,6 +11,22 @@ use crate::firewall::Firewall;
 use crate::firewall::rules::Listing;
 use crate::state::{Paths, State, StateLock};
 
+/// Where the daemon is in Telegram's updates, saved with the state a command produced
+/// (atomically: one file): the offset to ask from next, and the date of the newest
+/// message carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mark {
+    pub(crate) offset: i64,
+    pub(crate) newest: Option<i64>,
+}
+
+impl Mark {
+    pub(crate) fn write(self, st: &mut State) {
+        st.offset = Some(self.offset);
+        st.newest_carried = st.newest_carried.max(self.newest);
+    }
+}
+
 /// What a change left behind: the saved state and what the kernel shows.
 #[derive(Debug, Clone)]
 pub(crate) struct Outcome {
@@ -153,15 +169,17 @@ impl Keeper {
         Ok((!found.is_empty()).then(|| found.join("; ")))
     }
 
-    /// Records that every update below `offset` was handled, without touching the rules.
-    pub(crate) fn save_offset(&self, offset: i64) -> Result<()> {
+    /// Records where the daemon is in Telegram's updates (`mark`), without touching the
+    /// rules. The offset may go down: Telegram numbers afresh after a quiet week.
+    pub(crate) fn save_offset(&self, mark: Mark) -> Result<()> {
         let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
         let lock = StateLock::acquire(&self.paths)?;
         let mut st = lock.load()?;
-        if st.offset.is_some_and(|o| o >= offset) {
+        let old = st.clone();
+        mark.write(&mut st);
+        if st == old {
             return Ok(());
         }
-        st.offset = Some(offset);
         lock.save(&st)
     }
 
