@@ -1141,13 +1141,21 @@ impl Daemon {
         }
     }
 
-    /// Answers a press (a stranger's too: no spinner is left turning) and gives the message
-    /// it stands for, or `None` when it is not to be carried out: its data is not a command
-    /// of ours, or Telegram would not take the answer (the press waited too long while the
-    /// board was offline, or it was answered before a crash).
+    /// Answers an allowed user's press and gives the message it stands for, or `None` when
+    /// it is not to be carried out: its data is not a command of ours, or Telegram would
+    /// not take the answer (the press waited too long while the board was offline, or it
+    /// was answered before). A stranger's press is not answered: it costs no request (a
+    /// flood of them must not hold up the allowed users' commands behind it), and its
+    /// message goes on to be counted for the owners' summary, like a stranger's command.
     fn accept_press(&mut self, q: &CallbackQuery, now: Now) -> Option<Message> {
         let who = q.from.describe();
-        let msg = match buttons::as_message(q, now.telegram) {
+        let parsed = buttons::as_message(q, now.telegram);
+        if !self.cfg().telegram.allowed_users.contains(&q.from.id) {
+            return parsed
+                .inspect_err(|why| log::debug!("ignoring a press from stranger {who}: {why}"))
+                .ok();
+        }
+        let msg = match parsed {
             Ok(m) => m,
             Err(why) => {
                 log::warn!("refusing a press from {who}: {why}");
