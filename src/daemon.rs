@@ -505,12 +505,12 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         Err(e) if PidLock::holder(&keeper.paths).is_some() => return Err(e),
         Err(e) => return Err(fail_closed(&keeper, e)),
     };
-    {
-        // Under the state lock: a console command writing the state right now keeps its
-        // temporary file (and any other live writer's is kept by its lock or its age).
-        let _lock = StateLock::acquire(&keeper.paths).map_err(|e| fail_closed(&keeper, e))?;
-        dir.remove_temporaries(started_at);
-    }
+    // The state lock is held from here to the end of the reconcile: a console command
+    // writing the state right now keeps its temporary file (and any other live writer's
+    // is kept by its lock or its age), and one that comes meanwhile (`status` right after
+    // a restart) waits for the reconcile rather than seeing it half done.
+    let start_lock = StateLock::acquire(&keeper.paths).map_err(|e| fail_closed(&keeper, e))?;
+    dir.remove_temporaries(started_at);
     alive(&keeper.paths, None);
     let fw = &keeper.cfg.firewall;
     if fw.kind == crate::config::FirewallKind::Auto && keeper.fw.kind() == Kind::Nftables {
@@ -552,9 +552,9 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
     }
     let started = Instant::now();
     let now = crate::now();
-    let (_, out) = keeper
-        .change(now, |_| Ok(()))
-        .map_err(|e| fail_closed(&keeper, e))?;
+    let reconciled = keeper.change_locked(&start_lock, now, |_| Ok(()));
+    drop(start_lock);
+    let (_, out) = reconciled.map_err(|e| fail_closed(&keeper, e))?;
     for line in report::status_text(&keeper.cfg, &keeper.fw, &out).lines() {
         log::info!("{line}");
     }

@@ -69,10 +69,22 @@ impl Keeper {
     ) -> Result<(R, Outcome)> {
         let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
         let lock = StateLock::acquire(&self.paths)?;
+        self.change_locked(&lock, now, f)
+    }
+
+    /// [`Keeper::change`] under the state lock the caller holds: the daemon's start keeps
+    /// it from the removal of leftovers to the end of its reconcile, so a console command
+    /// waits for the whole of it.
+    pub(crate) fn change_locked<R>(
+        &self,
+        lock: &StateLock,
+        now: u64,
+        f: impl FnOnce(&mut State) -> Result<R>,
+    ) -> Result<(R, Outcome)> {
         let old = lock.load()?;
         let mut st = old.clone();
         let r = f(&mut st)?;
-        let (st, listings) = self.settle(&lock, &old, st, now)?;
+        let (st, listings) = self.settle(lock, &old, st, now)?;
         Ok((
             r,
             Outcome {
@@ -197,14 +209,17 @@ impl Keeper {
         Ok(r)
     }
 
-    /// The saved state and what the kernel shows now, changing nothing.
+    /// The saved state and what the kernel shows now, changing nothing. Both are read
+    /// under the state lock, as one moment: a change in flight (the daemon's reconcile at
+    /// a start, a deadline, a console command) is waited for, never seen half done, and
+    /// the state from before it is never compared with the rules from after it.
     pub(crate) fn snapshot(&self, now: u64) -> Result<Outcome> {
-        let st = {
-            let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
-            StateLock::acquire(&self.paths)?.load()?
-        };
+        let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = StateLock::acquire(&self.paths)?;
+        let st = lock.load()?;
         let listings = self.fw.observe();
         self.fw.settle(&listings);
+        drop(lock);
         Ok(Outcome {
             state: st,
             listings,

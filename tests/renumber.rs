@@ -126,6 +126,7 @@ fn a_true_repeat_below_the_offset_is_never_carried_out_twice() {
     let mut n = 2;
     env.api.replay(&[open]);
     still_closed(&env, &mut n, "replayed to the running daemon");
+    confirmed(&env);
     d.kill9();
     let mut d = env.start();
     env.api.replay(&[open]);
@@ -151,6 +152,7 @@ fn a_true_repeat_below_the_offset_is_never_carried_out_twice() {
         "{r}"
     );
     still_closed(&env, &mut n, "the old numbering's /open replayed");
+    confirmed(&env);
     d.kill9();
     let d = env.start();
     env.api.replay(&[low]);
@@ -164,6 +166,14 @@ fn a_true_repeat_below_the_offset_is_never_carried_out_twice() {
     let (_, r) = ask(&env, "/open", n);
     assert!(r.starts_with("ssh (22/tcp) open"), "{r}");
     d.check_secret();
+}
+
+/// Waits until a poll confirmed every update queued: the offset past the last one that
+/// was carried out is saved by then (a kill before it would have it carried out again).
+fn confirmed(env: &Env) {
+    wait_for(30, "every update confirmed", || {
+        (env.api.pending() == 0).then_some(())
+    });
 }
 
 /// After a replay is served, the owner's `/status` (reply `n`) finds ssh closed.
