@@ -514,8 +514,16 @@ fn status(c: StatusCmd) -> Result<i32> {
             None => println!("clock: not compared with Telegram's yet (the daemon measures it)"),
         }
     }
-    let readable = out.listings.iter().all(|(_, l)| l.is_ok());
-    Ok(if readable { verified(&keeper, &out) } else { 1 })
+    // Every exit 1 says why, also under --json (on stderr, so stdout stays JSON).
+    let problems = report::problems(&keeper.cfg, &out);
+    if problems.is_empty() {
+        return Ok(0);
+    }
+    eprintln!(
+        "tgknock: status: the rules in the kernel are not what the saved state asks for: {}",
+        problems.join("; ")
+    );
+    Ok(1)
 }
 
 fn teardown(c: TeardownCmd) -> Result<i32> {

@@ -16,7 +16,7 @@ use crate::duration;
 use crate::error::{Error, Result};
 use crate::firewall::Kind;
 use crate::gate::GateName;
-use crate::keeper::Keeper;
+use crate::keeper::{Keeper, Mark};
 use crate::report;
 use crate::state::{Heartbeat, Paths, PidLock, State, StateLock};
 use crate::telegram::{ApiError, BotApi, CallbackQuery, Incoming, Message, Update, User};
@@ -295,30 +295,106 @@ impl ServerClock {
 }
 
 /// Where the daemon is in Telegram's queue of updates.
+///
+/// Telegram numbers updates afresh after a week without any, and the new ids may be far
+/// below the offset saved before (the Bot API's `Update.update_id`; a client asking with
+/// the old offset gets them anyway, over and over, and confirms nothing). So an update
+/// below the offset is not taken for a repeat on its id alone:
+/// - a message newer than every message carried out (by its date, Telegram's clock) is
+///   the new numbering: the offset goes down to it. Nothing carried out is above it (the
+///   messages carried out are older), so no repeat slips through;
+/// - a message dated at or before the newest carried out is a repeat, and skipped;
+/// - an update without a date that could be carried out (a press) is handled without
+///   moving the offset: a press is carried out only once Telegram takes its answer, which
+///   it never does twice, and a stranger's changes nothing.
+///
+/// An update below the offset that does not move it is confirmed by asking the next poll
+/// from past it (below the offset; in Telegram's numbering, nothing else is left there).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Offset {
-    /// The next `update_id` to ask for: every update below it was handled.
+    /// The next `update_id` to ask for: every update below it was handled, in this
+    /// numbering.
     next: Option<i64>,
     /// What the state file says.
     saved: Option<i64>,
+    /// The date of the newest message carried out (Telegram's clock), as known and as
+    /// the state file says.
+    newest: Option<i64>,
+    saved_newest: Option<i64>,
     /// An update of the batch being handled was carried out (not ignored): its offset
     /// must be saved before the next poll, so that a restart never carries it out again.
     acted: bool,
+    /// The offset the next poll asks with instead of `next`: past the last update of the
+    /// batch, which was below `next`.
+    confirm: Option<i64>,
+}
+
+/// What an update below the offset is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Below {
+    /// A message dated at or before the newest carried out: sent again, skipped.
+    Repeat,
+    /// A message newer than everything carried out: Telegram numbers afresh from it.
+    Renumbered,
+    /// No date to judge by (a press): handled, the offset left where it is.
+    Undated,
 }
 
 impl Offset {
     /// As the state file left it.
-    fn saved(offset: Option<i64>) -> Offset {
+    fn saved(st: &State) -> Offset {
         Offset {
-            next: offset,
-            saved: offset,
+            next: st.offset,
+            saved: st.offset,
+            newest: st.newest_carried,
+            saved_newest: st.newest_carried,
             acted: false,
+            confirm: None,
         }
     }
 
-    /// Whether update `id` was handled before (Telegram, or a proxy, sent it again).
-    fn handled(&self, id: i64) -> bool {
+    /// The offset to ask the next poll with.
+    fn asking(&self) -> Option<i64> {
+        self.confirm.or(self.next)
+    }
+
+    /// A poll came back: whatever it asked with is confirmed.
+    fn polled(&mut self) {
+        self.confirm = None;
+    }
+
+    /// Whether update `id` is below the offset: handled before, or Telegram numbered
+    /// afresh.
+    fn below(&self, id: i64) -> bool {
         self.next.is_some_and(|o| id < o)
+    }
+
+    /// What an update below the offset is, by the date of its message (`None`: it has no
+    /// message that could be carried out without Telegram's say, e.g. a press). Without a
+    /// saved date (a state file from an older version), a message is taken for the new
+    /// numbering: an old command sent again is still refused as stale by its date.
+    fn judge(&self, date: Option<i64>) -> Below {
+        match (date, self.newest) {
+            (None, _) => Below::Undated,
+            (Some(d), Some(newest)) if d <= newest => Below::Repeat,
+            (Some(_), _) => Below::Renumbered,
+        }
+    }
+
+    /// Telegram numbers afresh from update `id`: it is the next to handle.
+    fn rebase(&mut self, id: i64) {
+        self.next = Some(id);
+    }
+
+    /// Update `id`, below the offset, is handled: the next poll confirms it.
+    fn confirm(&mut self, id: i64) {
+        self.confirm = Some(id.saturating_add(1));
+    }
+
+    /// An update (of a message dated `date`, if it has one) is carried out.
+    fn carried(&mut self, date: Option<i64>) {
+        self.acted = true;
+        self.newest = self.newest.max(date);
     }
 
     /// The offset once update `id` is handled.
@@ -327,24 +403,40 @@ impl Offset {
         self.next.map_or(next, |o| o.max(next))
     }
 
+    /// What to save once update `id` is carried out.
+    fn mark(&self, id: i64) -> Mark {
+        Mark {
+            offset: self.after(id),
+            newest: self.newest,
+        }
+    }
+
     fn advance(&mut self, id: i64) {
         self.next = Some(self.after(id));
+        self.confirm = None;
     }
 
-    /// The offset to save: when it moved since the last save past an update that was
-    /// carried out. Batches of ignored updates (strangers, chatter) are not saved: the next
-    /// poll confirms them to Telegram, and if the daemon stops before it, reading them again
-    /// changes nothing. So a flood of strangers' messages writes nothing to the SD card.
-    fn unsaved(&self) -> Option<i64> {
-        self.next.filter(|_| self.acted && self.next != self.saved)
+    /// What to save: when the offset or the newest date moved since the last save past an
+    /// update that was carried out. Batches of ignored updates (strangers, chatter) are
+    /// not saved: the next poll confirms them to Telegram, and if the daemon stops before
+    /// it, reading them again changes nothing. So a flood of strangers' messages writes
+    /// nothing to the SD card.
+    fn unsaved(&self) -> Option<Mark> {
+        let next = self.next?;
+        let moved = self.next != self.saved || self.newest != self.saved_newest;
+        (self.acted && moved).then_some(Mark {
+            offset: next,
+            newest: self.newest,
+        })
     }
 
-    /// The state file now holds `offset` (saved with a change, or on its own).
-    fn saved_at(&mut self, offset: i64) {
-        self.saved = Some(offset);
+    /// The state file now holds `mark` (saved with a change, or on its own).
+    fn saved_at(&mut self, mark: Mark) {
+        self.saved = Some(mark.offset);
+        self.saved_newest = self.saved_newest.max(mark.newest);
         self.acted = false;
-        if self.next.is_none_or(|n| n < offset) {
-            self.next = Some(offset);
+        if self.next.is_none_or(|n| n < mark.offset) {
+            self.next = Some(mark.offset);
         }
     }
 }
@@ -413,12 +505,12 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         Err(e) if PidLock::holder(&keeper.paths).is_some() => return Err(e),
         Err(e) => return Err(fail_closed(&keeper, e)),
     };
-    {
-        // Under the state lock: a console command writing the state right now keeps its
-        // temporary file (and any other live writer's is kept by its lock or its age).
-        let _lock = StateLock::acquire(&keeper.paths).map_err(|e| fail_closed(&keeper, e))?;
-        dir.remove_temporaries(started_at);
-    }
+    // The state lock is held from here to the end of the reconcile: a console command
+    // writing the state right now keeps its temporary file (and any other live writer's
+    // is kept by its lock or its age), and one that comes meanwhile (`status` right after
+    // a restart) waits for the reconcile rather than seeing it half done.
+    let start_lock = StateLock::acquire(&keeper.paths).map_err(|e| fail_closed(&keeper, e))?;
+    dir.remove_temporaries(started_at);
     alive(&keeper.paths, None);
     let fw = &keeper.cfg.firewall;
     if fw.kind == crate::config::FirewallKind::Auto && keeper.fw.kind() == Kind::Nftables {
@@ -460,9 +552,9 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
     }
     let started = Instant::now();
     let now = crate::now();
-    let (_, out) = keeper
-        .change(now, |_| Ok(()))
-        .map_err(|e| fail_closed(&keeper, e))?;
+    let reconciled = keeper.change_locked(&start_lock, now, |_| Ok(()));
+    drop(start_lock);
+    let (_, out) = reconciled.map_err(|e| fail_closed(&keeper, e))?;
     for line in report::status_text(&keeper.cfg, &keeper.fw, &out).lines() {
         log::info!("{line}");
     }
@@ -493,7 +585,7 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         keeper,
         api,
         bot_name: String::new(),
-        offset: Offset::saved(out.state.offset),
+        offset: Offset::saved(&out.state),
         denied: Denied::default(),
         backoff,
         small_left: 0,
@@ -608,7 +700,7 @@ impl Daemon {
         let limit = if self.small_left > 0 { 1 } else { BATCH };
         let result = self
             .api
-            .get_updates(self.offset.next, self.poll_timeout, limit);
+            .get_updates(self.offset.asking(), self.poll_timeout, limit);
         let received = Instant::now();
         if let Ok(answer) = &result {
             self.note_clock(answer.server_time, false);
@@ -745,17 +837,49 @@ impl Daemon {
     }
 
     fn handle_batch(&mut self, items: Vec<Incoming>, clock: ServerClock) {
+        self.offset.polled();
         let before = self.offset.next;
+        // Updates below the offset handled without moving it (they are confirmed).
+        let mut undated = false;
         let n = items.len();
         for item in items {
             match item {
-                Incoming::Update(u) if self.offset.handled(u.update_id) => {
-                    // Handled before: a server or proxy that sends it again must not make
-                    // a command run twice.
-                    log::warn!("skipping update {}, which was handled before", u.update_id);
-                }
                 Incoming::Update(u) => {
                     let id = u.update_id;
+                    if self.offset.below(id) {
+                        // Only a message can be carried out without Telegram's say (a
+                        // press needs its answer): only its date tells a repeat.
+                        let date = u.message.as_ref().map(|m| m.date);
+                        match self.offset.judge(date) {
+                            Below::Repeat => {
+                                // A server or proxy that sends it again must not make a
+                                // command run twice.
+                                log::warn!(
+                                    "skipping update {id}, which was handled before (sent {}, not after the newest message carried out)",
+                                    duration::utc_full(date.unwrap_or_default().max(0) as u64)
+                                );
+                                self.offset.confirm(id);
+                                continue;
+                            }
+                            Below::Renumbered => {
+                                log::info!(
+                                    "update {id} is below the offset {} but newer than every message carried out: Telegram numbers updates afresh (after a week without any); going on from it",
+                                    self.offset.next.unwrap_or_default(),
+                                );
+                                self.offset.rebase(id);
+                            }
+                            Below::Undated => {
+                                log::debug!(
+                                    "{} update {id} is below the offset and has no date: handled (a press is carried out only if Telegram takes its answer), the offset left as it is",
+                                    u.kind()
+                                );
+                                self.handle_update(*u, clock);
+                                self.offset.confirm(id);
+                                undated = true;
+                                continue;
+                            }
+                        }
+                    }
                     self.handle_update(*u, clock);
                     self.offset.advance(id);
                 }
@@ -764,7 +888,12 @@ impl Daemon {
                     reason,
                 } => {
                     log::warn!("skipping update {id}, which cannot be decoded: {reason}");
-                    self.offset.advance(id);
+                    if self.offset.below(id) {
+                        self.offset.confirm(id);
+                        undated = true;
+                    } else {
+                        self.offset.advance(id);
+                    }
                 }
                 Incoming::Undecodable {
                     update_id: None,
@@ -773,15 +902,15 @@ impl Daemon {
             }
         }
         self.small_left = self.small_left.saturating_sub(n as u32);
-        if n > 0 && self.offset.next == before {
+        if n > 0 && self.offset.next == before && !undated {
             self.back_off(
                 log::Level::Warn,
                 &format!("{n} updates gave no usable update_id"),
             );
         }
-        if let Some(o) = self.offset.unsaved() {
-            match self.keeper.save_offset(o) {
-                Ok(()) => self.offset.saved_at(o),
+        if let Some(m) = self.offset.unsaved() {
+            match self.keeper.save_offset(m) {
+                Ok(()) => self.offset.saved_at(m),
                 Err(e) => log::error!("cannot save the update offset: {e}"),
             }
         }
@@ -829,10 +958,14 @@ impl Daemon {
                 );
                 self.small_left = BATCH;
             }
-            ApiError::TooLarge => match self.offset.next {
+            ApiError::TooLarge => match self.offset.asking() {
                 Some(o) => {
                     log::error!("update {o} alone is larger than the limit; skipping it");
-                    self.offset.advance(o);
+                    if self.offset.below(o) {
+                        self.offset.confirm(o);
+                    } else {
+                        self.offset.advance(o);
+                    }
                 }
                 None => self.back_off(log::Level::Error, "an oversized update blocks the queue"),
             },
@@ -916,7 +1049,10 @@ impl Daemon {
         };
         let chat = msg.chat.id;
         if !matches!(action, Action::Ignore(_) | Action::Stranger { .. }) {
-            self.offset.acted = true;
+            // A press's message is dated by the answer that carried it: only a typed
+            // message's own date tells a repeat.
+            self.offset
+                .carried((via == Via::Message).then_some(msg.date));
         }
         match action {
             Action::Ignore(Ignored::Forwarded) => log::info!(
@@ -975,19 +1111,19 @@ impl Daemon {
             }
             Action::Open { gate, opening } => {
                 // The offset is saved with the change: a restart never runs it again.
-                let next = self.offset.after(id);
+                let next = self.offset.mark(id);
                 let result = self.keeper.change(now.board, |st| {
                     st.open(&gate, opening)?;
-                    st.offset = Some(next);
+                    next.write(st);
                     Ok(())
                 });
                 self.after_change(chat, &from, "open", &[gate], result, next, via);
             }
             Action::Close { gate } => {
-                let next = self.offset.after(id);
+                let next = self.offset.mark(id);
                 let result = self.keeper.change(now.board, |st| {
                     st.close(gate.as_ref());
-                    st.offset = Some(next);
+                    next.write(st);
                     Ok(())
                 });
                 let gates: Vec<GateName> = match gate {
@@ -1005,13 +1141,21 @@ impl Daemon {
         }
     }
 
-    /// Answers a press (a stranger's too: no spinner is left turning) and gives the message
-    /// it stands for, or `None` when it is not to be carried out: its data is not a command
-    /// of ours, or Telegram would not take the answer (the press waited too long while the
-    /// board was offline, or it was answered before a crash).
+    /// Answers an allowed user's press and gives the message it stands for, or `None` when
+    /// it is not to be carried out: its data is not a command of ours, or Telegram would
+    /// not take the answer (the press waited too long while the board was offline, or it
+    /// was answered before). A stranger's press is not answered: it costs no request (a
+    /// flood of them must not hold up the allowed users' commands behind it), and its
+    /// message goes on to be counted for the owners' summary, like a stranger's command.
     fn accept_press(&mut self, q: &CallbackQuery, now: Now) -> Option<Message> {
         let who = q.from.describe();
-        let msg = match buttons::as_message(q, now.telegram) {
+        let parsed = buttons::as_message(q, now.telegram);
+        if !self.cfg().telegram.allowed_users.contains(&q.from.id) {
+            return parsed
+                .inspect_err(|why| log::debug!("ignoring a press from stranger {who}: {why}"))
+                .ok();
+        }
+        let msg = match parsed {
             Ok(m) => m,
             Err(why) => {
                 log::warn!("refusing a press from {who}: {why}");
@@ -1081,7 +1225,7 @@ impl Daemon {
             }
         };
         // Saved before it starts: a crash never makes it run twice.
-        let next = self.offset.after(id);
+        let next = self.offset.mark(id);
         if let Err(e) = self.keeper.save_offset(next) {
             log::error!("not running {name}: cannot save the update offset: {e}");
             self.reply(chat, &format!("Not run: {e}"));
@@ -1125,7 +1269,7 @@ impl Daemon {
         verb: &str,
         gates: &[GateName],
         result: Result<((), crate::keeper::Outcome)>,
-        next: i64,
+        next: Mark,
         via: Via,
     ) {
         match result {
@@ -1253,7 +1397,7 @@ impl Daemon {
                 // The code's fate is saved before anything is done: a restart neither
                 // takes a used code again nor forgets a wrong one. A wrong code is all
                 // there is to its update, so the offset moves with it.
-                let next = self.offset.after(id);
+                let next = self.offset.mark(id);
                 let checked = self.keeper.record(|st| {
                     let ledger = totp::Ledger {
                         used: &mut st.totp_used,
@@ -1261,7 +1405,7 @@ impl Daemon {
                     };
                     let check = guard.check(ledger, from.id, &code, now.telegram);
                     if !matches!(check, totp::Check::Accepted(_)) {
-                        st.offset = Some(next);
+                        next.write(st);
                     }
                     check
                 });
@@ -1294,7 +1438,7 @@ impl Daemon {
                     Action::Open { gate, opening } => {
                         let result = self.keeper.change(now.board, |st| {
                             st.open(&gate, opening)?;
-                            st.offset = Some(next);
+                            next.write(st);
                             Ok(())
                         });
                         self.after_change(chat, from, "open", &[gate], result, next, Via::Message);
@@ -1311,19 +1455,19 @@ impl Daemon {
                 if self.refuse_ban(chat, from, &addr) {
                     return;
                 }
-                let next = self.offset.after(id);
+                let next = self.offset.mark(id);
                 let result = self.keeper.change(now.board, |st| {
                     st.ban(ban)?;
-                    st.offset = Some(next);
+                    next.write(st);
                     Ok(())
                 });
                 self.after_ban(chat, from, "ban", &addr, result, next);
             }
             Action::Unban { addr } => {
-                let next = self.offset.after(id);
+                let next = self.offset.mark(id);
                 let result = self.keeper.change(now.board, |st| {
                     st.unban(&addr);
-                    st.offset = Some(next);
+                    next.write(st);
                     Ok(())
                 });
                 self.after_ban(chat, from, "unban", &addr, result, next);
@@ -1350,7 +1494,7 @@ impl Daemon {
         verb: &str,
         addr: &crate::addr::Cidr,
         result: Result<((), crate::keeper::Outcome)>,
-        next: i64,
+        next: Mark,
     ) {
         match result {
             Ok((_, out)) => {
@@ -1383,6 +1527,51 @@ mod tests {
         }
         b.reset();
         assert!(b.fail() <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn an_update_below_the_offset_is_judged_by_its_date() {
+        let st = State {
+            offset: Some(500),
+            newest_carried: Some(1_000),
+            ..State::default()
+        };
+        let mut o = Offset::saved(&st);
+        assert!(o.below(10) && !o.below(500));
+        assert_eq!(o.judge(Some(999)), Below::Repeat);
+        assert_eq!(o.judge(Some(1_000)), Below::Repeat, "the same second");
+        assert_eq!(o.judge(Some(1_001)), Below::Renumbered);
+        assert_eq!(o.judge(None), Below::Undated);
+        // An undated one is confirmed by the next poll, the offset left as it is.
+        o.confirm(10);
+        assert_eq!((o.asking(), o.next), (Some(11), Some(500)));
+        o.polled();
+        assert_eq!(o.asking(), Some(500));
+        // The new numbering: the offset goes down, and is saved once carried out.
+        o.rebase(20);
+        o.carried(Some(700_000));
+        let m = o.mark(20);
+        assert_eq!(
+            m,
+            Mark {
+                offset: 21,
+                newest: Some(700_000)
+            }
+        );
+        o.advance(20);
+        assert_eq!(o.unsaved(), Some(m));
+        o.saved_at(m);
+        assert_eq!(o.unsaved(), None);
+        assert_eq!(o.judge(Some(700_000)), Below::Repeat);
+        // A press carried out moves no date.
+        o.carried(None);
+        assert_eq!(o.newest, Some(700_000));
+        // A file from before the date was saved: a message below is not a repeat.
+        let old = Offset::saved(&State {
+            offset: Some(500),
+            ..State::default()
+        });
+        assert_eq!(old.judge(Some(1)), Below::Renumbered);
     }
 
     fn user(id: i64) -> User {

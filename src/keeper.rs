@@ -11,6 +11,22 @@ use crate::firewall::Firewall;
 use crate::firewall::rules::Listing;
 use crate::state::{Paths, State, StateLock};
 
+/// Where the daemon is in Telegram's updates, saved with the state a command produced
+/// (atomically: one file): the offset to ask from next, and the date of the newest
+/// message carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mark {
+    pub(crate) offset: i64,
+    pub(crate) newest: Option<i64>,
+}
+
+impl Mark {
+    pub(crate) fn write(self, st: &mut State) {
+        st.offset = Some(self.offset);
+        st.newest_carried = st.newest_carried.max(self.newest);
+    }
+}
+
 /// What a change left behind: the saved state and what the kernel shows.
 #[derive(Debug, Clone)]
 pub(crate) struct Outcome {
@@ -53,10 +69,22 @@ impl Keeper {
     ) -> Result<(R, Outcome)> {
         let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
         let lock = StateLock::acquire(&self.paths)?;
+        self.change_locked(&lock, now, f)
+    }
+
+    /// [`Keeper::change`] under the state lock the caller holds: the daemon's start keeps
+    /// it from the removal of leftovers to the end of its reconcile, so a console command
+    /// waits for the whole of it.
+    pub(crate) fn change_locked<R>(
+        &self,
+        lock: &StateLock,
+        now: u64,
+        f: impl FnOnce(&mut State) -> Result<R>,
+    ) -> Result<(R, Outcome)> {
         let old = lock.load()?;
         let mut st = old.clone();
         let r = f(&mut st)?;
-        let (st, listings) = self.settle(&lock, &old, st, now)?;
+        let (st, listings) = self.settle(lock, &old, st, now)?;
         Ok((
             r,
             Outcome {
@@ -153,15 +181,17 @@ impl Keeper {
         Ok((!found.is_empty()).then(|| found.join("; ")))
     }
 
-    /// Records that every update below `offset` was handled, without touching the rules.
-    pub(crate) fn save_offset(&self, offset: i64) -> Result<()> {
+    /// Records where the daemon is in Telegram's updates (`mark`), without touching the
+    /// rules. The offset may go down: Telegram numbers afresh after a quiet week.
+    pub(crate) fn save_offset(&self, mark: Mark) -> Result<()> {
         let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
         let lock = StateLock::acquire(&self.paths)?;
         let mut st = lock.load()?;
-        if st.offset.is_some_and(|o| o >= offset) {
+        let old = st.clone();
+        mark.write(&mut st);
+        if st == old {
             return Ok(());
         }
-        st.offset = Some(offset);
         lock.save(&st)
     }
 
@@ -179,14 +209,17 @@ impl Keeper {
         Ok(r)
     }
 
-    /// The saved state and what the kernel shows now, changing nothing.
+    /// The saved state and what the kernel shows now, changing nothing. Both are read
+    /// under the state lock, as one moment: a change in flight (the daemon's reconcile at
+    /// a start, a deadline, a console command) is waited for, never seen half done, and
+    /// the state from before it is never compared with the rules from after it.
     pub(crate) fn snapshot(&self, now: u64) -> Result<Outcome> {
-        let st = {
-            let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
-            StateLock::acquire(&self.paths)?.load()?
-        };
+        let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = StateLock::acquire(&self.paths)?;
+        let st = lock.load()?;
         let listings = self.fw.observe();
         self.fw.settle(&listings);
+        drop(lock);
         Ok(Outcome {
             state: st,
             listings,

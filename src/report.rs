@@ -324,10 +324,35 @@ pub(crate) fn status_text(cfg: &Config, fw: &Firewall, out: &Outcome) -> String 
 
 /// Whether every gate is as the state says in every family.
 pub(crate) fn all_verified(cfg: &Config, out: &Outcome) -> bool {
-    cfg.gates
+    problems(cfg, out).is_empty()
+}
+
+/// Where the kernel is not what the saved state asks for, each said plainly: a family
+/// that cannot be read, else each gate that does not match and the bans. Empty when
+/// everything is verified.
+pub(crate) fn problems(cfg: &Config, out: &Outcome) -> Vec<String> {
+    let unreadable: Vec<String> = out
+        .listings
         .iter()
-        .all(|g| !matches!(verdict(g, out), Verdict::Mismatch(_)))
-        && bans_mismatch(out).is_none()
+        .filter_map(|(fam, l)| {
+            l.as_ref()
+                .err()
+                .map(|e| format!("{fam} cannot be read: {e}"))
+        })
+        .collect();
+    if !unreadable.is_empty() {
+        return unreadable;
+    }
+    let mut found: Vec<String> = cfg
+        .gates
+        .iter()
+        .filter_map(|g| match verdict(g, out) {
+            Verdict::Mismatch(m) => Some(format!("{}: {m}", g.name)),
+            _ => None,
+        })
+        .collect();
+    found.extend(bans_mismatch(out).map(|m| format!("bans: {m}")));
+    found
 }
 
 fn view_json(v: &Result<GateView, String>) -> serde_json::Value {

@@ -184,6 +184,12 @@ pub(crate) struct State {
     /// The next Telegram `update_id` to ask for: every update below it was handled.
     #[serde(default)]
     pub(crate) offset: Option<i64>,
+    /// The date (Telegram's clock, Unix seconds) of the newest message carried out, saved
+    /// with the offset. After a week without updates Telegram numbers afresh, below the
+    /// offset: an update below it that is newer than this is the new numbering, one at or
+    /// before it a repeat. Absent in files written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) newest_carried: Option<i64>,
     #[serde(default)]
     pub(crate) openings: BTreeMap<GateName, Vec<Opening>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -767,6 +773,24 @@ mod tests {
         assert_eq!(lock.load().unwrap(), State::default());
         assert!(dir.join("state.json.corrupt").exists());
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_state_file_without_the_newest_date_loads() {
+        let old: State =
+            serde_json::from_str("{\"version\": 1, \"offset\": 900000000, \"openings\": {}}")
+                .unwrap();
+        assert_eq!(old.offset, Some(900_000_000));
+        assert_eq!(old.newest_carried, None);
+        // Written only when known: a file without it stays as an older version wrote it.
+        let text = serde_json::to_string(&old).unwrap();
+        assert!(!text.contains("newest_carried"), "{text}");
+        let new = State {
+            newest_carried: Some(1_700_000_000),
+            ..old
+        };
+        let text = serde_json::to_string(&new).unwrap();
+        assert_eq!(serde_json::from_str::<State>(&text).unwrap(), new);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! fake Bot API.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Output;
+use std::process::{Output, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -519,4 +520,71 @@ fn an_empty_token_file_stops_only_what_talks_to_telegram() {
     let o = env.run(&["check"]);
     assert_eq!(code(&o), 1, "{}", stdout(&o));
     assert!(stdout(&o).contains("[FAIL]") && stdout(&o).contains("TGKNOCK_TOKEN_FILE"));
+}
+
+/// Whether a process waits for the state lock now (`/proc/locks` shows a blocked lock,
+/// `->`, on the lock file's inode).
+fn waits_for_lock(env: &Env) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ino) = std::fs::metadata(env.state_dir().join("lock")).map(|m| m.ino()) else {
+        return false;
+    };
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    locks.lines().any(|l| {
+        l.contains("->")
+            && l.split_whitespace()
+                .any(|w| w.rsplit(':').next() == Some(&ino.to_string()))
+    })
+}
+
+/// `status` racing the daemon's reconcile at a start reads the state and the kernel as
+/// one moment (under the state lock): it never compares the state from before the
+/// reconcile with the rules from after it, and exits 1 only for a real mismatch, saying
+/// what it is. The fake holds status's IPv4 listing while an opening runs out and a
+/// daemon starts, whose reconcile closes it.
+#[test]
+fn status_racing_the_daemons_reconcile_sees_one_moment() {
+    let env = Env::new();
+    ok(&env, &["open", "ssh", "--for", "2s"]);
+    env.hold("iptables");
+    let status = env
+        .command(&["status"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(20, "status's IPv4 listing held", || {
+        env.held("iptables").then_some(())
+    });
+    // The opening runs out while status reads; a daemon starts.
+    std::thread::sleep(Duration::from_secs(3));
+    let d = env.spawn();
+    wait_for(
+        30,
+        "the daemon's reconcile, or the daemon waiting for the lock",
+        || (d.output().contains("firewall reconciled") || waits_for_lock(&env)).then_some(()),
+    );
+    env.release("iptables");
+    let out = status.wait_with_output().unwrap();
+    let (so, se) = (stdout(&out), stderr(&out));
+    assert_eq!(code(&out), 0, "stdout:\n{so}\nstderr:\n{se}");
+    assert!(!so.contains("MISMATCH"), "{so}");
+    d.wait_log("firewall reconciled", 30);
+    assert!(
+        env.drops(4, "ssh") && env.drops(6, "ssh"),
+        "{}",
+        env.rules(4)
+    );
+    // A real mismatch (the rules flushed while the daemon waits for its next look) is
+    // an exit 1 that says what it is.
+    drop(d);
+    std::fs::write(env.path("fw/v4/TGKNOCK"), "").unwrap();
+    let o = env.run(&["status"]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    assert!(stdout(&o).contains("MISMATCH"), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("tgknock: status: the rules in the kernel are not what the saved state asks for: ssh: IPv4 shows"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -444,10 +444,10 @@ fn an_update_below_the_offset_is_not_executed_again() {
     env.api.wait_reply(OWNER, "ssh (22/tcp) open", 20);
     env.api.say(OWNER, "/close");
     env.api.wait_reply(OWNER, "ssh (22/tcp) closed", 20);
-    // A confused proxy or server sends the handled /open again, still fresh by its date.
-    env.api.inject(Fault::Body(batch(&[
-        json!({"update_id": id, "message": owner_message("/open", now())}),
-    ])));
+    // A confused proxy or server sends the handled /open again, as it was (its id and
+    // its date: an update below the offset with a newer date would be Telegram numbering
+    // afresh after a quiet week, tests/renumber.rs).
+    env.api.replay(&[id]);
     env.api.wait_faults_served(30);
     env.api.say(OWNER, "/status");
     let r = env.api.wait_nth_reply(OWNER, 3, 20);

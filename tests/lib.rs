@@ -25,6 +25,7 @@ mod manpages;
 mod netns;
 mod nonroot;
 mod notify;
+mod renumber;
 mod second_factor;
 mod setup;
 mod tls;

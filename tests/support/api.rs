@@ -70,6 +70,13 @@ struct State {
     hang: Vec<(String, Duration)>,
     /// Why TLS handshakes failed, as the server saw it (HTTPS only).
     handshake_errors: Vec<String>,
+    /// Every update queued, by id, as it was queued (for replays).
+    history: Vec<(i64, Value)>,
+    /// Telegram numbered its updates afresh ([`FakeApi::renumber`]): an offset above
+    /// every id of the new numbering confirms nothing, and the updates are handed back.
+    renumbered: bool,
+    /// Presses answered: Telegram refuses to answer one twice.
+    answered: Vec<String>,
 }
 
 /// Telegram's answer to `answerCallbackQuery` for a press that waited too long.
@@ -190,9 +197,44 @@ impl FakeApi {
         let id = s.next_id;
         s.next_id += 1;
         update["update_id"] = json!(id);
+        s.history.push((id, update.clone()));
         s.updates.push_back((id, update));
         self.inner.1.notify_all();
         id
+    }
+
+    /// The update queued under `id`, as it was queued (the last one, if several were).
+    pub fn update(&self, id: i64) -> Value {
+        self.lock()
+            .history
+            .iter()
+            .rev()
+            .find(|(i, _)| *i == id)
+            .map(|(_, u)| u.clone())
+            .unwrap_or_else(|| panic!("no update {id} was queued"))
+    }
+
+    /// Serves these updates again, exactly as they were first queued (same ids, same
+    /// dates), as the answer to the next `getUpdates`, whatever its offset: a proxy or
+    /// server that sends updates the bot confirmed long ago.
+    pub fn replay(&self, ids: &[i64]) {
+        let updates: Vec<Value> = ids.iter().map(|id| self.update(*id)).collect();
+        self.inject(Fault::Body(
+            json!({"ok": true, "result": updates}).to_string(),
+        ));
+    }
+
+    /// Numbers the next updates afresh from `base`, as Telegram does after a week without
+    /// updates (the Bot API's `Update.update_id`): the new ids may be far below the offset
+    /// the bot confirmed, and, as Telegram did in go-telegram-bot-api issue #156, a client
+    /// asking with an offset above every id of the new numbering gets them anyway, over
+    /// and over, and confirms nothing. Updates still queued are dropped: Telegram keeps
+    /// them 24 hours at most.
+    pub fn renumber(&self, base: i64) {
+        let mut s = self.lock();
+        s.updates.clear();
+        s.next_id = base;
+        s.renumbered = true;
     }
 
     /// Queues raw update text as is (for hostile bodies), under a fresh id for ordering.
@@ -272,6 +314,7 @@ impl FakeApi {
     pub fn push_update_with_id(&self, id: i64, mut update: Value) {
         let mut s = self.lock();
         update["update_id"] = json!(id);
+        s.history.push((id, update.clone()));
         let at = s
             .updates
             .iter()
@@ -432,6 +475,11 @@ impl FakeApi {
         })
     }
 
+    /// Every request so far, in the order they came.
+    pub fn all_requests(&self) -> Vec<Request> {
+        self.lock().requests.clone()
+    }
+
     pub fn requests(&self, method: &str) -> Vec<Request> {
         self.lock()
             .requests
@@ -540,7 +588,14 @@ impl FakeApi {
             }
             "answerCallbackQuery" => {
                 let query = body["callback_query_id"].as_str().unwrap_or("").to_string();
-                if self.lock().too_old.contains(&query) {
+                // A press answered before is refused like one that waited too long.
+                let refused = {
+                    let mut s = self.lock();
+                    let refused = s.too_old.contains(&query) || s.answered.contains(&query);
+                    s.answered.push(query);
+                    refused
+                };
+                if refused {
                     respond(
                         conn,
                         400,
@@ -573,11 +628,12 @@ impl FakeApi {
         let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
         let end = Instant::now() + Duration::from_secs(timeout.min(s.max_poll));
         loop {
-            // Like Telegram, an offset confirms the updates below it.
+            // Like Telegram, an offset confirms the updates below it; after a
+            // renumbering, an offset from the old numbering (above every new id) confirms
+            // nothing, and the new updates are handed back.
+            let offset = offset.filter(|o| !(s.renumbered && *o > s.next_id));
             if let Some(o) = offset {
-                while s.updates.front().is_some_and(|(id, _)| *id < o) {
-                    s.updates.pop_front();
-                }
+                s.updates.retain(|(id, _)| *id >= o);
             }
             // A fault injected while this poll waits is its answer.
             if let Some(f) = s.faults.pop_front() {

@@ -212,6 +212,32 @@ impl Env {
         .unwrap();
     }
 
+    /// Holds the next listing (`-S`) by the fake `tool` until [`Env::release`].
+    pub fn hold(&self, tool: &str) {
+        std::fs::write(self.dir.join("fw").join(format!("hold-{tool}")), "").unwrap();
+    }
+
+    /// Whether a listing by `tool` is being held now.
+    pub fn held(&self, tool: &str) -> bool {
+        let prefix = format!("held-{tool}.");
+        std::fs::read_dir(self.dir.join("fw"))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            })
+            .unwrap_or(false)
+    }
+
+    /// Lets a held listing of `tool` go.
+    pub fn release(&self, tool: &str) {
+        let prefix = format!("held-{tool}.");
+        for e in std::fs::read_dir(self.dir.join("fw")).unwrap().flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
     pub fn heal(&self, tool: &str) {
         let _ = std::fs::remove_file(self.dir.join("fw").join(format!("fail-{tool}")));
     }

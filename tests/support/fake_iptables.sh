@@ -4,7 +4,8 @@
 # atomically (all lines or none), logs every call to ../fw/calls.log, and fails on
 # demand: a file ../fw/fail-NAME holding "CODE MESSAGE" makes NAME fail that way;
 # ../fw/fail-once-NAME does it once. A file ../fw/no-xt_time makes it a kernel without
-# the time match: `-m time` fails, in `-C` probes and in restore input alike.
+# the time match: `-m time` fails, in `-C` probes and in restore input alike. A file
+# ../fw/hold-NAME holds the next listing (`-S`) of NAME until the test lets it go.
 me=$(basename "$0")
 dir=$(cd "$(dirname "$0")/../fw" && pwd)
 case "$me" in ip6*) fam=6 ;; *) fam=4 ;; esac
@@ -113,6 +114,11 @@ case "$me" in
         exit 1
         ;;
     *" -S "*)
+        # ../fw/hold-NAME holds the first listing that finds it (it is renamed to
+        # ../fw/held-NAME.PID, claimed by one caller only) until the test removes that.
+        if mv "$dir/hold-$me" "$dir/held-$me.$$" 2> /dev/null; then
+            while [ -f "$dir/held-$me.$$" ]; do sleep 0.02; done
+        fi
         echo "-P INPUT ACCEPT"
         echo "-P FORWARD ACCEPT"
         echo "-P OUTPUT ACCEPT"
