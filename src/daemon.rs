@@ -510,7 +510,8 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
     // is kept by its lock or its age), and one that comes meanwhile (`status` right after
     // a restart) waits for the reconcile rather than seeing it half done.
     let start_lock = StateLock::acquire(&keeper.paths).map_err(|e| fail_closed(&keeper, e))?;
-    dir.remove_temporaries(started_at);
+    // The state lock and the pid lock are held: no live writer of these can exist.
+    dir.remove_temporaries(started_at, crate::state::GUARDED_FILES);
     alive(&keeper.paths, None);
     let fw = &keeper.cfg.firewall;
     if fw.kind == crate::config::FirewallKind::Auto && keeper.fw.kind() == Kind::Nftables {

@@ -226,7 +226,13 @@ impl Dir {
     /// daemon's start: whatever was made since is no crash's of before) or while its
     /// writer holds its lock (every writer does, from the moment it made it until it is
     /// renamed or linked into place); only an older one that nobody holds is removed.
-    pub(crate) fn remove_temporaries(&self, before: std::time::SystemTime) {
+    ///
+    /// The temporaries of `guarded` names are written only under locks the caller holds
+    /// (the daemon at its start holds the state lock and the pid lock): no live writer of
+    /// one can exist, so their age says nothing and only their lock counts. A console
+    /// command killed after the daemon started, holding the state lock the daemon then
+    /// waited for, leaves a young `state.json` temporary that is a crash's all the same.
+    pub(crate) fn remove_temporaries(&self, before: std::time::SystemTime, guarded: &[&str]) {
         let Ok(entries) = fs::read_dir(&self.path) else {
             return;
         };
@@ -244,11 +250,14 @@ impl Dir {
             else {
                 continue;
             };
-            let young = f
-                .metadata()
-                .and_then(|m| m.modified())
-                .map(|t| t >= before)
-                .unwrap_or(true);
+            let is_guarded = guarded
+                .iter()
+                .any(|g| name.starts_with(&format!(".tgknock-{g}.")));
+            let young = !is_guarded
+                && f.metadata()
+                    .and_then(|m| m.modified())
+                    .map(|t| t >= before)
+                    .unwrap_or(true);
             if young {
                 continue;
             }
@@ -501,7 +510,7 @@ mod tests {
             .unwrap();
         // The daemon started a minute ago: `fresh` was written since.
         let started = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
-        d.remove_temporaries(started);
+        d.remove_temporaries(started, &[]);
         assert!(fresh.exists(), "a fresh temporary was removed");
         assert!(
             stalled.exists(),
@@ -509,9 +518,43 @@ mod tests {
         );
         assert!(!crashed.exists(), "a crash's old temporary was kept");
         drop(held);
-        d.remove_temporaries(started);
+        d.remove_temporaries(started, &[]);
         assert!(!stalled.exists(), "an old temporary nobody holds was kept");
         assert!(fresh.exists(), "a fresh temporary was removed");
+        fs::remove_dir_all(&p).unwrap();
+    }
+
+    /// Found by the crash suite: root's console killed after a daemon started, while the
+    /// daemon waited for the state lock it held, left a `state.json` temporary younger than
+    /// the start; the start kept it as a live writer's and it stayed for good. Names
+    /// written only under locks the caller holds go whatever their age, unless held.
+    #[test]
+    fn a_young_temporary_of_a_name_the_caller_guards_is_a_crashs() {
+        let p = scratch("guarded");
+        let d = Dir::open(&p).unwrap();
+        let started = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        let killed = p.join(".tgknock-state.json.999999999.1.2.tmp");
+        fs::write(&killed, "root's console, killed mid-write").unwrap();
+        let held = p.join(".tgknock-state.json.999999999.3.4.tmp");
+        fs::write(&held, "a writer holding it").unwrap();
+        let holder = OpenOptions::new().read(true).open(&held).unwrap();
+        holder.lock().unwrap();
+        let making = p.join(".tgknock-lock.999999999.5.6.tmp");
+        fs::write(&making, "a console making the lock file").unwrap();
+        d.remove_temporaries(started, &["state.json", "tgknock.pid"]);
+        assert!(
+            !killed.exists(),
+            "a killed writer's young temporary was kept"
+        );
+        assert!(
+            held.exists(),
+            "a temporary whose writer holds it was removed"
+        );
+        assert!(
+            making.exists(),
+            "a young temporary of an unguarded name was removed"
+        );
+        drop(holder);
         fs::remove_dir_all(&p).unwrap();
     }
 
@@ -537,7 +580,10 @@ mod tests {
             .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
             .unwrap();
         fs::write(p.join(".tgknock-lock.1.2.3.tmp"), "being made").unwrap();
-        d.remove_temporaries(std::time::SystemTime::now() - std::time::Duration::from_secs(60));
+        d.remove_temporaries(
+            std::time::SystemTime::now() - std::time::Duration::from_secs(60),
+            &[],
+        );
         assert!(p.join(".tgknock-lock.1.2.3.tmp").exists());
         fs::remove_file(p.join(".tgknock-lock.1.2.3.tmp")).unwrap();
         let names: Vec<String> = fs::read_dir(&p)

@@ -374,6 +374,10 @@ const STATE: &str = "state.json";
 const LOCK: &str = "lock";
 const PID: &str = "tgknock.pid";
 const HEARTBEAT: &str = "heartbeat";
+/// Files of the state directory written only under the state lock (`state.json`) or by
+/// the daemon holding the pid lock (`tgknock.pid`, the heartbeat): whoever holds both
+/// knows that a temporary of theirs nobody holds is a crash's, however young.
+pub(crate) const GUARDED_FILES: &[&str] = &[STATE, PID, HEARTBEAT];
 /// Where the systemd unit's `RuntimeDirectory=` lives; console commands, which do not run
 /// under the unit, look for the daemon's heartbeat there too.
 const SYSTEMD_RUNTIME: &str = "/run/tgknock";
