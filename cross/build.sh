@@ -81,6 +81,11 @@ fi
 # need for their start files, would also turn off rustc's own switch to lld.
 host=$(rustc -vV | sed -n 's/^host: //p')
 flags="$flags -C link-arg=-fuse-ld=lld -C link-arg=-B$sysroot/lib/rustlib/$host/bin/gcc-ld -C link-arg=-Wl,--icf=all"
+# Nothing unwinds (panics abort at once), so no unwind tables anywhere: none from the C
+# compiler (ring's C parts, CFLAGS below), those of ring's assembly dropped at the link
+# (cross/no-eh-frame.ld), and no .eh_frame_hdr index (together 9.7 kB on x86_64). lld's
+# -O2 merges strings that end another string (4 kB).
+flags="$flags -C link-arg=-Wl,--no-eh-frame-hdr -C link-arg=-Wl,-T,$top/cross/no-eh-frame.ld -C link-arg=-Wl,-O2"
 
 # 2. cargo and Debian's cross compilers. -Z build-std needs the standard library's source.
 if have rustup; then
@@ -124,7 +129,7 @@ armv7-unknown-linux-musleabihf | arm-unknown-linux-musleabihf)
 esac
 
 export "CARGO_TARGET_${upper}_LINKER=$linker" "CC_${lower}=$cc"
-export "CFLAGS_${lower}=-ffile-prefix-map=$top=/tgknock -ffile-prefix-map=$cargo_home=/cargo"
+export "CFLAGS_${lower}=-ffile-prefix-map=$top=/tgknock -ffile-prefix-map=$cargo_home=/cargo -fno-asynchronous-unwind-tables -fno-unwind-tables"
 export "CARGO_TARGET_${upper}_RUSTFLAGS=$flags $remap"
 say "building $target: cargo -Z build-std, linker $linker, SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH"
 # shellcheck disable=SC2086

@@ -320,10 +320,7 @@ impl ApiError {
 
     fn from_ureq(e: ureq::Error) -> ApiError {
         if let Some(tls) = crate::tls::rustls_error(&e) {
-            let mut message = redact(&crate::tls::describe(tls));
-            if let Some(hint) = crate::tls::hint(tls) {
-                message = format!("{message} ({hint})");
-            }
+            let message = redact(&crate::tls::describe(tls));
             let clock = crate::tls::is_clock_error(tls) || crate::clock_before_build();
             return ApiError::Tls { message, clock };
         }

@@ -5,14 +5,13 @@
 //! server a few kilobytes a minute and has a size budget, so it keeps:
 //! - TLS 1.3 AES-128/256-GCM and the four TLS 1.2 ECDHE AES-GCM suites (no
 //!   ChaCha20-Poly1305: AES without hardware support is fast enough for this traffic);
-//! - key exchange X25519, P-384 and (not on x86_64) P-256;
-//! - certificates and handshakes signed with RSA (PKCS#1, PSS), ECDSA P-384, Ed25519 and (not
-//!   on x86_64) ECDSA P-256.
+//! - key exchange X25519, P-256 and P-384;
+//! - certificates and handshakes signed with RSA (PKCS#1, PSS), ECDSA P-256 and P-384, and
+//!   Ed25519.
 //!
-//! The x86_64 build leaves P-256 out: that alone drops ring's 151 kB table of precomputed
-//! P-256 points, which its 1.5 MB budget needs. api.telegram.org presents an RSA certificate
-//! and every server speaks X25519; a self-hosted Bot API server behind an ECDSA P-256
-//! certificate fails there, and [`hint`] says why.
+//! Every target gets the same provider: a server that works with one build works with all
+//! of them. P-256 (certbot's default key type) costs ring's 151 kB table of precomputed
+//! points; the size budgets (DESIGN.md) are set with it in.
 
 use std::sync::Arc;
 
@@ -25,9 +24,6 @@ use rustls::pki_types::PrivateKeyDer;
 use rustls::sign::SigningKey;
 use webpki::ring as alg;
 
-/// Whether this build verifies ECDSA P-256 signatures and speaks the P-256 key exchange.
-pub(crate) const P256: bool = cfg!(not(target_arch = "x86_64"));
-
 /// The provider of every TLS connection to the Bot API.
 pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(CryptoProvider {
@@ -39,27 +35,18 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
             cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
             cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
         ],
-        kx_groups: vec![
-            kx_group::X25519,
-            #[cfg(not(target_arch = "x86_64"))]
-            kx_group::SECP256R1,
-            kx_group::SECP384R1,
-        ],
+        kx_groups: vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1],
         signature_verification_algorithms: SIGNATURES,
         secure_random: &Random,
         key_provider: &NoKeys,
     })
 }
 
-/// rustls' ring provider's list (`SUPPORTED_SIG_ALGS`), less ECDSA P-256 on x86_64. The
-/// mapping says which algorithms a TLS signature scheme may use; rustls offers the server the
-/// schemes listed there, so without P-256 the scheme `ecdsa_secp256r1_sha256` is not offered
-/// at all (a server with both an RSA and a P-256 certificate then picks the RSA one).
+/// rustls' ring provider's list (`SUPPORTED_SIG_ALGS`). The mapping says which algorithms a
+/// TLS signature scheme may use; rustls offers the server the schemes listed there.
 static SIGNATURES: WebPkiSupportedAlgorithms = WebPkiSupportedAlgorithms {
     all: &[
-        #[cfg(not(target_arch = "x86_64"))]
         alg::ECDSA_P256_SHA256,
-        #[cfg(not(target_arch = "x86_64"))]
         alg::ECDSA_P256_SHA384,
         alg::ECDSA_P384_SHA256,
         alg::ECDSA_P384_SHA384,
@@ -78,13 +65,8 @@ static SIGNATURES: WebPkiSupportedAlgorithms = WebPkiSupportedAlgorithms {
         // In TLS 1.2 the scheme does not fix the curve; in TLS 1.3 it does.
         (
             SignatureScheme::ECDSA_NISTP384_SHA384,
-            &[
-                alg::ECDSA_P384_SHA384,
-                #[cfg(not(target_arch = "x86_64"))]
-                alg::ECDSA_P256_SHA384,
-            ],
+            &[alg::ECDSA_P384_SHA384, alg::ECDSA_P256_SHA384],
         ),
-        #[cfg(not(target_arch = "x86_64"))]
         (
             SignatureScheme::ECDSA_NISTP256_SHA256,
             &[alg::ECDSA_P256_SHA256, alg::ECDSA_P384_SHA256],
@@ -179,48 +161,6 @@ pub(crate) fn is_clock_error(e: &rustls::Error) -> bool {
     )
 }
 
-/// What to do about a TLS failure this build's choice of algorithms may cause: on x86_64, a
-/// server whose certificate is ECDSA P-256. rustls' server then refuses the handshake (no
-/// signature scheme in common), as OpenSSL's does; a server that signs anyway, or a chain
-/// with a P-256 certificate in it, gives an unsupported signature algorithm.
-pub(crate) fn hint(e: &rustls::Error) -> Option<&'static str> {
-    use rustls::CertificateError as C;
-    use rustls::{AlertDescription as A, Error as E};
-    if P256 {
-        return None;
-    }
-    #[allow(deprecated)] // rustls still returns the old variant in places
-    let certain = matches!(
-        e,
-        E::InvalidCertificate(
-            C::UnsupportedSignatureAlgorithm
-                | C::UnsupportedSignatureAlgorithmContext { .. }
-                | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. }
-        ) | E::PeerMisbehaved(rustls::PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme)
-    );
-    // The server found nothing in common: no signature scheme, or no key exchange group.
-    let maybe = matches!(
-        e,
-        E::AlertReceived(A::HandshakeFailure)
-            | E::PeerIncompatible(rustls::PeerIncompatible::NoKxGroupsInCommon)
-            | E::PeerMisbehaved(
-                rustls::PeerMisbehaved::IllegalHelloRetryRequestWithUnofferedNamedGroup
-                    | rustls::PeerMisbehaved::SelectedUnofferedKxGroup
-            )
-    );
-    if certain {
-        Some(
-            "this x86_64 build of tgknock leaves out ECDSA P-256 to fit its size budget: give the server an RSA, P-384 or Ed25519 certificate",
-        )
-    } else if maybe {
-        Some(
-            "if the server's certificate is ECDSA P-256: this x86_64 build of tgknock leaves out ECDSA P-256 to fit its size budget: give the server an RSA, P-384 or Ed25519 certificate",
-        )
-    } else {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,30 +179,20 @@ mod tests {
     }
 
     #[test]
-    fn p256_only_off_x86_64() {
+    fn the_same_curves_and_schemes_on_every_target() {
         let p = provider();
         let groups: Vec<String> = p
             .kx_groups
             .iter()
             .map(|g| format!("{:?}", g.name()))
             .collect();
-        assert_eq!(
-            groups.contains(&"secp256r1".to_string()),
-            P256,
-            "{groups:?}"
-        );
-        assert!(groups.contains(&"X25519".to_string()), "{groups:?}");
-        assert!(groups.contains(&"secp384r1".to_string()), "{groups:?}");
+        assert_eq!(groups, ["X25519", "secp256r1", "secp384r1"]);
         let schemes = SIGNATURES.supported_schemes();
-        assert_eq!(
-            schemes.contains(&SignatureScheme::ECDSA_NISTP256_SHA256),
-            P256,
-            "{schemes:?}"
-        );
+        assert!(schemes.contains(&SignatureScheme::ECDSA_NISTP256_SHA256));
         assert!(schemes.contains(&SignatureScheme::ECDSA_NISTP384_SHA384));
         assert!(schemes.contains(&SignatureScheme::ED25519));
         assert!(schemes.contains(&SignatureScheme::RSA_PSS_SHA256));
-        assert_eq!(SIGNATURES.all.len(), if P256 { 14 } else { 12 });
+        assert_eq!(SIGNATURES.all.len(), 14);
         // Every algorithm a scheme maps to is one of those verified.
         for (_, algs) in SIGNATURES.mapping {
             for a in *algs {
@@ -318,17 +248,5 @@ mod tests {
         assert!(!is_clock_error(&rustls::Error::InvalidCertificate(
             C::UnknownIssuer
         )));
-    }
-
-    #[test]
-    fn hints_at_p256_on_x86_64_only() {
-        let refused = rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure);
-        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
-        assert_eq!(hint(&unknown), None);
-        let h = hint(&refused);
-        assert_eq!(h.is_some(), !P256, "{h:?}");
-        if let Some(h) = h {
-            assert!(h.contains("leaves out ECDSA P-256"), "{h}");
-        }
     }
 }

@@ -77,6 +77,17 @@ struct State {
     renumbered: bool,
     /// Presses answered: Telegram refuses to answer one twice.
     answered: Vec<String>,
+    /// What each completed TLS handshake agreed on (HTTPS only).
+    handshakes: Vec<Handshake>,
+}
+
+/// What a TLS handshake agreed on, as the server saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handshake {
+    /// `TLSv1_3`, `TLSv1_2`.
+    pub version: String,
+    /// The key exchange group: `secp256r1`, `X25519`, …
+    pub group: String,
 }
 
 /// Telegram's answer to `answerCallbackQuery` for a press that waited too long.
@@ -166,6 +177,11 @@ impl FakeApi {
         self.lock().handshake_errors.clone()
     }
 
+    /// What the TLS handshakes completed so far agreed on, as the server saw them.
+    pub fn handshakes(&self) -> Vec<Handshake> {
+        self.lock().handshakes.clone()
+    }
+
     /// Serves one connection: plain, or TLS once its handshake is through.
     fn connection(&self, mut tcp: TcpStream) -> std::io::Result<()> {
         tcp.set_read_timeout(Some(Duration::from_secs(120)))?;
@@ -180,6 +196,16 @@ impl FakeApi {
                 return Err(e);
             }
         }
+        let shown = |d: Option<String>| d.unwrap_or_else(|| "none".to_string());
+        let handshake = Handshake {
+            version: shown(server.protocol_version().map(|v| format!("{v:?}"))),
+            group: shown(
+                server
+                    .negotiated_key_exchange_group()
+                    .map(|g| format!("{:?}", g.name())),
+            ),
+        };
+        self.lock().handshakes.push(handshake);
         let mut stream = rustls::StreamOwned::new(server, tcp);
         let result = self.handle(&mut stream);
         stream.conn.send_close_notify();
