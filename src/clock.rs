@@ -277,6 +277,13 @@ pub(crate) mod fake {
             t.wall = if secs >= 0 { t.wall + d } else { t.wall - d };
         }
 
+        /// Sets the wall clock `ms` milliseconds on (back when negative).
+        pub(crate) fn step_millis(&self, ms: i64) {
+            let mut t = self.time();
+            let d = Duration::from_millis(ms.unsigned_abs());
+            t.wall = if ms >= 0 { t.wall + d } else { t.wall - d };
+        }
+
         /// Lets `secs` pass on both clocks.
         pub(crate) fn pass(&self, secs: u64) {
             let mut t = self.time();

@@ -154,7 +154,13 @@ pub(crate) struct Expiry<A: Alarm> {
     gap: i128,
     /// The last change failed: look again in a second.
     retry: bool,
+    /// Since when changes fail, and when that was last logged.
+    failing: Option<Instant>,
+    last_told: Option<Instant>,
 }
+
+/// A failing expiry is logged at most this often.
+const EXPIRY_TELL_EVERY: Duration = Duration::from_secs(60);
 
 impl<A: Alarm> Expiry<A> {
     pub(crate) fn new(keeper: Arc<Keeper>, alarm: A) -> Expiry<A> {
@@ -164,6 +170,8 @@ impl<A: Alarm> Expiry<A> {
             alarm,
             gap,
             retry: false,
+            failing: None,
+            last_told: None,
         }
     }
 
@@ -229,18 +237,38 @@ impl<A: Alarm> Expiry<A> {
                 }
             }
         };
+        // Only the whole seconds taken into account are consumed: what is left under a
+        // second adds up with the next steps (ten steps back of 0.9 s move deadlines 9 s).
+        let taken = i128::from(secs) * 1000;
         match result {
             Ok(()) => {
-                self.gap = gap;
+                self.gap += taken;
                 self.retry = false;
+                if let Some(since) = self.failing.take() {
+                    log::info!(
+                        "the expired openings are closed, after failing for {}",
+                        duration::human(since.elapsed().as_secs())
+                    );
+                }
             }
             Err(e) => {
                 // The step, if any, is measured again next time.
-                log::error!("could not close an expired opening: {e}; trying again in 1 s");
                 if secs >= 0 {
-                    self.gap = gap;
+                    self.gap += taken;
                 }
                 self.retry = true;
+                // Said at once, then at most once a minute while it goes on: a failing
+                // firewall must not fill the log (and the SD card) with a line a second.
+                let t = Instant::now();
+                if self.failing.is_none() {
+                    self.failing = Some(t);
+                }
+                if self.last_told.is_none_or(|l| t - l >= EXPIRY_TELL_EVERY) {
+                    self.last_told = Some(t);
+                    log::error!(
+                        "could not close an expired opening: {e}; trying again every second"
+                    );
+                }
             }
         }
     }
@@ -293,6 +321,10 @@ impl ServerClock {
         }
     }
 }
+
+/// How far past Telegram's clock (the answer's `Date`) a message's own date may be when it
+/// is remembered as the newest carried out.
+const CARRIED_DATE_SLACK: i64 = 5;
 
 /// Where the daemon is in Telegram's queue of updates.
 ///
@@ -1052,8 +1084,10 @@ impl Daemon {
         if !matches!(action, Action::Ignore(_) | Action::Stranger { .. }) {
             // A press's message is dated by the answer that carried it: only a typed
             // message's own date tells a repeat.
-            self.offset
-                .carried((via == Via::Message).then_some(msg.date));
+            // A date past Telegram's own clock (a faulty server) would make every later
+            // message look like a repeat after the next renumbering: it counts as now.
+            let date = msg.date.min(now.telegram as i64 + CARRIED_DATE_SLACK);
+            self.offset.carried((via == Via::Message).then_some(date));
         }
         match action {
             Action::Ignore(Ignored::Forwarded) => log::info!(
@@ -1668,6 +1702,28 @@ mod tests {
             alarm.during_next_sleep(|a| a.pass(300));
             e.turn();
             assert_eq!(until(&k), vec![Some(NOW + 600 - 3600)]);
+        }
+
+        /// Found by review: steps under a second were each dropped whole, so a clock set
+        /// back 0.9 s at a time (NTP corrections, or someone spoofing NTP) stretched
+        /// openings without end. What is under a second now adds up.
+        #[test]
+        fn steps_back_under_a_second_add_up() {
+            let s = Scratch::new();
+            let k = Arc::new(s.keeper());
+            open_until(&k, NOW, NOW + 600);
+            let alarm = FakeAlarm::at(NOW + 1);
+            let mut e = Expiry::new(Arc::clone(&k), alarm.clone());
+            e.turn();
+            for _ in 0..10 {
+                alarm.during_next_sleep(|a| a.step_millis(-900));
+                e.turn();
+            }
+            assert_eq!(
+                until(&k),
+                vec![Some(NOW + 600 - 9)],
+                "ten steps back of 0.9 s move the deadline back 9 s"
+            );
         }
 
         #[test]

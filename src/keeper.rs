@@ -216,6 +216,9 @@ impl Keeper {
     pub(crate) fn snapshot(&self, now: u64) -> Result<Outcome> {
         let _g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
         let lock = StateLock::acquire(&self.paths)?;
+        // Judged at the moment the lock was had, not when it was asked for: a deadline
+        // that passed while this waited for the daemon's reconcile is past.
+        let now = now.max(crate::now());
         let st = lock.load()?;
         let listings = self.fw.observe();
         self.fw.settle(&listings);

@@ -215,6 +215,19 @@ impl Guard {
             used.push(s);
             return Check::Accepted(s);
         }
+        if replayed {
+            // The right code, used already (a second command within the same 30 s, or a
+            // command delivered again after a crash): refused, but no guess, so not
+            // counted: counting it would let the owner lock themselves out.
+            let so_far = wrong
+                .iter()
+                .find(|w| w.user == user)
+                .map_or(0, |w| w.at.len());
+            return Check::Wrong {
+                replayed: true,
+                left: WRONG_MAX - so_far,
+            };
+        }
         let entry = match wrong.iter().position(|w| w.user == user) {
             Some(i) => &mut wrong[i],
             None => {
@@ -323,6 +336,27 @@ mod tests {
         }
     }
 
+    /// Found by review: the right code sent again (two commands within the same 30 s)
+    /// counted as a wrong one, so the owner could lock themselves out with right codes.
+    #[test]
+    fn the_right_code_sent_again_never_locks_anyone_out() {
+        let now = 1_111_111_111;
+        let code = format!("{:06}", rfc().code(now / STEP));
+        let g = Guard::new(rfc());
+        let mut b = Book::default();
+        assert_eq!(b.check(&g, 1, &code, now), Check::Accepted(now / STEP));
+        for _ in 0..WRONG_MAX + 1 {
+            assert_eq!(
+                b.check(&g, 1, &code, now),
+                Check::Wrong {
+                    replayed: true,
+                    left: WRONG_MAX
+                }
+            );
+        }
+        assert!(locked_until(&b.wrong, 1, now).is_none(), "{:?}", b.wrong);
+    }
+
     #[test]
     fn a_code_is_accepted_once_within_a_step_either_side() {
         let now = 1_111_111_111;
@@ -335,9 +369,9 @@ mod tests {
             b.check(&g, 1, &code(step), now),
             Check::Wrong {
                 replayed: true,
-                left: 4
+                left: 5
             },
-            "a code is accepted once"
+            "a code is accepted once; the right code again is no guess and is not counted"
         );
         assert_eq!(
             b.check(&g, 2, &code(step + 1), now),
