@@ -27,15 +27,32 @@ pub(crate) struct Pam {
 }
 
 impl Pam {
-    fn from_env() -> Pam {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        Pam {
-            kind: var("PAM_TYPE"),
-            user: var("PAM_USER"),
-            rhost: var("PAM_RHOST"),
-            service: var("PAM_SERVICE"),
-            tty: var("PAM_TTY"),
+    /// The PAM items among `vars`, in the order of the process's environment. pam_exec
+    /// hands over the PAM environment (the logging-in user's own `~/.pam_environment`
+    /// through pam_env) and then appends the real items, `PAM_TYPE` last: where a name
+    /// comes twice, the last is pam_exec's and the earlier one the user's, so the last
+    /// wins (a `PAM_TYPE=close_session` of the user's never silences a notice).
+    fn from_vars(vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>) -> Pam {
+        let mut pam = Pam::default();
+        for (k, v) in vars {
+            let Some(v) = v.into_string().ok().filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            let slot = match k.to_str() {
+                Some("PAM_TYPE") => &mut pam.kind,
+                Some("PAM_USER") => &mut pam.user,
+                Some("PAM_RHOST") => &mut pam.rhost,
+                Some("PAM_SERVICE") => &mut pam.service,
+                Some("PAM_TTY") => &mut pam.tty,
+                _ => continue,
+            };
+            *slot = Some(v);
         }
+        pam
+    }
+
+    fn from_env() -> Pam {
+        Pam::from_vars(std::env::vars_os())
     }
 }
 
@@ -94,6 +111,10 @@ fn hostname() -> String {
 /// `tgknock notify-login`: always 0.
 pub(crate) fn run(config: Option<&Path>) -> i32 {
     let start = Instant::now();
+    // The environment is the logging-in user's: its PAM items are read, then nothing of it
+    // is left for what follows (the standard library's threads, the tools) to read.
+    let pam = Pam::from_env();
+    crate::sys::clear_environment();
     // Whatever happens below, the login goes on within the budget.
     let _ = std::thread::Builder::new()
         .name("deadline".into())
@@ -105,14 +126,14 @@ pub(crate) fn run(config: Option<&Path>) -> i32 {
             );
             std::process::exit(0);
         });
-    if let Err(why) = send(config, start) {
+    if let Err(why) = send(&pam, config, start) {
         eprintln!("tgknock notify-login: {}", crate::logging::redact(&why));
     }
     0
 }
 
-fn send(config: Option<&Path>, start: Instant) -> Result<(), String> {
-    let Some(text) = notice(&Pam::from_env(), &hostname(), crate::now())? else {
+fn send(pam: &Pam, config: Option<&Path>, start: Instant) -> Result<(), String> {
+    let Some(text) = notice(pam, &hostname(), crate::now())? else {
         return Ok(());
     };
     // The environment is the logging-in user's: only the config file is trusted.

@@ -117,6 +117,19 @@ const SIG_IGN: usize = 1;
 const PR_CAP_AMBIENT: i32 = 47;
 const PR_CAP_AMBIENT_CLEAR_ALL: c_ulong = 4;
 
+/// Takes every variable out of this process's environment. For `notify-login`, whose
+/// environment is the logging-in user's (`RUST_MIN_STACK` there would make the first thread
+/// spawned abort the process, which must exit 0 whatever happens). Call it before any
+/// thread exists.
+pub(crate) fn clear_environment() {
+    let keys: Vec<std::ffi::OsString> = std::env::vars_os().map(|(k, _)| k).collect();
+    for k in keys {
+        // SAFETY: called by `notify-login` before it spawns any thread (and nothing before
+        // it in this process does), so no other thread can read the environment meanwhile.
+        unsafe { std::env::remove_var(&k) };
+    }
+}
+
 /// Whether this process runs as root (its effective user id is 0).
 pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid(2) takes nothing, cannot fail and touches no memory of ours.

@@ -225,14 +225,30 @@ fn a_real_pam_stack_runs_it_and_logs_in_whatever_it_says() {
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
     let log = env.path("pam.log");
     let pid = std::process::id();
+    // What the logging-in user can put in the PAM environment (pam_env reads it from
+    // ~/.pam_environment on stock Debian): pam_exec hands it over before the real items.
+    let planted = env.path("planted.env");
+    std::fs::write(
+        &planted,
+        "PAM_TYPE=close_session\nPAM_RHOST=203.0.113.66\nPAM_USER=nobody-real\nRUST_MIN_STACK=999999999999999\n",
+    )
+    .unwrap();
     let run = |name: &str, config: &str| {
         let service = format!("tgknock-test-{pid}-{name}");
         let path = std::path::Path::new("/etc/pam.d").join(&service);
+        let user_env = if name == "planted" {
+            format!(
+                "session required pam_env.so readenv=1 envfile={}\n",
+                planted.display()
+            )
+        } else {
+            String::new()
+        };
         // `required`, stricter than the README's `optional`: a failure would fail the login.
         std::fs::write(
             &path,
             format!(
-                "auth required pam_permit.so\naccount required pam_permit.so\nsession required pam_exec.so quiet log={} {runner} {bin} notify-login --config {config}\n",
+                "auth required pam_permit.so\naccount required pam_permit.so\n{user_env}session required pam_exec.so quiet log={} {runner} {bin} notify-login --config {config}\n",
                 log.display()
             ),
         )
@@ -272,6 +288,28 @@ fn a_real_pam_stack_runs_it_and_logs_in_whatever_it_says() {
     );
     assert!(!logged.contains(SECRET) && !logged.contains(TOKEN));
     assert_eq!(env.api.sent().len(), 1);
+
+    // Found by review: the user's own PAM_TYPE came first in the environment and silenced
+    // the notice; a PAM_RHOST of theirs was shown instead of the real one; RUST_MIN_STACK
+    // made the first thread abort the process (no notice, and not exit 0).
+    let (service, out) = run("planted", config.to_str().unwrap());
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out);
+    assert!(out.status.success(), "{said}");
+    let got = env.api.sent_to(OWNER);
+    assert_eq!(
+        got.len(),
+        2,
+        "the user's PAM_TYPE=close_session silenced the notice: {got:?}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let want = format!(
+        "login: ada from 198.51.100.23 ({service}) on {} at ",
+        hostname()
+    );
+    assert!(
+        got[1].starts_with(&want),
+        "the user's items were shown: {got:?}"
+    );
 }
 
 /// A listener of the attacker's: records every byte anyone sends it, answers nothing.
