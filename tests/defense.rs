@@ -720,3 +720,91 @@ fn v6_prefix_scenario(fw: Fw, n: u8) {
 fn an_ipv6_host_is_limited_as_its_64() {
     all(42, v6_prefix_scenario);
 }
+
+/// The port entries of the flooded gate: ssh on 22 and seven more (no server needed:
+/// the flood is judged by the table of sources, the owner by a connection to 22).
+const MANY_PORTS: [u16; 8] = [22, 2222, 2223, 2224, 2225, 2226, 2227, 2228];
+
+/// Distinct spoofed sources sent to each of [`MANY_PORTS`]: 72,000 in all, more than the
+/// table holds, fewer than the 131,072 of the spoofed block.
+const PER_PORT: u32 = 9_000;
+
+/// Review of issue 15, point 3 (reproduced with `ssh=22/tcp,2222/tcp` and 40 s of
+/// spoofed SYNs): a gate of k port entries has k rules, each with its own `-m limit`
+/// guard, and all of them share the gate's one hashlimit table. Each guard was sized for
+/// the whole table, so together they let k times its room in: the table filled again and
+/// xt_hashlimit dropped the owner's new SYN. With eight entries the guards' bursts alone
+/// (8 × 10,000) overfill it within seconds. Now the rules of a table share one guard's
+/// budget: the table never fills (nft: a full meter matches no one new), the owner
+/// connects, and `/status` reads the divided guards back as tgknock's.
+fn many_ports_flood_scenario(fw: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, fw, 3) else {
+        return;
+    };
+    let ports: Vec<String> = MANY_PORTS.iter().map(|p| format!("{p}/tcp")).collect();
+    rig.env
+        .set(
+            "TGKNOCK_GATES",
+            &format!("ssh={} web=80/tcp", ports.join(",")),
+        )
+        .set("TGKNOCK_RATE_LIMIT", "ssh=6/min");
+    rig.start();
+    let r = rig.say("/open 10m");
+    assert!(r.contains("open to everyone"), "{r}");
+    let attacker = rig.client_v4(0).to_string();
+    ip(&[
+        "-n",
+        &rig.net.board,
+        "route",
+        "add",
+        "198.18.0.0/15",
+        "via",
+        &attacker,
+    ])
+    .unwrap();
+    let board = match rig.net.board_addr(V4, SSH).ip() {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(_) => unreachable!(),
+    };
+    let started = Instant::now();
+    let base = u32::from(SPOOFED);
+    for (i, port) in (0u32..).zip(MANY_PORTS) {
+        let first = Ipv4Addr::from(base + i * PER_PORT);
+        let sent = spoofed_syns(&rig.net.clients[0], first, PER_PORT, board, port);
+        assert_eq!(sent, PER_PORT, "{}", fw.name());
+    }
+    let took = started.elapsed();
+    rig.net.expect(
+        "the owner connects after a flood spread over the gate's eight ports",
+        &[(1, SSH, V4, true)],
+    );
+    let entries = meter_entries(&rig);
+    eprintln!(
+        "{}: {} spoofed SYNs over {} ports in {took:?}; the table of sources holds {entries}",
+        fw.name(),
+        PER_PORT * MANY_PORTS.len() as u32,
+        MANY_PORTS.len()
+    );
+    assert!(
+        entries >= 1_000,
+        "{}: the flood reached the rate limit's table ({entries} sources)",
+        fw.name()
+    );
+    if matches!(fw, Fw::Ipt(_)) {
+        assert!(
+            entries < 65_536,
+            "{}: the guards let the table fill ({entries} sources)",
+            fw.name()
+        );
+    }
+    let status = rig.say("/status");
+    assert!(
+        !status.contains("MISSING") && !status.contains("MISMATCH"),
+        "{status}"
+    );
+}
+
+#[test]
+fn a_flood_over_a_gates_ports_never_fills_its_table() {
+    all(43, many_ports_flood_scenario);
+}

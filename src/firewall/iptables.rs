@@ -123,19 +123,27 @@ const GUARD_BURST: u32 = 10_000;
 /// the guard holds back skips the per-source check and goes on to the gate: under a
 /// flood beyond the guard's rate the limit lapses for part of the packets, it never
 /// drops one.
+///
+/// A gate's rules (one per port entry, `limit.shares` of them) share its table: each
+/// rule's guard gets an equal part of the table's budget (its burst and its rate divided
+/// by `shares`), so that together they never let more sources in than one guard would.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Guard {
     pub(crate) avg: u64,
+    pub(crate) burst: u32,
 }
 
 impl Guard {
     pub(crate) fn of(limit: &Limit) -> Guard {
         // The slowest rate xt_limit writes: one a day.
         const SLOWEST: u64 = XT_LIMIT_SCALE * 86_400;
+        let shares = u64::from(limit.shares.max(1));
+        let burst = (GUARD_BURST / limit.shares.max(1)).max(1);
         let window = limit.refill_secs().saturating_add(2);
         let room = u64::from(METER_ENTRIES - GUARD_BURST) * 15 / 16;
         let start = XT_LIMIT_SCALE
             .saturating_mul(window)
+            .saturating_mul(shares)
             .div_ceil(room)
             .clamp(1, SLOWEST);
         // The rate as iptables prints it back must stand for the same interval: the
@@ -144,7 +152,24 @@ impl Guard {
         let avg = (start..start.saturating_add(10_000).min(SLOWEST))
             .find(|a| limit_rate_avg(&limit_rate_text(*a)) == Some(*a))
             .unwrap_or(SLOWEST);
-        Guard { avg }
+        Guard { avg, burst }
+    }
+
+    /// How many rules share the table of a guard read back (`--limit`, `--limit-burst`)
+    /// on a rule limited by `limit`: the `shares` whose guard it is, if any.
+    fn shares_of(limit: &Limit, avg: u64, burst: u32) -> Option<u32> {
+        if burst == 0 || burst > GUARD_BURST {
+            return None;
+        }
+        // The shares whose burst (GUARD_BURST / shares, at least 1) is `burst`.
+        let lo = GUARD_BURST / (burst + 1) + 1;
+        let hi = GUARD_BURST / burst;
+        (lo..=hi).find(|k| {
+            Guard::of(&Limit {
+                shares: *k,
+                ..*limit
+            }) == Guard { avg, burst }
+        })
     }
 
     /// The guard's packets a second.
@@ -243,7 +268,7 @@ fn limit_args(chain: &str, rule: &Rule, l: &Limit) -> Vec<String> {
         "--limit".into(),
         limit_rate_text(Guard::of(l).avg),
         "--limit-burst".into(),
-        GUARD_BURST.to_string(),
+        Guard::of(l).burst.to_string(),
         "-m".into(),
         "hashlimit".into(),
         "--hashlimit-above".into(),
@@ -283,17 +308,23 @@ struct Tuning {
 }
 
 impl Tuning {
-    fn fits(&self, l: &Limit, family: Family) -> bool {
-        self.guard
-            && self.limit.as_deref().and_then(limit_rate_avg) == Some(Guard::of(l).avg)
-            && self.limit_burst == Some(GUARD_BURST)
+    /// The rule's table settings are tgknock's, and its guard is that of a table shared
+    /// by `Some(shares)` rules.
+    fn fits(&self, l: &Limit, family: Family) -> Option<u32> {
+        let shares = Guard::shares_of(
+            l,
+            self.limit.as_deref().and_then(limit_rate_avg)?,
+            self.limit_burst?,
+        )?;
+        (self.guard
             && self.buckets == Some(HTABLE_BUCKETS)
             && self.max == Some(METER_ENTRIES)
             && self.expire.unwrap_or(l.rate.per.secs() * 1_000) == expire_ms(l)
             && self.srcmask.unwrap_or(match family {
                 Family::V4 => 32,
                 Family::V6 => 128,
-            }) == srcmask(family)
+            }) == srcmask(family))
+        .then_some(shares)
     }
 }
 
@@ -589,6 +620,30 @@ pub(crate) fn parse_listing(chain: &str, text: &str, family: Family) -> Listing 
             _ => {}
         }
     }
+    // A limit's guard is sized for the rules that share its table: one whose guard was
+    // written for another count (a gate that had another number of ports) is not as
+    // tgknock writes it now, or the guards together could let the table fill.
+    let count = |tag: &str| {
+        l.rules
+            .iter()
+            .flatten()
+            .filter(|r| r.limit.is_some() && r.tag == tag)
+            .count()
+    };
+    let stale: Vec<bool> = l
+        .rules
+        .iter()
+        .map(|r| {
+            r.as_ref()
+                .and_then(|r| r.limit.map(|x| (x, &r.tag)))
+                .is_some_and(|(x, tag)| usize::try_from(x.shares).ok() != Some(count(tag)))
+        })
+        .collect();
+    for (r, stale) in l.rules.iter_mut().zip(stale) {
+        if stale {
+            *r = None;
+        }
+    }
     l
 }
 
@@ -693,6 +748,7 @@ fn parse_rule(chain: &str, w: &[Cow<'_, str>], family: Family) -> Option<Rule> {
                         per: super::rules::Per::Second,
                     },
                     burst: 5,
+                    shares: 1,
                 });
                 i += 1;
             }
@@ -754,12 +810,11 @@ fn parse_rule(chain: &str, w: &[Cow<'_, str>], family: Family) -> Option<Rule> {
     if r.dport.is_some() && r.proto.is_none() {
         return None;
     }
-    if let Some(l) = &r.limit
-        && (l.rate.count == 0
-            || limit_name? != hashlimit_name(chain, &r.tag, l, family)
-            || !tuning.fits(l, family))
-    {
-        return None;
+    if let Some(l) = &mut r.limit {
+        if l.rate.count == 0 || limit_name? != hashlimit_name(chain, &r.tag, l, family) {
+            return None;
+        }
+        l.shares = tuning.fits(l, family)?;
     }
     if r.limit.is_none() && (tuning.guard || tuning.limit.is_some()) {
         return None;
@@ -1431,7 +1486,10 @@ pub(crate) mod tests {
             .unwrap();
         }
         p.limits = vec![
-            (GateName::new("ssh").unwrap(), Rate::parse("6/min").unwrap()),
+            (
+                crate::gate::GateName::new("ssh").unwrap(),
+                Rate::parse("6/min").unwrap(),
+            ),
             (
                 GateName::new("web").unwrap(),
                 Rate::parse("120/hour").unwrap(),
@@ -1554,25 +1612,35 @@ pub(crate) mod tests {
             "100/day",
             "10000/day",
         ] {
-            let l = Limit::of(Rate::parse(text).unwrap());
-            let g = Guard::of(&l);
-            let rate = limit_rate_text(g.avg);
-            assert_eq!(limit_rate_avg(&rate), Some(g.avg), "{text}: {rate}");
-            let lifetime = (l.refill_secs() + 1) as f64;
-            // xt_limit counts in whole credits a jiffy (its `user2credits`), which makes
-            // a fast rate faster by up to a quarter, depending on the kernel's HZ.
-            for hz in [100u64, 250, 300, 1000] {
-                let cpj = 1u64 << (u64::from(u32::MAX) / (hz * 86_400)).ilog2();
-                let cost = g.avg * hz * cpj / XT_LIMIT_SCALE;
-                let per_sec = (hz * cpj) as f64 / cost as f64;
-                assert!(per_sec >= g.per_sec() * 0.99, "{text} at HZ {hz}");
-                let most = f64::from(GUARD_BURST) + per_sec * lifetime;
-                assert!(
-                    most < f64::from(METER_ENTRIES),
-                    "{text}: {rate} at HZ {hz} lets {most} sources in within {lifetime} s"
-                );
+            // A gate's rules (one per port entry) share its table: together their
+            // guards never let more sources in than the table holds.
+            for shares in 1..=8u32 {
+                let l = Limit {
+                    shares,
+                    ..Limit::of(Rate::parse(text).unwrap())
+                };
+                let g = Guard::of(&l);
+                let rate = limit_rate_text(g.avg);
+                assert_eq!(limit_rate_avg(&rate), Some(g.avg), "{text}: {rate}");
+                assert_eq!(Guard::shares_of(&l, g.avg, g.burst), Some(shares), "{text}");
+                let lifetime = (l.refill_secs() + 1) as f64;
+                // xt_limit counts in whole credits a jiffy (its `user2credits`), which
+                // makes a fast rate faster by up to a quarter, depending on the HZ.
+                for hz in [100u64, 250, 300, 1000] {
+                    let cpj = 1u64 << (u64::from(u32::MAX) / (hz * 86_400)).ilog2();
+                    let cost = g.avg * hz * cpj / XT_LIMIT_SCALE;
+                    let per_sec = (hz * cpj) as f64 / cost as f64;
+                    assert!(per_sec >= g.per_sec() * 0.99, "{text} at HZ {hz}");
+                    let most = f64::from(shares) * (f64::from(g.burst) + per_sec * lifetime);
+                    assert!(
+                        most < f64::from(METER_ENTRIES),
+                        "{text} x{shares}: {rate} at HZ {hz} lets {most} sources in within {lifetime} s"
+                    );
+                }
+                if shares == 1 {
+                    seen.push(format!("{text} {rate}"));
+                }
             }
-            seen.push(format!("{text} {rate}"));
         }
         assert_eq!(
             seen[..6],
@@ -1589,11 +1657,13 @@ pub(crate) mod tests {
         let absurd = Limit {
             rate: Rate::parse("1/day").unwrap(),
             burst: u32::MAX,
+            shares: 1,
         };
         assert_eq!(limit_rate_text(Guard::of(&absurd).avg), "1/day");
         let odd = Limit {
             rate: Rate::parse("1/day").unwrap(),
             burst: 7,
+            shares: 1,
         };
         let g = Guard::of(&odd);
         assert_eq!(limit_rate_avg(&limit_rate_text(g.avg)), Some(g.avg));
@@ -1601,6 +1671,53 @@ pub(crate) mod tests {
         assert_eq!(limit_rate_avg("30/min"), Some(20_000));
         assert_eq!(limit_rate_avg("0/sec"), None);
         assert_eq!(limit_rate_avg("5/fortnight"), None);
+    }
+
+    /// A gate's rules share its table and split one guard's budget: read back, each is
+    /// tgknock's; a guard written for another number of rules (the gate had fewer
+    /// ports) is not, so the chain is written again.
+    #[test]
+    fn the_rules_of_a_table_share_its_guard() {
+        let mut p = policy(&[], None);
+        p.limits = vec![
+            (
+                crate::gate::GateName::new("ssh").unwrap(),
+                Rate::parse("6/min").unwrap(),
+            ),
+            (
+                crate::gate::GateName::new("web").unwrap(),
+                Rate::parse("6/min").unwrap(),
+            ),
+        ];
+        let rules = desired(&p, &State::default(), 0, Family::V4);
+        let text = listed(&rules);
+        assert!(
+            text.contains("--limit 833/sec --limit-burst 10000"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("--limit 416/sec --limit-burst 5000").count(),
+            2,
+            "{text}"
+        );
+        let l = parse_listing("TGKNOCK", &text, Family::V4);
+        assert!(l.foreign().is_empty() && l.matches(&rules), "{:?}", l.rules);
+        let stale = text.replacen(
+            "--dport 443 --tcp-flags FIN,SYN,RST,ACK SYN -m limit --limit 416/sec --limit-burst 5000",
+            "--dport 443 --tcp-flags FIN,SYN,RST,ACK SYN -m limit --limit 833/sec --limit-burst 10000",
+            1,
+        );
+        assert_ne!(stale, text);
+        let l = parse_listing("TGKNOCK", &stale, Family::V4);
+        assert_eq!(l.foreign().len(), 1, "{:?}", l.foreign());
+        assert!(l.foreign()[0].contains("--dport 443"), "{:?}", l.foreign());
+        assert!(!l.matches(&rules));
+        // A guard no count of rules writes is not tgknock's either.
+        let odd = text.replacen("--limit-burst 5000", "--limit-burst 4000", 1);
+        assert_eq!(
+            parse_listing("TGKNOCK", &odd, Family::V4).foreign().len(),
+            2
+        );
     }
 
     #[test]

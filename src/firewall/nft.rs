@@ -602,6 +602,7 @@ pub(crate) fn from_key(key: &str) -> Option<Rule> {
                         r.limit = Some(Limit {
                             rate: Rate::parse(rate).ok()?,
                             burst: burst.parse().ok()?,
+                            shares: 1,
                         });
                     }
                     "tcp" | "udp" => {

@@ -186,17 +186,31 @@ pub(crate) const V6_SOURCE_PREFIX: u8 = 64;
 /// their `burst` is spent. The burst is the configured count, so `6/min` lets six
 /// connections through at once, then one every ten seconds. A source is an IPv4 address
 /// or an IPv6 /64 ([`V6_SOURCE_PREFIX`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// `shares` is how many rules of the family share the limit's table (one per port entry
+/// of the gate): the iptables guard splits its budget over them (see `iptables::Guard`).
+/// It is no part of the limit itself and is left out of comparisons (nft keeps no guard).
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Limit {
     pub(crate) rate: Rate,
     pub(crate) burst: u32,
+    pub(crate) shares: u32,
 }
+
+impl PartialEq for Limit {
+    fn eq(&self, other: &Limit) -> bool {
+        self.rate == other.rate && self.burst == other.burst
+    }
+}
+
+impl Eq for Limit {}
 
 impl Limit {
     pub(crate) fn of(rate: Rate) -> Limit {
         Limit {
             rate: rate.canonical(),
             burst: rate.count,
+            shares: 1,
         }
     }
 
@@ -440,7 +454,10 @@ pub(crate) fn desired(policy: &Policy, state: &State, now: u64, family: Family) 
         for p in &gate.ports {
             let mut r = Rule::new(family, &limit_tag(name), Some(Target::Drop)).on(p);
             r.syn = p.proto == Proto::Tcp;
-            r.limit = Some(Limit::of(*rate));
+            r.limit = Some(Limit {
+                shares: u32::try_from(gate.ports.len()).unwrap_or(u32::MAX),
+                ..Limit::of(*rate)
+            });
             rules.push(r);
         }
     }
