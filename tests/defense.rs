@@ -816,3 +816,40 @@ fn outbound_scenario(fw: Fw, n: u8) {
 fn a_ban_never_cuts_the_answers_to_the_boards_own_connections() {
     all(44, outbound_scenario);
 }
+
+fn deaf_scenario(fw: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, fw, 2) else {
+        return;
+    };
+    // The fake Bot API on client 0's address, as Telegram is a host out there: the
+    // daemon's long poll is a connection the board opens to it.
+    let at = std::net::SocketAddr::new(rig.client_v4(0).into(), 0);
+    let listener = in_ns(&rig.net.clients[0], move || std::net::TcpListener::bind(at))
+        .expect("bind the fake Bot API in client 0");
+    rig.env.api = crate::support::api::FakeApi::serve(listener);
+    let url = rig.env.api.url();
+    rig.env.set("TGKNOCK_API_URL", &url);
+    rig.start();
+    let telegram = rig.client_v4(0);
+    let r = rig.say(&format!("/ban {telegram}"));
+    assert!(r.starts_with(&format!("banned {telegram}")), "{r}");
+    rig.net.expect(
+        "the API's host is banned: it reaches nothing on the board",
+        &[(0, OTHER, V4, false), (1, OTHER, V4, true)],
+    );
+    // The bot still hears: the answers to its own long poll are never dropped.
+    let r = rig.say("/status");
+    assert!(
+        r.contains(&format!("banned {telegram}")),
+        "{}: {r}",
+        fw.name()
+    );
+    let r = rig.say(&format!("/unban {telegram}"));
+    assert_eq!(r, format!("{telegram} not banned"), "{}", fw.name());
+    rig.net.expect("lifted", &[(0, OTHER, V4, true)]);
+}
+
+#[test]
+fn a_ban_of_the_bot_apis_address_leaves_the_bot_listening() {
+    all(45, deaf_scenario);
+}
