@@ -49,7 +49,7 @@ enum Sub {
 }
 
 #[derive(FromArgs, Debug)]
-/// drop every packet from an address or block, to every port, its established connections too, for a while
+/// drop what an address or block sends, to every port, the connections it opened too (never the answers to the board's own), for a while
 #[argh(subcommand, name = "ban")]
 struct BanCmd {
     /// the IPv4/IPv6 address or CIDR block

@@ -29,7 +29,7 @@ pub enum Command {
     },
     Status,
     Help,
-    /// `/ban ADDR [DURATION]`: drop every packet from ADDR, its established connections too
+    /// `/ban ADDR [DURATION]`: drop every packet from ADDR, the connections it opened too, never the answers to the board's own
     /// (`Default`: a day).
     Ban {
         addr: Cidr,

@@ -584,7 +584,7 @@ mod tests {
         let out = outcome(&nft, &State::default(), &State::default());
         let text = status_text(&cfg(&[]), &nft, &out);
         assert!(
-            text.contains("IPv4: nftables table inet tgknock with 4 rules\n"),
+            text.contains("IPv4: nftables table inet tgknock with 5 rules\n"),
             "{text}"
         );
     }

@@ -120,8 +120,8 @@ impl Opening {
     }
 }
 
-/// A source whose every packet is dropped (its established connections too), to every
-/// port, until a deadline or lifted.
+/// A source whose packets to the board are dropped (the connections it opened too, never
+/// the answers to connections the board opened), to every port, until a deadline or lifted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Ban {
     pub(crate) addr: Cidr,

@@ -51,7 +51,7 @@
 //!   also have none;
 //! - the chain (or table) holds only tgknock's rules (iptables `-S` lines; nft rules
 //!   recognised by their comments, the statement checked against the comment), the
-//!   established rule first, each gate complete and no rule twice;
+//!   replies' rule and the established rule first, each gate complete and no rule twice;
 //! - no update got two replies (a command answered before the kill is not carried out
 //!   again);
 //! - every file in the state directory that is not a temporary belongs to 65534:65534
@@ -428,6 +428,22 @@ struct Seen {
     drop: bool,
 }
 
+/// The `port` of the [`Seen`] that stands for the rule of the replies to the board's own
+/// connections (its established rule has none).
+const REPLIES: &str = "replies";
+
+impl Seen {
+    /// The established rule (`port` empty) or the rule of the replies ([`REPLIES`]).
+    fn conntrack(port: &str) -> Seen {
+        Seen {
+            gate: None,
+            port: port.to_string(),
+            src: None,
+            drop: false,
+        }
+    }
+}
+
 /// One family's rules as the kernel lists them.
 #[derive(Debug, Default)]
 struct Listed {
@@ -471,14 +487,17 @@ impl Listed {
     }
 
     /// Each gate's view, after checking the rules are ones tgknock writes, in its order:
-    /// the established rule first, per gate the source RETURNs before the DROPs, each gate
+    /// the replies to the board's own connections first, then the established rule, per gate the source RETURNs before the DROPs, each gate
     /// complete, no rule twice.
     fn views(&self) -> Result<Vec<View>, String> {
-        let Some(first) = self.rules.first() else {
+        if self.rules.is_empty() {
             return Err("the chain is empty".into());
-        };
-        if first.gate.is_some() {
-            return Err("no established rule at the top of the chain".into());
+        }
+        if self.rules.first() != Some(&Seen::conntrack(REPLIES)) {
+            return Err("no rule for the replies at the top of the chain".into());
+        }
+        if self.rules.get(1) != Some(&Seen::conntrack("")) {
+            return Err("no established rule after the replies' rule".into());
         }
         let mut all = BTreeSet::new();
         // gate -> (ports with a DROP, (source, port) with a RETURN)
@@ -489,8 +508,8 @@ impl Listed {
                 return Err(format!("a rule is there twice: {r:?}"));
             }
             let Some(gate) = &r.gate else {
-                if i != 0 {
-                    return Err(format!("a second established rule at {i}"));
+                if i > 1 {
+                    return Err(format!("a second conntrack rule at {i}"));
                 }
                 continue;
             };
@@ -570,17 +589,16 @@ fn read_iptables(listing: &str) -> Result<Listed, String> {
         let target = after(&w, "-j").unwrap_or_default();
         if w.iter().any(|x| x == "--ctstate") {
             let tag = after(&w, "--comment").unwrap_or_default();
-            if target != "RETURN" || tag != "tgknock:established" {
-                return Err(format!(
-                    "an established rule tgknock would not write: {line}"
-                ));
+            let reply = after(&w, "--ctdir");
+            let port = match (tag.as_str(), reply.as_deref()) {
+                ("tgknock:established", None) => "",
+                ("tgknock:replies", Some("REPLY")) => REPLIES,
+                _ => return Err(format!("a conntrack rule tgknock would not write: {line}")),
+            };
+            if target != "RETURN" {
+                return Err(format!("a conntrack rule tgknock would not write: {line}"));
             }
-            l.rules.push(Seen {
-                gate: None,
-                port: String::new(),
-                src: None,
-                drop: false,
-            });
+            l.rules.push(Seen::conntrack(port));
             continue;
         }
         let comment = after(&w, "--comment").unwrap_or_default();
@@ -672,15 +690,19 @@ fn seen_from_key(key: &str, statement: &str, nfproto: [&str; 2]) -> Result<Seen,
     if w[1] == "tgknock:established" {
         if w[2..] != ["ct=established", "return"]
             || !statement.contains("ct state established,related")
+            || statement.contains("ct direction")
         {
             return Err(bad("an established rule tgknock would not write"));
         }
-        return Ok(Seen {
-            gate: None,
-            port: String::new(),
-            src: None,
-            drop: false,
-        });
+        return Ok(Seen::conntrack(""));
+    }
+    if w[1] == "tgknock:replies" {
+        if w[2..] != ["ct=established", "ct=reply", "return"]
+            || !statement.contains("ct direction reply ct state established,related")
+        {
+            return Err(bad("a rule for the replies tgknock would not write"));
+        }
+        return Ok(Seen::conntrack(REPLIES));
     }
     let gate = w[1]
         .strip_prefix("tgknock-gate:")

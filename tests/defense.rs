@@ -808,3 +808,136 @@ fn many_ports_flood_scenario(fw: Fw, n: u8) {
 fn a_flood_over_a_gates_ports_never_fills_its_table() {
     all(43, many_ports_flood_scenario);
 }
+
+/// The port of the server a client runs for the board's own outbound connections.
+const OUTBOUND: u16 = 9443;
+
+/// An echo server in client `k`'s namespace on [`OUTBOUND`], both families.
+fn serve_echo_in_client(rig: &Rig, k: usize) {
+    let listeners = in_ns(&rig.net.clients[k], || {
+        let mut ls = vec![std::net::TcpListener::bind(("::", OUTBOUND)).unwrap()];
+        if let Ok(l) = std::net::TcpListener::bind(("0.0.0.0", OUTBOUND)) {
+            ls.push(l);
+        }
+        ls
+    });
+    for l in listeners {
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                std::thread::spawn(move || crate::support::netns::echo_loop(s));
+            }
+        });
+    }
+}
+
+/// A connection from the board out to `to`.
+fn connect_out(rig: &Rig, to: SocketAddr) -> std::io::Result<TcpStream> {
+    in_ns(&rig.net.board, move || {
+        TcpStream::connect_timeout(&to, Duration::from_secs(3))
+    })
+}
+
+fn outbound_scenario(fw: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, fw, 2) else {
+        return;
+    };
+    rig.start();
+    serve_echo_in_client(&rig, 0);
+    let v4 = SocketAddr::new(rig.client_v4(0).into(), OUTBOUND);
+    let v6 = SocketAddr::new(rig.client_v6(0).into(), OUTBOUND);
+    // The board's own connections out to the server (its Telegram, its resolver, its
+    // proxy), opened before the ban.
+    let mut held4 = connect_out(&rig, v4).unwrap();
+    roundtrip(&mut held4, b"before the ban").unwrap();
+    let mut held6 = connect_out(&rig, v6).unwrap();
+    roundtrip(&mut held6, b"before the ban").unwrap();
+    // Sessions the server's host opened to the board, which the ban must cut.
+    let mut theirs4 = rig.net.connect(0, OTHER, V4).unwrap();
+    roundtrip(&mut theirs4, b"before the ban").unwrap();
+    let mut theirs6 = rig.net.connect(0, OTHER, V6).unwrap();
+    roundtrip(&mut theirs6, b"before the ban").unwrap();
+    for addr in [rig.client_v4(0).to_string(), rig.client_v6(0).to_string()] {
+        let r = rig.say(&format!("/ban {addr}"));
+        assert!(r.starts_with(&format!("banned {addr}")), "{r}");
+    }
+    // The answers to the board's own connections still arrive, on the connection held
+    // across the ban and on one opened after it.
+    for (held, fam) in [(&mut held4, "IPv4"), (&mut held6, "IPv6")] {
+        roundtrip(held, b"after the ban").unwrap_or_else(|e| {
+            panic!(
+                "{}: a ban of the server's {fam} address cut the board's own connection to it: {e}\n{}",
+                fw.name(),
+                rig.ruleset()
+            )
+        });
+    }
+    for to in [v4, v6] {
+        let mut fresh = connect_out(&rig, to).unwrap_or_else(|e| {
+            panic!(
+                "{}: the board cannot open a connection to banned {to}: {e}\n{}",
+                fw.name(),
+                rig.ruleset()
+            )
+        });
+        roundtrip(&mut fresh, b"opened after the ban").unwrap();
+    }
+    // What the banned host sends on its own connections still hits the ban.
+    for (theirs, fam) in [(&mut theirs4, "IPv4"), (&mut theirs6, "IPv6")] {
+        assert!(
+            roundtrip(theirs, b"after the ban").is_err(),
+            "{}: the banned source's own {fam} session still flows\n{}",
+            fw.name(),
+            rig.ruleset()
+        );
+    }
+    rig.net.expect(
+        "the banned source still reaches nothing on the board; others do",
+        &[
+            (0, OTHER, V4, false),
+            (0, OTHER, V6, false),
+            (1, OTHER, V4, true),
+        ],
+    );
+}
+
+#[test]
+fn a_ban_never_cuts_the_answers_to_the_boards_own_connections() {
+    all(44, outbound_scenario);
+}
+
+fn deaf_scenario(fw: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, fw, 2) else {
+        return;
+    };
+    // The fake Bot API on client 0's address, as Telegram is a host out there: the
+    // daemon's long poll is a connection the board opens to it.
+    let at = std::net::SocketAddr::new(rig.client_v4(0).into(), 0);
+    let listener = in_ns(&rig.net.clients[0], move || std::net::TcpListener::bind(at))
+        .expect("bind the fake Bot API in client 0");
+    rig.env.api = crate::support::api::FakeApi::serve(listener);
+    let url = rig.env.api.url();
+    rig.env.set("TGKNOCK_API_URL", &url);
+    rig.start();
+    let telegram = rig.client_v4(0);
+    let r = rig.say(&format!("/ban {telegram}"));
+    assert!(r.starts_with(&format!("banned {telegram}")), "{r}");
+    rig.net.expect(
+        "the API's host is banned: it reaches nothing on the board",
+        &[(0, OTHER, V4, false), (1, OTHER, V4, true)],
+    );
+    // The bot still hears: the answers to its own long poll are never dropped.
+    let r = rig.say("/status");
+    assert!(
+        r.contains(&format!("banned {telegram}")),
+        "{}: {r}",
+        fw.name()
+    );
+    let r = rig.say(&format!("/unban {telegram}"));
+    assert_eq!(r, format!("{telegram} not banned"), "{}", fw.name());
+    rig.net.expect("lifted", &[(0, OTHER, V4, true)]);
+}
+
+#[test]
+fn a_ban_of_the_bot_apis_address_leaves_the_bot_listening() {
+    all(45, deaf_scenario);
+}

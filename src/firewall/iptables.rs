@@ -364,6 +364,9 @@ pub(crate) fn args(chain: &str, rule: &Rule) -> Vec<String> {
     }
     if rule.established {
         push(&["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"]);
+        if rule.reply {
+            push(&["--ctdir", "REPLY"]);
+        }
     }
     for r in &rule.recent {
         push(&["-m", "recent"]);
@@ -703,6 +706,10 @@ fn parse_rule(chain: &str, w: &[Cow<'_, str>], family: Family) -> Option<Rule> {
                     return None;
                 }
                 r.established = true;
+                i += 1;
+            }
+            ("--ctdir", Some("REPLY")) if r.established => {
+                r.reply = true;
                 i += 1;
             }
             ("--comment", Some(v)) => {
@@ -1286,6 +1293,7 @@ pub(crate) mod tests {
             render(&r),
             vec![
                 "-s 192.168.0.0/16 -m comment --comment tgknock:always-allow -j RETURN",
+                "-m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -m comment --comment tgknock:replies -j RETURN",
                 "-m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment tgknock:established -j RETURN",
                 "-p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment tgknock-gate:ssh -j DROP",
                 "-p tcp -m tcp --dport 80 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment tgknock-gate:web -j DROP",
@@ -1296,7 +1304,7 @@ pub(crate) mod tests {
         let v6 = desired(&p, &State::default(), 0, Family::V6);
         assert_eq!(
             v6.len(),
-            5,
+            6,
             "the v4 always-allow block is not in the v6 chain"
         );
     }
@@ -1311,7 +1319,7 @@ pub(crate) mod tests {
         let mut p = policy(&[], None);
         let bounded = render(&desired(&p, &s, 50, Family::V4));
         assert_eq!(
-            bounded[1..3],
+            bounded[2..4],
             [
                 "-p tcp -m tcp --dport 22 -m time --datestop 1970-01-01T00:01:39 -m comment --comment tgknock-gate:ssh -j RETURN",
                 "-p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment tgknock-gate:ssh -j DROP",
@@ -1347,6 +1355,7 @@ pub(crate) mod tests {
         assert_eq!(
             text,
             "*filter\n:TGKNOCK - [0:0]\n\
+             -A TGKNOCK -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -m comment --comment tgknock:replies -j RETURN\n\
              -A TGKNOCK -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment tgknock:established -j RETURN\n\
              -A TGKNOCK -p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment tgknock-gate:ssh -j DROP\n\
              -D INPUT -j TGKNOCK\n-D INPUT -j TGKNOCK\n-I INPUT 1 -j TGKNOCK\nCOMMIT\n"
@@ -1356,6 +1365,7 @@ pub(crate) mod tests {
     const LISTING: &str = "-P INPUT ACCEPT\n-P FORWARD ACCEPT\n-P OUTPUT ACCEPT\n-N TGKNOCK\n-N f2b-sshd\n\
         -A INPUT -j TGKNOCK\n-A INPUT -p tcp -m multiport --dports 22 -j f2b-sshd\n\
         -A TGKNOCK -s 10.0.0.0/8 -m comment --comment \"tgknock:always-allow\" -j RETURN\n\
+        -A TGKNOCK -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -m comment --comment \"tgknock:replies\" -j RETURN\n\
         -A TGKNOCK -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"tgknock:established\" -j RETURN\n\
         -A TGKNOCK -s 203.0.113.7/32 -p tcp -m tcp --dport 22 -m comment --comment \"tgknock-gate:ssh\" -j RETURN\n\
         -A TGKNOCK -p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment \"tgknock-gate:ssh\" -j DROP\n\
@@ -1366,7 +1376,7 @@ pub(crate) mod tests {
         let l = parse_listing("TGKNOCK", LISTING, Family::V4);
         assert!(l.chain_exists && l.installed());
         assert_eq!((l.jumps, l.jump_first), (1, true));
-        assert_eq!(l.lines.len(), 4);
+        assert_eq!(l.lines.len(), 5);
         let mut p = policy(&["10.0.0.0/8"], None);
         p.gates.truncate(1);
         p.deadlines = false;
@@ -1442,7 +1452,7 @@ pub(crate) mod tests {
         let r = render(&desired(&p, &State::default(), 0, Family::V4));
         let m = "--mask 255.255.255.255 --rsource";
         assert_eq!(
-            r[1..7],
+            r[2..8],
             [
                 format!(
                     "-p tcp -m tcp --dport 22 -m recent --rcheck --seconds 30 --name TGKNOCK_open_v4 {m} -m comment --comment tgknock:knock -j RETURN"
@@ -1465,7 +1475,7 @@ pub(crate) mod tests {
             ]
         );
         let v6 = render(&desired(&p, &State::default(), 0, Family::V6));
-        assert!(v6[1].contains(
+        assert!(v6[2].contains(
             "--name TGKNOCK_open_v6 --mask ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff --rsource"
         ));
     }
@@ -1508,13 +1518,13 @@ pub(crate) mod tests {
         let s = with_defenses(state(&[("ssh", None, Some(1_800_000_900))]), &mut p);
         let r = render(&desired(&p, &s, 1_800_000_000, Family::V4));
         assert_eq!(
-            r[0],
+            r[1],
             "-s 198.51.100.9/32 -m time --datestop 2027-01-15T08:00:00 -m comment --comment tgknock:ban -j DROP"
         );
         let ssh = Limit::of(Rate::parse("6/min").unwrap());
         let ssh_name = hashlimit_name("TGKNOCK", "tgknock-limit:ssh", &ssh, Family::V4);
         assert_eq!(
-            r[2],
+            r[3],
             format!(
                 "-p tcp -m tcp --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -m limit --limit 833/sec --limit-burst 10000 -m hashlimit --hashlimit-above 6/min --hashlimit-burst 6 --hashlimit-mode srcip --hashlimit-name {ssh_name} --hashlimit-htable-size 8192 --hashlimit-htable-max 65536 -m comment --comment tgknock-limit:ssh -j DROP"
             )
@@ -1780,12 +1790,12 @@ pub(crate) mod tests {
         let input = in_place(&closed, &open);
         assert_eq!(
             input,
-            "*filter\n-I TGKNOCK 1003 -p tcp -m tcp --dport 22 -m time --datestop 2027-01-15T08:59:59 -m comment --comment tgknock-gate:ssh -j RETURN\nCOMMIT\n"
+            "*filter\n-I TGKNOCK 1004 -p tcp -m tcp --dport 22 -m time --datestop 2027-01-15T08:59:59 -m comment --comment tgknock-gate:ssh -j RETURN\nCOMMIT\n"
         );
         // /close: that rule deleted, by its position.
         assert_eq!(
             in_place(&open, &closed),
-            "*filter\n-D TGKNOCK 1003\nCOMMIT\n"
+            "*filter\n-D TGKNOCK 1004\nCOMMIT\n"
         );
         // /ban and /unban: one rule among the bans, in their order.
         let mut banned = s.clone();
@@ -1799,11 +1809,11 @@ pub(crate) mod tests {
         let ban = desired(&p, &banned, now, Family::V4);
         let input = in_place(&closed, &ban);
         assert!(
-            input.starts_with("*filter\n-I TGKNOCK 502 -s 198.18.1.251/32 -m comment"),
+            input.starts_with("*filter\n-I TGKNOCK 503 -s 198.18.1.251/32 -m comment"),
             "{input}"
         );
         assert_eq!(input.lines().count(), 3);
-        assert_eq!(in_place(&ban, &closed), "*filter\n-D TGKNOCK 502\nCOMMIT\n");
+        assert_eq!(in_place(&ban, &closed), "*filter\n-D TGKNOCK 503\nCOMMIT\n");
         // A rule another program put among them goes, and only it.
         let mut foreign = listed(&closed);
         foreign = foreign.replacen(
@@ -1814,7 +1824,7 @@ pub(crate) mod tests {
         let l = parse_listing("TGKNOCK", &foreign, Family::V4);
         assert_eq!(
             restore_change("TGKNOCK", &l, &closed, JumpFix::from_listing(&l)),
-            "*filter\n-D TGKNOCK 10\nCOMMIT\n"
+            "*filter\n-D TGKNOCK 11\nCOMMIT\n"
         );
         // Many changes, a missing chain, a small chain rewritten: the chain is refilled.
         let expired = desired(&p, &s, 1_800_003_600, Family::V4);
@@ -1951,6 +1961,7 @@ pub(crate) mod tests {
     /// wrote (counters and all).
     const NFT_PRINT: &str = "table ip filter {
 \tchain TGKNOCK {
+\t\tct direction reply ct state related,established  counter packets 5 bytes 300 return
 \t\tct state related,established  counter packets 7 bytes 420 return
 \t\ttcp flags syn / fin,syn,rst,ack tcp dport 7101 xt match recent  counter packets 0 bytes 0 drop
 \t\ttcp dport 22 meta time \"1970-01-01 00:00:00\"-\"2027-01-15 08:14:59\"  counter packets 0 bytes 0 return
@@ -1966,6 +1977,7 @@ pub(crate) mod tests {
         assert_eq!(
             printed,
             [
+                "ct direction reply ct state related,established return",
                 "ct state related,established return",
                 "tcp flags syn / fin,syn,rst,ack tcp dport 7101 xt match recent drop",
                 "tcp dport 22 meta time \"1970-01-01 00:00:00\"-\"2027-01-15 08:14:59\" return",
@@ -1982,7 +1994,7 @@ pub(crate) mod tests {
             nft: "/nonexistent/nft".into(),
             reference: Default::default(),
         };
-        let two = vec![printed[0].clone(), printed[3].clone()];
+        let two = vec![printed[0].clone(), printed[1].clone(), printed[4].clone()];
         let read = |shown: &[String]| {
             let mut l = parse_listing("TGKNOCK", &text, Family::V4);
             ipt.compare(Family::V4, &mut l, Some(shown));
@@ -1993,21 +2005,22 @@ pub(crate) mod tests {
         ipt.reference().keep = true;
         // The daemon has not written these: written again, silently, to be known.
         assert!(read(&two).matches(&rules) && ipt.unverified());
-        assert_eq!(ipt.unknown(Family::V4), Some(vec![0, 1]));
+        assert_eq!(ipt.unknown(Family::V4), Some(vec![0, 1, 2]));
         let l = parse_listing("TGKNOCK", &text, Family::V4);
         // Only the first written (an edit in place): the other one only is written again.
         ipt.learn(Family::V4, &l, Some(&two), 0..1);
         assert!(read(&two).matches(&rules) && ipt.unverified());
-        assert_eq!(ipt.unknown(Family::V4), Some(vec![1]));
-        ipt.learn(Family::V4, &l, Some(&two), 1..2);
+        assert_eq!(ipt.unknown(Family::V4), Some(vec![1, 2]));
+        ipt.learn(Family::V4, &l, Some(&two), 1..3);
         // Counters moved: the same.
         let moved: Vec<String> =
             parse_nft_chain(&NFT_PRINT.replace("packets 3 bytes 180", "packets 9 bytes 540"));
-        let same = vec![moved[0].clone(), moved[3].clone()];
+        let same = vec![moved[0].clone(), moved[1].clone(), moved[4].clone()];
         assert!(read(&same).matches(&rules) && !ipt.unverified());
         // The DROP, listed by `-S` as tgknock's, is two port matches in the kernel.
         let never = vec![
             printed[0].clone(),
+            printed[1].clone(),
             "tcp dport 9 tcp flags syn / fin,syn,rst,ack tcp dport 22 drop".to_string(),
         ];
         let l = read(&never);
@@ -2020,6 +2033,6 @@ pub(crate) mod tests {
             ipt.describe_drift(&l, &rules)
         );
         // nft and -S list different numbers of rules (read while the chain changed).
-        assert!(read(&two[..1]).matches(&rules) && ipt.unverified());
+        assert!(read(&two[..2]).matches(&rules) && ipt.unverified());
     }
 }

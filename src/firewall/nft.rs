@@ -244,6 +244,7 @@ fn parse_element(e: &str, family: Family) -> Option<Rule> {
         && r.until.is_some() == timeout;
     // Nothing else: the rule a ban is, as `Rule::ban` makes it.
     let plain = !r.established
+        && !r.reply
         && r.proto.is_none()
         && r.dport.is_none()
         && !r.syn
@@ -510,6 +511,9 @@ pub(crate) fn key(r: &Rule) -> String {
     if r.established {
         k.push_str(" ct=established");
     }
+    if r.reply {
+        k.push_str(" ct=reply");
+    }
     if let Some(src) = &r.src {
         k.push_str(&format!(" src={}", src.to_iptables()));
     }
@@ -584,6 +588,7 @@ pub(crate) fn from_key(key: &str) -> Option<Rule> {
     for w in words {
         match w {
             "ct=established" => r.established = true,
+            "ct=reply" if r.established => r.reply = true,
             "syn" => r.syn = true,
             "return" => r.target = Some(Target::Return),
             "drop" => r.target = Some(Target::Drop),
@@ -647,6 +652,9 @@ pub(crate) fn statement(r: &Rule) -> String {
         Family::V6 => ("meta nfproto ipv6", "ip6 saddr"),
     };
     let mut p: Vec<String> = vec![nfproto.into()];
+    if r.reply {
+        p.push("ct direction reply".into());
+    }
     if r.established {
         p.push("ct state established,related".into());
     }
@@ -1222,19 +1230,23 @@ pub(crate) mod tests {
         );
         assert_eq!(
             text[1],
+            "meta nfproto ipv4 ct direction reply ct state established,related return comment \"4 tgknock:replies ct=established ct=reply return\""
+        );
+        assert_eq!(
+            text[2],
             "meta nfproto ipv4 ct state established,related return comment \"4 tgknock:established ct=established return\""
         );
         assert!(
-            text[2].starts_with("meta nfproto ipv4 tcp dport 22 ip saddr @open_v4 return"),
-            "{}",
-            text[2]
-        );
-        assert!(
-            text[3].starts_with("meta nfproto ipv4 tcp dport 7102 tcp flags & (fin | syn | rst | ack) == syn ip saddr @k1_v4 update @open_v4 { ip saddr } delete @k1_v4 { ip saddr } drop"),
+            text[3].starts_with("meta nfproto ipv4 tcp dport 22 ip saddr @open_v4 return"),
             "{}",
             text[3]
         );
-        assert!(text[4].starts_with("meta nfproto ipv4 meta l4proto tcp tcp flags & (fin | syn | rst | ack) == syn ip saddr @k1_v4 delete @k1_v4 { ip saddr } comment"), "{}", text[4]);
+        assert!(
+            text[4].starts_with("meta nfproto ipv4 tcp dport 7102 tcp flags & (fin | syn | rst | ack) == syn ip saddr @k1_v4 update @open_v4 { ip saddr } delete @k1_v4 { ip saddr } drop"),
+            "{}",
+            text[4]
+        );
+        assert!(text[5].starts_with("meta nfproto ipv4 meta l4proto tcp tcp flags & (fin | syn | rst | ack) == syn ip saddr @k1_v4 delete @k1_v4 { ip saddr } comment"), "{}", text[5]);
         assert!(
             text.last()
                 .unwrap()
@@ -1357,21 +1369,22 @@ pub(crate) mod tests {
             "{text}"
         );
         // One rule per family matches the set, where the bans stand: after the
-        // always-allowed rules, before the established rule (a ban cuts established
-        // connections too) and the rate limits.
+        // always-allowed rules and the replies to the board's own connections, before the
+        // established rule (a ban cuts established connections too) and the rate limits.
         let added: Vec<&str> = text.lines().filter(|l| l.starts_with("add rule")).collect();
         assert!(
             added[0].contains("ip saddr 10.0.0.0/8 return"),
             "{added:#?}"
         );
+        assert!(added[1].contains("tgknock:replies"), "{added:#?}");
         assert!(
-            added[1].ends_with(
+            added[2].ends_with(
                 "meta nfproto ipv4 ip saddr @ban_v4 drop comment \"4 tgknock:ban @ban_v4 drop\""
             ),
             "{added:#?}"
         );
-        assert!(added[2].contains("tgknock:established"), "{added:#?}");
-        assert!(added[3].contains("tgknock-limit:ssh"), "{added:#?}");
+        assert!(added[3].contains("tgknock:established"), "{added:#?}");
+        assert!(added[4].contains("tgknock-limit:ssh"), "{added:#?}");
         assert_eq!(text.matches("@ban_v4 drop comment").count(), 1);
         assert_eq!(text.matches("@ban_v6 drop comment").count(), 1);
         assert!(
@@ -1619,13 +1632,15 @@ pub(crate) mod tests {
         );
         let l = parse_listing(&odd, Family::V4);
         assert_eq!(l.rules.len(), v4.len() + 1, "{:?}", l.lines);
-        // Expanded where the set's rule is (first, before the established rule), the
-        // foreign element first.
-        assert_eq!(l.rules[0], None);
-        assert_eq!(l.lines[0], "@ban_v4 192.0.2.1 comment \"{a, b}\"");
+        // Expanded where the set's rule is (after the replies to the board's own
+        // connections, before the established rule), the foreign element first.
+        assert_eq!(l.rules[0].as_ref(), Some(&v4[0]));
+        assert_eq!(v4[0].tag, crate::firewall::rules::TAG_REPLIES);
+        assert_eq!(l.rules[1], None);
+        assert_eq!(l.lines[1], "@ban_v4 192.0.2.1 comment \"{a, b}\"");
         assert_eq!(
-            l.rules[1..3],
-            v4[0..2].iter().cloned().map(Some).collect::<Vec<_>>()[..]
+            l.rules[2..4],
+            v4[1..3].iter().cloned().map(Some).collect::<Vec<_>>()[..]
         );
         // The set's elements count only where the rule that matches it is.
         let unmatched = good.replace(

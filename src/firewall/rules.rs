@@ -8,6 +8,8 @@ use crate::gate::{Gate, GateName, PortRange, Proto};
 use crate::state::State;
 
 pub(crate) const TAG_ESTABLISHED: &str = "tgknock:established";
+/// The rule that lets through the answers to connections the board itself opened.
+pub(crate) const TAG_REPLIES: &str = "tgknock:replies";
 pub(crate) const TAG_ALWAYS_ALLOW: &str = "tgknock:always-allow";
 pub(crate) const TAG_KNOCK: &str = "tgknock:knock";
 pub(crate) const TAG_BAN: &str = "tgknock:ban";
@@ -227,6 +229,10 @@ impl Limit {
 pub(crate) struct Rule {
     pub(crate) family: Family,
     pub(crate) established: bool,
+    /// With `established`: only packets in the reply direction of their connection, the
+    /// answers to a connection opened from this side (iptables `--ctdir REPLY`, nft
+    /// `ct direction reply`).
+    pub(crate) reply: bool,
     pub(crate) src: Option<Cidr>,
     pub(crate) proto: Option<Proto>,
     /// Destination port range (needs `proto`).
@@ -250,6 +256,7 @@ impl Rule {
         Rule {
             family,
             established: false,
+            reply: false,
             src: None,
             proto: None,
             dport: None,
@@ -428,9 +435,12 @@ pub(crate) fn expected_bans(
     bans
 }
 
-/// The chain's rules for `family`: the always-allowed sources first, then the bans (before
-/// the established rule: a ban drops every packet of its source, its established
-/// connections too, as fail2ban does; an always-allowed source is never cut), established,
+/// The chain's rules for `family`: the always-allowed sources first, then the replies to
+/// connections the board itself opened (its long poll to Telegram, its DNS queries: a ban
+/// of Telegram's, the resolver's or the gateway's address must not make the bot deaf to
+/// the `/unban` that would lift it), then the bans (before the established rule: a ban
+/// drops every packet of its source, the connections it opened too, as fail2ban does; an
+/// always-allowed source is never cut), established,
 /// the gates' rate limits, the knock fallback, then per gate its passes (RETURN, bounded by
 /// the kernel's deadline when it keeps them) before the gate's DROP; a gate open to
 /// everyone without a deadline has none.
@@ -441,6 +451,10 @@ pub(crate) fn desired(policy: &Policy, state: &State, now: u64, family: Family) 
         r.src = Some(*c);
         rules.push(r);
     }
+    let mut replies = Rule::new(family, TAG_REPLIES, Some(Target::Return));
+    replies.established = true;
+    replies.reply = true;
+    rules.push(replies);
     for (addr, until) in expected_bans(state, now, family, policy.deadlines) {
         rules.push(Rule::ban(addr, until));
     }
@@ -792,9 +806,10 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_ban_comes_before_the_established_rule_and_after_the_always_allowed() {
+    fn a_ban_comes_before_the_established_rule_and_after_the_replies_and_the_always_allowed() {
         // A ban drops every packet of its source, its established connections too; an
-        // always-allowed source returns before any ban could match it.
+        // always-allowed source returns before any ban could match it, and so do the
+        // answers to the board's own connections (its long poll, its DNS).
         let p = policy(&["10.0.0.0/8", "fd00::/8"], None);
         let mut s = state(&[]);
         for (addr, until) in [("198.51.100.9", Some(500)), ("2001:db8::/48", None)] {
@@ -810,8 +825,15 @@ pub(crate) mod tests {
             let at = |what: &dyn Fn(&Rule) -> bool| rules.iter().position(what).unwrap();
             let allow = at(&|r| r.tag == TAG_ALWAYS_ALLOW);
             let ban = at(&|r| r.is_ban());
-            let est = at(&|r| r.established);
-            assert!(allow < ban && ban < est, "{fam}: {rules:#?}");
+            let replies = at(&|r| r.established && r.reply);
+            let est = at(&|r| r.established && !r.reply);
+            assert!(
+                allow < replies && replies < ban && ban < est,
+                "{fam}: {rules:#?}"
+            );
+            assert_eq!(rules[replies].tag, TAG_REPLIES);
+            assert_eq!(rules[replies].target, Some(Target::Return));
+            assert!(rules[replies].src.is_none() && rules[replies].port().is_none());
             assert_eq!(rules[ban].src.map(|c| c.family()), Some(fam));
             assert!(!rules[ban].syn && rules[ban].port().is_none());
         }
