@@ -283,7 +283,6 @@ pub(crate) mod tests {
     use super::*;
     use crate::gate::GateName;
     use crate::state::{Actor, Opening};
-    use std::os::unix::fs::PermissionsExt;
     use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -304,19 +303,7 @@ pub(crate) mod tests {
                 N.fetch_add(1, Ordering::SeqCst)
             ));
             let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(dir.join("bin")).unwrap();
-            std::fs::create_dir_all(dir.join("fw")).unwrap();
-            let script = include_str!("../tests/support/fake_iptables.sh");
-            for name in [
-                "iptables",
-                "iptables-restore",
-                "ip6tables",
-                "ip6tables-restore",
-            ] {
-                let p = dir.join("bin").join(name);
-                std::fs::write(&p, script).unwrap();
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-            }
+            crate::fake_fw::install(&dir);
             Scratch { dir }
         }
 

@@ -60,3 +60,9 @@ pub(crate) fn clock_before_build() -> bool {
     let built: u64 = env!("TGKNOCK_BUILD_EPOCH").parse().unwrap_or(0);
     now() + 86_400 < built
 }
+
+/// The integration tests' layout of the recording fake iptables, for the unit tests that
+/// drive a keeper (one copy of it, not two).
+#[cfg(test)]
+#[path = "../tests/support/fake_fw.rs"]
+mod fake_fw;
