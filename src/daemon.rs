@@ -1637,6 +1637,14 @@ mod tests {
                 .collect()
         }
 
+        /// A keeper on `s` and an expiry whose alarm's clocks read `at`.
+        fn expiry_at(s: &Scratch, at: u64) -> (Arc<Keeper>, FakeAlarm, Expiry<FakeAlarm>) {
+            let k = Arc::new(s.keeper());
+            let alarm = FakeAlarm::at(at);
+            let e = Expiry::new(Arc::clone(&k), alarm.clone());
+            (k, alarm, e)
+        }
+
         fn at(secs: u64) -> Option<Duration> {
             Some(Duration::from_secs(secs) + Duration::from_millis(20))
         }
@@ -1644,10 +1652,8 @@ mod tests {
         #[test]
         fn a_step_forward_past_a_deadline_closes_it_at_once() {
             let s = Scratch::new();
-            let k = Arc::new(s.keeper());
+            let (k, alarm, mut e) = expiry_at(&s, NOW + 1);
             open_until(&k, NOW, NOW + 600);
-            let alarm = FakeAlarm::at(NOW + 1);
-            let mut e = Expiry::new(Arc::clone(&k), alarm.clone());
             e.turn();
             assert_eq!(alarm.armed(), vec![at(NOW + 600)], "asleep to the deadline");
             assert_eq!(until(&k), vec![Some(NOW + 600)]);
@@ -1667,10 +1673,8 @@ mod tests {
         #[test]
         fn a_step_back_moves_the_deadlines_planned_before_it() {
             let s = Scratch::new();
-            let k = Arc::new(s.keeper());
+            let (k, alarm, mut e) = expiry_at(&s, NOW + 1);
             open_until(&k, NOW, NOW + 600);
-            let alarm = FakeAlarm::at(NOW + 1);
-            let mut e = Expiry::new(Arc::clone(&k), alarm.clone());
             e.turn();
             let k2 = Arc::clone(&k);
             alarm.during_next_sleep(move |a| {
@@ -1710,10 +1714,8 @@ mod tests {
         #[test]
         fn steps_back_under_a_second_add_up() {
             let s = Scratch::new();
-            let k = Arc::new(s.keeper());
+            let (k, alarm, mut e) = expiry_at(&s, NOW + 1);
             open_until(&k, NOW, NOW + 600);
-            let alarm = FakeAlarm::at(NOW + 1);
-            let mut e = Expiry::new(Arc::clone(&k), alarm.clone());
             e.turn();
             for _ in 0..10 {
                 alarm.during_next_sleep(|a| a.step_millis(-900));
@@ -1729,10 +1731,8 @@ mod tests {
         #[test]
         fn an_expiry_that_fails_is_retried_a_second_later_not_at_once() {
             let s = Scratch::new();
-            let k = Arc::new(s.keeper());
+            let (k, alarm, mut e) = expiry_at(&s, NOW + 61);
             open_until(&k, NOW, NOW + 60);
-            let alarm = FakeAlarm::at(NOW + 61);
-            let mut e = Expiry::new(Arc::clone(&k), alarm.clone());
             std::fs::write(s.dir.join("fw/fail-iptables-restore"), "4 xtables lock\n").unwrap();
             e.turn();
             assert_eq!(until(&k), vec![Some(NOW + 60)], "the change failed");
@@ -1751,9 +1751,7 @@ mod tests {
         #[test]
         fn a_deadline_reached_in_sleep_closes_and_a_wake_replans() {
             let s = Scratch::new();
-            let k = Arc::new(s.keeper());
-            let alarm = FakeAlarm::at(NOW);
-            let mut e = Expiry::new(Arc::clone(&k), alarm.clone());
+            let (k, alarm, mut e) = expiry_at(&s, NOW);
             e.turn();
             assert_eq!(alarm.armed(), vec![None]);
             open_until(&k, NOW, NOW + 60);
