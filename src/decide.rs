@@ -362,6 +362,20 @@ mod tests {
         board: 2_000_000,
     };
 
+    /// [`cfg`] with the second factor on: RFC 6238's secret in a file of its own (`tag`
+    /// keeps the tests' files apart), read when the config is made.
+    fn cfg_with_totp(tag: &str, extra: &[(&str, &str)]) -> Config {
+        let dir = std::env::temp_dir().join(format!("tgk-decide-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("totp");
+        std::fs::write(&file, "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n").unwrap();
+        let mut keys = vec![("TGKNOCK_TOTP_SECRET_FILE", file.to_str().unwrap())];
+        keys.extend_from_slice(extra);
+        let c = cfg(&keys);
+        std::fs::remove_dir_all(&dir).unwrap();
+        c
+    }
+
     fn cfg(extra: &[(&str, &str)]) -> Config {
         let mut env: Vec<(String, String)> = vec![
             ("TGKNOCK_ALLOWED_USERS".into(), OWNER.to_string()),
@@ -508,12 +522,7 @@ mod tests {
 
     #[test]
     fn with_the_second_factor_an_opening_needs_a_code() {
-        let dir = std::env::temp_dir().join(format!("tgk-decide-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("totp");
-        std::fs::write(&file, "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n").unwrap();
-        let c = cfg(&[("TGKNOCK_TOTP_SECRET_FILE", file.to_str().unwrap())]);
-        std::fs::remove_dir_all(&dir).unwrap();
+        let c = cfg_with_totp("open", &[]);
         let d = |text: &str| {
             decide(
                 &msg(OWNER, ChatKind::Private, text, NOW.telegram as i64),
@@ -582,15 +591,7 @@ mod tests {
     /// refusals come before the code.
     #[test]
     fn with_the_second_factor_run_ban_and_unban_need_a_code() {
-        let dir = std::env::temp_dir().join(format!("tgk-decide-run-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("totp");
-        std::fs::write(&file, "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n").unwrap();
-        let c = cfg(&[
-            ("TGKNOCK_TOTP_SECRET_FILE", file.to_str().unwrap()),
-            ("TGKNOCK_ACTION_BACKUP", "/usr/local/bin/backup"),
-        ]);
-        std::fs::remove_dir_all(&dir).unwrap();
+        let c = cfg_with_totp("run", &[("TGKNOCK_ACTION_BACKUP", "/usr/local/bin/backup")]);
         let d = |text: &str| {
             decide(
                 &msg(OWNER, ChatKind::Private, text, NOW.telegram as i64),
