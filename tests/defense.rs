@@ -524,6 +524,27 @@ fn meter_entries(rig: &Rig) -> usize {
     }
 }
 
+/// Routes the spoofed block (198.18.0.0/15) back through client 0, the attacker, so
+/// that no reverse-path check on the board drops the spoofed packets before the firewall
+/// sees them; returns the board's IPv4 address they are sent to.
+fn spoofing_from_client0(rig: &Rig) -> Ipv4Addr {
+    let attacker = rig.client_v4(0).to_string();
+    ip(&[
+        "-n",
+        &rig.net.board,
+        "route",
+        "add",
+        "198.18.0.0/15",
+        "via",
+        &attacker,
+    ])
+    .unwrap();
+    match rig.net.board_addr(V4, SSH).ip() {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(a) => panic!("the board's IPv4 address is {a}"),
+    }
+}
+
 /// Issue 15, point 3: a flood of SYNs from spoofed sources fills the kernel's table of
 /// sources. xt_hashlimit then drops every packet of a source it cannot add, whatever the
 /// rule says: the gate was shut for everyone new, the owner included. Now the table
@@ -546,23 +567,7 @@ fn spoofed_flood_scenario(fw: Fw, n: u8) {
         "{}: the attacker's burst: {got:?}",
         fw.name()
     );
-    // Spoofed sources, routed back through the attacker's namespace so that no
-    // reverse-path check on the board drops them before the firewall sees them.
-    let attacker = rig.client_v4(0).to_string();
-    ip(&[
-        "-n",
-        &rig.net.board,
-        "route",
-        "add",
-        "198.18.0.0/15",
-        "via",
-        &attacker,
-    ])
-    .unwrap();
-    let board = match rig.net.board_addr(V4, SSH).ip() {
-        std::net::IpAddr::V4(a) => a,
-        std::net::IpAddr::V6(_) => unreachable!(),
-    };
+    let board = spoofing_from_client0(&rig);
     let started = Instant::now();
     let sent = spoofed_syns(&rig.net.clients[0], SPOOFED, FLOOD, board, SSH);
     let took = started.elapsed();
@@ -751,21 +756,7 @@ fn many_ports_flood_scenario(fw: Fw, n: u8) {
     rig.start();
     let r = rig.say("/open 10m");
     assert!(r.contains("open to everyone"), "{r}");
-    let attacker = rig.client_v4(0).to_string();
-    ip(&[
-        "-n",
-        &rig.net.board,
-        "route",
-        "add",
-        "198.18.0.0/15",
-        "via",
-        &attacker,
-    ])
-    .unwrap();
-    let board = match rig.net.board_addr(V4, SSH).ip() {
-        std::net::IpAddr::V4(a) => a,
-        std::net::IpAddr::V6(_) => unreachable!(),
-    };
+    let board = spoofing_from_client0(&rig);
     let started = Instant::now();
     let base = u32::from(SPOOFED);
     for (i, port) in (0u32..).zip(MANY_PORTS) {
