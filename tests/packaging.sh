@@ -37,6 +37,9 @@ work=$(mktemp -d)
 # Processes a check started (fake daemons, a supervise-daemon), ended at exit by their pid.
 started=""
 cleanup() {
+    # The OpenRC check's supervisor by its service name too: its pid is read through the
+    # daemon's, which it may have just respawned, and a supervisor left behind respawns on.
+    pkill -f '^supervise-daemon tgknock-packaging-test ' 2>/dev/null || true
     for p in $started; do kill "$p" 2>/dev/null || true; done
     rm -rf "$work"
 }
