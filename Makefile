@@ -36,7 +36,7 @@ dist:
 
 deb: dist
 
-# packaging/man/ from `tgknock --help` and src/config.rs (tests/manpages.rs checks them).
+# packaging/man/ from `tgknock --help` and src/store/config.rs (tests/manpages.rs checks them).
 man:
 	TGKNOCK_UPDATE_MAN=1 $(CARGO) test --locked --test integration manpages
 

@@ -67,7 +67,7 @@ const START_RUNS: usize = 5;
 const MB: u64 = 1_000_000;
 
 pub fn now() -> i64 {
-    tgknock::now() as i64
+    tgknock::os::clock::now() as i64
 }
 
 /// What tests/support/api.rs waits with: polls `f` every 10 ms, panics after `secs`.
@@ -1516,7 +1516,7 @@ fn main() {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| {
-                let full = tgknock::duration::utc_full(d.as_secs());
+                let full = tgknock::base::duration::utc_full(d.as_secs());
                 format!(", built {}", &full[..16])
             })
             .unwrap_or_default();
@@ -1895,7 +1895,7 @@ fn changes(bin: &Path, kind: Defense) -> Result<(Changes, Scratch), String> {
     // 1,000 bans in the saved state (198.18.0.0/15, the benchmarking block), put in
     // place by one change.
     std::fs::create_dir_all(scratch.dir.join("state")).map_err(|e| e.to_string())?;
-    let until = tgknock::now() + 3_600;
+    let until = tgknock::os::clock::now() + 3_600;
     let bans: Vec<_> = (0..BANS)
         .map(|i| json!({"addr": format!("198.18.{}.{}", i / 250, i % 250 + 1), "until": until, "by": "console"}))
         .collect();

@@ -38,7 +38,7 @@ pub const TOKEN: &str = "7000000001:AAF-SystemTierSecretSystemTier_x9";
 pub const BOT: &str = "tgknock_test_bot";
 
 pub fn now() -> i64 {
-    tgknock::now() as i64
+    tgknock::os::clock::now() as i64
 }
 
 /// Polls `f` every 50 ms until it gives `Some`; panics after `secs` (a hang guard).

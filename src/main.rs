@@ -1,3 +1,3 @@
 fn main() {
-    std::process::exit(tgknock::app::main(std::env::args_os().collect()));
+    std::process::exit(tgknock::cli::app::main(std::env::args_os().collect()));
 }

@@ -14,8 +14,9 @@ use std::net::IpAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use serde_json::{Value, json};
-use tgknock::command::{self, Command, Length, Parsed};
-use tgknock::gate::{Gate, parse_gates};
+use tgknock::base::duration::Length;
+use tgknock::base::gate::{Gate, parse_gates};
+use tgknock::chat::command::{self, Command, Parsed};
 
 use crate::support::env::assert_no_secret;
 use crate::support::{BOT, Env, OWNER, SECRET, TOKEN, now, wait_for};
@@ -1057,7 +1058,7 @@ fn check(text: &str, bot: &str, gates: &[Gate], seed: u64, t: &mut Tally) {
                     if f.prefix() == 0 || f.prefix() > max {
                         fail(format!("opening to {f}: prefix {}", f.prefix()));
                     }
-                    let again: Result<tgknock::addr::Cidr, _> = f.to_string().parse();
+                    let again: Result<tgknock::base::addr::Cidr, _> = f.to_string().parse();
                     if again.as_ref() != Ok(f) {
                         fail(format!("address {f} does not parse back: {again:?}"));
                     }
@@ -1236,7 +1237,9 @@ impl Model {
                 }
                 let key = from.map(|f| f.to_string());
                 let list = self.openings.entry(gate.to_string()).or_default();
-                if !list.contains(&key) && list.len() >= tgknock::state::MAX_OPENINGS_PER_GATE {
+                if !list.contains(&key)
+                    && list.len() >= tgknock::store::state::MAX_OPENINGS_PER_GATE
+                {
                     self.not_done += 1;
                 } else {
                     list.insert(key);

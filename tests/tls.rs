@@ -3,7 +3,7 @@
 //! made at run time (rcgen) in the test's scratch directory; the RSA leaf's key is a fixed
 //! test key (tests/data/test-rsa-2048-key.pem), as rcgen with ring cannot make RSA keys.
 //!
-//! Every build speaks the same TLS (src/tls.rs): the same tests run the ARM builds under
+//! Every build speaks the same TLS (src/chat/tls.rs): the same tests run the ARM builds under
 //! qemu (tests/cross.sh), and expect the same of them.
 
 use std::process::Output;
@@ -79,7 +79,7 @@ impl Ca {
 
 /// The day (UTC) of Unix time `t`: year, month, day.
 fn day(t: i64) -> (i32, u8, u8) {
-    let (y, m, d, ..) = tgknock::duration::civil(t as u64);
+    let (y, m, d, ..) = tgknock::base::duration::civil(t as u64);
     (y as i32, m as u8, d as u8)
 }
 

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
-use tgknock::telegram::{ApiResponse, Incoming, decode_updates};
+use tgknock::chat::telegram::{ApiResponse, Incoming, decode_updates};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -24,8 +24,8 @@ fuzz_target!(|data: &[u8]| {
                     let d = from.describe();
                     assert!(!d.chars().any(char::is_control), "{d:?}");
                 }
-                let gates = tgknock::gate::parse_gates("ssh=22/tcp web=80/tcp").unwrap();
-                let _ = tgknock::command::parse(m.text.as_deref().unwrap_or(""), "bot", &gates);
+                let gates = tgknock::base::gate::parse_gates("ssh=22/tcp web=80/tcp").unwrap();
+                let _ = tgknock::chat::command::parse(m.text.as_deref().unwrap_or(""), "bot", &gates);
             }
         }
     }

@@ -7,9 +7,9 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use tgknock::addr::Cidr;
-use tgknock::command::{self, Command, Length, Parsed};
-use tgknock::gate::{Gate, parse_gates};
+use tgknock::base::addr::Cidr;
+use tgknock::chat::command::{self, Command, Length, Parsed};
+use tgknock::base::gate::{Gate, parse_gates};
 use tgknock::{config, duration};
 
 fn gates() -> &'static [Gate] {
@@ -47,10 +47,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(c.prefix() > 0);
         assert_eq!(c.to_string().parse::<Cidr>(), Ok(c));
     }
-    let _ = tgknock::addr::parse_listed(&text);
+    let _ = tgknock::base::addr::parse_listed(&text);
     if let Ok(gs) = parse_gates(&text) {
         assert!(!gs.is_empty() && gs.len() <= 32);
-        assert!(gs.iter().all(|g| tgknock::gate::valid_name(g.name.as_str())));
+        assert!(gs.iter().all(|g| tgknock::base::gate::valid_name(g.name.as_str())));
     }
     let _ = config::parse_file(&text);
     let _ = command::usage(gates, 900, 86_400);

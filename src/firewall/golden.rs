@@ -5,12 +5,12 @@
 
 use std::fmt::Write;
 
-use crate::addr::Family;
-use crate::config::Config;
+use crate::base::addr::Family;
+use crate::base::gate::GateName;
 use crate::firewall::iptables::{self, JumpFix};
 use crate::firewall::{Firewall, nft};
-use crate::gate::GateName;
-use crate::state::{Actor, Ban, Opening, State};
+use crate::store::config::Config;
+use crate::store::state::{Actor, Ban, Opening, State};
 
 const NOW: u64 = 1_800_000_000;
 

@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::rules::{
-    Limit, List, Listing, METER_ENTRIES, Policy, Rate, RecentOp, Rule, TAG_LIMIT_PREFIX, Target,
+    Limit, List, Listing, METER_ENTRIES, Policy, RecentOp, Rule, TAG_LIMIT_PREFIX, Target,
     V6_SOURCE_PREFIX,
 };
 use super::{Kind, Tables, run};
-use crate::addr::{self, Family};
-use crate::error::{Error, Result};
-use crate::gate::Proto;
+use crate::base::addr::{self, Family};
+use crate::base::error::{Error, Result};
+use crate::base::gate::Proto;
+use crate::base::rate::Rate;
 
 /// Seconds to wait for the xtables lock before giving up (exit 4 from the tool).
 const LOCK_WAIT: &str = "10";
@@ -331,7 +332,7 @@ impl Tuning {
 /// `--datestop` of a deadline: the last second the rule matches, in UTC (xt_time's
 /// default), so it stops matching at `until`.
 pub(crate) fn datestop(until: u64) -> String {
-    let (y, mo, d, h, mi, s) = crate::duration::civil(until.saturating_sub(1));
+    let (y, mo, d, h, mi, s) = crate::base::duration::civil(until.saturating_sub(1));
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}")
 }
 
@@ -342,7 +343,7 @@ fn parse_datestop(v: &str) -> Option<u64> {
     let mut t = time.splitn(3, ':').map(|x| x.parse::<u32>().ok());
     let (y, mo, dd) = (d.next()??, d.next()??, d.next()??);
     let (h, mi, sec) = (t.next()??, t.next()??, t.next()??);
-    crate::duration::from_civil(i64::from(y), mo, dd, h, mi, sec).map(|u| u + 1)
+    crate::base::duration::from_civil(i64::from(y), mo, dd, h, mi, sec).map(|u| u + 1)
 }
 
 /// The iptables arguments of a rule after `-A CHAIN`, exactly as `iptables -S` prints
@@ -752,7 +753,7 @@ fn parse_rule(chain: &str, w: &[Cow<'_, str>], family: Family) -> Option<Rule> {
                 r.limit = Some(super::rules::Limit {
                     rate: Rate {
                         count: 0,
-                        per: super::rules::Per::Second,
+                        per: crate::base::rate::Per::Second,
                     },
                     burst: 5,
                     shares: 1,
@@ -1264,7 +1265,7 @@ pub(crate) mod tests {
     use crate::firewall::rules::Policy;
     use crate::firewall::rules::desired;
     use crate::firewall::rules::tests::{cidr, knock, policy, state};
-    use crate::state::State;
+    use crate::store::state::State;
 
     fn render(rules: &[Rule]) -> Vec<String> {
         rules.iter().map(|r| args("TGKNOCK", r).join(" ")).collect()
@@ -1482,22 +1483,22 @@ pub(crate) mod tests {
 
     /// Bans (with and without a deadline) and rate limits on top of `s`.
     pub(crate) fn with_defenses(mut s: State, p: &mut Policy) -> State {
-        use crate::firewall::rules::Rate;
-        use crate::gate::GateName;
+        use crate::base::gate::GateName;
+        use crate::base::rate::Rate;
         for (addr, until) in [
             ("198.51.100.9", Some(1_800_000_001)),
             ("2001:db8:bad::/48", None),
         ] {
-            s.ban(crate::state::Ban {
+            s.ban(crate::store::state::Ban {
                 addr: cidr(addr),
                 until,
-                by: crate::state::Actor::Console,
+                by: crate::store::state::Actor::Console,
             })
             .unwrap();
         }
         p.limits = vec![
             (
-                crate::gate::GateName::new("ssh").unwrap(),
+                crate::base::gate::GateName::new("ssh").unwrap(),
                 Rate::parse("6/min").unwrap(),
             ),
             (
@@ -1691,11 +1692,11 @@ pub(crate) mod tests {
         let mut p = policy(&[], None);
         p.limits = vec![
             (
-                crate::gate::GateName::new("ssh").unwrap(),
+                crate::base::gate::GateName::new("ssh").unwrap(),
                 Rate::parse("6/min").unwrap(),
             ),
             (
-                crate::gate::GateName::new("web").unwrap(),
+                crate::base::gate::GateName::new("web").unwrap(),
                 Rate::parse("6/min").unwrap(),
             ),
         ];
@@ -1736,10 +1737,10 @@ pub(crate) mod tests {
         p.gates.truncate(1);
         let mut s = State::default();
         for i in 0..1_000 {
-            s.ban(crate::state::Ban {
+            s.ban(crate::store::state::Ban {
                 addr: cidr(&format!("198.18.{}.{}", i / 250, i % 250 + 1)),
                 until: Some(1_800_003_600),
-                by: crate::state::Actor::Console,
+                by: crate::store::state::Actor::Console,
             })
             .unwrap();
         }
@@ -1778,11 +1779,11 @@ pub(crate) mod tests {
         let mut opened = s.clone();
         opened
             .open(
-                &crate::gate::GateName::new("ssh").unwrap(),
-                crate::state::Opening {
+                &crate::base::gate::GateName::new("ssh").unwrap(),
+                crate::store::state::Opening {
                     from: None,
                     until: Some(now + 3_600),
-                    by: crate::state::Actor::Console,
+                    by: crate::store::state::Actor::Console,
                 },
             )
             .unwrap();
@@ -1800,10 +1801,10 @@ pub(crate) mod tests {
         // /ban and /unban: one rule among the bans, in their order.
         let mut banned = s.clone();
         banned
-            .ban(crate::state::Ban {
+            .ban(crate::store::state::Ban {
                 addr: cidr("198.18.1.251/32"),
                 until: None,
-                by: crate::state::Actor::Console,
+                by: crate::store::state::Actor::Console,
             })
             .unwrap();
         let ban = desired(&p, &banned, now, Family::V4);

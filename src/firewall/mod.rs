@@ -7,6 +7,7 @@
 #[cfg(test)]
 mod golden;
 pub(crate) mod iptables;
+pub(crate) mod keeper;
 pub(crate) mod nft;
 pub(crate) mod rules;
 
@@ -17,10 +18,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use crate::addr::Family;
-use crate::config::{Config, FirewallKind};
-use crate::error::{Error, Result};
-use crate::state::State;
+use crate::base::addr::Family;
+use crate::base::error::{Error, Result};
+use crate::store::config::{Config, FirewallKind};
+use crate::store::state::State;
 use iptables::{Iptables, Tool};
 use nft::Nft;
 use rules::{Listing, Policy, Rule};

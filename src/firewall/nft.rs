@@ -16,13 +16,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::rules::{
-    KNOCK_STEP_SECS, Limit, List, Listing, METER_ENTRIES, Per, Policy, Rate, Recent, RecentOp,
-    Rule, TAG_BAN, TAG_LIMIT_PREFIX, Target, V6_SOURCE_PREFIX, limit_tag,
+    KNOCK_STEP_SECS, Limit, List, Listing, METER_ENTRIES, Policy, Recent, RecentOp, Rule, TAG_BAN,
+    TAG_LIMIT_PREFIX, Target, V6_SOURCE_PREFIX, limit_tag,
 };
 use super::{Kind, Tables, run};
-use crate::addr::{self, Family};
-use crate::error::{Error, Result};
-use crate::gate::Proto;
+use crate::base::addr::{self, Family};
+use crate::base::error::{Error, Result};
+use crate::base::gate::Proto;
+use crate::base::rate::{Per, Rate};
 
 /// The nftables table tgknock owns.
 pub(crate) const TABLE: &str = "tgknock";
@@ -1208,16 +1209,16 @@ pub(crate) mod tests {
         t.push_str("\t}\n}\n");
         t
     }
+    use crate::base::gate::GateName;
     use crate::firewall::rules::desired;
     use crate::firewall::rules::tests::{knock, policy, state};
-    use crate::gate::GateName;
-    use crate::state::State;
+    use crate::store::state::State;
 
     #[test]
     fn nft_rules_read_like_nft() {
         let mut p = policy(&["10.0.0.0/8"], None);
-        p.gates = crate::gate::parse_gates("ssh=22/tcp mosh=60000:61000/udp").unwrap();
-        p.knock = Some(crate::firewall::rules::Knock {
+        p.gates = crate::base::gate::parse_gates("ssh=22/tcp mosh=60000:61000/udp").unwrap();
+        p.knock = Some(crate::base::gate::Knock {
             ports: vec![7101, 7102],
             open_for: 30,
             gate: GateName::new("ssh").unwrap(),
@@ -1334,10 +1335,10 @@ pub(crate) mod tests {
     }
 
     fn ban(s: &mut State, addr: &str, until: Option<u64>) {
-        s.ban(crate::state::Ban {
+        s.ban(crate::store::state::Ban {
             addr: addr.parse().unwrap(),
             until,
-            by: crate::state::Actor::Console,
+            by: crate::store::state::Actor::Console,
         })
         .unwrap();
     }
@@ -1712,7 +1713,7 @@ pub(crate) mod tests {
     /// The policy and rules of [`RECORDED`].
     fn recorded() -> (Policy, Vec<(Family, Vec<Rule>)>) {
         let mut p = policy(&["10.0.0.0/8"], Some(knock()));
-        p.gates = crate::gate::parse_gates("ssh=22/tcp web=80/tcp").unwrap();
+        p.gates = crate::base::gate::parse_gates("ssh=22/tcp web=80/tcp").unwrap();
         p.limits = vec![(GateName::new("ssh").unwrap(), Rate::parse("6/min").unwrap())];
         let mut s = state(&[("web", None, Some(NOW + 3_600))]);
         ban(&mut s, "198.51.100.9", Some(NOW + 3_600));

@@ -3,9 +3,10 @@
 //! clock. Each backend renders a [`Rule`] and parses it back in its own file, and names the
 //! knock lists its own way ([`List`]).
 
-use crate::addr::{Cidr, Family};
-use crate::gate::{Gate, GateName, PortRange, Proto};
-use crate::state::State;
+use crate::base::addr::{Cidr, Family};
+use crate::base::gate::{Gate, GateName, Knock, PortRange, Proto};
+use crate::base::rate::Rate;
+use crate::store::state::State;
 
 pub(crate) const TAG_ESTABLISHED: &str = "tgknock:established";
 /// The rule that lets through the answers to connections the board itself opened.
@@ -84,92 +85,6 @@ pub(crate) struct Recent {
     pub(crate) op: RecentOp,
     pub(crate) seconds: Option<u64>,
     pub(crate) list: List,
-}
-
-/// A unit of time a rate is counted in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Per {
-    Second,
-    Minute,
-    Hour,
-    Day,
-}
-
-impl Per {
-    pub(crate) const ALL: [Per; 4] = [Per::Second, Per::Minute, Per::Hour, Per::Day];
-
-    pub(crate) fn secs(self) -> u64 {
-        match self {
-            Per::Second => 1,
-            Per::Minute => 60,
-            Per::Hour => 3_600,
-            Per::Day => 86_400,
-        }
-    }
-
-    /// As iptables' hashlimit prints it: `sec`, `min`, `hour`, `day`.
-    pub(crate) fn word(self) -> &'static str {
-        match self {
-            Per::Second => "sec",
-            Per::Minute => "min",
-            Per::Hour => "hour",
-            Per::Day => "day",
-        }
-    }
-}
-
-/// New connections per source: `6/min`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Rate {
-    pub(crate) count: u32,
-    pub(crate) per: Per,
-}
-
-/// The largest count a rate may have (and so a burst: hashlimit's limit is 10,000).
-pub(crate) const MAX_RATE: u32 = 10_000;
-
-impl Rate {
-    /// `6/min`, `60/minute`, `2/h`, `100/day`, `5/s`.
-    pub(crate) fn parse(text: &str) -> Result<Rate, String> {
-        let bad = || format!("'{text}' is not a rate (e.g. 6/min, 2/s, 100/hour, 500/day)");
-        let (n, unit) = text.split_once('/').ok_or_else(bad)?;
-        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || n.len() > 6 {
-            return Err(bad());
-        }
-        let count: u32 = n.parse().map_err(|_| bad())?;
-        if count == 0 || count > MAX_RATE {
-            return Err(format!("'{text}': the count must be 1 to {MAX_RATE}"));
-        }
-        let per = match unit {
-            "s" | "sec" | "second" => Per::Second,
-            "m" | "min" | "minute" => Per::Minute,
-            "h" | "hour" => Per::Hour,
-            "d" | "day" => Per::Day,
-            _ => return Err(bad()),
-        };
-        Ok(Rate { count, per })
-    }
-
-    /// The same rate in the smallest unit that makes its count whole, which is how
-    /// iptables prints a rate back (`60/min` is listed as `1/sec`).
-    pub(crate) fn canonical(self) -> Rate {
-        for per in Per::ALL {
-            let n = u64::from(self.count) * per.secs();
-            if n % self.per.secs() == 0 {
-                return Rate {
-                    count: (n / self.per.secs()) as u32,
-                    per,
-                };
-            }
-        }
-        self
-    }
-}
-
-impl std::fmt::Display for Rate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.count, self.per.word())
-    }
 }
 
 /// How many sources a gate's rate limit remembers, per family: the size of the kernel's
@@ -302,47 +217,6 @@ fn gate_tag(gate: &Gate) -> String {
 
 pub(crate) fn limit_tag(gate: &GateName) -> String {
     format!("{TAG_LIMIT_PREFIX}{gate}")
-}
-
-/// The port-knock fallback: knocking `ports` in order opens `gate` to the knocker for
-/// `open_for` seconds, entirely in kernel rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Knock {
-    pub(crate) ports: Vec<u16>,
-    pub(crate) open_for: u64,
-    pub(crate) gate: GateName,
-}
-
-impl Knock {
-    /// `7311,2918,9440`
-    pub(crate) fn ports_text(&self) -> String {
-        self.ports
-            .iter()
-            .map(u16::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// A knock sequence as `TGKNOCK_KNOCK` and `knock --ports` write it: 2 to 8 distinct
-    /// TCP ports, comma-separated.
-    pub(crate) fn parse_ports(text: &str) -> Result<Vec<u16>, String> {
-        let mut ports: Vec<u16> = Vec::new();
-        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let port = part
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| format!("'{part}' is not a port (1-65535)"))?;
-            if ports.contains(&port) {
-                return Err(format!("port {port} appears twice"));
-            }
-            ports.push(port);
-        }
-        if !(2..=8).contains(&ports.len()) {
-            return Err("a sequence is 2 to 8 ports".into());
-        }
-        Ok(ports)
-    }
 }
 
 /// Everything besides the state that decides the rules.
@@ -760,8 +634,8 @@ impl Listing {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::gate::parse_gates;
-    use crate::state::{Actor, Opening};
+    use crate::base::gate::parse_gates;
+    use crate::store::state::{Actor, Opening};
 
     pub(crate) fn gates() -> Vec<Gate> {
         parse_gates("ssh=22/tcp web=80/tcp,443/tcp mosh=60000:61000/udp").unwrap()
@@ -813,7 +687,7 @@ pub(crate) mod tests {
         let p = policy(&["10.0.0.0/8", "fd00::/8"], None);
         let mut s = state(&[]);
         for (addr, until) in [("198.51.100.9", Some(500)), ("2001:db8::/48", None)] {
-            s.ban(crate::state::Ban {
+            s.ban(crate::store::state::Ban {
                 addr: cidr(addr),
                 until,
                 by: Actor::Console,

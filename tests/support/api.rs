@@ -729,8 +729,8 @@ thread_local! {
 }
 
 fn http_date() -> String {
-    let t = (tgknock::now() as i64 + DATE_OFFSET.with(|d| d.get())) as u64;
-    let (y, mo, d, h, mi, s) = tgknock::duration::civil(t);
+    let t = (tgknock::os::clock::now() as i64 + DATE_OFFSET.with(|d| d.get())) as u64;
+    let (y, mo, d, h, mi, s) = tgknock::base::duration::civil(t);
     let days = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     let months = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",

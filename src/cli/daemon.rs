@@ -6,21 +6,22 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::actions;
-use crate::buttons;
-use crate::clock::{self, Alarm, SystemAlarm};
-use crate::command::{self, Command};
-use crate::config::Config;
-use crate::decide::{Action, Ignored, Now, decide};
-use crate::duration;
-use crate::error::{Error, Result};
+use crate::base::duration;
+use crate::base::error::ApiError;
+use crate::base::error::{Error, Result};
+use crate::base::gate::GateName;
+use crate::base::totp;
+use crate::chat::buttons;
+use crate::chat::command::{self, Command};
+use crate::chat::decide::{Action, Ignored, Now, decide};
+use crate::chat::report;
+use crate::chat::telegram::{BotApi, CallbackQuery, Incoming, Message, Update, User};
 use crate::firewall::Kind;
-use crate::gate::GateName;
-use crate::keeper::{Keeper, Mark};
-use crate::report;
-use crate::state::{Heartbeat, Paths, PidLock, State, StateLock};
-use crate::telegram::{ApiError, BotApi, CallbackQuery, Incoming, Message, Update, User};
-use crate::totp;
+use crate::firewall::keeper::{Keeper, Mark};
+use crate::os::clock::{self, Alarm, SystemAlarm};
+use crate::store::actions;
+use crate::store::config::Config;
+use crate::store::state::{Heartbeat, Paths, PidLock, State, StateLock};
 
 /// How often at most the owners hear about strangers.
 const DENIED_INTERVAL: Duration = Duration::from_secs(600);
@@ -131,7 +132,7 @@ impl Denied {
 /// Tells the watchdogs (ours and systemd's) that the daemon is alive.
 fn alive(paths: &Paths, skew: Option<i64>) {
     let beat = Heartbeat {
-        at: crate::now(),
+        at: crate::os::clock::now(),
         pid: std::process::id(),
         state_dir: paths.dir.clone(),
         skew,
@@ -139,7 +140,7 @@ fn alive(paths: &Paths, skew: Option<i64>) {
     if let Err(e) = beat.write(paths) {
         log::warn!("cannot write the heartbeat: {e}");
     }
-    crate::notify::send("WATCHDOG=1");
+    crate::os::notify::send("WATCHDOG=1");
 }
 
 /// Closes openings and lifts bans at their deadlines, whatever the poll is doing. Sleeps
@@ -317,7 +318,7 @@ impl ServerClock {
     fn now(&self) -> u64 {
         match self.date {
             Some(d) => d + self.received.elapsed().as_secs(),
-            None => crate::now(),
+            None => crate::os::clock::now(),
         }
     }
 }
@@ -519,10 +520,10 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
     for w in &cfg.warnings {
         log::warn!("{w}");
     }
-    if crate::clock_before_build() {
+    if crate::os::clock::clock_before_build() {
         log::warn!(
             "the system clock says {}, before this binary was built: TLS will fail until the clock is set (NTP)",
-            duration::utc_full(crate::now())
+            duration::utc_full(crate::os::clock::now())
         );
     }
     let api = BotApi::new(&cfg.telegram, &token)?;
@@ -543,10 +544,10 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
     // a restart) waits for the reconcile rather than seeing it half done.
     let start_lock = StateLock::acquire(&keeper.paths).map_err(|e| fail_closed(&keeper, e))?;
     // The state lock and the pid lock are held: no live writer of these can exist.
-    dir.remove_temporaries(started_at, crate::state::GUARDED_FILES);
+    dir.remove_temporaries(started_at, crate::store::state::GUARDED_FILES);
     alive(&keeper.paths, None);
     let fw = &keeper.cfg.firewall;
-    if fw.kind == crate::config::FirewallKind::Auto && keeper.fw.kind() == Kind::Nftables {
+    if fw.kind == crate::store::config::FirewallKind::Auto && keeper.fw.kind() == Kind::Nftables {
         log::info!(
             "TGKNOCK_FIREWALL=auto: {} does not exist, so tgknock uses nftables ({}, {})",
             fw.iptables.display(),
@@ -561,7 +562,7 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         );
         poll_timeout = DRIFT_MAX_GAP;
     }
-    if let Some(interval) = crate::notify::watchdog_interval() {
+    if let Some(interval) = crate::os::notify::watchdog_interval() {
         let limit = (interval.as_secs() / 2).saturating_sub(1).max(1);
         if poll_timeout > limit {
             log::warn!(
@@ -584,14 +585,14 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         );
     }
     let started = Instant::now();
-    let now = crate::now();
+    let now = crate::os::clock::now();
     let reconciled = keeper.change_locked(&start_lock, now, |_| Ok(()));
     drop(start_lock);
     let (_, out) = reconciled.map_err(|e| fail_closed(&keeper, e))?;
     for line in report::status_text(&keeper.cfg, &keeper.fw, &out).lines() {
         log::info!("{line}");
     }
-    crate::notify::send("READY=1");
+    crate::os::notify::send("READY=1");
     log::info!(
         "firewall reconciled in {} ms; polling Telegram at {}",
         started.elapsed().as_millis(),
@@ -654,7 +655,7 @@ pub(crate) fn clock_is_off(skew: i64, max_age: u64) -> bool {
 /// state directory others can write), the gates are closed rather than left as they were;
 /// the error is returned, with that said.
 fn fail_closed(keeper: &Keeper, e: Error) -> Error {
-    match keeper.fw.apply(&State::default(), crate::now()) {
+    match keeper.fw.apply(&State::default(), crate::os::clock::now()) {
         Ok(_) => log::error!("every gate is closed until this is fixed: {e}"),
         Err(e2) => log::error!("closing every gate failed too ({e2}): {e}"),
     }
@@ -688,7 +689,7 @@ impl Daemon {
     /// Records the skew between the board's clock and Telegram's (`Date` of an answer).
     fn note_clock(&mut self, server_time: Option<u64>, log_it: bool) {
         let Some(server) = server_time else { return };
-        let local = crate::now();
+        let local = crate::os::clock::now();
         let skew = local as i64 - server as i64;
         let max_age = self.cfg().limits.max_age;
         let big = clock_is_off(skew, max_age);
@@ -743,7 +744,7 @@ impl Daemon {
             Ok(answer) => match answer
                 .raw_result()
                 .map_err(|e| e.to_string())
-                .and_then(crate::telegram::decode_updates)
+                .and_then(crate::chat::telegram::decode_updates)
             {
                 Ok(items) => {
                     self.backoff.reset();
@@ -801,7 +802,7 @@ impl Daemon {
                 ..DriftWatch::default()
             };
         }
-        match self.keeper.repair(crate::now()) {
+        match self.keeper.repair(crate::os::clock::now()) {
             Ok(None) => self.drift.unreadable = false,
             Ok(Some(found)) => {
                 self.drift.unreadable = false;
@@ -817,7 +818,7 @@ impl Daemon {
     }
 
     fn repaired(&mut self, found: &str, t: Instant) {
-        let now = crate::now();
+        let now = crate::os::clock::now();
         log::warn!(
             "another program changed the firewall rules tgknock keeps ({found}); put them back"
         );
@@ -1043,7 +1044,7 @@ impl Daemon {
         if !self.denied.due() {
             return;
         }
-        let text = self.denied.take_summary(crate::now());
+        let text = self.denied.take_summary(crate::os::clock::now());
         log::info!("{}", text.replace('\n', "; "));
         if self.cfg().telegram.notify_denied {
             for user in self.cfg().telegram.allowed_users.clone() {
@@ -1057,7 +1058,7 @@ impl Daemon {
         let kind = u.kind();
         let now = Now {
             telegram: clock.now(),
-            board: crate::now(),
+            board: crate::os::clock::now(),
         };
         // A press is the message its button stands for, from the presser: the same
         // decision, the same authorization, as typed.
@@ -1303,7 +1304,7 @@ impl Daemon {
         from: &User,
         verb: &str,
         gates: &[GateName],
-        result: Result<((), crate::keeper::Outcome)>,
+        result: Result<((), crate::firewall::keeper::Outcome)>,
         next: Mark,
         via: Via,
     ) {
@@ -1334,7 +1335,7 @@ impl Daemon {
                     from.describe(),
                     names.join(", ")
                 );
-                let snapshot = self.keeper.snapshot(crate::now()).ok();
+                let snapshot = self.keeper.snapshot(crate::os::clock::now()).ok();
                 let now_text = snapshot
                     .as_ref()
                     .map(|o| report::status_text(self.cfg(), &self.keeper.fw, o))
@@ -1367,7 +1368,7 @@ impl Daemon {
                     }
                 };
                 if let Some(until) = locked {
-                    let (text, _) = crate::decide::code_refusal(
+                    let (text, _) = crate::chat::decide::code_refusal(
                         totp::Check::Locked { until },
                         &from.describe(),
                         now.telegram,
@@ -1381,7 +1382,7 @@ impl Daemon {
                 {
                     return;
                 }
-                let what = crate::decide::what(&request);
+                let what = crate::chat::decide::what(&request);
                 self.pending.insert(from.id, (request, now.board));
                 log::info!("{} asked to {what}; waiting for the code", from.describe());
                 self.reply(
@@ -1403,7 +1404,7 @@ impl Daemon {
                     if now.board > asked_at + totp::ASK_SECS {
                         self.pending.remove(&from.id);
                     }
-                    let next = crate::decide::complete(
+                    let next = crate::chat::decide::complete(
                         &request,
                         asked_at,
                         code,
@@ -1456,7 +1457,7 @@ impl Daemon {
                     }
                 };
                 if let Some((text, owners)) =
-                    crate::decide::code_refusal(check, &from.describe(), now.telegram)
+                    crate::chat::decide::code_refusal(check, &from.describe(), now.telegram)
                 {
                     self.offset.saved_at(next);
                     log::warn!("{} sent a code that was not accepted: {check:?}", from.describe());
@@ -1513,7 +1514,7 @@ impl Daemon {
 
     /// Whether `addr` may not be banned; if so, the sender was told why (before a code is
     /// asked for or used up).
-    fn refuse_ban(&self, chat: i64, from: &User, addr: &crate::addr::Cidr) -> bool {
+    fn refuse_ban(&self, chat: i64, from: &User, addr: &crate::base::addr::Cidr) -> bool {
         let Some(why) = self.keeper.ban_refusal(addr) else {
             return false;
         };
@@ -1527,8 +1528,8 @@ impl Daemon {
         chat: i64,
         from: &User,
         verb: &str,
-        addr: &crate::addr::Cidr,
-        result: Result<((), crate::keeper::Outcome)>,
+        addr: &crate::base::addr::Cidr,
+        result: Result<((), crate::firewall::keeper::Outcome)>,
         next: Mark,
     ) {
         match result {
@@ -1621,10 +1622,10 @@ mod tests {
 
     mod expiry {
         use super::super::Expiry;
-        use crate::clock::fake::FakeAlarm;
-        use crate::keeper::Keeper;
-        use crate::keeper::tests::{NOW, Scratch, open_until, ssh};
-        use crate::state::{Actor, Opening};
+        use crate::firewall::keeper::Keeper;
+        use crate::firewall::keeper::tests::{NOW, Scratch, open_until, ssh};
+        use crate::os::clock::fake::FakeAlarm;
+        use crate::store::state::{Actor, Opening};
         use std::sync::Arc;
         use std::time::Duration;
 

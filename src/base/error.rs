@@ -4,9 +4,8 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::addr::Cidr;
-use crate::gate::GateName;
-use crate::telegram::ApiError;
+use crate::base::addr::Cidr;
+use crate::base::gate::GateName;
 
 /// Everything that can go wrong, with the context a user needs to act on it.
 #[derive(Debug)]
@@ -286,7 +285,7 @@ impl fmt::Display for Error {
             }
             Error::BanOverlaps { addr, other, until } => {
                 let until = match until {
-                    Some(u) => format!("until {}", crate::duration::utc_full(*u)),
+                    Some(u) => format!("until {}", crate::base::duration::utc_full(*u)),
                     None => "until lifted".to_string(),
                 };
                 if other.prefix() < addr.prefix() {
@@ -345,3 +344,88 @@ impl std::error::Error for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Bot API responses larger than this are refused (a full batch of 100 long messages is
+/// far less).
+pub(crate) const BODY_LIMIT: u64 = 4 * 1024 * 1024;
+
+/// A failed request, classified the way the daemon's retry logic needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ApiError {
+    /// Connecting, resolving, reading or writing failed.
+    Network(String),
+    /// The request hit its timeout.
+    Timeout,
+    /// TLS failed; `clock` when the certificate looked expired or not yet valid: what
+    /// the system clock said then.
+    Tls { message: String, clock: Option<u64> },
+    /// Telegram (or something in between) answered with an error.
+    Http {
+        status: u16,
+        description: String,
+        retry_after: Option<u64>,
+    },
+    /// The answer was not the JSON the Bot API sends.
+    Malformed(String),
+    /// The answer was larger than the Bot API client's body limit.
+    TooLarge,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::Network(m) => write!(f, "network error: {m}"),
+            ApiError::Timeout => write!(f, "request timed out"),
+            ApiError::Tls { message, clock } => {
+                write!(f, "TLS error: {message}")?;
+                if let Some(said) = clock {
+                    write!(
+                        f,
+                        " (the certificate looks expired or not yet valid: is the system clock right? it says {})",
+                        crate::base::duration::utc_full(*said)
+                    )?;
+                }
+                Ok(())
+            }
+            ApiError::Http {
+                status,
+                description,
+                retry_after,
+            } => {
+                write!(f, "HTTP {status}: {description}")?;
+                if let Some(r) = retry_after {
+                    write!(f, " (retry after {r} s)")?;
+                }
+                Ok(())
+            }
+            ApiError::Malformed(m) => write!(f, "malformed response: {m}"),
+            ApiError::TooLarge => write!(f, "response larger than {} bytes", BODY_LIMIT),
+        }
+    }
+}
+
+impl ApiError {
+    /// Telegram rejected the token: 401 Unauthorized, or 404 for a token of no bot.
+    pub(crate) fn is_token_rejected(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Http {
+                status: 401 | 404,
+                ..
+            }
+        )
+    }
+
+    /// Telegram no longer takes an answer to a button press: it waited too long, or it
+    /// was answered already.
+    pub(crate) fn is_query_too_old(&self) -> bool {
+        matches!(self, ApiError::Http { status: 400, description, .. }
+            if description.contains("query is too old") || description.contains("query ID is invalid"))
+    }
+
+    /// An edit that would change nothing (a Refresh of an unchanged state).
+    pub(crate) fn is_not_modified(&self) -> bool {
+        matches!(self, ApiError::Http { status: 400, description, .. }
+            if description.contains("message is not modified"))
+    }
+}

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::sync::RwLock;
 
-use crate::duration;
+use crate::base::duration;
 
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 

@@ -5,19 +5,20 @@ use std::path::{Path, PathBuf};
 
 use argh::FromArgs;
 
-use crate::addr::Cidr;
-use crate::check;
-use crate::command::Length;
-use crate::config::Config;
-use crate::daemon;
-use crate::duration;
-use crate::error::{Error, Result};
-use crate::firewall::rules::Knock;
-use crate::keeper::{Keeper, Outcome};
-use crate::logging;
-use crate::report;
-use crate::state::{self, Actor, Heartbeat, Opening, PidLock};
-use crate::telegram::{ApiError, BotApi, Incoming};
+use crate::base::addr::Cidr;
+use crate::base::duration;
+use crate::base::duration::Length;
+use crate::base::error::ApiError;
+use crate::base::error::{Error, Result};
+use crate::base::gate::Knock;
+use crate::chat::report;
+use crate::chat::telegram::{BotApi, Incoming};
+use crate::cli::check;
+use crate::cli::daemon;
+use crate::firewall::keeper::{Keeper, Outcome};
+use crate::os::logging;
+use crate::store::config::Config;
+use crate::store::state::{self, Actor, Heartbeat, Opening, PidLock};
 
 #[derive(FromArgs, Debug)]
 /// Open and close firewall ports (SSH first) from a Telegram chat.
@@ -294,10 +295,10 @@ fn dispatch(command: Sub) -> Result<i32> {
         Sub::TotpSetup(c) => totp_setup(c),
         Sub::Watchdog(c) => {
             let cfg = load(&c.config)?;
-            crate::watchdog::run(&cfg, c.config.as_deref())
+            crate::cli::watchdog::run(&cfg, c.config.as_deref())
         }
-        Sub::Setup(c) => crate::setup::run(c.config, c.wait),
-        Sub::NotifyLogin(c) => Ok(crate::login::run(c.config.as_deref())),
+        Sub::Setup(c) => crate::cli::setup::run(c.config, c.wait),
+        Sub::NotifyLogin(c) => Ok(crate::cli::login::run(c.config.as_deref())),
     }
 }
 
@@ -326,7 +327,7 @@ fn open(c: OpenCmd) -> Result<i32> {
         .map(|s| s.parse::<Cidr>())
         .transpose()
         .map_err(|e| Error::usage("--from", e))?;
-    let now = crate::now();
+    let now = crate::os::clock::now();
     // The console is the way in when chat is not: TGKNOCK_MAX_OPEN_FOR does not apply.
     let opening = match Opening::for_request(length, from, Actor::Console, now, &cfg.limits, false)
     {
@@ -359,7 +360,7 @@ fn close(c: CloseCmd) -> Result<i32> {
         Some(n) => Some(cfg.gate_arg(Some(n))?),
     };
     let keeper = Keeper::new(cfg);
-    let (_, out) = keeper.change(crate::now(), |st| {
+    let (_, out) = keeper.change(crate::os::clock::now(), |st| {
         st.close(gate.as_ref());
         Ok(())
     })?;
@@ -386,9 +387,9 @@ fn ban_addr(text: &str) -> Result<Cidr> {
 fn ban(c: BanCmd) -> Result<i32> {
     let cfg = load(&c.config)?;
     let addr = ban_addr(&c.addr)?;
-    let now = crate::now();
+    let now = crate::os::clock::now();
     let until = match &c.for_ {
-        None => Some(now + crate::decide::BAN_FOR),
+        None => Some(now + crate::chat::decide::BAN_FOR),
         Some(s) => match duration::parse(s, None).map_err(|e| Error::usage("--for", e))? {
             0 => None,
             secs => Some(now + secs),
@@ -413,7 +414,7 @@ fn unban(c: UnbanCmd) -> Result<i32> {
     let cfg = load(&c.config)?;
     let addr = ban_addr(&c.addr)?;
     let keeper = Keeper::new(cfg);
-    let (was, out) = keeper.change(crate::now(), |st| Ok(st.unban(&addr)))?;
+    let (was, out) = keeper.change(crate::os::clock::now(), |st| Ok(st.unban(&addr)))?;
     keeper.wake_daemon();
     if !was {
         println!("note: {addr} was not banned");
@@ -447,7 +448,7 @@ fn totp_setup(c: TotpSetupCmd) -> Result<i32> {
             ),
         ));
     }
-    let secret = crate::totp::Secret::generate().map_err(|e| Error::Usage {
+    let secret = crate::base::totp::Secret::generate().map_err(|e| Error::Usage {
         argument: None,
         problem: e,
     })?;
@@ -455,8 +456,11 @@ fn totp_setup(c: TotpSetupCmd) -> Result<i32> {
         .ok()
         .flatten()
         .unwrap_or_else(|| "/var/lib/tgknock".into());
-    let owner =
-        crate::files::write_secret(&path, &format!("{}\n", secret.base32()), Path::new(&owner))?;
+    let owner = crate::os::files::write_secret(
+        &path,
+        &format!("{}\n", secret.base32()),
+        Path::new(&owner),
+    )?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let uri = secret.uri(host.trim());
     println!(
@@ -469,7 +473,7 @@ fn totp_setup(c: TotpSetupCmd) -> Result<i32> {
     );
     print!(
         "{}",
-        crate::qr::terminal(&uri, std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        crate::cli::qr::terminal(&uri, std::io::IsTerminal::is_terminal(&std::io::stdout()))
     );
     println!("\n{uri}\n");
     println!(
@@ -485,7 +489,7 @@ fn daemon_line(keeper: &Keeper) -> (Option<u32>, String) {
     let text = match (pid, beat) {
         (Some(p), Some(b)) => format!(
             "daemon: running (pid {p}), last poll {} ago",
-            duration::human(crate::now().saturating_sub(b))
+            duration::human(crate::os::clock::now().saturating_sub(b))
         ),
         (Some(p), None) => format!("daemon: running (pid {p}), no poll yet"),
         (None, _) => "daemon: not running".into(),
@@ -496,7 +500,7 @@ fn daemon_line(keeper: &Keeper) -> (Option<u32>, String) {
 fn status(c: StatusCmd) -> Result<i32> {
     let cfg = load(&c.config)?;
     let keeper = Keeper::new(cfg);
-    let out = keeper.snapshot(crate::now())?;
+    let out = keeper.snapshot(crate::os::clock::now())?;
     let (pid, line) = daemon_line(&keeper);
     let skew = Heartbeat::read(&keeper.paths).and_then(|h| h.skew);
     if c.json {
@@ -561,7 +565,7 @@ fn whoami(c: WhoamiCmd) -> Result<i32> {
         e => Error::from(e),
     })?;
     let raw = answer.raw_result()?;
-    let items = crate::telegram::decode_updates(raw).map_err(ApiError::Malformed)?;
+    let items = crate::chat::telegram::decode_updates(raw).map_err(ApiError::Malformed)?;
     let mut seen = 0;
     for item in items {
         let Incoming::Update(u) = item else { continue };

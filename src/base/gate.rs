@@ -181,6 +181,47 @@ pub fn parse_gates(text: &str) -> Result<Vec<Gate>, String> {
     Ok(gates)
 }
 
+/// The port-knock fallback: knocking `ports` in order opens `gate` to the knocker for
+/// `open_for` seconds, entirely in kernel rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Knock {
+    pub(crate) ports: Vec<u16>,
+    pub(crate) open_for: u64,
+    pub(crate) gate: GateName,
+}
+
+impl Knock {
+    /// `7311,2918,9440`
+    pub(crate) fn ports_text(&self) -> String {
+        self.ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A knock sequence as `TGKNOCK_KNOCK` and `knock --ports` write it: 2 to 8 distinct
+    /// TCP ports, comma-separated.
+    pub(crate) fn parse_ports(text: &str) -> Result<Vec<u16>, String> {
+        let mut ports: Vec<u16> = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let port = part
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("'{part}' is not a port (1-65535)"))?;
+            if ports.contains(&port) {
+                return Err(format!("port {port} appears twice"));
+            }
+            ports.push(port);
+        }
+        if !(2..=8).contains(&ports.len()) {
+            return Err("a sequence is 2 to 8 ports".into());
+        }
+        Ok(ports)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,19 +1,10 @@
 //! Chat commands: parsing what an allowed user typed into something the daemon can do.
 
-use crate::addr::Cidr;
-use crate::duration;
-use crate::gate::{Gate, GateName};
-
-/// How long an opening should last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Length {
-    /// The default, `TGKNOCK_OPEN_FOR`.
-    Default,
-    /// This many seconds.
-    Secs(u64),
-    /// `0`: until closed.
-    UntilClosed,
-}
+use crate::base::addr::Cidr;
+use crate::base::duration;
+use crate::base::duration::Length;
+use crate::base::gate::{Gate, GateName};
+use crate::store::actions::{MAX_ACTION_NAME, valid_action_name};
 
 /// A command an allowed user can give.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,17 +45,6 @@ pub enum Command {
     Run {
         name: Option<String>,
     },
-}
-
-/// The longest action name (`TGKNOCK_ACTION_<NAME>`).
-pub const MAX_ACTION_NAME: usize = 32;
-
-/// Whether `name` can name an action: ASCII letters, digits and `_`, at most
-/// [`MAX_ACTION_NAME`] of them (what an environment variable name allows).
-pub fn valid_action_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_ACTION_NAME
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// What a message turned out to be.
@@ -134,7 +114,7 @@ pub fn parse_with(text: &str, bot: &str, gates: &[Gate], totp: bool) -> Parsed {
 /// or `49203a` are refused with the reason (they are no chatter to ignore).
 fn parse_code(text: &str) -> Option<Parsed> {
     let t = text.trim();
-    if crate::totp::is_code(t) {
+    if crate::base::totp::is_code(t) {
         return Some(Parsed::Command(Command::Code(t.to_string())));
     }
     looks_like_code(t).then(|| Parsed::Invalid(not_a_code(t)))
@@ -199,7 +179,7 @@ fn parse_unban(args: &[&str], totp: bool) -> Parsed {
     }
     let (addr, code) = match args {
         [a] => (a, None),
-        [a, c] if totp && crate::totp::is_code(c) => (a, Some(c.to_string())),
+        [a, c] if totp && crate::base::totp::is_code(c) => (a, Some(c.to_string())),
         [_, c] if totp && looks_like_code(c) => return Parsed::Invalid(not_a_code(c)),
         _ if totp => {
             return Parsed::Invalid("/unban takes one address, then the code".into());
@@ -230,7 +210,7 @@ fn parse_ban(args: &[&str], totp: bool) -> Parsed {
         });
     }
     for arg in args {
-        if totp && crate::totp::is_code(arg) {
+        if totp && crate::base::totp::is_code(arg) {
             if code.replace(arg.to_string()).is_some() {
                 return Parsed::Invalid("more than one code given".into());
             }
@@ -332,7 +312,7 @@ fn parse_open(args: &[&str], gates: &[Gate], totp: bool) -> Parsed {
         return p;
     }
     for arg in args {
-        if totp && crate::totp::is_code(arg) {
+        if totp && crate::base::totp::is_code(arg) {
             if code.replace(arg.to_string()).is_some() {
                 return Parsed::Invalid("more than one code given".into());
             }
@@ -421,13 +401,13 @@ fn parse_run(args: &[&str], totp: bool) -> Parsed {
     }
     let (name, code) = match args {
         [] => return Parsed::Command(Command::Run { name: None }),
-        [c] if totp && crate::totp::is_code(c) => {
+        [c] if totp && crate::base::totp::is_code(c) => {
             return Parsed::Invalid(format!(
                 "'{c}' is a code: the action name first, then the code (/run NAME {c}); /run alone lists the actions"
             ));
         }
         [name] => (name, None),
-        [name, c] if totp && crate::totp::is_code(c) => (name, Some(c.to_string())),
+        [name, c] if totp && crate::base::totp::is_code(c) => (name, Some(c.to_string())),
         [_, c] if totp && looks_like_code(c) => return Parsed::Invalid(not_a_code(c)),
         _ if totp => {
             return Parsed::Invalid("/run takes one action name, then the code".into());
@@ -489,7 +469,7 @@ pub fn usage(gates: &[Gate], open_for: u64, max_open_for: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gate::parse_gates;
+    use crate::base::gate::parse_gates;
 
     fn gates() -> Vec<Gate> {
         parse_gates("ssh=22/tcp web=80/tcp,443/tcp mosh=60000:61000/udp").unwrap()

@@ -1,14 +1,15 @@
 //! What to do with a message: authorization, addressing, staleness and limits, decided
 //! without doing anything. The daemon carries out the [`Action`].
 
-use crate::addr::Cidr;
-use crate::command::{self, Command, Length, Parsed};
-use crate::config::Config;
-use crate::duration;
-use crate::gate::GateName;
-use crate::state::{Actor, Ban, Opening, TooLong};
-use crate::telegram::{Message, User};
-use crate::totp::{self, Check};
+use crate::base::addr::Cidr;
+use crate::base::duration;
+use crate::base::duration::Length;
+use crate::base::gate::GateName;
+use crate::base::totp::{self, Check};
+use crate::chat::command::{self, Command, Parsed};
+use crate::chat::telegram::{Message, User};
+use crate::store::config::Config;
+use crate::store::state::{Actor, Ban, Opening, TooLong};
 
 /// How long a ban lasts when `/ban` names no duration.
 pub(crate) const BAN_FOR: u64 = 86_400;
@@ -354,7 +355,7 @@ const FREE: &str = "/close, /status and /help";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telegram::{Chat, ChatKind, User};
+    use crate::chat::telegram::{Chat, ChatKind, User};
 
     const OWNER: i64 = 111;
     const NOW: Now = Now {
@@ -444,7 +445,7 @@ mod tests {
         assert!(matches!(d(OWNER, "/open@bot"), Action::Open { .. }));
         assert_eq!(d(OWNER, "nice weather"), Action::Ignore(Ignored::NotForUs));
         let mut fwd = msg(OWNER, ChatKind::Private, "/open", NOW.telegram as i64);
-        fwd.forward_origin = Some(crate::telegram::Present);
+        fwd.forward_origin = Some(crate::chat::telegram::Present);
         assert_eq!(
             decide(&fwd, &cfg(&[]), "bot", NOW),
             Action::Ignore(Ignored::Forwarded)

@@ -4,12 +4,12 @@
 use std::os::unix::net::UnixDatagram;
 use std::sync::Mutex;
 
-use crate::addr::Family;
-use crate::config::Config;
-use crate::error::Result;
+use crate::base::addr::Family;
+use crate::base::error::Result;
 use crate::firewall::Firewall;
 use crate::firewall::rules::Listing;
-use crate::state::{Paths, State, StateLock};
+use crate::store::config::Config;
+use crate::store::state::{Paths, State, StateLock};
 
 /// Where the daemon is in Telegram's updates, saved with the state a command produced
 /// (atomically: one file): the offset to ask from next, and the date of the newest
@@ -218,7 +218,7 @@ impl Keeper {
         let lock = StateLock::acquire(&self.paths)?;
         // Judged at the moment the lock was had, not when it was asked for: a deadline
         // that passed while this waited for the daemon's reconcile is past.
-        let now = now.max(crate::now());
+        let now = now.max(crate::os::clock::now());
         let st = lock.load()?;
         let listings = self.fw.observe();
         self.fw.settle(&listings);
@@ -240,15 +240,15 @@ impl Keeper {
     /// Why `addr` may not be banned, if it may not: an always-allowed source, the board's
     /// own address or LAN (or its addresses could not be read), or a family tgknock does not
     /// manage.
-    pub(crate) fn ban_refusal(&self, addr: &crate::addr::Cidr) -> Option<String> {
+    pub(crate) fn ban_refusal(&self, addr: &crate::base::addr::Cidr) -> Option<String> {
         if !self.fw.families().contains(&addr.family()) {
             return Some(format!(
                 "{addr} is {}, which tgknock does not manage (TGKNOCK_IP6TABLES=off)",
                 addr.family()
             ));
         }
-        let own = crate::addr::local_addresses();
-        crate::state::Ban::refusal(
+        let own = crate::os::netlink::local_addresses();
+        crate::store::state::Ban::refusal(
             addr,
             &self.cfg.firewall.always_allow,
             own.as_deref().map_err(String::as_str),
@@ -281,8 +281,8 @@ impl Keeper {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::gate::GateName;
-    use crate::state::{Actor, Opening};
+    use crate::base::gate::GateName;
+    use crate::store::state::{Actor, Opening};
     use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicUsize, Ordering};
 

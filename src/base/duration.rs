@@ -201,6 +201,17 @@ pub fn parse_http_date(text: &str) -> Option<u64> {
     from_civil(y, m, d, hh, mm, ss)
 }
 
+/// How long an opening should last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Length {
+    /// The default, `TGKNOCK_OPEN_FOR`.
+    Default,
+    /// This many seconds.
+    Secs(u64),
+    /// `0`: until closed.
+    UntilClosed,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

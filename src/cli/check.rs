@@ -4,14 +4,14 @@
 
 use std::fmt;
 
-use crate::config::Config;
-use crate::daemon::clock_is_off;
-use crate::duration;
-use crate::error::{Error, Result};
-use crate::keeper::Keeper;
-use crate::logging;
-use crate::state::Paths;
-use crate::telegram::BotApi;
+use crate::base::duration;
+use crate::base::error::{Error, Result};
+use crate::chat::telegram::BotApi;
+use crate::cli::daemon::clock_is_off;
+use crate::firewall::keeper::Keeper;
+use crate::os::logging;
+use crate::store::config::Config;
+use crate::store::state::Paths;
 
 /// How a line of the report reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,7 +277,7 @@ fn ipv6(c: &mut Ctx) -> Vec<Line> {
 
 fn system_clock(c: &mut Ctx) -> Vec<Line> {
     vec![Line::of(
-        !crate::clock_before_build(),
+        !crate::os::clock::clock_before_build(),
         format!("system clock: {}", duration::utc_full(c.now)),
     )]
 }
@@ -336,7 +336,7 @@ pub(crate) fn run(load: Result<Config>) -> Result<i32> {
     };
     let mut ctx = Ctx {
         keeper: Keeper::new(cfg),
-        now: crate::now(),
+        now: crate::os::clock::now(),
         rejected: None,
     };
     let mut failed = Vec::new();

@@ -11,12 +11,12 @@ use serde::{Deserialize, Serialize};
 
 use std::fmt;
 
-use crate::addr::Cidr;
-use crate::command::Length;
-use crate::config::Limits;
-use crate::error::{Error, Result};
-use crate::files::{self, Dir};
-use crate::gate::{Gate, GateName};
+use crate::base::addr::Cidr;
+use crate::base::duration::Length;
+use crate::base::error::{Error, Result};
+use crate::base::gate::{Gate, GateName};
+use crate::os::files::{self, Dir};
+use crate::store::config::Limits;
 
 /// Most openings one gate can have at once (each is a rule per port and family).
 pub const MAX_OPENINGS_PER_GATE: usize = 16;
@@ -201,7 +201,7 @@ pub(crate) struct State {
     /// Wrong TOTP codes per allowed user within the last hour, and lockouts: a restart
     /// forgets none. (A file written before them loads as none.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) totp_wrong: Vec<crate::totp::WrongCodes>,
+    pub(crate) totp_wrong: Vec<crate::base::totp::WrongCodes>,
 }
 
 fn one() -> u32 {
@@ -879,7 +879,7 @@ mod tests {
         assert_eq!(s.totp_used, vec![60_000_000]);
         assert!(s.totp_wrong.is_empty());
         let s = State {
-            totp_wrong: vec![crate::totp::WrongCodes {
+            totp_wrong: vec![crate::base::totp::WrongCodes {
                 user: 111,
                 at: vec![1_800_000_000, 1_800_000_600],
                 locked_until: None,

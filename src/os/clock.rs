@@ -12,7 +12,7 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::sys::{self, WallTimer};
+use crate::os::sys::{self, WallTimer};
 
 /// What the expiry needs of time: the wall clock, a clock no one sets, and a sleep that a
 /// step of the wall clock ends.
@@ -239,6 +239,17 @@ fn test_offset() -> i64 {
 }
 
 /// A clock the unit tests set and step, and an alarm on it that returns at once.
+/// Unix seconds now. The shells call this; the pure parts take `now` as an argument.
+pub fn now() -> u64 {
+    wall().as_secs()
+}
+
+/// The clock says a time before this binary was built: it is certainly wrong.
+pub(crate) fn clock_before_build() -> bool {
+    let built: u64 = env!("TGKNOCK_BUILD_EPOCH").parse().unwrap_or(0);
+    now() + 86_400 < built
+}
+
 #[cfg(test)]
 pub(crate) mod fake {
     use super::*;

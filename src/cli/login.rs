@@ -9,9 +9,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
-use crate::duration;
-use crate::telegram::BotApi;
+use crate::base::duration;
+use crate::chat::telegram::BotApi;
+use crate::store::config::Config;
 
 /// The whole run, sends included; a watchdog thread ends the process at this point.
 const BUDGET: Duration = Duration::from_millis(4500);
@@ -62,7 +62,7 @@ fn item(v: &Option<String>, missing: &str) -> String {
     match v {
         Some(v) => v
             .chars()
-            .filter(|c| crate::telegram::shown(*c))
+            .filter(|c| crate::base::text::shown(*c))
             .take(64)
             .collect(),
         None => missing.to_string(),
@@ -114,7 +114,7 @@ pub(crate) fn run(config: Option<&Path>) -> i32 {
     // The environment is the logging-in user's: its PAM items are read, then nothing of it
     // is left for what follows (the standard library's threads, the tools) to read.
     let pam = Pam::from_env();
-    crate::sys::clear_environment();
+    crate::os::sys::clear_environment();
     // Whatever happens below, the login goes on within the budget.
     let _ = std::thread::Builder::new()
         .name("deadline".into())
@@ -127,13 +127,13 @@ pub(crate) fn run(config: Option<&Path>) -> i32 {
             std::process::exit(0);
         });
     if let Err(why) = send(&pam, config, start) {
-        eprintln!("tgknock notify-login: {}", crate::logging::redact(&why));
+        eprintln!("tgknock notify-login: {}", crate::os::logging::redact(&why));
     }
     0
 }
 
 fn send(pam: &Pam, config: Option<&Path>, start: Instant) -> Result<(), String> {
-    let Some(text) = notice(pam, &hostname(), crate::now())? else {
+    let Some(text) = notice(pam, &hostname(), crate::os::clock::now())? else {
         return Ok(());
     };
     // The environment is the logging-in user's: only the config file is trusted.
@@ -141,7 +141,7 @@ fn send(pam: &Pam, config: Option<&Path>, start: Instant) -> Result<(), String> 
     let token = cfg
         .require_bot()
         .map_err(|e| format!("{e}; login notice not sent"))?;
-    crate::logging::add_secret(token.expose());
+    crate::os::logging::add_secret(token.expose());
     let api = BotApi::new(&cfg.telegram, token).map_err(|e| e.to_string())?;
     let mut failed = Vec::new();
     for &user in &cfg.telegram.allowed_users {

@@ -8,11 +8,11 @@
 
 use serde_json::{Value, json};
 
-use crate::config::Config;
-use crate::duration;
-use crate::keeper::Outcome;
-use crate::report::{self, Verdict};
-use crate::telegram::{CallbackQuery, Message};
+use crate::base::duration;
+use crate::chat::report::{self, Verdict};
+use crate::chat::telegram::{CallbackQuery, Message};
+use crate::firewall::keeper::Outcome;
+use crate::store::config::Config;
 
 /// Telegram's limit for a button's `callback_data`, in bytes.
 pub(crate) const MAX_DATA: usize = 64;
@@ -127,11 +127,11 @@ pub(crate) fn as_message(q: &CallbackQuery, telegram_now: u64) -> Result<Message
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::addr::Family;
+    use crate::base::addr::Family;
+    use crate::base::gate::GateName;
     use crate::firewall::Firewall;
     use crate::firewall::rules::Listing;
-    use crate::gate::GateName;
-    use crate::state::{Actor, Opening, State};
+    use crate::store::state::{Actor, Opening, State};
 
     const NOW: u64 = 1_800_000_000;
 
@@ -235,7 +235,7 @@ mod tests {
 
     #[test]
     fn actions_get_run_buttons_and_all_data_fits() {
-        let long = "a".repeat(crate::command::MAX_ACTION_NAME);
+        let long = "a".repeat(crate::store::actions::MAX_ACTION_NAME);
         let c = cfg(&[
             ("TGKNOCK_ACTION_BACKUP", "/usr/local/bin/backup"),
             (&format!("TGKNOCK_ACTION_{long}"), "/bin/true"),
@@ -255,8 +255,8 @@ mod tests {
             let gates = &c.gates;
             assert!(
                 matches!(
-                    crate::command::parse(data, "bot", gates),
-                    crate::command::Parsed::Command(_)
+                    crate::chat::command::parse(data, "bot", gates),
+                    crate::chat::command::Parsed::Command(_)
                 ),
                 "{data} parses as a command"
             );

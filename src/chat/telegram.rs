@@ -6,13 +6,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::config::{TelegramSettings, Token};
-use crate::duration;
-use crate::error::{Error, Result};
-use crate::logging::redact;
-
-/// Responses larger than this are refused (a full batch of 100 long messages is far less).
-pub(crate) const BODY_LIMIT: u64 = 4 * 1024 * 1024;
+use crate::base::duration;
+use crate::base::error::{ApiError, BODY_LIMIT};
+use crate::base::error::{Error, Result};
+use crate::base::text::shown;
+use crate::os::logging::redact;
+use crate::store::config::{TelegramSettings, Token};
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct User {
@@ -40,22 +39,6 @@ impl User {
         let name: String = name.chars().filter(|c| shown(*c)).take(64).collect();
         format!("{} ({name})", self.id)
     }
-}
-
-/// Whether a character of a stranger's name may be shown to the owners: not a control
-/// character, not a bidirectional override or isolate (which could turn the rest of the
-/// summary around), not an invisible zero-width one.
-pub(crate) fn shown(c: char) -> bool {
-    !c.is_control()
-        && !matches!(c,
-            '\u{200b}'..='\u{200f}' // zero-width space, joiners, LRM, RLM
-            | '\u{202a}'..='\u{202e}' // embeddings and overrides
-            | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
-            | '\u{2066}'..='\u{2069}' // isolates
-            | '\u{061c}' // Arabic letter mark
-            | '\u{180e}' // Mongolian vowel separator
-            | '\u{feff}' // zero-width no-break space
-        )
 }
 
 /// A field whose presence is all that matters (its content is skipped unread).
@@ -239,89 +222,13 @@ pub fn decode_updates(result: &RawValue) -> Result<Vec<Incoming>, String> {
         .collect())
 }
 
-/// A failed request, classified the way the daemon's retry logic needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ApiError {
-    /// Connecting, resolving, reading or writing failed.
-    Network(String),
-    /// The request hit its timeout.
-    Timeout,
-    /// TLS failed; `clock` when the certificate looked expired or not yet valid.
-    Tls { message: String, clock: bool },
-    /// Telegram (or something in between) answered with an error.
-    Http {
-        status: u16,
-        description: String,
-        retry_after: Option<u64>,
-    },
-    /// The answer was not the JSON the Bot API sends.
-    Malformed(String),
-    /// The answer was larger than [`BODY_LIMIT`].
-    TooLarge,
-}
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ApiError::Network(m) => write!(f, "network error: {m}"),
-            ApiError::Timeout => write!(f, "request timed out"),
-            ApiError::Tls { message, clock } => {
-                write!(f, "TLS error: {message}")?;
-                if *clock {
-                    write!(
-                        f,
-                        " (the certificate looks expired or not yet valid: is the system clock right? it says {})",
-                        duration::utc_full(crate::now())
-                    )?;
-                }
-                Ok(())
-            }
-            ApiError::Http {
-                status,
-                description,
-                retry_after,
-            } => {
-                write!(f, "HTTP {status}: {description}")?;
-                if let Some(r) = retry_after {
-                    write!(f, " (retry after {r} s)")?;
-                }
-                Ok(())
-            }
-            ApiError::Malformed(m) => write!(f, "malformed response: {m}"),
-            ApiError::TooLarge => write!(f, "response larger than {BODY_LIMIT} bytes"),
-        }
-    }
-}
-
 impl ApiError {
-    /// Telegram rejected the token: 401 Unauthorized, or 404 for a token of no bot.
-    pub(crate) fn is_token_rejected(&self) -> bool {
-        matches!(
-            self,
-            ApiError::Http {
-                status: 401 | 404,
-                ..
-            }
-        )
-    }
-
-    /// Telegram no longer takes an answer to a button press: it waited too long, or it
-    /// was answered already.
-    pub(crate) fn is_query_too_old(&self) -> bool {
-        matches!(self, ApiError::Http { status: 400, description, .. }
-            if description.contains("query is too old") || description.contains("query ID is invalid"))
-    }
-
-    /// An edit that would change nothing (a Refresh of an unchanged state).
-    pub(crate) fn is_not_modified(&self) -> bool {
-        matches!(self, ApiError::Http { status: 400, description, .. }
-            if description.contains("message is not modified"))
-    }
-
     fn from_ureq(e: ureq::Error) -> ApiError {
-        if let Some(tls) = crate::tls::rustls_error(&e) {
-            let message = redact(&crate::tls::describe(tls));
-            let clock = crate::tls::is_clock_error(tls) || crate::clock_before_build();
+        if let Some(tls) = crate::chat::tls::rustls_error(&e) {
+            let message = redact(&crate::chat::tls::describe(tls));
+            let clock =
+                crate::chat::tls::is_clock_error(tls) || crate::os::clock::clock_before_build();
+            let clock = clock.then(crate::os::clock::now);
             return ApiError::Tls { message, clock };
         }
         let message = redact(&e.to_string());
@@ -337,7 +244,7 @@ impl ApiError {
             }
             ureq::Error::Tls(_) | ureq::Error::Pem(_) => ApiError::Tls {
                 message,
-                clock: crate::clock_before_build(),
+                clock: crate::os::clock::clock_before_build().then(crate::os::clock::now),
             },
             ureq::Error::BodyExceedsLimit(_) => ApiError::TooLarge,
             _ => {
@@ -393,7 +300,7 @@ impl Answer {
 
 impl BotApi {
     pub(crate) fn new(cfg: &TelegramSettings, token: &Token) -> Result<BotApi> {
-        crate::logging::add_secret(token.expose());
+        crate::os::logging::add_secret(token.expose());
         let proxy = match &cfg.proxy {
             Some(p) => Some(ureq::Proxy::new(&p.url).map_err(|e| {
                 Error::config(
@@ -404,7 +311,7 @@ impl BotApi {
             None => None,
         };
         let mut tls = ureq::tls::TlsConfig::builder()
-            .unversioned_rustls_crypto_provider(crate::tls::provider());
+            .unversioned_rustls_crypto_provider(crate::chat::tls::provider());
         if let Some(path) = &cfg.ca_file {
             let ca = |problem: String| Error::config("TGKNOCK_CA_FILE", problem);
             let pem = std::fs::read(path)

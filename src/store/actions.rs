@@ -11,7 +11,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::duration;
+use crate::base::duration;
 
 /// Most actions a config may declare (each is a button of `/help`).
 pub(crate) const MAX_ACTIONS: usize = 32;
@@ -131,7 +131,7 @@ pub(crate) fn split_words(value: &str) -> Result<Vec<String>, String> {
     if !program.starts_with('/') {
         return Err(format!(
             "'{}' must be an absolute path (e.g. /usr/bin/systemctl); no shell looks it up",
-            crate::config::short(program)
+            crate::base::text::short(program)
         ));
     }
     if words.len() > MAX_WORDS {
@@ -213,7 +213,7 @@ pub(crate) fn run(action: &Declared, timeout: Duration) -> Run {
         }
         Err(e) => return not_started(format!("cannot make a socket: {e}")),
     }
-    crate::sys::own_group(&mut cmd);
+    crate::os::sys::own_group(&mut cmd);
     let spawned = cmd.spawn();
     // Our copies of the socket's other end go with `cmd`: the output ends when the
     // action's does.
@@ -240,7 +240,7 @@ pub(crate) fn run(action: &Declared, timeout: Duration) -> Run {
                     status = Some(Ok(s));
                     if !timed_out {
                         // Nothing of a run outlives it: what it left in its group goes too.
-                        left_behind = crate::sys::kill_group(pgid);
+                        left_behind = crate::os::sys::kill_group(pgid);
                     }
                     drain_until.get_or_insert(Instant::now() + DRAIN);
                 }
@@ -253,7 +253,7 @@ pub(crate) fn run(action: &Declared, timeout: Duration) -> Run {
         let now = Instant::now();
         if status.is_none() && !timed_out && now >= deadline {
             timed_out = true;
-            crate::sys::kill_group(pgid);
+            crate::os::sys::kill_group(pgid);
             drain_until = Some(now + DRAIN * 2);
         }
         // A process outside the group holds the output, or a killed one is stuck.
@@ -344,11 +344,11 @@ pub(crate) fn shown_output(bytes: &[u8], cut: bool) -> String {
             '\r' if chars.peek() == Some(&'\n') => {}
             '\r' => clean.push('\n'),
             '\t' => clean.push(' '),
-            c if crate::telegram::shown(c) => clean.push(c),
+            c if crate::base::text::shown(c) => clean.push(c),
             _ => {}
         }
     }
-    let clean = crate::logging::redact(&clean);
+    let clean = crate::os::logging::redact(&clean);
     let clean = clean.trim_end();
     let count = clean.chars().count();
     if count <= OUTPUT_LIMIT && !cut {
@@ -433,6 +433,17 @@ impl Drop for Slot {
     }
 }
 
+/// The longest action name (`TGKNOCK_ACTION_<NAME>`).
+pub const MAX_ACTION_NAME: usize = 32;
+
+/// Whether `name` can name an action: ASCII letters, digits and `_`, at most
+/// [`MAX_ACTION_NAME`] of them (what an environment variable name allows).
+pub fn valid_action_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_ACTION_NAME
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,7 +512,7 @@ mod tests {
 
     #[test]
     fn the_token_is_never_shown() {
-        crate::logging::add_secret("5:ActionSecretActionSecret_1234");
+        crate::os::logging::add_secret("5:ActionSecretActionSecret_1234");
         let out = shown_output(b"token is 5:ActionSecretActionSecret_1234\n", false);
         assert_eq!(out, "token is 5:<redacted>");
     }

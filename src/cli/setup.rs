@@ -22,12 +22,13 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::addr::Cidr;
-use crate::config::{self, Config, TelegramSettings, Token};
-use crate::duration;
-use crate::error::{Error, Result};
-use crate::gate;
-use crate::telegram::{ApiError, BotApi, Incoming, User};
+use crate::base::addr::Cidr;
+use crate::base::duration;
+use crate::base::error::ApiError;
+use crate::base::error::{Error, Result};
+use crate::base::gate;
+use crate::chat::telegram::{BotApi, Incoming, User};
+use crate::store::config::{self, Config, TelegramSettings, Token};
 
 /// How long setup waits for the owner's first message by default.
 pub(crate) const WAIT: u64 = 300;
@@ -46,7 +47,7 @@ struct Answers {
 impl Answers {
     /// One line; `None` at the end of input.
     fn line(&self, hidden: bool) -> Result<Option<String>> {
-        let _no_echo = (hidden && self.terminal).then(crate::sys::NoEcho::new);
+        let _no_echo = (hidden && self.terminal).then(crate::os::sys::NoEcho::new);
         let mut line = String::new();
         let n = std::io::stdin()
             .lock()
@@ -97,7 +98,7 @@ impl Answers {
             // it is never shown back, in an error or anywhere.
             if !hidden && looks_like_token(&answer) {
                 for word in token_words(&answer) {
-                    crate::logging::add_secret(word);
+                    crate::os::logging::add_secret(word);
                 }
                 println!(
                     "  That looks like a bot token, not {what}: it is not shown, used or written anywhere. Try again."
@@ -174,14 +175,14 @@ pub(crate) fn run(path: Option<PathBuf>, wait: Option<String>) -> Result<i32> {
         },
     )?;
     let token = Token::parse(&token).ok_or_else(|| Error::usage("token", "not a bot token"))?;
-    crate::logging::add_secret(token.expose());
+    crate::os::logging::add_secret(token.expose());
     let api = BotApi::new(&settings, &token)?;
     print!("Asking Telegram about it… ");
     let _ = std::io::stdout().flush();
     let (me, server_time) = api.get_me().inspect_err(|_| println!())?;
     // Telegram's clock when setup asks: a message dated before it was already waiting
     // (a stranger's `/start` of an hour ago), and is never proposed.
-    let asked_at = server_time.unwrap_or_else(crate::now);
+    let asked_at = server_time.unwrap_or_else(crate::os::clock::now);
     let bot = me.username.clone().unwrap_or_default();
     println!("it is @{bot} ({}).\n", clean(&me.first_name));
 
@@ -307,7 +308,7 @@ pub(crate) fn run(path: Option<PathBuf>, wait: Option<String>) -> Result<i32> {
     let text = updated_config(existing.as_deref(), &keys);
     let owner = service_owner();
     {
-        let _held = crate::sys::NoInterrupt::new();
+        let _held = crate::os::sys::NoInterrupt::new();
         if !dir.exists() {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -355,7 +356,7 @@ pub(crate) fn run(path: Option<PathBuf>, wait: Option<String>) -> Result<i32> {
         "\nChecking it all: tgknock check --config {}",
         path.display()
     );
-    let code = crate::check::run(Config::load(Some(&path)))?;
+    let code = crate::cli::check::run(Config::load(Some(&path)))?;
     println!();
     if code == 0 {
         println!(
@@ -442,7 +443,8 @@ fn wait_for_hello(api: &BotApi, wait: u64, asked_at: i64) -> Result<Vec<Hello>> 
         match api.get_updates(None, poll, 100) {
             Ok(answer) => {
                 let raw = answer.raw_result()?;
-                let items = crate::telegram::decode_updates(raw).map_err(ApiError::Malformed)?;
+                let items =
+                    crate::chat::telegram::decode_updates(raw).map_err(ApiError::Malformed)?;
                 let any = !items.is_empty();
                 let mut hellos: Vec<Hello> = Vec::new();
                 for item in items {
@@ -546,7 +548,7 @@ fn merge_users(kept: &[i64], ids: &str) -> String {
 /// characters, at most 40 characters.
 fn clean(s: &str) -> String {
     s.chars()
-        .filter(|c| crate::telegram::shown(*c))
+        .filter(|c| crate::base::text::shown(*c))
         .take(40)
         .collect()
 }
@@ -562,7 +564,7 @@ fn parse_users(a: &str) -> std::result::Result<String, String> {
             .ok_or_else(|| {
                 format!(
                     "'{}' is not a numeric Telegram user id",
-                    config::short(&clean(part))
+                    crate::base::text::short(&clean(part))
                 )
             })?;
         if !ids.contains(&id) {
@@ -642,7 +644,7 @@ fn updated_config(existing: Option<&str>, keys: &[(&str, String)]) -> String {
         }
         out.push(format!(
             "# written by tgknock setup on {}",
-            duration::utc_full(crate::now())
+            duration::utc_full(crate::os::clock::now())
         ));
         out.extend(missing.iter().map(|(k, v)| line(k, v)));
     }
@@ -692,7 +694,7 @@ fn replace(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> R
             .write(true)
             .create_new(true)
             .mode(mode)
-            .custom_flags(crate::files::O_NOFOLLOW)
+            .custom_flags(crate::os::files::O_NOFOLLOW)
             .open(&tmp)?;
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         if let Some((uid, gid)) = owner
@@ -724,7 +726,7 @@ fn writable(dir: &Path) -> Result<()> {
     match OpenOptions::new()
         .write(true)
         .create_new(true)
-        .custom_flags(crate::files::O_NOFOLLOW)
+        .custom_flags(crate::os::files::O_NOFOLLOW)
         .open(&probe)
     {
         Ok(_) => {
@@ -747,7 +749,11 @@ fn start_command(path: &Path) -> String {
     let exists = |p: &str| Path::new(p).exists();
     let running = Config::load(Some(path))
         .ok()
-        .and_then(|c| crate::state::PidLock::holder(&crate::state::Paths::new(&c.files.state_dir)))
+        .and_then(|c| {
+            crate::store::state::PidLock::holder(&crate::store::state::Paths::new(
+                &c.files.state_dir,
+            ))
+        })
         .is_some();
     let unit = [
         "/etc/systemd/system/tgknock.service",

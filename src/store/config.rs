@@ -4,13 +4,15 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::actions::{self, Actions};
-use crate::addr::Cidr;
-use crate::duration;
-use crate::error::{Error, Result};
-use crate::firewall::rules::{Knock, Rate};
-use crate::gate::{self, Gate, GateName, Proto};
-use crate::totp::Secret;
+use crate::base::addr::Cidr;
+use crate::base::duration;
+use crate::base::error::{Error, Result};
+use crate::base::gate::Knock;
+use crate::base::gate::{self, Gate, GateName, Proto};
+use crate::base::rate::Rate;
+use crate::base::text::short;
+use crate::base::totp::Secret;
+use crate::store::actions::{self, Actions};
 
 pub(crate) const DEFAULT_PATH: &str = "/etc/tgknock/tgknock.conf";
 
@@ -382,14 +384,6 @@ pub fn parse_file(
     Ok(out)
 }
 
-pub(crate) fn short(s: &str) -> String {
-    let mut t: String = s.chars().take(40).collect();
-    if t.len() < s.len() {
-        t.push('…');
-    }
-    t
-}
-
 /// The known key nearest to a misspelt one, for "did you mean".
 fn nearest_key(key: &str) -> Option<&'static str> {
     fn distance(a: &str, b: &str) -> usize {
@@ -540,15 +534,15 @@ fn read_trusted(path: &Path, root: bool) -> Result<String> {
     let real = std::fs::canonicalize(path).map_err(not_read)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(crate::files::O_NOFOLLOW | crate::files::O_NONBLOCK)
+        .custom_flags(crate::os::files::O_NOFOLLOW | crate::os::files::O_NONBLOCK)
         .open(&real)
         .map_err(not_read)?;
     let meta = file.metadata().map_err(not_read)?;
     if !meta.is_file() {
-        return Err(unsafe_(path, crate::error::Unsafe::NotAFile));
+        return Err(unsafe_(path, crate::base::error::Unsafe::NotAFile));
     }
     if root {
-        use crate::error::Unsafe;
+        use crate::base::error::Unsafe;
         let mode = meta.mode() & 0o7777;
         if meta.uid() != 0 {
             return Err(unsafe_(path, Unsafe::NotRoots(meta.uid())));
@@ -601,7 +595,7 @@ impl TokenFile {
         // A plain file of a sensible size: never a FIFO that blocks, nor `/dev/zero`.
         let text = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(crate::files::O_NONBLOCK)
+            .custom_flags(crate::os::files::O_NONBLOCK)
             .open(path)
             .and_then(|f| {
                 if !f.metadata()?.is_file() {
@@ -974,12 +968,12 @@ fn actions(l: &Layers) -> Result<Actions> {
         }
         // A configuration error ends the process: the key's few bytes are never freed.
         let key: &'static str = Box::leak(key.clone().into_boxed_str());
-        if !crate::command::valid_action_name(name) {
+        if !crate::store::actions::valid_action_name(name) {
             return Err(l.bad(
                 key,
                 format!(
                     "the action name after {ACTION_PREFIX} must be letters, digits and _, at most {}",
-                    crate::command::MAX_ACTION_NAME
+                    crate::store::actions::MAX_ACTION_NAME
                 ),
             ));
         }
@@ -1038,7 +1032,7 @@ impl Config {
             Some(p) => (p.to_path_buf(), true),
             None => (PathBuf::from(DEFAULT_PATH), false),
         };
-        let text = match read_trusted(&file_path, crate::sys::is_root()) {
+        let text = match read_trusted(&file_path, crate::os::sys::is_root()) {
             Ok(t) => Some(t),
             Err(Error::ConfigFile { source, .. })
                 if !required && source.kind() == std::io::ErrorKind::NotFound =>

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
-use crate::error::{Error, Result};
-use crate::files::Dir;
-use crate::state::{Heartbeat, Paths, PidLock};
-use crate::sys;
+use crate::base::error::{Error, Result};
+use crate::os::files::Dir;
+use crate::os::sys;
+use crate::store::config::Config;
+use crate::store::state::{Heartbeat, Paths, PidLock};
 
 /// A heartbeat older than this means a hung daemon: three polls, plus room for the
 /// request deadline of one poll (its timeout plus 15 s) and a slow start.
@@ -51,7 +51,7 @@ pub(crate) fn run(cfg: &Config, config_path: Option<&Path>) -> Result<i32> {
     lock.lock()
         .map_err(|e| Error::file(dir.join("watchdog.lock"), "lock", e))?;
 
-    match health(cfg, &paths, crate::now()) {
+    match health(cfg, &paths, crate::os::clock::now()) {
         Health::Healthy { .. } => return Ok(0),
         Health::NotRunning => println!("tgknock watchdog: the daemon is not running"),
         Health::Hung { pid, age } => {
@@ -109,7 +109,7 @@ fn start(cfg: &Config, paths: &Paths, dir: &Dir, config_path: Option<&Path>) -> 
                 log: log_file.clone(),
             });
         }
-        if matches!(health(cfg, paths, crate::now()), Health::Healthy { pid, .. } if pid == child.id())
+        if matches!(health(cfg, paths, crate::os::clock::now()), Health::Healthy { pid, .. } if pid == child.id())
         {
             println!(
                 "tgknock watchdog: started `{} run` (pid {}), output to {}",

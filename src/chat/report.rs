@@ -2,14 +2,14 @@
 
 use serde_json::json;
 
-use crate::addr::{Cidr, Family};
-use crate::config::Config;
-use crate::duration;
+use crate::base::addr::{Cidr, Family};
+use crate::base::duration;
+use crate::base::gate::{Gate, GateName};
+use crate::firewall::keeper::Outcome;
 use crate::firewall::rules::{self, GateView, Limit, Pass};
 use crate::firewall::{Firewall, Kind};
-use crate::gate::{Gate, GateName};
-use crate::keeper::Outcome;
-use crate::state::{Opening, State};
+use crate::store::config::Config;
+use crate::store::state::{Opening, State};
 
 /// What one gate is, after comparing the kernel with the saved state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,7 +144,7 @@ fn gate_text(gate: &Gate, out: &Outcome, mark: bool) -> String {
 }
 
 /// The bans the saved state holds at `out.now`, in the order of the state.
-fn live_bans(out: &Outcome) -> Vec<&crate::state::Ban> {
+fn live_bans(out: &Outcome) -> Vec<&crate::store::state::Ban> {
     out.state
         .bans
         .iter()
@@ -171,7 +171,7 @@ pub(crate) fn bans_mismatch(out: &Outcome) -> Option<String> {
     (!problems.is_empty()).then(|| problems.join("; "))
 }
 
-fn ban_text(b: &crate::state::Ban, now: u64) -> String {
+fn ban_text(b: &crate::store::state::Ban, now: u64) -> String {
     let only = match b.addr.family() {
         Family::V4 => "IPv4",
         Family::V6 => "IPv6",
@@ -456,7 +456,7 @@ pub(crate) fn status_json(
 mod tests {
     use super::*;
     use crate::firewall::rules::Listing;
-    use crate::state::Actor;
+    use crate::store::state::Actor;
 
     const NOW: u64 = 1_800_000_000;
 

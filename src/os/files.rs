@@ -14,7 +14,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::error::{Error, Result, Unsafe};
+use crate::base::error::{Error, Result, Unsafe};
 
 /// `O_NOFOLLOW` of Linux, whose value differs between architectures (std has no constant).
 #[cfg(any(
