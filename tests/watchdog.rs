@@ -51,7 +51,7 @@ impl Rig {
                 })
                 .unwrap_or(false);
             if !qemu {
-                eprintln!("SKIPPED: watchdog re-exec under qemu needs binfmt_misc");
+                crate::support::netns::skip("watchdog re-exec under qemu needs binfmt_misc");
                 return None;
             }
         }

@@ -570,8 +570,9 @@ mod tests {
                 p(bad)
             );
         }
-        let Parsed::Invalid(why) = p("/run a;b") else {
-            panic!()
+        let got = p("/run a;b");
+        let Parsed::Invalid(why) = got else {
+            panic!("{got:?}")
         };
         assert!(why.contains("'a;b' is not an action name"), "{why}");
     }

@@ -413,8 +413,9 @@ mod tests {
 
     #[test]
     fn the_owner_opens_with_deadlines_by_the_boards_clock() {
-        let Action::Open { gate, opening } = d(OWNER, "/open 30m") else {
-            panic!()
+        let got = d(OWNER, "/open 30m");
+        let Action::Open { gate, opening } = got else {
+            panic!("{got:?}")
         };
         assert_eq!(gate, ssh());
         assert_eq!(opening.until, Some(NOW.board + 1800));
@@ -481,8 +482,9 @@ mod tests {
             )
         };
         assert!(matches!(at(60), Action::Open { .. }), "at the limit");
-        let Action::Refuse { text, log } = at(61) else {
-            panic!()
+        let got = at(61);
+        let Action::Refuse { text, log } = got else {
+            panic!("{got:?}")
         };
         assert!(
             text.starts_with("Not executed: this command was sent 1 min 1 s ago"),
@@ -495,19 +497,22 @@ mod tests {
 
     #[test]
     fn limits_and_bad_commands_are_refused_with_the_reason() {
-        let Action::Refuse { text, .. } = d(OWNER, "/open 3h") else {
-            panic!()
+        let got = d(OWNER, "/open 3h");
+        let Action::Refuse { text, .. } = got else {
+            panic!("{got:?}")
         };
         assert_eq!(
             text,
             "Refused: ssh cannot be opened for 3 h; the limit is 2 h (TGKNOCK_MAX_OPEN_FOR)."
         );
-        let Action::Refuse { text, .. } = d(OWNER, "/open 0") else {
-            panic!()
+        let got = d(OWNER, "/open 0");
+        let Action::Refuse { text, .. } = got else {
+            panic!("{got:?}")
         };
         assert!(text.contains("without an end"), "{text}");
-        let Action::Refuse { text, .. } = d(OWNER, "/open sssh") else {
-            panic!()
+        let got = d(OWNER, "/open sssh");
+        let Action::Refuse { text, .. } = got else {
+            panic!("{got:?}")
         };
         assert!(
             text.starts_with("'sssh' is not a gate") && text.contains("/open [GATE]"),
@@ -515,8 +520,9 @@ mod tests {
         );
         let unlimited = cfg(&[("TGKNOCK_MAX_OPEN_FOR", "0")]);
         let m = msg(OWNER, ChatKind::Private, "/open 0", NOW.telegram as i64);
-        let Action::Open { opening, .. } = decide(&m, &unlimited, "bot", NOW) else {
-            panic!()
+        let got = decide(&m, &unlimited, "bot", NOW);
+        let Action::Open { opening, .. } = got else {
+            panic!("{got:?}")
         };
         assert_eq!(opening.until, None);
     }
@@ -535,11 +541,13 @@ mod tests {
         let Action::NeedCode { request } = d("/open web 30m") else {
             panic!("{:?}", d("/open web 30m"))
         };
-        let Action::WithCode { action, code } = d("/open web 30m 012345") else {
-            panic!()
+        let got = d("/open web 30m 012345");
+        let Action::WithCode { action, code } = got else {
+            panic!("{got:?}")
         };
-        let Action::Open { gate, opening } = *action else {
-            panic!()
+        let got = *action;
+        let Action::Open { gate, opening } = got else {
+            panic!("{got:?}")
         };
         assert_eq!((gate.as_str(), code.as_str()), ("web", "012345"));
         assert_eq!(opening.until, Some(NOW.board + 1800));
@@ -560,13 +568,13 @@ mod tests {
             telegram: NOW.telegram + 100,
             board: NOW.board + 100,
         };
-        let Action::WithCode { action, code } =
-            complete(&request, NOW.board, "111111".into(), &owner, &c, later)
-        else {
-            panic!()
+        let got = complete(&request, NOW.board, "111111".into(), &owner, &c, later);
+        let Action::WithCode { action, code } = got else {
+            panic!("{got:?}")
         };
-        let Action::Open { opening, .. } = *action else {
-            panic!()
+        let got = *action;
+        let Action::Open { opening, .. } = got else {
+            panic!("{got:?}")
         };
         assert_eq!(
             (opening.until, code.as_str()),
@@ -576,10 +584,9 @@ mod tests {
             telegram: NOW.telegram + 121,
             board: NOW.board + 121,
         };
-        let Action::Refuse { text, .. } =
-            complete(&request, NOW.board, "111111".into(), &owner, &c, late)
-        else {
-            panic!()
+        let got = complete(&request, NOW.board, "111111".into(), &owner, &c, late);
+        let Action::Refuse { text, .. } = got else {
+            panic!("{got:?}")
         };
         assert!(text.contains("more than 2 min"), "{text}");
         // Without the second factor, six digits are minutes (and too many of them).
@@ -622,8 +629,9 @@ mod tests {
                 "{text}"
             );
         }
-        let Action::WithCode { action, code } = d("/run backup 492039") else {
-            panic!()
+        let got = d("/run backup 492039");
+        let Action::WithCode { action, code } = got else {
+            panic!("{got:?}")
         };
         assert_eq!(
             (*action, code.as_str()),
@@ -634,11 +642,13 @@ mod tests {
                 "492039"
             )
         );
-        let Action::WithCode { action, .. } = d("/ban 203.0.113.7 1d 492039") else {
-            panic!()
+        let got = d("/ban 203.0.113.7 1d 492039");
+        let Action::WithCode { action, .. } = got else {
+            panic!("{got:?}")
         };
-        let Action::Ban { ban } = *action else {
-            panic!()
+        let got = *action;
+        let Action::Ban { ban } = got else {
+            panic!("{got:?}")
         };
         assert_eq!(ban.until, Some(NOW.board + 86_400));
         assert!(matches!(
@@ -675,17 +685,20 @@ mod tests {
 
     #[test]
     fn bans_last_a_day_unless_told() {
-        let Action::Ban { ban } = d(OWNER, "/ban 203.0.113.9") else {
-            panic!()
+        let got = d(OWNER, "/ban 203.0.113.9");
+        let Action::Ban { ban } = got else {
+            panic!("{got:?}")
         };
         assert_eq!(ban.until, Some(NOW.board + BAN_FOR));
         assert_eq!(ban.by, Actor::Telegram(OWNER));
-        let Action::Ban { ban } = d(OWNER, "/ban 2h 2001:db8::/64") else {
-            panic!()
+        let got = d(OWNER, "/ban 2h 2001:db8::/64");
+        let Action::Ban { ban } = got else {
+            panic!("{got:?}")
         };
         assert_eq!(ban.until, Some(NOW.board + 7200));
-        let Action::Ban { ban } = d(OWNER, "/ban 10.0.0.1 0") else {
-            panic!()
+        let got = d(OWNER, "/ban 10.0.0.1 0");
+        let Action::Ban { ban } = got else {
+            panic!("{got:?}")
         };
         assert_eq!(ban.until, None);
         assert!(matches!(d(OWNER, "/unban 10.0.0.1"), Action::Unban { .. }));
@@ -759,19 +772,22 @@ mod tests {
         );
         assert_eq!(run(OWNER, "/run"), Action::Actions);
         assert_eq!(run(222, "/run backup"), Action::Stranger { tried: true });
-        let Action::Refuse { text, .. } = run(OWNER, "/run nope") else {
-            panic!()
+        let got = run(OWNER, "/run nope");
+        let Action::Refuse { text, .. } = got else {
+            panic!("{got:?}")
         };
         assert_eq!(
             text,
             "There is no action 'nope'. Actions: backup, restart_nginx."
         );
-        let Action::Refuse { text, .. } = run(OWNER, "/run no;pe") else {
-            panic!()
+        let got = run(OWNER, "/run no;pe");
+        let Action::Refuse { text, .. } = got else {
+            panic!("{got:?}")
         };
         assert!(text.starts_with("'no;pe' is not an action name"), "{text}");
-        let Action::Refuse { text, .. } = d(OWNER, "/run backup") else {
-            panic!()
+        let got = d(OWNER, "/run backup");
+        let Action::Refuse { text, .. } = got else {
+            panic!("{got:?}")
         };
         assert!(text.contains("none is declared"), "{text}");
     }

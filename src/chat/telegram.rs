@@ -580,15 +580,17 @@ mod tests {
     fn decodes_private_and_group_messages() {
         let u = updates("updates_private_and_group.json");
         assert_eq!(u.len(), 2);
-        let Incoming::Update(first) = &u[0] else {
-            panic!()
+        let got = &u[0];
+        let Incoming::Update(first) = got else {
+            panic!("{got:?}")
         };
         let m = first.message.as_ref().unwrap();
         assert_eq!(m.from.as_ref().unwrap().id, 111_111_111);
         assert!(m.chat.is_private());
         assert_eq!(m.text.as_deref(), Some("/open"));
-        let Incoming::Update(second) = &u[1] else {
-            panic!()
+        let got = &u[1];
+        let Incoming::Update(second) = got else {
+            panic!("{got:?}")
         };
         let g = second.message.as_ref().unwrap();
         assert_eq!(g.chat.kind, ChatKind::Supergroup);
@@ -616,8 +618,9 @@ mod tests {
                 "undecodable"
             ]
         );
-        let Incoming::Update(press) = &u[1] else {
-            panic!()
+        let got = &u[1];
+        let Incoming::Update(press) = got else {
+            panic!("{got:?}")
         };
         let q = press.callback_query.as_ref().unwrap();
         assert_eq!(q.id, "4382bfdwdsb323b2d9");
@@ -625,12 +628,14 @@ mod tests {
         assert_eq!(q.data.as_deref(), Some("open:ssh"));
         let m = q.message.as_ref().unwrap();
         assert_eq!((m.message_id, m.chat.id), (19, 111_111_111));
-        let Incoming::Undecodable { update_id, .. } = &u[3] else {
-            panic!()
+        let got = &u[3];
+        let Incoming::Undecodable { update_id, .. } = got else {
+            panic!("{got:?}")
         };
         assert_eq!(*update_id, Some(900_000_004));
-        let Incoming::Undecodable { update_id, .. } = &u[4] else {
-            panic!()
+        let got = &u[4];
+        let Incoming::Undecodable { update_id, .. } = got else {
+            panic!("{got:?}")
         };
         assert_eq!(*update_id, None);
     }
