@@ -17,7 +17,7 @@ use crate::cli::check;
 use crate::cli::daemon;
 use crate::firewall::keeper::{Keeper, Outcome};
 use crate::os::logging;
-use crate::store::config::Config;
+use crate::store::config::{Config, keys};
 use crate::store::state::{self, Actor, Heartbeat, Opening, PidLock};
 
 #[derive(FromArgs, Debug)]
@@ -424,10 +424,10 @@ fn unban(c: UnbanCmd) -> Result<i32> {
 }
 
 fn totp_setup(c: TotpSetupCmd) -> Result<i32> {
-    let key = "TGKNOCK_TOTP_SECRET_FILE";
+    let key = keys::TOTP_SECRET_FILE.name;
     let path = match c.file {
         Some(p) => p,
-        None => Config::setting(c.config.as_deref(), key)?
+        None => Config::setting(c.config.as_deref(), keys::TOTP_SECRET_FILE)?
             .map(PathBuf::from)
             .ok_or_else(|| {
                 Error::usage(
@@ -452,7 +452,7 @@ fn totp_setup(c: TotpSetupCmd) -> Result<i32> {
         argument: None,
         problem: e,
     })?;
-    let owner = Config::setting(c.config.as_deref(), "TGKNOCK_STATE_DIR")
+    let owner = Config::setting(c.config.as_deref(), keys::STATE_DIR)
         .ok()
         .flatten()
         .unwrap_or_else(|| "/var/lib/tgknock".into());

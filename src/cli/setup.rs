@@ -28,16 +28,16 @@ use crate::base::error::ApiError;
 use crate::base::error::{Error, Result};
 use crate::base::gate;
 use crate::chat::telegram::{BotApi, Incoming, User};
-use crate::store::config::{self, Config, TelegramSettings, Token};
+use crate::store::config::{self, Config, TelegramSettings, Token, keys};
 
 /// How long setup waits for the owner's first message by default.
 pub(crate) const WAIT: u64 = 300;
 
 /// The keys setup writes; every other line of an existing config is kept.
-const TOKEN_FILE: &str = "TGKNOCK_TOKEN_FILE";
-const USERS: &str = "TGKNOCK_ALLOWED_USERS";
-const GATES: &str = "TGKNOCK_GATES";
-const ALWAYS_ALLOW: &str = "TGKNOCK_ALWAYS_ALLOW";
+const TOKEN_FILE: &str = keys::TOKEN_FILE.name;
+const USERS: &str = keys::ALLOWED_USERS.name;
+const GATES: &str = keys::GATES.name;
+const ALWAYS_ALLOW: &str = keys::ALWAYS_ALLOW.name;
 
 /// Answers, one line each, from standard input.
 struct Answers {
@@ -378,7 +378,7 @@ pub(crate) fn run(path: Option<PathBuf>, wait: Option<String>) -> Result<i32> {
 /// environment, without their token, which setup is here to replace.
 fn telegram_settings(path: &Path, existing: Option<&str>) -> Result<TelegramSettings> {
     let env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k != "TGKNOCK_TOKEN" && k != TOKEN_FILE)
+        .filter(|(k, _)| k != keys::TOKEN.name && k != TOKEN_FILE)
         .collect();
     let without_token = existing.map(|t| {
         t.lines()
@@ -625,7 +625,7 @@ fn updated_config(existing: Option<&str>, keys: &[(&str, String)]) -> String {
     );
     for l in existing.lines() {
         match key_of(l) {
-            Some(k) if k == "TGKNOCK_TOKEN" => {}
+            Some(k) if k == keys::TOKEN.name => {}
             Some(k) => match keys.iter().find(|(key, _)| *key == k) {
                 Some((key, _)) if placed.contains(key) => {}
                 Some((key, value)) => {
