@@ -16,9 +16,9 @@
 //! the files are written it confirms the updates up to the hello it proposed (and nothing
 //! after it), so the daemon does not start by answering a greeting it cannot understand.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{BufRead, IsTerminal, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,7 @@ use crate::base::error::ApiError;
 use crate::base::error::{Error, Result};
 use crate::base::gate;
 use crate::chat::telegram::{BotApi, Incoming, User};
+use crate::os::files;
 use crate::store::config::{self, Config, TelegramSettings, Token, keys};
 
 /// How long setup waits for the owner's first message by default.
@@ -681,35 +682,13 @@ fn ownership(path: &Path) -> Option<(u32, u32)> {
         .map(|m| (m.uid(), m.gid()))
 }
 
-/// Replaces `path` with `bytes`: a new file (never through a link) with `mode` and, as
-/// root, `owner`, synced, then renamed over the old one.
+/// Replaces `path` with `bytes` (see [`files::replace`]): `mode` and, as root, `owner`.
 fn replace(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.setup.{}.tmp", std::process::id()));
-    let written = (|| -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(crate::os::files::O_NOFOLLOW)
-            .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        if let Some((uid, gid)) = owner
-            && running_as_root()
-        {
-            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
-        }
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    if let Err(e) = written.and_then(|()| fs::rename(&tmp, path)) {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::file(path, "write", e));
-    }
-    Ok(())
+    let owner = match owner.filter(|_| running_as_root()) {
+        Some((uid, gid)) => files::Owner::Given(uid, gid),
+        None => files::Owner::Writer,
+    };
+    files::replace(path, bytes, mode, owner).map(|_| ())
 }
 
 /// Fails before the first question when the files could not be written at the end: the
@@ -722,24 +701,15 @@ fn writable(dir: &Path) -> Result<()> {
             _ => break,
         }
     }
-    let probe = at.join(format!(".tgknock-setup.{}.probe", std::process::id()));
-    match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(crate::os::files::O_NOFOLLOW)
-        .open(&probe)
-    {
-        Ok(_) => {
-            let _ = fs::remove_file(&probe);
-            Ok(())
-        }
-        Err(e) => Err(Error::Usage {
+    match files::probe_writable(at) {
+        Err(Error::File { source: e, .. }) => Err(Error::Usage {
             argument: None,
             problem: format!(
                 "cannot write in {} ({e}): run setup as root (sudo tgknock setup), or give --config a path you can write",
                 at.display()
             ),
         }),
+        other => other,
     }
 }
 

@@ -1,4 +1,3 @@
-
 use super::*;
 
 const TOKEN: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
