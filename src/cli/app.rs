@@ -375,13 +375,7 @@ fn close(c: CloseCmd) -> Result<i32> {
 
 /// An address for `ban`/`unban`: one address or block, never every address.
 fn ban_addr(text: &str) -> Result<Cidr> {
-    if text.ends_with("/0") {
-        return Err(Error::usage(
-            "ADDR",
-            format!("{text} is every address: a ban of it would cut everyone off, you too"),
-        ));
-    }
-    text.parse::<Cidr>().map_err(|e| Error::usage("ADDR", e))
+    Cidr::bannable(text, text).map_err(|e| Error::usage("ADDR", e))
 }
 
 fn ban(c: BanCmd) -> Result<i32> {
