@@ -9,7 +9,7 @@ use crate::base::gate::GateName;
 
 /// Everything that can go wrong, with the context a user needs to act on it.
 #[derive(Debug)]
-pub enum Error {
+pub(crate) enum Error {
     /// Bad command-line use (exit 2): the argument, when one is to blame, and what is wrong.
     Usage {
         argument: Option<&'static str>,
@@ -86,7 +86,7 @@ pub enum Error {
 
 /// Why a file or directory is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unsafe {
+pub(crate) enum Unsafe {
     /// A symbolic link where tgknock keeps its own files.
     Link,
     /// Something else than a regular file.
@@ -106,7 +106,7 @@ pub enum Unsafe {
 
 impl Error {
     /// The process exit code of the contract: 1 runtime, 2 usage/config, 3 token.
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             Error::Usage { .. }
             | Error::Config { .. }
@@ -119,7 +119,7 @@ impl Error {
         }
     }
 
-    pub fn file(path: impl Into<PathBuf>, action: &'static str, source: io::Error) -> Error {
+    pub(crate) fn file(path: impl Into<PathBuf>, action: &'static str, source: io::Error) -> Error {
         Error::File {
             path: path.into(),
             action,
@@ -127,7 +127,7 @@ impl Error {
         }
     }
 
-    pub fn usage(argument: &'static str, problem: impl Into<String>) -> Error {
+    pub(crate) fn usage(argument: &'static str, problem: impl Into<String>) -> Error {
         Error::Usage {
             argument: Some(argument),
             problem: problem.into(),
@@ -135,7 +135,7 @@ impl Error {
     }
 
     /// A configuration error about `key`, set nowhere in particular.
-    pub fn config(key: &'static str, problem: impl Into<String>) -> Error {
+    pub(crate) fn config(key: &'static str, problem: impl Into<String>) -> Error {
         Error::Config {
             key,
             place: None,
@@ -379,7 +379,7 @@ impl std::error::Error for Error {
     }
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Bot API responses larger than this are refused (a full batch of 100 long messages is
 /// far less).

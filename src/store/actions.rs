@@ -457,11 +457,11 @@ impl Drop for Slot {
 }
 
 /// The longest action name (`TGKNOCK_ACTION_<NAME>`).
-pub const MAX_ACTION_NAME: usize = 32;
+pub(crate) const MAX_ACTION_NAME: usize = 32;
 
 /// Whether `name` can name an action: ASCII letters, digits and `_`, at most
 /// [`MAX_ACTION_NAME`] of them (what an environment variable name allows).
-pub fn valid_action_name(name: &str) -> bool {
+pub(crate) fn valid_action_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_ACTION_NAME
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
