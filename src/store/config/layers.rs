@@ -197,7 +197,6 @@ const MAX_FILE: u64 = 1 << 20;
 /// plain file, and with `root`, root's and writable by no one else, in a directory of
 /// root's that no one else can write to unless it is sticky.
 pub(super) fn read_trusted(path: &Path, root: bool) -> Result<String> {
-    use std::io::Read;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let unsafe_ = |path: &Path, problem| Error::Unsafe {
         path: path.to_path_buf(),
@@ -245,14 +244,19 @@ pub(super) fn read_trusted(path: &Path, root: bool) -> Result<String> {
             }
         }
     }
+    read_capped(file).map_err(not_read)
+}
+
+/// The text of an opened file, at most [`MAX_FILE`] bytes of UTF-8.
+fn read_capped(file: std::fs::File) -> std::io::Result<String> {
+    use std::io::Read;
     let mut bytes = Vec::new();
-    file.take(MAX_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(not_read)?;
+    file.take(MAX_FILE + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_FILE {
-        return Err(not_read(std::io::Error::other("larger than 1 MiB")));
+        return Err(std::io::Error::other("larger than 1 MiB"));
     }
-    String::from_utf8(bytes).map_err(|_| not_read(std::io::Error::other("not UTF-8 text")))
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 /// The token file as the loader found it.
@@ -266,7 +270,6 @@ pub(super) struct TokenFile {
 
 impl TokenFile {
     pub(super) fn read(path: &Path) -> TokenFile {
-        use std::io::Read;
         use std::os::unix::fs::OpenOptionsExt;
         use std::os::unix::fs::PermissionsExt;
         // A plain file of a sensible size: never a FIFO that blocks, nor `/dev/zero`.
@@ -278,14 +281,7 @@ impl TokenFile {
                 if !f.metadata()?.is_file() {
                     return Err(std::io::Error::other("not a regular file"));
                 }
-                let mut bytes = Vec::new();
-                f.take(MAX_FILE + 1).read_to_end(&mut bytes)?;
-                if bytes.len() as u64 > MAX_FILE {
-                    return Err(std::io::Error::other("larger than 1 MiB"));
-                }
-                String::from_utf8(bytes).map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")
-                })
+                read_capped(f)
             });
         TokenFile {
             path: path.to_path_buf(),
