@@ -281,3 +281,34 @@ fn knock_and_firewall_keys() {
         assert!(e.contains(why), "{bad}: {e}");
     }
 }
+
+/// The layers read every key of the table by its constant: its default when unset, the
+/// file's value under the environment's, and where a bad value was set.
+#[test]
+fn layers_read_keys_by_their_constants() {
+    let none = Layers::new(None, &[]).unwrap();
+    for k in KEYS.iter().filter(|k| k.family_prefix().is_none()) {
+        assert_eq!(none.get(*k), k.default.unwrap_or(""), "{}", k.name);
+        assert_eq!(none.given(*k), None, "{}", k.name);
+    }
+    assert_eq!(none.origin, "defaults only");
+    let e = env(&[("TGKNOCK_OPEN_FOR", "5m"), ("PATH", "/bin")]);
+    let text = "TGKNOCK_OPEN_FOR=1m\nTGKNOCK_CHAIN=X\nTGKNOCK_ACTION_A=/bin/true\n";
+    let l = Layers::new(Some((Path::new("/etc/t.conf"), text)), &e).unwrap();
+    assert_eq!(l.get(keys::OPEN_FOR), "5m");
+    assert_eq!(l.given(keys::CHAIN), Some("X"));
+    assert_eq!(l.origin, "/etc/t.conf + the environment");
+    assert_eq!(
+        l.family(keys::ACTION_PREFIX).collect::<Vec<_>>(),
+        [("TGKNOCK_ACTION_A", "/bin/true")]
+    );
+    assert_eq!(
+        l.bad(keys::CHAIN, "no").to_string(),
+        "configuration: TGKNOCK_CHAIN (from /etc/t.conf line 2): no"
+    );
+    assert_eq!(
+        keys::nearest_key("TGKNOCK_OPEN_FRO"),
+        Some("TGKNOCK_OPEN_FOR")
+    );
+    assert_eq!(keys::nearest_key("TGKNOCK_ACTION_"), None);
+}
