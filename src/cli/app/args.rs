@@ -1,8 +1,23 @@
-//! The command line's words: the commands and their options, as `--help` shows them.
+//! The command line's words: the commands and their options, as `--help` shows them;
+//! and the configuration their `--config` names.
 
 use std::path::PathBuf;
 
 use argh::FromArgs;
+
+use crate::base::error::Result;
+use crate::os::logging;
+use crate::store::config::Config;
+
+/// The configuration `--config` names (or the default one), its token kept out of every
+/// line tgknock prints or logs.
+pub(super) fn load(path: &Option<PathBuf>) -> Result<Config> {
+    let cfg = Config::load(path.as_deref())?;
+    if let Some(t) = &cfg.telegram.token {
+        logging::add_secret(t.expose());
+    }
+    Ok(cfg)
+}
 
 #[derive(FromArgs, Debug)]
 /// Open and close firewall ports (SSH first) from a Telegram chat.

@@ -9,8 +9,7 @@ use crate::chat::report;
 use crate::firewall::keeper::{Keeper, Outcome};
 use crate::store::state::{self, Actor, Heartbeat, Opening, PidLock};
 
-use super::args::{BanCmd, CloseCmd, OpenCmd, StatusCmd, TeardownCmd, UnbanCmd};
-use super::load;
+use super::args::{BanCmd, CloseCmd, OpenCmd, StatusCmd, TeardownCmd, UnbanCmd, load};
 
 /// 0 when every gate is as the state says in every family, else 1.
 pub(super) fn verified(keeper: &Keeper, out: &Outcome) -> i32 {

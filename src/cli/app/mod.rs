@@ -2,7 +2,6 @@
 //! commands that change or show the firewall are in [`console`], the others in [`tools`].
 
 use std::ffi::OsString;
-use std::path::PathBuf;
 
 use argh::FromArgs;
 
@@ -10,14 +9,13 @@ use crate::base::error::Result;
 use crate::cli::check;
 use crate::cli::daemon;
 use crate::os::logging;
-use crate::store::config::Config;
 
 mod args;
 mod console;
 mod tools;
 
 pub use args::Cli;
-use args::Sub;
+use args::{Sub, load};
 
 /// Runs the command line; returns the exit code.
 pub fn main(args: Vec<OsString>) -> i32 {
@@ -68,14 +66,6 @@ pub fn main(args: Vec<OsString>) -> i32 {
             e.exit_code()
         }
     }
-}
-
-fn load(path: &Option<PathBuf>) -> Result<Config> {
-    let cfg = Config::load(path.as_deref())?;
-    if let Some(t) = &cfg.telegram.token {
-        logging::add_secret(t.expose());
-    }
-    Ok(cfg)
 }
 
 fn dispatch(command: Sub) -> Result<i32> {

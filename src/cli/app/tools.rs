@@ -9,8 +9,7 @@ use crate::base::gate::Knock;
 use crate::chat::telegram::{BotApi, Incoming};
 use crate::store::config::{Config, keys};
 
-use super::args::{KnockCmd, TotpSetupCmd, WhoamiCmd};
-use super::load;
+use super::args::{KnockCmd, TotpSetupCmd, WhoamiCmd, load};
 
 pub(super) fn totp_setup(c: TotpSetupCmd) -> Result<i32> {
     let key = keys::TOTP_SECRET_FILE.name;

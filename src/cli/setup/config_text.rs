@@ -7,19 +7,17 @@ use crate::base::duration;
 use crate::base::error::Result;
 use crate::store::config::{self, Config, TelegramSettings, keys};
 
-use super::TOKEN_FILE;
-
 /// The Telegram settings (API URL, proxy, CA file) of the existing config and the
 /// environment, without their token, which setup is here to replace.
 pub(super) fn telegram_settings(path: &Path, existing: Option<&str>) -> Result<TelegramSettings> {
     let env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k != keys::TOKEN.name && k != TOKEN_FILE)
+        .filter(|(k, _)| k != keys::TOKEN.name && k != keys::TOKEN_FILE.name)
         .collect();
     let without_token = existing.map(|t| {
         t.lines()
             .filter(|l| {
                 let l = l.trim_start();
-                !l.starts_with("TGKNOCK_TOKEN=") && !l.starts_with("TGKNOCK_TOKEN_FILE=")
+                !l.starts_with("TGKNOCK_TOKEN=") && !l.starts_with("TGKNOCK_keys::TOKEN_FILE.name=")
             })
             .collect::<Vec<_>>()
             .join("\n")

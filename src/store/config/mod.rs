@@ -2,10 +2,8 @@
 //! keys ([`keys`]), the layers the values come from ([`layers`]), the sections validated
 //! from them ([`sections`]), and here the configuration they make.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::base::addr::Cidr;
 use crate::base::error::{Error, Result};
 use crate::base::gate::{Gate, GateName, Knock};
 use crate::base::rate::Rate;
@@ -19,106 +17,9 @@ mod sections;
 pub use keys::{KEYS, Key};
 pub use layers::parse_file;
 use layers::{Layers, TokenFile, read_trusted};
+pub(crate) use sections::{Files, FirewallKind, FirewallSettings, Limits, TelegramSettings, Token};
 
 pub(crate) const DEFAULT_PATH: &str = "/etc/tgknock/tgknock.conf";
-
-/// The bot token. Its `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Token(String);
-
-impl Token {
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// `123456:ABC-def…`: digits, a colon, then letters, digits, `-` and `_`.
-    pub(crate) fn parse(text: &str) -> Option<Token> {
-        let (id, secret) = text.split_once(':')?;
-        let ok = !id.is_empty()
-            && id.len() <= 20
-            && id.bytes().all(|b| b.is_ascii_digit())
-            && (20..=128).contains(&secret.len())
-            && secret
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        ok.then(|| Token(text.to_string()))
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(<redacted>)")
-    }
-}
-
-/// The proxy Telegram requests go through.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Proxy {
-    pub(crate) url: String,
-    /// The key or variable it came from, for messages.
-    pub(crate) source: &'static str,
-}
-
-/// Which firewall tool family manages the rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FirewallKind {
-    Iptables,
-    Nft,
-    Auto,
-}
-
-impl fmt::Display for FirewallKind {
-    /// As `TGKNOCK_FIREWALL` spells it.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            FirewallKind::Iptables => "iptables",
-            FirewallKind::Nft => "nft",
-            FirewallKind::Auto => "auto",
-        })
-    }
-}
-
-/// Talking to Telegram, and who may command.
-#[derive(Debug, Clone)]
-pub(crate) struct TelegramSettings {
-    pub(crate) token: Option<Token>,
-    /// Why the configured token cannot be used (the commands that need it say this).
-    pub(crate) token_problem: Option<String>,
-    pub(crate) allowed_users: Vec<i64>,
-    pub(crate) notify_denied: bool,
-    pub(crate) api_url: String,
-    pub(crate) proxy: Option<Proxy>,
-    pub(crate) ca_file: Option<PathBuf>,
-    /// Seconds.
-    pub(crate) poll_timeout: u64,
-}
-
-/// How long openings last and how old a command may be, in seconds (`0`: no limit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Limits {
-    pub(crate) open_for: u64,
-    pub(crate) max_open_for: u64,
-    pub(crate) max_age: u64,
-}
-
-/// The firewall backend and what it needs besides the gates.
-#[derive(Debug, Clone)]
-pub(crate) struct FirewallSettings {
-    pub(crate) kind: FirewallKind,
-    pub(crate) iptables: PathBuf,
-    /// `None`: IPv6 is left alone.
-    pub(crate) ip6tables: Option<PathBuf>,
-    pub(crate) nft: PathBuf,
-    pub(crate) chain: String,
-    pub(crate) always_allow: Vec<Cidr>,
-}
-
-/// Where tgknock keeps its files.
-#[derive(Debug, Clone)]
-pub(crate) struct Files {
-    pub(crate) state_dir: PathBuf,
-    pub(crate) log_file: PathBuf,
-}
 
 /// The whole configuration, in sections.
 #[derive(Debug, Clone)]
