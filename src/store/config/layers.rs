@@ -111,6 +111,11 @@ impl<'a> Layers<'a> {
 
     /// The value of `key`, or its default.
     pub(super) fn get(&self, key: Key) -> String {
+        debug_assert!(
+            keys::KEYS.iter().any(|k| k.name == key.name),
+            "{} is not in KEYS",
+            key.name
+        );
         self.values
             .get(key.name)
             .map(|(v, _)| v.clone())
