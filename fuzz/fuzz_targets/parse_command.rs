@@ -8,9 +8,10 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use tgknock::base::addr::Cidr;
-use tgknock::chat::command::{self, Command, Length, Parsed};
+use tgknock::base::duration::{self, Length};
 use tgknock::base::gate::{Gate, parse_gates};
-use tgknock::{config, duration};
+use tgknock::chat::command::{self, Command, Parsed};
+use tgknock::store::config;
 
 fn gates() -> &'static [Gate] {
     static GATES: OnceLock<Vec<Gate>> = OnceLock::new();

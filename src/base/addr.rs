@@ -89,6 +89,17 @@ impl Cidr {
         Some(Cidr { addr, prefix })
     }
 
+    /// An address or block to ban, `text`: never every address (`…/0`), which would cut
+    /// everyone off; the refusal names it as `shown`.
+    pub(crate) fn bannable(text: &str, shown: &str) -> Result<Cidr, String> {
+        if text.ends_with("/0") {
+            return Err(format!(
+                "{shown} is every address: a ban of it would cut everyone off, you too"
+            ));
+        }
+        text.parse()
+    }
+
     /// The iptables form: always with a prefix (`1.2.3.4/32`), as `iptables -S` prints it.
     pub fn to_iptables(&self) -> String {
         format!("{}/{}", self.addr, self.prefix)
@@ -256,5 +267,21 @@ mod tests {
         assert_eq!(j, "\"10.0.0.0/8\"");
         assert_eq!(serde_json::from_str::<Cidr>(&j).unwrap(), c("10.0.0.0/8"));
         assert!(serde_json::from_str::<Cidr>("\"nope\"").is_err());
+    }
+
+    #[test]
+    fn every_address_is_never_bannable() {
+        for all in ["0.0.0.0/0", "::/0", "10.0.0.0/0"] {
+            let e = Cidr::bannable(all, "it").unwrap_err();
+            assert_eq!(
+                e,
+                "it is every address: a ban of it would cut everyone off, you too"
+            );
+        }
+        assert_eq!(
+            Cidr::bannable("10.0.0.0/8", "it").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert!(Cidr::bannable("nonsense", "it").is_err());
     }
 }

@@ -2,14 +2,14 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::base::addr::Cidr;
 use crate::base::gate::GateName;
 
 /// Everything that can go wrong, with the context a user needs to act on it.
 #[derive(Debug)]
-pub enum Error {
+pub(crate) enum Error {
     /// Bad command-line use (exit 2): the argument, when one is to blame, and what is wrong.
     Usage {
         argument: Option<&'static str>,
@@ -86,7 +86,7 @@ pub enum Error {
 
 /// Why a file or directory is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unsafe {
+pub(crate) enum Unsafe {
     /// A symbolic link where tgknock keeps its own files.
     Link,
     /// Something else than a regular file.
@@ -106,7 +106,7 @@ pub enum Unsafe {
 
 impl Error {
     /// The process exit code of the contract: 1 runtime, 2 usage/config, 3 token.
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             Error::Usage { .. }
             | Error::Config { .. }
@@ -119,7 +119,7 @@ impl Error {
         }
     }
 
-    pub fn file(path: impl Into<PathBuf>, action: &'static str, source: io::Error) -> Error {
+    pub(crate) fn file(path: impl Into<PathBuf>, action: &'static str, source: io::Error) -> Error {
         Error::File {
             path: path.into(),
             action,
@@ -127,7 +127,7 @@ impl Error {
         }
     }
 
-    pub fn usage(argument: &'static str, problem: impl Into<String>) -> Error {
+    pub(crate) fn usage(argument: &'static str, problem: impl Into<String>) -> Error {
         Error::Usage {
             argument: Some(argument),
             problem: problem.into(),
@@ -135,7 +135,7 @@ impl Error {
     }
 
     /// A configuration error about `key`, set nowhere in particular.
-    pub fn config(key: &'static str, problem: impl Into<String>) -> Error {
+    pub(crate) fn config(key: &'static str, problem: impl Into<String>) -> Error {
         Error::Config {
             key,
             place: None,
@@ -159,36 +159,20 @@ impl From<ApiError> for Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Usage {
-                argument: Some(a),
-                problem,
-            } => write!(f, "{a}: {problem}"),
-            Error::Usage {
-                argument: None,
-                problem,
-            } => write!(f, "{problem}"),
+            Error::Usage { argument, problem } => match argument {
+                Some(a) => write!(f, "{a}: {problem}"),
+                None => write!(f, "{problem}"),
+            },
             Error::Config {
                 key,
                 place,
                 problem,
-            } => {
-                write!(f, "configuration: {key}")?;
-                if let Some(p) = place {
-                    write!(f, " (from {p})")?;
-                }
-                write!(f, ": {problem}")
-            }
+            } => fmt_config(key, place.as_deref(), problem, f),
             Error::UnknownKey {
                 key,
                 place,
                 nearest,
-            } => {
-                write!(f, "configuration: unknown key {key} in {place}")?;
-                if let Some(k) = nearest {
-                    write!(f, "; did you mean {k}?")?;
-                }
-                Ok(())
-            }
+            } => fmt_unknown_key(key, place, *nearest, f),
             Error::ConfigFile { path, source } => write!(
                 f,
                 "configuration: cannot read config file {}: {source}",
@@ -203,73 +187,19 @@ impl fmt::Display for Error {
                 "configuration: {}: line {line}: {problem}",
                 path.display()
             ),
-            Error::Unsafe { path, problem } => {
-                let p = path.display();
-                match problem {
-                    Unsafe::Link => write!(
-                        f,
-                        "{p} is a symbolic link; tgknock never follows links in its directories: remove it"
-                    ),
-                    Unsafe::NotAFile => write!(
-                        f,
-                        "{p} is not a regular file (a FIFO, device or directory); tgknock uses only plain files there: remove it"
-                    ),
-                    Unsafe::HardLinked(n) => write!(
-                        f,
-                        "{p} has {n} names (a hard link to another file); tgknock never reads, writes or hands over a file with more than one name: remove it"
-                    ),
-                    Unsafe::NotRoots(uid) => write!(
-                        f,
-                        "{p} is not owned by root (owner uid {uid}): run as root from PAM, tgknock takes its settings only from a file and directory that root owns; run: chown root {p}"
-                    ),
-                    Unsafe::FileWritableByGroup(mode) | Unsafe::FileWritableByEveryone(mode) => {
-                        write!(
-                            f,
-                            "{p} is writable by {} (mode {mode:04o}): another user could change tgknock's settings; run: chmod go-w {p}",
-                            if matches!(problem, Unsafe::FileWritableByEveryone(_)) {
-                                "everyone"
-                            } else {
-                                "its group"
-                            }
-                        )
-                    }
-                    Unsafe::NotADirectory => write!(f, "{p} is not a directory"),
-                    Unsafe::WritableByGroup(mode) | Unsafe::WritableByEveryone(mode) => write!(
-                        f,
-                        "the directory {p} is writable by {} (mode {mode:04o}): another user could replace tgknock's files; run: chmod go-w {p}",
-                        if matches!(problem, Unsafe::WritableByEveryone(_)) {
-                            "everyone"
-                        } else {
-                            "its group"
-                        }
-                    ),
-                }
-            }
-            Error::File {
-                path,
-                action,
-                source,
-            } => write!(f, "cannot {action} {}: {source}", path.display()),
+            Error::Unsafe { path, problem } => problem.fmt_for(&path.display(), f),
             Error::Firewall {
                 program,
                 arguments,
                 status,
                 stderr,
-            } => {
-                write!(f, "`{program}")?;
-                for a in arguments {
-                    write!(f, " {a}")?;
-                }
-                match status {
-                    Some(code) => write!(f, "` failed with exit code {code}")?,
-                    None => write!(f, "` failed")?,
-                }
-                let stderr = stderr.trim();
-                if !stderr.is_empty() {
-                    write!(f, ": {stderr}")?;
-                }
-                Ok(())
-            }
+            } => fmt_firewall(program, arguments, *status, stderr, f),
+            Error::BanOverlaps { addr, other, until } => fmt_overlap(addr, other, *until, f),
+            Error::File {
+                path,
+                action,
+                source,
+            } => write!(f, "cannot {action} {}: {source}", path.display()),
             Error::Verify { place, shows } => write!(
                 f,
                 "firewall check after the change failed: {place} does not hold the rules just written (it shows: {shows})"
@@ -283,37 +213,7 @@ impl fmt::Display for Error {
             Error::TooManyBans { max } => {
                 write!(f, "there are already {max} bans; lift some first")
             }
-            Error::BanOverlaps { addr, other, until } => {
-                let until = match until {
-                    Some(u) => format!("until {}", crate::base::duration::utc_full(*u)),
-                    None => "until lifted".to_string(),
-                };
-                if other.prefix() < addr.prefix() {
-                    write!(
-                        f,
-                        "{addr} is inside {other}, which is banned already ({until}); bans cannot overlap: to change how long, ban {other} again"
-                    )
-                } else {
-                    write!(
-                        f,
-                        "{addr} holds {other}, which is banned on its own ({until}); bans cannot overlap: unban {other} first"
-                    )
-                }
-            }
-            Error::AlreadyRunning { pid: Some(pid), .. } => {
-                write!(
-                    f,
-                    "another tgknock daemon is running (pid {pid}); stop it first"
-                )
-            }
-            Error::AlreadyRunning {
-                pid: None,
-                pid_file,
-            } => write!(
-                f,
-                "another tgknock daemon holds {}; stop it first",
-                pid_file.display()
-            ),
+            Error::AlreadyRunning { pid, pid_file } => fmt_running(*pid, pid_file, f),
             Error::Spawn { what, source } => write!(f, "cannot start {what}: {source}"),
             Error::DaemonExited {
                 program,
@@ -332,6 +232,142 @@ impl fmt::Display for Error {
     }
 }
 
+/// A setting that is wrong: the key, where it was set, and what is wrong.
+fn fmt_config(
+    key: &str,
+    place: Option<&str>,
+    problem: &str,
+    f: &mut fmt::Formatter<'_>,
+) -> fmt::Result {
+    write!(f, "configuration: {key}")?;
+    if let Some(p) = place {
+        write!(f, " (from {p})")?;
+    }
+    write!(f, ": {problem}")
+}
+
+/// A key the table does not know, and the nearest one it does.
+fn fmt_unknown_key(
+    key: &str,
+    place: &str,
+    nearest: Option<&str>,
+    f: &mut fmt::Formatter<'_>,
+) -> fmt::Result {
+    write!(f, "configuration: unknown key {key} in {place}")?;
+    if let Some(k) = nearest {
+        write!(f, "; did you mean {k}?")?;
+    }
+    Ok(())
+}
+
+/// Another daemon holds the pid file's lock: its pid when it is known.
+fn fmt_running(pid: Option<u32>, pid_file: &Path, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match pid {
+        Some(pid) => write!(
+            f,
+            "another tgknock daemon is running (pid {pid}); stop it first"
+        ),
+        None => write!(
+            f,
+            "another tgknock daemon holds {}; stop it first",
+            pid_file.display()
+        ),
+    }
+}
+
+/// A firewall tool that failed: the command, its exit code and what it said.
+fn fmt_firewall(
+    program: &str,
+    arguments: &[String],
+    status: Option<i32>,
+    stderr: &str,
+    f: &mut fmt::Formatter<'_>,
+) -> fmt::Result {
+    write!(f, "`{program}")?;
+    for a in arguments {
+        write!(f, " {a}")?;
+    }
+    match status {
+        Some(code) => write!(f, "` failed with exit code {code}")?,
+        None => write!(f, "` failed")?,
+    }
+    let stderr = stderr.trim();
+    if !stderr.is_empty() {
+        write!(f, ": {stderr}")?;
+    }
+    Ok(())
+}
+
+/// A ban that overlaps one in force.
+fn fmt_overlap(
+    addr: &Cidr,
+    other: &Cidr,
+    until: Option<u64>,
+    f: &mut fmt::Formatter<'_>,
+) -> fmt::Result {
+    let until = match until {
+        Some(u) => format!("until {}", crate::base::duration::utc_full(u)),
+        None => "until lifted".to_string(),
+    };
+    if other.prefix() < addr.prefix() {
+        write!(
+            f,
+            "{addr} is inside {other}, which is banned already ({until}); bans cannot overlap: to change how long, ban {other} again"
+        )
+    } else {
+        write!(
+            f,
+            "{addr} holds {other}, which is banned on its own ({until}); bans cannot overlap: unban {other} first"
+        )
+    }
+}
+
+impl Unsafe {
+    /// What is unsafe about `p`, and the command that mends it.
+    fn fmt_for(&self, p: &dyn fmt::Display, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let problem = self;
+        match problem {
+            Unsafe::Link => write!(
+                f,
+                "{p} is a symbolic link; tgknock never follows links in its directories: remove it"
+            ),
+            Unsafe::NotAFile => write!(
+                f,
+                "{p} is not a regular file (a FIFO, device or directory); tgknock uses only plain files there: remove it"
+            ),
+            Unsafe::HardLinked(n) => write!(
+                f,
+                "{p} has {n} names (a hard link to another file); tgknock never reads, writes or hands over a file with more than one name: remove it"
+            ),
+            Unsafe::NotRoots(uid) => write!(
+                f,
+                "{p} is not owned by root (owner uid {uid}): run as root from PAM, tgknock takes its settings only from a file and directory that root owns; run: chown root {p}"
+            ),
+            Unsafe::FileWritableByGroup(mode) | Unsafe::FileWritableByEveryone(mode) => {
+                write!(
+                    f,
+                    "{p} is writable by {} (mode {mode:04o}): another user could change tgknock's settings; run: chmod go-w {p}",
+                    if matches!(problem, Unsafe::FileWritableByEveryone(_)) {
+                        "everyone"
+                    } else {
+                        "its group"
+                    }
+                )
+            }
+            Unsafe::NotADirectory => write!(f, "{p} is not a directory"),
+            Unsafe::WritableByGroup(mode) | Unsafe::WritableByEveryone(mode) => write!(
+                f,
+                "the directory {p} is writable by {} (mode {mode:04o}): another user could replace tgknock's files; run: chmod go-w {p}",
+                if matches!(problem, Unsafe::WritableByEveryone(_)) {
+                    "everyone"
+                } else {
+                    "its group"
+                }
+            ),
+        }
+    }
+}
+
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
@@ -343,7 +379,7 @@ impl std::error::Error for Error {
     }
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Bot API responses larger than this are refused (a full batch of 100 long messages is
 /// far less).

@@ -140,13 +140,7 @@ fn not_a_code(t: &str) -> String {
 
 /// An address to ban: one address or block, never every address.
 fn ban_addr(arg: &str) -> Result<Cidr, String> {
-    if arg.ends_with("/0") {
-        return Err(format!(
-            "'{}' is every address: a ban of it would cut everyone off, you too",
-            clip(arg)
-        ));
-    }
-    arg.parse::<Cidr>()
+    Cidr::bannable(arg, &format!("'{}'", clip(arg)))
 }
 
 /// A code split by a space reads as two numbers: with the second factor on, say what is

@@ -225,49 +225,11 @@ fn limit_verified(gate: &Gate, limit: Limit, out: &Outcome) -> bool {
 /// The whole status, as `tgknock status` and `/status` show it.
 pub(crate) fn status_text(cfg: &Config, fw: &Firewall, out: &Outcome) -> String {
     let mut lines: Vec<String> = cfg.gates.iter().map(|g| gate_text(g, out, true)).collect();
-    let bans = live_bans(out);
-    if let Some(m) = bans_mismatch(out) {
-        lines.push(format!("bans MISMATCH: {m}"));
-    }
-    const SHOWN: usize = 20;
-    for b in bans.iter().take(SHOWN) {
-        lines.push(format!("banned {}", ban_text(b, out.now)));
-    }
-    if bans.len() > SHOWN {
-        lines.push(format!(
-            "… and {} more bans (tgknock status --json lists them all)",
-            bans.len() - SHOWN
-        ));
-    }
+    bans_lines(out, &mut lines);
     if !cfg.rate_limits.is_empty() {
-        let parts: Vec<String> = cfg
-            .rate_limits
-            .iter()
-            .filter_map(|(name, rate)| {
-                let g = cfg.gate(name.as_str())?;
-                let ok = limit_verified(g, Limit::of(*rate), out);
-                Some(format!(
-                    "{name} {}/{}{}",
-                    rate.count,
-                    rate.per.word(),
-                    if ok { "" } else { " (MISSING in the kernel)" }
-                ))
-            })
-            .collect();
-        lines.push(format!(
-            "rate limits per source (new connections; always-allowed exempt): {}",
-            parts.join(", ")
-        ));
+        lines.push(rate_limits_line(cfg, out));
     }
-    lines.push(match fw.deadline_problem() {
-        None if out.deadlines => {
-            "deadlines: kept by the kernel too, so openings close and bans lift on time even with tgknock stopped".to_string()
-        }
-        Some(why) => format!(
-            "deadlines: kept by tgknock only, the kernel cannot ({why}); while tgknock is stopped nothing closes"
-        ),
-        None => "deadlines: kept by tgknock only".to_string(),
-    });
+    lines.push(deadlines_line(fw, out));
     for (fam, l) in &out.listings {
         lines.push(match l {
             Ok(l) if l.installed() => format!(
@@ -287,23 +249,7 @@ pub(crate) fn status_text(cfg: &Config, fw: &Firewall, out: &Outcome) -> String 
         });
     }
     if let Some(k) = &fw.policy.knock {
-        let armed: Vec<String> = out
-            .listings
-            .iter()
-            .filter(|(_, l)| l.as_ref().is_ok_and(|l| l.knock_armed()))
-            .map(|(f, _)| f.to_string())
-            .collect();
-        lines.push(format!(
-            "knock fallback {}: {} opens {} to the knocker for {}",
-            if armed.is_empty() {
-                "NOT armed".to_string()
-            } else {
-                format!("armed ({})", armed.join(", "))
-            },
-            k.ports_text(),
-            k.gate,
-            duration::human(k.open_for)
-        ));
+        lines.push(knock_line(k, out));
     }
     if cfg.firewall.ip6tables.is_none() {
         lines.push("IPv6: not managed (TGKNOCK_IP6TABLES=off)".into());
@@ -320,6 +266,80 @@ pub(crate) fn status_text(cfg: &Config, fw: &Firewall, out: &Outcome) -> String 
         ));
     }
     lines.join("\n")
+}
+
+/// The bans in force (the first ones, and how many more), after a mismatch if any.
+fn bans_lines(out: &Outcome, lines: &mut Vec<String>) {
+    let bans = live_bans(out);
+    if let Some(m) = bans_mismatch(out) {
+        lines.push(format!("bans MISMATCH: {m}"));
+    }
+    const SHOWN: usize = 20;
+    for b in bans.iter().take(SHOWN) {
+        lines.push(format!("banned {}", ban_text(b, out.now)));
+    }
+    if bans.len() > SHOWN {
+        lines.push(format!(
+            "… and {} more bans (tgknock status --json lists them all)",
+            bans.len() - SHOWN
+        ));
+    }
+}
+
+/// The rate limits of the gates, each marked when the kernel lacks it.
+fn rate_limits_line(cfg: &Config, out: &Outcome) -> String {
+    let parts: Vec<String> = cfg
+        .rate_limits
+        .iter()
+        .filter_map(|(name, rate)| {
+            let g = cfg.gate(name.as_str())?;
+            let ok = limit_verified(g, Limit::of(*rate), out);
+            Some(format!(
+                "{name} {}/{}{}",
+                rate.count,
+                rate.per.word(),
+                if ok { "" } else { " (MISSING in the kernel)" }
+            ))
+        })
+        .collect();
+    format!(
+        "rate limits per source (new connections; always-allowed exempt): {}",
+        parts.join(", ")
+    )
+}
+
+/// Who keeps the deadlines: the kernel too, or tgknock only (and why).
+fn deadlines_line(fw: &Firewall, out: &Outcome) -> String {
+    match fw.deadline_problem() {
+        None if out.deadlines => {
+            "deadlines: kept by the kernel too, so openings close and bans lift on time even with tgknock stopped".to_string()
+        }
+        Some(why) => format!(
+            "deadlines: kept by tgknock only, the kernel cannot ({why}); while tgknock is stopped nothing closes"
+        ),
+        None => "deadlines: kept by tgknock only".to_string(),
+    }
+}
+
+/// The knock fallback, and in which families its rules are armed.
+fn knock_line(k: &crate::base::gate::Knock, out: &Outcome) -> String {
+    let armed: Vec<String> = out
+        .listings
+        .iter()
+        .filter(|(_, l)| l.as_ref().is_ok_and(|l| l.knock_armed()))
+        .map(|(f, _)| f.to_string())
+        .collect();
+    format!(
+        "knock fallback {}: {} opens {} to the knocker for {}",
+        if armed.is_empty() {
+            "NOT armed".to_string()
+        } else {
+            format!("armed ({})", armed.join(", "))
+        },
+        k.ports_text(),
+        k.gate,
+        duration::human(k.open_for)
+    )
 }
 
 /// Whether every gate is as the state says in every family.

@@ -201,7 +201,8 @@ fn firewall(c: &mut Ctx) -> Vec<Line> {
             crate::firewall::Kind::Nftables => "deadlines: the kernel keeps them too (meta time)",
         }),
         Some(why) => Line::warn(format!(
-            "the kernel cannot keep deadlines ({why}): openings close and bans lift by tgknock's own expiry only, so not while it is stopped (load xt_time, or use a kernel with nft's meta time)"
+            "{} (load xt_time, or use a kernel with nft's meta time)",
+            crate::firewall::no_deadlines(why)
         )),
     });
     let cfg = c.cfg();

@@ -580,9 +580,7 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
     keeper.fw.probe();
     keeper.fw.keep_reference();
     if let Some(why) = keeper.fw.deadline_problem() {
-        log::warn!(
-            "the kernel cannot keep deadlines ({why}): openings close and bans lift by tgknock's own expiry only, so not while it is stopped"
-        );
+        log::warn!("{}", crate::firewall::no_deadlines(why));
     }
     let started = Instant::now();
     let now = crate::os::clock::now();

@@ -179,7 +179,8 @@ impl Firewall {
         self.policy.deadlines && self.deadline_problem().is_none()
     }
 
-    /// Why the kernel cannot keep deadlines, when that is known.
+    /// Why the kernel cannot keep deadlines, when that is known ([`no_deadlines`] says
+    /// what follows).
     pub(crate) fn deadline_problem(&self) -> Option<&str> {
         match self.deadlines.get() {
             Some(Err(why)) => Some(why),
@@ -277,9 +278,7 @@ impl Firewall {
                 let Some(why) = self.deadline_problem() else {
                     return Err(e);
                 };
-                log::warn!(
-                    "the kernel cannot keep deadlines ({why}): openings close and bans lift by tgknock's own expiry only, so not while it is stopped"
-                );
+                log::warn!("{}", no_deadlines(why));
                 let policy = self.policy();
                 self.tables()
                     .apply(&policy, &self.desired_all(&policy, state, now), now)
@@ -357,6 +356,14 @@ impl Firewall {
         self.tables()
             .preview(&policy, &self.desired_all(&policy, state, now), now)
     }
+}
+
+/// The warning when the kernel cannot keep deadlines, `why`: the daemon's log and `check`
+/// say it alike.
+pub(crate) fn no_deadlines(why: &str) -> String {
+    format!(
+        "the kernel cannot keep deadlines ({why}): openings close and bans lift by tgknock's own expiry only, so not while it is stopped"
+    )
 }
 
 /// The result of running a tool: its stdout, or an error carrying its stderr.

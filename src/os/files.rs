@@ -176,47 +176,17 @@ impl Dir {
         }
     }
 
-    /// Replaces `name` with a new file holding `bytes`: written under a unique temporary
-    /// name, then renamed over it, so a reader sees the old file or the new one, never half
-    /// of one. With `durable`, the data and the rename are synced (a power cut keeps one).
+    /// Replaces `name` with a new file holding `bytes`, given to the directory's owner
+    /// with [`FILE_MODE`] (see [`replace`]). With `durable`, the data and the rename are
+    /// synced (a power cut keeps one); without, neither is (the heartbeat).
     pub(crate) fn replace(&self, name: &str, bytes: &[u8], durable: bool) -> Result<()> {
-        let path = self.join(name);
-        let tmp = self.join(&temporary_name(name));
-        let result = (|| -> io::Result<File> {
-            // Locked (by `create_new`) until written, synced and renamed.
-            let mut f = self.create_new(&tmp)?;
-            f.write_all(bytes)?;
-            if durable {
-                f.sync_all()?;
-            }
-            Ok(f)
-        })();
-        let held = match result {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(Error::file(&tmp, "write", e));
-            }
-        };
-        if let Err(e) = fs::rename(&tmp, &path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::file(&path, "replace", e));
-        }
-        drop(held);
-        if durable && let Ok(d) = File::open(&self.path) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        let owner = Owner::Given(self.uid, self.gid);
+        write_replacing(&self.join(name), bytes, FILE_MODE, owner, durable).map(|_| ())
     }
 
-    /// Creates a probe file and removes it: whether this process can write here.
+    /// Whether this process can write here (see [`probe_writable`]).
     pub(crate) fn probe_writable(&self) -> Result<()> {
-        let tmp = self.join(&temporary_name("check"));
-        let f = self
-            .create_new(&tmp)
-            .map_err(|e| Error::file(&tmp, "create", e));
-        let _ = fs::remove_file(&tmp);
-        f.map(|_| ())
+        probe_writable(&self.path)
     }
 
     /// Removes temporary files a crash left behind (their names say they are tgknock's).
@@ -270,22 +240,9 @@ impl Dir {
     }
 
     /// A new file that did not exist (not even as a link), mode [`FILE_MODE`], owned by
-    /// the directory's owner.
+    /// the directory's owner, locked by its writer (see [`create_locked`]).
     fn create_new(&self, path: &Path) -> io::Result<File> {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .custom_flags(O_NOFOLLOW)
-            .open(path)?;
-        // Held by its writer until it is linked or renamed into place (or dropped): the
-        // daemon's cleanup of a crash's temporaries sees it is a live writer's.
-        if let Err(e) = f.try_lock() {
-            log::debug!("cannot lock {}: {e}", path.display());
-        }
-        // The umask may have taken bits away: set the mode explicitly.
-        f.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+        let f = create_locked(path, FILE_MODE)?;
         self.give(&f)?;
         Ok(f)
     }
@@ -320,36 +277,133 @@ impl Dir {
     }
 }
 
-/// Writes a secret file (`totp-setup`): mode 0600, created under a unique name beside it
-/// and renamed into place, never through a link. Run as root, it is given to the owner
-/// of `service_dir` (the state directory: the service's user), so the daemon can read
-/// it; says to whom, for the message.
-pub(crate) fn write_secret(path: &Path, text: &str, service_dir: &Path) -> Result<String> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let tmp = dir.join(temporary_name("secret"));
-    let mut owner = String::new();
-    let result = (|| -> io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(O_NOFOLLOW)
-            .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(0o600))?;
-        if let Ok(m) = fs::metadata(service_dir)
-            && (m.uid(), m.gid()) != (f.metadata()?.uid(), f.metadata()?.gid())
-            && std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid())).is_ok()
-        {
-            owner = format!(", owned by the owner of {}", service_dir.display());
+/// Who a replaced file belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// Its writer (the process that replaces it).
+    Writer,
+    /// `uid:gid`; a file that cannot be given to them is not written.
+    Given(u32, u32),
+    /// `uid:gid` when this process may give it away (root), else its writer.
+    IfPossible(u32, u32),
+}
+
+/// Replaces `path` with a new file holding `bytes`: written under a unique temporary name
+/// beside it (`O_EXCL`, never through a link, locked by its writer until renamed, so the
+/// state directory's cleanup of a crash's temporaries spares it), with `mode` whatever the
+/// umask and given to `owner`, synced, renamed over the old file, and the rename synced:
+/// a reader sees the old file or the new one, never half of one, and a power cut keeps
+/// one. Returns whether the file was given to another owner than its writer.
+pub(crate) fn replace(path: &Path, bytes: &[u8], mode: u32, owner: Owner) -> Result<bool> {
+    write_replacing(path, bytes, mode, owner, true)
+}
+
+/// [`replace`], synced only when `durable`.
+fn write_replacing(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Owner,
+    durable: bool,
+) -> Result<bool> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(temporary_name(&name));
+    let mut given = false;
+    let written = (|| -> io::Result<File> {
+        // Locked (by `create_locked`) until written, synced and renamed.
+        let mut f = create_locked(&tmp, mode)?;
+        given = hand_over(&f, owner)?;
+        f.write_all(bytes)?;
+        if durable {
+            f.sync_all()?;
         }
-        f.write_all(text.as_bytes())?;
-        f.sync_all()
+        Ok(f)
     })();
-    if let Err(e) = result.and_then(|_| fs::rename(&tmp, path)) {
+    let held = match written {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::file(path, "write", e));
+        }
+    };
+    if let Err(e) = fs::rename(&tmp, path) {
         let _ = fs::remove_file(&tmp);
-        return Err(Error::file(path, "write", e));
+        return Err(Error::file(path, "replace", e));
     }
-    Ok(owner)
+    drop(held);
+    if durable && let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(given)
+}
+
+/// A new file that did not exist (not even as a link) with `mode` whatever the umask,
+/// locked by its writer: until it is linked or renamed into place (or dropped), the
+/// daemon's cleanup of a crash's temporaries sees it is a live writer's.
+fn create_locked(path: &Path, mode: u32) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(O_NOFOLLOW)
+        .open(path)?;
+    if let Err(e) = f.try_lock() {
+        log::debug!("cannot lock {}: {e}", path.display());
+    }
+    // The umask may have taken bits away: set the mode explicitly.
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    Ok(f)
+}
+
+/// Gives an opened file to `owner`; whether it changed hands.
+fn hand_over(f: &File, owner: Owner) -> io::Result<bool> {
+    let (Owner::Given(uid, gid) | Owner::IfPossible(uid, gid)) = owner else {
+        return Ok(false);
+    };
+    let meta = f.metadata()?;
+    if (meta.uid(), meta.gid()) == (uid, gid) {
+        return Ok(false);
+    }
+    match std::os::unix::fs::fchown(f, Some(uid), Some(gid)) {
+        Ok(()) => Ok(true),
+        Err(e) if owner == Owner::Given(uid, gid) => Err(e),
+        Err(e) => {
+            log::debug!("cannot hand a new file to {uid}:{gid}: {e}");
+            Ok(false)
+        }
+    }
+}
+
+/// Fails when `dir` takes no new file: creates a probe file under a unique name (never
+/// through a link) and removes it.
+pub(crate) fn probe_writable(dir: &Path) -> Result<()> {
+    let tmp = dir.join(temporary_name("check"));
+    let f = create_locked(&tmp, FILE_MODE).map_err(|e| Error::file(&tmp, "create", e));
+    let _ = fs::remove_file(&tmp);
+    f.map(|_| ())
+}
+
+/// Writes a secret file (`totp-setup`): mode 0600, replaced as [`replace`] does. Given to
+/// the owner of `service_dir` (the state directory: the service's user) when this process
+/// can (root), so the daemon can read it; says to whom, for the message.
+pub(crate) fn write_secret(path: &Path, text: &str, service_dir: &Path) -> Result<String> {
+    let owner = match fs::metadata(service_dir) {
+        Ok(m) => Owner::IfPossible(m.uid(), m.gid()),
+        Err(_) => Owner::Writer,
+    };
+    Ok(if replace(path, text.as_bytes(), 0o600, owner)? {
+        format!(", owned by the owner of {}", service_dir.display())
+    } else {
+        String::new()
+    })
 }
 
 /// Opens an existing file read-only, never through a link, nor a FIFO or a hard link (for
@@ -591,6 +645,45 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+        fs::remove_dir_all(&p).unwrap();
+    }
+
+    /// The one atomic write (state, heartbeat, setup's files, the TOTP secret): the mode
+    /// asked whatever the umask, a link at the name replaced rather than followed, the
+    /// owner kept when it is the writer, nothing left behind when it fails, and the error
+    /// naming the file.
+    #[test]
+    fn replace_writes_a_new_file_with_its_mode_and_leaves_nothing_behind() {
+        let p = scratch("replace");
+        fs::create_dir_all(&p).unwrap();
+        let target = p.join("target");
+        fs::write(&target, "precious").unwrap();
+        let path = p.join("token");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        for (mode, text) in [(0o600, "first"), (0o640, "second")] {
+            let given = replace(&path, text.as_bytes(), mode, Owner::Writer).unwrap();
+            assert!(!given);
+            let m = fs::symlink_metadata(&path).unwrap();
+            assert!(m.is_file());
+            assert_eq!(m.mode() & 0o7777, mode);
+            assert_eq!(fs::read_to_string(&path).unwrap(), text);
+        }
+        assert_eq!(fs::read_to_string(&target).unwrap(), "precious");
+        // Its own owner: nothing to hand over.
+        let me = fs::metadata(&path).unwrap();
+        let own = Owner::Given(me.uid(), me.gid());
+        assert!(!replace(&path, b"third", 0o600, own).unwrap());
+        let e = replace(&p.join("missing/token"), b"x", 0o600, Owner::Writer)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing/token") && e.contains("write"), "{e}");
+        let names: Vec<String> = fs::read_dir(&p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+        assert!(probe_writable(&p).is_ok());
+        assert!(probe_writable(&p.join("missing")).is_err());
         fs::remove_dir_all(&p).unwrap();
     }
 }

@@ -7,7 +7,7 @@
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -190,69 +190,98 @@ const TICK: Duration = Duration::from_millis(100);
 /// timeout, so one thread both reads and watches the clock).
 pub(crate) fn run(action: &Declared, timeout: Duration) -> Run {
     let started = Instant::now();
-    let not_started = |why: String| Run {
-        end: End::NotStarted(why),
+    let (ours, child) = match spawn(action) {
+        Ok(s) => s,
+        Err(why) => {
+            return Run {
+                end: End::NotStarted(why),
+                took: started.elapsed(),
+                output: Vec::new(),
+                cut: false,
+                left_behind: false,
+            };
+        }
+    };
+    let w = watch(child, ours, started + timeout);
+    let end = if w.timed_out {
+        End::TimedOut
+    } else {
+        ending(w.status)
+    };
+    Run {
+        end,
         took: started.elapsed(),
-        output: Vec::new(),
-        cut: false,
-        left_behind: false,
-    };
-    let (mut ours, theirs) = match UnixStream::pair() {
-        Ok(p) => p,
-        Err(e) => return not_started(format!("cannot make a socket: {e}")),
-    };
+        output: w.tail.bytes,
+        cut: w.tail.cut,
+        left_behind: w.left_behind,
+    }
+}
+
+/// Starts the program in its own process group, without a shell, its output one socket:
+/// our end of it and the child; else why it could not start.
+fn spawn(action: &Declared) -> std::result::Result<(UnixStream, Child), String> {
+    let (ours, theirs) = UnixStream::pair().map_err(|e| format!("cannot make a socket: {e}"))?;
     let mut cmd = Command::new(&action.argv[0]);
     cmd.args(&action.argv[1..])
         .env_clear()
         .env("PATH", PATH)
         .current_dir("/")
         .stdin(Stdio::null());
-    match theirs.try_clone() {
-        Ok(t) => {
-            cmd.stdout(OwnedFd::from(t)).stderr(OwnedFd::from(theirs));
-        }
-        Err(e) => return not_started(format!("cannot make a socket: {e}")),
-    }
+    let t = theirs
+        .try_clone()
+        .map_err(|e| format!("cannot make a socket: {e}"))?;
+    cmd.stdout(OwnedFd::from(t)).stderr(OwnedFd::from(theirs));
     crate::os::sys::own_group(&mut cmd);
     let spawned = cmd.spawn();
     // Our copies of the socket's other end go with `cmd`: the output ends when the
     // action's does.
     drop(cmd);
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => return not_started(format!("{}: {e}", action.argv[0])),
-    };
+    let child = spawned.map_err(|e| format!("{}: {e}", action.argv[0]))?;
+    Ok((ours, child))
+}
+
+/// What watching a run saw.
+struct Watched {
+    status: Option<std::io::Result<ExitStatus>>,
+    timed_out: bool,
+    left_behind: bool,
+    tail: Tail,
+}
+
+/// Reads the output of `child` until it is over, killing its group at `deadline`.
+fn watch(mut child: Child, mut ours: UnixStream, deadline: Instant) -> Watched {
     let pgid = child.id();
-    let deadline = started + timeout;
-    let mut tail = Tail::default();
-    let mut status: Option<std::io::Result<ExitStatus>> = None;
+    let mut w = Watched {
+        status: None,
+        timed_out: false,
+        left_behind: false,
+        tail: Tail::default(),
+    };
     let mut eof = false;
-    let mut timed_out = false;
-    let mut left_behind = false;
     // Once the program is over (exited, or killed), its output has until then to close.
     let mut drain_until: Option<Instant> = None;
     let mut buf = [0u8; 4096];
     loop {
-        if status.is_none() {
+        if w.status.is_none() {
             match child.try_wait() {
                 Ok(None) => {}
                 Ok(Some(s)) => {
-                    status = Some(Ok(s));
-                    if !timed_out {
+                    w.status = Some(Ok(s));
+                    if !w.timed_out {
                         // Nothing of a run outlives it: what it left in its group goes too.
-                        left_behind = crate::os::sys::kill_group(pgid);
+                        w.left_behind = crate::os::sys::kill_group(pgid);
                     }
                     drain_until.get_or_insert(Instant::now() + DRAIN);
                 }
-                Err(e) => status = Some(Err(e)),
+                Err(e) => w.status = Some(Err(e)),
             }
         }
-        if status.is_some() && eof {
+        if w.status.is_some() && eof {
             break;
         }
         let now = Instant::now();
-        if status.is_none() && !timed_out && now >= deadline {
-            timed_out = true;
+        if w.status.is_none() && !w.timed_out && now >= deadline {
+            w.timed_out = true;
             crate::os::sys::kill_group(pgid);
             drain_until = Some(now + DRAIN * 2);
         }
@@ -269,7 +298,7 @@ pub(crate) fn run(action: &Declared, timeout: Duration) -> Run {
         let _ = ours.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
         match ours.read(&mut buf) {
             Ok(0) => eof = true,
-            Ok(n) => tail.push(&buf[..n]),
+            Ok(n) => w.tail.push(&buf[..n]),
             Err(e)
                 if matches!(
                     e.kind(),
@@ -280,26 +309,20 @@ pub(crate) fn run(action: &Declared, timeout: Duration) -> Run {
             Err(_) => eof = true,
         }
     }
-    let end = if timed_out {
-        End::TimedOut
-    } else {
-        use std::os::unix::process::ExitStatusExt;
-        match status {
-            Some(Ok(s)) => match (s.code(), s.signal()) {
-                (Some(c), _) => End::Exited(c),
-                (None, Some(sig)) => End::Signalled(sig),
-                (None, None) => End::Exited(-1),
-            },
-            Some(Err(e)) => End::NotStarted(format!("cannot wait for it: {e}")),
-            None => End::TimedOut,
-        }
-    };
-    Run {
-        end,
-        took: started.elapsed(),
-        output: tail.bytes,
-        cut: tail.cut,
-        left_behind,
+    w
+}
+
+/// How a run that was not timed out ended, from its wait status.
+fn ending(status: Option<std::io::Result<ExitStatus>>) -> End {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(Ok(s)) => match (s.code(), s.signal()) {
+            (Some(c), _) => End::Exited(c),
+            (None, Some(sig)) => End::Signalled(sig),
+            (None, None) => End::Exited(-1),
+        },
+        Some(Err(e)) => End::NotStarted(format!("cannot wait for it: {e}")),
+        None => End::TimedOut,
     }
 }
 
@@ -434,11 +457,11 @@ impl Drop for Slot {
 }
 
 /// The longest action name (`TGKNOCK_ACTION_<NAME>`).
-pub const MAX_ACTION_NAME: usize = 32;
+pub(crate) const MAX_ACTION_NAME: usize = 32;
 
 /// Whether `name` can name an action: ASCII letters, digits and `_`, at most
 /// [`MAX_ACTION_NAME`] of them (what an environment variable name allows).
-pub fn valid_action_name(name: &str) -> bool {
+pub(crate) fn valid_action_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_ACTION_NAME
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')

@@ -21,7 +21,7 @@ use crate::store::config::Limits;
 /// Most openings one gate can have at once (each is a rule per port and family).
 pub const MAX_OPENINGS_PER_GATE: usize = 16;
 /// Most bans at once (each is a rule in its family).
-pub const MAX_BANS: usize = 5_000;
+pub(crate) const MAX_BANS: usize = 5_000;
 
 /// Who opened a gate, for status and logs; saved as `telegram:123` or `console`.
 #[derive(Debug, Clone, PartialEq, Eq)]
