@@ -92,31 +92,51 @@ pub(crate) struct TooLong {
 }
 
 impl Opening {
-    /// The opening a request asks for at `now`: its length resolved against
-    /// `TGKNOCK_OPEN_FOR` (`0`: until closed), and with `limited` (chat commands, not the
-    /// console) refused beyond `TGKNOCK_MAX_OPEN_FOR`.
-    pub(crate) fn for_request(
+    /// The opening the console asks for at `now`: its length resolved against
+    /// `TGKNOCK_OPEN_FOR` (`0`: until closed). The console is the way in when chat is
+    /// not: `TGKNOCK_MAX_OPEN_FOR` does not apply.
+    pub(crate) fn by_console(
         length: Length,
         from: Option<Cidr>,
-        by: Actor,
         now: u64,
         limits: &Limits,
-        limited: bool,
+    ) -> Opening {
+        let secs = Opening::secs(length, limits);
+        Opening {
+            from,
+            until: secs.map(|s| now + s),
+            by: Actor::Console,
+        }
+    }
+
+    /// The opening Telegram user `user` asks for at `now`, resolved as the console's, and
+    /// refused beyond `TGKNOCK_MAX_OPEN_FOR`.
+    pub(crate) fn by_chat(
+        length: Length,
+        from: Option<Cidr>,
+        user: i64,
+        now: u64,
+        limits: &Limits,
     ) -> std::result::Result<Opening, TooLong> {
-        let secs = match length {
-            Length::Default => Some(limits.open_for).filter(|s| *s > 0),
-            Length::Secs(s) => Some(s),
-            Length::UntilClosed => None,
-        };
+        let secs = Opening::secs(length, limits);
         let max = limits.max_open_for;
-        if limited && max != 0 && secs.is_none_or(|s| s > max) {
+        if max != 0 && secs.is_none_or(|s| s > max) {
             return Err(TooLong { asked: secs, max });
         }
         Ok(Opening {
             from,
             until: secs.map(|s| now + s),
-            by,
+            by: Actor::Telegram(user),
         })
+    }
+
+    /// How long `length` is, in seconds; `None`: until closed.
+    fn secs(length: Length, limits: &Limits) -> Option<u64> {
+        match length {
+            Length::Default => Some(limits.open_for).filter(|s| *s > 0),
+            Length::Secs(s) => Some(s),
+            Length::UntilClosed => None,
+        }
     }
 }
 
@@ -804,51 +824,26 @@ mod tests {
             max_open_for: 3600,
             max_age: 60,
         };
-        let o = Opening::for_request(
-            Length::Default,
-            None,
-            Actor::Telegram(5),
-            100,
-            &limits,
-            true,
-        );
-        assert_eq!(o.map(|o| o.until), Ok(Some(1000)));
-        let o = Opening::for_request(
-            Length::Secs(7200),
-            None,
-            Actor::Console,
-            100,
-            &limits,
-            false,
-        );
+        let o = Opening::by_chat(Length::Default, None, 5, 100, &limits);
         assert_eq!(
-            o.map(|o| o.until),
-            Ok(Some(7300)),
+            o.map(|o| (o.until, o.by)),
+            Ok((Some(1000), Actor::Telegram(5)))
+        );
+        let o = Opening::by_console(Length::Secs(7200), None, 100, &limits);
+        assert_eq!(
+            (o.until, o.by),
+            (Some(7300), Actor::Console),
             "the console is not limited"
         );
         assert_eq!(
-            Opening::for_request(
-                Length::Secs(7200),
-                None,
-                Actor::Telegram(5),
-                100,
-                &limits,
-                true
-            ),
+            Opening::by_chat(Length::Secs(7200), None, 5, 100, &limits),
             Err(TooLong {
                 asked: Some(7200),
                 max: 3600
             })
         );
         assert_eq!(
-            Opening::for_request(
-                Length::UntilClosed,
-                None,
-                Actor::Telegram(5),
-                100,
-                &limits,
-                true
-            ),
+            Opening::by_chat(Length::UntilClosed, None, 5, 100, &limits),
             Err(TooLong {
                 asked: None,
                 max: 3600
@@ -859,15 +854,10 @@ mod tests {
             max_open_for: 0,
             ..limits
         };
-        let o = Opening::for_request(
-            Length::Default,
-            None,
-            Actor::Telegram(5),
-            100,
-            &unlimited,
-            true,
-        );
+        let o = Opening::by_chat(Length::Default, None, 5, 100, &unlimited);
         assert_eq!(o.map(|o| o.until), Ok(None), "OPEN_FOR=0: until closed");
+        let o = Opening::by_console(Length::UntilClosed, None, 100, &limits);
+        assert_eq!(o.until, None, "the console may open until closed");
     }
 
     /// A state file written before the wrong-code counts loads with none; one with them
