@@ -8,15 +8,44 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
+use crate::base::addr::Family;
 use crate::base::error::ApiError;
 use crate::chat::bot::Bot;
 use crate::chat::telegram::{Answer, ChatKind, Message, Update, User};
+use crate::firewall::Firewall;
+use crate::firewall::keeper::Outcome;
+use crate::firewall::rules::Listing;
 use crate::store::config::Config;
+use crate::store::state::State;
 
 /// The integration tests' layout of the recording fake iptables, for the unit tests that
 /// drive a keeper (one copy of it, not two).
 #[path = "../tests/support/fake_fw.rs"]
 pub(crate) mod fake_fw;
+
+/// The time the fixtures' outcomes are taken at.
+pub(crate) const NOW: u64 = 1_800_000_000;
+
+/// What the kernel shows at [`NOW`] when it holds exactly what `kernel` asks for; `saved`
+/// is the state.
+pub(crate) fn outcome(fw: &Firewall, saved: &State, kernel: &State) -> Outcome {
+    let listing = |fam| {
+        let rules = fw.desired(kernel, NOW, fam);
+        Listing {
+            chain_exists: true,
+            jumps: 1,
+            jump_first: true,
+            lines: rules.iter().map(|r| format!("{r:?}")).collect(),
+            rules: rules.into_iter().map(Some).collect(),
+        }
+    };
+    Outcome {
+        state: saved.clone(),
+        listings: Family::BOTH.iter().map(|f| (*f, Ok(listing(*f)))).collect(),
+        now: NOW,
+        deadlines: true,
+    }
+}
 
 /// The allowed user of [`config`].
 pub(crate) const OWNER: i64 = 111;
