@@ -3,6 +3,7 @@
 //! tested through it, as ureq tests through its in-process connector). The recording fake
 //! iptables of the integration tests is included once, for the tests that drive a keeper.
 
+use crate::base::ids::{ChatId, MessageId, UpdateId, UserId};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
@@ -92,7 +93,7 @@ pub(crate) fn config_with_totp(tag: &str, extra: &[(&str, &str)]) -> Config {
 /// A user who is not a bot, named `u{id}`.
 pub(crate) fn user(id: i64) -> User {
     User {
-        id,
+        id: UserId(id),
         is_bot: false,
         first_name: format!("u{id}"),
         last_name: None,
@@ -213,7 +214,7 @@ impl FakeBot {
 impl Bot for FakeBot {
     fn get_me(&self) -> Result<(User, Option<u64>), ApiError> {
         let me = User {
-            id: 1,
+            id: UserId(1),
             is_bot: true,
             first_name: "tgknock".into(),
             last_name: None,
@@ -222,7 +223,7 @@ impl Bot for FakeBot {
         Ok((me, None))
     }
 
-    fn get_updates(&self, _: Option<i64>, _: u64, _: u32) -> Result<Answer, ApiError> {
+    fn get_updates(&self, _: Option<UpdateId>, _: u64, _: u32) -> Result<Answer, ApiError> {
         let batch = self.inner().batches.pop_front().unwrap_or_default();
         Ok(Answer {
             body: json!({"ok": true, "result": batch}).to_string(),
@@ -230,27 +231,32 @@ impl Bot for FakeBot {
         })
     }
 
-    fn send_message(&self, chat: i64, text: &str) -> Result<(), ApiError> {
+    fn send_message(&self, chat: ChatId, text: &str) -> Result<(), ApiError> {
         self.send_with_keyboard(chat, text, None)
     }
 
-    fn send_with_keyboard(&self, chat: i64, text: &str, _: Option<&Value>) -> Result<(), ApiError> {
+    fn send_with_keyboard(
+        &self,
+        chat: ChatId,
+        text: &str,
+        _: Option<&Value>,
+    ) -> Result<(), ApiError> {
         self.record(Sent::Message {
-            chat,
+            chat: chat.0,
             text: text.to_string(),
         })
     }
 
     fn edit_message(
         &self,
-        chat: i64,
-        message_id: i64,
+        chat: ChatId,
+        message_id: MessageId,
         text: &str,
         _: Option<&Value>,
     ) -> Result<(), ApiError> {
         self.record(Sent::Edit {
-            chat,
-            message_id,
+            chat: chat.0,
+            message_id: message_id.0,
             text: text.to_string(),
         })
     }

@@ -1,6 +1,7 @@
 //! The Bot API as the daemon sees it: the few calls it makes, behind one narrow trait.
 
 use crate::base::error::ApiError;
+use crate::base::ids::{ChatId, MessageId, UpdateId};
 use crate::chat::telegram::{Answer, BotApi, User};
 
 /// The Bot API calls the daemon makes: the narrow seam it talks to Telegram through (as
@@ -11,23 +12,23 @@ pub(crate) trait Bot: Send + Sync {
     /// Long-polls for updates; `timeout` is Telegram's long-poll time in seconds.
     fn get_updates(
         &self,
-        offset: Option<i64>,
+        offset: Option<UpdateId>,
         timeout: u64,
         limit: u32,
     ) -> Result<Answer, ApiError>;
-    fn send_message(&self, chat_id: i64, text: &str) -> Result<(), ApiError>;
+    fn send_message(&self, chat_id: ChatId, text: &str) -> Result<(), ApiError>;
     /// `sendMessage` with an inline keyboard when one is given.
     fn send_with_keyboard(
         &self,
-        chat_id: i64,
+        chat_id: ChatId,
         text: &str,
         keyboard: Option<&serde_json::Value>,
     ) -> Result<(), ApiError>;
     /// Replaces the text and the keyboard of one of the bot's messages.
     fn edit_message(
         &self,
-        chat_id: i64,
-        message_id: i64,
+        chat_id: ChatId,
+        message_id: MessageId,
         text: &str,
         keyboard: Option<&serde_json::Value>,
     ) -> Result<(), ApiError>;
@@ -45,18 +46,18 @@ impl Bot for BotApi {
     }
     fn get_updates(
         &self,
-        offset: Option<i64>,
+        offset: Option<UpdateId>,
         timeout: u64,
         limit: u32,
     ) -> Result<Answer, ApiError> {
         BotApi::get_updates(self, offset, timeout, limit)
     }
-    fn send_message(&self, chat_id: i64, text: &str) -> Result<(), ApiError> {
+    fn send_message(&self, chat_id: ChatId, text: &str) -> Result<(), ApiError> {
         BotApi::send_message(self, chat_id, text)
     }
     fn send_with_keyboard(
         &self,
-        chat_id: i64,
+        chat_id: ChatId,
         text: &str,
         keyboard: Option<&serde_json::Value>,
     ) -> Result<(), ApiError> {
@@ -64,8 +65,8 @@ impl Bot for BotApi {
     }
     fn edit_message(
         &self,
-        chat_id: i64,
-        message_id: i64,
+        chat_id: ChatId,
+        message_id: MessageId,
         text: &str,
         keyboard: Option<&serde_json::Value>,
     ) -> Result<(), ApiError> {

@@ -128,6 +128,7 @@ pub(crate) fn as_message(q: &CallbackQuery, telegram_now: u64) -> Result<Message
 mod tests {
     use super::*;
     use crate::base::gate::GateName;
+    use crate::base::ids::{ChatId, MessageId, UserId};
     use crate::firewall::Firewall;
     use crate::store::state::{Actor, Opening, State};
     use crate::testkit::{NOW, outcome};
@@ -147,7 +148,7 @@ mod tests {
             Opening {
                 from: None,
                 until: Some(NOW + 60),
-                by: Actor::Telegram(1),
+                by: Actor::Telegram(UserId(1)),
             },
         )
         .unwrap();
@@ -282,8 +283,8 @@ mod tests {
     fn a_press_is_the_message_its_data_would_be() {
         let m = as_message(&press(Some("/open ssh"), true), NOW).unwrap();
         assert_eq!(m.text.as_deref(), Some("/open ssh"));
-        assert_eq!(m.from.as_ref().unwrap().id, 5);
-        assert_eq!((m.chat.id, m.message_id), (-100, 9));
+        assert_eq!(m.from.as_ref().unwrap().id, UserId(5));
+        assert_eq!((m.chat.id, m.message_id), (ChatId(-100), MessageId(9)));
         assert_eq!(m.date, NOW as i64);
         assert!(!m.is_forwarded());
         for (data, why) in [

@@ -282,6 +282,7 @@ fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::ids::{ChatId, UserId};
     use crate::chat::telegram::{Chat, ChatKind, User};
 
     const NOW: Now = Now {
@@ -312,7 +313,7 @@ mod tests {
         };
         assert_eq!(gate, ssh());
         assert_eq!(opening.until, Some(NOW.board + 1800));
-        assert_eq!(opening.by, Actor::Telegram(OWNER));
+        assert_eq!(opening.by, Actor::Telegram(UserId(OWNER)));
         assert_eq!(d(OWNER, "/close"), Action::Close { gate: None });
         assert_eq!(d(OWNER, "/status"), Action::Status);
         assert_eq!(d(OWNER, "/start"), Action::Help);
@@ -356,7 +357,7 @@ mod tests {
         );
         let group = Message {
             chat: Chat {
-                id: -5,
+                id: ChatId(-5),
                 kind: ChatKind::Supergroup,
             },
             ..msg(OWNER, ChatKind::Private, "/frobnicate", NOW.telegram as i64)
@@ -567,7 +568,7 @@ mod tests {
             panic!("{got:?}")
         };
         assert_eq!(ban.until, Some(NOW.board + BAN_FOR));
-        assert_eq!(ban.by, Actor::Telegram(OWNER));
+        assert_eq!(ban.by, Actor::Telegram(UserId(OWNER)));
         let got = d(OWNER, "/ban 2h 2001:db8::/64");
         let Action::Change(Change::Ban { ban }) = got else {
             panic!("{got:?}")
@@ -648,7 +649,7 @@ mod tests {
     #[test]
     fn a_sender_needs_a_user_not_a_name() {
         let other = User {
-            id: 333,
+            id: UserId(333),
             is_bot: false,
             first_name: "Owner".into(),
             last_name: None,

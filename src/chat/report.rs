@@ -455,6 +455,7 @@ pub(crate) fn status_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::ids::UserId;
     use crate::firewall::rules::Listing;
     use crate::store::state::Actor;
     use crate::testkit::{NOW, outcome};
@@ -471,7 +472,7 @@ mod tests {
             Opening {
                 from: from.map(|f| f.parse().unwrap()),
                 until,
-                by: Actor::Telegram(7),
+                by: Actor::Telegram(UserId(7)),
             },
         )
         .unwrap();

@@ -341,7 +341,7 @@ pub(crate) fn run(path: Option<PathBuf>, wait: Option<String>) -> Result<i32> {
     );
     if let Some(id) = senders.iter().map(|(_, id, _)| *id).max() {
         // Confirms the hellos and what came before them, nothing after.
-        if let Err(e) = api.get_updates(Some(id + 1), 0, 1) {
+        if let Err(e) = api.get_updates(Some(id.next()), 0, 1) {
             log::debug!("could not confirm the hello message: {e}");
         }
     }
@@ -402,7 +402,7 @@ fn telegram_settings(path: &Path, existing: Option<&str>) -> Result<TelegramSett
 }
 
 /// A hello: who sent it, its update id, its text as shown.
-type Hello = (User, i64, String);
+type Hello = (User, crate::base::ids::UpdateId, String);
 
 /// Waits up to `wait` seconds for messages to the bot sent at `asked_at` or later (by
 /// Telegram's clock: the ones waiting before setup asked are never proposed), showing

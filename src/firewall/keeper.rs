@@ -16,7 +16,7 @@ use crate::store::state::{Paths, State, StateLock};
 /// message carried out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Mark {
-    pub(crate) offset: i64,
+    pub(crate) offset: crate::base::ids::UpdateId,
     pub(crate) newest: Option<i64>,
 }
 

@@ -287,7 +287,7 @@ pub(crate) struct TelegramSettings {
     pub(crate) token: Option<Token>,
     /// Why the configured token cannot be used (the commands that need it say this).
     pub(crate) token_problem: Option<String>,
-    pub(crate) allowed_users: Vec<i64>,
+    pub(crate) allowed_users: Vec<crate::base::ids::UserId>,
     pub(crate) notify_denied: bool,
     pub(crate) api_url: String,
     pub(crate) proxy: Option<Proxy>,
@@ -673,6 +673,7 @@ fn telegram(
                 format!("'{part}' is not a numeric Telegram user id (`tgknock whoami` shows ids)"),
             )
         })?;
+        let id = crate::base::ids::UserId(id);
         if !allowed_users.contains(&id) {
             allowed_users.push(id);
         }
@@ -1242,7 +1243,10 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.telegram.token.as_ref().unwrap().expose(), TOKEN);
-        assert_eq!(c.telegram.allowed_users, vec![111, 222]);
+        assert_eq!(
+            c.telegram.allowed_users,
+            vec![crate::base::ids::UserId(111), crate::base::ids::UserId(222)]
+        );
         assert_eq!(c.gates.len(), 2);
         assert_eq!(c.firewall.ip6tables, None);
         assert!(c.require_bot().is_ok());

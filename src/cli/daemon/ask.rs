@@ -1,5 +1,6 @@
 //! One command being handled: which update, who sent it where, when, and how it came.
 
+use crate::base::ids::{ChatId, MessageId, UpdateId};
 use crate::chat::decide::Now;
 use crate::chat::telegram::User;
 
@@ -8,15 +9,15 @@ use crate::chat::telegram::User;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Via {
     Message,
-    Press { message_id: i64 },
+    Press { message_id: MessageId },
 }
 
 /// One command being handled: its update, who sent it where, when, and how. What every
 /// reply and change of it needs.
 #[derive(Debug, Clone)]
 pub(super) struct Ask {
-    pub(super) update: i64,
-    pub(super) chat: i64,
+    pub(super) update: UpdateId,
+    pub(super) chat: ChatId,
     pub(super) from: User,
     pub(super) now: Now,
     pub(super) via: Via,

@@ -142,6 +142,7 @@ impl Daemon {
 mod tests {
     use super::super::testing::TestDaemon;
     use super::*;
+    use crate::base::ids::UpdateId;
     use crate::testkit::{FakeBot, Sent};
 
     #[test]
@@ -179,12 +180,16 @@ mod tests {
     fn an_oversized_answer_fetches_one_at_a_time_then_skips_the_update() {
         let bot = FakeBot::new();
         let mut t = TestDaemon::new(&bot, &[]);
-        t.d.offset.advance(41);
+        t.d.offset.advance(UpdateId(41));
         t.d.on_error(ApiError::TooLarge);
         assert_eq!(t.d.poll.small_left, BATCH, "one at a time for a while");
-        assert_eq!(t.d.offset.asking(), Some(42));
+        assert_eq!(t.d.offset.asking(), Some(UpdateId(42)));
         t.d.on_error(ApiError::TooLarge);
-        assert_eq!(t.d.offset.asking(), Some(43), "update 42 alone is skipped");
+        assert_eq!(
+            t.d.offset.asking(),
+            Some(UpdateId(43)),
+            "update 42 alone is skipped"
+        );
         assert!(bot.sent().is_empty(), "{:?}", bot.sent());
     }
 }

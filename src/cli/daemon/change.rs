@@ -193,6 +193,7 @@ impl Daemon {
 mod tests {
     use super::super::testing::{TestDaemon, ask};
     use super::*;
+    use crate::base::ids::{UpdateId, UserId};
     use crate::testkit::{FakeBot, OWNER, Sent};
 
     #[test]
@@ -209,7 +210,7 @@ mod tests {
         );
         t.d.carry_change(&a, Change::Open { gate, opening });
         assert!(t.scratch.ssh_passes(), "{}", t.scratch.rules());
-        assert_eq!(t.d.keeper.load_state().unwrap().offset, Some(6));
+        assert_eq!(t.d.keeper.load_state().unwrap().offset, Some(UpdateId(6)));
         let sent = bot.sent();
         let [Sent::Message { chat: OWNER, text }] = sent.as_slice() else {
             panic!("{sent:?}")
@@ -218,7 +219,7 @@ mod tests {
         bot.clear();
         t.d.close(&ask(6, OWNER), None);
         assert!(!t.scratch.ssh_passes(), "{}", t.scratch.rules());
-        assert_eq!(t.d.keeper.load_state().unwrap().offset, Some(7));
+        assert_eq!(t.d.keeper.load_state().unwrap().offset, Some(UpdateId(7)));
     }
 
     #[test]
@@ -229,7 +230,7 @@ mod tests {
         let ban = crate::store::state::Ban {
             addr: "192.0.2.7".parse().unwrap(),
             until: None,
-            by: crate::store::state::Actor::Telegram(OWNER),
+            by: crate::store::state::Actor::Telegram(UserId(OWNER)),
         };
         t.d.carry_change(&a, Change::Ban { ban });
         let sent = bot.sent();

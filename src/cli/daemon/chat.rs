@@ -5,6 +5,7 @@
 use super::Daemon;
 use super::ask::{Ask, Via};
 use super::skew::ServerClock;
+use crate::base::ids::ChatId;
 use crate::chat::buttons;
 use crate::chat::command;
 use crate::chat::decide::{Action, Ignored, Now, decide};
@@ -167,7 +168,7 @@ impl Daemon {
     /// message, edited (a new message when it cannot be edited).
     pub(super) fn panel(
         &self,
-        chat: i64,
+        chat: ChatId,
         via: Via,
         text: &str,
         keyboard: Option<serde_json::Value>,

@@ -1,6 +1,7 @@
 //! Strangers' attempts: counted, logged once per stranger, and summarised to the owners at
 //! most every ten minutes (`TGKNOCK_NOTIFY_DENIED`), never answered.
 
+use crate::base::ids::{ChatId, UserId};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ const DENIED_DISTINCT: usize = 10_000;
 /// Strangers' attempts, summarised to the owners at most every ten minutes.
 #[derive(Default)]
 pub(crate) struct Denied {
-    counts: HashMap<i64, (u64, String)>,
+    counts: HashMap<UserId, (u64, String)>,
     overflow: u64,
     total: u64,
     since: Option<u64>,
@@ -44,7 +45,7 @@ impl Denied {
     }
 
     /// Records a stranger's command in chat `chat`, and logs it (at info the first time).
-    pub(super) fn tried(&mut self, from: &User, chat: i64, now: u64) {
+    pub(super) fn tried(&mut self, from: &User, chat: ChatId, now: u64) {
         let first = self.record(from, now);
         let line = format!(
             "ignored a command from stranger {} in chat {chat}",
@@ -108,6 +109,7 @@ impl Denied {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::ids::ChatId;
     use crate::testkit::{FakeBot, OWNER, Sent, config, user};
 
     #[test]
@@ -135,13 +137,13 @@ mod tests {
     fn the_summary_reaches_the_owners_only_when_they_asked() {
         let bot = FakeBot::new();
         let mut d = Denied::default();
-        d.tried(&user(7), 7, 100);
+        d.tried(&user(7), ChatId(7), 100);
         d.flush(&bot, &config(&[("TGKNOCK_NOTIFY_DENIED", "no")]), 100);
         assert!(bot.sent().is_empty(), "{:?}", bot.sent());
         assert!(!d.due(), "the window was taken all the same");
         let mut d = Denied::default();
-        d.tried(&user(7), 7, 100);
-        d.tried(&user(7), 7, 100);
+        d.tried(&user(7), ChatId(7), 100);
+        d.tried(&user(7), ChatId(7), 100);
         d.flush(&bot, &config(&[]), 100);
         let sent = bot.sent();
         let [Sent::Message { chat, text }] = sent.as_slice() else {

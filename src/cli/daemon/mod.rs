@@ -25,6 +25,7 @@ mod skew;
 #[cfg(test)]
 mod testing;
 
+use crate::base::ids::ChatId;
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::time::Instant;
@@ -222,7 +223,7 @@ fn fail_closed(keeper: &Keeper, e: Error) -> Error {
 }
 
 /// Sends `text` to `chat`; a failure is logged.
-fn reply(api: &dyn Bot, chat: i64, text: &str) {
+fn reply(api: &dyn Bot, chat: ChatId, text: &str) {
     if let Err(e) = api.send_message(chat, text) {
         log::warn!("could not send a reply to chat {chat}: {e}");
     }
@@ -231,7 +232,7 @@ fn reply(api: &dyn Bot, chat: i64, text: &str) {
 /// Sends `text` to every allowed user.
 fn tell_owners(api: &dyn Bot, cfg: &Config, text: &str) {
     for &user in &cfg.telegram.allowed_users {
-        reply(api, user, text);
+        reply(api, user.chat(), text);
     }
 }
 
@@ -262,7 +263,7 @@ impl Daemon {
         &self.keeper.cfg
     }
 
-    fn reply(&self, chat: i64, text: &str) {
+    fn reply(&self, chat: ChatId, text: &str) {
         reply(&*self.api, chat, text);
     }
 

@@ -4,6 +4,7 @@
 
 use super::Daemon;
 use crate::base::error::Result;
+use crate::base::ids::UpdateId;
 use crate::firewall::keeper::{Mark, Outcome};
 use crate::store::state::State;
 
@@ -27,9 +28,9 @@ use crate::store::state::State;
 pub(super) struct Offset {
     /// The next `update_id` to ask for: every update below it was handled, in this
     /// numbering.
-    pub(super) next: Option<i64>,
+    pub(super) next: Option<UpdateId>,
     /// What the state file says.
-    saved: Option<i64>,
+    saved: Option<UpdateId>,
     /// The date of the newest message carried out (Telegram's clock), as known and as
     /// the state file says.
     newest: Option<i64>,
@@ -39,7 +40,7 @@ pub(super) struct Offset {
     acted: bool,
     /// The offset the next poll asks with instead of `next`: past the last update of the
     /// batch, which was below `next`.
-    confirm: Option<i64>,
+    confirm: Option<UpdateId>,
 }
 
 /// What an update below the offset is.
@@ -67,7 +68,7 @@ impl Offset {
     }
 
     /// The offset to ask the next poll with.
-    pub(super) fn asking(&self) -> Option<i64> {
+    pub(super) fn asking(&self) -> Option<UpdateId> {
         self.confirm.or(self.next)
     }
 
@@ -78,7 +79,7 @@ impl Offset {
 
     /// Whether update `id` is below the offset: handled before, or Telegram numbered
     /// afresh.
-    pub(super) fn below(&self, id: i64) -> bool {
+    pub(super) fn below(&self, id: UpdateId) -> bool {
         self.next.is_some_and(|o| id < o)
     }
 
@@ -95,13 +96,13 @@ impl Offset {
     }
 
     /// Telegram numbers afresh from update `id`: it is the next to handle.
-    pub(super) fn rebase(&mut self, id: i64) {
+    pub(super) fn rebase(&mut self, id: UpdateId) {
         self.next = Some(id);
     }
 
     /// Update `id`, below the offset, is handled: the next poll confirms it.
-    pub(super) fn confirm(&mut self, id: i64) {
-        self.confirm = Some(id.saturating_add(1));
+    pub(super) fn confirm(&mut self, id: UpdateId) {
+        self.confirm = Some(id.next());
     }
 
     /// An update (of a message dated `date`, if it has one) is carried out.
@@ -111,20 +112,20 @@ impl Offset {
     }
 
     /// The offset once update `id` is handled.
-    pub(super) fn after(&self, id: i64) -> i64 {
-        let next = id.saturating_add(1);
+    pub(super) fn after(&self, id: UpdateId) -> UpdateId {
+        let next = id.next();
         self.next.map_or(next, |o| o.max(next))
     }
 
     /// What to save once update `id` is carried out.
-    pub(super) fn mark(&self, id: i64) -> Mark {
+    pub(super) fn mark(&self, id: UpdateId) -> Mark {
         Mark {
             offset: self.after(id),
             newest: self.newest,
         }
     }
 
-    pub(super) fn advance(&mut self, id: i64) {
+    pub(super) fn advance(&mut self, id: UpdateId) {
         self.next = Some(self.after(id));
         self.confirm = None;
     }
@@ -160,7 +161,7 @@ impl Daemon {
     /// of its new deadlines. The only place a change from chat is made.
     pub(super) fn carry_out<T>(
         &mut self,
-        update: i64,
+        update: UpdateId,
         now: u64,
         change: impl FnOnce(&mut State) -> Result<T>,
     ) -> Result<(T, Outcome)> {
@@ -179,7 +180,7 @@ impl Daemon {
 
     /// Saves the offset past update `update` on its own, before what it asks for starts (an
     /// action: a crash never makes it run twice).
-    pub(super) fn save_offset_past(&mut self, update: i64) -> Result<()> {
+    pub(super) fn save_offset_past(&mut self, update: UpdateId) -> Result<()> {
         let next = self.offset.mark(update);
         self.keeper.save_offset(next)?;
         self.offset.saved_at(next);
@@ -191,7 +192,7 @@ impl Daemon {
     /// touched.
     pub(super) fn record_past<R>(
         &mut self,
-        update: i64,
+        update: UpdateId,
         record: impl FnOnce(&mut State) -> R,
         settled: impl Fn(&R) -> bool,
     ) -> Result<R> {
@@ -219,33 +220,36 @@ mod tests {
     #[test]
     fn an_update_below_the_offset_is_judged_by_its_date() {
         let st = State {
-            offset: Some(500),
+            offset: Some(UpdateId(500)),
             newest_carried: Some(1_000),
             ..State::default()
         };
         let mut o = Offset::saved(&st);
-        assert!(o.below(10) && !o.below(500));
+        assert!(o.below(UpdateId(10)) && !o.below(UpdateId(500)));
         assert_eq!(o.judge(Some(999)), Below::Repeat);
         assert_eq!(o.judge(Some(1_000)), Below::Repeat, "the same second");
         assert_eq!(o.judge(Some(1_001)), Below::Renumbered);
         assert_eq!(o.judge(None), Below::Undated);
         // An undated one is confirmed by the next poll, the offset left as it is.
-        o.confirm(10);
-        assert_eq!((o.asking(), o.next), (Some(11), Some(500)));
+        o.confirm(UpdateId(10));
+        assert_eq!(
+            (o.asking(), o.next),
+            (Some(UpdateId(11)), Some(UpdateId(500)))
+        );
         o.polled();
-        assert_eq!(o.asking(), Some(500));
+        assert_eq!(o.asking(), Some(UpdateId(500)));
         // The new numbering: the offset goes down, and is saved once carried out.
-        o.rebase(20);
+        o.rebase(UpdateId(20));
         o.carried(Some(700_000));
-        let m = o.mark(20);
+        let m = o.mark(UpdateId(20));
         assert_eq!(
             m,
             Mark {
-                offset: 21,
+                offset: UpdateId(21),
                 newest: Some(700_000)
             }
         );
-        o.advance(20);
+        o.advance(UpdateId(20));
         assert_eq!(o.unsaved(), Some(m));
         o.saved_at(m);
         assert_eq!(o.unsaved(), None);
@@ -255,7 +259,7 @@ mod tests {
         assert_eq!(o.newest, Some(700_000));
         // A file from before the date was saved: a message below is not a repeat.
         let old = Offset::saved(&State {
-            offset: Some(500),
+            offset: Some(UpdateId(500)),
             ..State::default()
         });
         assert_eq!(old.judge(Some(1)), Below::Renumbered);
@@ -266,27 +270,30 @@ mod tests {
         let bot = FakeBot::new();
         let mut t = TestDaemon::new(&bot, &[]);
         t.d.offset.carried(Some(1_000));
-        let r: Result<((), Outcome)> = t.d.carry_out(41, crate::os::clock::now(), |st| {
+        let r: Result<((), Outcome)> = t.d.carry_out(UpdateId(41), crate::os::clock::now(), |st| {
             st.close(None);
             Ok(())
         });
         assert!(r.is_ok());
         let st = t.d.keeper.load_state().unwrap();
-        assert_eq!((st.offset, st.newest_carried), (Some(42), Some(1_000)));
+        assert_eq!(
+            (st.offset, st.newest_carried),
+            (Some(UpdateId(42)), Some(1_000))
+        );
         assert_eq!(t.d.offset.unsaved(), None, "nothing left to save");
         // A change that fails saves nothing, the offset neither.
-        let r: Result<((), Outcome)> = t.d.carry_out(50, crate::os::clock::now(), |_| {
+        let r: Result<((), Outcome)> = t.d.carry_out(UpdateId(50), crate::os::clock::now(), |_| {
             Err(crate::base::error::Error::usage("x", "refused"))
         });
         assert!(r.is_err());
-        assert_eq!(t.d.keeper.load_state().unwrap().offset, Some(42));
+        assert_eq!(t.d.keeper.load_state().unwrap().offset, Some(UpdateId(42)));
         // A refused code is all there is to its update: the offset moves with it.
         let got =
-            t.d.record_past(60, |_| false, |accepted| !*accepted)
+            t.d.record_past(UpdateId(60), |_| false, |accepted| !*accepted)
                 .unwrap();
         assert!(!got);
-        assert_eq!(t.d.keeper.load_state().unwrap().offset, Some(61));
-        t.d.save_offset_past(70).unwrap();
-        assert_eq!(t.d.keeper.load_state().unwrap().offset, Some(71));
+        assert_eq!(t.d.keeper.load_state().unwrap().offset, Some(UpdateId(61)));
+        t.d.save_offset_past(UpdateId(70)).unwrap();
+        assert_eq!(t.d.keeper.load_state().unwrap().offset, Some(UpdateId(71)));
     }
 }

@@ -190,6 +190,7 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::super::testing::TestDaemon;
+    use crate::base::ids::UpdateId;
     use crate::testkit::{FakeBot, OWNER, Sent, update_json as update};
 
     #[test]
@@ -199,7 +200,7 @@ mod tests {
         let now = crate::os::clock::now() as i64;
         bot.queue_updates(vec![update(7, OWNER, "/close", now)]);
         t.d.poll_once();
-        assert_eq!(t.d.keeper.load_state().unwrap().offset, Some(8));
+        assert_eq!(t.d.keeper.load_state().unwrap().offset, Some(UpdateId(8)));
         let sent = bot.sent();
         assert!(
             matches!(sent.first(), Some(Sent::Message { chat: OWNER, .. })),
@@ -214,7 +215,7 @@ mod tests {
             "{:?}",
             bot.sent()
         );
-        assert_eq!(t.d.offset.asking(), Some(8));
+        assert_eq!(t.d.offset.asking(), Some(UpdateId(8)));
     }
 
     #[test]
@@ -229,7 +230,7 @@ mod tests {
             None,
             "nothing saved"
         );
-        assert_eq!(t.d.offset.asking(), Some(6));
+        assert_eq!(t.d.offset.asking(), Some(UpdateId(6)));
         bot.queue_updates(Vec::new());
         t.d.poll_once();
         let summaries: Vec<_> = bot

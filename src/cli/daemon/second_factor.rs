@@ -8,6 +8,7 @@
 //! [`Action::WithCode`]: crate::chat::decide::Action::WithCode
 //! [`Action::Code`]: crate::chat::decide::Action::Code
 
+use crate::base::ids::UserId;
 use std::collections::HashMap;
 
 use super::Daemon;
@@ -31,7 +32,7 @@ pub(super) struct SecondFactor {
     guard: Option<totp::Guard>,
     /// Requests waiting for their code, by user id: the request and when it was asked
     /// (board time). The used codes and wrong-code counts are in the state file.
-    pending: HashMap<i64, (Guarded, u64)>,
+    pending: HashMap<UserId, (Guarded, u64)>,
 }
 
 impl SecondFactor {
@@ -251,6 +252,7 @@ fn refusal(check: Check, who: &str, now: u64) -> Option<(String, Option<String>)
 mod tests {
     use super::super::testing::{TestDaemon, ask};
     use super::*;
+    use crate::base::ids::{UpdateId, UserId};
     use crate::chat::decide::{Action, Now, decide};
     use crate::chat::telegram::ChatKind;
     use crate::testkit::{FakeBot, OWNER, Sent, TOTP_SECRET, config_with_totp, msg};
@@ -357,8 +359,8 @@ mod tests {
             "{}",
             last_text(&bot)
         );
-        assert!(t.d.codes.pending.contains_key(&OWNER));
-        assert_eq!(t.d.keeper.load_state().unwrap().offset, Some(4));
+        assert!(t.d.codes.pending.contains_key(&UserId(OWNER)));
+        assert_eq!(t.d.keeper.load_state().unwrap().offset, Some(UpdateId(4)));
         assert!(!t.scratch.ssh_passes());
         // Too late: nothing done, nothing waits any more.
         let mut late = ask(4, OWNER);
@@ -378,7 +380,7 @@ mod tests {
         let change = decide::change(ssh_request(), &a.from, t.d.cfg(), a.now).unwrap();
         t.d.check_code(&a, change.clone(), code.clone());
         assert!(t.scratch.ssh_passes(), "{}", t.scratch.rules());
-        assert_eq!(t.d.keeper.load_state().unwrap().offset, Some(10));
+        assert_eq!(t.d.keeper.load_state().unwrap().offset, Some(UpdateId(10)));
         let b = ask(10, OWNER);
         t.d.check_code(&b, change, code);
         assert!(

@@ -1,6 +1,7 @@
 //! A daemon for the unit tests of its rooms: on a scratch keeper (the recording fake
 //! iptables) with [`OWNER`] allowed, talking to a [`FakeBot`].
 
+use crate::base::ids::{ChatId, UpdateId};
 use std::sync::Arc;
 
 use super::Daemon;
@@ -39,8 +40,8 @@ impl TestDaemon {
 pub(crate) fn ask(update: i64, from: i64) -> Ask {
     let now = crate::os::clock::now();
     Ask {
-        update,
-        chat: from,
+        update: UpdateId(update),
+        chat: ChatId(from),
         from: user(from),
         now: Now {
             telegram: now,
