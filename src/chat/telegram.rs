@@ -262,7 +262,7 @@ impl ApiError {
 /// A message's text as it may leave the board: a reply may echo what the owner typed, a
 /// pasted token too, or an action's output; the token is never sent back. Telegram takes at
 /// most 4096 characters.
-fn outgoing(text: &str) -> String {
+pub(crate) fn outgoing(text: &str) -> String {
     redact(text).chars().take(4000).collect()
 }
 
@@ -444,10 +444,6 @@ impl BotApi {
         self.call("getUpdates", &body, Duration::from_secs(timeout + 15))
     }
 
-    pub(crate) fn send_message(&self, chat_id: ChatId, text: &str) -> Result<(), ApiError> {
-        self.send(chat_id, text, None, Duration::from_secs(20))
-    }
-
     /// `sendMessage` that gives up after `timeout`.
     pub(crate) fn send_message_within(
         &self,
@@ -458,17 +454,7 @@ impl BotApi {
         self.send(chat_id, text, None, timeout)
     }
 
-    /// `sendMessage` with an inline keyboard (`reply_markup`) when one is given.
-    pub(crate) fn send_with_keyboard(
-        &self,
-        chat_id: ChatId,
-        text: &str,
-        keyboard: Option<&serde_json::Value>,
-    ) -> Result<(), ApiError> {
-        self.send(chat_id, text, keyboard, Duration::from_secs(20))
-    }
-
-    fn send(
+    pub(crate) fn send(
         &self,
         chat_id: ChatId,
         text: &str,
@@ -484,80 +470,6 @@ impl BotApi {
             body["reply_markup"] = k.clone();
         }
         self.call("sendMessage", &body, timeout).map(|_| ())
-    }
-
-    /// Replaces the text and the keyboard of one of the bot's messages.
-    pub(crate) fn edit_message(
-        &self,
-        chat_id: ChatId,
-        message_id: MessageId,
-        text: &str,
-        keyboard: Option<&serde_json::Value>,
-    ) -> Result<(), ApiError> {
-        let mut body = serde_json::json!({
-            "chat_id": chat_id,
-            "message_id": message_id,
-            "text": outgoing(text),
-            "link_preview_options": {"is_disabled": true},
-        });
-        if let Some(k) = keyboard {
-            body["reply_markup"] = k.clone();
-        }
-        self.call("editMessageText", &body, Duration::from_secs(20))
-            .map(|_| ())
-    }
-
-    /// Answers a button press, which stops the spinner on the presser's button; `text`, if
-    /// any, is shown to the presser as an alert. Telegram refuses (400) to answer a press
-    /// that waited too long, or one answered before.
-    pub(crate) fn answer_press(&self, query_id: &str, text: Option<&str>) -> Result<(), ApiError> {
-        let mut body = serde_json::json!({"callback_query_id": query_id});
-        if let Some(t) = text {
-            // Telegram's limit for the text of an answer.
-            body["text"] = redact(t).chars().take(200).collect::<String>().into();
-            body["show_alert"] = true.into();
-        }
-        self.call("answerCallbackQuery", &body, Duration::from_secs(10))
-            .map(|_| ())
-    }
-
-    pub(crate) fn set_my_commands(&self) -> Result<(), ApiError> {
-        let commands = serde_json::json!({"commands": [
-            {"command": "open", "description": "open a gate: /open [gate] [duration] [address]"},
-            {"command": "close", "description": "close a gate, or all"},
-            {"command": "status", "description": "what the firewall shows now"},
-            {"command": "ban", "description": "drop every packet from an address, its connections too: /ban address [duration]"},
-            {"command": "unban", "description": "lift a ban: /unban address"},
-            {"command": "run", "description": "run a pre-declared action: /run [name]"},
-            {"command": "help", "description": "usage, gates and ports"},
-        ]});
-        self.call("setMyCommands", &commands, Duration::from_secs(20))
-            .map(|_| ())
-    }
-
-    /// The webhook URL, if one is set (it makes `getUpdates` fail with 409).
-    pub(crate) fn webhook_url(&self) -> Result<Option<String>, ApiError> {
-        #[derive(Deserialize)]
-        struct Info {
-            #[serde(default)]
-            url: String,
-        }
-        let a = self.call(
-            "getWebhookInfo",
-            &serde_json::json!({}),
-            Duration::from_secs(20),
-        )?;
-        let info: Info = a.result()?;
-        Ok(Some(info.url).filter(|u| !u.is_empty()))
-    }
-
-    pub(crate) fn delete_webhook(&self) -> Result<(), ApiError> {
-        self.call(
-            "deleteWebhook",
-            &serde_json::json!({"drop_pending_updates": false}),
-            Duration::from_secs(20),
-        )
-        .map(|_| ())
     }
 }
 
