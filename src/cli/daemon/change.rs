@@ -247,4 +247,91 @@ mod tests {
             "nothing saved"
         );
     }
+
+    #[test]
+    fn a_ban_and_its_lifting_are_told_as_the_kernel_holds_them() {
+        let bot = FakeBot::new();
+        let mut t = TestDaemon::new(&bot, &[]);
+        let addr: Cidr = "203.0.113.7".parse().unwrap();
+        let ban = crate::store::state::Ban {
+            addr,
+            until: None,
+            by: crate::store::state::Actor::Telegram(UserId(OWNER)),
+        };
+        t.d.carry_change(&ask(5, OWNER), Change::Ban { ban });
+        assert!(
+            t.scratch.rules().contains("203.0.113.7"),
+            "{}",
+            t.scratch.rules()
+        );
+        t.d.carry_change(&ask(6, OWNER), Change::Unban { addr });
+        assert!(
+            !t.scratch.rules().contains("203.0.113.7"),
+            "{}",
+            t.scratch.rules()
+        );
+        assert_eq!(t.d.keeper.load_state().unwrap().offset, Some(UpdateId(7)));
+        assert_eq!(bot.sent().len(), 2, "{:?}", bot.sent());
+    }
+
+    #[test]
+    fn a_change_the_firewall_refuses_is_not_done_and_says_so() {
+        let bot = FakeBot::new();
+        let mut t = TestDaemon::new(&bot, &[]);
+        std::fs::write(
+            t.scratch.dir.join("fw/fail-iptables-restore"),
+            "4 xtables lock\n",
+        )
+        .unwrap();
+        let a = ask(5, OWNER);
+        let opening = crate::store::state::Opening::by_console(
+            crate::base::duration::Length::Secs(600),
+            None,
+            a.now.board,
+            &t.d.cfg().limits,
+        );
+        let gate = GateName::new("ssh").unwrap();
+        t.d.carry_change(&a, Change::Open { gate, opening });
+        assert!(!t.scratch.ssh_passes(), "{}", t.scratch.rules());
+        let sent = bot.sent();
+        let [Sent::Message { text, .. }] = sent.as_slice() else {
+            panic!("{sent:?}")
+        };
+        assert!(
+            text.starts_with("Not done: ") && text.contains("\n\nNow:\n"),
+            "{text}"
+        );
+        assert_eq!(
+            t.d.keeper.load_state().unwrap().offset,
+            None,
+            "nothing saved"
+        );
+    }
+
+    #[test]
+    fn an_action_runs_once_at_a_time_and_its_result_comes_when_it_ends() {
+        let bot = FakeBot::new();
+        let mut t = TestDaemon::new(&bot, &[("TGKNOCK_ACTION_NAP", "/bin/sleep 1")]);
+        t.d.carry_change(&ask(5, OWNER), Change::Run { name: "nap".into() });
+        assert_eq!(
+            t.d.keeper.load_state().unwrap().offset,
+            Some(UpdateId(6)),
+            "saved first"
+        );
+        t.d.carry_change(&ask(6, OWNER), Change::Run { name: "nap".into() });
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while bot.sent().len() < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let sent = bot.sent();
+        let [
+            Sent::Message { text: busy, .. },
+            Sent::Message { text: done, .. },
+        ] = sent.as_slice()
+        else {
+            panic!("{sent:?}")
+        };
+        assert!(busy.starts_with("nap is running already"), "{busy}");
+        assert!(done.contains("nap"), "{done}");
+    }
 }
