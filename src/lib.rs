@@ -32,8 +32,8 @@ pub const VERSION: &str = concat!(
     ")"
 );
 
-/// The integration tests' layout of the recording fake iptables, for the unit tests that
-/// drive a keeper (one copy of it, not two).
+/// The unit tests' shared fixtures.
 #[cfg(test)]
-#[path = "../tests/support/fake_fw.rs"]
-mod fake_fw;
+mod testkit;
+#[cfg(test)]
+use testkit::fake_fw;

@@ -995,7 +995,9 @@ fn render(c: &Command) -> String {
         Command::Help => "/help".into(),
         Command::Ban { addr, .. } => format!("/ban {addr}"),
         Command::Unban { addr } => format!("/unban {addr}"),
-        Command::WithCode { code, command } => format!("{} {code}", render(command)),
+        Command::WithCode { code, command } => {
+            format!("{} {code}", render(&command.clone().into()))
+        }
         Command::Code(code) => code.clone(),
         Command::Run { name: None } => "/run".into(),
         Command::Run { name: Some(n) } => format!("/run {n}"),

@@ -6,6 +6,7 @@ pub mod addr;
 pub mod duration;
 pub(crate) mod error;
 pub mod gate;
+pub mod ids;
 pub(crate) mod rate;
 pub(crate) mod text;
 pub(crate) mod totp;

@@ -3,6 +3,7 @@
 //! codes per user. Pure but for [`Secret::generate`]: the caller passes `now`, and the
 //! used codes and wrong-code counts, which the state file keeps (a restart forgets none).
 
+use crate::base::ids::UserId;
 use std::fmt;
 
 use ring::hmac;
@@ -148,7 +149,7 @@ pub(crate) enum Check {
 /// the codes themselves).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct WrongCodes {
-    pub(crate) user: i64,
+    pub(crate) user: UserId,
     /// When each wrong code of the last [`WRONG_WINDOW`] came.
     #[serde(default)]
     pub(crate) at: Vec<u64>,
@@ -166,7 +167,7 @@ pub(crate) struct Ledger<'a> {
 }
 
 /// Until when `user` is locked out, if at `now`.
-pub(crate) fn locked_until(wrong: &[WrongCodes], user: i64, now: u64) -> Option<u64> {
+pub(crate) fn locked_until(wrong: &[WrongCodes], user: UserId, now: u64) -> Option<u64> {
     wrong
         .iter()
         .find(|w| w.user == user)
@@ -189,7 +190,7 @@ impl Guard {
     /// one either side that was not used before is accepted once. Wrong codes count per
     /// user, right ones do not wipe them: [`WRONG_MAX`] within [`WRONG_WINDOW`] lock the
     /// user out for [`LOCKOUT`]. What has aged out is dropped from the ledger.
-    pub(crate) fn check(&self, ledger: Ledger<'_>, user: i64, code: &str, now: u64) -> Check {
+    pub(crate) fn check(&self, ledger: Ledger<'_>, user: UserId, code: &str, now: u64) -> Check {
         let Ledger { used, wrong } = ledger;
         for w in wrong.iter_mut() {
             w.at.retain(|t| t + WRONG_WINDOW > now);
@@ -325,7 +326,7 @@ mod tests {
                 used: &mut self.used,
                 wrong: &mut self.wrong,
             };
-            g.check(ledger, user, code, now)
+            g.check(ledger, UserId(user), code, now)
         }
 
         /// Written to JSON and read back, as a restart does.
@@ -354,7 +355,11 @@ mod tests {
                 }
             );
         }
-        assert!(locked_until(&b.wrong, 1, now).is_none(), "{:?}", b.wrong);
+        assert!(
+            locked_until(&b.wrong, UserId(1), now).is_none(),
+            "{:?}",
+            b.wrong
+        );
     }
 
     #[test]
@@ -434,14 +439,14 @@ mod tests {
             Check::Locked { until: t + LOCKOUT },
             "even a right code is refused while locked out, after a restart too"
         );
-        assert_eq!(locked_until(&b.wrong, 7, later), Some(t + LOCKOUT));
+        assert_eq!(locked_until(&b.wrong, UserId(7), later), Some(t + LOCKOUT));
         assert_eq!(
             b.check(&g, 8, &right(later - 30), later),
             Check::Accepted(later / STEP - 1),
             "per user"
         );
         let end = t + LOCKOUT;
-        assert_eq!(locked_until(&b.wrong, 7, end), None);
+        assert_eq!(locked_until(&b.wrong, UserId(7), end), None);
         assert_eq!(
             b.check(&g, 7, &right(end), end),
             Check::Accepted(end / STEP)

@@ -127,42 +127,18 @@ pub(crate) fn as_message(q: &CallbackQuery, telegram_now: u64) -> Result<Message
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::base::addr::Family;
     use crate::base::gate::GateName;
+    use crate::base::ids::{ChatId, MessageId, UserId};
     use crate::firewall::Firewall;
-    use crate::firewall::rules::Listing;
     use crate::store::state::{Actor, Opening, State};
-
-    const NOW: u64 = 1_800_000_000;
+    use crate::testkit::{NOW, outcome};
 
     fn cfg(extra: &[(&str, &str)]) -> Config {
-        let mut env: Vec<(String, String)> = vec![(
-            "TGKNOCK_GATES".into(),
-            "ssh=22/tcp web=80/tcp,443/tcp mosh=60000:61000/udp".into(),
-        )];
-        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Config::from_sources(None, &env).unwrap()
-    }
-
-    /// What the kernel shows when it holds what `kernel` asks for; `saved` is the state.
-    fn outcome(c: &Config, saved: &State, kernel: &State) -> Outcome {
-        let fw = Firewall::from_config(c);
-        let listing = |fam| {
-            let rules = fw.desired(kernel, NOW, fam);
-            Listing {
-                chain_exists: true,
-                jumps: 1,
-                jump_first: true,
-                lines: rules.iter().map(|r| format!("{r:?}")).collect(),
-                rules: rules.into_iter().map(Some).collect(),
-            }
-        };
-        Outcome {
-            state: saved.clone(),
-            listings: Family::BOTH.iter().map(|f| (*f, Ok(listing(*f)))).collect(),
-            now: NOW,
-            deadlines: true,
-        }
+        let gates = (
+            "TGKNOCK_GATES",
+            "ssh=22/tcp web=80/tcp,443/tcp mosh=60000:61000/udp",
+        );
+        crate::testkit::config_of(&[&[gates], extra].concat())
     }
 
     fn web_open() -> State {
@@ -172,7 +148,7 @@ mod tests {
             Opening {
                 from: None,
                 until: Some(NOW + 60),
-                by: Actor::Telegram(1),
+                by: Actor::Telegram(UserId(1)),
             },
         )
         .unwrap();
@@ -207,7 +183,16 @@ mod tests {
     #[test]
     fn each_gate_gets_the_button_its_verified_state_calls_for() {
         let c = cfg(&[]);
-        let k = keyboard(&c, Some(&outcome(&c, &web_open(), &web_open())), false).unwrap();
+        let k = keyboard(
+            &c,
+            Some(&outcome(
+                &Firewall::from_config(&c),
+                &web_open(),
+                &web_open(),
+            )),
+            false,
+        )
+        .unwrap();
         assert_eq!(
             rows(&k),
             vec![
@@ -222,13 +207,21 @@ mod tests {
         // The state says open but the kernel shows closed: Close is still offered.
         let k = keyboard(
             &c,
-            Some(&outcome(&c, &web_open(), &State::default())),
+            Some(&outcome(
+                &Firewall::from_config(&c),
+                &web_open(),
+                &State::default(),
+            )),
             false,
         )
         .unwrap();
         assert_eq!(rows(&k)[0][1], pair("Close web", "/close web"));
         let until_closed = cfg(&[("TGKNOCK_OPEN_FOR", "0"), ("TGKNOCK_MAX_OPEN_FOR", "0")]);
-        let out = outcome(&until_closed, &State::default(), &State::default());
+        let out = outcome(
+            &Firewall::from_config(&until_closed),
+            &State::default(),
+            &State::default(),
+        );
         let k = keyboard(&until_closed, Some(&out), false).unwrap();
         assert_eq!(rows(&k)[0][0], pair("Open ssh", "/open ssh"));
     }
@@ -240,7 +233,11 @@ mod tests {
             ("TGKNOCK_ACTION_BACKUP", "/usr/local/bin/backup"),
             (&format!("TGKNOCK_ACTION_{long}"), "/bin/true"),
         ]);
-        let out = outcome(&c, &State::default(), &State::default());
+        let out = outcome(
+            &Firewall::from_config(&c),
+            &State::default(),
+            &State::default(),
+        );
         let k = keyboard(&c, Some(&out), true).unwrap();
         let r = rows(&k);
         assert_eq!(
@@ -286,8 +283,8 @@ mod tests {
     fn a_press_is_the_message_its_data_would_be() {
         let m = as_message(&press(Some("/open ssh"), true), NOW).unwrap();
         assert_eq!(m.text.as_deref(), Some("/open ssh"));
-        assert_eq!(m.from.as_ref().unwrap().id, 5);
-        assert_eq!((m.chat.id, m.message_id), (-100, 9));
+        assert_eq!(m.from.as_ref().unwrap().id, UserId(5));
+        assert_eq!((m.chat.id, m.message_id), (ChatId(-100), MessageId(9)));
         assert_eq!(m.date, NOW as i64);
         assert!(!m.is_forwarded());
         for (data, why) in [

@@ -35,7 +35,7 @@ pub enum Command {
     /// `/unban 203.0.113.7 492039`.
     WithCode {
         code: String,
-        command: Box<Command>,
+        command: Guarded,
     },
     /// A message that is only a code (TOTP on): it completes the command the bot asked a
     /// code for.
@@ -45,6 +45,38 @@ pub enum Command {
     Run {
         name: Option<String>,
     },
+}
+
+/// A command that changes something, which the second factor guards: `/open`, `/ban`,
+/// `/unban` and `/run NAME` (closing only ever closes, and needs no code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guarded {
+    Open {
+        gate: GateName,
+        length: Length,
+        from: Option<Cidr>,
+    },
+    Ban {
+        addr: Cidr,
+        length: Length,
+    },
+    Unban {
+        addr: Cidr,
+    },
+    Run {
+        name: String,
+    },
+}
+
+impl From<Guarded> for Command {
+    fn from(g: Guarded) -> Command {
+        match g {
+            Guarded::Open { gate, length, from } => Command::Open { gate, length, from },
+            Guarded::Ban { addr, length } => Command::Ban { addr, length },
+            Guarded::Unban { addr } => Command::Unban { addr },
+            Guarded::Run { name } => Command::Run { name: Some(name) },
+        }
+    }
 }
 
 /// What a message turned out to be.
@@ -156,13 +188,10 @@ fn split_code(args: &[&str], totp: bool) -> Option<Parsed> {
 }
 
 /// `command` with its code, if there is one.
-fn with_code(command: Command, code: Option<String>) -> Parsed {
+fn with_code(command: Guarded, code: Option<String>) -> Parsed {
     Parsed::Command(match code {
-        Some(code) => Command::WithCode {
-            code,
-            command: Box::new(command),
-        },
-        None => command,
+        Some(code) => Command::WithCode { code, command },
+        None => command.into(),
     })
 }
 
@@ -181,7 +210,7 @@ fn parse_unban(args: &[&str], totp: bool) -> Parsed {
         _ => return Parsed::Invalid("/unban takes one address".into()),
     };
     match ban_addr(addr) {
-        Ok(addr) => with_code(Command::Unban { addr }, code),
+        Ok(addr) => with_code(Guarded::Unban { addr }, code),
         Err(e) => Parsed::Invalid(e),
     }
 }
@@ -229,7 +258,7 @@ fn parse_ban(args: &[&str], totp: bool) -> Parsed {
     }
     match addr {
         Some(addr) => with_code(
-            Command::Ban {
+            Guarded::Ban {
                 addr,
                 length: length.unwrap_or(Length::Default),
             },
@@ -358,7 +387,7 @@ fn parse_open(args: &[&str], gates: &[Gate], totp: bool) -> Parsed {
             ));
         }
     }
-    let open = Command::Open {
+    let open = Guarded::Open {
         gate: gate.unwrap_or_else(|| gates[0].name.clone()),
         length: length.unwrap_or(Length::Default),
         from,
@@ -415,8 +444,8 @@ fn parse_run(args: &[&str], totp: bool) -> Parsed {
         ));
     }
     with_code(
-        Command::Run {
-            name: Some(name.to_ascii_lowercase()),
+        Guarded::Run {
+            name: name.to_ascii_lowercase(),
         },
         code,
     )
@@ -647,26 +676,24 @@ mod tests {
     #[test]
     fn codes_ride_in_run_ban_and_unban() {
         let t = |text: &str| parse_with(text, "KnockBot", &gates(), true);
-        let coded = |code: &str, c: Command| {
+        let coded = |code: &str, command: Guarded| {
             Parsed::Command(Command::WithCode {
                 code: code.into(),
-                command: Box::new(c),
+                command,
             })
         };
-        let run = |n: &str| Command::Run {
-            name: Some(n.into()),
-        };
+        let run = |n: &str| Guarded::Run { name: n.into() };
         assert_eq!(t("/run backup 492039"), coded("492039", run("backup")));
-        assert_eq!(t("/run backup"), Parsed::Command(run("backup")));
+        assert_eq!(t("/run backup"), Parsed::Command(run("backup").into()));
         assert_eq!(t("/run"), Parsed::Command(Command::Run { name: None }));
         // An action whose name is digits is still named first.
         assert_eq!(t("/run 123456 492039"), coded("492039", run("123456")));
         assert_eq!(
             parse("/run 123456", "b", &gates()),
-            Parsed::Command(run("123456")),
+            Parsed::Command(run("123456").into()),
             "without the second factor, six digits are a name"
         );
-        let ban = |a: &str, length| Command::Ban {
+        let ban = |a: &str, length| Guarded::Ban {
             addr: a.parse().unwrap(),
             length,
         };
@@ -681,13 +708,13 @@ mod tests {
         );
         assert_eq!(
             t("/ban 2001:db8::/64 1440m"),
-            Parsed::Command(ban("2001:db8::/64", Length::Secs(86_400)))
+            Parsed::Command(ban("2001:db8::/64", Length::Secs(86_400)).into())
         );
         assert_eq!(
             t("/unban 203.0.113.7 492039"),
             coded(
                 "492039",
-                Command::Unban {
+                Guarded::Unban {
                     addr: "203.0.113.7".parse().unwrap()
                 }
             )

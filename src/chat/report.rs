@@ -475,38 +475,14 @@ pub(crate) fn status_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::ids::UserId;
     use crate::firewall::rules::Listing;
     use crate::store::state::Actor;
-
-    const NOW: u64 = 1_800_000_000;
+    use crate::testkit::{NOW, outcome};
 
     fn cfg(extra: &[(&str, &str)]) -> Config {
-        let mut env: Vec<(String, String)> = vec![(
-            "TGKNOCK_GATES".into(),
-            "ssh=22/tcp web=80/tcp,443/tcp".into(),
-        )];
-        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Config::from_sources(None, &env).unwrap()
-    }
-
-    /// What the kernel would show if it held exactly what `kernel` asks for.
-    fn outcome(fw: &Firewall, saved: &State, kernel: &State) -> Outcome {
-        let listing = |fam| {
-            let rules = fw.desired(kernel, NOW, fam);
-            Listing {
-                chain_exists: true,
-                jumps: 1,
-                jump_first: true,
-                lines: rules.iter().map(|r| format!("{r:?}")).collect(),
-                rules: rules.into_iter().map(Some).collect(),
-            }
-        };
-        Outcome {
-            state: saved.clone(),
-            listings: Family::BOTH.iter().map(|f| (*f, Ok(listing(*f)))).collect(),
-            now: NOW,
-            deadlines: true,
-        }
+        let gates = ("TGKNOCK_GATES", "ssh=22/tcp web=80/tcp,443/tcp");
+        crate::testkit::config_of(&[&[gates], extra].concat())
     }
 
     fn opened(gate: &str, from: Option<&str>, until: Option<u64>) -> State {
@@ -516,7 +492,7 @@ mod tests {
             Opening {
                 from: from.map(|f| f.parse().unwrap()),
                 until,
-                by: Actor::Telegram(7),
+                by: Actor::Telegram(UserId(7)),
             },
         )
         .unwrap();

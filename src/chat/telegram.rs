@@ -9,13 +9,14 @@ use serde_json::value::RawValue;
 use crate::base::duration;
 use crate::base::error::{ApiError, BODY_LIMIT};
 use crate::base::error::{Error, Result};
+use crate::base::ids::{ChatId, MessageId, UpdateId, UserId};
 use crate::base::text::shown;
 use crate::os::logging::redact;
 use crate::store::config::{TelegramSettings, Token};
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct User {
-    pub id: i64,
+    pub id: UserId,
     #[serde(default)]
     pub is_bot: bool,
     #[serde(default)]
@@ -78,7 +79,7 @@ impl std::fmt::Display for ChatKind {
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Chat {
-    pub id: i64,
+    pub id: ChatId,
     #[serde(rename = "type", default)]
     pub kind: ChatKind,
 }
@@ -91,7 +92,7 @@ impl Chat {
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Message {
-    pub message_id: i64,
+    pub message_id: MessageId,
     #[serde(default)]
     pub from: Option<User>,
     pub chat: Chat,
@@ -121,7 +122,7 @@ impl Message {
 /// The bot's message a press was on: which one, in which chat (the rest is not needed).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct PressedMessage {
-    pub message_id: i64,
+    pub message_id: MessageId,
     pub chat: Chat,
 }
 
@@ -142,7 +143,7 @@ pub struct CallbackQuery {
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Update {
-    pub update_id: i64,
+    pub update_id: UpdateId,
     #[serde(default)]
     pub message: Option<Message>,
     #[serde(default)]
@@ -195,7 +196,7 @@ pub struct ApiResponse<'a> {
 pub enum Incoming {
     Update(Box<Update>),
     Undecodable {
-        update_id: Option<i64>,
+        update_id: Option<UpdateId>,
         reason: String,
     },
 }
@@ -204,7 +205,7 @@ pub enum Incoming {
 pub fn decode_updates(result: &RawValue) -> Result<Vec<Incoming>, String> {
     #[derive(Deserialize)]
     struct Id {
-        update_id: i64,
+        update_id: UpdateId,
     }
     let items: Vec<&RawValue> =
         serde_json::from_str(result.get()).map_err(|e| format!("result is not a list: {e}"))?;
@@ -261,7 +262,7 @@ impl ApiError {
 /// A message's text as it may leave the board: a reply may echo what the owner typed, a
 /// pasted token too, or an action's output; the token is never sent back. Telegram takes at
 /// most 4096 characters.
-fn outgoing(text: &str) -> String {
+pub(crate) fn outgoing(text: &str) -> String {
     redact(text).chars().take(4000).collect()
 }
 
@@ -428,7 +429,7 @@ impl BotApi {
     /// Long-polls for updates; `timeout` is Telegram's long-poll time in seconds.
     pub(crate) fn get_updates(
         &self,
-        offset: Option<i64>,
+        offset: Option<UpdateId>,
         timeout: u64,
         limit: u32,
     ) -> Result<Answer, ApiError> {
@@ -438,38 +439,24 @@ impl BotApi {
             "allowed_updates": ["message", "edited_message", "callback_query"],
         });
         if let Some(o) = offset {
-            body["offset"] = o.into();
+            body["offset"] = o.0.into();
         }
         self.call("getUpdates", &body, Duration::from_secs(timeout + 15))
-    }
-
-    pub(crate) fn send_message(&self, chat_id: i64, text: &str) -> Result<(), ApiError> {
-        self.send(chat_id, text, None, Duration::from_secs(20))
     }
 
     /// `sendMessage` that gives up after `timeout`.
     pub(crate) fn send_message_within(
         &self,
-        chat_id: i64,
+        chat_id: ChatId,
         text: &str,
         timeout: Duration,
     ) -> Result<(), ApiError> {
         self.send(chat_id, text, None, timeout)
     }
 
-    /// `sendMessage` with an inline keyboard (`reply_markup`) when one is given.
-    pub(crate) fn send_with_keyboard(
+    pub(crate) fn send(
         &self,
-        chat_id: i64,
-        text: &str,
-        keyboard: Option<&serde_json::Value>,
-    ) -> Result<(), ApiError> {
-        self.send(chat_id, text, keyboard, Duration::from_secs(20))
-    }
-
-    fn send(
-        &self,
-        chat_id: i64,
+        chat_id: ChatId,
         text: &str,
         keyboard: Option<&serde_json::Value>,
         timeout: Duration,
@@ -483,80 +470,6 @@ impl BotApi {
             body["reply_markup"] = k.clone();
         }
         self.call("sendMessage", &body, timeout).map(|_| ())
-    }
-
-    /// Replaces the text and the keyboard of one of the bot's messages.
-    pub(crate) fn edit_message(
-        &self,
-        chat_id: i64,
-        message_id: i64,
-        text: &str,
-        keyboard: Option<&serde_json::Value>,
-    ) -> Result<(), ApiError> {
-        let mut body = serde_json::json!({
-            "chat_id": chat_id,
-            "message_id": message_id,
-            "text": outgoing(text),
-            "link_preview_options": {"is_disabled": true},
-        });
-        if let Some(k) = keyboard {
-            body["reply_markup"] = k.clone();
-        }
-        self.call("editMessageText", &body, Duration::from_secs(20))
-            .map(|_| ())
-    }
-
-    /// Answers a button press, which stops the spinner on the presser's button; `text`, if
-    /// any, is shown to the presser as an alert. Telegram refuses (400) to answer a press
-    /// that waited too long, or one answered before.
-    pub(crate) fn answer_press(&self, query_id: &str, text: Option<&str>) -> Result<(), ApiError> {
-        let mut body = serde_json::json!({"callback_query_id": query_id});
-        if let Some(t) = text {
-            // Telegram's limit for the text of an answer.
-            body["text"] = redact(t).chars().take(200).collect::<String>().into();
-            body["show_alert"] = true.into();
-        }
-        self.call("answerCallbackQuery", &body, Duration::from_secs(10))
-            .map(|_| ())
-    }
-
-    pub(crate) fn set_my_commands(&self) -> Result<(), ApiError> {
-        let commands = serde_json::json!({"commands": [
-            {"command": "open", "description": "open a gate: /open [gate] [duration] [address]"},
-            {"command": "close", "description": "close a gate, or all"},
-            {"command": "status", "description": "what the firewall shows now"},
-            {"command": "ban", "description": "drop every packet from an address, its connections too: /ban address [duration]"},
-            {"command": "unban", "description": "lift a ban: /unban address"},
-            {"command": "run", "description": "run a pre-declared action: /run [name]"},
-            {"command": "help", "description": "usage, gates and ports"},
-        ]});
-        self.call("setMyCommands", &commands, Duration::from_secs(20))
-            .map(|_| ())
-    }
-
-    /// The webhook URL, if one is set (it makes `getUpdates` fail with 409).
-    pub(crate) fn webhook_url(&self) -> Result<Option<String>, ApiError> {
-        #[derive(Deserialize)]
-        struct Info {
-            #[serde(default)]
-            url: String,
-        }
-        let a = self.call(
-            "getWebhookInfo",
-            &serde_json::json!({}),
-            Duration::from_secs(20),
-        )?;
-        let info: Info = a.result()?;
-        Ok(Some(info.url).filter(|u| !u.is_empty()))
-    }
-
-    pub(crate) fn delete_webhook(&self) -> Result<(), ApiError> {
-        self.call(
-            "deleteWebhook",
-            &serde_json::json!({"drop_pending_updates": false}),
-            Duration::from_secs(20),
-        )
-        .map(|_| ())
     }
 }
 
@@ -585,7 +498,7 @@ mod tests {
             panic!("{got:?}")
         };
         let m = first.message.as_ref().unwrap();
-        assert_eq!(m.from.as_ref().unwrap().id, 111_111_111);
+        assert_eq!(m.from.as_ref().unwrap().id, UserId(111_111_111));
         assert!(m.chat.is_private());
         assert_eq!(m.text.as_deref(), Some("/open"));
         let got = &u[1];
@@ -594,7 +507,7 @@ mod tests {
         };
         let g = second.message.as_ref().unwrap();
         assert_eq!(g.chat.kind, ChatKind::Supergroup);
-        assert!(g.chat.id < 0);
+        assert!(g.chat.id < ChatId(0));
         assert_eq!(g.text.as_deref(), Some("/open@tgknock_test_bot web 30m"));
     }
 
@@ -624,15 +537,18 @@ mod tests {
         };
         let q = press.callback_query.as_ref().unwrap();
         assert_eq!(q.id, "4382bfdwdsb323b2d9");
-        assert_eq!(q.from.id, 111_111_111);
+        assert_eq!(q.from.id, UserId(111_111_111));
         assert_eq!(q.data.as_deref(), Some("open:ssh"));
         let m = q.message.as_ref().unwrap();
-        assert_eq!((m.message_id, m.chat.id), (19, 111_111_111));
+        assert_eq!(
+            (m.message_id, m.chat.id),
+            (MessageId(19), ChatId(111_111_111))
+        );
         let got = &u[3];
         let Incoming::Undecodable { update_id, .. } = got else {
             panic!("{got:?}")
         };
-        assert_eq!(*update_id, Some(900_000_004));
+        assert_eq!(*update_id, Some(UpdateId(900_000_004)));
         let got = &u[4];
         let Incoming::Undecodable { update_id, .. } = got else {
             panic!("{got:?}")
@@ -670,7 +586,7 @@ mod tests {
     #[test]
     fn describes_users() {
         let u = User {
-            id: 5,
+            id: UserId(5),
             is_bot: false,
             first_name: "Eve\u{7}".into(),
             last_name: None,

@@ -136,7 +136,7 @@ fn token(c: &mut Ctx) -> Vec<Line> {
             cfg.telegram
                 .allowed_users
                 .iter()
-                .map(i64::to_string)
+                .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(", ")
         )),

@@ -148,7 +148,7 @@ fn send(pam: &Pam, config: Option<&Path>, start: Instant) -> Result<(), String> 
         let left = BUDGET
             .saturating_sub(start.elapsed())
             .saturating_sub(Duration::from_millis(300));
-        if let Err(e) = api.send_message_within(user, &text, left) {
+        if let Err(e) = api.send_message_within(user.chat(), &text, left) {
             failed.push(format!("to {user}: {e}"));
         }
     }

@@ -16,7 +16,7 @@ use crate::store::state::{Paths, State, StateLock};
 /// message carried out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Mark {
-    pub(crate) offset: i64,
+    pub(crate) offset: crate::base::ids::UpdateId,
     pub(crate) newest: Option<i64>,
 }
 
@@ -308,8 +308,13 @@ pub(crate) mod tests {
         }
 
         pub(crate) fn keeper(&self) -> Keeper {
+            self.keeper_with(&[])
+        }
+
+        /// A keeper on the scratch directory whose configuration also has `extra`.
+        pub(crate) fn keeper_with(&self, extra: &[(&str, &str)]) -> Keeper {
             let bin = |n: &str| self.dir.join("bin").join(n).display().to_string();
-            let env: Vec<(String, String)> = [
+            let mut env: Vec<(String, String)> = [
                 ("TGKNOCK_IPTABLES", bin("iptables")),
                 ("TGKNOCK_IP6TABLES", bin("ip6tables")),
                 ("TGKNOCK_NFT", bin("no-nft")),
@@ -321,6 +326,7 @@ pub(crate) mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
+            env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
             let cfg = Config::from_sources(None, &env).expect("a valid test configuration");
             let k = Keeper::new(cfg);
             k.paths.state_dir().expect("the state directory");

@@ -1,5 +1,6 @@
 //! The saved state (openings and the Telegram offset), its files, and the lock.
 
+use crate::base::ids::{UpdateId, UserId};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
@@ -27,7 +28,7 @@ pub(crate) const MAX_BANS: usize = 5_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Actor {
     /// An allowed Telegram user, by id.
-    Telegram(i64),
+    Telegram(UserId),
     /// Someone at the board's console.
     Console,
     /// Not recorded (a state file from elsewhere).
@@ -59,7 +60,7 @@ impl<'de> Deserialize<'de> for Actor {
                 .strip_prefix("telegram:")
                 .and_then(|id| id.parse().ok())
             {
-                Some(id) => Actor::Telegram(id),
+                Some(id) => Actor::Telegram(UserId(id)),
                 None => Actor::Unknown,
             },
         })
@@ -92,31 +93,51 @@ pub(crate) struct TooLong {
 }
 
 impl Opening {
-    /// The opening a request asks for at `now`: its length resolved against
-    /// `TGKNOCK_OPEN_FOR` (`0`: until closed), and with `limited` (chat commands, not the
-    /// console) refused beyond `TGKNOCK_MAX_OPEN_FOR`.
-    pub(crate) fn for_request(
+    /// The opening the console asks for at `now`: its length resolved against
+    /// `TGKNOCK_OPEN_FOR` (`0`: until closed). The console is the way in when chat is
+    /// not: `TGKNOCK_MAX_OPEN_FOR` does not apply.
+    pub(crate) fn by_console(
         length: Length,
         from: Option<Cidr>,
-        by: Actor,
         now: u64,
         limits: &Limits,
-        limited: bool,
+    ) -> Opening {
+        let secs = Opening::secs(length, limits);
+        Opening {
+            from,
+            until: secs.map(|s| now + s),
+            by: Actor::Console,
+        }
+    }
+
+    /// The opening Telegram user `user` asks for at `now`, resolved as the console's, and
+    /// refused beyond `TGKNOCK_MAX_OPEN_FOR`.
+    pub(crate) fn by_chat(
+        length: Length,
+        from: Option<Cidr>,
+        user: UserId,
+        now: u64,
+        limits: &Limits,
     ) -> std::result::Result<Opening, TooLong> {
-        let secs = match length {
-            Length::Default => Some(limits.open_for).filter(|s| *s > 0),
-            Length::Secs(s) => Some(s),
-            Length::UntilClosed => None,
-        };
+        let secs = Opening::secs(length, limits);
         let max = limits.max_open_for;
-        if limited && max != 0 && secs.is_none_or(|s| s > max) {
+        if max != 0 && secs.is_none_or(|s| s > max) {
             return Err(TooLong { asked: secs, max });
         }
         Ok(Opening {
             from,
             until: secs.map(|s| now + s),
-            by,
+            by: Actor::Telegram(user),
         })
+    }
+
+    /// How long `length` is, in seconds; `None`: until closed.
+    fn secs(length: Length, limits: &Limits) -> Option<u64> {
+        match length {
+            Length::Default => Some(limits.open_for).filter(|s| *s > 0),
+            Length::Secs(s) => Some(s),
+            Length::UntilClosed => None,
+        }
     }
 }
 
@@ -183,7 +204,7 @@ pub(crate) struct State {
     pub(crate) version: u32,
     /// The next Telegram `update_id` to ask for: every update below it was handled.
     #[serde(default)]
-    pub(crate) offset: Option<i64>,
+    pub(crate) offset: Option<UpdateId>,
     /// The date (Telegram's clock, Unix seconds) of the newest message carried out, saved
     /// with the offset. After a week without updates Telegram numbers afresh, below the
     /// offset: an update below it that is newer than this is the new numbering, one at or
@@ -761,7 +782,7 @@ mod tests {
         let lock = StateLock::acquire(&paths).unwrap();
         assert_eq!(lock.load().unwrap(), State::default());
         let mut s = State {
-            offset: Some(42),
+            offset: Some(UpdateId(42)),
             ..State::default()
         };
         s.open(&g("ssh"), op(Some("2001:db8::/64"), Some(5)))
@@ -784,7 +805,7 @@ mod tests {
         let old: State =
             serde_json::from_str("{\"version\": 1, \"offset\": 900000000, \"openings\": {}}")
                 .unwrap();
-        assert_eq!(old.offset, Some(900_000_000));
+        assert_eq!(old.offset, Some(UpdateId(900_000_000)));
         assert_eq!(old.newest_carried, None);
         // Written only when known: a file without it stays as an older version wrote it.
         let text = serde_json::to_string(&old).unwrap();
@@ -804,51 +825,26 @@ mod tests {
             max_open_for: 3600,
             max_age: 60,
         };
-        let o = Opening::for_request(
-            Length::Default,
-            None,
-            Actor::Telegram(5),
-            100,
-            &limits,
-            true,
-        );
-        assert_eq!(o.map(|o| o.until), Ok(Some(1000)));
-        let o = Opening::for_request(
-            Length::Secs(7200),
-            None,
-            Actor::Console,
-            100,
-            &limits,
-            false,
-        );
+        let o = Opening::by_chat(Length::Default, None, UserId(5), 100, &limits);
         assert_eq!(
-            o.map(|o| o.until),
-            Ok(Some(7300)),
+            o.map(|o| (o.until, o.by)),
+            Ok((Some(1000), Actor::Telegram(UserId(5))))
+        );
+        let o = Opening::by_console(Length::Secs(7200), None, 100, &limits);
+        assert_eq!(
+            (o.until, o.by),
+            (Some(7300), Actor::Console),
             "the console is not limited"
         );
         assert_eq!(
-            Opening::for_request(
-                Length::Secs(7200),
-                None,
-                Actor::Telegram(5),
-                100,
-                &limits,
-                true
-            ),
+            Opening::by_chat(Length::Secs(7200), None, UserId(5), 100, &limits),
             Err(TooLong {
                 asked: Some(7200),
                 max: 3600
             })
         );
         assert_eq!(
-            Opening::for_request(
-                Length::UntilClosed,
-                None,
-                Actor::Telegram(5),
-                100,
-                &limits,
-                true
-            ),
+            Opening::by_chat(Length::UntilClosed, None, UserId(5), 100, &limits),
             Err(TooLong {
                 asked: None,
                 max: 3600
@@ -859,15 +855,10 @@ mod tests {
             max_open_for: 0,
             ..limits
         };
-        let o = Opening::for_request(
-            Length::Default,
-            None,
-            Actor::Telegram(5),
-            100,
-            &unlimited,
-            true,
-        );
+        let o = Opening::by_chat(Length::Default, None, UserId(5), 100, &unlimited);
         assert_eq!(o.map(|o| o.until), Ok(None), "OPEN_FOR=0: until closed");
+        let o = Opening::by_console(Length::UntilClosed, None, 100, &limits);
+        assert_eq!(o.until, None, "the console may open until closed");
     }
 
     /// A state file written before the wrong-code counts loads with none; one with them
@@ -880,7 +871,7 @@ mod tests {
         assert!(s.totp_wrong.is_empty());
         let s = State {
             totp_wrong: vec![crate::base::totp::WrongCodes {
-                user: 111,
+                user: UserId(111),
                 at: vec![1_800_000_000, 1_800_000_600],
                 locked_until: None,
             }],
@@ -899,7 +890,7 @@ mod tests {
     #[test]
     fn actors_are_saved_as_before() {
         for (a, text) in [
-            (Actor::Telegram(123), "\"telegram:123\""),
+            (Actor::Telegram(UserId(123)), "\"telegram:123\""),
             (Actor::Console, "\"console\""),
         ] {
             assert_eq!(serde_json::to_string(&a).unwrap(), text);

@@ -38,11 +38,7 @@ pub(super) fn open(c: OpenCmd) -> Result<i32> {
         .map_err(|e| Error::usage("--from", e))?;
     let now = crate::os::clock::now();
     // The console is the way in when chat is not: TGKNOCK_MAX_OPEN_FOR does not apply.
-    let opening = match Opening::for_request(length, from, Actor::Console, now, &cfg.limits, false)
-    {
-        Ok(o) => o,
-        Err(_) => unreachable!("an opening from the console has no limit"),
-    };
+    let opening = Opening::by_console(length, from, now, &cfg.limits);
     let bounded = opening.until.is_some();
     let keeper = Keeper::new(cfg);
     let (_, out) = keeper.change(now, |st| st.open(&gate, opening))?;

@@ -10,7 +10,7 @@ use crate::base::error::{Error, Result};
 use crate::chat::telegram::{BotApi, Incoming, User};
 
 /// A hello: who sent it, its update id, its text as shown.
-pub(super) type Hello = (User, i64, String);
+pub(super) type Hello = (User, crate::base::ids::UpdateId, String);
 
 /// Waits up to `wait` seconds for messages to the bot sent at `asked_at` or later (by
 /// Telegram's clock: the ones waiting before setup asked are never proposed), showing

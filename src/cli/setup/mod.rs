@@ -80,7 +80,7 @@ pub(crate) fn run(path: Option<PathBuf>, wait: Option<String>) -> Result<i32> {
     place.write(&token, &text)?;
     if let Some(id) = senders.iter().map(|(_, id, _)| *id).max() {
         // Confirms the hellos and what came before them, nothing after.
-        if let Err(e) = api.get_updates(Some(id + 1), 0, 1) {
+        if let Err(e) = api.get_updates(Some(id.next()), 0, 1) {
             log::debug!("could not confirm the hello message: {e}");
         }
     }

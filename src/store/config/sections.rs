@@ -77,7 +77,7 @@ pub(crate) struct TelegramSettings {
     pub(crate) token: Option<Token>,
     /// Why the configured token cannot be used (the commands that need it say this).
     pub(crate) token_problem: Option<String>,
-    pub(crate) allowed_users: Vec<i64>,
+    pub(crate) allowed_users: Vec<crate::base::ids::UserId>,
     pub(crate) notify_denied: bool,
     pub(crate) api_url: String,
     pub(crate) proxy: Option<Proxy>,
@@ -182,7 +182,7 @@ fn token(
     }
 }
 
-fn allowed_users(l: &Layers) -> Result<Vec<i64>> {
+fn allowed_users(l: &Layers) -> Result<Vec<crate::base::ids::UserId>> {
     let mut allowed_users = Vec::new();
     for part in l.items(keys::ALLOWED_USERS) {
         let id: i64 = part.parse().ok().filter(|id| *id > 0).ok_or_else(|| {
@@ -191,6 +191,7 @@ fn allowed_users(l: &Layers) -> Result<Vec<i64>> {
                 format!("'{part}' is not a numeric Telegram user id (`tgknock whoami` shows ids)"),
             )
         })?;
+        let id = crate::base::ids::UserId(id);
         if !allowed_users.contains(&id) {
             allowed_users.push(id);
         }

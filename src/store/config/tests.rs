@@ -47,7 +47,10 @@ fn file_format() {
         ))
         .unwrap();
     assert_eq!(c.telegram.token.as_ref().unwrap().expose(), TOKEN);
-    assert_eq!(c.telegram.allowed_users, vec![111, 222]);
+    assert_eq!(
+        c.telegram.allowed_users,
+        vec![crate::base::ids::UserId(111), crate::base::ids::UserId(222)]
+    );
     assert_eq!(c.gates.len(), 2);
     assert_eq!(c.firewall.ip6tables, None);
     assert!(c.require_bot().is_ok());
