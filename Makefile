@@ -5,7 +5,7 @@ CARGO  ?= cargo
 TARGET := x86_64-unknown-linux-musl
 BIN    := target/$(TARGET)/release/tgknock
 
-.PHONY: all build test lint unit integration test-arm test-packaging test-system fuzz fresh bench dist deb man clean
+.PHONY: all build test lint unit integration coverage test-arm test-packaging test-system fuzz fresh bench dist deb man clean
 
 all: build
 
@@ -28,6 +28,15 @@ unit:
 
 integration:
 	$(CARGO) test --locked --test integration
+
+# Line coverage of src/ by the unit and integration tiers together (cargo-llvm-cov), the
+# binary the integration tests run instrumented too: a line per file and the total, also
+# in target/coverage/summary.txt (tests/coverage.sh says how). Not part of `make test`: it
+# builds everything again instrumented and runs both tiers once more, as long again as
+# the `cargo test` tier.
+coverage:
+	@sh tests/setup.sh coverage || [ "$${CI:-}" != true ]
+	sh tests/coverage.sh
 
 # Every target's static binary as a tarball, the .deb packages (amd64, arm64, armhf with
 # the ARMv6 build), and dist/SHA256SUMS over them all.

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::env::{assert_no_secret, stderr};
+use crate::support::env::{assert_no_secret, coverage_env, stderr};
 use crate::support::netns::{is_root, skip};
 use crate::support::{Env, FakeApi, OWNER, SECRET, TOKEN, wait_for};
 
@@ -211,7 +211,11 @@ fn a_real_pam_stack_runs_it_and_logs_in_whatever_it_says() {
                 .map_or(w.to_string(), |p| p.display().to_string())
         })
         .collect();
-    let runner = runner.join(" ");
+    let mut runner = runner.join(" ");
+    // Under `make coverage`, the profile's path too: PAM's environment has nothing else.
+    if let Some(profile) = coverage_env() {
+        runner = format!("/usr/bin/env {profile} {runner}");
+    }
     // pam_exec gives its program PAM's environment only: the settings go in a file.
     let config = env.path("pam.conf");
     let mut text = String::new();

@@ -9,6 +9,8 @@
 #                          lintian, shellcheck, debootstrap + systemd-nspawn, nsenter and
 #                          pgrep (the fresh and system tiers), pamtester (the PAM test),
 #                          cargo-deb, cargo-fuzz (and g++ for libFuzzer)
+#   tests/setup.sh coverage what `make coverage` needs: the above, and rustup's llvm-tools
+#                          with cargo-llvm-cov
 # As root it runs apt-get; otherwise it names what is missing and the command that installs
 # it, and exits 1 (the tiers that need it then fail in CI, or say SKIPPED outside it).
 set -eu
@@ -17,6 +19,7 @@ what=${1:-test}
 # Versions of the cargo tools, so every machine builds the same packages.
 CARGO_DEB_VERSION=3.8.0
 CARGO_FUZZ_VERSION=0.13.1
+CARGO_LLVM_COV_VERSION=0.9.1
 
 build_debs="gcc libc6-dev make git ca-certificates musl-tools file"
 test_debs="$build_debs g++ procps util-linux iproute2 iptables nftables
@@ -35,8 +38,8 @@ missing_debs() {
 
 case "$what" in
 build) debs=$build_debs ;;
-test) debs=$test_debs ;;
-*) echo "usage: $0 build|test" >&2; exit 2 ;;
+test | coverage) debs=$test_debs ;;
+*) echo "usage: $0 build|test|coverage" >&2; exit 2 ;;
 esac
 
 status=0
@@ -82,10 +85,11 @@ if ! have cargo || ! have rustup; then
 fi
 components="rust-src"
 targets="x86_64-unknown-linux-musl"
-if [ "$what" = test ]; then
+if [ "$what" != build ]; then
     components="$components clippy rustfmt"
     targets="$targets aarch64-unknown-linux-musl"
 fi
+[ "$what" = coverage ] && components="$components llvm-tools"
 installed_components=$(rustup component list --installed 2>/dev/null)
 for c in $components; do
     echo "$installed_components" | grep -q "^$c" && continue
@@ -103,8 +107,11 @@ cargo_tool() { # cargo_tool SUBCOMMAND CRATE VERSION
     say "cargo install $2 --version $3 --locked"
     cargo install "$2" --version "$3" --locked >&2 || { say "cargo install $2 failed"; status=1; }
 }
-if [ "$what" = test ]; then
+if [ "$what" != build ]; then
     cargo_tool deb cargo-deb "$CARGO_DEB_VERSION"
     cargo_tool fuzz cargo-fuzz "$CARGO_FUZZ_VERSION"
+fi
+if [ "$what" = coverage ]; then
+    cargo_tool llvm-cov cargo-llvm-cov "$CARGO_LLVM_COV_VERSION"
 fi
 exit $status

@@ -37,6 +37,16 @@ pub fn command() -> Command {
     c
 }
 
+/// Under `make coverage`, `LLVM_PROFILE_FILE=…`: where the instrumented binary writes what
+/// it ran, for a program that gets an environment of its own (pam_exec passes PAM's only),
+/// so that its run is counted too. None otherwise.
+pub fn coverage_env() -> Option<String> {
+    std::env::var("LLVM_PROFILE_FILE")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(|v| format!("LLVM_PROFILE_FILE={v}"))
+}
+
 pub struct Env {
     pub dir: PathBuf,
     pub api: FakeApi,
