@@ -3,6 +3,7 @@
 //! replies (`report`) and the inline keyboards (`buttons`). Imports the firewall layer
 //! (to carry out and describe a change), the store, os and base; never [`crate::cli`].
 
+pub(crate) mod approve;
 pub(crate) mod buttons;
 pub mod command;
 pub(crate) mod decide;

@@ -447,14 +447,16 @@ impl BotApi {
         self.send(chat_id, text, None, Duration::from_secs(20))
     }
 
-    /// `sendMessage` that gives up after `timeout`.
+    /// `sendMessage`, with an inline keyboard when one is given, that gives up after
+    /// `timeout`.
     pub(crate) fn send_message_within(
         &self,
         chat_id: i64,
         text: &str,
+        keyboard: Option<&serde_json::Value>,
         timeout: Duration,
     ) -> Result<(), ApiError> {
-        self.send(chat_id, text, None, timeout)
+        self.send(chat_id, text, keyboard, timeout)
     }
 
     /// `sendMessage` with an inline keyboard (`reply_markup`) when one is given.

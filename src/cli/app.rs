@@ -47,6 +47,7 @@ enum Sub {
     TotpSetup(TotpSetupCmd),
     Setup(SetupCmd),
     NotifyLogin(NotifyLoginCmd),
+    ApproveLogin(ApproveLoginCmd),
 }
 
 #[derive(FromArgs, Debug)]
@@ -217,6 +218,15 @@ struct NotifyLoginCmd {
     config: Option<PathBuf>,
 }
 
+#[derive(FromArgs, Debug)]
+/// for pam_exec (account phase): ask the allowed users to approve a login (exit 0 on Allow, 1 otherwise)
+#[argh(subcommand, name = "approve-login")]
+struct ApproveLoginCmd {
+    /// config file (default /etc/tgknock/tgknock.conf)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
 /// Runs the command line; returns the exit code.
 pub fn main(args: Vec<OsString>) -> i32 {
     let mut strings = Vec::with_capacity(args.len());
@@ -256,7 +266,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         return 2;
     };
     match &command {
-        Sub::NotifyLogin(_) => logging::init_fixed(),
+        Sub::NotifyLogin(_) | Sub::ApproveLogin(_) => logging::init_fixed(),
         _ => logging::init(),
     }
     match dispatch(command) {
@@ -299,6 +309,7 @@ fn dispatch(command: Sub) -> Result<i32> {
         }
         Sub::Setup(c) => crate::cli::setup::run(c.config, c.wait),
         Sub::NotifyLogin(c) => Ok(crate::cli::login::run(c.config.as_deref())),
+        Sub::ApproveLogin(c) => Ok(crate::cli::approve::run(c.config.as_deref())),
     }
 }
 

@@ -509,6 +509,8 @@ pub(crate) struct Daemon {
     pending: HashMap<i64, (Command, u64)>,
     /// The actions running now.
     running: actions::Running,
+    /// Logins waiting for approval (`approve-login`), served by their own thread.
+    approvals: Arc<crate::cli::approve_server::Approvals>,
 }
 
 /// The daemon's whole life. Returns only on a fatal error (exit 1, or 3 for the token).
@@ -614,6 +616,13 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
             })?;
     }
 
+    let approvals = Arc::new(crate::cli::approve_server::Approvals::new());
+    crate::cli::approve_server::serve(
+        &keeper.paths.approve(),
+        keeper.cfg.clone(),
+        api.clone(),
+        Arc::clone(&approvals),
+    )?;
     let backoff = Backoff::new(clock::wall().as_nanos() as u64 ^ u64::from(std::process::id()));
     let mut d = Daemon {
         keeper,
@@ -632,6 +641,7 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         guard: None,
         pending: HashMap::new(),
         running: actions::Running::default(),
+        approvals,
     };
     if let Some(secret) = d.keeper.cfg.totp.clone() {
         d.guard = Some(totp::Guard::new(secret));
@@ -1064,6 +1074,7 @@ impl Daemon {
         // decision, the same authorization, as typed.
         let (msg, via) = match (u.message, u.callback_query) {
             (Some(msg), _) => (msg, Via::Message),
+            (None, Some(q)) if self.approvals.press(&self.api, self.cfg(), &q, now.board) => return,
             (None, Some(q)) => match self.accept_press(&q, now) {
                 Some(msg) => {
                     let message_id = msg.message_id;

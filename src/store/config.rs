@@ -211,6 +211,24 @@ pub const KEYS: &[Key] = &[
         shown: "",
         meaning: "an action still running then is killed (its whole process group) and reported as timed out",
     },
+    Key {
+        name: "TGKNOCK_APPROVE_TIMEOUT",
+        default: Some("60s"),
+        shown: "",
+        meaning: "how long `approve-login` waits for an allowed user to press Allow or Deny before it refuses the login (1s–10m; keep it below sshd's `LoginGraceTime`)",
+    },
+    Key {
+        name: "TGKNOCK_APPROVE_EXEMPT",
+        default: None,
+        shown: "`$TGKNOCK_ALWAYS_ALLOW`",
+        meaning: "comma-separated addresses/CIDRs whose logins `approve-login` lets through at once, without asking (the LAN, so a dead bot cannot lock the owner out at home); `none` for no exemption",
+    },
+    Key {
+        name: "TGKNOCK_APPROVE_USERS",
+        default: None,
+        shown: "every user",
+        meaning: "comma-separated login names whose logins `approve-login` asks about; the logins of other users pass at once",
+    },
 ];
 
 /// `TGKNOCK_ACTION_<NAME>`: the family of keys, one per pre-declared action.
@@ -336,6 +354,8 @@ pub(crate) struct Config {
     /// The second factor (`TGKNOCK_TOTP_SECRET_FILE`): chat openings need a code.
     pub(crate) totp: Option<Secret>,
     pub(crate) actions: Actions,
+    /// `approve-login` (`TGKNOCK_APPROVE_*`).
+    pub(crate) approve: crate::store::approve::Approve,
     pub(crate) files: Files,
     /// Where the settings came from, for `check`.
     pub(crate) origin: String,
@@ -1109,7 +1129,13 @@ impl Config {
         let rate_limits = rate_limits(layers, &gates)?;
         let totp = totp(layers, totp_file, &mut warnings)?;
         let actions = actions(layers)?;
+        let approve = crate::store::approve::Approve::parse(
+            &|k| layers.nonempty(k),
+            &|k, why| layers.bad(k, why),
+            &firewall.always_allow,
+        )?;
         Ok(Config {
+            approve,
             rate_limits,
             totp,
             telegram,
