@@ -84,6 +84,22 @@ fn question(env: &Env, chat: i64, user: &str, n: usize) -> (i64, String, String)
     })
 }
 
+/// Waits for the answer to the press `query`; the text it showed the presser.
+fn answered(env: &Env, query: &str) -> String {
+    wait_for(30, &format!("an answer to press {query}"), || {
+        env.api
+            .answers()
+            .into_iter()
+            .find(|(q, _)| q == query)
+            .map(|(_, t)| t.unwrap_or_default())
+    })
+}
+
+/// Whether any copy of a question was edited to a text containing `needle`.
+fn edited(env: &Env, needle: &str) -> bool {
+    env.api.edits().iter().any(|(_, _, t)| t.contains(needle))
+}
+
 fn setup() -> (Env, PathBuf) {
     let mut env = Env::new();
     env.set("TGKNOCK_APPROVE_TIMEOUT", "60s");
@@ -139,12 +155,7 @@ fn deny_refuses_and_a_strangers_press_decides_nothing() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("denied by user111111111"), "{err}");
     env.api.wait_edit(OWNER, ": denied by user111111111", 20);
-    assert!(
-        !env.api
-            .edits()
-            .iter()
-            .any(|(_, _, t)| t.contains("allowed"))
-    );
+    assert!(!edited(&env, "allowed"));
 }
 
 #[test]
@@ -157,14 +168,8 @@ fn a_press_after_the_outcome_changes_nothing() {
     assert_eq!(finish(child, 30).0, 0);
     env.api.wait_edit(OWNER, "allowed by", 20);
     let late = env.api.press(OWNER, OWNER, id, &deny);
-    wait_for(30, "the late press answered", || {
-        env.api
-            .answers()
-            .into_iter()
-            .find(|(q, _)| *q == late)
-            .and_then(|(_, t)| t)
-    });
-    assert!(!env.api.edits().iter().any(|(_, _, t)| t.contains("denied")));
+    assert!(answered(&env, &late).contains("no longer waits"));
+    assert!(!edited(&env, "denied"));
 }
 
 #[test]
@@ -182,15 +187,8 @@ fn no_answer_in_time_is_a_refusal_and_the_question_expires() {
     assert_eq!(m, id);
     // A press after that: answered, nothing decided.
     let late = env.api.press(OWNER, OWNER, id, &allow);
-    wait_for(30, "the late press answered", || {
-        env.api.answers().into_iter().find(|(q, _)| *q == late)
-    });
-    assert!(
-        !env.api
-            .edits()
-            .iter()
-            .any(|(_, _, t)| t.contains("allowed"))
-    );
+    assert!(answered(&env, &late).contains("no longer waits"));
+    assert!(!edited(&env, "allowed"));
 }
 
 #[test]
@@ -224,13 +222,7 @@ fn a_daemon_that_goes_away_while_a_login_waits_refuses_it() {
     let _d = env.start();
     let (id, allow, _) = question(&env, OWNER, "ada", 1);
     let q = env.api.press(OWNER, OWNER, id, &allow);
-    wait_for(30, "the old press answered", || {
-        env.api
-            .answers()
-            .into_iter()
-            .find(|(a, _)| *a == q)
-            .and_then(|(_, t)| t)
-    });
+    assert!(answered(&env, &q).contains("no longer waits"));
 }
 
 #[test]

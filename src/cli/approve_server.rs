@@ -111,7 +111,7 @@ impl Approvals {
         }
         let who = q.from.describe();
         if !cfg.telegram.allowed_users.contains(&q.from.id) {
-            log::info!("ignoring a press on a login question from stranger {who}");
+            log::debug!("ignoring a press on a login question from stranger {who}");
             return true;
         }
         let Some((id, allow)) = approve::press(q.data.as_deref()) else {
@@ -158,13 +158,16 @@ fn bind(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-/// Binds the socket at `path` and serves it on a thread of its own.
-pub(crate) fn serve(
-    path: &Path,
-    cfg: Config,
-    api: BotApi,
-    approvals: Arc<Approvals>,
-) -> Result<()> {
+/// Binds the socket at `path` and serves it on a thread of its own. When it cannot, the
+/// daemon goes on without it (saying so): `approve-login` then finds no daemon and refuses
+/// every login that needs approval, which is what it does with the daemon stopped.
+pub(crate) fn serve(path: &Path, cfg: Config, api: BotApi, approvals: Arc<Approvals>) {
+    if let Err(e) = start(path, cfg, api, approvals) {
+        log::error!("approve-login cannot be served ({e}): logins that need approval are refused");
+    }
+}
+
+fn start(path: &Path, cfg: Config, api: BotApi, approvals: Arc<Approvals>) -> Result<()> {
     let listener = bind(path)?;
     let host = crate::cli::login::hostname();
     let shared = Arc::new((cfg, api, host));

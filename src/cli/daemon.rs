@@ -622,7 +622,7 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         keeper.cfg.clone(),
         api.clone(),
         Arc::clone(&approvals),
-    )?;
+    );
     let backoff = Backoff::new(clock::wall().as_nanos() as u64 ^ u64::from(std::process::id()));
     let mut d = Daemon {
         keeper,
