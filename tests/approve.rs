@@ -365,3 +365,34 @@ fn the_login_notice_bans_its_source_and_closes_its_gate_with_a_press() {
         (!env.openings().contains_key("ssh")).then_some(())
     });
 }
+
+#[test]
+fn the_notices_ban_button_needs_the_second_factor_as_the_command_does() {
+    let env = crate::second_factor::totp_env();
+    let config = config_file(&env);
+    let d = env.start();
+    d.wait_log("second factor on", 10);
+    let mut c = command();
+    c.args(["notify-login", "--config", config.to_str().unwrap()]);
+    c.env("PAM_TYPE", "open_session")
+        .env("PAM_USER", "ada")
+        .env("PAM_RHOST", "203.0.113.7")
+        .env("PAM_SERVICE", "sshd");
+    assert!(c.status().unwrap().success());
+    let (id, rows) = env.api.keyboard_of(OWNER, "login: ada from 203.0.113.7");
+    assert_eq!(rows[0][0].1, "/ban 203.0.113.7 1d");
+    env.api.press(OWNER, OWNER, id, "/ban 203.0.113.7 1d");
+    env.api
+        .wait_reply(OWNER, "A code is needed to ban 203.0.113.7", 30);
+    assert!(env.state()["bans"].as_array().is_none_or(|b| b.is_empty()));
+    env.api.say(
+        OWNER,
+        &crate::second_factor::code_at(crate::second_factor::step()),
+    );
+    wait_for(30, "the ban after the code", || {
+        env.state()["bans"]
+            .as_array()
+            .filter(|b| b.len() == 1)
+            .cloned()
+    });
+}

@@ -458,8 +458,7 @@ pub(crate) fn wait_readable(
     Ok(polled.iter().map(|p| p.revents != 0).collect())
 }
 
-/// The process's effective user id.
-#[cfg(debug_assertions)]
+/// The process's effective user id (the approval socket lets only it and root ask).
 pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid(2) takes nothing and cannot fail.
     unsafe { geteuid() }
