@@ -959,7 +959,7 @@ approve_container() {
     # shellcheck disable=SC2016 # expanded in the container
     procs=$(sh_c 'for p in /proc/[0-9]*; do
             c=$(tr "\0" " " < $p/cmdline 2>/dev/null) || continue
-            case "$c" in "sh -c"*) ;; "sshd: root"* | *approve-login*) echo "${p#/proc/} $(sed -n "s/^VmRSS: *\([0-9]*\).*/\1/p" $p/status) $c" ;; esac
+            case "$c" in "sh -c"*) ;; "sshd: root"* | *approve-login*) echo "${p#/proc/} $(sed -n "s/^VmRSS:[^0-9]*\([0-9]*\).*/\1/p" $p/status) $c" ;; esac
         done')
     rss=$(echo "$procs" | awk '{ s += $2 } END { print s }')
     wait_for 60 "the unanswered login to end" ssh_done
@@ -991,7 +991,7 @@ approve_container() {
 # The notice's Ban button cuts a live session from 198.51.100.2 (ssh opened to everyone).
 approve_ban() {
     local n out
-    in_c tgknock open ssh --for 1h > /dev/null || fail "tgknock open ssh"
+    in_c tgknock open ssh --for 1h > /dev/null 2>&1 || fail "tgknock open ssh"
     n=$(questions)
     rm -f "$RUN/master.rc"
     (
