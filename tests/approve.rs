@@ -396,3 +396,50 @@ fn the_notices_ban_button_needs_the_second_factor_as_the_command_does() {
             .cloned()
     });
 }
+
+/// Needs the host's root (another user through setpriv): skipped in tests/cross.sh.
+#[test]
+fn another_user_is_refused_by_its_credentials_even_through_an_open_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    if !crate::support::netns::is_root() {
+        crate::support::netns::skip("switching to another user needs root");
+        return;
+    }
+    if std::process::Command::new("setpriv")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        crate::support::netns::skip("setpriv (util-linux) is missing");
+        return;
+    }
+    let (env, config) = setup();
+    let _d = env.start();
+    let sock = env.state_dir().join("approve.sock");
+    // Past the file permissions, which would stop it first: only SO_PEERCRED is left.
+    for (p, mode) in [(&sock, 0o666), (&env.state_dir(), 0o755), (&config, 0o644)] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let bin = std::env::var("TGKNOCK_TEST_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tgknock").to_string());
+    let mut c = std::process::Command::new("setpriv");
+    c.args([
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        "--",
+    ])
+    .arg(bin)
+    .args(["approve-login", "--config", config.to_str().unwrap()]);
+    c.env_clear();
+    for (k, v) in pam("ada", "203.0.113.7") {
+        c.env(k, v);
+    }
+    let out = c.stdin(Stdio::null()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("user 65534 may not ask"), "{err}");
+    assert!(env.api.requests("sendMessage").is_empty());
+}

@@ -95,9 +95,21 @@ pub(crate) fn ask(socket: &Path, req: &Request, wait: Duration) -> Result<Answer
             socket.display()
         )
     })?;
-    conn.set_write_timeout(Some(Duration::from_secs(5)))
-        .and_then(|()| conn.write_all(req.line().as_bytes()))
-        .map_err(|e| format!("the daemon did not take the request: {e}"))?;
+    let wrote = conn
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .and_then(|()| conn.write_all(req.line().as_bytes()));
+    if let Err(e) = wrote {
+        // The daemon may have refused the connection before reading it, and said why.
+        return match read_answer(&mut conn, Duration::from_secs(2)) {
+            Ok(Answer::Deny(why)) if !why.is_empty() => Ok(Answer::Deny(why)),
+            _ => Err(format!("the daemon did not take the request: {e}")),
+        };
+    }
+    read_answer(&mut conn, wait)
+}
+
+/// Reads the daemon's answer line within `wait`.
+fn read_answer(conn: &mut UnixStream, wait: Duration) -> Result<Answer, String> {
     let until = Instant::now() + wait;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 256];
