@@ -174,9 +174,13 @@ fn root_at_the_console_leaves_files_the_service_can_use() {
         (env.openings().is_empty() && env.drops(4, "ssh") && env.drops(6, "ssh")).then_some(())
     });
     for (name, uid, _, mode) in owners(&env.state_dir()) {
-        if name != "wake.sock" {
-            assert_eq!((uid, mode), (NOBODY, 0o640), "{name}");
-        }
+        // The approval socket is the service user's, 0600 (only it and root may ask).
+        let want = match name.as_str() {
+            "wake.sock" => continue,
+            "approve.sock" => 0o600,
+            _ => 0o640,
+        };
+        assert_eq!((uid, mode), (NOBODY, want), "{name}");
     }
 }
 

@@ -9,6 +9,7 @@
 mod support;
 
 mod actions;
+mod approve;
 mod board;
 mod buttons;
 mod chat;

@@ -18,7 +18,7 @@ use crate::support::{Env, FakeApi, OWNER, SECRET, TOKEN, wait_for};
 
 const SECOND: i64 = 333_333_333;
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .unwrap()
         .trim()
@@ -27,7 +27,7 @@ fn hostname() -> String {
 
 /// The test's settings as pam_exec's program finds them: in a config file (mode 0600),
 /// never in its environment.
-fn config_file(env: &Env) -> PathBuf {
+pub(crate) fn config_file(env: &Env) -> PathBuf {
     let config = env.path("notify.conf");
     let mut text = String::new();
     for (k, v) in &env.vars {

@@ -14,7 +14,7 @@ const STRANGER: i64 = 222_222_222;
 const SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 
 /// The 6-digit code of time step `step` for [`SECRET`].
-fn code_at(step: u64) -> String {
+pub(crate) fn code_at(step: u64) -> String {
     use ring::hmac;
     let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, b"12345678901234567890");
     let h = hmac::sign(&key, &step.to_be_bytes());
@@ -24,7 +24,7 @@ fn code_at(step: u64) -> String {
     format!("{:06}", n % 1_000_000)
 }
 
-fn step() -> u64 {
+pub(crate) fn step() -> u64 {
     now() as u64 / 30
 }
 
@@ -39,7 +39,7 @@ fn wrong_code() -> String {
 }
 
 /// An environment with the second factor on.
-fn totp_env() -> Env {
+pub(crate) fn totp_env() -> Env {
     let mut env = Env::new();
     let file = env.path("totp");
     std::fs::write(&file, format!("{SECRET}\n")).unwrap();

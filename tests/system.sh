@@ -845,6 +845,181 @@ setup_container() {
 }
 
 # ---------------------------------------------------------------------------------------
+# Container 4: approve-login. sshd's PAM stack with the account line (and the notice's
+# session line); key and password logins approved by a press on the fake Telegram, denied,
+# unanswered, with the daemon stopped, from an exempt address; the notice's Ban button
+# cutting a live session. From 192.168.1.3 (inside TGKNOCK_ALWAYS_ALLOW, so the firewall
+# lets it in, but not in TGKNOCK_APPROVE_EXEMPT) and 192.168.1.2 (exempt).
+# ---------------------------------------------------------------------------------------
+APPROVE_CLIENT=192.168.1.3
+questions() { requests sendMessage | grep -c '"text":"allow login: ' || true; }
+test_questions_above() { [ "$(questions)" -gt "$1" ]; }
+# approve_ssh FROM USER OPTIONS: an ssh login from the client namespace to the board's LAN
+# address, in the background; its output in $RUN/ssh.out, its exit status in $RUN/ssh.rc.
+approve_ssh() {
+    local from=$1 user=$2 opts=$3
+    rm -f "$RUN/ssh.out" "$RUN/ssh.rc"
+    (
+        rc=0
+        sh_c "timeout 90 ip netns exec client env SSH_ASKPASS=/root/askpass SSH_ASKPASS_REQUIRE=force \
+            ssh -q -b $from -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+            -o ConnectTimeout=10 $opts $user@$LAN_BOARD 'date +%s%N'" > "$RUN/ssh.out" 2>&1 < /dev/null || rc=$?
+        echo "$rc" > "$RUN/ssh.rc"
+    ) &
+}
+ssh_done() { [ -f "$RUN/ssh.rc" ]; }
+# press_question N WORD: waits for a question after the Nth, presses its WORD button;
+# prints the time of the press (ns).
+press_question() {
+    local n=$1 word=$2 out id data t
+    wait_for 60 "a new login question" test_questions_above "$n"
+    out=$(in_c systest keyboard "$CTL" "$OWNER" "allow login: ") || fail "no question: $out"
+    id=$(echo "$out" | head -n 1)
+    data=$(echo "$out" | tail -n +2 | grep "^$word"$'\t' | cut -f2) || fail "no $word button: $out"
+    t=$(date +%s%N)
+    in_c systest press "$CTL" "$OWNER" "$OWNER" "$id" "$data" > /dev/null || fail "cannot press $word"
+    echo "$t"
+}
+approve_config() {
+    sh_c "echo '$TOKEN' > /etc/tgknock/token && chown tgknock:tgknock /etc/tgknock/token && chmod 600 /etc/tgknock/token"
+    sh_c "printf '%s\n' TGKNOCK_TOKEN_FILE=/etc/tgknock/token TGKNOCK_ALLOWED_USERS=$OWNER \
+        TGKNOCK_ALWAYS_ALLOW=$LAN_BOARD_NET TGKNOCK_APPROVE_EXEMPT=$LAN_CLIENT TGKNOCK_APPROVE_TIMEOUT=10s \
+        TGKNOCK_API_URL=http://$API TGKNOCK_POLL_TIMEOUT=${POLL}s > /etc/tgknock/tgknock.conf &&
+        chown root:tgknock /etc/tgknock/tgknock.conf && chmod 640 /etc/tgknock/tgknock.conf"
+}
+approve_sshd() {
+    sh_c "ip -n client addr add $APPROVE_CLIENT/24 dev tk-client &&
+        sed -i '/^@include common-account/a account required pam_exec.so quiet /usr/bin/tgknock approve-login' /etc/pam.d/sshd &&
+        echo 'session optional pam_exec.so quiet /usr/bin/tgknock notify-login' >> /etc/pam.d/sshd &&
+        mkdir -p -m 0700 /root/.ssh && ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/id_ed25519 &&
+        cp /root/.ssh/id_ed25519.pub /root/.ssh/authorized_keys &&
+        useradd -m -s /bin/sh ada && echo 'ada:correct horse' | chpasswd &&
+        printf '#!/bin/sh\necho \"correct horse\"\n' > /root/askpass && chmod 755 /root/askpass &&
+        grep -q '^account required pam_exec.so quiet /usr/bin/tgknock approve-login' /etc/pam.d/sshd"
+}
+
+approve_container() {
+    local deb=dist/tgknock_${version}_amd64.deb out n t0 i lat lats procs rss ms
+    local key="-i /root/.ssh/id_ed25519 -o BatchMode=yes"
+    local pw="-o PubkeyAuthentication=no -o PreferredAuthentications=password"
+    note "container 4: approve-login with a real sshd ($(elapsed))"
+    new_container
+    cp "$deb" "$RUN/root/root/"
+    boot
+    in_c dpkg -i "/root/${deb#dist/}" > "$RUN/dpkg.log" 2>&1 || fail "dpkg -i: $(cat "$RUN/dpkg.log")"
+    approve_config || fail "cannot write the config"
+    in_c systemctl restart tgknock || fail "systemctl restart tgknock failed"
+    active || fail "tgknock is not active"
+    wait_for 30 "the daemon's first long poll" test_daemon_polls
+    wait_for 30 "the approval socket" sh_c "test -S /run/tgknock/approve.sock"
+    out=$(sh_c "stat -c '%U %a' /run/tgknock/approve.sock")
+    [ "$out" = "tgknock 600" ] || fail "approve.sock is $out, not tgknock 600"
+    approve_sshd || fail "cannot set up sshd's PAM stack and the logins"
+    ok "approve.sock tgknock 0600 in /run/tgknock; 'account required pam_exec.so quiet /usr/bin/tgknock approve-login' in /etc/pam.d/sshd"
+
+    # A key login, approved, ten times: press-to-shell latency (the shell prints its start).
+    lats=""
+    for i in $(seq 1 10); do
+        n=$(questions)
+        approve_ssh "$APPROVE_CLIENT" root "$key"
+        t0=$(press_question "$n" Allow) || exit 1
+        wait_for 60 "the approved key login to end" ssh_done
+        [ "$(cat "$RUN/ssh.rc")" = 0 ] || fail "approved key login $i failed ($(cat "$RUN/ssh.rc")): $(cat "$RUN/ssh.out")"
+        lat=$((($(tail -n 1 "$RUN/ssh.out") - t0) / 1000000))
+        lats="$lats $lat"
+    done
+    wait_for 30 "the question edited to 'allowed by'" \
+        requests_match "^editMessageText .*\"text\":\"login: root from $APPROVE_CLIENT \\(sshd\\) on systest: allowed by "
+    out=$(echo "$lats" | tr ' ' '\n' | grep . | sort -n)
+    ok "key login as root from $APPROVE_CLIENT approved by a press, 10 times: press-to-shell median $(echo "$out" | sed -n 5p)-$(echo "$out" | sed -n 6p) ms, worst $(echo "$out" | tail -n 1) ms (ms:$lats)"
+    # The whole list is read (a reader that stops early would break systest's pipe).
+    out=$(in_c systest show "$CTL" "$OWNER" 0)
+    ok "the chat: '$(echo "$out" | grep 'allow login: root' | head -n 1)', edited to '$(requests editMessageText | grep -o '"text":"login: root[^"]*allowed by[^"]*"' | tail -n 1)'; then '$(echo "$out" | grep '^login: root' | head -n 1)'"
+
+    # A password login, approved.
+    n=$(questions)
+    approve_ssh "$APPROVE_CLIENT" ada "$pw"
+    press_question "$n" Allow > /dev/null || exit 1
+    wait_for 60 "the approved password login to end" ssh_done
+    [ "$(cat "$RUN/ssh.rc")" = 0 ] || fail "the approved password login failed: $(cat "$RUN/ssh.out")"
+    ok "password login as ada approved by a press"
+
+    # Denied.
+    n=$(questions)
+    approve_ssh "$APPROVE_CLIENT" root "$key"
+    press_question "$n" Deny > /dev/null || exit 1
+    wait_for 60 "the denied login to end" ssh_done
+    [ "$(cat "$RUN/ssh.rc")" != 0 ] || fail "a denied login got in: $(cat "$RUN/ssh.out")"
+    wait_for 30 "the question edited to 'denied by'" requests_match '^editMessageText .*"text":"login: root.*: denied by '
+    ok "a key login denied by a press: refused (ssh exit $(cat "$RUN/ssh.rc")), the question edited to 'denied by'"
+
+    # Unanswered: what it costs sshd meanwhile, and the refusal after TGKNOCK_APPROVE_TIMEOUT.
+    n=$(questions)
+    t0=$(date +%s%N)
+    approve_ssh "$APPROVE_CLIENT" root "$key"
+    wait_for 60 "a new login question" test_questions_above "$n"
+    # shellcheck disable=SC2016 # expanded in the container
+    procs=$(sh_c 'for p in /proc/[0-9]*; do
+            c=$(tr "\0" " " < $p/cmdline 2>/dev/null) || continue
+            case "$c" in "sh -c"*) ;; "sshd: root"* | *approve-login*) echo "${p#/proc/} $(sed -n "s/^VmRSS:[^0-9]*\([0-9]*\).*/\1/p" $p/status) $c" ;; esac
+        done')
+    rss=$(echo "$procs" | awk '{ s += $2 } END { print s }')
+    wait_for 60 "the unanswered login to end" ssh_done
+    [ "$(cat "$RUN/ssh.rc")" != 0 ] || fail "an unanswered login got in"
+    wait_for 30 "the question edited to 'expired'" requests_match '^editMessageText .*"text":"login: root.*: expired'
+    ok "unanswered: refused after $((($(date +%s%N) - t0) / 1000000)) ms (TGKNOCK_APPROVE_TIMEOUT=10s); meanwhile $(echo "$procs" | wc -l) processes, $rss KiB RSS: $(echo "$procs" | awk '{ $1 = ""; print }' | paste -sd';' -)"
+
+    # With the daemon stopped: refused at once; from the exempt address: let in.
+    in_c systemctl stop tgknock || fail "systemctl stop tgknock"
+    t0=$(date +%s%N)
+    approve_ssh "$APPROVE_CLIENT" root "$key"
+    wait_for 60 "the login with the daemon stopped to end" ssh_done
+    [ "$(cat "$RUN/ssh.rc")" != 0 ] || fail "a login got in with the daemon stopped"
+    ms=$((($(date +%s%N) - t0) / 1000000))
+    approve_ssh "$LAN_CLIENT" root "$key"
+    wait_for 60 "the exempt login to end" ssh_done
+    [ "$(cat "$RUN/ssh.rc")" = 0 ] || fail "a login from the exempt $LAN_CLIENT failed with the daemon stopped: $(cat "$RUN/ssh.out")"
+    ok "daemon stopped: a login from $APPROVE_CLIENT refused in $ms ms; from the exempt $LAN_CLIENT let in"
+    in_c systemctl start tgknock || fail "systemctl start tgknock"
+    wait_for 30 "the approval socket again" sh_c "test -S /run/tgknock/approve.sock"
+    wait_for 30 "the daemon's long poll" test_daemon_polls
+
+    approve_ban
+    halt
+    rm -rf "$RUN"
+    RUN=""
+}
+
+# The notice's Ban button cuts a live session from 198.51.100.2 (ssh opened to everyone).
+approve_ban() {
+    local n out
+    in_c tgknock open ssh --for 1h > /dev/null 2>&1 || fail "tgknock open ssh"
+    n=$(questions)
+    rm -f "$RUN/master.rc"
+    (
+        rc=0
+        sh_c "timeout 120 ip netns exec client ssh -q -M -S /root/ctl -fN -i /root/.ssh/id_ed25519 -o BatchMode=yes \
+            -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@$BOARD4" > "$RUN/master.out" 2>&1 < /dev/null || rc=$?
+        echo "$rc" > "$RUN/master.rc"
+    ) &
+    press_question "$n" Allow > /dev/null || exit 1
+    wait_for 60 "the session from $CLIENT4 to start" test -f "$RUN/master.rc"
+    [ "$(cat "$RUN/master.rc")" = 0 ] || fail "the session from $CLIENT4 failed: $(cat "$RUN/master.out")"
+    sh_c "timeout 20 ip netns exec client ssh -S /root/ctl root@$BOARD4 true" || fail "the live session does not run a command"
+    wait_for 30 "the login notice" in_c systest keyboard "$CTL" "$OWNER" "login: root from $CLIENT4 (sshd)"
+    out=$(in_c systest keyboard "$CTL" "$OWNER" "login: root from $CLIENT4 (sshd)")
+    echo "$out" | grep -q "^Ban $CLIENT4 for a day"$'\t'"/ban $CLIENT4 1d$" || fail "the notice has no Ban button: $out"
+    echo "$out" | grep -q "^Close ssh"$'\t'"/close ssh$" || fail "the notice has no Close button: $out"
+    in_c systest press "$CTL" "$OWNER" "$OWNER" "$(echo "$out" | head -n 1)" "/ban $CLIENT4 1d" > /dev/null || fail "cannot press Ban"
+    wait_for 30 "the ban in the kernel" sh_c "iptables -S TGKNOCK | grep -q -- '-s $CLIENT4/32 .*-j DROP'"
+    if sh_c "timeout 10 ip netns exec client ssh -S /root/ctl root@$BOARD4 true" > /dev/null 2>&1; then
+        fail "the banned source's live session still runs commands"
+    fi
+    sh_c "ip netns exec client ssh -S /root/ctl -O exit root@$BOARD4" > /dev/null 2>&1 || true
+    ok "the notice's buttons: 'Ban $CLIENT4 for a day', 'Close ssh'; a press on Ban: the ban in the kernel, and the live session from $CLIENT4 runs nothing more"
+}
+
+# ---------------------------------------------------------------------------------------
 main() {
     note "a booted Debian with systemd as PID 1 (systemd-nspawn)"
     trap cleanup EXIT
@@ -874,6 +1049,7 @@ main() {
     deb_container
     tarball_container
     setup_container
+    approve_container
     note "all checks passed in $(elapsed)"
 }
 

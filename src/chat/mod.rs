@@ -4,6 +4,7 @@
 //! replies (`report`) and the inline keyboards (`buttons`). Imports the firewall layer
 //! (to carry out and describe a change), the store, os and base; never [`crate::cli`].
 
+pub(crate) mod approve;
 pub(crate) mod bot;
 pub(crate) mod buttons;
 pub mod command;

@@ -444,14 +444,16 @@ impl BotApi {
         self.call("getUpdates", &body, Duration::from_secs(timeout + 15))
     }
 
-    /// `sendMessage` that gives up after `timeout`.
+    /// `sendMessage`, with an inline keyboard when one is given, that gives up after
+    /// `timeout`.
     pub(crate) fn send_message_within(
         &self,
         chat_id: ChatId,
         text: &str,
+        keyboard: Option<&serde_json::Value>,
         timeout: Duration,
     ) -> Result<(), ApiError> {
-        self.send(chat_id, text, None, timeout)
+        self.send(chat_id, text, keyboard, timeout)
     }
 
     pub(crate) fn send(

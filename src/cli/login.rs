@@ -51,14 +51,14 @@ impl Pam {
         pam
     }
 
-    fn from_env() -> Pam {
+    pub(crate) fn from_env() -> Pam {
         Pam::from_vars(std::env::vars_os())
     }
 }
 
 /// A PAM item as shown: a remote host name comes from reverse DNS, so anything; no
 /// control, bidirectional or zero-width characters, at most 64 characters.
-fn item(v: &Option<String>, missing: &str) -> String {
+pub(crate) fn item(v: &Option<String>, missing: &str) -> String {
     match v {
         Some(v) => v
             .chars()
@@ -95,7 +95,7 @@ pub(crate) fn notice(pam: &Pam, host: &str, now: u64) -> Result<Option<String>, 
 }
 
 /// The board's name.
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
         .iter()
         .find_map(|p| {
@@ -143,12 +143,13 @@ fn send(pam: &Pam, config: Option<&Path>, start: Instant) -> Result<(), String> 
         .map_err(|e| format!("{e}; login notice not sent"))?;
     crate::os::logging::add_secret(token.expose());
     let api = BotApi::new(&cfg.telegram, token).map_err(|e| e.to_string())?;
+    let keyboard = notice_keyboard(&cfg, pam);
     let mut failed = Vec::new();
     for &user in &cfg.telegram.allowed_users {
         let left = BUDGET
             .saturating_sub(start.elapsed())
             .saturating_sub(Duration::from_millis(300));
-        if let Err(e) = api.send_message_within(user.chat(), &text, left) {
+        if let Err(e) = api.send_message_within(user.chat(), &text, keyboard.as_ref(), left) {
             failed.push(format!("to {user}: {e}"));
         }
     }
@@ -158,6 +159,24 @@ fn send(pam: &Pam, config: Option<&Path>, start: Instant) -> Result<(), String> 
     } else {
         Err(format!("login notice not sent {}", failed.join("; ")))
     }
+}
+
+/// The notice's buttons: ban its remote address for a day, close the gate it came through
+/// (for sshd the gate that holds 22/tcp, else the first gate). A press is the command
+/// `/ban ADDR 1d` or `/close GATE` from the presser, with the command's authorization and
+/// second factor.
+fn notice_keyboard(cfg: &Config, pam: &Pam) -> Option<serde_json::Value> {
+    let ssh = cfg.gates.iter().find(|g| {
+        g.ports
+            .iter()
+            .any(|p| p.proto.as_str() == "tcp" && p.first <= 22 && 22 <= p.last)
+    });
+    let gate = match pam.service.as_deref() {
+        Some("sshd") => ssh.or(cfg.gates.first()),
+        _ => cfg.gates.first(),
+    };
+    let rhost = pam.rhost.as_deref().map(str::trim);
+    crate::chat::approve::notice_keyboard(rhost, gate.map(|g| g.name.as_str()))
 }
 
 #[cfg(test)]

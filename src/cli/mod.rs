@@ -3,6 +3,8 @@
 //! nothing imports from here.
 
 pub mod app;
+pub(crate) mod approve;
+pub(crate) mod approve_server;
 pub(crate) mod check;
 pub(crate) mod daemon;
 pub(crate) mod login;

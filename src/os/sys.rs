@@ -26,6 +26,7 @@ unsafe extern "C" {
     fn write(fd: i32, buf: *const u8, count: usize) -> isize;
     fn _exit(status: i32) -> !;
     fn geteuid() -> u32;
+    fn getsockopt(fd: i32, level: i32, name: i32, value: *mut UCred, len: *mut u32) -> i32;
     fn socket(domain: i32, ty: i32, protocol: i32) -> i32;
     fn poll(fds: *mut PollFd, nfds: c_ulong, timeout: i32) -> i32;
     fn timerfd_create(clockid: i32, flags: i32) -> i32;
@@ -134,6 +135,45 @@ pub(crate) fn clear_environment() {
 pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid(2) takes nothing, cannot fail and touches no memory of ours.
     unsafe { geteuid() == 0 }
+}
+
+/// `struct ucred`, what `SO_PEERCRED` gives: the same layout on every Linux target.
+#[repr(C)]
+#[derive(Default)]
+struct UCred {
+    pid: i32,
+    uid: u32,
+    gid: u32,
+}
+
+const SOL_SOCKET: i32 = 1;
+/// 17 on x86, ARM and aarch64 (the targets tgknock is built for).
+const SO_PEERCRED: i32 = 17;
+
+/// The user id of the process at the other end of a Unix stream socket, as the kernel
+/// recorded it when it connected (`SO_PEERCRED`): not something the peer can claim.
+pub(crate) fn peer_uid(sock: &std::os::unix::net::UnixStream) -> std::io::Result<u32> {
+    let mut cred = UCred::default();
+    let mut len = std::mem::size_of::<UCred>() as u32;
+    // SAFETY: `cred` and `len` are valid for writes for the whole call, and `len` is the
+    // size of `cred`, so the kernel writes within it; the descriptor is borrowed from a
+    // live socket.
+    let r = unsafe {
+        getsockopt(
+            sock.as_raw_fd(),
+            SOL_SOCKET,
+            SO_PEERCRED,
+            &mut cred,
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if len as usize != std::mem::size_of::<UCred>() {
+        return Err(std::io::Error::other("SO_PEERCRED gave a short answer"));
+    }
+    Ok(cred.uid)
 }
 
 /// Sends `sig` to `pid`; false if there is no such process (or no permission).
@@ -418,8 +458,7 @@ pub(crate) fn wait_readable(
     Ok(polled.iter().map(|p| p.revents != 0).collect())
 }
 
-/// The process's effective user id.
-#[cfg(debug_assertions)]
+/// The process's effective user id (the approval socket lets only it and root ask).
 pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid(2) takes nothing and cannot fail.
     unsafe { geteuid() }

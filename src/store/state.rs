@@ -395,6 +395,7 @@ const STATE: &str = "state.json";
 const LOCK: &str = "lock";
 const PID: &str = "tgknock.pid";
 const HEARTBEAT: &str = "heartbeat";
+const APPROVE: &str = "approve.sock";
 /// Files of the state directory written only under the state lock (`state.json`) or by
 /// the daemon holding the pid lock (`tgknock.pid`, the heartbeat): whoever holds both
 /// knows that a temporary of theirs nobody holds is a crash's, however young.
@@ -430,6 +431,30 @@ impl Paths {
     /// The daemon's wake-up socket: console commands poke it after changing the state.
     pub(crate) fn wake(&self) -> PathBuf {
         self.dir.join("wake.sock")
+    }
+
+    /// The daemon's socket for `approve-login`, in the runtime directory.
+    pub(crate) fn approve(&self) -> PathBuf {
+        self.runtime.join(APPROVE)
+    }
+
+    /// Where `approve-login` (run by pam_exec, without the unit's `RUNTIME_DIRECTORY`)
+    /// finds that socket: beside the newest heartbeat of this state directory's daemon,
+    /// else in the state directory.
+    pub(crate) fn approve_found(&self) -> PathBuf {
+        let mut places = vec![self.runtime.clone(), PathBuf::from(SYSTEMD_RUNTIME)];
+        places.push(self.dir.clone());
+        places.dedup();
+        places
+            .iter()
+            .filter_map(|d| {
+                let t = files::read_existing(&d.join(HEARTBEAT)).ok()?;
+                let h = serde_json::from_str::<Heartbeat>(&t).ok()?;
+                (h.state_dir == self.dir).then_some((h.at, d))
+            })
+            .max_by_key(|(at, _)| *at)
+            .map(|(_, d)| d.join(APPROVE))
+            .unwrap_or_else(|| self.dir.join(APPROVE))
     }
 }
 

@@ -46,6 +46,7 @@ pub(super) enum Sub {
     TotpSetup(TotpSetupCmd),
     Setup(SetupCmd),
     NotifyLogin(NotifyLoginCmd),
+    ApproveLogin(ApproveLoginCmd),
 }
 
 #[derive(FromArgs, Debug)]
@@ -211,6 +212,15 @@ pub(super) struct SetupCmd {
 /// for pam_exec: tell the allowed users about a login (always exits 0, within 5 s)
 #[argh(subcommand, name = "notify-login")]
 pub(super) struct NotifyLoginCmd {
+    /// config file (default /etc/tgknock/tgknock.conf)
+    #[argh(option)]
+    pub(super) config: Option<PathBuf>,
+}
+
+#[derive(FromArgs, Debug)]
+/// for pam_exec (account phase): ask the allowed users to approve a login (exit 0 on Allow, 1 otherwise)
+#[argh(subcommand, name = "approve-login")]
+pub(super) struct ApproveLoginCmd {
     /// config file (default /etc/tgknock/tgknock.conf)
     #[argh(option)]
     pub(super) config: Option<PathBuf>,

@@ -56,7 +56,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         return 2;
     };
     match &command {
-        Sub::NotifyLogin(_) => logging::init_fixed(),
+        Sub::NotifyLogin(_) | Sub::ApproveLogin(_) => logging::init_fixed(),
         _ => logging::init(),
     }
     match dispatch(command) {
@@ -91,5 +91,6 @@ fn dispatch(command: Sub) -> Result<i32> {
         }
         Sub::Setup(c) => crate::cli::setup::run(c.config, c.wait),
         Sub::NotifyLogin(c) => Ok(crate::cli::login::run(c.config.as_deref())),
+        Sub::ApproveLogin(c) => Ok(crate::cli::approve::run(c.config.as_deref())),
     }
 }

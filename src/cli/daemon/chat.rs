@@ -28,6 +28,9 @@ impl Daemon {
         // decision, the same authorization, as typed.
         let (msg, via) = match (u.message, u.callback_query) {
             (Some(msg), _) => (msg, Via::Message),
+            (None, Some(q)) if self.approvals.press(&*self.api, self.cfg(), &q, now.board) => {
+                return;
+            }
             (None, Some(q)) => match self.accept_press(&q, now) {
                 Some(msg) => {
                     let message_id = msg.message_id;

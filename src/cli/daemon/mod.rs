@@ -60,6 +60,8 @@ pub(crate) struct Daemon {
     codes: second_factor::SecondFactor,
     /// The actions running now.
     running: actions::Running,
+    /// Logins waiting for approval (`approve-login`), each served by its own thread.
+    approvals: Arc<crate::cli::approve_server::Approvals>,
 }
 
 /// The daemon's whole life. Returns only on a fatal error (exit 1, or 3 for the token).
@@ -96,7 +98,13 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
     let state = reconcile(&keeper, start_lock)?;
     spawn_expiry(&keeper, socket)?;
     let seed = clock::wall().as_nanos() as u64 ^ u64::from(std::process::id());
-    let mut d = Daemon::new(keeper, Arc::new(api), &state, poll_timeout, seed);
+    let mut d = Daemon::new(keeper, Arc::new(api.clone()), &state, poll_timeout, seed);
+    crate::cli::approve_server::serve(
+        &d.keeper.paths.approve(),
+        d.keeper.cfg.clone(),
+        api,
+        Arc::clone(&d.approvals),
+    );
     d.log_in()?;
     loop {
         d.poll_once();
@@ -254,6 +262,7 @@ impl Daemon {
             drift: drift::DriftWatch::default(),
             codes,
             running: actions::Running::default(),
+            approvals: Arc::new(crate::cli::approve_server::Approvals::new()),
         }
     }
 

@@ -61,6 +61,9 @@ pub const KEYS: &[Key] = &[
     RATE_LIMIT,
     ACTION,
     ACTION_TIMEOUT,
+    APPROVE_TIMEOUT,
+    APPROVE_EXEMPT,
+    APPROVE_USERS,
 ];
 
 pub(crate) const TOKEN: Key = Key {
@@ -224,6 +227,27 @@ pub(crate) const ACTION_TIMEOUT: Key = Key {
     default: Some("30s"),
     shown: "",
     meaning: "an action still running then is killed (its whole process group) and reported as timed out",
+};
+
+pub(crate) const APPROVE_TIMEOUT: Key = Key {
+    name: "TGKNOCK_APPROVE_TIMEOUT",
+    default: Some("60s"),
+    shown: "",
+    meaning: "how long `approve-login` waits for an allowed user to press Allow or Deny before it refuses the login (1s–10m; keep it below sshd's `LoginGraceTime`)",
+};
+
+pub(crate) const APPROVE_EXEMPT: Key = Key {
+    name: "TGKNOCK_APPROVE_EXEMPT",
+    default: None,
+    shown: "`$TGKNOCK_ALWAYS_ALLOW`",
+    meaning: "comma-separated addresses/CIDRs whose logins `approve-login` lets through at once, without asking (the LAN, so a dead bot cannot lock the owner out at home); `none` for no exemption",
+};
+
+pub(crate) const APPROVE_USERS: Key = Key {
+    name: "TGKNOCK_APPROVE_USERS",
+    default: None,
+    shown: "every user",
+    meaning: "comma-separated login names whose logins `approve-login` asks about; the logins of other users pass at once",
 };
 
 /// `TGKNOCK_ACTION_<NAME>`: the family of keys, one per pre-declared action.

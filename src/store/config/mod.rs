@@ -34,6 +34,8 @@ pub(crate) struct Config {
     /// The second factor (`TGKNOCK_TOTP_SECRET_FILE`): chat openings need a code.
     pub(crate) totp: Option<Secret>,
     pub(crate) actions: Actions,
+    /// `approve-login` (`TGKNOCK_APPROVE_*`).
+    pub(crate) approve: crate::store::approve::Approve,
     pub(crate) files: Files,
     /// Where the settings came from, for `check`.
     pub(crate) origin: String,
@@ -140,7 +142,13 @@ impl Config {
         let rate_limits = sections::rate_limits(layers, &gates)?;
         let totp = sections::totp(layers, totp_file, &mut warnings)?;
         let actions = sections::actions(layers)?;
+        let approve = crate::store::approve::Approve::parse(
+            &|k| layers.nonempty(k),
+            &|k, why| layers.bad(k, why),
+            &firewall.always_allow,
+        )?;
         Ok(Config {
+            approve,
             rate_limits,
             totp,
             telegram,
