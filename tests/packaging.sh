@@ -219,10 +219,12 @@ for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linu
     d="$work/tgknock-$version-$t"
     for f in tgknock README.md CHANGELOG.md man/tgknock.1 man/tgknock.conf.5 tgknock.conf.example install.sh \
         systemd/tgknock.service tmpfiles.d/tgknock.conf openrc/tgknock sysvinit/tgknock cron/tgknock \
-        pam/tgknock-notify-login; do
+        pam/tgknock-notify-login pam/tgknock-approve-login; do
         [ -e "$d/$f" ] || fail "$tgz lacks $f"
     done
-    cmp -s "$d/pam/tgknock-notify-login" packaging/pam/tgknock-notify-login || fail "$tgz: pam/tgknock-notify-login differs from the tree's"
+    for pam in tgknock-notify-login tgknock-approve-login; do
+        cmp -s "$d/pam/$pam" "packaging/pam/$pam" || fail "$tgz: pam/$pam differs from the tree's"
+    done
     desc=$(file "$d/tgknock")
     case "$desc" in
     *"statically linked"*) ;;
@@ -264,7 +266,8 @@ if have dpkg-deb; then
             ./etc/tgknock/tgknock.conf ./usr/share/doc/tgknock/copyright ./usr/share/doc/tgknock/changelog.gz \
             ./usr/share/man/man1/tgknock.1.gz ./usr/share/man/man5/tgknock.conf.5.gz \
             ./usr/share/lintian/overrides/tgknock ./usr/share/doc/tgknock/README.md.gz \
-            ./usr/share/doc/tgknock/examples/tgknock-notify-login; do
+            ./usr/share/doc/tgknock/examples/tgknock-notify-login \
+            ./usr/share/doc/tgknock/examples/tgknock-approve-login; do
             echo "$contents" | grep -q " $f\$" || fail "$deb lacks $f"
         done
         echo "$contents" | grep -q -- "-rw-r----- root/root .* ./etc/tgknock/tgknock.conf" || fail "$deb: config mode is not 0640"
@@ -275,8 +278,10 @@ if have dpkg-deb; then
         cmp -s "$x/lib/systemd/system/tgknock.service" packaging/systemd/tgknock.service \
             || fail "$deb: the unit differs from packaging/systemd/tgknock.service"
         (cd "$x" && md5sum --quiet -c DEBIAN/md5sums) || fail "$deb: md5sums do not verify"
-        cmp -s "$x/usr/share/doc/tgknock/examples/tgknock-notify-login" packaging/pam/tgknock-notify-login \
-            || fail "$deb: the PAM example differs from packaging/pam/tgknock-notify-login"
+        for pam in tgknock-notify-login tgknock-approve-login; do
+            cmp -s "$x/usr/share/doc/tgknock/examples/$pam" "packaging/pam/$pam" \
+                || fail "$deb: the PAM example differs from packaging/pam/$pam"
+        done
         grep -q "sudo tgknock setup" "$x/DEBIAN/postinst" || fail "$deb: postinst does not point to 'sudo tgknock setup'"
         grep -q "adduser --system" "$x/DEBIAN/postinst" || fail "$deb: postinst creates no service user"
         grep -q "deb-systemd-helper enable 'tgknock.service'" "$x/DEBIAN/postinst" || fail "$deb: postinst does not enable the unit as debhelper does"
