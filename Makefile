@@ -5,7 +5,7 @@ CARGO  ?= cargo
 TARGET := x86_64-unknown-linux-musl
 BIN    := target/$(TARGET)/release/tgknock
 
-.PHONY: all build test lint unit integration coverage test-arm test-packaging test-system fuzz fresh bench dist deb man clean
+.PHONY: all build test lint unit integration coverage test-arm test-packaging test-system fuzz fresh bench dist deb repo man clean
 
 all: build
 
@@ -21,7 +21,7 @@ build:
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
-	shellcheck cross/*.sh tests/*.sh packaging/deb/build.sh packaging/deb/scripts/* .ci/run
+	shellcheck cross/*.sh tests/*.sh packaging/deb/build.sh packaging/deb/scripts/* packaging/repo.sh .ci/run
 
 unit:
 	$(CARGO) test --locked --lib
@@ -44,6 +44,12 @@ dist:
 	sh cross/dist.sh
 
 deb: dist
+
+# A signed apt repository of dist/'s packages in target/repo/ (reprepro; publish that
+# directory as it is): TGKNOCK_REPO_KEY=<fingerprint> signs with that key of GNUPGHOME's
+# keyring; without it, a throwaway key (tests only: it says so).
+repo: dist
+	sh packaging/repo.sh target/repo
 
 # packaging/man/ from `tgknock --help` and src/store/config.rs (tests/manpages.rs checks them).
 man:

@@ -22,6 +22,19 @@
 //! systest hang CONTROL METHOD SECS    from now on, hold every METHOD request SECS, then
 //!                                     close it without an answer (Telegram hanging)
 //! systest probe ADDR PORT SECS        TCP connect: prints open, refused or dropped
+//! systest watch-tcp PORT STOP ADDR...  a TCP connect to every ADDR every 10 ms (10 ms to
+//!                                     answer, one thread per address) until the file STOP
+//!                                     exists: prints each sample that got through (open or
+//!                                     refused), then the count of samples and of those
+//! systest watch-rules BACKEND PORT STOP
+//!                                     the rules every 10 ms (`iptables -S` and `ip6tables -S`,
+//!                                     or `nft list table inet tgknock`) until STOP exists:
+//!                                     prints each sample where PORT is not closed to
+//!                                     strangers in both families (an opening from one
+//!                                     address is fine), every change of the state
+//!                                     (`state rules=closed|open|absent daemon=yes|no`, the
+//!                                     daemon being a `tgknock run` process), then the count
+//!                                     of samples, of those, and of distinct rule sets seen
 //! ```
 
 use std::io::{BufRead, BufReader, Write};
@@ -78,6 +91,8 @@ fn main() -> ExitCode {
             ask(control, &format!("hang {method} {secs}")).map(|_| ())
         }
         ["probe", addr, port, secs] => probe(addr, port, secs),
+        ["watch-tcp", port, stop, addrs @ ..] if !addrs.is_empty() => watch_tcp(port, stop, addrs),
+        ["watch-rules", backend, port, stop] => watch_rules(backend, port, stop),
         _ => Err("usage: see the head of examples/systest.rs".into()),
     };
     match result {
@@ -256,4 +271,209 @@ fn probe(addr: &str, port: &str, secs: &str) -> Result<(), String> {
         };
     println!("{what}");
     Ok(())
+}
+
+/// Milliseconds since the Unix epoch, for the samplers' lines.
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+const TICK: Duration = Duration::from_millis(10);
+
+fn watch_tcp(port: &str, stop: &str, addrs: &[&str]) -> Result<(), String> {
+    let port: u16 = port.parse().map_err(|_| format!("not a port: {port}"))?;
+    let mut targets = Vec::new();
+    for a in addrs {
+        let ip: std::net::IpAddr = a.parse().map_err(|_| format!("not an address: {a}"))?;
+        targets.push(SocketAddr::new(ip, port));
+    }
+    let stop = std::path::PathBuf::from(stop);
+    let threads: Vec<_> = targets
+        .into_iter()
+        .map(|to| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut samples, mut through, mut errors) = (0u64, 0u64, 0u64);
+                let mut next = Instant::now();
+                let (mut last, mut longest) = (Instant::now(), Duration::ZERO);
+                while !stop.exists() {
+                    samples += 1;
+                    let now = Instant::now();
+                    longest = longest.max(now - last);
+                    last = now;
+                    match TcpStream::connect_timeout(&to, TICK) {
+                        Ok(_) => {
+                            through += 1;
+                            println!("{} {to}: open", now_ms());
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                            through += 1;
+                            println!("{} {to}: refused", now_ms());
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                        Err(e) => {
+                            errors += 1;
+                            println!("{} {to}: error {e}", now_ms());
+                        }
+                    }
+                    next += TICK;
+                    let now = Instant::now();
+                    if next > now {
+                        std::thread::sleep(next - now);
+                    } else {
+                        next = now;
+                    }
+                }
+                (to, samples, through, errors, longest)
+            })
+        })
+        .collect();
+    for t in threads {
+        let (to, samples, through, errors, longest) =
+            t.join().map_err(|_| "a sampler thread panicked")?;
+        println!(
+            "{to}: samples {samples} through {through} errors {errors} longest-gap-ms {}",
+            longest.as_millis()
+        );
+    }
+    Ok(())
+}
+
+/// Whether the rules listed keep `port` closed to strangers in both families: tgknock's
+/// jump first in INPUT, a drop of the port's SYNs, and no return for the port that is not
+/// bound to one source address.
+fn rules_closed(backend: &str, port: u16, listings: &[String]) -> bool {
+    let dport = format!("--dport {port} ");
+    match backend {
+        "nft" => {
+            let l = &listings[0];
+            let dport = format!("tcp dport {port} ");
+            let drop = |fam: &str| {
+                l.lines().any(|r| {
+                    r.contains(&dport)
+                        && r.contains(" drop")
+                        && r.contains(&format!("nfproto {fam}"))
+                })
+            };
+            drop("ipv4")
+                && drop("ipv6")
+                && !l
+                    .lines()
+                    .any(|r| r.contains(&dport) && r.contains(" return") && !r.contains("saddr"))
+        }
+        _ => listings.iter().all(|l| {
+            l.lines().find(|r| r.starts_with("-A INPUT ")) == Some("-A INPUT -j TGKNOCK")
+                && l.lines().any(|r| {
+                    r.starts_with("-A TGKNOCK ") && r.contains(&dport) && r.ends_with("-j DROP")
+                })
+                && !l.lines().any(|r| {
+                    r.starts_with("-A TGKNOCK ")
+                        && r.contains(&dport)
+                        && r.ends_with("-j RETURN")
+                        && !r.contains(" -s ")
+                })
+        }),
+    }
+}
+
+fn watch_rules(backend: &str, port: &str, stop: &str) -> Result<(), String> {
+    let port: u16 = port.parse().map_err(|_| format!("not a port: {port}"))?;
+    let commands: &[&[&str]] = match backend {
+        "iptables" => &[&["iptables", "-w", "-S"], &["ip6tables", "-w", "-S"]],
+        "nft" => &[&["nft", "list", "table", "inet", "tgknock"]],
+        _ => return Err(format!("no such backend: {backend} (iptables or nft)")),
+    };
+    let stop = std::path::Path::new(stop);
+    let (mut samples, mut open) = (0u64, 0u64);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut next = Instant::now();
+    let mut longest = Duration::ZERO;
+    let mut last = Instant::now();
+    let mut state = String::new();
+    while !stop.exists() {
+        let mut listings = Vec::new();
+        for c in commands {
+            let out = std::process::Command::new(c[0])
+                .args(&c[1..])
+                .output()
+                .map_err(|e| format!("{}: {e}", c[0]))?;
+            listings.push(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        samples += 1;
+        let now = Instant::now();
+        longest = longest.max(now - last);
+        last = now;
+        let absent = match backend {
+            "nft" => listings[0].trim().is_empty(),
+            _ => listings
+                .iter()
+                .all(|l| !l.lines().any(|r| r == "-N TGKNOCK")),
+        };
+        let rules = if absent {
+            "absent"
+        } else if rules_closed(backend, port, &listings) {
+            "closed"
+        } else {
+            "open"
+        };
+        let daemon = if daemon_runs() { "yes" } else { "no" };
+        let now_state = format!("rules={rules} daemon={daemon}");
+        if now_state != state {
+            println!("{} state {now_state}", now_ms());
+            state = now_state;
+        }
+        if rules != "closed" {
+            open += 1;
+            println!("{} not closed:\n{}", now_ms(), listings.join("----\n"));
+        }
+        // A set element's timeout and expiry tick (its comment holds its deadline).
+        seen.insert(
+            listings
+                .join("----\n")
+                .lines()
+                .map(|l| {
+                    let mut skip = false;
+                    let words: Vec<&str> = l
+                        .split(' ')
+                        .filter(|w| {
+                            let keep = !skip;
+                            skip = *w == "timeout" || *w == "expires";
+                            keep && !skip
+                        })
+                        .collect();
+                    words.join(" ")
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        next += TICK;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            next = now;
+        }
+    }
+    println!(
+        "rules: samples {samples} not-closed {open} distinct {} longest-gap-ms {}",
+        seen.len(),
+        longest.as_millis()
+    );
+    Ok(())
+}
+
+/// Whether a `tgknock run` process is alive (the daemon, not a console command).
+fn daemon_runs() -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let mut args = cmdline.split(|b| *b == 0);
+        let bin = args.next().unwrap_or_default();
+        bin.ends_with(b"tgknock") && args.next() == Some(b"run".as_slice())
+    })
 }
