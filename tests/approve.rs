@@ -443,3 +443,59 @@ fn another_user_is_refused_by_its_credentials_even_through_an_open_socket() {
     assert!(err.contains("user 65534 may not ask"), "{err}");
     assert!(env.api.requests("sendMessage").is_empty());
 }
+
+/// Review: the client believed whatever answered at the socket path. With the state
+/// directory set by mistake where anyone may make directories (under /tmp), another user
+/// made it first, planted a heartbeat-less socket that answers "allow", and root's
+/// approve-login let the login in. Now an answer counts only from root, or from the owner
+/// of a directory nobody else could have made. Needs the host's root (a server run as
+/// nobody): skipped in tests/cross.sh.
+#[test]
+fn a_socket_planted_by_another_user_is_never_believed() {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    use std::os::unix::process::CommandExt;
+    if !crate::support::netns::is_root() {
+        crate::support::netns::skip("a server run as another user needs root");
+        return;
+    }
+    let python = Path::new("/usr/bin/python3");
+    if !python.exists() {
+        crate::support::netns::skip("/usr/bin/python3 is missing (tests/setup.sh installs it)");
+        return;
+    }
+    let mut env = Env::new();
+    // A world-writable, sticky directory, as /tmp is; in it, the "state directory" that
+    // user nobody made.
+    let open = env.dir.join("tmp");
+    std::fs::create_dir_all(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let state = open.join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    chown(&state, Some(65534), Some(65534)).unwrap();
+    env.set("TGKNOCK_STATE_DIR", state.to_str().unwrap());
+    let config = config_file(&env);
+    let sock = state.join("approve.sock");
+    let server = "import socket,sys\n\
+        s=socket.socket(socket.AF_UNIX)\n\
+        s.bind(sys.argv[1]); s.listen(4)\n\
+        while True:\n\
+        \x20   c,_=s.accept(); c.recv(600); c.sendall(b'allow planted\\n'); c.close()\n";
+    let mut fake = std::process::Command::new(python)
+        .args(["-c", server, sock.to_str().unwrap()])
+        .uid(65534)
+        .gid(65534)
+        .env_clear()
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(10, "the planted socket", || sock.exists().then_some(()));
+    let (code, err) = finish(approve(&config, &pam("root", "203.0.113.7")), 60);
+    let _ = fake.kill();
+    let _ = fake.wait();
+    assert_eq!(
+        code, 1,
+        "a planted socket's 'allow' let the login in: {err}"
+    );
+    assert!(err.contains("is not tgknock's daemon"), "{err}");
+}

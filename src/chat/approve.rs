@@ -160,6 +160,7 @@ impl Request {
             }
             Outcome::Denied { by } => format!("denied by {by}"),
             Outcome::Expired => "expired: refused, no answer in time".into(),
+            Outcome::Abandoned => "abandoned: the login went away before an answer".into(),
         };
         format!("{}: {how}", self.subject(host))
     }
@@ -168,9 +169,16 @@ impl Request {
 /// How a question ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    Allowed { by: String, at: u64 },
-    Denied { by: String },
+    Allowed {
+        by: String,
+        at: u64,
+    },
+    Denied {
+        by: String,
+    },
     Expired,
+    /// The login gave up (sshd's grace time, the client gone) before a press.
+    Abandoned,
 }
 
 /// The daemon's answer to a request.

@@ -95,6 +95,7 @@ pub(crate) fn ask(socket: &Path, req: &Request, wait: Duration) -> Result<Answer
             socket.display()
         )
     })?;
+    trusted_server(socket, &conn)?;
     let wrote = conn
         .set_write_timeout(Some(Duration::from_secs(5)))
         .and_then(|()| conn.write_all(req.line().as_bytes()));
@@ -106,6 +107,34 @@ pub(crate) fn ask(socket: &Path, req: &Request, wait: Duration) -> Result<Answer
         };
     }
     read_answer(&mut conn, wait)
+}
+
+/// Whether the process listening at `socket` may decide logins: root, or the owner of the
+/// directory that holds the socket when nobody else could have made that directory (its
+/// parent is root's and writable by root only, and it is writable by its owner only). A
+/// state directory set by mistake under `/tmp` is someone's to plant a socket in that
+/// answers "allow": that answer is never believed.
+fn trusted_server(socket: &Path, conn: &UnixStream) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = crate::os::sys::peer_uid(conn)
+        .map_err(|e| format!("the daemon's credentials cannot be read: {e}"))?;
+    if uid == 0 {
+        return Ok(());
+    }
+    let untrusted = || {
+        format!(
+            "the process at {} (user {uid}) is not tgknock's daemon: refusing its answer",
+            socket.display()
+        )
+    };
+    let dir = socket.parent().ok_or_else(untrusted)?;
+    let parent = dir.parent().ok_or_else(untrusted)?;
+    let (d, p) = match (std::fs::metadata(dir), std::fs::metadata(parent)) {
+        (Ok(d), Ok(p)) => (d, p),
+        _ => return Err(untrusted()),
+    };
+    let sound = d.uid() == uid && d.mode() & 0o022 == 0 && p.uid() == 0 && p.mode() & 0o022 == 0;
+    if sound { Ok(()) } else { Err(untrusted()) }
 }
 
 /// Reads the daemon's answer line within `wait`.

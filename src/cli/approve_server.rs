@@ -28,10 +28,14 @@ pub(crate) const REQUEST_TIME: Duration = Duration::from_secs(5);
 /// Requests served at once; a connection beyond them is closed unanswered (a refusal).
 pub(crate) const MAX_WAITING: usize = 32;
 
+/// The most questions that wait at once about logins from one source.
+pub(crate) const MAX_PER_SOURCE: usize = 2;
+
 /// The questions waiting for a press, by id.
 #[derive(Default)]
 pub(crate) struct Approvals {
-    waiting: Mutex<HashMap<String, Option<Outcome>>>,
+    /// Each question's source (RHOST) and, once decided, its outcome.
+    waiting: Mutex<HashMap<String, (String, Option<Outcome>)>>,
     decided: Condvar,
     /// Connections being served.
     serving: AtomicUsize,
@@ -52,23 +56,35 @@ impl Approvals {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<Outcome>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Option<Outcome>)>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A new question, waiting.
-    fn open(&self) -> String {
+    /// A new question about a login from `rhost`, waiting; `None` when
+    /// [`MAX_PER_SOURCE`] questions about that source wait already (one who holds a
+    /// stolen key and logs in again and again neither fills every slot nor floods the
+    /// owners with questions, one of which a mis-tap would allow).
+    fn open(&self, rhost: &str) -> Option<String> {
+        let mut w = self.lock();
+        if w.values()
+            .filter(|(r, o)| r == rhost && o.is_none())
+            .count()
+            >= MAX_PER_SOURCE
+        {
+            return None;
+        }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let id = format!("{:x}{n:x}", self.nonce);
-        self.lock().insert(id.clone(), None);
-        id
+        w.insert(id.clone(), (rhost.to_string(), None));
+        Some(id)
     }
 
-    /// Waits until the question `id` is decided or `until`; takes it out either way.
-    fn wait(&self, id: &str, until: Instant) -> Outcome {
+    /// Waits until the question `id` is decided, `until`, or `gone()` says the login went
+    /// away (asked once a second); takes the question out either way.
+    fn wait(&self, id: &str, until: Instant, gone: &dyn Fn() -> bool) -> Outcome {
         let mut w = self.lock();
         loop {
-            if let Some(Some(o)) = w.get(id) {
+            if let Some((_, Some(o))) = w.get(id) {
                 let o = o.clone();
                 w.remove(id);
                 return o;
@@ -78,9 +94,22 @@ impl Approvals {
                 w.remove(id);
                 return Outcome::Expired;
             }
+            drop(w);
+            if gone() {
+                let mut w = self.lock();
+                // A press that came meanwhile decided it: that stands.
+                return match w.remove(id) {
+                    Some((_, Some(o))) => o,
+                    _ => Outcome::Abandoned,
+                };
+            }
+            w = self.lock();
+            if matches!(w.get(id), Some((_, Some(_)))) {
+                continue;
+            }
             w = self
                 .decided
-                .wait_timeout(w, left)
+                .wait_timeout(w, left.min(Duration::from_secs(1)))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
@@ -89,7 +118,7 @@ impl Approvals {
     /// Decides the question `id` when it still waits; whether it did.
     fn decide(&self, id: &str, outcome: Outcome) -> bool {
         let mut w = self.lock();
-        match w.get_mut(id) {
+        match w.get_mut(id).map(|(_, o)| o) {
             Some(slot @ None) => {
                 *slot = Some(outcome);
                 self.decided.notify_all();
@@ -100,7 +129,7 @@ impl Approvals {
     }
 
     fn still_waiting(&self, id: &str) -> bool {
-        matches!(self.lock().get(id), Some(None))
+        matches!(self.lock().get(id), Some((_, None)))
     }
 
     /// A press from the poll loop. `false` when it is no press on a question's button (then
@@ -177,7 +206,11 @@ fn start(path: &Path, cfg: Config, api: BotApi, approvals: Arc<Approvals>) -> Re
         .name("approve".into())
         .spawn(move || {
             for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
+                let Ok(conn) = conn else {
+                    // Out of descriptors, say: not a reason to spin.
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                };
                 if approvals.serving.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING {
                     approvals.serving.fetch_sub(1, Ordering::SeqCst);
                     log::warn!("{MAX_WAITING} logins wait for approval already: refusing another");
@@ -266,13 +299,50 @@ fn serve_one(mut conn: UnixStream, cfg: &Config, api: &BotApi, host: &str, a: &A
             return;
         }
     };
-    let answer = ask(&req, cfg, api, host, a);
-    send_answer(&mut conn, &answer);
+    ask(&mut conn, &req, cfg, api, host, a);
 }
 
-/// Asks the allowed users about `req` and waits for the outcome.
-fn ask(req: &Request, cfg: &Config, api: &BotApi, host: &str, a: &Approvals) -> Answer {
-    let id = a.open();
+/// Whether the client at the other end of `conn` went away (its login ended).
+fn hung_up(conn: &UnixStream) -> bool {
+    if conn.set_nonblocking(true).is_err() {
+        return false;
+    }
+    // The client sends nothing after its request: a byte read here is junk, and 0 is the
+    // end of the connection.
+    let mut b = [0u8; 1];
+    let gone = match (&*conn).read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    let _ = conn.set_nonblocking(false);
+    gone
+}
+
+/// Asks the allowed users about `req`, waits for the outcome, answers the client at once,
+/// then edits the questions to the outcome (the login does not wait for the edits).
+fn ask(
+    conn: &mut UnixStream,
+    req: &Request,
+    cfg: &Config,
+    api: &BotApi,
+    host: &str,
+    a: &Approvals,
+) {
+    let source = req.rhost.as_deref().unwrap_or("");
+    let Some(id) = a.open(source) else {
+        log::warn!(
+            "{} refused: {MAX_PER_SOURCE} logins from there wait for approval already",
+            req.question(host)
+        );
+        send_answer(
+            conn,
+            &Answer::Deny(format!(
+                "{MAX_PER_SOURCE} logins from this source wait for approval already"
+            )),
+        );
+        return;
+    };
     let until = Instant::now() + Duration::from_secs(cfg.approve.timeout);
     let question = req.question(host);
     let keyboard = approve::keyboard(&id);
@@ -300,10 +370,24 @@ fn ask(req: &Request, cfg: &Config, api: &BotApi, host: &str, a: &Approvals) -> 
     if sent.is_empty() {
         a.lock().remove(&id);
         log::warn!("{question} refused: no allowed user could be asked");
-        return Answer::Deny("no allowed user could be asked (Telegram cannot be reached)".into());
+        send_answer(
+            conn,
+            &Answer::Deny("no allowed user could be asked (Telegram cannot be reached)".into()),
+        );
+        return;
     }
     log::info!("asked about a login ({id}): {question}");
-    let outcome = a.wait(&id, until);
+    let outcome = a.wait(&id, until, &|| hung_up(conn));
+    let answer = match &outcome {
+        Outcome::Allowed { by, .. } => Answer::Allow(format!("allowed by {by}")),
+        Outcome::Denied { by } => Answer::Deny(format!("denied by {by}")),
+        Outcome::Expired => Answer::Deny(format!(
+            "no answer within {} s (TGKNOCK_APPROVE_TIMEOUT)",
+            cfg.approve.timeout
+        )),
+        Outcome::Abandoned => Answer::Deny("the login went away".into()),
+    };
+    send_answer(conn, &answer);
     let now = crate::os::clock::now();
     let text = req.outcome(host, &outcome, now);
     log::info!("{text}");
@@ -311,14 +395,6 @@ fn ask(req: &Request, cfg: &Config, api: &BotApi, host: &str, a: &Approvals) -> 
         if let Err(e) = api.edit_message(chat, message, &text, None) {
             log::info!("could not edit the login question in chat {chat}: {e}");
         }
-    }
-    match outcome {
-        Outcome::Allowed { by, .. } => Answer::Allow(format!("allowed by {by}")),
-        Outcome::Denied { by } => Answer::Deny(format!("denied by {by}")),
-        Outcome::Expired => Answer::Deny(format!(
-            "no answer within {} s (TGKNOCK_APPROVE_TIMEOUT)",
-            cfg.approve.timeout
-        )),
     }
 }
 
@@ -410,8 +486,8 @@ mod tests {
     #[test]
     fn the_first_press_decides_and_later_ones_change_nothing() {
         let a = Approvals::new();
-        let id = a.open();
-        let other = a.open();
+        let id = a.open("203.0.113.7").unwrap();
+        let other = a.open("203.0.113.8").unwrap();
         assert_ne!(id, other);
         assert!(a.decide(&id, Outcome::Denied { by: "Ada".into() }));
         assert!(!a.decide(
@@ -422,7 +498,7 @@ mod tests {
             }
         ));
         assert_eq!(
-            a.wait(&id, Instant::now() + Duration::from_secs(5)),
+            a.wait(&id, Instant::now() + Duration::from_secs(5), &|| false),
             Outcome::Denied { by: "Ada".into() }
         );
         // Taken out once decided: a late press finds nothing.
@@ -433,7 +509,7 @@ mod tests {
                 at: 1
             }
         ));
-        assert_eq!(a.wait(&other, Instant::now()), Outcome::Expired);
+        assert_eq!(a.wait(&other, Instant::now(), &|| false), Outcome::Expired);
         assert!(!a.decide(
             &other,
             Outcome::Allowed {
@@ -442,15 +518,17 @@ mod tests {
             }
         ));
         // Another daemon's ids are others.
-        assert_ne!(Approvals::new().open(), Approvals::new().open());
+        assert_ne!(Approvals::new().open(""), Approvals::new().open(""));
     }
 
     #[test]
     fn a_wait_wakes_on_a_decision() {
         let a = Arc::new(Approvals::new());
-        let id = a.open();
+        let id = a.open("203.0.113.7").unwrap();
         let (a2, id2) = (Arc::clone(&a), id.clone());
-        let t = std::thread::spawn(move || a2.wait(&id2, Instant::now() + Duration::from_secs(60)));
+        let t = std::thread::spawn(move || {
+            a2.wait(&id2, Instant::now() + Duration::from_secs(60), &|| false)
+        });
         std::thread::sleep(Duration::from_millis(50));
         assert!(a.decide(
             &id,
@@ -466,5 +544,51 @@ mod tests {
                 at: 5
             }
         );
+    }
+
+    /// Review: one who holds a stolen key and logs in again and again held every slot for
+    /// the whole timeout and sent the owners question after question. Now at most
+    /// MAX_PER_SOURCE wait per source, and a question whose login went away ends at once.
+    #[test]
+    fn logins_from_one_source_wait_at_most_two_at_once() {
+        let a = Approvals::new();
+        let first = a.open("203.0.113.7").expect("the first");
+        assert!(a.open("203.0.113.7").is_some(), "the second");
+        assert_eq!(a.open("203.0.113.7"), None, "a third from the same source");
+        assert!(a.open("198.51.100.1").is_some(), "another source is asked");
+        assert!(a.decide(&first, Outcome::Denied { by: "Ada".into() }));
+        assert_eq!(
+            a.wait(&first, Instant::now() + Duration::from_secs(5), &|| false),
+            Outcome::Denied { by: "Ada".into() }
+        );
+        assert!(
+            a.open("203.0.113.7").is_some(),
+            "a slot again once one ended"
+        );
+    }
+
+    #[test]
+    fn a_login_that_went_away_is_abandoned_at_once() {
+        let a = Approvals::new();
+        let id = a.open("203.0.113.7").unwrap();
+        let started = Instant::now();
+        let far = started + Duration::from_secs(600);
+        assert_eq!(a.wait(&id, far, &|| true), Outcome::Abandoned);
+        assert!(
+            !a.decide(&id, Outcome::Denied { by: "Ada".into() }),
+            "taken out"
+        );
+        // A decision that came first stands even when the login is gone by then.
+        let id = a.open("203.0.113.7").unwrap();
+        assert!(a.decide(&id, Outcome::Denied { by: "Ada".into() }));
+        assert_eq!(
+            a.wait(&id, far, &|| true),
+            Outcome::Denied { by: "Ada".into() }
+        );
+        // A client that hangs up is seen as gone; one that waits is not.
+        let (server, client) = UnixStream::pair().unwrap();
+        assert!(!hung_up(&server), "a client waiting for its answer");
+        drop(client);
+        assert!(hung_up(&server), "a client that hung up");
     }
 }

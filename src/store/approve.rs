@@ -108,6 +108,13 @@ impl Approve {
                 if list.len() > MAX_ITEMS {
                     return Err(bad(USERS, format!("more than {MAX_ITEMS} names")));
                 }
+                // A list that names nobody would let every login through unasked.
+                if list.is_empty() {
+                    return Err(bad(
+                        USERS,
+                        "names nobody, which would ask about no login: leave it unset to ask about every user's".into(),
+                    ));
+                }
                 Some(list)
             }
         };
@@ -206,6 +213,8 @@ mod tests {
             ("TGKNOCK_APPROVE_EXEMPT", "10.0.0.0/33"),
             ("TGKNOCK_APPROVE_USERS", "ro ot;rm"),
             ("TGKNOCK_APPROVE_USERS", "-root"),
+            ("TGKNOCK_APPROVE_USERS", ","),
+            ("TGKNOCK_APPROVE_USERS", " , "),
         ] {
             let e = parse(&[(k, v)], &[]).unwrap_err();
             assert!(e.contains(k), "{k}={v}: {e}");
