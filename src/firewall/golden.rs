@@ -165,12 +165,16 @@ fn render_all() -> String {
             // The same change made in place, from the chain of the state before.
             let v4 = ipt.desired(&state, NOW, Family::V4);
             if let Some((prev, rules)) = before.replace((sname.clone(), v4.clone())) {
-                let listing = crate::firewall::rules::Listing {
-                    chain_exists: true,
+                let listing = iptables::Chain {
+                    exists: true,
                     jumps: 1,
                     jump_first: true,
-                    lines: Vec::new(),
-                    rules: rules.into_iter().map(Some).collect(),
+                    listing: crate::firewall::rules::Listing {
+                        reach: crate::firewall::rules::Reach::AsWritten,
+                        lines: Vec::new(),
+                        rules: rules.into_iter().map(Some).collect(),
+                    },
+                    ..iptables::Chain::new(Family::V4)
                 };
                 let _ = writeln!(
                     out,

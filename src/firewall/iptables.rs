@@ -8,15 +8,17 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use super::backend::{Backend, Want, Write};
+use super::rules::Reach;
 use super::rules::{
-    Limit, List, Listing, METER_ENTRIES, Policy, RecentOp, Rule, TAG_LIMIT_PREFIX, Target,
-    V6_SOURCE_PREFIX,
+    Limit, List, Listing, METER_ENTRIES, RecentOp, Rule, TAG_LIMIT_PREFIX, Target, V6_SOURCE_PREFIX,
 };
-use super::{Kind, Tables, run};
+use super::tool::{lacks_deadlines, rule_text, run};
 use crate::base::addr::{self, Family};
 use crate::base::error::{Error, Result};
 use crate::base::gate::Proto;
 use crate::base::rate::Rate;
+use crate::store::config::{FirewallKind, FirewallSettings};
 
 /// Seconds to wait for the xtables lock before giving up (exit 4 from the tool).
 const LOCK_WAIT: &str = "10";
@@ -87,7 +89,7 @@ pub(crate) fn parse_nft_chain(text: &str) -> Vec<String> {
         if t.is_empty() || t.starts_with("type ") || t.starts_with('#') {
             continue;
         }
-        out.push(super::nft::rule_text(t));
+        out.push(rule_text(t));
     }
     out
 }
@@ -414,7 +416,7 @@ pub(crate) struct JumpFix {
 
 impl JumpFix {
     /// Nothing to do when there is exactly one jump and it is the first rule of INPUT.
-    pub(crate) fn from_listing(listing: &Listing) -> JumpFix {
+    pub(crate) fn from_listing(listing: &Chain) -> JumpFix {
         if listing.jumps == 1 && listing.jump_first {
             JumpFix {
                 delete: 0,
@@ -460,8 +462,8 @@ impl Edit {
     /// The edit from `before` to `rules`, when it touches few enough rules to be worth
     /// making in place (`None`: declare the chain afresh and refill it). A bounded change
     /// (an `/open`, a `/ban`) among 1,000 bans is then one or two rules, not 1,000.
-    pub(crate) fn between(before: &Listing, rules: &[Rule]) -> Option<Edit> {
-        if !before.chain_exists {
+    pub(crate) fn between(before: &Chain, rules: &[Rule]) -> Option<Edit> {
+        if !before.exists {
             return None;
         }
         let same = |a: &Option<Rule>, b: &Rule| a.as_ref() == Some(b);
@@ -489,12 +491,7 @@ impl Edit {
 /// The `iptables-restore --noflush` input that changes a chain as listed (`before`) into
 /// `rules` and fixes the jump, in one transaction: deleting and inserting the few rules an
 /// [`Edit`] finds, by position, or else replacing them all ([`restore_input`]).
-pub(crate) fn restore_change(
-    chain: &str,
-    before: &Listing,
-    rules: &[Rule],
-    fix: JumpFix,
-) -> String {
+pub(crate) fn restore_change(chain: &str, before: &Chain, rules: &[Rule], fix: JumpFix) -> String {
     let Some(e) = Edit::between(before, rules) else {
         return restore_input(chain, rules, fix);
     };
@@ -531,15 +528,15 @@ pub(crate) fn restore_lines(chain: &str, lines: &[String]) -> String {
 }
 
 /// The restore input that removes the jumps and the chain.
-pub(crate) fn teardown_input(chain: &str, listing: &Listing) -> Option<String> {
-    if listing.jumps == 0 && !listing.chain_exists {
+pub(crate) fn teardown_input(chain: &str, listing: &Chain) -> Option<String> {
+    if listing.jumps == 0 && !listing.exists {
         return None;
     }
     let mut s = String::from("*filter\n");
     for _ in 0..listing.jumps {
         s.push_str(&format!("-D INPUT -j {chain}\n"));
     }
-    if listing.chain_exists {
+    if listing.exists {
         s.push_str(&format!("-F {chain}\n-X {chain}\n"));
     }
     s.push_str("COMMIT\n");
@@ -600,13 +597,13 @@ fn words(line: &str) -> Vec<Cow<'_, str>> {
 }
 
 /// Parses the output of `iptables -S` (the whole filter table) of `family`.
-pub(crate) fn parse_listing(chain: &str, text: &str, family: Family) -> Listing {
-    let mut l = Listing::default();
+pub(crate) fn parse_listing(chain: &str, text: &str, family: Family) -> Chain {
+    let mut l = Chain::new(family);
     let mut first_input = true;
     for line in text.lines() {
         let w = words(line);
         match w.as_slice() {
-            [n, c] if n == "-N" && c == chain => l.chain_exists = true,
+            [n, c] if n == "-N" && c == chain => l.exists = true,
             [a, input, rest @ ..] if a == "-A" && input == "INPUT" => {
                 let is_jump = rest.len() == 2 && rest[0] == "-j" && rest[1] == chain;
                 if is_jump {
@@ -648,6 +645,7 @@ pub(crate) fn parse_listing(chain: &str, text: &str, family: Family) -> Listing 
             *r = None;
         }
     }
+    l.listing.reach = l.reach(chain);
     l
 }
 
@@ -850,17 +848,94 @@ fn matches_of<'a>(words: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     out
 }
 
+/// A family's filter table as `iptables -S` lists it: tgknock's chain and the jumps to it,
+/// and where this process cannot compare the chain's rules yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Chain {
+    /// The family whose table it is.
+    pub(crate) family: Family,
+    /// The chain exists.
+    pub(crate) exists: bool,
+    /// `-A INPUT -j CHAIN` rules.
+    pub(crate) jumps: usize,
+    /// The first INPUT rule is the jump.
+    pub(crate) jump_first: bool,
+    /// The chain's rules, backend-neutral.
+    pub(crate) listing: Listing,
+    /// Positions of rules this process has not written (see [`Reference`]).
+    pub(crate) unknown: Option<Vec<usize>>,
+}
+
+impl Chain {
+    /// No chain, no jump.
+    pub(crate) fn new(family: Family) -> Chain {
+        Chain {
+            family,
+            exists: false,
+            jumps: 0,
+            jump_first: false,
+            listing: Listing::default(),
+            unknown: None,
+        }
+    }
+
+    /// How the kernel reaches the chain, in the words of a drift message.
+    fn reach(&self, chain: &str) -> Reach {
+        if !self.exists {
+            Reach::Gone
+        } else if self.jumps == 0 {
+            Reach::Unreached(format!("the jump from INPUT to the chain {chain} is gone"))
+        } else if self.jumps > 1 {
+            Reach::Otherwise(format!(
+                "INPUT jumps to the chain {chain} {} times",
+                self.jumps
+            ))
+        } else if !self.jump_first {
+            Reach::Otherwise(format!(
+                "the jump to the chain {chain} is no longer the first rule of INPUT"
+            ))
+        } else {
+            Reach::AsWritten
+        }
+    }
+}
+
+impl std::ops::Deref for Chain {
+    type Target = Listing;
+    fn deref(&self) -> &Listing {
+        &self.listing
+    }
+}
+
+impl std::ops::DerefMut for Chain {
+    fn deref_mut(&mut self) -> &mut Listing {
+        &mut self.listing
+    }
+}
+
 impl Iptables {
+    /// The tool of a transaction's family.
+    fn tool(&self, tx: &[Family]) -> Result<&Tool> {
+        self.tools
+            .iter()
+            .find(|t| tx.contains(&t.family))
+            .ok_or_else(|| Error::Unreadable {
+                place: format!("chain {}", self.chain),
+                problem: format!("no iptables tool for {tx:?}"),
+            })
+    }
+
     /// Reads the filter table of one family, compared with what this process wrote.
-    fn list(&self, tool: &Tool) -> Result<Listing> {
+    fn list(&self, tool: &Tool) -> Result<Chain> {
         let mut l = self.list_raw(tool)?;
         let printed = self.nft_print(tool);
         self.compare(tool.family, &mut l, printed.as_deref());
+        l.unknown = self.unknown(tool.family);
         Ok(l)
     }
 
     /// Reads the filter table of one family as it is.
-    fn list_raw(&self, tool: &Tool) -> Result<Listing> {
+    fn list_raw(&self, tool: &Tool) -> Result<Chain> {
         let text = run(&tool.program, &["-w", LOCK_WAIT, "-S"], None)?;
         Ok(parse_listing(&self.chain, &text, tool.family))
     }
@@ -952,37 +1027,27 @@ impl Iptables {
         run(&tool.restore, &["-w", LOCK_WAIT, "--noflush"], Some(input))
     }
 
-    fn apply_one(&self, tool: &Tool, rules: &[Rule]) -> Result<(Listing, Listing)> {
-        let before = self.list(tool)?;
-        let unknown = self.unknown(tool.family);
-        if before.matches(rules) && unknown.is_none() {
-            log::debug!("{}: rules already in place", tool.family);
-            return Ok((before.clone(), before));
-        }
+    /// The change from `before` to `rules`, made in place when it is small: the positions
+    /// written, or `None` when an edit in place failed (the chain changed since it was
+    /// listed) and refilling it puts that right.
+    fn change(&self, tool: &Tool, before: &Chain, rules: &[Rule]) -> Result<Option<Range>> {
         // Rules this process cannot compare whole yet are written again (deleted and
         // inserted in place, or the chain refilled), as if they differed.
         let mut target = before.clone();
-        for i in unknown.into_iter().flatten() {
-            if let Some(r) = target.rules.get_mut(i) {
+        for i in before.unknown.iter().flatten() {
+            if let Some(r) = target.rules.get_mut(*i) {
                 *r = None;
             }
         }
         let edit = Edit::between(&target, rules);
-        let change = restore_change(&self.chain, &target, rules, JumpFix::from_listing(&before));
-        // Reads the chain just written, remembering how nft prints the rules written.
-        let read = |written: std::ops::Range<usize>| -> Result<Listing> {
-            let mut l = self.list_raw(tool)?;
-            let printed = self.nft_print(tool);
-            self.learn(tool.family, &l, printed.as_deref(), written);
-            self.compare(tool.family, &mut l, printed.as_deref());
-            Ok(l)
-        };
-        let written = edit.map_or(0..rules.len(), |e| e.keep..e.keep + e.insert);
-        let mut now = match self.restore(tool, &change) {
-            Ok(_) => read(written)?,
+        let change = restore_change(&self.chain, &target, rules, JumpFix::from_listing(before));
+        match self.restore(tool, &change) {
+            Ok(_) => Ok(Some(
+                edit.map_or(0..rules.len(), |e| e.keep..e.keep + e.insert),
+            )),
             // Edits by position fail when another program changed the chain since it was
             // listed (`iptables -F` at that moment): a line of the input failed (exit 1),
-            // and the refill below puts it right. Anything else (the xtables lock, no
+            // and the refill puts it right. Anything else (the xtables lock, no
             // permission: exit 4) is told as it is.
             Err(
                 e @ Error::Firewall {
@@ -990,48 +1055,102 @@ impl Iptables {
                 },
             ) if edit.is_some() => {
                 log::debug!("{}: the change in place failed ({e})", tool.family);
-                Listing::default()
+                Ok(None)
             }
-            Err(e) => return Err(e),
-        };
-        if !now.matches(rules) {
-            // Another program changed the chain while this change was made (`iptables -F`
-            // at that moment, or the tool of a daemon killed mid-change finishing late):
-            // once more, declared afresh and refilled against the chain as it is now.
-            let again = self.list(tool)?;
-            log::info!(
-                "{}: the chain changed while it was being changed; writing it again",
-                tool.family
-            );
-            self.restore(
-                tool,
-                &restore_input(&self.chain, rules, JumpFix::from_listing(&again)),
-            )?;
-            now = read(0..rules.len())?;
+            Err(e) => Err(e),
         }
-        if !now.matches(rules) {
-            self.roll_back(tool, &before);
-            return Err(Error::Verify {
-                place: format!("{} chain {}", tool.family, self.chain),
-                shows: if now.lines.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    now.lines.join("; ")
-                },
-            });
+    }
+}
+
+/// The positions of the rules a write put in the chain.
+type Range = std::ops::Range<usize>;
+
+impl Backend for Iptables {
+    type Read = Chain;
+    type Sent = Range;
+    const KIND: FirewallKind = FirewallKind::Iptables;
+
+    fn new(f: &FirewallSettings) -> Iptables {
+        let mut tools = vec![Tool::new(Family::V4, &f.iptables)];
+        if let Some(p) = &f.ip6tables {
+            tools.push(Tool::new(Family::V6, p));
         }
-        log::info!(
-            "{}: chain {} now has {} rules",
-            tool.family,
-            self.chain,
-            now.lines.len()
-        );
-        Ok((before, now))
+        Iptables {
+            chain: f.chain.clone(),
+            tools,
+            nft: f.nft.clone(),
+            reference: Default::default(),
+        }
     }
 
-    /// Best effort: put a family's chain back as it was listed.
-    fn roll_back(&self, tool: &Tool, before: &Listing) {
-        let input = if before.chain_exists {
+    fn present(f: &FirewallSettings) -> bool {
+        f.iptables.exists()
+    }
+
+    fn name(&self) -> &'static str {
+        "iptables"
+    }
+
+    fn place(&self) -> String {
+        format!("chain {}", self.chain)
+    }
+
+    fn unit(&self) -> &'static str {
+        "chain"
+    }
+
+    fn label(&self, tx: &[Family]) -> String {
+        let names: Vec<String> = tx.iter().map(Family::to_string).collect();
+        names.join(" and ")
+    }
+
+    /// One transaction per family.
+    fn transactions(&self) -> Vec<Vec<Family>> {
+        self.tools.iter().map(|t| vec![t.family]).collect()
+    }
+
+    fn read(&self, tx: &[Family]) -> Result<Chain> {
+        self.list(self.tool(tx)?)
+    }
+
+    fn listings(&self, read: &Chain) -> Vec<(Family, Listing)> {
+        vec![(read.family, read.listing.clone())]
+    }
+
+    fn unsure(&self, read: &Chain) -> bool {
+        read.unknown.is_some()
+    }
+
+    fn write(&self, tx: &[Family], want: Want<'_>, how: Write<'_, Chain>) -> Result<Option<Range>> {
+        let tool = self.tool(tx)?;
+        let rules = want.rules_of.first().map_or(&[][..], |(_, r)| r);
+        match how {
+            Write::Change(before) => self.change(tool, before, rules),
+            Write::Again(again) => {
+                let fix = JumpFix::from_listing(again);
+                self.restore(tool, &restore_input(&self.chain, rules, fix))?;
+                Ok(Some(0..rules.len()))
+            }
+        }
+    }
+
+    /// Reads the chain just written, remembering how nft prints the rules written.
+    fn read_written(&self, tx: &[Family], written: &Range) -> Result<Chain> {
+        let tool = self.tool(tx)?;
+        let mut l = self.list_raw(tool)?;
+        let printed = self.nft_print(tool);
+        self.learn(tool.family, &l, printed.as_deref(), written.clone());
+        self.compare(tool.family, &mut l, printed.as_deref());
+        l.unknown = self.unknown(tool.family);
+        Ok(l)
+    }
+
+    /// Puts a family's chain back as it was listed.
+    fn roll_back(&self, tx: &[Family], before: &Chain) {
+        let Ok(tool) = self.tool(tx) else {
+            return;
+        };
+        let input = if before.exists {
             restore_lines(&self.chain, &before.lines)
         } else {
             // There was no chain: an empty one, unreached, is as good as none.
@@ -1045,137 +1164,43 @@ impl Iptables {
             ),
         }
     }
-}
 
-impl Tables for Iptables {
-    fn kind(&self) -> Kind {
-        Kind::Iptables
+    fn shows(&self, tx: &[Family], now: &Chain) -> (String, String) {
+        let shows = if now.lines.is_empty() {
+            "nothing".to_string()
+        } else {
+            now.lines.join("; ")
+        };
+        (format!("{} chain {}", self.label(tx), self.chain), shows)
     }
 
-    fn place(&self) -> String {
-        format!("chain {}", self.chain)
-    }
-
-    fn families(&self) -> Vec<Family> {
-        self.tools.iter().map(|t| t.family).collect()
-    }
-
-    fn observe(&self) -> Vec<(Family, Result<Listing, String>)> {
-        self.tools
-            .iter()
-            .map(|t| (t.family, self.list(t).map_err(|e| e.to_string())))
-            .collect()
-    }
-
-    /// One transaction per family; on a failure an earlier family is put back.
-    fn apply(
-        &self,
-        _policy: &Policy,
-        rules_of: &[(Family, Vec<Rule>)],
-        _now: u64,
-    ) -> Result<Vec<(Family, Listing)>> {
-        let mut done: Vec<(&Tool, Listing)> = Vec::new();
-        let mut after = Vec::new();
-        for (tool, (_, rules)) in self.tools.iter().zip(rules_of) {
-            match self.apply_one(tool, rules) {
-                Ok((before, now)) => {
-                    done.push((tool, before));
-                    after.push((tool.family, now));
-                }
-                Err(e) => {
-                    for (t, before) in done.iter().rev() {
-                        self.roll_back(t, before);
-                    }
-                    return Err(e);
-                }
+    fn remove(&self, tx: &[Family], l: &Chain) -> Result<String> {
+        let tool = self.tool(tx)?;
+        match teardown_input(&self.chain, l) {
+            None => Ok(format!(
+                "{}: nothing installed (no chain {})",
+                tool.family, self.chain
+            )),
+            Some(input) => {
+                self.restore(tool, &input)?;
+                Ok(format!(
+                    "{}: removed {} jump(s) from INPUT and the chain {} ({} rules)",
+                    tool.family,
+                    l.jumps,
+                    self.chain,
+                    l.lines.len()
+                ))
             }
         }
-        Ok(after)
     }
 
-    fn teardown(&self) -> Result<Vec<String>> {
-        let mut report = Vec::new();
-        let mut first_error = None;
-        for tool in &self.tools {
-            let result = self
-                .list(tool)
-                .and_then(|l| match teardown_input(&self.chain, &l) {
-                    None => Ok(format!(
-                        "{}: nothing installed (no chain {})",
-                        tool.family, self.chain
-                    )),
-                    Some(input) => {
-                        self.restore(tool, &input)?;
-                        Ok(format!(
-                            "{}: removed {} jump(s) from INPUT and the chain {} ({} rules)",
-                            tool.family,
-                            l.jumps,
-                            self.chain,
-                            l.lines.len()
-                        ))
-                    }
-                });
-            match result {
-                Ok(line) => report.push(line),
-                Err(e) => {
-                    report.push(format!("{}: {e}", tool.family));
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match first_error {
-            Some(e) => {
-                for line in &report {
-                    log::info!("{line}");
-                }
-                Err(e)
-            }
-            None => Ok(report),
-        }
+    fn show(&self, r: &Rule) -> String {
+        format!("-A {} {}", self.chain, args(&self.chain, r).join(" "))
     }
 
-    fn check_tools(&self) -> Vec<(bool, String)> {
-        let mut out = Vec::new();
-        for tool in &self.tools {
-            let fam = tool.family;
-            out.push(match run(&tool.program, &["--version"], None) {
-                Ok(v) => (
-                    true,
-                    format!("{fam}: {} ({})", tool.program.display(), v.trim()),
-                ),
-                Err(e) => (false, format!("{fam}: {e}")),
-            });
-            out.push((
-                tool.restore.exists(),
-                format!("{fam}: {} exists", tool.restore.display()),
-            ));
-            out.push(match self.list(tool) {
-                Ok(l) => (
-                    true,
-                    format!(
-                        "{fam}: can read the filter table (chain {} {})",
-                        self.chain,
-                        if l.installed() {
-                            "installed"
-                        } else {
-                            "not installed yet"
-                        }
-                    ),
-                ),
-                Err(e) => (
-                    false,
-                    format!(
-                        "{fam}: cannot read the filter table, are you root / CAP_NET_ADMIN? {e}"
-                    ),
-                ),
-            });
-        }
-        out
-    }
-
-    fn preview(&self, _policy: &Policy, rules_of: &[(Family, Vec<Rule>)], _now: u64) -> String {
+    fn preview(&self, want: Want<'_>) -> String {
         let mut s = String::new();
-        for (tool, (_, rules)) in self.tools.iter().zip(rules_of) {
+        for (tool, (_, rules)) in self.tools.iter().zip(want.rules_of) {
             let fix = self
                 .list(tool)
                 .map(|l| JumpFix::from_listing(&l))
@@ -1191,6 +1216,10 @@ impl Tables for Iptables {
             s.push_str(&restore_input(&self.chain, rules, fix));
         }
         s
+    }
+
+    fn check_tools(&self) -> Vec<(bool, String)> {
+        self.tools.iter().flat_map(|t| self.check_tool(t)).collect()
     }
 
     fn probe_deadlines(&self) -> Result<(), String> {
@@ -1216,8 +1245,17 @@ impl Tables for Iptables {
             Err(Error::Firewall {
                 status: Some(1), ..
             }) => Ok(()),
-            Err(e) => super::lacks_deadlines(e),
+            Err(e) => lacks_deadlines(e),
         }
+    }
+
+    fn deadline_match(&self) -> &'static str {
+        "-m time"
+    }
+
+    /// An iptables chain is reached by a jump.
+    fn reached(&self) -> &'static str {
+        ", reached from INPUT"
     }
 
     fn keep_reference(&self) {
@@ -1239,29 +1277,54 @@ impl Tables for Iptables {
     fn unverified(&self) -> bool {
         !self.reference().unknown.is_empty()
     }
-
-    fn describe_drift(&self, l: &Listing, want: &[Rule]) -> String {
-        let chain = &self.chain;
-        if !l.chain_exists {
-            format!("the chain {chain} is gone")
-        } else if l.jumps == 0 {
-            format!("the jump from INPUT to the chain {chain} is gone")
-        } else if l.jumps > 1 {
-            format!("INPUT jumps to the chain {chain} {} times", l.jumps)
-        } else if !l.jump_first {
-            format!("the jump to the chain {chain} is no longer the first rule of INPUT")
-        } else {
-            format!(
-                "the chain {chain}: {}",
-                l.differences(want, |r| format!("-A {chain} {}", args(chain, r).join(" ")))
-            )
-        }
-    }
 }
 
+impl Iptables {
+    /// `check`'s view of one family's tools.
+    fn check_tool(&self, tool: &Tool) -> Vec<(bool, String)> {
+        let fam = tool.family;
+        vec![
+            match run(&tool.program, &["--version"], None) {
+                Ok(v) => (
+                    true,
+                    format!("{fam}: {} ({})", tool.program.display(), v.trim()),
+                ),
+                Err(e) => (false, format!("{fam}: {e}")),
+            },
+            (
+                tool.restore.exists(),
+                format!("{fam}: {} exists", tool.restore.display()),
+            ),
+            match self.list(tool) {
+                Ok(l) => (
+                    true,
+                    format!(
+                        "{fam}: can read the filter table (chain {} {})",
+                        self.chain,
+                        if l.installed() {
+                            "installed"
+                        } else {
+                            "not installed yet"
+                        }
+                    ),
+                ),
+                Err(e) => (
+                    false,
+                    format!(
+                        "{fam}: cannot read the filter table, are you root / CAP_NET_ADMIN? {e}"
+                    ),
+                ),
+            },
+        ]
+    }
+}
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    fn drift(b: &dyn crate::firewall::protocol::Protocol, l: &Listing, want: &[Rule]) -> String {
+        b.describe_drift(l, want)
+    }
     use crate::firewall::rules::Policy;
     use crate::firewall::rules::desired;
     use crate::firewall::rules::tests::{cidr, knock, policy, state};
@@ -1375,7 +1438,7 @@ pub(crate) mod tests {
     #[test]
     fn parses_a_listing() {
         let l = parse_listing("TGKNOCK", LISTING, Family::V4);
-        assert!(l.chain_exists && l.installed());
+        assert!(l.exists && l.installed());
         assert_eq!((l.jumps, l.jump_first), (1, true));
         assert_eq!(l.lines.len(), 5);
         let mut p = policy(&["10.0.0.0/8"], None);
@@ -1444,7 +1507,7 @@ pub(crate) mod tests {
             teardown_input("TGKNOCK", &second).unwrap(),
             "*filter\n-D INPUT -j TGKNOCK\n-D INPUT -j TGKNOCK\n-F TGKNOCK\n-X TGKNOCK\nCOMMIT\n"
         );
-        assert_eq!(teardown_input("TGKNOCK", &Listing::default()), None);
+        assert_eq!(teardown_input("TGKNOCK", &Chain::new(Family::V4)), None);
     }
 
     #[test]
@@ -1835,7 +1898,7 @@ pub(crate) mod tests {
             restore_change("TGKNOCK", &l, &expired, JumpFix::from_listing(&l))
                 .starts_with("*filter\n:TGKNOCK - [0:0]\n")
         );
-        assert_eq!(Edit::between(&Listing::default(), &closed), None);
+        assert_eq!(Edit::between(&Chain::new(Family::V4), &closed), None);
         let few = desired(&p, &State::default(), now, Family::V4);
         assert_eq!(Edit::between(&chain(&few[..1]), &few), None);
         // A missing jump is repaired in the same transaction as the edit.
@@ -1920,7 +1983,7 @@ pub(crate) mod tests {
             crate::firewall::rules::GateView::Inconsistent(_)
         ));
         assert_eq!(
-            chain().describe_drift(&l, &rules),
+            drift(&chain(), &l, &rules),
             format!("the chain TGKNOCK: a rule tgknock did not write: `{never}`")
         );
         // A knock step whose list is set before its port is checked (every SYN would
@@ -1934,7 +1997,7 @@ pub(crate) mod tests {
         let ret = "-A TGKNOCK -p tcp -m tcp --dport 22 -m comment --comment \"tgknock-gate:ssh\" -j RETURN";
         let l = parse_listing("TGKNOCK", &text.replace(drop, ret), Family::V4);
         assert!(l.foreign().is_empty() && !l.matches(&rules));
-        let d = chain().describe_drift(&l, &rules);
+        let d = drift(&chain(), &l, &rules);
         assert!(
             d.starts_with(&format!("the chain TGKNOCK: rule {} is `{ret}` where `-A TGKNOCK -p tcp -m tcp --dport 22 --tcp-flags", rules.len())),
             "{d}"
@@ -1947,7 +2010,7 @@ pub(crate) mod tests {
             Family::V4,
         );
         assert_eq!(
-            chain().describe_drift(&l, &rules),
+            drift(&chain(), &l, &rules),
             format!("the chain TGKNOCK: a rule tgknock did not write: `{extra}`")
         );
         let l = parse_listing(
@@ -1955,7 +2018,7 @@ pub(crate) mod tests {
             &text.replace(&format!("{drop}\n"), ""),
             Family::V4,
         );
-        assert!(chain().describe_drift(&l, &rules).contains("is missing"));
+        assert!(drift(&chain(), &l, &rules).contains("is missing"));
     }
 
     /// `nft list chain ip filter TGKNOCK` as nft 1.0.6 printed a chain iptables-nft
@@ -2028,10 +2091,10 @@ pub(crate) mod tests {
         assert!(!l.matches(&rules) && !ipt.unverified());
         assert_eq!(l.foreign().len(), 1);
         assert!(
-            ipt.describe_drift(&l, &rules)
+            drift(&ipt, &l, &rules)
                 .ends_with("(nft: tcp dport 9 tcp flags syn / fin,syn,rst,ack tcp dport 22 drop)`"),
             "{}",
-            ipt.describe_drift(&l, &rules)
+            drift(&ipt, &l, &rules)
         );
         // nft and -S list different numbers of rules (read while the chain changed).
         assert!(read(&two[..2]).matches(&rules) && ipt.unverified());

@@ -15,15 +15,18 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use super::backend::{Backend, Want, Write};
+use super::rules::Reach;
 use super::rules::{
     KNOCK_STEP_SECS, Limit, List, Listing, METER_ENTRIES, Policy, Recent, RecentOp, Rule, TAG_BAN,
     TAG_LIMIT_PREFIX, Target, V6_SOURCE_PREFIX, limit_tag,
 };
-use super::{Kind, Tables, run};
+use super::tool::{lacks_deadlines, rule_text, run};
 use crate::base::addr::{self, Family};
 use crate::base::error::{Error, Result};
 use crate::base::gate::Proto;
 use crate::base::rate::{Per, Rate};
+use crate::store::config::{FirewallKind, FirewallSettings};
 
 /// The nftables table tgknock owns.
 pub(crate) const TABLE: &str = "tgknock";
@@ -60,31 +63,6 @@ pub(crate) struct Reference {
     /// tgknock process wrote them, a console command): the next check writes them again
     /// (the same rules, no news to anyone), and so knows them.
     unknown: bool,
-}
-
-/// A rule's line as compared: without the handle nft may print after it, nor the counter
-/// of packets and bytes it may carry (traffic moves it; it is no change of the rule).
-pub(crate) fn rule_text(line: &str) -> String {
-    let t = line.trim();
-    let t = match t.rfind(" # handle ") {
-        Some(at) => &t[..at],
-        None => t,
-    };
-    let words: Vec<&str> = t.split_whitespace().collect();
-    let mut out: Vec<&str> = Vec::with_capacity(words.len());
-    let mut i = 0;
-    while i < words.len() {
-        if words[i] == "counter"
-            && words.get(i + 1) == Some(&"packets")
-            && words.get(i + 3) == Some(&"bytes")
-        {
-            i += 5;
-            continue;
-        }
-        out.push(words[i]);
-        i += 1;
-    }
-    out.join(" ")
 }
 
 /// The comment of a rule's line, if it has one.
@@ -434,12 +412,14 @@ impl Table {
     /// set.
     pub(crate) fn listing(&self, family: Family) -> Listing {
         let mut l = Listing::default();
+        // The input chain is there; its hook line, and whether it is tgknock's.
+        let (mut exists, mut hook) = (false, None);
         let mut in_chain = false;
         let set_keys = Family::BOTH.map(ban_set_key);
         for line in self.text.lines() {
             let t = line.trim();
             if t == "chain input {" {
-                l.chain_exists = true;
+                exists = true;
                 in_chain = true;
                 continue;
             }
@@ -451,9 +431,8 @@ impl Table {
                 continue;
             }
             if t.starts_with("type filter hook input") {
-                l.jumps = 1;
                 // Hooked otherwise (another priority, a policy of drop): not as written.
-                l.jump_first = t == HOOK;
+                hook = Some(t == HOOK);
                 continue;
             }
             if t.is_empty() {
@@ -495,13 +474,28 @@ impl Table {
                 l.rules.push(rule);
             }
         }
-        if l.chain_exists {
+        l.reach = reach(exists, hook);
+        if exists {
             for s in &self.strange {
                 l.lines.push(s.clone());
                 l.rules.push(None);
             }
         }
         l
+    }
+}
+
+/// How the kernel reaches the input chain: `exists`, and its hook line (`Some(true)`: as
+/// tgknock declares it).
+fn reach(exists: bool, hook: Option<bool>) -> Reach {
+    let otherwise = || format!("the table inet {TABLE}: its input chain is hooked otherwise");
+    match (exists, hook) {
+        (false, _) => Reach::Unreached(format!(
+            "the table inet {TABLE} (or its input chain) is gone"
+        )),
+        (true, None) => Reach::Unreached(otherwise()),
+        (true, Some(false)) => Reach::Otherwise(otherwise()),
+        (true, Some(true)) => Reach::AsWritten,
     }
 }
 
@@ -946,71 +940,24 @@ impl Nft {
         }
     }
 
-    fn listed(&self, table: &Table) -> Vec<(Family, Listing)> {
-        self.families
-            .iter()
-            .map(|f| (*f, table.listing(*f)))
-            .collect()
-    }
-}
-
-impl Tables for Nft {
-    fn kind(&self) -> Kind {
-        Kind::Nftables
+    /// Sends the script of `want` against `before` (`None`: the table afresh), adding it
+    /// to `sent`.
+    fn send(&self, want: Want<'_>, before: Option<&Table>, sent: &mut Vec<String>) -> Result<()> {
+        let s = script(want.policy, want.rules_of, want.now, before);
+        run(&self.program, &["-f", "-"], Some(&s))?;
+        sent.push(s);
+        Ok(())
     }
 
-    fn place(&self) -> String {
-        format!("table inet {TABLE}")
-    }
-
-    fn families(&self) -> Vec<Family> {
-        self.families.clone()
-    }
-
-    fn observe(&self) -> Vec<(Family, Result<Listing, String>)> {
-        let table = self.list().map_err(|e| e.to_string());
-        self.families
-            .iter()
-            .map(|f| {
-                (
-                    *f,
-                    table.as_ref().map(|t| t.listing(*f)).map_err(Clone::clone),
-                )
-            })
-            .collect()
-    }
-
-    /// Both families in one transaction.
-    fn apply(
-        &self,
-        policy: &Policy,
-        rules_of: &[(Family, Vec<Rule>)],
-        now: u64,
-    ) -> Result<Vec<(Family, Listing)>> {
-        // Every family's rules include its established rule, so a family missing from the
-        // table, or a rule tgknock did not write, fails the comparison.
-        let all_match =
-            |l: &[(Family, Listing)]| l.iter().zip(rules_of).all(|((_, l), (_, r))| l.matches(r));
-        let before = self.list()?;
-        let listed = self.listed(&before);
-        if all_match(&listed) && !before.suspect {
-            log::debug!("nftables: rules already in place");
-            return Ok(listed);
-        }
-        drop(listed);
-        let sent = std::cell::RefCell::new(Vec::new());
-        let send = |before: Option<&Table>| {
-            let s = script(policy, rules_of, now, before);
-            run(&self.program, &["-f", "-"], Some(&s))?;
-            sent.borrow_mut().push(s);
-            Ok::<(), Error>(())
-        };
-        // A chain or set of another program's in the table, or a set declared otherwise:
-        // the table is written afresh (still in one transaction).
+    /// The change from the table as read: against it, or, when it holds a chain or set of
+    /// another program's (or a set declared otherwise), the table afresh (still in one
+    /// transaction).
+    fn change(&self, want: Want<'_>, before: &Table) -> Result<Vec<String>> {
+        let mut sent = Vec::new();
         let first = if before.strange.is_empty() {
-            send(Some(&before))
+            self.send(want, Some(before), &mut sent)
         } else {
-            send(None)
+            self.send(want, None, &mut sent)
         };
         if let Err(e) = first {
             // The table changed under the change (a ban's element the kernel let go at
@@ -1018,56 +965,131 @@ impl Tables for Nft {
             // which keeps the knock lists and the rate meters.
             log::debug!("nft transaction failed ({e}); retrying against the table read again");
             let again = self.list()?;
-            if let Err(e) = send(Some(&again)) {
+            if let Err(e) = self.send(want, Some(&again), &mut sent) {
                 // A set declared differently before (another knock timeout, a ban set
                 // with or without timeouts) cannot be redeclared: start the table afresh,
                 // still in one transaction.
                 log::debug!("nft transaction failed ({e}); retrying with a fresh table");
-                send(None)?;
+                self.send(want, None, &mut sent)?;
             }
         }
-        let read = || -> Result<Table> {
-            let mut t = self.list_raw()?;
-            self.learn(&t, &sent.borrow());
-            self.compare(&mut t);
-            Ok(t)
-        };
-        let mut table = read()?;
-        if !all_match(&self.listed(&table)) {
-            // Another program changed the table while this change was made (`nft flush
-            // ruleset` at that moment, or the `nft` of a daemon killed mid-change finishing
-            // late): once more, against the table as it is now.
-            log::info!("nftables: the table changed while it was being changed; writing it again");
-            send(Some(&table))?;
-            table = read()?;
+        Ok(sent)
+    }
+}
+
+impl Backend for Nft {
+    type Read = Table;
+    type Sent = Vec<String>;
+    const KIND: FirewallKind = FirewallKind::Nft;
+
+    /// The families iptables would manage: IPv6 too unless `TGKNOCK_IP6TABLES` is off.
+    fn new(f: &FirewallSettings) -> Nft {
+        let mut families = vec![Family::V4];
+        if f.ip6tables.is_some() {
+            families.push(Family::V6);
         }
-        let after = self.listed(&table);
-        if !all_match(&after) {
-            return Err(Error::Verify {
-                place: format!("table inet {TABLE}"),
-                shows: table
-                    .text
-                    .lines()
-                    .map(str::trim)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            });
+        Nft {
+            program: f.nft.clone(),
+            families,
+            reference: Default::default(),
         }
-        log::info!(
-            "nftables: table inet {TABLE} now has {} rules",
-            after.iter().map(|(_, l)| l.rules.len()).sum::<usize>()
-        );
-        Ok(after)
     }
 
-    fn teardown(&self) -> Result<Vec<String>> {
-        if self.list()?.text.trim().is_empty() {
-            return Ok(vec![format!(
+    fn present(f: &FirewallSettings) -> bool {
+        f.nft.exists()
+    }
+
+    fn name(&self) -> &'static str {
+        "nftables"
+    }
+
+    fn place(&self) -> String {
+        format!("table inet {TABLE}")
+    }
+
+    fn unit(&self) -> &'static str {
+        "table"
+    }
+
+    fn label(&self, _tx: &[Family]) -> String {
+        "nftables".to_string()
+    }
+
+    /// Both families in one transaction.
+    fn transactions(&self) -> Vec<Vec<Family>> {
+        vec![self.families.clone()]
+    }
+
+    fn read(&self, _tx: &[Family]) -> Result<Table> {
+        self.list()
+    }
+
+    fn listings(&self, table: &Table) -> Vec<(Family, Listing)> {
+        self.families
+            .iter()
+            .map(|f| (*f, table.listing(*f)))
+            .collect()
+    }
+
+    fn unsure(&self, table: &Table) -> bool {
+        table.suspect
+    }
+
+    fn write(
+        &self,
+        _tx: &[Family],
+        want: Want<'_>,
+        how: Write<'_, Table>,
+    ) -> Result<Option<Vec<String>>> {
+        match how {
+            Write::Change(before) => self.change(want, before).map(Some),
+            Write::Again(table) => {
+                let mut sent = Vec::new();
+                self.send(want, Some(table), &mut sent)?;
+                Ok(Some(sent))
+            }
+        }
+    }
+
+    fn read_written(&self, _tx: &[Family], sent: &Vec<String>) -> Result<Table> {
+        let mut t = self.list_raw()?;
+        self.learn(&t, sent);
+        self.compare(&mut t);
+        Ok(t)
+    }
+
+    fn shows(&self, _tx: &[Family], table: &Table) -> (String, String) {
+        let shows = table.text.lines().map(str::trim).collect::<Vec<_>>();
+        (format!("table inet {TABLE}"), shows.join("; "))
+    }
+
+    fn remove(&self, _tx: &[Family], table: &Table) -> Result<String> {
+        if table.text.trim().is_empty() {
+            return Ok(format!(
                 "nftables: nothing installed (no table inet {TABLE})"
-            )]);
+            ));
         }
         run(&self.program, &["delete", "table", "inet", TABLE], None)?;
-        Ok(vec![format!("nftables: removed table inet {TABLE}")])
+        Ok(format!("nftables: removed table inet {TABLE}"))
+    }
+
+    fn show(&self, r: &Rule) -> String {
+        statement(r)
+    }
+
+    /// The whole script, as to a table without tgknock's rules (a change sends less: what
+    /// differs from the table it finds).
+    fn preview(&self, want: Want<'_>) -> String {
+        format!(
+            "\nrules ({} -f -):\n{}",
+            self.program.display(),
+            script(
+                want.policy,
+                want.rules_of,
+                want.now,
+                Some(&Table::default())
+            )
+        )
     }
 
     fn check_tools(&self) -> Vec<(bool, String)> {
@@ -1099,16 +1121,6 @@ impl Tables for Nft {
         ]
     }
 
-    /// The whole script, as to a table without tgknock's rules (a change sends less: what
-    /// differs from the table it finds).
-    fn preview(&self, policy: &Policy, rules_of: &[(Family, Vec<Rule>)], now: u64) -> String {
-        format!(
-            "\nrules ({} -f -):\n{}",
-            self.program.display(),
-            script(policy, rules_of, now, Some(&Table::default()))
-        )
-    }
-
     fn probe_deadlines(&self) -> Result<(), String> {
         // Checked by the kernel, never committed (`-c`).
         let probe = "add table inet tgknock_probe\n\
@@ -1116,18 +1128,17 @@ impl Tables for Nft {
              add rule inet tgknock_probe c meta time < 2000000000 return\n";
         match run(&self.program, &["-c", "-f", "-"], Some(probe)) {
             Ok(_) => Ok(()),
-            Err(e) => super::lacks_deadlines(e),
+            Err(e) => lacks_deadlines(e),
         }
     }
 
-    fn describe_drift(&self, l: &Listing, want: &[Rule]) -> String {
-        if !l.chain_exists {
-            format!("the table inet {TABLE} (or its input chain) is gone")
-        } else if !l.jump_first {
-            format!("the table inet {TABLE}: its input chain is hooked otherwise")
-        } else {
-            format!("the table inet {TABLE}: {}", l.differences(want, statement))
-        }
+    fn deadline_match(&self) -> &'static str {
+        "meta time"
+    }
+
+    /// nft's base chain hooks input itself.
+    fn reached(&self) -> &'static str {
+        ""
     }
 
     fn keep_reference(&self) {
@@ -1142,6 +1153,10 @@ impl Tables for Nft {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    fn drift(b: &dyn crate::firewall::protocol::Protocol, l: &Listing, want: &[Rule]) -> String {
+        b.describe_drift(l, want)
+    }
 
     /// The table as `nft list table inet tgknock` prints `rules_of` written at `written`:
     /// hosts without their prefix length, the `meta nfproto` a source match implies left
@@ -1750,7 +1765,7 @@ pub(crate) mod tests {
                 "{f:?}: {:?}",
                 l.view(&p.gates[0])
             );
-            let d = backend().describe_drift(&l, r);
+            let d = drift(&backend(), &l, r);
             assert_eq!(
                 d,
                 "the table inet tgknock: a rule tgknock did not write: `tcp dport 22 accept`"
@@ -1846,7 +1861,7 @@ pub(crate) mod tests {
         assert!(t.suspect && t.changed == ["4 tgknock-gate:ssh tcp=22 syn drop"]);
         let l = t.listing(Family::V4);
         assert!(!l.matches(&rules_of[0].1));
-        let d = nft.describe_drift(&l, &rules_of[0].1);
+        let d = drift(&nft, &l, &rules_of[0].1);
         assert!(
             d.contains(
                 "a rule tgknock did not write: `meta nfproto ipv4 tcp dport 22 accept comment"

@@ -446,15 +446,27 @@ fn knock_rules(policy: &Policy, k: &Knock, family: Family) -> Vec<Rule> {
     rules
 }
 
+/// How the kernel reaches tgknock's rules in one family, as a backend reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// Nothing of tgknock's is there.
+    #[default]
+    Gone,
+    /// tgknock's rules are not all there, or the kernel does not reach them: what is
+    /// wrong, in a few words (a drift message).
+    Unreached(String),
+    /// Reached, but otherwise than tgknock writes it (twice, not first, hooked
+    /// otherwise): how, in a few words.
+    Otherwise(String),
+    /// Reached as tgknock writes it.
+    AsWritten,
+}
+
 /// What a backend reads back of tgknock's rules in one family.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Listing {
-    /// The chain (iptables) or the table's input chain (nft) exists.
-    pub(crate) chain_exists: bool,
-    /// Ways in: `-A INPUT -j CHAIN` rules (iptables), or the input hook (nft: 1).
-    pub(crate) jumps: usize,
-    /// The first INPUT rule is the jump (always so for nft's hook).
-    pub(crate) jump_first: bool,
+    /// How the kernel reaches the rules.
+    pub(crate) reach: Reach,
     /// The rules as the tool printed them.
     pub(crate) lines: Vec<String>,
     /// Those lines parsed (`None`: a rule tgknock does not recognise).
@@ -462,15 +474,14 @@ pub(crate) struct Listing {
 }
 
 impl Listing {
-    /// Whether the chain is in place and reached from INPUT.
+    /// Whether the rules are in place and reached (however).
     pub(crate) fn installed(&self) -> bool {
-        self.chain_exists && self.jumps >= 1
+        matches!(self.reach, Reach::Otherwise(_) | Reach::AsWritten)
     }
 
-    /// Whether the chain's rules are exactly `rules`, with one jump at the top of INPUT.
+    /// Whether the rules are exactly `rules`, reached as tgknock writes it.
     pub(crate) fn matches(&self, rules: &[Rule]) -> bool {
-        self.jumps == 1
-            && self.jump_first
+        self.reach == Reach::AsWritten
             && self.rules.len() == rules.len()
             && self
                 .rules
