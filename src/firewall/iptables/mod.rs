@@ -14,6 +14,9 @@ mod render;
 
 pub(crate) use chain::Chain;
 pub(crate) use parse::{parse_listing, parse_nft_chain};
+/// For the daemon's tests, which write a deadline as iptables lists it.
+#[cfg_attr(not(test), allow(unused_imports))]
+pub(crate) use render::datestop;
 pub(crate) use render::{
     Edit, JumpFix, args, restore_change, restore_input, restore_lines, teardown_input,
 };
@@ -1270,7 +1273,3 @@ pub(crate) mod tests {
         assert!(read(&two[..2]).matches(&rules) && ipt.unverified());
     }
 }
-
-/// For the daemon's tests, which write a deadline as iptables lists it.
-#[cfg(test)]
-pub(crate) use render::datestop;

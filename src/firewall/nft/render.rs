@@ -177,6 +177,28 @@ pub(crate) fn script(
     if !before.is_some_and(|b| b.hooked) {
         s.push_str(&format!("add chain inet {t} input {{ {HOOK} }}\n"));
     }
+    declare_sets(&mut s, policy, rules_of);
+    let chain = chain_statements(rules_of);
+    let keep_chain = before.is_some_and(|b| holds_chain(b, &chain));
+    if !keep_chain {
+        s.push_str(&format!("flush chain inet {t} input\n"));
+    }
+    for (fam, rules) in rules_of {
+        ban_elements(&mut s, *fam, rules, before, now);
+    }
+    if !keep_chain {
+        for text in &chain {
+            s.push_str(&format!("add rule inet {t} input {text}\n"));
+        }
+    }
+    s
+}
+
+/// The sets a script declares (kept if present): the knock fallback's dynamic sets, so a
+/// change of the rules does not forget a knock in progress; the rate limits' meters; the
+/// ban sets of the families that have bans.
+fn declare_sets(s: &mut String, policy: &Policy, rules_of: &[(Family, Vec<Rule>)]) {
+    let t = TABLE;
     if let Some(k) = &policy.knock {
         for (fam, _) in rules_of {
             let ty = addr_type(*fam);
@@ -208,8 +230,6 @@ pub(crate) fn script(
             ));
         }
     }
-    let bans_of =
-        |rules: &[Rule]| -> Vec<Rule> { rules.iter().filter(|r| r.is_ban()).cloned().collect() };
     for (fam, rules) in rules_of {
         if rules.iter().any(Rule::is_ban) {
             s.push_str(&format!(
@@ -220,12 +240,12 @@ pub(crate) fn script(
             ));
         }
     }
-    // The chain's rules as they should be: the statements in order, a family's bans
-    // standing as the one rule matching its set. When the table holds exactly these (by
-    // their comments, which are their keys), the chain is left alone: a ban or an unban
-    // among 1,000 changes one element, not the chain (flushing it costs the kernel a
-    // commit of every rule).
-    let chain: Vec<String> = rules_of
+}
+
+/// The chain's rules as they should be: the statements in order, a family's bans standing
+/// as the one rule matching its set.
+fn chain_statements(rules_of: &[(Family, Vec<Rule>)]) -> Vec<String> {
+    rules_of
         .iter()
         .flat_map(|(fam, rules)| {
             let mut set_matched = false;
@@ -239,79 +259,80 @@ pub(crate) fn script(
                 }
             })
         })
-        .collect();
-    let keep_chain = before.is_some_and(|b| {
-        b.hooked
-            && !b.suspect
-            && b.chain_comments().is_some_and(|listed| {
-                listed.len() == chain.len()
-                    && listed
-                        .iter()
-                        .zip(&chain)
-                        .all(|(l, c)| l.is_some_and(|l| c.ends_with(&format!("comment \"{l}\""))))
-            })
-    });
-    if !keep_chain {
-        s.push_str(&format!("flush chain inet {t} input\n"));
-    }
-    for (fam, rules) in rules_of {
-        let set = ban_set(*fam);
-        let bans = bans_of(rules);
-        let listed = before.and_then(|b| b.ban_set(*fam));
-        if bans.is_empty() {
-            // The rule that matched it went with the flush.
-            if listed.is_some() {
-                s.push_str(&format!("delete set inet {t} {set}\n"));
-            }
-            continue;
-        }
-        let mut add: Vec<&Rule> = bans.iter().collect();
-        match listed {
-            Some(l) if l.iter().map(|(_, r)| r.as_ref()).eq(bans.iter().map(Some)) => continue,
-            // Every element is one tgknock wrote, and none is at the end of its timeout
-            // (deleting an element the kernel has just let go fails the transaction):
-            // delete the bans that went (or whose deadline changed), add the ones that
-            // came; the others keep their timeouts.
-            Some(l)
-                if l.iter().all(|(_, r)| {
-                    r.as_ref()
-                        .is_some_and(|r| r.until.is_none_or(|u| u > now + EXPIRING_SECS))
-                }) =>
-            {
-                let wanted: std::collections::HashSet<String> = bans.iter().map(key).collect();
-                let listed: std::collections::HashSet<String> =
-                    l.iter().filter_map(|(_, r)| r.as_ref().map(key)).collect();
-                let gone: Vec<String> = l
+        .collect()
+}
+
+/// Whether the table holds exactly the `chain` statements (by their comments, which are
+/// their keys), hooked as declared and with nothing of another program's: the chain is
+/// then left alone, and a ban or an unban among 1,000 changes one element, not the chain
+/// (flushing it costs the kernel a commit of every rule).
+fn holds_chain(b: &Table, chain: &[String]) -> bool {
+    b.hooked
+        && !b.suspect
+        && b.chain_comments().is_some_and(|listed| {
+            listed.len() == chain.len()
+                && listed
                     .iter()
-                    .filter_map(|(_, r)| r.as_ref())
-                    .filter(|r| !wanted.contains(&key(r)))
-                    .map(|r| r.src.map(|c| c.to_iptables()).unwrap_or_default())
-                    .collect();
-                if !gone.is_empty() {
-                    s.push_str(&format!(
-                        "delete element inet {t} {set} {{ {} }}\n",
-                        gone.join(", ")
-                    ));
-                }
-                add.retain(|r| !listed.contains(&key(r)));
+                    .zip(chain)
+                    .all(|(l, c)| l.is_some_and(|l| c.ends_with(&format!("comment \"{l}\""))))
+        })
+}
+
+/// The lines that make a family's ban set hold its `rules`' bans: its elements are
+/// rewritten only when they differ from the bans `before` holds, so the timeouts of bans
+/// already in place run on.
+fn ban_elements(s: &mut String, fam: Family, rules: &[Rule], before: Option<&Table>, now: u64) {
+    let t = TABLE;
+    let set = ban_set(fam);
+    let bans: Vec<Rule> = rules.iter().filter(|r| r.is_ban()).cloned().collect();
+    let listed = before.and_then(|b| b.ban_set(fam));
+    if bans.is_empty() {
+        // The rule that matched it went with the flush.
+        if listed.is_some() {
+            s.push_str(&format!("delete set inet {t} {set}\n"));
+        }
+        return;
+    }
+    let mut add: Vec<&Rule> = bans.iter().collect();
+    match listed {
+        Some(l) if l.iter().map(|(_, r)| r.as_ref()).eq(bans.iter().map(Some)) => return,
+        // Every element is one tgknock wrote, and none is at the end of its timeout
+        // (deleting an element the kernel has just let go fails the transaction):
+        // delete the bans that went (or whose deadline changed), add the ones that
+        // came; the others keep their timeouts.
+        Some(l)
+            if l.iter().all(|(_, r)| {
+                r.as_ref()
+                    .is_some_and(|r| r.until.is_none_or(|u| u > now + EXPIRING_SECS))
+            }) =>
+        {
+            let wanted: std::collections::HashSet<String> = bans.iter().map(key).collect();
+            let listed: std::collections::HashSet<String> =
+                l.iter().filter_map(|(_, r)| r.as_ref().map(key)).collect();
+            let gone: Vec<String> = l
+                .iter()
+                .filter_map(|(_, r)| r.as_ref())
+                .filter(|r| !wanted.contains(&key(r)))
+                .map(|r| r.src.map(|c| c.to_iptables()).unwrap_or_default())
+                .collect();
+            if !gone.is_empty() {
+                s.push_str(&format!(
+                    "delete element inet {t} {set} {{ {} }}\n",
+                    gone.join(", ")
+                ));
             }
-            Some(_) => s.push_str(&format!("flush set inet {t} {set}\n")),
-            None => {}
+            add.retain(|r| !listed.contains(&key(r)));
         }
-        if add.is_empty() {
-            continue;
-        }
-        s.push_str(&format!("add element inet {t} {set} {{\n"));
-        for (i, r) in add.iter().enumerate() {
-            let sep = if i + 1 < add.len() { "," } else { "" };
-            s.push_str(&format!("\t{}{sep}\n", element(r, now)));
-        }
-        s.push_str("}\n");
+        Some(_) => s.push_str(&format!("flush set inet {t} {set}\n")),
+        None => {}
     }
-    if !keep_chain {
-        for text in &chain {
-            s.push_str(&format!("add rule inet {t} input {text}\n"));
-        }
+    if add.is_empty() {
+        return;
     }
-    s
+    s.push_str(&format!("add element inet {t} {set} {{\n"));
+    for (i, r) in add.iter().enumerate() {
+        let sep = if i + 1 < add.len() { "," } else { "" };
+        s.push_str(&format!("\t{}{sep}\n", element(r, now)));
+    }
+    s.push_str("}\n");
 }
