@@ -320,3 +320,47 @@ pub(crate) fn no_deadlines(why: &str) -> String {
         "the kernel cannot keep deadlines ({why}): openings close and bans lift by tgknock's own expiry only, so not while it is stopped"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn firewall(kind: &str, iptables: &str, nft: &str) -> Firewall {
+        let env: Vec<(String, String)> = [
+            ("TGKNOCK_FIREWALL", kind),
+            ("TGKNOCK_IPTABLES", iptables),
+            ("TGKNOCK_NFT", nft),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Firewall::from_config(&Config::from_sources(None, &env).expect("a valid configuration"))
+    }
+
+    #[test]
+    fn the_backend_is_the_one_asked_for_or_the_first_whose_tool_is_there() {
+        let (missing, there) = ("/nonexistent/iptables", "/bin/sh");
+        let chosen = |kind, ipt, nft| {
+            let fw = firewall(kind, ipt, nft);
+            (fw.kind(), fw.fell_back())
+        };
+        assert_eq!(chosen("auto", there, there), ("iptables", false));
+        assert_eq!(chosen("auto", missing, there), ("nftables", true));
+        assert_eq!(
+            chosen("auto", missing, "/nonexistent/nft"),
+            ("iptables", false)
+        );
+        assert_eq!(chosen("nft", there, there), ("nftables", false));
+        assert_eq!(chosen("iptables", missing, there), ("iptables", false));
+        let nft = firewall("nft", missing, there);
+        assert_eq!(
+            (nft.place().as_str(), nft.deadline_match(), nft.reached()),
+            ("table inet tgknock", "meta time", "")
+        );
+        let ipt = firewall("iptables", missing, there);
+        assert_eq!(
+            (ipt.place().as_str(), ipt.deadline_match(), ipt.reached()),
+            ("chain TGKNOCK", "-m time", ", reached from INPUT")
+        );
+    }
+}

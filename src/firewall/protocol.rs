@@ -219,3 +219,281 @@ impl<B: Backend> Protocol for B {
         Backend::unverified(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::firewall::rules::Target;
+    use crate::firewall::rules::tests::policy;
+    use crate::store::config::{FirewallKind, FirewallSettings};
+
+    /// A backend over a kernel in memory, one transaction per family, that says what it
+    /// did; `undo` writes of a family are undone right after (another program at work).
+    #[derive(Debug, Default)]
+    struct Fake {
+        kernel: Mutex<Vec<(Family, Vec<Rule>)>>,
+        undo: Mutex<Vec<(Family, usize)>>,
+        /// The change in place does not take (as an edit by position after `iptables -F`).
+        refuse_change: bool,
+        log: Mutex<Vec<String>>,
+    }
+
+    impl Fake {
+        fn note(&self, what: &str, tx: &[Family]) {
+            self.log.lock().unwrap().push(format!("{what} {}", tx[0]));
+        }
+
+        fn rules(&self, family: Family) -> Vec<Rule> {
+            let k = self.kernel.lock().unwrap();
+            k.iter()
+                .find(|(f, _)| *f == family)
+                .map(|(_, r)| r.clone())
+                .unwrap_or_default()
+        }
+
+        fn set(&self, family: Family, rules: Vec<Rule>) {
+            let mut k = self.kernel.lock().unwrap();
+            k.retain(|(f, _)| *f != family);
+            k.push((family, rules));
+        }
+
+        fn log(&self) -> Vec<String> {
+            self.log.lock().unwrap().clone()
+        }
+    }
+
+    impl Backend for Fake {
+        type Read = (Family, Vec<Rule>);
+        type Sent = ();
+        const KIND: FirewallKind = FirewallKind::Iptables;
+
+        fn new(_: &FirewallSettings) -> Fake {
+            Fake::default()
+        }
+        fn present(_: &FirewallSettings) -> bool {
+            true
+        }
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn place(&self) -> String {
+            "chain FAKE".into()
+        }
+        fn unit(&self) -> &'static str {
+            "chain"
+        }
+        fn label(&self, tx: &[Family]) -> String {
+            tx[0].to_string()
+        }
+        fn transactions(&self) -> Vec<Vec<Family>> {
+            vec![vec![Family::V4], vec![Family::V6]]
+        }
+        fn read(&self, tx: &[Family]) -> Result<Self::Read> {
+            self.note("read", tx);
+            Ok((tx[0], self.rules(tx[0])))
+        }
+        fn listings(&self, (family, rules): &Self::Read) -> Vec<(Family, Listing)> {
+            let listing = Listing {
+                reach: Reach::AsWritten,
+                lines: rules.iter().map(|r| r.tag.clone()).collect(),
+                rules: rules.iter().cloned().map(Some).collect(),
+            };
+            vec![(*family, listing)]
+        }
+        fn unsure(&self, _: &Self::Read) -> bool {
+            false
+        }
+        fn write(
+            &self,
+            tx: &[Family],
+            want: Want<'_>,
+            how: Write<'_, Self::Read>,
+        ) -> Result<Option<()>> {
+            let change = matches!(how, Write::Change(_));
+            self.note(if change { "change" } else { "again" }, tx);
+            if change && self.refuse_change {
+                return Ok(None);
+            }
+            self.set(tx[0], want.rules_of[0].1.clone());
+            let mut undo = self.undo.lock().unwrap();
+            if let Some((_, n)) = undo.iter_mut().find(|(f, n)| *f == tx[0] && *n > 0) {
+                *n -= 1;
+                drop(undo);
+                self.set(tx[0], Vec::new());
+            }
+            Ok(Some(()))
+        }
+        fn read_written(&self, tx: &[Family], _: &()) -> Result<Self::Read> {
+            self.read(tx)
+        }
+        fn roll_back(&self, tx: &[Family], (family, rules): &Self::Read) {
+            self.note("roll back", tx);
+            self.set(*family, rules.clone());
+        }
+        fn shows(&self, tx: &[Family], (_, rules): &Self::Read) -> (String, String) {
+            (
+                format!("{} chain FAKE", tx[0]),
+                format!("{} rules", rules.len()),
+            )
+        }
+        fn remove(&self, tx: &[Family], _: &Self::Read) -> Result<String> {
+            self.note("remove", tx);
+            self.set(tx[0], Vec::new());
+            Ok(format!("{}: removed", tx[0]))
+        }
+        fn show(&self, r: &Rule) -> String {
+            r.tag.clone()
+        }
+        fn preview(&self, _: Want<'_>) -> String {
+            String::new()
+        }
+        fn check_tools(&self) -> Vec<(bool, String)> {
+            Vec::new()
+        }
+        fn probe_deadlines(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn deadline_match(&self) -> &'static str {
+            "-m fake"
+        }
+        fn reached(&self) -> &'static str {
+            ""
+        }
+    }
+
+    fn want_of() -> Vec<(Family, Vec<Rule>)> {
+        Family::BOTH
+            .into_iter()
+            .map(|f| (f, vec![Rule::new(f, "wanted", Some(Target::Drop))]))
+            .collect()
+    }
+
+    fn apply(b: &Fake) -> Result<Vec<(Family, Listing)>> {
+        let p = policy(&[], None);
+        let rules_of = want_of();
+        Protocol::apply(
+            b,
+            Want {
+                policy: &p,
+                rules_of: &rules_of,
+                now: 0,
+            },
+        )
+    }
+
+    #[test]
+    fn rules_in_place_are_read_and_left_alone() {
+        let b = Fake::default();
+        for (f, r) in want_of() {
+            b.set(f, r);
+        }
+        let after = apply(&b).unwrap();
+        assert_eq!(after.len(), 2);
+        assert_eq!(b.log(), ["read IPv4", "read IPv6"]);
+    }
+
+    #[test]
+    fn a_change_is_written_and_verified_per_transaction() {
+        let b = Fake::default();
+        let after = apply(&b).unwrap();
+        assert!(
+            after
+                .iter()
+                .zip(want_of())
+                .all(|((_, l), (_, r))| l.matches(&r))
+        );
+        assert_eq!(
+            b.log(),
+            [
+                "read IPv4",
+                "change IPv4",
+                "read IPv4",
+                "read IPv6",
+                "change IPv6",
+                "read IPv6"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_change_undone_meanwhile_is_written_once_more() {
+        let b = Fake::default();
+        b.undo.lock().unwrap().push((Family::V6, 1));
+        apply(&b).unwrap();
+        assert_eq!(
+            b.log()[3..],
+            [
+                "read IPv6",
+                "change IPv6",
+                "read IPv6",
+                "read IPv6",
+                "again IPv6",
+                "read IPv6"
+            ]
+        );
+        assert_eq!(b.rules(Family::V6), want_of()[1].1);
+    }
+
+    #[test]
+    fn a_change_that_did_not_take_is_written_afresh() {
+        let b = Fake {
+            refuse_change: true,
+            ..Fake::default()
+        };
+        apply(&b).unwrap();
+        assert_eq!(
+            b.log()[..4],
+            ["read IPv4", "change IPv4", "read IPv4", "again IPv4"]
+        );
+    }
+
+    #[test]
+    fn a_change_that_does_not_hold_is_put_back_in_every_transaction() {
+        let b = Fake::default();
+        let old = vec![Rule::new(Family::V4, "old", Some(Target::Drop))];
+        b.set(Family::V4, old.clone());
+        b.undo.lock().unwrap().push((Family::V6, 2));
+        let e = apply(&b).unwrap_err();
+        let Error::Verify { place, shows } = e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(
+            (place.as_str(), shows.as_str()),
+            ("IPv6 chain FAKE", "0 rules")
+        );
+        let log = b.log();
+        assert_eq!(log[log.len() - 2..], ["roll back IPv6", "roll back IPv4"]);
+        // The family changed first is as it was.
+        assert_eq!(b.rules(Family::V4), old);
+    }
+
+    #[test]
+    fn drift_and_teardown_are_the_protocols() {
+        let b = Fake::default();
+        let want = &want_of()[0].1;
+        let gone = Listing::default();
+        assert_eq!(b.describe_drift(&gone, want), "the chain FAKE is gone");
+        let otherwise = Listing {
+            reach: Reach::Otherwise("hooked otherwise".into()),
+            ..Listing::default()
+        };
+        assert_eq!(b.describe_drift(&otherwise, want), "hooked otherwise");
+        let empty = Listing {
+            reach: Reach::AsWritten,
+            ..Listing::default()
+        };
+        assert!(
+            b.describe_drift(&empty, want)
+                .starts_with("the chain FAKE: `wanted` is missing"),
+            "{}",
+            b.describe_drift(&empty, want)
+        );
+        assert_eq!(
+            Protocol::teardown(&b).unwrap(),
+            ["IPv4: removed", "IPv6: removed"]
+        );
+        assert_eq!(Protocol::families(&b), Family::BOTH);
+    }
+}
