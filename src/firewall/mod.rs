@@ -4,7 +4,7 @@
 //! --noflush`, one transaction per family) and nftables ([`nft`]: `nft -f -`, one
 //! transaction for both families). A backend only reads, renders and writes
 //! ([`backend::Backend`]); a new one is a folder (or file) of its own and a line in
-//! [`BACKENDS`]. Tools are run by [`tool::run`], never through a shell.
+//! [`backends`]. Tools are run by [`tool::run`], never through a shell.
 //!
 //! Inside: `rules` and `tool` below the backends, `backend` and `protocol` above them,
 //! this file and `keeper` on top.

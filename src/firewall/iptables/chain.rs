@@ -17,7 +17,7 @@ pub(crate) struct Chain {
     pub(crate) jump_first: bool,
     /// The chain's rules, backend-neutral.
     pub(crate) listing: Listing,
-    /// Positions of rules this process has not written (see [`Reference`]).
+    /// Positions of rules this process has not written (see [`super::Reference`]).
     pub(crate) unknown: Option<Vec<usize>>,
 }
 

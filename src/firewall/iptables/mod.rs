@@ -70,7 +70,7 @@ pub(crate) struct Iptables {
 /// another program's. Legacy xtables' `-S` prints the kernel's rules as they are.
 #[derive(Debug, Default)]
 pub(crate) struct Reference {
-    /// The daemon keeps one (see [`Tables::keep_reference`]).
+    /// The daemon keeps one (see [`Backend::keep_reference`]).
     keep: bool,
     /// The nft tool, when the iptables tools are iptables-nft and it is there.
     nft: Option<PathBuf>,

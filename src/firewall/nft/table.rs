@@ -92,7 +92,7 @@ pub(super) fn objects(text: &str) -> Vec<(&str, &str, String)> {
     out
 }
 
-/// Reads back a ban set's element as [`element`] writes it; `None` when tgknock did not
+/// Reads back a ban set's element as [`super::render::element`] writes it; `None` when tgknock did not
 /// write it (its comment is not the ban of its source, or only one of them has a deadline).
 pub(super) fn parse_element(e: &str, family: Family) -> Option<Rule> {
     let (head, comment) = e.split_once(" comment \"")?;

@@ -4,7 +4,7 @@
 //! knock lists its own way ([`List`]).
 //!
 //! Inside: [`rule`] (a rule and its parts) below [`listing`] (what is read back, and
-//! its views) below [`desired`] (what the policy and the state ask for).
+//! its views) below [`mod@desired`] (what the policy and the state ask for).
 
 mod desired;
 mod listing;

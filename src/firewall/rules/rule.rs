@@ -90,7 +90,7 @@ pub(crate) struct Recent {
 /// about 190) a full table costs 8-12 MB, which a 512 MB board can spare under a flood.
 /// A flood of spoofed sources never makes the full table drop anyone: the nft meter
 /// stops adding sources (the limit lapses for new ones while it is full), and the
-/// iptables backend never lets the table fill (see `iptables::Guard`).
+/// iptables backend never lets the table fill (see `iptables::limit::Guard`).
 pub(crate) const METER_ENTRIES: u32 = 65_536;
 
 /// An IPv6 source is its /64: one host holds a whole /64 and can rotate through it.
@@ -102,7 +102,7 @@ pub(crate) const V6_SOURCE_PREFIX: u8 = 64;
 /// or an IPv6 /64 ([`V6_SOURCE_PREFIX`]).
 ///
 /// `shares` is how many rules of the family share the limit's table (one per port entry
-/// of the gate): the iptables guard splits its budget over them (see `iptables::Guard`).
+/// of the gate): the iptables guard splits its budget over them (see `iptables::limit::Guard`).
 /// It is no part of the limit itself and is left out of comparisons (nft keeps no guard).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limit {
