@@ -140,8 +140,8 @@ fn render_restore(
     ]) {
         let _ = writeln!(out, "---- iptables-restore input, {family}");
         out.push_str(&iptables::restore_input(
-            &chain,
-            &ipt.desired(&state, NOW, *family),
+            chain,
+            &ipt.desired(state, NOW, *family),
             fix,
         ));
     }
@@ -152,7 +152,7 @@ fn render_restore(
 fn render_nft(out: &mut String, nftables: &Firewall, families: &[Family], state: &State) {
     let rules_of: Vec<_> = families
         .iter()
-        .map(|f| (*f, nftables.desired(&state, NOW, *f)))
+        .map(|f| (*f, nftables.desired(state, NOW, *f)))
         .collect();
     let _ = writeln!(out, "---- nft -f script");
     out.push_str(&nft::script(
