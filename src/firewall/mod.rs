@@ -33,8 +33,8 @@ use rules::{Listing, Policy, Rule};
 
 /// The backends tgknock has, in the order `TGKNOCK_FIREWALL=auto` tries them: a new
 /// backend is one line here.
-fn backends() -> [Entry; 2] {
-    [entry::<iptables::Iptables>(), entry::<nft::Nft>()]
+fn backends() -> Vec<Entry> {
+    vec![entry::<iptables::Iptables>(), entry::<nft::Nft>()]
 }
 
 /// A backend as [`Firewall::from_config`] chooses it.
