@@ -33,9 +33,7 @@ pub(crate) fn outcome(fw: &Firewall, saved: &State, kernel: &State) -> Outcome {
     let listing = |fam| {
         let rules = fw.desired(kernel, NOW, fam);
         Listing {
-            chain_exists: true,
-            jumps: 1,
-            jump_first: true,
+            reach: crate::firewall::rules::Reach::AsWritten,
             lines: rules.iter().map(|r| format!("{r:?}")).collect(),
             rules: rules.into_iter().map(Some).collect(),
         }

@@ -5,9 +5,9 @@ use serde_json::json;
 use crate::base::addr::{Cidr, Family};
 use crate::base::duration;
 use crate::base::gate::{Gate, GateName};
+use crate::firewall::Firewall;
 use crate::firewall::keeper::Outcome;
 use crate::firewall::rules::{self, GateView, Limit, Pass};
-use crate::firewall::{Firewall, Kind};
 use crate::store::config::Config;
 use crate::store::state::{Opening, State};
 
@@ -237,12 +237,7 @@ pub(crate) fn status_text(cfg: &Config, fw: &Firewall, out: &Outcome) -> String 
                 fw.kind(),
                 fw.place(),
                 l.lines.len(),
-                // An iptables chain is reached by a jump; nft's base chain hooks input.
-                if fw.kind() == Kind::Iptables {
-                    ", reached from INPUT"
-                } else {
-                    ""
-                }
+                fw.reached()
             ),
             Ok(_) => format!("{fam}: {} {} is NOT installed", fw.kind(), fw.place()),
             Err(e) => format!("{fam}: cannot read the firewall: {e}"),

@@ -196,10 +196,10 @@ fn firewall(c: &mut Ctx) -> Vec<Line> {
     );
     fw.probe();
     lines.push(match fw.deadline_problem() {
-        None => Line::ok(match fw.kind() {
-            crate::firewall::Kind::Iptables => "deadlines: the kernel keeps them too (-m time)",
-            crate::firewall::Kind::Nftables => "deadlines: the kernel keeps them too (meta time)",
-        }),
+        None => Line::ok(format!(
+            "deadlines: the kernel keeps them too ({})",
+            fw.deadline_match()
+        )),
         Some(why) => Line::warn(format!(
             "{} (load xt_time, or use a kernel with nft's meta time)",
             crate::firewall::no_deadlines(why)

@@ -119,6 +119,80 @@ fn states() -> Vec<(&'static str, State)> {
     ]
 }
 
+/// The `iptables-restore` inputs of `state`, one per family (the second with a jump to
+/// repair).
+fn render_restore(
+    out: &mut String,
+    ipt: &Firewall,
+    chain: &str,
+    families: &[Family],
+    state: &State,
+) {
+    for (family, fix) in families.iter().zip([
+        JumpFix {
+            delete: 0,
+            insert: true,
+        },
+        JumpFix {
+            delete: 2,
+            insert: true,
+        },
+    ]) {
+        let _ = writeln!(out, "---- iptables-restore input, {family}");
+        out.push_str(&iptables::restore_input(
+            chain,
+            &ipt.desired(state, NOW, *family),
+            fix,
+        ));
+    }
+}
+
+/// The nft scripts of `state`: to a table without tgknock's rules, afresh, and (with bans)
+/// to tables that hold them already.
+fn render_nft(out: &mut String, nftables: &Firewall, families: &[Family], state: &State) {
+    let rules_of: Vec<_> = families
+        .iter()
+        .map(|f| (*f, nftables.desired(state, NOW, *f)))
+        .collect();
+    let _ = writeln!(out, "---- nft -f script");
+    out.push_str(&nft::script(
+        &nftables.policy,
+        &rules_of,
+        NOW,
+        Some(&nft::Table::default()),
+    ));
+    let _ = writeln!(out, "---- nft -f script, fresh table");
+    out.push_str(&nft::script(&nftables.policy, &rules_of, NOW, None));
+    if rules_of.iter().flat_map(|(_, r)| r).any(|r| r.is_ban()) {
+        // The same bans listed already (a minute ago): their elements stay.
+        let listed = nft::Table::read(nft::tests::listed(&rules_of, NOW - 60));
+        let _ = writeln!(out, "---- nft -f script, the bans in place already");
+        out.push_str(&nft::script(
+            &nftables.policy,
+            &rules_of,
+            NOW,
+            Some(&listed),
+        ));
+        // The same bans, the chain holding only them (as before an `/open`): the
+        // chain is refilled, the elements stay.
+        let bans_only: Vec<_> = rules_of
+            .iter()
+            .map(|(f, r)| (*f, r.iter().filter(|r| r.is_ban()).cloned().collect()))
+            .collect();
+        let listed = nft::Table::read(nft::tests::listed(&bans_only, NOW - 60));
+        let _ = writeln!(
+            out,
+            "---- nft -f script, the bans in place, the chain otherwise"
+        );
+        out.push_str(&nft::script(
+            &nftables.policy,
+            &rules_of,
+            NOW,
+            Some(&listed),
+        ));
+    }
+}
+
 /// Each backend rendered by a firewall of that backend, as the daemon would have it.
 fn render_all() -> String {
     let mut out = String::new();
@@ -145,32 +219,20 @@ fn render_all() -> String {
             ipt.policy.deadlines = deadlines;
             nftables.policy.deadlines = deadlines;
             let _ = writeln!(out, "==== config: {cname} / state: {sname}");
-            for (family, fix) in families.iter().zip([
-                JumpFix {
-                    delete: 0,
-                    insert: true,
-                },
-                JumpFix {
-                    delete: 2,
-                    insert: true,
-                },
-            ]) {
-                let _ = writeln!(out, "---- iptables-restore input, {family}");
-                out.push_str(&iptables::restore_input(
-                    &chain,
-                    &ipt.desired(&state, NOW, *family),
-                    fix,
-                ));
-            }
+            render_restore(&mut out, &ipt, &chain, &families, &state);
             // The same change made in place, from the chain of the state before.
             let v4 = ipt.desired(&state, NOW, Family::V4);
             if let Some((prev, rules)) = before.replace((sname.clone(), v4.clone())) {
-                let listing = crate::firewall::rules::Listing {
-                    chain_exists: true,
+                let listing = iptables::Chain {
+                    exists: true,
                     jumps: 1,
                     jump_first: true,
-                    lines: Vec::new(),
-                    rules: rules.into_iter().map(Some).collect(),
+                    listing: crate::firewall::rules::Listing {
+                        reach: crate::firewall::rules::Reach::AsWritten,
+                        lines: Vec::new(),
+                        rules: rules.into_iter().map(Some).collect(),
+                    },
+                    ..iptables::Chain::new(Family::V4)
                 };
                 let _ = writeln!(
                     out,
@@ -183,47 +245,7 @@ fn render_all() -> String {
                     JumpFix::from_listing(&listing),
                 ));
             }
-            let rules_of: Vec<_> = families
-                .iter()
-                .map(|f| (*f, nftables.desired(&state, NOW, *f)))
-                .collect();
-            let _ = writeln!(out, "---- nft -f script");
-            out.push_str(&nft::script(
-                &nftables.policy,
-                &rules_of,
-                NOW,
-                Some(&nft::Table::default()),
-            ));
-            let _ = writeln!(out, "---- nft -f script, fresh table");
-            out.push_str(&nft::script(&nftables.policy, &rules_of, NOW, None));
-            if rules_of.iter().flat_map(|(_, r)| r).any(|r| r.is_ban()) {
-                // The same bans listed already (a minute ago): their elements stay.
-                let listed = nft::Table::read(nft::tests::listed(&rules_of, NOW - 60));
-                let _ = writeln!(out, "---- nft -f script, the bans in place already");
-                out.push_str(&nft::script(
-                    &nftables.policy,
-                    &rules_of,
-                    NOW,
-                    Some(&listed),
-                ));
-                // The same bans, the chain holding only them (as before an `/open`): the
-                // chain is refilled, the elements stay.
-                let bans_only: Vec<_> = rules_of
-                    .iter()
-                    .map(|(f, r)| (*f, r.iter().filter(|r| r.is_ban()).cloned().collect()))
-                    .collect();
-                let listed = nft::Table::read(nft::tests::listed(&bans_only, NOW - 60));
-                let _ = writeln!(
-                    out,
-                    "---- nft -f script, the bans in place, the chain otherwise"
-                );
-                out.push_str(&nft::script(
-                    &nftables.policy,
-                    &rules_of,
-                    NOW,
-                    Some(&listed),
-                ));
-            }
+            render_nft(&mut out, &nftables, &families, &state);
         }
         let listing = iptables::parse_listing(
             &chain,

@@ -1,105 +1,54 @@
-//! tgknock's rules in the kernel: the backend-neutral rules ([`rules`]) and the two
-//! backends that put them in place, each in its own file — iptables/ip6tables
-//! ([`iptables`]: `iptables-restore --noflush`, one transaction per family) and nftables
-//! ([`nft`]: `nft -f -`, one transaction for both families). Tools are run here, never
-//! through a shell, with a cleared environment.
+//! tgknock's rules in the kernel: the backend-neutral rules ([`rules`]), the protocol that
+//! puts them in place and verifies them ([`protocol`], written once) and the backends it
+//! drives, each in its own folder — iptables/ip6tables ([`iptables`]: `iptables-restore
+//! --noflush`, one transaction per family) and nftables ([`nft`]: `nft -f -`, one
+//! transaction for both families). A backend only reads, renders and writes
+//! ([`backend::Backend`]); a new one is a folder (or file) of its own and a line in
+//! [`backends`]. Tools are run by [`tool::run`], never through a shell.
+//!
+//! Inside: `rules` and `tool` below the backends, `backend` and `protocol` above them,
+//! this file and `keeper` on top.
 
+pub(crate) mod backend;
 #[cfg(test)]
 mod golden;
 pub(crate) mod iptables;
 pub(crate) mod keeper;
 pub(crate) mod nft;
+pub(crate) mod protocol;
 pub(crate) mod rules;
+pub(crate) mod tool;
 
 use std::borrow::Cow;
-use std::fmt;
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crate::base::addr::Family;
 use crate::base::error::{Error, Result};
-use crate::store::config::{Config, FirewallKind};
+use crate::store::config::{Config, FirewallKind, FirewallSettings};
 use crate::store::state::State;
-use iptables::{Iptables, Tool};
-use nft::Nft;
+use backend::Backend;
+use backend::Want;
+use protocol::Protocol;
 use rules::{Listing, Policy, Rule};
 
-/// What a backend does; [`Firewall`] holds one of the closed set in [`Backend`].
-pub(crate) trait Tables {
-    fn kind(&self) -> Kind;
-    /// Where the rules live, for messages: `chain TGKNOCK`, `table inet tgknock`.
-    fn place(&self) -> String;
-    /// The families it manages, in order.
-    fn families(&self) -> Vec<Family>;
-    /// Every managed family's listing (or why it could not be read).
-    fn observe(&self) -> Vec<(Family, Result<Listing, String>)>;
-    /// Puts `rules_of` (one entry per family, in order) in place atomically and checks
-    /// the result; on a failure nothing is left half done. `now` is when the rules are
-    /// written (nft's set elements count their timeouts from it).
-    fn apply(
-        &self,
-        policy: &Policy,
-        rules_of: &[(Family, Vec<Rule>)],
-        now: u64,
-    ) -> Result<Vec<(Family, Listing)>>;
-    /// Removes everything tgknock installed; says what it did.
-    fn teardown(&self) -> Result<Vec<String>>;
-    /// `check`'s view of the tools: (ok, line) each.
-    fn check_tools(&self) -> Vec<(bool, String)>;
-    /// What `apply` would send now, for `check`.
-    fn preview(&self, policy: &Policy, rules_of: &[(Family, Vec<Rule>)], now: u64) -> String;
-    /// What differs between a listing and the rules it should hold, in a few words.
-    fn describe_drift(&self, listing: &Listing, want: &[Rule]) -> String;
-    /// From now on, remembers how the tool prints back what this process writes, and
-    /// compares what is read with it (the daemon, which keeps the rules).
-    fn keep_reference(&self) {}
-    /// Whether the last read found rules another tgknock process wrote, which this one
-    /// cannot compare yet (see [`Firewall::unverified`]).
-    fn unverified(&self) -> bool {
-        false
-    }
-    /// Whether the kernel can bound rules by a deadline (`Err`: why not). A probe that
-    /// cannot tell (the tool is missing, no permission) says yes: applying tells the rest.
-    fn probe_deadlines(&self) -> Result<(), String>;
+/// The backends tgknock has, in the order `TGKNOCK_FIREWALL=auto` tries them: a new
+/// backend is one line here.
+fn backends() -> Vec<Entry> {
+    vec![entry::<iptables::Iptables>(), entry::<nft::Nft>()]
 }
 
-/// The reason a probe of the kernel's deadlines failed, when the failure says the kernel
-/// lacks the feature (rather than, say, the tool being missing).
-pub(crate) fn lacks_deadlines(e: Error) -> Result<(), String> {
-    match e {
-        Error::Firewall {
-            status: Some(_),
-            stderr,
-            ..
-        } if stderr.contains("time") || stderr.contains("not supported") => {
-            Err(stderr.trim().to_string())
-        }
-        _ => Ok(()),
-    }
+/// A backend as [`Firewall::from_config`] chooses it.
+struct Entry {
+    kind: FirewallKind,
+    present: fn(&FirewallSettings) -> bool,
+    make: fn(&FirewallSettings) -> Arc<dyn Protocol>,
 }
 
-/// The backends tgknock has.
-#[derive(Debug, Clone)]
-pub(crate) enum Backend {
-    Iptables(Iptables),
-    Nft(Nft),
-}
-
-/// Which kind of backend, for messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Iptables,
-    Nftables,
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Kind::Iptables => "iptables",
-            Kind::Nftables => "nftables",
-        })
+fn entry<B: Backend>() -> Entry {
+    Entry {
+        kind: B::KIND,
+        present: B::present,
+        make: |f| Arc::new(B::new(f)),
     }
 }
 
@@ -111,7 +60,9 @@ impl fmt::Display for Kind {
 /// `tgknock open` does not pay a probe (an `nft -c` is 10–15 ms) on a kernel that has them.
 #[derive(Debug, Clone)]
 pub(crate) struct Firewall {
-    backend: Backend,
+    backend: Arc<dyn Protocol>,
+    /// `TGKNOCK_FIREWALL=auto` took another backend than the first, whose tool is missing.
+    fallback: bool,
     /// The policy the configuration asks for; [`Firewall::policy`] is the one in force.
     pub(crate) policy: Policy,
     /// What is known of the kernel's deadlines (`Err`: why it cannot keep them): nothing
@@ -120,39 +71,18 @@ pub(crate) struct Firewall {
 }
 
 impl Firewall {
-    /// The backend `TGKNOCK_FIREWALL` asks for (`auto`: iptables if its tool exists, else
-    /// nft when its tool exists, else iptables, whose absence `check` reports).
+    /// The backend `TGKNOCK_FIREWALL` asks for (`auto`: the first of [`backends`] whose
+    /// tool exists — iptables, else nft —, else the first, whose absence `check` reports).
     pub(crate) fn from_config(cfg: &Config) -> Firewall {
         let f = &cfg.firewall;
-        let use_nft = match f.kind {
-            FirewallKind::Iptables => false,
-            FirewallKind::Nft => true,
-            FirewallKind::Auto => !f.iptables.exists() && f.nft.exists(),
-        };
-        let backend = if use_nft {
-            let mut families = vec![Family::V4];
-            if f.ip6tables.is_some() {
-                families.push(Family::V6);
-            }
-            Backend::Nft(Nft {
-                program: f.nft.clone(),
-                families,
-                reference: Default::default(),
-            })
-        } else {
-            let mut tools = vec![Tool::new(Family::V4, &f.iptables)];
-            if let Some(p) = &f.ip6tables {
-                tools.push(Tool::new(Family::V6, p));
-            }
-            Backend::Iptables(Iptables {
-                chain: f.chain.clone(),
-                tools,
-                nft: f.nft.clone(),
-                reference: Default::default(),
-            })
+        let all = backends();
+        let chosen = match f.kind {
+            FirewallKind::Auto => all.iter().position(|e| (e.present)(f)).unwrap_or(0),
+            kind => all.iter().position(|e| e.kind == kind).unwrap_or(0),
         };
         Firewall {
-            backend,
+            backend: (all[chosen].make)(f),
+            fallback: f.kind == FirewallKind::Auto && chosen > 0,
             policy: Policy {
                 gates: cfg.gates.clone(),
                 always_allow: f.always_allow.clone(),
@@ -217,15 +147,30 @@ impl Firewall {
         }
     }
 
-    fn tables(&self) -> &dyn Tables {
-        match &self.backend {
-            Backend::Iptables(b) => b,
-            Backend::Nft(b) => b,
-        }
+    fn tables(&self) -> &dyn Protocol {
+        self.backend.as_ref()
     }
 
-    pub(crate) fn kind(&self) -> Kind {
-        self.tables().kind()
+    /// The backend's name, for messages: `iptables`, `nftables`.
+    pub(crate) fn kind(&self) -> &'static str {
+        self.tables().name()
+    }
+
+    /// Whether `TGKNOCK_FIREWALL=auto` took a backend other than the first (iptables),
+    /// whose tool is missing.
+    pub(crate) fn fell_back(&self) -> bool {
+        self.fallback
+    }
+
+    /// The match that bounds a rule by a deadline, for messages: `-m time`, `meta time`.
+    pub(crate) fn deadline_match(&self) -> &'static str {
+        self.tables().deadline_match()
+    }
+
+    /// How the kernel reaches the rules, for the status: `, reached from INPUT`, or
+    /// nothing to say.
+    pub(crate) fn reached(&self) -> &'static str {
+        self.tables().reached()
     }
 
     /// Where the rules live, for messages: `chain TGKNOCK` or `table inet tgknock`.
@@ -266,7 +211,11 @@ impl Firewall {
         let policy = self.policy();
         let want = self.desired_all(&policy, state, now);
         let bounded = want.iter().flat_map(|(_, r)| r).any(|r| r.until.is_some());
-        match self.tables().apply(&policy, &want, now) {
+        match self.tables().apply(Want {
+            policy: &policy,
+            rules_of: &want,
+            now,
+        }) {
             Ok(listings) => {
                 if bounded {
                     let _ = self.deadlines.set(Ok(()));
@@ -280,8 +229,11 @@ impl Firewall {
                 };
                 log::warn!("{}", no_deadlines(why));
                 let policy = self.policy();
-                self.tables()
-                    .apply(&policy, &self.desired_all(&policy, state, now), now)
+                self.tables().apply(Want {
+                    policy: &policy,
+                    rules_of: &self.desired_all(&policy, state, now),
+                    now,
+                })
             }
             Err(e) => Err(e),
         }
@@ -353,8 +305,11 @@ impl Firewall {
     /// What `apply` would send now, for `check`.
     pub(crate) fn preview(&self, state: &State, now: u64) -> String {
         let policy = self.policy();
-        self.tables()
-            .preview(&policy, &self.desired_all(&policy, state, now), now)
+        self.tables().preview(Want {
+            policy: &policy,
+            rules_of: &self.desired_all(&policy, state, now),
+            now,
+        })
     }
 }
 
@@ -366,52 +321,46 @@ pub(crate) fn no_deadlines(why: &str) -> String {
     )
 }
 
-/// The result of running a tool: its stdout, or an error carrying its stderr.
-pub(crate) fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let fail = |status: Option<i32>, stderr: String| Error::Firewall {
-        program: program.display().to_string(),
-        arguments: args.iter().map(|a| a.to_string()).collect(),
-        status,
-        stderr,
-    };
-    log::debug!("running {} {}", program.display(), args.join(" "));
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // A cleared environment: the tool never sees the token (TGKNOCK_TOKEN may come
-        // from the environment), nor anything else of ours.
-        .env_clear()
-        .env("LC_ALL", "C")
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .spawn()
-        .map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::NotFound {
-                " (install iptables or nftables, or set TGKNOCK_IPTABLES / TGKNOCK_IP6TABLES / TGKNOCK_NFT)"
-            } else {
-                ""
-            };
-            fail(None, format!("cannot run it: {e}{hint}"))
-        })?;
-    if let Some(input) = stdin {
-        log::trace!("{} input:\n{input}", program.display());
-        let mut pipe = child.stdin.take().expect("stdin is piped");
-        // A tool that exits early closes the pipe; its exit status tells why.
-        let _ = pipe.write_all(input.as_bytes());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn firewall(kind: &str, iptables: &str, nft: &str) -> Firewall {
+        let env: Vec<(String, String)> = [
+            ("TGKNOCK_FIREWALL", kind),
+            ("TGKNOCK_IPTABLES", iptables),
+            ("TGKNOCK_NFT", nft),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Firewall::from_config(&Config::from_sources(None, &env).expect("a valid configuration"))
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| fail(None, format!("cannot wait for it: {e}")))?;
-    if !out.status.success() {
-        return Err(fail(
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ));
+
+    #[test]
+    fn the_backend_is_the_one_asked_for_or_the_first_whose_tool_is_there() {
+        let (missing, there) = ("/nonexistent/iptables", "/bin/sh");
+        let chosen = |kind, ipt, nft| {
+            let fw = firewall(kind, ipt, nft);
+            (fw.kind(), fw.fell_back())
+        };
+        assert_eq!(chosen("auto", there, there), ("iptables", false));
+        assert_eq!(chosen("auto", missing, there), ("nftables", true));
+        assert_eq!(
+            chosen("auto", missing, "/nonexistent/nft"),
+            ("iptables", false)
+        );
+        assert_eq!(chosen("nft", there, there), ("nftables", false));
+        assert_eq!(chosen("iptables", missing, there), ("iptables", false));
+        let nft = firewall("nft", missing, there);
+        assert_eq!(
+            (nft.place().as_str(), nft.deadline_match(), nft.reached()),
+            ("table inet tgknock", "meta time", "")
+        );
+        let ipt = firewall("iptables", missing, there);
+        assert_eq!(
+            (ipt.place().as_str(), ipt.deadline_match(), ipt.reached()),
+            ("chain TGKNOCK", "-m time", ", reached from INPUT")
+        );
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

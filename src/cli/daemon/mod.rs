@@ -35,7 +35,6 @@ use crate::base::error::{Error, Result};
 use crate::chat::bot::Bot;
 use crate::chat::report;
 use crate::chat::telegram::BotApi;
-use crate::firewall::Kind;
 use crate::firewall::keeper::Keeper;
 use crate::os::clock::{self, SystemAlarm};
 use crate::store::actions;
@@ -83,7 +82,7 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
     let keeper = Arc::new(Keeper::new(cfg));
     let (_pid, start_lock) = take_over(&keeper, started_at)?;
     let fw = &keeper.cfg.firewall;
-    if fw.kind == crate::store::config::FirewallKind::Auto && keeper.fw.kind() == Kind::Nftables {
+    if keeper.fw.fell_back() {
         log::info!(
             "TGKNOCK_FIREWALL=auto: {} does not exist, so tgknock uses nftables ({}, {})",
             fw.iptables.display(),

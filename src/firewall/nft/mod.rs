@@ -11,29 +11,24 @@
 //! elements only when the bans differ from the ones listed before it: with 1,000 bans in
 //! place, an `/open` sends a few lines.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use super::rules::{
-    KNOCK_STEP_SECS, Limit, List, Listing, METER_ENTRIES, Policy, Recent, RecentOp, Rule, TAG_BAN,
-    TAG_LIMIT_PREFIX, Target, V6_SOURCE_PREFIX, limit_tag,
-};
-use super::{Kind, Tables, run};
-use crate::base::addr::{self, Family};
+mod key;
+mod render;
+mod table;
+
+pub(crate) use key::TABLE;
+pub(crate) use render::{script, statement};
+pub(crate) use table::{Reference, Table};
+
+use crate::base::addr::Family;
 use crate::base::error::{Error, Result};
-use crate::base::gate::Proto;
-use crate::base::rate::{Per, Rate};
-
-/// The nftables table tgknock owns.
-pub(crate) const TABLE: &str = "tgknock";
-
-/// A ban set's element this close to its deadline (or past it) may be gone from the
-/// kernel by the time a change is sent: the set is then rewritten whole, never edited.
-const EXPIRING_SECS: u64 = 2;
-
-/// The input chain's hook, as it is declared and as `nft list` prints it back.
-const HOOK: &str = "type filter hook input priority filter - 10; policy accept;";
+use crate::firewall::backend::{Backend, Want, Write};
+use crate::firewall::rules::{Listing, Rule};
+use crate::firewall::tool::{lacks_deadlines, run};
+use crate::store::config::{FirewallKind, FirewallSettings};
+use table::objects;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Nft {
@@ -41,847 +36,6 @@ pub(crate) struct Nft {
     pub(crate) families: Vec<Family>,
     /// How nft printed back what this process wrote, to compare the table with whole.
     pub(crate) reference: Arc<Mutex<Reference>>,
-}
-
-/// What this process wrote to the table, as nft printed it back: each rule's text by its
-/// comment (its key), and each set's declaration. nft prints a rule otherwise than it is
-/// written (it leaves out a `meta nfproto` another match implies, writes a deadline as a
-/// date, a flag test in its own syntax, and so on from one version to the next): the
-/// reference is its own print, never a guess of it. A rule whose text differs from the
-/// reference under the same comment is not tgknock's: another program changed it.
-#[derive(Debug, Default)]
-pub(crate) struct Reference {
-    /// Whether the table is compared with it (the daemon, which keeps the rules; a
-    /// console command writes and reads once, with nothing to compare with).
-    pub(crate) keep: bool,
-    rules: HashMap<String, String>,
-    sets: HashMap<String, String>,
-    /// The last table read held rules or sets this process has not written (another
-    /// tgknock process wrote them, a console command): the next check writes them again
-    /// (the same rules, no news to anyone), and so knows them.
-    unknown: bool,
-}
-
-/// A rule's line as compared: without the handle nft may print after it, nor the counter
-/// of packets and bytes it may carry (traffic moves it; it is no change of the rule).
-pub(crate) fn rule_text(line: &str) -> String {
-    let t = line.trim();
-    let t = match t.rfind(" # handle ") {
-        Some(at) => &t[..at],
-        None => t,
-    };
-    let words: Vec<&str> = t.split_whitespace().collect();
-    let mut out: Vec<&str> = Vec::with_capacity(words.len());
-    let mut i = 0;
-    while i < words.len() {
-        if words[i] == "counter"
-            && words.get(i + 1) == Some(&"packets")
-            && words.get(i + 3) == Some(&"bytes")
-        {
-            i += 5;
-            continue;
-        }
-        out.push(words[i]);
-        i += 1;
-    }
-    out.join(" ")
-}
-
-/// The comment of a rule's line, if it has one.
-fn comment_of(t: &str) -> Option<&str> {
-    let at = t.rfind("comment \"")?;
-    Some(t[at + 9..].trim_end_matches('"'))
-}
-
-/// Whether a set of this name is one tgknock declares (a ban set, a knock list, a rate
-/// meter).
-fn own_set(name: &str) -> bool {
-    name == ban_set(Family::V4)
-        || name == ban_set(Family::V6)
-        || List::parse(name).is_some()
-        || (name.starts_with("lim_") && (name.ends_with("_v4") || name.ends_with("_v6")))
-}
-
-/// The sets and chains of a table as `nft list table` prints them: each one's kind, name
-/// and declaration (its lines, the elements of a set left out: they come and go with
-/// traffic and timeouts, and a ban set's are read on their own).
-fn objects(text: &str) -> Vec<(&str, &str, String)> {
-    let mut out = Vec::new();
-    let mut lines = text.lines().map(str::trim);
-    while let Some(t) = lines.next() {
-        let Some(head) = t.strip_suffix(" {") else {
-            continue;
-        };
-        let (kind, name) = match head.split_once(' ') {
-            Some((
-                k @ ("set" | "map" | "chain" | "flowtable" | "ct" | "counter" | "quota" | "limit"
-                | "secmark" | "synproxy"),
-                n,
-            )) => (k, n),
-            _ => continue,
-        };
-        let mut decl: Vec<&str> = Vec::new();
-        let mut in_elements = false;
-        for l in lines.by_ref() {
-            if in_elements {
-                if l.ends_with('}') && l.matches('"').count().is_multiple_of(2) {
-                    in_elements = false;
-                }
-                continue;
-            }
-            if l == "}" {
-                break;
-            }
-            if let Some(rest) = l.strip_prefix("elements = {") {
-                in_elements = !(rest.ends_with('}') && rest.matches('"').count().is_multiple_of(2));
-                continue;
-            }
-            if kind == "chain" {
-                // A chain's rules are compared one by one; its declaration is its hook.
-                if l.starts_with("type ") {
-                    decl.push(l);
-                }
-                continue;
-            }
-            if !l.is_empty() {
-                decl.push(l);
-            }
-        }
-        out.push((kind, name, decl.join("; ")));
-    }
-    out
-}
-
-fn digit(family: Family) -> &'static str {
-    match family {
-        Family::V4 => "4",
-        Family::V6 => "6",
-    }
-}
-
-/// The nft type of a family's addresses.
-fn addr_type(family: Family) -> &'static str {
-    match family {
-        Family::V4 => "ipv4_addr",
-        Family::V6 => "ipv6_addr",
-    }
-}
-
-/// The set that holds a family's bans.
-pub(crate) fn ban_set(family: Family) -> String {
-    format!("ban_{}", family.short())
-}
-
-/// The comment of the rule that matches a family's ban set. It is no rule's key: it stands
-/// for the set's elements, in the place the bans have in the chain.
-fn ban_set_key(family: Family) -> String {
-    format!("{} {TAG_BAN} @{} drop", digit(family), ban_set(family))
-}
-
-/// The rule that drops the sources in a family's ban set.
-fn ban_set_statement(family: Family) -> String {
-    let (nfproto, saddr) = match family {
-        Family::V4 => ("meta nfproto ipv4", "ip saddr"),
-        Family::V6 => ("meta nfproto ipv6", "ip6 saddr"),
-    };
-    format!(
-        "{nfproto} {saddr} @{} drop comment \"{}\"",
-        ban_set(family),
-        ban_set_key(family)
-    )
-}
-
-/// A time as nft reads it: `1d2h3m4s` (nft refuses a bare count of seconds of nine digits
-/// or more, about three years).
-fn nft_time(secs: u64) -> String {
-    let parts = [
-        (secs / 86_400, "d"),
-        (secs / 3_600 % 24, "h"),
-        (secs / 60 % 60, "m"),
-        (secs % 60, "s"),
-    ];
-    let t: String = parts
-        .iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, unit)| format!("{n}{unit}"))
-        .collect();
-    if t.is_empty() { "0s".into() } else { t }
-}
-
-/// A ban as an element of its family's set: the source; when the ban has a deadline, the
-/// timeout that ends it there in the kernel, counted from `now` (when it is written); and
-/// its key as its comment, so it is read back exactly.
-pub(crate) fn element(r: &Rule, now: u64) -> String {
-    let src = r.src.map(|c| c.to_iptables()).unwrap_or_default();
-    let timeout = match r.until {
-        Some(u) => format!(" timeout {}", nft_time(u.saturating_sub(now).max(1))),
-        None => String::new(),
-    };
-    format!("{src}{timeout} comment \"{}\"", key(r))
-}
-
-/// Reads back a ban set's element as [`element`] writes it; `None` when tgknock did not
-/// write it (its comment is not the ban of its source, or only one of them has a deadline).
-fn parse_element(e: &str, family: Family) -> Option<Rule> {
-    let (head, comment) = e.split_once(" comment \"")?;
-    let r = from_key(comment.strip_suffix('"')?)?;
-    let mut words = head.split(' ').filter(|w| !w.is_empty());
-    let src = addr::parse_listed(words.next()?)?;
-    let mut timeout = false;
-    while let Some(w) = words.next() {
-        match w {
-            "timeout" => timeout = words.next().is_some(),
-            "expires" => {
-                words.next()?;
-            }
-            _ => return None,
-        }
-    }
-    let ban = r.is_ban()
-        && r.family == family
-        && src.family() == family
-        && r.src == Some(src)
-        && r.target == Some(Target::Drop)
-        && r.until.is_some() == timeout;
-    // Nothing else: the rule a ban is, as `Rule::ban` makes it.
-    let plain = !r.established
-        && !r.reply
-        && r.proto.is_none()
-        && r.dport.is_none()
-        && !r.syn
-        && r.recent.is_empty()
-        && r.limit.is_none();
-    (ban && plain).then_some(r)
-}
-
-/// The pieces of `line` between its commas, commas in quotes left alone.
-fn split_elements(line: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let (mut start, mut from) = (0, 0);
-    while let Some(c) = line[from..].find(',') {
-        let at = from + c;
-        if line[start..at].matches('"').count().is_multiple_of(2) {
-            out.push(&line[start..at]);
-            start = at + 1;
-        }
-        from = at + 1;
-    }
-    out.push(&line[start..]);
-    out
-}
-
-/// A ban set's elements as listed: each one's text and the ban it holds (`None`: an
-/// element tgknock did not write).
-type Elements = Vec<(String, Option<Rule>)>;
-
-/// A family's ban set as `nft list table` prints it: each element's text and the ban it
-/// holds (`None`: an element tgknock did not write), in the order of the bans; `None`
-/// when there is no such set. nft prints the elements between `elements = {` and `}`,
-/// breaking lines between elements, never inside one; read line by line, as a listing of
-/// 1,000 bans is 100 kB.
-fn read_ban_set(text: &str, family: Family) -> Option<Elements> {
-    let head = format!("set {} {{", ban_set(family));
-    let mut lines = text.lines();
-    lines.find(|l| l.trim() == head)?;
-    let mut out = Vec::new();
-    let mut inside = false;
-    for line in lines {
-        let mut t = line.trim();
-        if !inside {
-            match t.strip_prefix("elements = {") {
-                Some(rest) => {
-                    inside = true;
-                    t = rest;
-                }
-                None if t == "}" => break,
-                None => continue,
-            }
-        }
-        let closed = t.ends_with('}') && t.matches('"').count().is_multiple_of(2);
-        if closed {
-            t = &t[..t.len() - 1];
-        }
-        for e in split_elements(t) {
-            let e = e.trim();
-            if !e.is_empty() {
-                out.push((e.to_string(), parse_element(e, family)));
-            }
-        }
-        if closed {
-            break;
-        }
-    }
-    out.sort_by_key(|(_, r)| r.as_ref().map(|r| (r.src, r.until)));
-    Some(out)
-}
-
-/// `nft list table inet tgknock` as read, its ban sets parsed once: the views of each
-/// family and the next change's script are made from it.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Table {
-    text: String,
-    /// The input chain is there, hooked as tgknock declares it.
-    hooked: bool,
-    /// The ban set of each family that has one: its elements, as [`read_ban_set`] reads
-    /// them.
-    bans: Vec<(Family, Elements)>,
-    /// What the table holds that tgknock does not (a chain of another program's, a set
-    /// declared otherwise than tgknock did), as it would be said: the table is written
-    /// afresh.
-    strange: Vec<String>,
-    /// The comments of rules whose text differs from what this process wrote under them.
-    changed: Vec<String>,
-    /// Rules or sets this process has not written, or changed ones: the chain is written
-    /// whole, never kept.
-    suspect: bool,
-}
-
-impl Table {
-    pub(crate) fn read(text: String) -> Table {
-        let bans = Family::BOTH
-            .into_iter()
-            .filter_map(|f| Some((f, read_ban_set(&text, f)?)))
-            .collect();
-        let hooked = text.lines().any(|l| l.trim() == HOOK);
-        // Another chain in tgknock's table (another program's sets and named objects
-        // change nothing unless a rule uses them, and the rules are compared).
-        let strange = objects(&text)
-            .into_iter()
-            .filter(|(kind, name, _)| *kind == "chain" && *name != "input")
-            .map(|(kind, name, decl)| format!("{kind} {name} {{ {decl} }}"))
-            .collect();
-        Table {
-            text,
-            hooked,
-            bans,
-            strange,
-            changed: Vec::new(),
-            suspect: false,
-        }
-    }
-
-    /// The rules of the input chain that carry a comment: (comment, text as compared).
-    fn rule_texts(&self) -> Vec<(&str, String)> {
-        let mut lines = self.text.lines().map(str::trim);
-        if lines.find(|t| *t == "chain input {").is_none() {
-            return Vec::new();
-        }
-        lines
-            .take_while(|t| *t != "}")
-            .filter_map(|t| Some((comment_of(t)?, rule_text(t))))
-            .collect()
-    }
-
-    /// Compares the table with what this process wrote (when it keeps a reference); says
-    /// whether it holds rules or sets it has not written.
-    fn compare(&mut self, r: &Reference) -> bool {
-        if !r.keep {
-            return false;
-        }
-        let mut unknown = false;
-        let mut changed = Vec::new();
-        for (comment, text) in self.rule_texts() {
-            match r.rules.get(comment) {
-                Some(t) if *t == text => {}
-                Some(_) => changed.push(comment.to_string()),
-                None => unknown = true,
-            }
-        }
-        let mut strange = Vec::new();
-        for (kind, name, decl) in objects(&self.text) {
-            if kind != "set" || !own_set(name) {
-                continue;
-            }
-            match r.sets.get(name) {
-                Some(d) if *d == decl => {}
-                Some(_) => strange.push(format!("set {name} declared as {{ {decl} }}")),
-                None => unknown = true,
-            }
-        }
-        self.strange.extend(strange);
-        self.suspect = unknown || !changed.is_empty() || !self.strange.is_empty();
-        self.changed = changed;
-        unknown
-    }
-
-    /// The comments of the input chain's rules, in order (a rule without one: `None`);
-    /// `None` when there is no such chain.
-    fn chain_comments(&self) -> Option<Vec<Option<&str>>> {
-        let mut lines = self.text.lines().map(str::trim);
-        lines.find(|t| *t == "chain input {")?;
-        Some(
-            lines
-                .take_while(|t| *t != "}")
-                .filter(|t| !t.is_empty() && !t.starts_with("type filter hook input"))
-                .map(|t| {
-                    t.rfind("comment \"")
-                        .map(|at| t[at + 9..].trim_end_matches('"'))
-                })
-                .collect(),
-        )
-    }
-
-    /// The elements of a family's ban set; `None` when it has none.
-    fn ban_set(&self, family: Family) -> Option<&[(String, Option<Rule>)]> {
-        self.bans
-            .iter()
-            .find(|(f, _)| *f == family)
-            .map(|(_, e)| e.as_slice())
-    }
-
-    /// The rules of `family` in the input chain, in order, recognised by their comments;
-    /// the rule matching the family's ban set stands for one ban rule per element of the
-    /// set.
-    pub(crate) fn listing(&self, family: Family) -> Listing {
-        let mut l = Listing::default();
-        let mut in_chain = false;
-        let set_keys = Family::BOTH.map(ban_set_key);
-        for line in self.text.lines() {
-            let t = line.trim();
-            if t == "chain input {" {
-                l.chain_exists = true;
-                in_chain = true;
-                continue;
-            }
-            if !in_chain {
-                continue;
-            }
-            if t == "}" {
-                in_chain = false;
-                continue;
-            }
-            if t.starts_with("type filter hook input") {
-                l.jumps = 1;
-                // Hooked otherwise (another priority, a policy of drop): not as written.
-                l.jump_first = t == HOOK;
-                continue;
-            }
-            if t.is_empty() {
-                continue;
-            }
-            // A rule without a comment is no rule of tgknock's, whichever family it
-            // matches: it stands in both families' rules.
-            let Some(comment) = comment_of(t) else {
-                l.lines.push(rule_text(t));
-                l.rules.push(None);
-                continue;
-            };
-            if self.changed.iter().any(|c| c == comment) {
-                // tgknock's comment on a rule another program wrote: in the family the
-                // comment names (any other comment is in both).
-                let other = Family::BOTH
-                    .into_iter()
-                    .any(|f| f != family && comment.split(' ').next() == Some(digit(f)));
-                if !other {
-                    l.lines.push(rule_text(t));
-                    l.rules.push(None);
-                }
-                continue;
-            }
-            if let Some(k) = set_keys.iter().position(|k| comment == k) {
-                if Family::BOTH[k] == family {
-                    let set = ban_set(family);
-                    for (text, rule) in self.ban_set(family).unwrap_or_default() {
-                        l.lines.push(format!("@{set} {text}"));
-                        l.rules.push(rule.clone());
-                    }
-                }
-                continue;
-            }
-            let rule = from_key(comment);
-            let mine = comment.split(' ').next() == Some(digit(family));
-            if mine || rule.is_none() {
-                l.lines.push(t.to_string());
-                l.rules.push(rule);
-            }
-        }
-        if l.chain_exists {
-            for s in &self.strange {
-                l.lines.push(s.clone());
-                l.rules.push(None);
-            }
-        }
-        l
-    }
-}
-
-/// A canonical one-line description of a rule: equal rules have equal keys. It is the
-/// rule's comment (at most 128 bytes), how a rule is recognised when read back.
-pub(crate) fn key(r: &Rule) -> String {
-    let mut k = format!("{} {}", digit(r.family), r.tag);
-    if r.established {
-        k.push_str(" ct=established");
-    }
-    if r.reply {
-        k.push_str(" ct=reply");
-    }
-    if let Some(src) = &r.src {
-        k.push_str(&format!(" src={}", src.to_iptables()));
-    }
-    match (r.proto, r.port()) {
-        (_, Some(p)) => k.push_str(&format!(" {}={}", p.proto.as_str(), p.dport())),
-        (Some(proto), None) => k.push_str(&format!(" {}", proto.as_str())),
-        _ => {}
-    }
-    if r.syn {
-        k.push_str(" syn");
-    }
-    for rc in &r.recent {
-        let op = match rc.op {
-            RecentOp::Rcheck => "rcheck",
-            RecentOp::Set => "set",
-            RecentOp::Remove => "remove",
-        };
-        match rc.seconds {
-            Some(s) => k.push_str(&format!(" {op}:{}:{s}", rc.list.name())),
-            None => k.push_str(&format!(" {op}:{}", rc.list.name())),
-        }
-    }
-    if let Some(l) = &r.limit {
-        k.push_str(&format!(" limit={}:{}", l.rate, l.burst));
-        if r.family == Family::V6 {
-            k.push_str(&format!(" by=/{V6_SOURCE_PREFIX}"));
-        }
-    }
-    if let Some(u) = r.until {
-        k.push_str(&format!(" until={u}"));
-    }
-    match r.target {
-        Some(Target::Return) => k.push_str(" return"),
-        Some(Target::Drop) => k.push_str(" drop"),
-        None => {}
-    }
-    k
-}
-
-/// The dynamic set that keeps the per-source limits of a gate (by its limit tag).
-fn limit_set(tag: &str, family: Family) -> String {
-    let gate = tag.strip_prefix(TAG_LIMIT_PREFIX).unwrap_or(tag);
-    format!("lim_{gate}_{}", family.short())
-}
-
-fn per_word(per: Per) -> &'static str {
-    match per {
-        Per::Second => "second",
-        Per::Minute => "minute",
-        Per::Hour => "hour",
-        Per::Day => "day",
-    }
-}
-
-/// The mask that keeps an IPv6 address's first [`V6_SOURCE_PREFIX`] bits, as nft prints
-/// it: `ffff:ffff:ffff:ffff::`.
-fn v6_prefix_mask() -> std::net::Ipv6Addr {
-    std::net::Ipv6Addr::from(u128::MAX << (128 - u32::from(V6_SOURCE_PREFIX)))
-}
-
-/// Reads a rule back from its key.
-pub(crate) fn from_key(key: &str) -> Option<Rule> {
-    let mut words = key.split_whitespace();
-    let family = match words.next()? {
-        "4" => Family::V4,
-        "6" => Family::V6,
-        _ => return None,
-    };
-    let mut r = Rule::new(family, words.next()?, None);
-    // An IPv6 rate limit counts a /64 as one source (a limit of an older key did not).
-    let mut by_prefix = false;
-    for w in words {
-        match w {
-            "ct=established" => r.established = true,
-            "ct=reply" if r.established => r.reply = true,
-            "syn" => r.syn = true,
-            "return" => r.target = Some(Target::Return),
-            "drop" => r.target = Some(Target::Drop),
-            "tcp" => r.proto = Some(Proto::Tcp),
-            "udp" => r.proto = Some(Proto::Udp),
-            _ => {
-                let (name, value) = w.split_once(['=', ':'])?;
-                match name {
-                    "src" => r.src = Some(addr::parse_listed(value)?),
-                    "until" => r.until = Some(value.parse().ok()?),
-                    "by" if family == Family::V6 && value == format!("/{V6_SOURCE_PREFIX}") => {
-                        by_prefix = true
-                    }
-                    "limit" => {
-                        let (rate, burst) = value.rsplit_once(':')?;
-                        r.limit = Some(Limit {
-                            rate: Rate::parse(rate).ok()?,
-                            burst: burst.parse().ok()?,
-                            shares: 1,
-                        });
-                    }
-                    "tcp" | "udp" => {
-                        r.proto = Some(if name == "tcp" {
-                            Proto::Tcp
-                        } else {
-                            Proto::Udp
-                        });
-                        let (a, b) = value.split_once(':').unwrap_or((value, value));
-                        r.dport = Some((a.parse().ok()?, b.parse().ok()?));
-                    }
-                    "rcheck" | "set" | "remove" => {
-                        let (list, seconds) = match value.split_once(':') {
-                            Some((l, s)) => (l, Some(s.parse().ok()?)),
-                            None => (value, None),
-                        };
-                        r.recent.push(Recent {
-                            op: match name {
-                                "rcheck" => RecentOp::Rcheck,
-                                "set" => RecentOp::Set,
-                                _ => RecentOp::Remove,
-                            },
-                            seconds,
-                            list: List::parse(list)?,
-                        });
-                    }
-                    _ => return None,
-                }
-            }
-        }
-    }
-    if by_prefix != (r.family == Family::V6 && r.limit.is_some()) {
-        return None;
-    }
-    Some(r)
-}
-
-/// The nft statement text of one rule (its key is its comment).
-pub(crate) fn statement(r: &Rule) -> String {
-    let (nfproto, saddr) = match r.family {
-        Family::V4 => ("meta nfproto ipv4", "ip saddr"),
-        Family::V6 => ("meta nfproto ipv6", "ip6 saddr"),
-    };
-    let mut p: Vec<String> = vec![nfproto.into()];
-    if r.reply {
-        p.push("ct direction reply".into());
-    }
-    if r.established {
-        p.push("ct state established,related".into());
-    }
-    if let Some(src) = &r.src {
-        p.push(format!("{saddr} {}", src.to_iptables()));
-    }
-    match (r.proto, r.port()) {
-        (_, Some(port)) => p.push(if port.first == port.last {
-            format!("{} dport {}", port.proto.as_str(), port.first)
-        } else {
-            format!("{} dport {}-{}", port.proto.as_str(), port.first, port.last)
-        }),
-        (Some(proto), None) => p.push(format!("meta l4proto {}", proto.as_str())),
-        _ => {}
-    }
-    if r.syn {
-        p.push("tcp flags & (fin | syn | rst | ack) == syn".into());
-    }
-    let mut tested: Vec<List> = Vec::new();
-    for rc in &r.recent {
-        let set = rc.list.name();
-        match rc.op {
-            RecentOp::Rcheck => {
-                p.push(format!("{saddr} @{set}"));
-                tested.push(rc.list);
-            }
-            RecentOp::Set => p.push(format!("update @{set} {{ {saddr} }}")),
-            RecentOp::Remove => {
-                if !tested.contains(&rc.list) {
-                    p.push(format!("{saddr} @{set}"));
-                }
-                p.push(format!("delete @{set} {{ {saddr} }}"));
-            }
-        }
-    }
-    if let Some(l) = &r.limit {
-        // The meter's key: the address, or an IPv6 source's /64.
-        let source = match r.family {
-            Family::V4 => saddr.to_string(),
-            Family::V6 => format!("{saddr} & {}", v6_prefix_mask()),
-        };
-        p.push(format!(
-            "update @{} {{ {source} limit rate over {}/{} burst {} packets }}",
-            limit_set(&r.tag, r.family),
-            l.rate.count,
-            per_word(l.rate.per),
-            l.burst
-        ));
-    }
-    if let Some(u) = r.until {
-        p.push(format!("meta time < {u}"));
-    }
-    match r.target {
-        Some(Target::Return) => p.push("return".into()),
-        Some(Target::Drop) => p.push("drop".into()),
-        None => {}
-    }
-    p.push(format!("comment \"{}\"", key(r)));
-    p.join(" ")
-}
-
-/// The `nft -f -` script that replaces the table's rules in one transaction, written at
-/// `now`. `before` is the table as listed before the change (empty: there is none);
-/// `None` starts the table afresh. The dynamic sets of the knock fallback are declared
-/// (kept if present), so a change of the rules does not forget a knock in progress. A ban
-/// set's elements are rewritten only when they differ from the bans `before` holds, so
-/// the timeouts of bans already in place run on.
-pub(crate) fn script(
-    policy: &Policy,
-    rules_of: &[(Family, Vec<Rule>)],
-    now: u64,
-    before: Option<&Table>,
-) -> String {
-    let t = TABLE;
-    let mut s = format!("add table inet {t}\n");
-    if before.is_none() {
-        s.push_str(&format!("delete table inet {t}\nadd table inet {t}\n"));
-    }
-    // Declaring the base chain again is the dearest line of a script (the kernel
-    // registers its hook anew, some 10 ms): only when it is missing or hooked otherwise.
-    if !before.is_some_and(|b| b.hooked) {
-        s.push_str(&format!("add chain inet {t} input {{ {HOOK} }}\n"));
-    }
-    if let Some(k) = &policy.knock {
-        for (fam, _) in rules_of {
-            let ty = addr_type(*fam);
-            for i in 1..k.ports.len() {
-                s.push_str(&format!(
-                    "add set inet {t} {} {{ type {ty}; flags dynamic,timeout; timeout {}s; }}\n",
-                    List::Step(i, *fam).name(),
-                    KNOCK_STEP_SECS
-                ));
-            }
-            s.push_str(&format!(
-                "add set inet {t} {} {{ type {ty}; flags dynamic,timeout; timeout {}s; }}\n",
-                List::Open(*fam).name(),
-                k.open_for
-            ));
-        }
-    }
-    // A rate limit's meter holds METER_ENTRIES sources; when it is full, a source it
-    // cannot add is not matched (the limit lapses for new sources until some time out),
-    // never dropped.
-    for (name, rate) in &policy.limits {
-        let tag = limit_tag(name);
-        for (fam, _) in rules_of {
-            s.push_str(&format!(
-                "add set inet {t} {} {{ type {}; size {METER_ENTRIES}; flags dynamic,timeout; timeout {}s; }}\n",
-                limit_set(&tag, *fam),
-                addr_type(*fam),
-                Limit::of(*rate).refill_secs()
-            ));
-        }
-    }
-    let bans_of =
-        |rules: &[Rule]| -> Vec<Rule> { rules.iter().filter(|r| r.is_ban()).cloned().collect() };
-    for (fam, rules) in rules_of {
-        if rules.iter().any(Rule::is_ban) {
-            s.push_str(&format!(
-                "add set inet {t} {} {{ type {}; flags interval{}; }}\n",
-                ban_set(*fam),
-                addr_type(*fam),
-                if policy.deadlines { ",timeout" } else { "" }
-            ));
-        }
-    }
-    // The chain's rules as they should be: the statements in order, a family's bans
-    // standing as the one rule matching its set. When the table holds exactly these (by
-    // their comments, which are their keys), the chain is left alone: a ban or an unban
-    // among 1,000 changes one element, not the chain (flushing it costs the kernel a
-    // commit of every rule).
-    let chain: Vec<String> = rules_of
-        .iter()
-        .flat_map(|(fam, rules)| {
-            let mut set_matched = false;
-            rules.iter().filter_map(move |r| {
-                if !r.is_ban() {
-                    Some(statement(r))
-                } else if std::mem::replace(&mut set_matched, true) {
-                    None
-                } else {
-                    Some(ban_set_statement(*fam))
-                }
-            })
-        })
-        .collect();
-    let keep_chain = before.is_some_and(|b| {
-        b.hooked
-            && !b.suspect
-            && b.chain_comments().is_some_and(|listed| {
-                listed.len() == chain.len()
-                    && listed
-                        .iter()
-                        .zip(&chain)
-                        .all(|(l, c)| l.is_some_and(|l| c.ends_with(&format!("comment \"{l}\""))))
-            })
-    });
-    if !keep_chain {
-        s.push_str(&format!("flush chain inet {t} input\n"));
-    }
-    for (fam, rules) in rules_of {
-        let set = ban_set(*fam);
-        let bans = bans_of(rules);
-        let listed = before.and_then(|b| b.ban_set(*fam));
-        if bans.is_empty() {
-            // The rule that matched it went with the flush.
-            if listed.is_some() {
-                s.push_str(&format!("delete set inet {t} {set}\n"));
-            }
-            continue;
-        }
-        let mut add: Vec<&Rule> = bans.iter().collect();
-        match listed {
-            Some(l) if l.iter().map(|(_, r)| r.as_ref()).eq(bans.iter().map(Some)) => continue,
-            // Every element is one tgknock wrote, and none is at the end of its timeout
-            // (deleting an element the kernel has just let go fails the transaction):
-            // delete the bans that went (or whose deadline changed), add the ones that
-            // came; the others keep their timeouts.
-            Some(l)
-                if l.iter().all(|(_, r)| {
-                    r.as_ref()
-                        .is_some_and(|r| r.until.is_none_or(|u| u > now + EXPIRING_SECS))
-                }) =>
-            {
-                let wanted: std::collections::HashSet<String> = bans.iter().map(key).collect();
-                let listed: std::collections::HashSet<String> =
-                    l.iter().filter_map(|(_, r)| r.as_ref().map(key)).collect();
-                let gone: Vec<String> = l
-                    .iter()
-                    .filter_map(|(_, r)| r.as_ref())
-                    .filter(|r| !wanted.contains(&key(r)))
-                    .map(|r| r.src.map(|c| c.to_iptables()).unwrap_or_default())
-                    .collect();
-                if !gone.is_empty() {
-                    s.push_str(&format!(
-                        "delete element inet {t} {set} {{ {} }}\n",
-                        gone.join(", ")
-                    ));
-                }
-                add.retain(|r| !listed.contains(&key(r)));
-            }
-            Some(_) => s.push_str(&format!("flush set inet {t} {set}\n")),
-            None => {}
-        }
-        if add.is_empty() {
-            continue;
-        }
-        s.push_str(&format!("add element inet {t} {set} {{\n"));
-        for (i, r) in add.iter().enumerate() {
-            let sep = if i + 1 < add.len() { "," } else { "" };
-            s.push_str(&format!("\t{}{sep}\n", element(r, now)));
-        }
-        s.push_str("}\n");
-    }
-    if !keep_chain {
-        for text in &chain {
-            s.push_str(&format!("add rule inet {t} input {text}\n"));
-        }
-    }
-    s
-}
-
-/// Parses `nft list table inet tgknock`: the rules of `family`, as [`Table::listing`].
-#[cfg(test)]
-pub(crate) fn parse_listing(table_text: &str, family: Family) -> Listing {
-    Table::read(table_text.to_string()).listing(family)
 }
 
 impl Nft {
@@ -946,71 +100,24 @@ impl Nft {
         }
     }
 
-    fn listed(&self, table: &Table) -> Vec<(Family, Listing)> {
-        self.families
-            .iter()
-            .map(|f| (*f, table.listing(*f)))
-            .collect()
-    }
-}
-
-impl Tables for Nft {
-    fn kind(&self) -> Kind {
-        Kind::Nftables
+    /// Sends the script of `want` against `before` (`None`: the table afresh), adding it
+    /// to `sent`.
+    fn send(&self, want: Want<'_>, before: Option<&Table>, sent: &mut Vec<String>) -> Result<()> {
+        let s = script(want.policy, want.rules_of, want.now, before);
+        run(&self.program, &["-f", "-"], Some(&s))?;
+        sent.push(s);
+        Ok(())
     }
 
-    fn place(&self) -> String {
-        format!("table inet {TABLE}")
-    }
-
-    fn families(&self) -> Vec<Family> {
-        self.families.clone()
-    }
-
-    fn observe(&self) -> Vec<(Family, Result<Listing, String>)> {
-        let table = self.list().map_err(|e| e.to_string());
-        self.families
-            .iter()
-            .map(|f| {
-                (
-                    *f,
-                    table.as_ref().map(|t| t.listing(*f)).map_err(Clone::clone),
-                )
-            })
-            .collect()
-    }
-
-    /// Both families in one transaction.
-    fn apply(
-        &self,
-        policy: &Policy,
-        rules_of: &[(Family, Vec<Rule>)],
-        now: u64,
-    ) -> Result<Vec<(Family, Listing)>> {
-        // Every family's rules include its established rule, so a family missing from the
-        // table, or a rule tgknock did not write, fails the comparison.
-        let all_match =
-            |l: &[(Family, Listing)]| l.iter().zip(rules_of).all(|((_, l), (_, r))| l.matches(r));
-        let before = self.list()?;
-        let listed = self.listed(&before);
-        if all_match(&listed) && !before.suspect {
-            log::debug!("nftables: rules already in place");
-            return Ok(listed);
-        }
-        drop(listed);
-        let sent = std::cell::RefCell::new(Vec::new());
-        let send = |before: Option<&Table>| {
-            let s = script(policy, rules_of, now, before);
-            run(&self.program, &["-f", "-"], Some(&s))?;
-            sent.borrow_mut().push(s);
-            Ok::<(), Error>(())
-        };
-        // A chain or set of another program's in the table, or a set declared otherwise:
-        // the table is written afresh (still in one transaction).
+    /// The change from the table as read: against it, or, when it holds a chain or set of
+    /// another program's (or a set declared otherwise), the table afresh (still in one
+    /// transaction).
+    fn change(&self, want: Want<'_>, before: &Table) -> Result<Vec<String>> {
+        let mut sent = Vec::new();
         let first = if before.strange.is_empty() {
-            send(Some(&before))
+            self.send(want, Some(before), &mut sent)
         } else {
-            send(None)
+            self.send(want, None, &mut sent)
         };
         if let Err(e) = first {
             // The table changed under the change (a ban's element the kernel let go at
@@ -1018,56 +125,131 @@ impl Tables for Nft {
             // which keeps the knock lists and the rate meters.
             log::debug!("nft transaction failed ({e}); retrying against the table read again");
             let again = self.list()?;
-            if let Err(e) = send(Some(&again)) {
+            if let Err(e) = self.send(want, Some(&again), &mut sent) {
                 // A set declared differently before (another knock timeout, a ban set
                 // with or without timeouts) cannot be redeclared: start the table afresh,
                 // still in one transaction.
                 log::debug!("nft transaction failed ({e}); retrying with a fresh table");
-                send(None)?;
+                self.send(want, None, &mut sent)?;
             }
         }
-        let read = || -> Result<Table> {
-            let mut t = self.list_raw()?;
-            self.learn(&t, &sent.borrow());
-            self.compare(&mut t);
-            Ok(t)
-        };
-        let mut table = read()?;
-        if !all_match(&self.listed(&table)) {
-            // Another program changed the table while this change was made (`nft flush
-            // ruleset` at that moment, or the `nft` of a daemon killed mid-change finishing
-            // late): once more, against the table as it is now.
-            log::info!("nftables: the table changed while it was being changed; writing it again");
-            send(Some(&table))?;
-            table = read()?;
+        Ok(sent)
+    }
+}
+
+impl Backend for Nft {
+    type Read = Table;
+    type Sent = Vec<String>;
+    const KIND: FirewallKind = FirewallKind::Nft;
+
+    /// The families iptables would manage: IPv6 too unless `TGKNOCK_IP6TABLES` is off.
+    fn new(f: &FirewallSettings) -> Nft {
+        let mut families = vec![Family::V4];
+        if f.ip6tables.is_some() {
+            families.push(Family::V6);
         }
-        let after = self.listed(&table);
-        if !all_match(&after) {
-            return Err(Error::Verify {
-                place: format!("table inet {TABLE}"),
-                shows: table
-                    .text
-                    .lines()
-                    .map(str::trim)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            });
+        Nft {
+            program: f.nft.clone(),
+            families,
+            reference: Default::default(),
         }
-        log::info!(
-            "nftables: table inet {TABLE} now has {} rules",
-            after.iter().map(|(_, l)| l.rules.len()).sum::<usize>()
-        );
-        Ok(after)
     }
 
-    fn teardown(&self) -> Result<Vec<String>> {
-        if self.list()?.text.trim().is_empty() {
-            return Ok(vec![format!(
+    fn present(f: &FirewallSettings) -> bool {
+        f.nft.exists()
+    }
+
+    fn name(&self) -> &'static str {
+        "nftables"
+    }
+
+    fn place(&self) -> String {
+        format!("table inet {TABLE}")
+    }
+
+    fn unit(&self) -> &'static str {
+        "table"
+    }
+
+    fn label(&self, _tx: &[Family]) -> String {
+        "nftables".to_string()
+    }
+
+    /// Both families in one transaction.
+    fn transactions(&self) -> Vec<Vec<Family>> {
+        vec![self.families.clone()]
+    }
+
+    fn read(&self, _tx: &[Family]) -> Result<Table> {
+        self.list()
+    }
+
+    fn listings(&self, table: &Table) -> Vec<(Family, Listing)> {
+        self.families
+            .iter()
+            .map(|f| (*f, table.listing(*f)))
+            .collect()
+    }
+
+    fn unsure(&self, table: &Table) -> bool {
+        table.suspect
+    }
+
+    fn write(
+        &self,
+        _tx: &[Family],
+        want: Want<'_>,
+        how: Write<'_, Table>,
+    ) -> Result<Option<Vec<String>>> {
+        match how {
+            Write::Change(before) => self.change(want, before).map(Some),
+            Write::Again(table) => {
+                let mut sent = Vec::new();
+                self.send(want, Some(table), &mut sent)?;
+                Ok(Some(sent))
+            }
+        }
+    }
+
+    fn read_written(&self, _tx: &[Family], sent: &Vec<String>) -> Result<Table> {
+        let mut t = self.list_raw()?;
+        self.learn(&t, sent);
+        self.compare(&mut t);
+        Ok(t)
+    }
+
+    fn shows(&self, _tx: &[Family], table: &Table) -> (String, String) {
+        let shows = table.text.lines().map(str::trim).collect::<Vec<_>>();
+        (format!("table inet {TABLE}"), shows.join("; "))
+    }
+
+    fn remove(&self, _tx: &[Family], table: &Table) -> Result<String> {
+        if table.text.trim().is_empty() {
+            return Ok(format!(
                 "nftables: nothing installed (no table inet {TABLE})"
-            )]);
+            ));
         }
         run(&self.program, &["delete", "table", "inet", TABLE], None)?;
-        Ok(vec![format!("nftables: removed table inet {TABLE}")])
+        Ok(format!("nftables: removed table inet {TABLE}"))
+    }
+
+    fn show(&self, r: &Rule) -> String {
+        statement(r)
+    }
+
+    /// The whole script, as to a table without tgknock's rules (a change sends less: what
+    /// differs from the table it finds).
+    fn preview(&self, want: Want<'_>) -> String {
+        format!(
+            "\nrules ({} -f -):\n{}",
+            self.program.display(),
+            script(
+                want.policy,
+                want.rules_of,
+                want.now,
+                Some(&Table::default())
+            )
+        )
     }
 
     fn check_tools(&self) -> Vec<(bool, String)> {
@@ -1099,16 +281,6 @@ impl Tables for Nft {
         ]
     }
 
-    /// The whole script, as to a table without tgknock's rules (a change sends less: what
-    /// differs from the table it finds).
-    fn preview(&self, policy: &Policy, rules_of: &[(Family, Vec<Rule>)], now: u64) -> String {
-        format!(
-            "\nrules ({} -f -):\n{}",
-            self.program.display(),
-            script(policy, rules_of, now, Some(&Table::default()))
-        )
-    }
-
     fn probe_deadlines(&self) -> Result<(), String> {
         // Checked by the kernel, never committed (`-c`).
         let probe = "add table inet tgknock_probe\n\
@@ -1116,18 +288,17 @@ impl Tables for Nft {
              add rule inet tgknock_probe c meta time < 2000000000 return\n";
         match run(&self.program, &["-c", "-f", "-"], Some(probe)) {
             Ok(_) => Ok(()),
-            Err(e) => super::lacks_deadlines(e),
+            Err(e) => lacks_deadlines(e),
         }
     }
 
-    fn describe_drift(&self, l: &Listing, want: &[Rule]) -> String {
-        if !l.chain_exists {
-            format!("the table inet {TABLE} (or its input chain) is gone")
-        } else if !l.jump_first {
-            format!("the table inet {TABLE}: its input chain is hooked otherwise")
-        } else {
-            format!("the table inet {TABLE}: {}", l.differences(want, statement))
-        }
+    fn deadline_match(&self) -> &'static str {
+        "meta time"
+    }
+
+    /// nft's base chain hooks input itself.
+    fn reached(&self) -> &'static str {
+        ""
     }
 
     fn keep_reference(&self) {
@@ -1141,7 +312,22 @@ impl Tables for Nft {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::key::*;
+    use super::render::*;
+    use super::table::*;
     use super::*;
+    use crate::base::rate::Rate;
+    use crate::firewall::rules::Policy;
+    use crate::firewall::tool::rule_text;
+
+    /// Parses `nft list table inet tgknock`: the rules of `family`, as [`Table::listing`].
+    pub(crate) fn parse_listing(table_text: &str, family: Family) -> Listing {
+        Table::read(table_text.to_string()).listing(family)
+    }
+
+    fn drift(b: &dyn crate::firewall::protocol::Protocol, l: &Listing, want: &[Rule]) -> String {
+        b.describe_drift(l, want)
+    }
 
     /// The table as `nft list table inet tgknock` prints `rules_of` written at `written`:
     /// hosts without their prefix length, the `meta nfproto` a source match implies left
@@ -1708,7 +894,7 @@ pub(crate) mod tests {
     /// `nft list table inet tgknock` as nft 1.0.6 printed what [`recorded`] asks for,
     /// written by tgknock's own script, after a knock's first step and a rate meter's
     /// first entry.
-    const RECORDED: &str = include_str!("../../tests/data/nft-1.0.6-table.txt");
+    const RECORDED: &str = include_str!("../../../tests/data/nft-1.0.6-table.txt");
 
     /// The policy and rules of [`RECORDED`].
     fn recorded() -> (Policy, Vec<(Family, Vec<Rule>)>) {
@@ -1750,7 +936,7 @@ pub(crate) mod tests {
                 "{f:?}: {:?}",
                 l.view(&p.gates[0])
             );
-            let d = backend().describe_drift(&l, r);
+            let d = drift(&backend(), &l, r);
             assert_eq!(
                 d,
                 "the table inet tgknock: a rule tgknock did not write: `tcp dport 22 accept`"
@@ -1846,7 +1032,7 @@ pub(crate) mod tests {
         assert!(t.suspect && t.changed == ["4 tgknock-gate:ssh tcp=22 syn drop"]);
         let l = t.listing(Family::V4);
         assert!(!l.matches(&rules_of[0].1));
-        let d = nft.describe_drift(&l, &rules_of[0].1);
+        let d = drift(&nft, &l, &rules_of[0].1);
         assert!(
             d.contains(
                 "a rule tgknock did not write: `meta nfproto ipv4 tcp dport 22 accept comment"

@@ -3,20 +3,30 @@
 //! back with `iptables -S`. Knock lists are `recent` lists named after the chain (they are
 //! global to the network namespace).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::rules::{
-    Limit, List, Listing, METER_ENTRIES, Policy, RecentOp, Rule, TAG_LIMIT_PREFIX, Target,
-    V6_SOURCE_PREFIX,
+mod chain;
+mod limit;
+mod parse;
+mod render;
+
+pub(crate) use chain::Chain;
+pub(crate) use parse::{parse_listing, parse_nft_chain};
+/// For the daemon's tests, which write a deadline as iptables lists it.
+#[cfg_attr(not(test), allow(unused_imports))]
+pub(crate) use render::datestop;
+pub(crate) use render::{
+    Edit, JumpFix, args, restore_change, restore_input, restore_lines, teardown_input,
 };
-use super::{Kind, Tables, run};
-use crate::base::addr::{self, Family};
+
+use crate::base::addr::Family;
 use crate::base::error::{Error, Result};
-use crate::base::gate::Proto;
-use crate::base::rate::Rate;
+use crate::firewall::backend::{Backend, Want, Write};
+use crate::firewall::rules::{Listing, Rule};
+use crate::firewall::tool::{lacks_deadlines, run};
+use crate::store::config::{FirewallKind, FirewallSettings};
 
 /// Seconds to wait for the xtables lock before giving up (exit 4 from the tool).
 const LOCK_WAIT: &str = "10";
@@ -60,7 +70,7 @@ pub(crate) struct Iptables {
 /// another program's. Legacy xtables' `-S` prints the kernel's rules as they are.
 #[derive(Debug, Default)]
 pub(crate) struct Reference {
-    /// The daemon keeps one (see [`Tables::keep_reference`]).
+    /// The daemon keeps one (see [`Backend::keep_reference`]).
     keep: bool,
     /// The nft tool, when the iptables tools are iptables-nft and it is there.
     nft: Option<PathBuf>,
@@ -71,796 +81,29 @@ pub(crate) struct Reference {
     unknown: Vec<(Family, Vec<usize>)>,
 }
 
-/// The rules of a chain as `nft list chain` prints them (counters and handles left out).
-pub(crate) fn parse_nft_chain(text: &str) -> Vec<String> {
-    let mut inside = false;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let t = line.trim();
-        if !inside {
-            inside = t.starts_with("chain ") && t.ends_with('{');
-            continue;
-        }
-        if t == "}" {
-            break;
-        }
-        if t.is_empty() || t.starts_with("type ") || t.starts_with('#') {
-            continue;
-        }
-        out.push(super::nft::rule_text(t));
-    }
-    out
-}
-
-fn full_mask(family: Family) -> &'static str {
-    match family {
-        Family::V4 => "255.255.255.255",
-        Family::V6 => "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-    }
-}
-
-/// A knock list's name: prefixed with the chain, as `recent` lists are global.
-fn list_name(chain: &str, list: List) -> String {
-    format!("{chain}_{}", list.name())
-}
-
-/// Buckets of a gate's hashlimit table (`--hashlimit-htable-size`): eight sources a
-/// bucket when the table is full (64 KB of bucket heads, allocated with the rule).
-const HTABLE_BUCKETS: u32 = 8_192;
-
-/// xt_limit's unit: a rate is kept as the time between two packets, in 1/10,000 s.
-const XT_LIMIT_SCALE: u64 = 10_000;
-
-/// The most packets the guard lets through at once (`--limit-burst`, at most 10,000).
-const GUARD_BURST: u32 = 10_000;
-
-/// A full hashlimit table drops every packet of a source it cannot add (xt_hashlimit
-/// "hotdrops" when its table is at `--hashlimit-htable-max`, whatever the rule's target
-/// and order): a flood of spoofed sources would lock everyone out. So a gate's hashlimit
-/// sees at most as many new sources as its table holds: a `-m limit` guard before it in
-/// the same rule lets `GUARD_BURST` packets through at once, then one every `avg`
-/// (1/10,000 s), so that over an entry's lifetime (its expiry, plus up to a second until
-/// the table's collector runs) no more than 15/16 of [`METER_ENTRIES`] get in. A packet
-/// the guard holds back skips the per-source check and goes on to the gate: under a
-/// flood beyond the guard's rate the limit lapses for part of the packets, it never
-/// drops one.
-///
-/// A gate's rules (one per port entry, `limit.shares` of them) share its table: each
-/// rule's guard gets an equal part of the table's budget (its burst and its rate divided
-/// by `shares`), so that together they never let more sources in than one guard would.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Guard {
-    pub(crate) avg: u64,
-    pub(crate) burst: u32,
-}
-
-impl Guard {
-    pub(crate) fn of(limit: &Limit) -> Guard {
-        // The slowest rate xt_limit writes: one a day.
-        const SLOWEST: u64 = XT_LIMIT_SCALE * 86_400;
-        let shares = u64::from(limit.shares.max(1));
-        let burst = (GUARD_BURST / limit.shares.max(1)).max(1);
-        let window = limit.refill_secs().saturating_add(2);
-        let room = u64::from(METER_ENTRIES - GUARD_BURST) * 15 / 16;
-        let start = XT_LIMIT_SCALE
-            .saturating_mul(window)
-            .saturating_mul(shares)
-            .div_ceil(room)
-            .clamp(1, SLOWEST);
-        // The rate as iptables prints it back must stand for the same interval: the
-        // next one that does (a few steps for any rate tgknock writes; a limit read
-        // back with an absurd burst gets the slowest).
-        let avg = (start..start.saturating_add(10_000).min(SLOWEST))
-            .find(|a| limit_rate_avg(&limit_rate_text(*a)) == Some(*a))
-            .unwrap_or(SLOWEST);
-        Guard { avg, burst }
-    }
-
-    /// How many rules share the table of a guard read back (`--limit`, `--limit-burst`)
-    /// on a rule limited by `limit`: the `shares` whose guard it is, if any.
-    fn shares_of(limit: &Limit, avg: u64, burst: u32) -> Option<u32> {
-        if burst == 0 || burst > GUARD_BURST {
-            return None;
-        }
-        // The shares whose burst (GUARD_BURST / shares, at least 1) is `burst`.
-        let lo = GUARD_BURST / (burst + 1) + 1;
-        let hi = GUARD_BURST / burst;
-        (lo..=hi).find(|k| {
-            Guard::of(&Limit {
-                shares: *k,
-                ..*limit
-            }) == Guard { avg, burst }
-        })
-    }
-
-    /// The guard's packets a second.
-    #[cfg(test)]
-    pub(crate) fn per_sec(&self) -> f64 {
-        XT_LIMIT_SCALE as f64 / self.avg as f64
-    }
-}
-
-/// xt_limit's units, the longest first, in 1/10,000 s.
-const LIMIT_UNITS: [(&str, u64); 4] = [
-    ("day", XT_LIMIT_SCALE * 86_400),
-    ("hour", XT_LIMIT_SCALE * 3_600),
-    ("min", XT_LIMIT_SCALE * 60),
-    ("sec", XT_LIMIT_SCALE),
-];
-
-/// A `-m limit` rate as iptables prints it (libxt_limit's `print_rate`, which
-/// iptables-nft's translation shares): `833/sec`.
-fn limit_rate_text(avg: u64) -> String {
-    let mut i = 1;
-    while i < LIMIT_UNITS.len() {
-        let mult = LIMIT_UNITS[i].1;
-        if avg > mult || mult / avg < mult % avg {
-            break;
-        }
-        i += 1;
-    }
-    let (name, mult) = LIMIT_UNITS[i - 1];
-    format!("{}/{name}", mult / avg)
-}
-
-/// The interval a `-m limit` rate stands for (libxt_limit's `parse_rate`).
-fn limit_rate_avg(text: &str) -> Option<u64> {
-    let (n, unit) = text.split_once('/')?;
-    let n: u64 = n.parse().ok().filter(|n| *n > 0)?;
-    let (_, mult) = LIMIT_UNITS.iter().find(|(name, _)| *name == unit)?;
-    Some(mult / n).filter(|a| *a > 0)
-}
-
-/// A source's prefix length in a gate's hashlimit (`--hashlimit-srcmask`).
-fn srcmask(family: Family) -> u8 {
-    match family {
-        Family::V4 => 32,
-        Family::V6 => V6_SOURCE_PREFIX,
-    }
-}
-
-/// How long an idle source stays in a gate's hashlimit table, in ms: until its burst has
-/// filled up again (iptables' default is one unit of the rate as written, one second for
-/// `1/sec` with a burst of 60, which would hand a source a fresh burst every second).
-fn expire_ms(limit: &Limit) -> u64 {
-    limit.refill_secs() * 1_000
-}
-
-/// A gate's hashlimit table (global to the network namespace, at most 15 characters):
-/// `tgk-ssh-3f0a`, or `tgk-` and a hash alone when the gate's name is too long or the
-/// chain is not the default one (two instances never share a table). The hash covers
-/// everything the kernel keeps with the table rather than the rule (rate, burst, sizes,
-/// expiry, mask): xt_hashlimit reuses a table of the same name as it is, so a changed
-/// limit gets a table of its own name or it would not take effect until a reboot.
-pub(crate) fn hashlimit_name(chain: &str, tag: &str, limit: &Limit, family: Family) -> String {
-    let gate = tag.strip_prefix(TAG_LIMIT_PREFIX).unwrap_or(tag);
-    let config = format!(
-        "{}:{}:{HTABLE_BUCKETS}:{METER_ENTRIES}:{}:{}",
-        limit.rate,
-        limit.burst,
-        expire_ms(limit),
-        srcmask(family)
-    );
-    // FNV-1a: a stable short name, no cryptography needed.
-    let mut h: u32 = 0x811c_9dc5;
-    for b in chain
-        .bytes()
-        .chain([b':'])
-        .chain(gate.bytes())
-        .chain([b':'])
-        .chain(config.bytes())
-    {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    let plain = format!("tgk-{gate}-{:04x}", (h >> 16) ^ (h & 0xffff));
-    if chain == "TGKNOCK" && plain.len() <= 15 {
-        return plain;
-    }
-    format!("tgk-{h:08x}")
-}
-
-/// The words of a rate limit after the rule's other matches: the guard, then the
-/// hashlimit with its table's sizes, expiry and source mask, as `iptables -S` prints
-/// them (an expiry equal to iptables' default and a full mask are left out).
-fn limit_args(chain: &str, rule: &Rule, l: &Limit) -> Vec<String> {
-    let mut a: Vec<String> = vec![
-        "-m".into(),
-        "limit".into(),
-        "--limit".into(),
-        limit_rate_text(Guard::of(l).avg),
-        "--limit-burst".into(),
-        Guard::of(l).burst.to_string(),
-        "-m".into(),
-        "hashlimit".into(),
-        "--hashlimit-above".into(),
-        l.rate.to_string(),
-        "--hashlimit-burst".into(),
-        l.burst.to_string(),
-        "--hashlimit-mode".into(),
-        "srcip".into(),
-        "--hashlimit-name".into(),
-        hashlimit_name(chain, &rule.tag, l, rule.family),
-        "--hashlimit-htable-size".into(),
-        HTABLE_BUCKETS.to_string(),
-        "--hashlimit-htable-max".into(),
-        METER_ENTRIES.to_string(),
-    ];
-    if expire_ms(l) != l.rate.per.secs() * 1_000 {
-        a.extend(["--hashlimit-htable-expire".into(), expire_ms(l).to_string()]);
-    }
-    if rule.family == Family::V6 {
-        a.extend(["--hashlimit-srcmask".into(), V6_SOURCE_PREFIX.to_string()]);
-    }
-    a
-}
-
-/// The table settings and guard of a rate limit as read back, checked against
-/// [`limit_args`]: the same guard, sizes and mask, and an expiry that is the one written
-/// (or iptables' default, when that is it).
-#[derive(Debug, Default)]
-struct Tuning {
-    guard: bool,
-    limit: Option<String>,
-    limit_burst: Option<u32>,
-    buckets: Option<u32>,
-    max: Option<u32>,
-    expire: Option<u64>,
-    srcmask: Option<u8>,
-}
-
-impl Tuning {
-    /// The rule's table settings are tgknock's, and its guard is that of a table shared
-    /// by `Some(shares)` rules.
-    fn fits(&self, l: &Limit, family: Family) -> Option<u32> {
-        let shares = Guard::shares_of(
-            l,
-            self.limit.as_deref().and_then(limit_rate_avg)?,
-            self.limit_burst?,
-        )?;
-        (self.guard
-            && self.buckets == Some(HTABLE_BUCKETS)
-            && self.max == Some(METER_ENTRIES)
-            && self.expire.unwrap_or(l.rate.per.secs() * 1_000) == expire_ms(l)
-            && self.srcmask.unwrap_or(match family {
-                Family::V4 => 32,
-                Family::V6 => 128,
-            }) == srcmask(family))
-        .then_some(shares)
-    }
-}
-
-/// `--datestop` of a deadline: the last second the rule matches, in UTC (xt_time's
-/// default), so it stops matching at `until`.
-pub(crate) fn datestop(until: u64) -> String {
-    let (y, mo, d, h, mi, s) = crate::base::duration::civil(until.saturating_sub(1));
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}")
-}
-
-/// Reads back a `--datestop` value as the deadline it stands for.
-fn parse_datestop(v: &str) -> Option<u64> {
-    let (date, time) = v.split_once('T')?;
-    let mut d = date.splitn(3, '-').map(|x| x.parse::<u32>().ok());
-    let mut t = time.splitn(3, ':').map(|x| x.parse::<u32>().ok());
-    let (y, mo, dd) = (d.next()??, d.next()??, d.next()??);
-    let (h, mi, sec) = (t.next()??, t.next()??, t.next()??);
-    crate::base::duration::from_civil(i64::from(y), mo, dd, h, mi, sec).map(|u| u + 1)
-}
-
-/// The iptables arguments of a rule after `-A CHAIN`, exactly as `iptables -S` prints
-/// them back.
-pub(crate) fn args(chain: &str, rule: &Rule) -> Vec<String> {
-    let mut a: Vec<String> = Vec::new();
-    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-    if let Some(src) = &rule.src {
-        push(&["-s", &src.to_iptables()]);
-    }
-    if let Some(proto) = rule.proto {
-        push(&["-p", proto.as_str(), "-m", proto.as_str()]);
-        if let Some(p) = rule.port() {
-            push(&["--dport", &p.dport()]);
-        }
-        if rule.syn {
-            push(&["--tcp-flags", "FIN,SYN,RST,ACK", "SYN"]);
-        }
-    }
-    if rule.established {
-        push(&["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"]);
-        if rule.reply {
-            push(&["--ctdir", "REPLY"]);
-        }
-    }
-    for r in &rule.recent {
-        push(&["-m", "recent"]);
-        push(&[match r.op {
-            RecentOp::Rcheck => "--rcheck",
-            RecentOp::Set => "--set",
-            RecentOp::Remove => "--remove",
-        }]);
-        if let Some(s) = r.seconds {
-            push(&["--seconds", &s.to_string()]);
-        }
-        push(&[
-            "--name",
-            &list_name(chain, r.list),
-            "--mask",
-            full_mask(rule.family),
-            "--rsource",
-        ]);
-    }
-    if let Some(l) = &rule.limit {
-        let words = limit_args(chain, rule, l);
-        push(&words.iter().map(String::as_str).collect::<Vec<_>>());
-    }
-    if let Some(u) = rule.until {
-        push(&["-m", "time", "--datestop", &datestop(u)]);
-    }
-    push(&["-m", "comment", "--comment", &rule.tag]);
-    match rule.target {
-        Some(Target::Return) => push(&["-j", "RETURN"]),
-        Some(Target::Drop) => push(&["-j", "DROP"]),
-        None => {}
-    }
-    a
-}
-
-/// How the jump from INPUT must be repaired in the same transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct JumpFix {
-    /// Existing `-A INPUT -j CHAIN` rules to delete.
-    pub(crate) delete: usize,
-    /// Insert one jump at the top.
-    pub(crate) insert: bool,
-}
-
-impl JumpFix {
-    /// Nothing to do when there is exactly one jump and it is the first rule of INPUT.
-    pub(crate) fn from_listing(listing: &Listing) -> JumpFix {
-        if listing.jumps == 1 && listing.jump_first {
-            JumpFix {
-                delete: 0,
-                insert: false,
-            }
-        } else {
-            JumpFix {
-                delete: listing.jumps,
-                insert: true,
-            }
-        }
-    }
-}
-
-/// The `iptables-restore --noflush` input that replaces the chain's rules and fixes the
-/// jump in one transaction (declaring the chain flushes it, atomically with the refill).
-pub(crate) fn restore_input(chain: &str, rules: &[Rule], fix: JumpFix) -> String {
-    let mut s = format!("*filter\n:{chain} - [0:0]\n");
-    for r in rules {
-        s.push_str(&format!("-A {chain} {}\n", args(chain, r).join(" ")));
-    }
-    for _ in 0..fix.delete {
-        s.push_str(&format!("-D INPUT -j {chain}\n"));
-    }
-    if fix.insert {
-        s.push_str(&format!("-I INPUT 1 -j {chain}\n"));
-    }
-    s.push_str("COMMIT\n");
-    s
-}
-
-/// The rules that differ between a chain as listed and the rules it should hold: those
-/// after the `keep` rules both begin with, `delete` listed ones (ending where both end the
-/// same) give way to `insert` of the rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Edit {
-    pub(crate) keep: usize,
-    pub(crate) delete: usize,
-    pub(crate) insert: usize,
-}
-
-impl Edit {
-    /// The edit from `before` to `rules`, when it touches few enough rules to be worth
-    /// making in place (`None`: declare the chain afresh and refill it). A bounded change
-    /// (an `/open`, a `/ban`) among 1,000 bans is then one or two rules, not 1,000.
-    pub(crate) fn between(before: &Listing, rules: &[Rule]) -> Option<Edit> {
-        if !before.chain_exists {
-            return None;
-        }
-        let same = |a: &Option<Rule>, b: &Rule| a.as_ref() == Some(b);
-        let old = &before.rules;
-        let keep = old
-            .iter()
-            .zip(rules)
-            .take_while(|(a, b)| same(a, b))
-            .count();
-        let tail = old[keep..]
-            .iter()
-            .rev()
-            .zip(rules[keep..].iter().rev())
-            .take_while(|(a, b)| same(a, b))
-            .count();
-        let edit = Edit {
-            keep,
-            delete: old.len() - keep - tail,
-            insert: rules.len() - keep - tail,
-        };
-        (2 * (edit.delete + edit.insert) < rules.len()).then_some(edit)
-    }
-}
-
-/// The `iptables-restore --noflush` input that changes a chain as listed (`before`) into
-/// `rules` and fixes the jump, in one transaction: deleting and inserting the few rules an
-/// [`Edit`] finds, by position, or else replacing them all ([`restore_input`]).
-pub(crate) fn restore_change(
-    chain: &str,
-    before: &Listing,
-    rules: &[Rule],
-    fix: JumpFix,
-) -> String {
-    let Some(e) = Edit::between(before, rules) else {
-        return restore_input(chain, rules, fix);
-    };
-    let mut s = String::from("*filter\n");
-    for _ in 0..e.delete {
-        s.push_str(&format!("-D {chain} {}\n", e.keep + 1));
-    }
-    for (i, r) in rules[e.keep..e.keep + e.insert].iter().enumerate() {
-        s.push_str(&format!(
-            "-I {chain} {} {}\n",
-            e.keep + 1 + i,
-            args(chain, r).join(" ")
-        ));
-    }
-    for _ in 0..fix.delete {
-        s.push_str(&format!("-D INPUT -j {chain}\n"));
-    }
-    if fix.insert {
-        s.push_str(&format!("-I INPUT 1 -j {chain}\n"));
-    }
-    s.push_str("COMMIT\n");
-    s
-}
-
-/// The restore input that puts back rule lines exactly as `iptables -S` listed them.
-pub(crate) fn restore_lines(chain: &str, lines: &[String]) -> String {
-    let mut s = format!("*filter\n:{chain} - [0:0]\n");
-    for l in lines {
-        s.push_str(l);
-        s.push('\n');
-    }
-    s.push_str("COMMIT\n");
-    s
-}
-
-/// The restore input that removes the jumps and the chain.
-pub(crate) fn teardown_input(chain: &str, listing: &Listing) -> Option<String> {
-    if listing.jumps == 0 && !listing.chain_exists {
-        return None;
-    }
-    let mut s = String::from("*filter\n");
-    for _ in 0..listing.jumps {
-        s.push_str(&format!("-D INPUT -j {chain}\n"));
-    }
-    if listing.chain_exists {
-        s.push_str(&format!("-F {chain}\n-X {chain}\n"));
-    }
-    s.push_str("COMMIT\n");
-    Some(s)
-}
-
-/// Splits an `iptables -S` line into words, honouring double quotes. Most lines (a
-/// comment quoted as one word) are split at their spaces, without copying a word; a chain
-/// of 1,000 bans is 1,000 lines.
-fn words(line: &str) -> Vec<Cow<'_, str>> {
-    let plain = line.is_ascii()
-        && !line.contains(['\\', '\t', '\r', '\n', '\x0b', '\x0c'])
-        && line
-            .split(' ')
-            .all(|w| w.matches('"').count().is_multiple_of(2));
-    if plain {
-        return line
-            .split(' ')
-            .filter(|w| !w.is_empty())
-            .map(|w| {
-                if w.contains('"') {
-                    Cow::Owned(w.replace('"', ""))
-                } else {
-                    Cow::Borrowed(w)
-                }
-            })
-            .collect();
-    }
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut any = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                any = true;
-            }
-            '\\' if quoted => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-            }
-            c if c.is_whitespace() && !quoted => {
-                if any || !cur.is_empty() {
-                    out.push(Cow::Owned(std::mem::take(&mut cur)));
-                    any = false;
-                }
-            }
-            c => cur.push(c),
-        }
-    }
-    if any || !cur.is_empty() {
-        out.push(Cow::Owned(cur));
-    }
-    out
-}
-
-/// Parses the output of `iptables -S` (the whole filter table) of `family`.
-pub(crate) fn parse_listing(chain: &str, text: &str, family: Family) -> Listing {
-    let mut l = Listing::default();
-    let mut first_input = true;
-    for line in text.lines() {
-        let w = words(line);
-        match w.as_slice() {
-            [n, c] if n == "-N" && c == chain => l.chain_exists = true,
-            [a, input, rest @ ..] if a == "-A" && input == "INPUT" => {
-                let is_jump = rest.len() == 2 && rest[0] == "-j" && rest[1] == chain;
-                if is_jump {
-                    l.jumps += 1;
-                    if first_input {
-                        l.jump_first = true;
-                    }
-                }
-                first_input = false;
-            }
-            [a, c, rest @ ..] if a == "-A" && c == chain => {
-                l.lines.push(line.trim_end().to_string());
-                l.rules.push(parse_rule(chain, rest, family));
-            }
-            _ => {}
-        }
-    }
-    // A limit's guard is sized for the rules that share its table: one whose guard was
-    // written for another count (a gate that had another number of ports) is not as
-    // tgknock writes it now, or the guards together could let the table fill.
-    let count = |tag: &str| {
-        l.rules
-            .iter()
-            .flatten()
-            .filter(|r| r.limit.is_some() && r.tag == tag)
-            .count()
-    };
-    let stale: Vec<bool> = l
-        .rules
-        .iter()
-        .map(|r| {
-            r.as_ref()
-                .and_then(|r| r.limit.map(|x| (x, &r.tag)))
-                .is_some_and(|(x, tag)| usize::try_from(x.shares).ok() != Some(count(tag)))
-        })
-        .collect();
-    for (r, stale) in l.rules.iter_mut().zip(stale) {
-        if stale {
-            *r = None;
-        }
-    }
-    l
-}
-
-fn parse_rule(chain: &str, w: &[Cow<'_, str>], family: Family) -> Option<Rule> {
-    let mut r = Rule::new(family, "", None);
-    let mut i = 0;
-    let full_mask = full_mask(family);
-    let list = |name: &str| -> Option<List> {
-        List::parse(name.strip_prefix(chain)?.strip_prefix('_')?).filter(|l| l.family() == family)
-    };
-    // A `-m recent` opens a match whose operation and list come after it.
-    let mut pending: Option<(RecentOp, Option<u64>, Option<List>)> = None;
-    // A hashlimit's table name, checked once the rule's tag is known.
-    let mut limit_name: Option<String> = None;
-    // Its guard and table settings, checked likewise.
-    let mut tuning = Tuning::default();
-    let close = |r: &mut Rule, p: Option<(RecentOp, Option<u64>, Option<List>)>| -> Option<()> {
-        if let Some((op, seconds, list)) = p {
-            r.recent.push(super::rules::Recent {
-                op,
-                seconds,
-                list: list?,
-            });
-        }
-        Some(())
-    };
-    while i < w.len() {
-        let next = w.get(i + 1).map(|v| v.as_ref());
-        match (w[i].as_ref(), next) {
-            ("-s", Some(v)) => {
-                r.src = Some(addr::parse_listed(v)?);
-                i += 1;
-            }
-            ("-p", Some(v)) => {
-                r.proto = Some(match v {
-                    "tcp" => Proto::Tcp,
-                    "udp" => Proto::Udp,
-                    _ => return None,
-                });
-                i += 1;
-            }
-            ("--dport", Some(v)) => {
-                let (a, b) = v.split_once(':').unwrap_or((v, v));
-                r.dport = Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?));
-                i += 1;
-            }
-            ("--tcp-flags", Some("FIN,SYN,RST,ACK"))
-                if w.get(i + 2).is_some_and(|v| v == "SYN") =>
-            {
-                r.syn = true;
-                i += 2;
-            }
-            ("--ctstate", Some(v)) => {
-                let mut s: Vec<&str> = v.split(',').collect();
-                s.sort();
-                if s != ["ESTABLISHED", "RELATED"] {
-                    return None;
-                }
-                r.established = true;
-                i += 1;
-            }
-            ("--ctdir", Some("REPLY")) if r.established => {
-                r.reply = true;
-                i += 1;
-            }
-            ("--comment", Some(v)) => {
-                r.tag = v.to_string();
-                i += 1;
-            }
-            ("-j", Some(v)) => {
-                r.target = Some(match v {
-                    "RETURN" => Target::Return,
-                    "DROP" => Target::Drop,
-                    _ => return None,
-                });
-                i += 1;
-            }
-            ("-m", Some("recent")) => {
-                close(&mut r, pending.take())?;
-                pending = Some((RecentOp::Set, None, None));
-                i += 1;
-            }
-            (op @ ("--set" | "--rcheck" | "--remove"), _) => {
-                pending.as_mut()?.0 = match op {
-                    "--set" => RecentOp::Set,
-                    "--rcheck" => RecentOp::Rcheck,
-                    _ => RecentOp::Remove,
-                };
-            }
-            ("--seconds", Some(v)) => {
-                pending.as_mut()?.1 = Some(v.parse().ok()?);
-                i += 1;
-            }
-            ("--name", Some(v)) => {
-                pending.as_mut()?.2 = Some(list(v)?);
-                i += 1;
-            }
-            ("--mask", Some(v)) if v == full_mask => i += 1,
-            ("--rsource", _) => {}
-            ("-m", Some("hashlimit")) => {
-                close(&mut r, pending.take())?;
-                // hashlimit's default burst, which `-S` leaves out.
-                r.limit = Some(super::rules::Limit {
-                    rate: Rate {
-                        count: 0,
-                        per: crate::base::rate::Per::Second,
-                    },
-                    burst: 5,
-                    shares: 1,
-                });
-                i += 1;
-            }
-            ("--hashlimit-above", Some(v)) => {
-                r.limit.as_mut()?.rate = Rate::parse(v).ok()?;
-                i += 1;
-            }
-            ("--hashlimit-burst", Some(v)) => {
-                r.limit.as_mut()?.burst = v.parse().ok()?;
-                i += 1;
-            }
-            ("--hashlimit-mode", Some("srcip")) => i += 1,
-            ("--hashlimit-name", Some(v)) => {
-                limit_name = Some(v.to_string());
-                i += 1;
-            }
-            ("-m", Some("limit")) => {
-                close(&mut r, pending.take())?;
-                tuning.guard = true;
-                i += 1;
-            }
-            ("--limit", Some(v)) => {
-                tuning.limit = Some(v.to_string());
-                i += 1;
-            }
-            ("--limit-burst", Some(v)) => {
-                tuning.limit_burst = Some(v.parse().ok()?);
-                i += 1;
-            }
-            ("--hashlimit-htable-size", Some(v)) => {
-                tuning.buckets = Some(v.parse().ok()?);
-                i += 1;
-            }
-            ("--hashlimit-htable-max", Some(v)) => {
-                tuning.max = Some(v.parse().ok()?);
-                i += 1;
-            }
-            ("--hashlimit-htable-expire", Some(v)) => {
-                tuning.expire = Some(v.parse().ok()?);
-                i += 1;
-            }
-            ("--hashlimit-srcmask", Some(v)) => {
-                tuning.srcmask = Some(v.parse().ok()?);
-                i += 1;
-            }
-            ("--datestop", Some(v)) => {
-                r.until = Some(parse_datestop(v)?);
-                i += 1;
-            }
-            ("-m", Some("tcp" | "udp" | "conntrack" | "comment" | "time")) => {
-                close(&mut r, pending.take())?;
-                i += 1;
-            }
-            _ => return None,
-        }
-        i += 1;
-    }
-    close(&mut r, pending.take())?;
-    if r.dport.is_some() && r.proto.is_none() {
-        return None;
-    }
-    if let Some(l) = &mut r.limit {
-        if l.rate.count == 0 || limit_name? != hashlimit_name(chain, &r.tag, l, family) {
-            return None;
-        }
-        l.shares = tuning.fits(l, family)?;
-    }
-    if r.limit.is_none() && (tuning.guard || tuning.limit.is_some()) {
-        return None;
-    }
-    // The rule as a whole: each word was read above, and its matches are tgknock's own,
-    // in its order. A match repeated (`-m tcp --dport 9 -m tcp --dport 22`, which reads
-    // as port 22 but never matches) or moved (`-m recent --set` before the port: every
-    // SYN would step) is not tgknock's. (Words are compared through what they mean, not
-    // as text: the tool prints some defaults, or leaves them out, as it likes.)
-    (matches_of(w.iter().map(|x| x.as_ref()))
-        == matches_of(args(chain, &r).iter().map(String::as_str)))
-    .then_some(r)
-}
-
-/// The matches (`-m NAME`) of a rule's words, in order.
-fn matches_of<'a>(words: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
-    let mut out = Vec::new();
-    let mut after_m = false;
-    for w in words {
-        if after_m {
-            out.push(w);
-        }
-        after_m = w == "-m";
-    }
-    out
-}
-
 impl Iptables {
+    /// The tool of a transaction's family.
+    fn tool(&self, tx: &[Family]) -> Result<&Tool> {
+        self.tools
+            .iter()
+            .find(|t| tx.contains(&t.family))
+            .ok_or_else(|| Error::Unreadable {
+                place: format!("chain {}", self.chain),
+                problem: format!("no iptables tool for {tx:?}"),
+            })
+    }
+
     /// Reads the filter table of one family, compared with what this process wrote.
-    fn list(&self, tool: &Tool) -> Result<Listing> {
+    fn list(&self, tool: &Tool) -> Result<Chain> {
         let mut l = self.list_raw(tool)?;
         let printed = self.nft_print(tool);
         self.compare(tool.family, &mut l, printed.as_deref());
+        l.unknown = self.unknown(tool.family);
         Ok(l)
     }
 
     /// Reads the filter table of one family as it is.
-    fn list_raw(&self, tool: &Tool) -> Result<Listing> {
+    fn list_raw(&self, tool: &Tool) -> Result<Chain> {
         let text = run(&tool.program, &["-w", LOCK_WAIT, "-S"], None)?;
         Ok(parse_listing(&self.chain, &text, tool.family))
     }
@@ -952,37 +195,27 @@ impl Iptables {
         run(&tool.restore, &["-w", LOCK_WAIT, "--noflush"], Some(input))
     }
 
-    fn apply_one(&self, tool: &Tool, rules: &[Rule]) -> Result<(Listing, Listing)> {
-        let before = self.list(tool)?;
-        let unknown = self.unknown(tool.family);
-        if before.matches(rules) && unknown.is_none() {
-            log::debug!("{}: rules already in place", tool.family);
-            return Ok((before.clone(), before));
-        }
+    /// The change from `before` to `rules`, made in place when it is small: the positions
+    /// written, or `None` when an edit in place failed (the chain changed since it was
+    /// listed) and refilling it puts that right.
+    fn change(&self, tool: &Tool, before: &Chain, rules: &[Rule]) -> Result<Option<Range>> {
         // Rules this process cannot compare whole yet are written again (deleted and
         // inserted in place, or the chain refilled), as if they differed.
         let mut target = before.clone();
-        for i in unknown.into_iter().flatten() {
-            if let Some(r) = target.rules.get_mut(i) {
+        for i in before.unknown.iter().flatten() {
+            if let Some(r) = target.rules.get_mut(*i) {
                 *r = None;
             }
         }
         let edit = Edit::between(&target, rules);
-        let change = restore_change(&self.chain, &target, rules, JumpFix::from_listing(&before));
-        // Reads the chain just written, remembering how nft prints the rules written.
-        let read = |written: std::ops::Range<usize>| -> Result<Listing> {
-            let mut l = self.list_raw(tool)?;
-            let printed = self.nft_print(tool);
-            self.learn(tool.family, &l, printed.as_deref(), written);
-            self.compare(tool.family, &mut l, printed.as_deref());
-            Ok(l)
-        };
-        let written = edit.map_or(0..rules.len(), |e| e.keep..e.keep + e.insert);
-        let mut now = match self.restore(tool, &change) {
-            Ok(_) => read(written)?,
+        let change = restore_change(&self.chain, &target, rules, JumpFix::from_listing(before));
+        match self.restore(tool, &change) {
+            Ok(_) => Ok(Some(
+                edit.map_or(0..rules.len(), |e| e.keep..e.keep + e.insert),
+            )),
             // Edits by position fail when another program changed the chain since it was
             // listed (`iptables -F` at that moment): a line of the input failed (exit 1),
-            // and the refill below puts it right. Anything else (the xtables lock, no
+            // and the refill puts it right. Anything else (the xtables lock, no
             // permission: exit 4) is told as it is.
             Err(
                 e @ Error::Firewall {
@@ -990,48 +223,102 @@ impl Iptables {
                 },
             ) if edit.is_some() => {
                 log::debug!("{}: the change in place failed ({e})", tool.family);
-                Listing::default()
+                Ok(None)
             }
-            Err(e) => return Err(e),
-        };
-        if !now.matches(rules) {
-            // Another program changed the chain while this change was made (`iptables -F`
-            // at that moment, or the tool of a daemon killed mid-change finishing late):
-            // once more, declared afresh and refilled against the chain as it is now.
-            let again = self.list(tool)?;
-            log::info!(
-                "{}: the chain changed while it was being changed; writing it again",
-                tool.family
-            );
-            self.restore(
-                tool,
-                &restore_input(&self.chain, rules, JumpFix::from_listing(&again)),
-            )?;
-            now = read(0..rules.len())?;
+            Err(e) => Err(e),
         }
-        if !now.matches(rules) {
-            self.roll_back(tool, &before);
-            return Err(Error::Verify {
-                place: format!("{} chain {}", tool.family, self.chain),
-                shows: if now.lines.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    now.lines.join("; ")
-                },
-            });
+    }
+}
+
+/// The positions of the rules a write put in the chain.
+type Range = std::ops::Range<usize>;
+
+impl Backend for Iptables {
+    type Read = Chain;
+    type Sent = Range;
+    const KIND: FirewallKind = FirewallKind::Iptables;
+
+    fn new(f: &FirewallSettings) -> Iptables {
+        let mut tools = vec![Tool::new(Family::V4, &f.iptables)];
+        if let Some(p) = &f.ip6tables {
+            tools.push(Tool::new(Family::V6, p));
         }
-        log::info!(
-            "{}: chain {} now has {} rules",
-            tool.family,
-            self.chain,
-            now.lines.len()
-        );
-        Ok((before, now))
+        Iptables {
+            chain: f.chain.clone(),
+            tools,
+            nft: f.nft.clone(),
+            reference: Default::default(),
+        }
     }
 
-    /// Best effort: put a family's chain back as it was listed.
-    fn roll_back(&self, tool: &Tool, before: &Listing) {
-        let input = if before.chain_exists {
+    fn present(f: &FirewallSettings) -> bool {
+        f.iptables.exists()
+    }
+
+    fn name(&self) -> &'static str {
+        "iptables"
+    }
+
+    fn place(&self) -> String {
+        format!("chain {}", self.chain)
+    }
+
+    fn unit(&self) -> &'static str {
+        "chain"
+    }
+
+    fn label(&self, tx: &[Family]) -> String {
+        let names: Vec<String> = tx.iter().map(Family::to_string).collect();
+        names.join(" and ")
+    }
+
+    /// One transaction per family.
+    fn transactions(&self) -> Vec<Vec<Family>> {
+        self.tools.iter().map(|t| vec![t.family]).collect()
+    }
+
+    fn read(&self, tx: &[Family]) -> Result<Chain> {
+        self.list(self.tool(tx)?)
+    }
+
+    fn listings(&self, read: &Chain) -> Vec<(Family, Listing)> {
+        vec![(read.family, read.listing.clone())]
+    }
+
+    fn unsure(&self, read: &Chain) -> bool {
+        read.unknown.is_some()
+    }
+
+    fn write(&self, tx: &[Family], want: Want<'_>, how: Write<'_, Chain>) -> Result<Option<Range>> {
+        let tool = self.tool(tx)?;
+        let rules = want.rules_of.first().map_or(&[][..], |(_, r)| r);
+        match how {
+            Write::Change(before) => self.change(tool, before, rules),
+            Write::Again(again) => {
+                let fix = JumpFix::from_listing(again);
+                self.restore(tool, &restore_input(&self.chain, rules, fix))?;
+                Ok(Some(0..rules.len()))
+            }
+        }
+    }
+
+    /// Reads the chain just written, remembering how nft prints the rules written.
+    fn read_written(&self, tx: &[Family], written: &Range) -> Result<Chain> {
+        let tool = self.tool(tx)?;
+        let mut l = self.list_raw(tool)?;
+        let printed = self.nft_print(tool);
+        self.learn(tool.family, &l, printed.as_deref(), written.clone());
+        self.compare(tool.family, &mut l, printed.as_deref());
+        l.unknown = self.unknown(tool.family);
+        Ok(l)
+    }
+
+    /// Puts a family's chain back as it was listed.
+    fn roll_back(&self, tx: &[Family], before: &Chain) {
+        let Ok(tool) = self.tool(tx) else {
+            return;
+        };
+        let input = if before.exists {
             restore_lines(&self.chain, &before.lines)
         } else {
             // There was no chain: an empty one, unreached, is as good as none.
@@ -1045,137 +332,43 @@ impl Iptables {
             ),
         }
     }
-}
 
-impl Tables for Iptables {
-    fn kind(&self) -> Kind {
-        Kind::Iptables
+    fn shows(&self, tx: &[Family], now: &Chain) -> (String, String) {
+        let shows = if now.lines.is_empty() {
+            "nothing".to_string()
+        } else {
+            now.lines.join("; ")
+        };
+        (format!("{} chain {}", self.label(tx), self.chain), shows)
     }
 
-    fn place(&self) -> String {
-        format!("chain {}", self.chain)
-    }
-
-    fn families(&self) -> Vec<Family> {
-        self.tools.iter().map(|t| t.family).collect()
-    }
-
-    fn observe(&self) -> Vec<(Family, Result<Listing, String>)> {
-        self.tools
-            .iter()
-            .map(|t| (t.family, self.list(t).map_err(|e| e.to_string())))
-            .collect()
-    }
-
-    /// One transaction per family; on a failure an earlier family is put back.
-    fn apply(
-        &self,
-        _policy: &Policy,
-        rules_of: &[(Family, Vec<Rule>)],
-        _now: u64,
-    ) -> Result<Vec<(Family, Listing)>> {
-        let mut done: Vec<(&Tool, Listing)> = Vec::new();
-        let mut after = Vec::new();
-        for (tool, (_, rules)) in self.tools.iter().zip(rules_of) {
-            match self.apply_one(tool, rules) {
-                Ok((before, now)) => {
-                    done.push((tool, before));
-                    after.push((tool.family, now));
-                }
-                Err(e) => {
-                    for (t, before) in done.iter().rev() {
-                        self.roll_back(t, before);
-                    }
-                    return Err(e);
-                }
+    fn remove(&self, tx: &[Family], l: &Chain) -> Result<String> {
+        let tool = self.tool(tx)?;
+        match teardown_input(&self.chain, l) {
+            None => Ok(format!(
+                "{}: nothing installed (no chain {})",
+                tool.family, self.chain
+            )),
+            Some(input) => {
+                self.restore(tool, &input)?;
+                Ok(format!(
+                    "{}: removed {} jump(s) from INPUT and the chain {} ({} rules)",
+                    tool.family,
+                    l.jumps,
+                    self.chain,
+                    l.lines.len()
+                ))
             }
         }
-        Ok(after)
     }
 
-    fn teardown(&self) -> Result<Vec<String>> {
-        let mut report = Vec::new();
-        let mut first_error = None;
-        for tool in &self.tools {
-            let result = self
-                .list(tool)
-                .and_then(|l| match teardown_input(&self.chain, &l) {
-                    None => Ok(format!(
-                        "{}: nothing installed (no chain {})",
-                        tool.family, self.chain
-                    )),
-                    Some(input) => {
-                        self.restore(tool, &input)?;
-                        Ok(format!(
-                            "{}: removed {} jump(s) from INPUT and the chain {} ({} rules)",
-                            tool.family,
-                            l.jumps,
-                            self.chain,
-                            l.lines.len()
-                        ))
-                    }
-                });
-            match result {
-                Ok(line) => report.push(line),
-                Err(e) => {
-                    report.push(format!("{}: {e}", tool.family));
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match first_error {
-            Some(e) => {
-                for line in &report {
-                    log::info!("{line}");
-                }
-                Err(e)
-            }
-            None => Ok(report),
-        }
+    fn show(&self, r: &Rule) -> String {
+        format!("-A {} {}", self.chain, args(&self.chain, r).join(" "))
     }
 
-    fn check_tools(&self) -> Vec<(bool, String)> {
-        let mut out = Vec::new();
-        for tool in &self.tools {
-            let fam = tool.family;
-            out.push(match run(&tool.program, &["--version"], None) {
-                Ok(v) => (
-                    true,
-                    format!("{fam}: {} ({})", tool.program.display(), v.trim()),
-                ),
-                Err(e) => (false, format!("{fam}: {e}")),
-            });
-            out.push((
-                tool.restore.exists(),
-                format!("{fam}: {} exists", tool.restore.display()),
-            ));
-            out.push(match self.list(tool) {
-                Ok(l) => (
-                    true,
-                    format!(
-                        "{fam}: can read the filter table (chain {} {})",
-                        self.chain,
-                        if l.installed() {
-                            "installed"
-                        } else {
-                            "not installed yet"
-                        }
-                    ),
-                ),
-                Err(e) => (
-                    false,
-                    format!(
-                        "{fam}: cannot read the filter table, are you root / CAP_NET_ADMIN? {e}"
-                    ),
-                ),
-            });
-        }
-        out
-    }
-
-    fn preview(&self, _policy: &Policy, rules_of: &[(Family, Vec<Rule>)], _now: u64) -> String {
+    fn preview(&self, want: Want<'_>) -> String {
         let mut s = String::new();
-        for (tool, (_, rules)) in self.tools.iter().zip(rules_of) {
+        for (tool, (_, rules)) in self.tools.iter().zip(want.rules_of) {
             let fix = self
                 .list(tool)
                 .map(|l| JumpFix::from_listing(&l))
@@ -1191,6 +384,10 @@ impl Tables for Iptables {
             s.push_str(&restore_input(&self.chain, rules, fix));
         }
         s
+    }
+
+    fn check_tools(&self) -> Vec<(bool, String)> {
+        self.tools.iter().flat_map(|t| self.check_tool(t)).collect()
     }
 
     fn probe_deadlines(&self) -> Result<(), String> {
@@ -1216,8 +413,17 @@ impl Tables for Iptables {
             Err(Error::Firewall {
                 status: Some(1), ..
             }) => Ok(()),
-            Err(e) => super::lacks_deadlines(e),
+            Err(e) => lacks_deadlines(e),
         }
+    }
+
+    fn deadline_match(&self) -> &'static str {
+        "-m time"
+    }
+
+    /// An iptables chain is reached by a jump.
+    fn reached(&self) -> &'static str {
+        ", reached from INPUT"
     }
 
     fn keep_reference(&self) {
@@ -1239,29 +445,59 @@ impl Tables for Iptables {
     fn unverified(&self) -> bool {
         !self.reference().unknown.is_empty()
     }
-
-    fn describe_drift(&self, l: &Listing, want: &[Rule]) -> String {
-        let chain = &self.chain;
-        if !l.chain_exists {
-            format!("the chain {chain} is gone")
-        } else if l.jumps == 0 {
-            format!("the jump from INPUT to the chain {chain} is gone")
-        } else if l.jumps > 1 {
-            format!("INPUT jumps to the chain {chain} {} times", l.jumps)
-        } else if !l.jump_first {
-            format!("the jump to the chain {chain} is no longer the first rule of INPUT")
-        } else {
-            format!(
-                "the chain {chain}: {}",
-                l.differences(want, |r| format!("-A {chain} {}", args(chain, r).join(" ")))
-            )
-        }
-    }
 }
 
+impl Iptables {
+    /// `check`'s view of one family's tools.
+    fn check_tool(&self, tool: &Tool) -> Vec<(bool, String)> {
+        let fam = tool.family;
+        vec![
+            match run(&tool.program, &["--version"], None) {
+                Ok(v) => (
+                    true,
+                    format!("{fam}: {} ({})", tool.program.display(), v.trim()),
+                ),
+                Err(e) => (false, format!("{fam}: {e}")),
+            },
+            (
+                tool.restore.exists(),
+                format!("{fam}: {} exists", tool.restore.display()),
+            ),
+            match self.list(tool) {
+                Ok(l) => (
+                    true,
+                    format!(
+                        "{fam}: can read the filter table (chain {} {})",
+                        self.chain,
+                        if l.installed() {
+                            "installed"
+                        } else {
+                            "not installed yet"
+                        }
+                    ),
+                ),
+                Err(e) => (
+                    false,
+                    format!(
+                        "{fam}: cannot read the filter table, are you root / CAP_NET_ADMIN? {e}"
+                    ),
+                ),
+            },
+        ]
+    }
+}
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::limit::*;
+    use super::parse::*;
+    use super::render::*;
     use super::*;
+    use crate::base::rate::Rate;
+    use crate::firewall::rules::{Limit, METER_ENTRIES};
+
+    fn drift(b: &dyn crate::firewall::protocol::Protocol, l: &Listing, want: &[Rule]) -> String {
+        b.describe_drift(l, want)
+    }
     use crate::firewall::rules::Policy;
     use crate::firewall::rules::desired;
     use crate::firewall::rules::tests::{cidr, knock, policy, state};
@@ -1375,7 +611,7 @@ pub(crate) mod tests {
     #[test]
     fn parses_a_listing() {
         let l = parse_listing("TGKNOCK", LISTING, Family::V4);
-        assert!(l.chain_exists && l.installed());
+        assert!(l.exists && l.installed());
         assert_eq!((l.jumps, l.jump_first), (1, true));
         assert_eq!(l.lines.len(), 5);
         let mut p = policy(&["10.0.0.0/8"], None);
@@ -1444,7 +680,7 @@ pub(crate) mod tests {
             teardown_input("TGKNOCK", &second).unwrap(),
             "*filter\n-D INPUT -j TGKNOCK\n-D INPUT -j TGKNOCK\n-F TGKNOCK\n-X TGKNOCK\nCOMMIT\n"
         );
-        assert_eq!(teardown_input("TGKNOCK", &Listing::default()), None);
+        assert_eq!(teardown_input("TGKNOCK", &Chain::new(Family::V4)), None);
     }
 
     #[test]
@@ -1835,7 +1071,7 @@ pub(crate) mod tests {
             restore_change("TGKNOCK", &l, &expired, JumpFix::from_listing(&l))
                 .starts_with("*filter\n:TGKNOCK - [0:0]\n")
         );
-        assert_eq!(Edit::between(&Listing::default(), &closed), None);
+        assert_eq!(Edit::between(&Chain::new(Family::V4), &closed), None);
         let few = desired(&p, &State::default(), now, Family::V4);
         assert_eq!(Edit::between(&chain(&few[..1]), &few), None);
         // A missing jump is repaired in the same transaction as the edit.
@@ -1920,7 +1156,7 @@ pub(crate) mod tests {
             crate::firewall::rules::GateView::Inconsistent(_)
         ));
         assert_eq!(
-            chain().describe_drift(&l, &rules),
+            drift(&chain(), &l, &rules),
             format!("the chain TGKNOCK: a rule tgknock did not write: `{never}`")
         );
         // A knock step whose list is set before its port is checked (every SYN would
@@ -1934,7 +1170,7 @@ pub(crate) mod tests {
         let ret = "-A TGKNOCK -p tcp -m tcp --dport 22 -m comment --comment \"tgknock-gate:ssh\" -j RETURN";
         let l = parse_listing("TGKNOCK", &text.replace(drop, ret), Family::V4);
         assert!(l.foreign().is_empty() && !l.matches(&rules));
-        let d = chain().describe_drift(&l, &rules);
+        let d = drift(&chain(), &l, &rules);
         assert!(
             d.starts_with(&format!("the chain TGKNOCK: rule {} is `{ret}` where `-A TGKNOCK -p tcp -m tcp --dport 22 --tcp-flags", rules.len())),
             "{d}"
@@ -1947,7 +1183,7 @@ pub(crate) mod tests {
             Family::V4,
         );
         assert_eq!(
-            chain().describe_drift(&l, &rules),
+            drift(&chain(), &l, &rules),
             format!("the chain TGKNOCK: a rule tgknock did not write: `{extra}`")
         );
         let l = parse_listing(
@@ -1955,7 +1191,7 @@ pub(crate) mod tests {
             &text.replace(&format!("{drop}\n"), ""),
             Family::V4,
         );
-        assert!(chain().describe_drift(&l, &rules).contains("is missing"));
+        assert!(drift(&chain(), &l, &rules).contains("is missing"));
     }
 
     /// `nft list chain ip filter TGKNOCK` as nft 1.0.6 printed a chain iptables-nft
@@ -2028,10 +1264,10 @@ pub(crate) mod tests {
         assert!(!l.matches(&rules) && !ipt.unverified());
         assert_eq!(l.foreign().len(), 1);
         assert!(
-            ipt.describe_drift(&l, &rules)
+            drift(&ipt, &l, &rules)
                 .ends_with("(nft: tcp dport 9 tcp flags syn / fin,syn,rst,ack tcp dport 22 drop)`"),
             "{}",
-            ipt.describe_drift(&l, &rules)
+            drift(&ipt, &l, &rules)
         );
         // nft and -S list different numbers of rules (read while the chain changed).
         assert!(read(&two[..2]).matches(&rules) && ipt.unverified());

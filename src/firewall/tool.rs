@@ -1,0 +1,98 @@
+//! Running the firewall tools, and what every backend reads the same way: tools are run
+//! here, never through a shell, with a cleared environment.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::base::error::{Error, Result};
+
+/// The reason a probe of the kernel's deadlines failed, when the failure says the kernel
+/// lacks the feature (rather than, say, the tool being missing).
+pub(crate) fn lacks_deadlines(e: Error) -> Result<(), String> {
+    match e {
+        Error::Firewall {
+            status: Some(_),
+            stderr,
+            ..
+        } if stderr.contains("time") || stderr.contains("not supported") => {
+            Err(stderr.trim().to_string())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A rule's line as compared: without the handle nft may print after it, nor the counter
+/// of packets and bytes it may carry (traffic moves it; it is no change of the rule).
+pub(crate) fn rule_text(line: &str) -> String {
+    let t = line.trim();
+    let t = match t.rfind(" # handle ") {
+        Some(at) => &t[..at],
+        None => t,
+    };
+    let words: Vec<&str> = t.split_whitespace().collect();
+    let mut out: Vec<&str> = Vec::with_capacity(words.len());
+    let mut i = 0;
+    while i < words.len() {
+        if words[i] == "counter"
+            && words.get(i + 1) == Some(&"packets")
+            && words.get(i + 3) == Some(&"bytes")
+        {
+            i += 5;
+            continue;
+        }
+        out.push(words[i]);
+        i += 1;
+    }
+    out.join(" ")
+}
+
+/// The result of running a tool: its stdout, or an error carrying its stderr.
+pub(crate) fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let fail = |status: Option<i32>, stderr: String| Error::Firewall {
+        program: program.display().to_string(),
+        arguments: args.iter().map(|a| a.to_string()).collect(),
+        status,
+        stderr,
+    };
+    log::debug!("running {} {}", program.display(), args.join(" "));
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // A cleared environment: the tool never sees the token (TGKNOCK_TOKEN may come
+        // from the environment), nor anything else of ours.
+        .env_clear()
+        .env("LC_ALL", "C")
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .spawn()
+        .map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (install iptables or nftables, or set TGKNOCK_IPTABLES / TGKNOCK_IP6TABLES / TGKNOCK_NFT)"
+            } else {
+                ""
+            };
+            fail(None, format!("cannot run it: {e}{hint}"))
+        })?;
+    if let Some(input) = stdin {
+        log::trace!("{} input:\n{input}", program.display());
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        // A tool that exits early closes the pipe; its exit status tells why.
+        let _ = pipe.write_all(input.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| fail(None, format!("cannot wait for it: {e}")))?;
+    if !out.status.success() {
+        return Err(fail(
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
