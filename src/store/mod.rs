@@ -3,6 +3,6 @@
 //! actions `/run NAME` may start. Imports only [`crate::os`] and [`crate::base`].
 
 pub(crate) mod actions;
-pub(crate) mod approve;
 pub mod config;
+pub(crate) mod paths;
 pub mod state;

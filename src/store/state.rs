@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +17,8 @@ use crate::base::error::{Error, Result};
 use crate::base::gate::{Gate, GateName};
 use crate::os::files::{self, Dir};
 use crate::store::config::Limits;
+pub(crate) use crate::store::paths::{GUARDED_FILES, Heartbeat, Paths};
+use crate::store::paths::{LOCK, PID, STATE};
 
 /// Most openings one gate can have at once (each is a rule per port and family).
 pub const MAX_OPENINGS_PER_GATE: usize = 16;
@@ -382,82 +383,6 @@ impl State {
     }
 }
 
-/// Where tgknock keeps its files: the state directory (`TGKNOCK_STATE_DIR`), and the
-/// runtime directory for the heartbeat — systemd's `RuntimeDirectory=` (`/run/tgknock`, on
-/// tmpfs, so an idle daemon writes nothing to the SD card), else the state directory.
-#[derive(Debug, Clone)]
-pub(crate) struct Paths {
-    pub(crate) dir: PathBuf,
-    pub(crate) runtime: PathBuf,
-}
-
-const STATE: &str = "state.json";
-const LOCK: &str = "lock";
-const PID: &str = "tgknock.pid";
-const HEARTBEAT: &str = "heartbeat";
-const APPROVE: &str = "approve.sock";
-/// Files of the state directory written only under the state lock (`state.json`) or by
-/// the daemon holding the pid lock (`tgknock.pid`, the heartbeat): whoever holds both
-/// knows that a temporary of theirs nobody holds is a crash's, however young.
-pub(crate) const GUARDED_FILES: &[&str] = &[STATE, PID, HEARTBEAT];
-/// Where the systemd unit's `RuntimeDirectory=` lives; console commands, which do not run
-/// under the unit, look for the daemon's heartbeat there too.
-const SYSTEMD_RUNTIME: &str = "/run/tgknock";
-
-impl Paths {
-    pub(crate) fn new(dir: &Path) -> Paths {
-        let runtime = std::env::var_os("RUNTIME_DIRECTORY")
-            .and_then(|v| {
-                // systemd joins several directories with ':'; ours is the first.
-                let first = v.to_string_lossy().split(':').next()?.to_string();
-                Some(PathBuf::from(first)).filter(|p| p.is_absolute())
-            })
-            .unwrap_or_else(|| dir.to_path_buf());
-        Paths {
-            dir: dir.to_path_buf(),
-            runtime,
-        }
-    }
-
-    /// The state directory, created when missing and refused when others can write it.
-    pub(crate) fn state_dir(&self) -> Result<Dir> {
-        Dir::open(&self.dir)
-    }
-
-    pub(crate) fn pid(&self) -> PathBuf {
-        self.dir.join(PID)
-    }
-
-    /// The daemon's wake-up socket: console commands poke it after changing the state.
-    pub(crate) fn wake(&self) -> PathBuf {
-        self.dir.join("wake.sock")
-    }
-
-    /// The daemon's socket for `approve-login`, in the runtime directory.
-    pub(crate) fn approve(&self) -> PathBuf {
-        self.runtime.join(APPROVE)
-    }
-
-    /// Where `approve-login` (run by pam_exec, without the unit's `RUNTIME_DIRECTORY`)
-    /// finds that socket: beside the newest heartbeat of this state directory's daemon,
-    /// else in the state directory.
-    pub(crate) fn approve_found(&self) -> PathBuf {
-        let mut places = vec![self.runtime.clone(), PathBuf::from(SYSTEMD_RUNTIME)];
-        places.push(self.dir.clone());
-        places.dedup();
-        places
-            .iter()
-            .filter_map(|d| {
-                let t = files::read_existing(&d.join(HEARTBEAT)).ok()?;
-                let h = serde_json::from_str::<Heartbeat>(&t).ok()?;
-                (h.state_dir == self.dir).then_some((h.at, d))
-            })
-            .max_by_key(|(at, _)| *at)
-            .map(|(_, d)| d.join(APPROVE))
-            .unwrap_or_else(|| self.dir.join(APPROVE))
-    }
-}
-
 /// Reads the state; a missing file is the empty state (every gate closed). A file that
 /// cannot be parsed is moved aside and replaced by the empty state: closed is the safe
 /// default, and the reason is logged. A file that cannot be read (permissions, a link) is an
@@ -582,44 +507,6 @@ impl PidLock {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-/// The daemon's sign of life, written after every poll (success or failure): the watchdog
-/// and `status` read it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Heartbeat {
-    /// Unix seconds of the last poll.
-    pub(crate) at: u64,
-    pub(crate) pid: u32,
-    /// The state directory of the daemon, so a reader never takes another instance's.
-    pub(crate) state_dir: PathBuf,
-    /// The board's clock minus Telegram's, in seconds, as last measured.
-    #[serde(default)]
-    pub(crate) skew: Option<i64>,
-}
-
-impl Heartbeat {
-    /// Replaces the heartbeat file by rename (never truncated in place, so never read
-    /// half-written), in the runtime directory.
-    pub(crate) fn write(&self, paths: &Paths) -> Result<()> {
-        let dir = Dir::open(&paths.runtime)?;
-        let mut text = serde_json::to_string(self).expect("heartbeat serializes");
-        text.push('\n');
-        dir.replace(HEARTBEAT, text.as_bytes(), false)
-    }
-
-    /// The newest heartbeat of the daemon of this state directory, wherever it runs from.
-    pub(crate) fn read(paths: &Paths) -> Option<Heartbeat> {
-        let mut places = vec![paths.runtime.clone(), PathBuf::from(SYSTEMD_RUNTIME)];
-        places.push(paths.dir.clone());
-        places.dedup();
-        places
-            .iter()
-            .filter_map(|d| files::read_existing(&d.join(HEARTBEAT)).ok())
-            .filter_map(|t| serde_json::from_str::<Heartbeat>(&t).ok())
-            .filter(|h| h.state_dir == paths.dir)
-            .max_by_key(|h| h.at)
     }
 }
 
@@ -963,7 +850,7 @@ mod tests {
         assert_eq!(Heartbeat::read(&paths).map(|h| h.at), Some(100));
         let other = Heartbeat {
             at: 999,
-            state_dir: PathBuf::from("/elsewhere"),
+            state_dir: std::path::PathBuf::from("/elsewhere"),
             ..hb
         };
         other.write(&paths).unwrap();

@@ -10,6 +10,7 @@ use crate::base::rate::Rate;
 use crate::base::totp::Secret;
 use crate::store::actions::Actions;
 
+pub(crate) mod approve;
 pub(crate) mod keys;
 mod layers;
 mod sections;
@@ -35,7 +36,7 @@ pub(crate) struct Config {
     pub(crate) totp: Option<Secret>,
     pub(crate) actions: Actions,
     /// `approve-login` (`TGKNOCK_APPROVE_*`).
-    pub(crate) approve: crate::store::approve::Approve,
+    pub(crate) approve: crate::store::config::approve::Approve,
     pub(crate) files: Files,
     /// Where the settings came from, for `check`.
     pub(crate) origin: String,
@@ -142,7 +143,7 @@ impl Config {
         let rate_limits = sections::rate_limits(layers, &gates)?;
         let totp = sections::totp(layers, totp_file, &mut warnings)?;
         let actions = sections::actions(layers)?;
-        let approve = crate::store::approve::Approve::parse(
+        let approve = crate::store::config::approve::Approve::parse(
             &|k| layers.nonempty(k),
             &|k, why| layers.bad(k, why),
             &firewall.always_allow,

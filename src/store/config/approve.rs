@@ -3,10 +3,10 @@
 
 use std::net::IpAddr;
 
+use super::keys::{self, Key};
 use crate::base::addr::Cidr;
 use crate::base::duration;
 use crate::base::error::{Error, Result};
-use crate::store::config::keys::{self, Key};
 
 /// The longest `TGKNOCK_APPROVE_TIMEOUT`, in seconds (sshd's `LoginGraceTime` is 120 s by
 /// default; a longer wait only holds sshd's slot).
