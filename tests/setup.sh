@@ -8,6 +8,8 @@
 #                          aarch64/armv7/ARMv6 (musl for ARM: cross/musl.sh), qemu-user, iptables/nftables/iproute2,
 #                          lintian, shellcheck, debootstrap + systemd-nspawn, nsenter and
 #                          pgrep (the fresh and system tiers), pamtester (the PAM test),
+#                          qemu-system-arm (also qemu-system-aarch64), e2fsprogs (mkfs.ext4 -d,
+#                          debugfs) and socat (the ARM system tier),
 #                          cargo-deb, cargo-fuzz (and g++ for libFuzzer)
 #   tests/setup.sh coverage what `make coverage` needs: the above, and rustup's llvm-tools
 #                          with cargo-llvm-cov
@@ -26,7 +28,7 @@ test_debs="$build_debs g++ procps util-linux iproute2 iptables nftables
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross
     gcc-arm-linux-gnueabihf libc6-dev-armhf-cross binutils-arm-linux-gnueabihf
     qemu-user-static systemd lintian shellcheck debootstrap systemd-container debian-archive-keyring
-    pamtester"
+    pamtester qemu-system-arm e2fsprogs socat"
 
 have() { command -v "$1" >/dev/null 2>&1; }
 say() { echo "setup: $*" >&2; }
