@@ -5,7 +5,7 @@ CARGO  ?= cargo
 TARGET := x86_64-unknown-linux-musl
 BIN    := target/$(TARGET)/release/tgknock
 
-.PHONY: all build test lint unit integration coverage test-arm test-packaging test-system fuzz fresh bench dist deb repo man clean
+.PHONY: all build test lint unit integration coverage test-arm test-packaging test-system test-arm-system fuzz fresh bench dist deb repo man clean
 
 all: build
 
@@ -69,6 +69,14 @@ test-packaging:
 test-system:
 	bash tests/system.sh
 
+# Debian booted on real ARM kernels under full-system emulation (qemu-system-arm -M virt
+# -cpu cortex-a7 with the armhf .deb, qemu-system-aarch64 -cpu cortex-a53 with the arm64
+# one; Debian's kernels, debootstrapped roots cached under target/arm-system/): the package
+# installed the README's way and judged inside by the kernel's rules and TCP; deadlines kept
+# by the kernel with the daemon stopped, rate limits and bans on nft and iptables, a reboot.
+test-arm-system:
+	bash tests/arm-system.sh
+
 # A debootstrapped Debian in systemd-nspawn runs tests/setup.sh and `make dist`: every
 # package the build needs is installed by name, and the release it builds is byte for
 # byte the host's (reproducible builds).
@@ -97,6 +105,7 @@ test:
 	$(call tier,arm,$(MAKE) --no-print-directory test-arm)
 	$(call tier,packaging,$(MAKE) --no-print-directory test-packaging)
 	$(call tier,system,$(MAKE) --no-print-directory test-system)
+	$(call tier,arm system,$(MAKE) --no-print-directory test-arm-system)
 	$(call tier,fresh,$(MAKE) --no-print-directory fresh)
 	$(call tier,fuzz,$(MAKE) --no-print-directory fuzz)
 

@@ -10,6 +10,8 @@
 #                          pgrep (the fresh and system tiers), pamtester (the PAM test),
 #                          reprepro, gnupg, gpgv, sqv and python3 (the system tier's
 #                          signed apt repository, served over HTTP; `make repo`),
+#                          qemu-system-arm (also qemu-system-aarch64), e2fsprogs (mkfs.ext4 -d,
+#                          debugfs) and socat (the ARM system tier),
 #                          cargo-deb, cargo-fuzz (and g++ for libFuzzer)
 #   tests/setup.sh coverage what `make coverage` needs: the above, and rustup's llvm-tools
 #                          with cargo-llvm-cov
@@ -28,7 +30,7 @@ test_debs="$build_debs g++ procps util-linux iproute2 iptables nftables
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross
     gcc-arm-linux-gnueabihf libc6-dev-armhf-cross binutils-arm-linux-gnueabihf
     qemu-user-static systemd lintian shellcheck debootstrap systemd-container debian-archive-keyring
-    pamtester reprepro gnupg gpgv sqv python3"
+    pamtester reprepro gnupg gpgv sqv python3 qemu-system-arm e2fsprogs socat"
 
 have() { command -v "$1" >/dev/null 2>&1; }
 say() { echo "setup: $*" >&2; }
