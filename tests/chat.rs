@@ -572,8 +572,12 @@ fn the_token_never_appears_in_output_or_replies() {
     }
     d.wait_log("open:", 10);
     d.check_secret();
+    // The most a build logs: everything in debug builds; release builds (the ARM tier's
+    // TGKNOCK_TEST_BIN) are compiled with info and above only, to fit the size budgets.
+    let release = std::env::var("TGKNOCK_TEST_BIN").is_ok_and(|b| !b.trim().is_empty());
+    let out = d.output();
     assert!(
-        d.output().contains("TRACE") || d.output().contains("DEBUG"),
+        out.contains("TRACE") || out.contains("DEBUG") || (release && out.contains("INFO")),
         "RUST_LOG=trace is in effect"
     );
 }
