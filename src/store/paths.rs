@@ -68,17 +68,7 @@ impl Paths {
     /// finds that socket: beside the newest heartbeat of this state directory's daemon,
     /// else in the state directory.
     pub(crate) fn approve_found(&self) -> PathBuf {
-        let mut places = vec![self.runtime.clone(), PathBuf::from(SYSTEMD_RUNTIME)];
-        places.push(self.dir.clone());
-        places.dedup();
-        places
-            .iter()
-            .filter_map(|d| {
-                let t = files::read_existing(&d.join(HEARTBEAT)).ok()?;
-                let h = serde_json::from_str::<Heartbeat>(&t).ok()?;
-                (h.state_dir == self.dir).then_some((h.at, d))
-            })
-            .max_by_key(|(at, _)| *at)
+        Heartbeat::newest(self)
             .map(|(_, d)| d.join(APPROVE))
             .unwrap_or_else(|| self.dir.join(APPROVE))
     }
@@ -110,14 +100,22 @@ impl Heartbeat {
 
     /// The newest heartbeat of the daemon of this state directory, wherever it runs from.
     pub(crate) fn read(paths: &Paths) -> Option<Heartbeat> {
+        Heartbeat::newest(paths).map(|(h, _)| h)
+    }
+
+    /// The newest heartbeat of this state directory's daemon, and the directory it is in:
+    /// the runtime directory, systemd's, or the state directory.
+    fn newest(paths: &Paths) -> Option<(Heartbeat, PathBuf)> {
         let mut places = vec![paths.runtime.clone(), PathBuf::from(SYSTEMD_RUNTIME)];
         places.push(paths.dir.clone());
         places.dedup();
         places
-            .iter()
-            .filter_map(|d| files::read_existing(&d.join(HEARTBEAT)).ok())
-            .filter_map(|t| serde_json::from_str::<Heartbeat>(&t).ok())
-            .filter(|h| h.state_dir == paths.dir)
-            .max_by_key(|h| h.at)
+            .into_iter()
+            .filter_map(|d| {
+                let t = files::read_existing(&d.join(HEARTBEAT)).ok()?;
+                let h = serde_json::from_str::<Heartbeat>(&t).ok()?;
+                (h.state_dir == paths.dir).then_some((h, d))
+            })
+            .max_by_key(|(h, _)| h.at)
     }
 }
