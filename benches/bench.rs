@@ -1450,8 +1450,9 @@ fn flush_row(kind: Defense, runs: &[Joined<Repair>], columns: usize) -> Row {
     let points: Vec<&str> = FLUSHES.iter().map(|f| f.0).collect();
     let mut r = blank_row(
         &format!(
-            "foreign flush to rules back, {}, 50 s polls (median of {}: at {} of a poll)",
+            "foreign flush to rules back, {}, {} s polls (median of {}: at {} of a poll)",
             kind.name(),
+            DRIFT_POLL.as_secs(),
             FLUSHES.len(),
             points.join(", ")
         ),
@@ -1500,12 +1501,18 @@ fn flush_row(kind: Defense, runs: &[Joined<Repair>], columns: usize) -> Row {
 fn idle_fw_rows(kind: Defense, res: &Joined<IdleFw>, columns: usize) -> Vec<Row> {
     let name = kind.name();
     let mut wake = blank_row(
-        &format!("wake-ups per idle hour, {name}, 50 s polls (context switches, all threads)"),
+        &format!(
+            "wake-ups per idle hour, {name}, {} s polls (context switches, all threads)",
+            DRIFT_POLL.as_secs()
+        ),
         "",
         columns,
     );
     let mut cpu = blank_row(
-        &format!("CPU per idle hour, {name}, 50 s polls"),
+        &format!(
+            "CPU per idle hour, {name}, {} s polls",
+            DRIFT_POLL.as_secs()
+        ),
         "",
         columns,
     );
