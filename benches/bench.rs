@@ -17,9 +17,11 @@
 //!   wake-ups (context switches of all threads) over `BENCH_IDLE_SECONDS` (default 60) of
 //!   idle long polls, with `TGKNOCK_POLL_TIMEOUT=50s`;
 //! - (`drift_rows`) changes to the state directory while idle, with and without
-//!   `RUNTIME_DIRECTORY`; the time from a foreign `iptables -F; iptables -X` to the rules
-//!   back, with 50 s and 1 s polls (real iptables-legacy, as root); the CPU of one look at
-//!   the rules.
+//!   `RUNTIME_DIRECTORY`; per backend (iptables-legacy, iptables-nft, nft: the real tools
+//!   in a namespace, as root), the time from a foreign flush (`iptables -F; -X` in both
+//!   families, or `nft flush ruleset`) at four points of a 50 s poll to the rules back,
+//!   and an idle daemon's wake-ups and CPU (its children's included) per hour.
+//!   `BENCH_ONLY=drift` measures only these.
 //! - a button press: from queueing it to the edit of its message with the verified state
 //!   (fake iptables, and as root real iptables-legacy in a namespace);
 //! - `tgknock setup` with piped answers and the hello sent as soon as it asks (setup never
@@ -940,75 +942,173 @@ fn in_ns(ns: &str, program: &str, args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-const IPTABLES: [&str; 2] = ["/usr/sbin/iptables-legacy", "/usr/sbin/ip6tables-legacy"];
-
-/// `iptables -F; iptables -X` in both families, as ufw or iptables-persistent do.
-fn foreign_flush(ns: &str) -> Result<(), String> {
-    for tool in IPTABLES {
-        in_ns(ns, tool, &["-w", "-F"])?;
-        in_ns(ns, tool, &["-w", "-X"])?;
+/// The tools of a backend are there (Debian: iptables, nftables).
+fn tools_present(kind: Defense) -> Result<(), String> {
+    let missing: Vec<&str> = kind
+        .listing()
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| !Path::new(t).exists())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("missing {missing:?}"))
     }
-    Ok(())
 }
 
-/// Whether a family's `iptables -S` shows tgknock's chain reached from INPUT.
-fn chain_back(ns: &str, tool: &str) -> bool {
-    in_ns(ns, tool, &["-w", "-S"])
-        .is_ok_and(|l| l.lines().any(|x| x == "-A INPUT -j TGKNOCK") && l.contains("-A TGKNOCK "))
+/// One look at `kind`'s rules with its real tools: `iptables -S` of both families, or
+/// `nft list table inet tgknock` (what the daemon lists when it compares after a poll).
+fn look(kind: Defense) -> Vec<(&'static str, Vec<&'static str>)> {
+    match kind {
+        Defense::Nft => kind.listing(),
+        _ => kind
+            .listing()
+            .into_iter()
+            .map(|(t, _)| (t, vec!["-w", "-S"]))
+            .collect(),
+    }
 }
 
-/// One foreign flush and its repair.
-struct Repair {
-    /// From the flush to both families' chains back.
-    latency: Duration,
-    /// From the end of the poll that was running at the flush to the chains back.
-    after_poll: Option<Duration>,
+/// A foreign flush of `kind`'s rules, as ufw, iptables-persistent or a reload of nftables
+/// do: `iptables -F; iptables -X` in both families, or `nft flush ruleset`. How many
+/// `-X` were refused: the daemon had put its chain back (referenced from INPUT again)
+/// between the `-F` and the `-X`.
+fn foreign_flush(ns: &str, kind: Defense) -> Result<usize, String> {
+    if let Defense::Nft = kind {
+        in_ns(ns, "/usr/sbin/nft", &["flush", "ruleset"])?;
+        return Ok(0);
+    }
+    let mut refused = 0;
+    for (tool, _) in kind.listing() {
+        in_ns(ns, tool, &["-w", "-F"])?;
+        if in_ns(ns, tool, &["-w", "-X"]).is_err() {
+            refused += 1;
+        }
+    }
+    Ok(refused)
 }
 
-/// A fresh daemon on real iptables-legacy in a namespace of its own, polling every
-/// `poll`: the rules are flushed `phase` (a fraction of the poll) after a poll began,
-/// and `iptables -S` is read until both families show the chain again — every 100 ms, and
-/// every 5 ms from half a second before the poll's end (and throughout with short polls).
-/// A fresh daemon each time: three repairs in ten minutes make the daemon hold back.
-fn repair_once(s: &Subject, poll: Duration, phase: f64) -> Result<Repair, String> {
+/// Whether the kernel holds tgknock's rules: `iptables -S` of both families shows the
+/// jump from INPUT and the chain's rules, or `nft list table inet tgknock` the input
+/// chain with rules of both families.
+fn chain_back(ns: &str, kind: Defense) -> bool {
+    look(kind).into_iter().all(|(tool, args)| {
+        in_ns(ns, tool, &args).is_ok_and(|l| match kind {
+            Defense::Nft => l.split_once("chain input {").is_some_and(|(_, c)| {
+                c.contains("comment \"4 tgknock") && c.contains("comment \"6 tgknock")
+            }),
+            _ => l.lines().any(|x| x == "-A INPUT -j TGKNOCK") && l.contains("-A TGKNOCK "),
+        })
+    })
+}
+
+/// The long poll of the drift rows (the fake API holds each this long), and the budget of
+/// a repair.
+const DRIFT_POLL: Duration = Duration::from_secs(50);
+const REPAIR_BUDGET: Duration = Duration::from_secs(1);
+/// Where in a poll the flushes fall, from the fake API receiving its `getUpdates`.
+const FLUSHES: [(&str, f64); 4] = [
+    ("0.1 s", 0.1 / 50.0),
+    ("1/6", 1.0 / 6.0),
+    ("1/2", 0.5),
+    ("5/6", 5.0 / 6.0),
+];
+/// Between the starts of two flush runs, so that their 5 ms sampling rarely overlaps.
+const FLUSH_STAGGER: Duration = Duration::from_millis(700);
+
+/// How the daemon says it keeps an eye on the rules (its `drift:` line at info), short.
+fn drift_mode(p: &Proc) -> String {
+    let text = std::fs::read_to_string(&p.log).unwrap_or_default();
+    let said = |l: &str| {
+        if let Some((_, how)) = l.split_once("noticed through ") {
+            Some(format!("noticed through {how}"))
+        } else {
+            let (_, why) = l.split_once("compared with the kernel after every poll")?;
+            Some(format!("compared after every poll{why}"))
+        }
+    };
+    let Some(short) = text.lines().find_map(said) else {
+        return "no `drift:` line in its log: compared after every poll".into();
+    };
+    let short = short.trim_end_matches('.');
+    if short.chars().count() > 80 {
+        format!("{}…", short.chars().take(79).collect::<String>())
+    } else {
+        short.to_string()
+    }
+}
+
+/// The median; of an even number, the mean of the two in the middle.
+fn mid(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    match v.len() {
+        0 => Duration::ZERO,
+        n if n % 2 == 0 => (v[n / 2 - 1] + v[n / 2]) / 2,
+        n => v[n / 2],
+    }
+}
+
+/// A fresh daemon on `kind`'s real tools in a namespace of its own, 50 s polls held by
+/// the fake API: after its first poll began and its rules are in place.
+fn daemon_on(s: &Subject, kind: Defense) -> Result<(Scratch, String, Proc), String> {
+    tools_present(kind)?;
     let scratch = Scratch::with(Fw::Legacy)?;
     let ns = scratch.netns.clone().expect("a namespace");
-    let mut p = scratch
-        .spawn(s, &format!("{}s", poll.as_secs()))
+    let p = scratch
+        .spawn_with(s, &format!("{}s", DRIFT_POLL.as_secs()), &kind.env())
         .map_err(|e| format!("spawn: {e}"))?;
     scratch
         .wait_poll(0, Duration::from_secs(20))
         .ok_or("no getUpdates in 20 s")?;
     poll_until(Duration::from_secs(10), Duration::from_millis(20), || {
-        IPTABLES.iter().all(|t| chain_back(&ns, t)).then_some(())
+        chain_back(&ns, kind).then_some(())
     })
     .ok_or("the rules were not in place after the start")?;
-    // The next poll to begin (the fake holds each for `poll`).
+    Ok((scratch, ns, p))
+}
+
+/// One foreign flush and its repair.
+struct Repair {
+    /// From the flush's first command to the rules back (both families).
+    latency: Duration,
+    /// The flush's own commands.
+    flush: Duration,
+    /// From the end of the poll that was running at the flush to the rules back.
+    after_poll: Option<Duration>,
+    /// `-X` refused: the chain was back between the `-F` and the `-X`.
+    refused: usize,
+    mode: String,
+}
+
+/// A fresh daemon (`daemon_on`): its rules are flushed `phase` (a fraction of the poll)
+/// after its second poll began, then listed until they are back: every 5 ms for 2 s
+/// (the budget's range) and from half a second before the poll's end, every 100 ms in
+/// between. A fresh daemon each time: three repairs in ten minutes make it hold back.
+fn repair_once(s: &Subject, kind: Defense, phase: f64) -> Result<Repair, String> {
+    let (scratch, ns, mut p) = daemon_on(s, kind)?;
+    // The next poll to begin: one of the steady state, nothing of the start left.
     let k = scratch.api.requests("getUpdates").len();
     let began = scratch
-        .wait_poll(k, poll + Duration::from_secs(10))
+        .wait_poll(k, DRIFT_POLL + Duration::from_secs(10))
         .ok_or("no next poll")?;
-    let poll_end = began + poll;
-    std::thread::sleep((began + poll.mul_f64(phase)).saturating_duration_since(Instant::now()));
-    foreign_flush(&ns)?;
+    let poll_end = began + DRIFT_POLL;
+    let at = began + DRIFT_POLL.mul_f64(phase);
+    std::thread::sleep(at.saturating_duration_since(Instant::now()));
     let t = Instant::now();
-    let limit = Instant::now() + poll * 2 + Duration::from_secs(10);
-    for tool in IPTABLES {
-        while !chain_back(&ns, tool) {
-            if Instant::now() > limit {
-                return Err(format!(
-                    "{tool}: the chain was not back {} s after the flush",
-                    t.elapsed().as_secs()
-                ));
-            }
-            let near_end = Instant::now() + Duration::from_millis(500) >= poll_end;
-            let step = if near_end || poll <= Duration::from_secs(2) {
-                5
-            } else {
-                100
-            };
-            std::thread::sleep(Duration::from_millis(step));
+    let refused = foreign_flush(&ns, kind)?;
+    let flush = t.elapsed();
+    let limit = t + DRIFT_POLL * 2 + Duration::from_secs(10);
+    while !chain_back(&ns, kind) {
+        if Instant::now() > limit {
+            return Err(format!(
+                "the rules were not back {} s after the flush",
+                t.elapsed().as_secs()
+            ));
         }
+        let fine = t.elapsed() < Duration::from_secs(2)
+            || Instant::now() + Duration::from_millis(500) >= poll_end;
+        std::thread::sleep(Duration::from_millis(if fine { 5 } else { 100 }));
     }
     let back = Instant::now();
     if !p.alive() {
@@ -1016,54 +1116,188 @@ fn repair_once(s: &Subject, poll: Duration, phase: f64) -> Result<Repair, String
     }
     Ok(Repair {
         latency: back - t,
+        flush,
         after_poll: back.checked_duration_since(poll_end),
+        refused,
+        mode: drift_mode(&p),
     })
 }
 
-/// CPU of a daemon polling every second (one look at the rules after each poll).
-struct PollCpu {
-    polls: usize,
-    /// utime + stime of the daemon, and cutime + cstime of its children (the iptables
-    /// listings it waited for), from /proc/PID/stat in clock ticks.
-    own: Duration,
-    children: Duration,
-    /// schedstat's on-CPU time of the daemon's threads (ns precision).
-    on_cpu: Option<Duration>,
+/// A cgroup of the bench's own holding one daemon: the CPU time of the daemon and of the
+/// children it ran, in µs or ns (cgroup v2 `cpu.stat`'s usage_usec, or v1
+/// `cpuacct.usage`) where /proc's cutime and cstime come in 10 ms ticks.
+struct CpuGroup {
+    dir: PathBuf,
+    v2: bool,
 }
 
-/// A daemon on real iptables-legacy with 1 s polls over `window`; `ipv6` false sets
-/// `TGKNOCK_IP6TABLES=off`, so each look at the rules lists one family instead of two.
-fn poll_cpu(s: &Subject, ipv6: bool, window: Duration) -> Result<PollCpu, String> {
-    let scratch = Scratch::with(Fw::Legacy)?;
-    let extra = if ipv6 {
-        Vec::new()
-    } else {
-        vec![("TGKNOCK_IP6TABLES", "off".to_string())]
-    };
-    let mut p = scratch
-        .spawn_env(s, "1s", &extra)
-        .map_err(|e| format!("spawn: {e}"))?;
-    scratch
-        .wait_poll(0, Duration::from_secs(20))
-        .ok_or("no getUpdates in 20 s")?;
-    std::thread::sleep(Duration::from_secs(2));
+impl CpuGroup {
+    /// A new group with `pid` (and its threads) in it; None without root or cgroups.
+    fn new(pid: u32) -> Option<CpuGroup> {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("tgkbench{}-{n}", std::process::id());
+        let bases = [
+            ("/sys/fs/cgroup", true),
+            ("/sys/fs/cgroup/unified", true),
+            ("/sys/fs/cgroup/cpuacct", false),
+        ];
+        for (base, v2) in bases {
+            let base = Path::new(base);
+            let mark = if v2 {
+                "cgroup.controllers"
+            } else {
+                "cpuacct.usage"
+            };
+            if !base.join(mark).exists() || std::fs::create_dir(base.join(&name)).is_err() {
+                continue;
+            }
+            let g = CpuGroup {
+                dir: base.join(&name),
+                v2,
+            };
+            if std::fs::write(g.dir.join("cgroup.procs"), pid.to_string()).is_ok()
+                && g.usage().is_some()
+            {
+                return Some(g);
+            }
+        }
+        None
+    }
+
+    fn usage(&self) -> Option<Duration> {
+        if self.v2 {
+            let text = std::fs::read_to_string(self.dir.join("cpu.stat")).ok()?;
+            let us = text.lines().find_map(|l| l.strip_prefix("usage_usec "))?;
+            Some(Duration::from_micros(us.trim().parse().ok()?))
+        } else {
+            let text = std::fs::read_to_string(self.dir.join("cpuacct.usage")).ok()?;
+            Some(Duration::from_nanos(text.trim().parse().ok()?))
+        }
+    }
+}
+
+impl Drop for CpuGroup {
+    fn drop(&mut self) {
+        // Whatever is still in it goes back to the parent, then the group goes.
+        let parent = self.dir.parent().map(|p| p.join("cgroup.procs"));
+        for _ in 0..20 {
+            let procs = std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines() {
+                if let Some(parent) = &parent {
+                    let _ = std::fs::write(parent, pid);
+                }
+            }
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// An idle daemon on one backend: its wake-ups and CPU over the window.
+struct IdleFw {
+    window: Duration,
+    polls: usize,
+    voluntary: u64,
+    involuntary: u64,
+    threads: usize,
+    /// schedstat's on-CPU time of the daemon's threads.
+    own: Duration,
+    /// Its children's (the tools it ran): the cgroup's total less the threads' own, or
+    /// cutime + cstime in clock ticks (`precise` false).
+    children: Duration,
+    precise: bool,
+    /// CPU of one look at the rules by the tools alone (with the rules in place).
+    look: Result<Duration, String>,
+    mode: String,
+}
+
+/// A daemon on `kind`'s real tools (`daemon_on`), left alone from 2 s after its first
+/// poll began for `window` rounded to whole polls (at least one), so that the window
+/// holds as many returns of a poll as it holds polls: context switches of all its
+/// threads (/proc/PID/task/*/status), their on-CPU time (schedstat), and the CPU of the
+/// children it ran.
+fn idle_on(s: &Subject, kind: Defense, window: Duration) -> Result<IdleFw, String> {
+    let polls = (window.as_secs_f64() / DRIFT_POLL.as_secs_f64())
+        .round()
+        .max(1.0);
+    let window = DRIFT_POLL * polls as u32;
+    let (scratch, ns, mut p) = daemon_on(s, kind)?;
     let pid = p.pid();
-    let read = || stat_ticks(pid).zip(Some(on_cpu(pid)));
-    let (t0, c0) = read().ok_or("no /proc stat")?;
+    let group = CpuGroup::new(pid);
+    let first = scratch
+        .wait_poll(0, Duration::ZERO)
+        .ok_or("no first poll")?;
+    std::thread::sleep((first + Duration::from_secs(2)).saturating_duration_since(Instant::now()));
+    let read = || {
+        let g = group.as_ref().and_then(CpuGroup::usage);
+        (switches(pid), on_cpu(pid), stat_ticks(pid), g)
+    };
+    let (Some(sw0), Some(cpu0), Some(t0), g0) = read() else {
+        return Err("no /proc of the daemon".into());
+    };
     let polls0 = scratch.api.requests("getUpdates").len();
+    let start = Instant::now();
     std::thread::sleep(window);
-    let (t1, c1) = read().ok_or("the daemon died")?;
+    let (Some(sw1), Some(cpu1), Some(t1), g1) = read() else {
+        return Err("the daemon died".into());
+    };
+    let window = start.elapsed();
     let polls = scratch.api.requests("getUpdates").len() - polls0;
     if !p.alive() {
         return Err("the daemon died".into());
     }
-    let ticks = |a: u64, b: u64| Duration::from_millis((b - a) * 1000 / clock_ticks());
-    Ok(PollCpu {
+    let own = cpu1.saturating_sub(cpu0);
+    let (children, precise) = match g0.zip(g1) {
+        Some((a, b)) => (b.saturating_sub(a).saturating_sub(own), true),
+        None => {
+            let ticks = (t1[2] + t1[3]).saturating_sub(t0[2] + t0[3]);
+            (Duration::from_millis(ticks * 1000 / clock_ticks()), false)
+        }
+    };
+    Ok(IdleFw {
+        window,
         polls,
-        own: ticks(t0[0] + t0[1], t1[0] + t1[1]),
-        children: ticks(t0[2] + t0[3], t1[2] + t1[3]),
-        on_cpu: c0.zip(c1).map(|(a, b)| b.saturating_sub(a)),
+        voluntary: sw1.0 - sw0.0,
+        involuntary: sw1.1 - sw0.1,
+        threads: threads(pid),
+        own,
+        children,
+        precise,
+        look: look_alone(&ns, kind, 100),
+        mode: drift_mode(&p),
     })
+}
+
+/// What one look at the rules costs the tools alone: `look(kind)` run `n` times by a
+/// shell in the namespace, which then execs `sleep` so its children's CPU (cutime +
+/// cstime, kept across exec) can be read. CPU per look.
+fn look_alone(ns: &str, kind: Defense, n: usize) -> Result<Duration, String> {
+    let one: Vec<String> = look(kind)
+        .iter()
+        .map(|(t, a)| format!("{t} {}", a.join(" ")))
+        .collect();
+    let script = format!(
+        "i=0; while [ $i -lt {n} ]; do {}; i=$((i+1)); done >/dev/null 2>&1; exec sleep 30",
+        one.join("; ")
+    );
+    let mut c = Command::new("sh");
+    c.args(["-c", &script]).stdin(Stdio::null());
+    let mut child = ns::run(ns, move || c.spawn())
+        .and_then(|c| c)
+        .map_err(|e| format!("sh: {e}"))?;
+    let pid = child.id();
+    let done = poll_until(Duration::from_secs(60), Duration::from_millis(1), || {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "sleep").then_some(())
+    });
+    let ticks = stat_ticks(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    done.ok_or("the listings did not finish in 60 s")?;
+    let t = ticks.ok_or("no /proc stat")?;
+    Ok(Duration::from_millis((t[2] + t[3]) * 1000 / clock_ticks()) / n as u32)
 }
 
 /// utime, stime, cutime, cstime of a process, in clock ticks.
@@ -1079,258 +1313,247 @@ fn stat_ticks(pid: u32) -> Option<[u64; 4]> {
     f.try_into().ok()
 }
 
-/// What one look at the rules runs, timed alone: `iptables-legacy -S` and
-/// `ip6tables-legacy -S`, `n` times, in a shell that then execs `sleep` so its children's
-/// CPU (cutime + cstime, kept across exec) can be read. Per pair: (CPU, wall).
-fn listing_alone(n: usize) -> Result<(Duration, Duration), String> {
-    let scratch = Scratch::with(Fw::Legacy)?;
-    let ns = scratch.netns.clone().expect("a namespace");
-    let script = format!(
-        "i=0; while [ $i -lt {n} ]; do {} -w -S; {} -w -S; i=$((i+1)); done >/dev/null; exec sleep 30",
-        IPTABLES[0], IPTABLES[1]
-    );
-    let t = Instant::now();
-    let mut c = Command::new("sh");
-    c.args(["-c", &script]).stdin(Stdio::null());
-    let mut child = ns::run(&ns, move || c.spawn())
-        .and_then(|c| c)
-        .map_err(|e| format!("sh: {e}"))?;
-    let pid = child.id();
-    let done = poll_until(Duration::from_secs(60), Duration::from_millis(1), || {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        (comm.trim() == "sleep").then(|| t.elapsed())
-    });
-    let ticks = stat_ticks(pid);
-    let _ = child.kill();
-    let _ = child.wait();
-    let wall = done.ok_or("the listings did not finish in 60 s")?;
-    let t = ticks.ok_or("no /proc stat")?;
-    let cpu = Duration::from_millis((t[2] + t[3]) * 1000 / clock_ticks());
-    Ok((cpu / n as u32, wall / n as u32))
-}
-
 fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
-/// The rows of this section: idle writes to the state directory, the time from a foreign
-/// flush to repaired rules, and the cost of a look at the rules. Measured for the first
-/// subject only (a baseline may predate drift repair and `RUNTIME_DIRECTORY`).
-fn drift_rows(s: &Subject, idle: Duration, columns: usize) -> Vec<Row> {
-    let row = |what: &str, budget: &str| Row {
+/// A latency in ms under a second, in s above.
+fn took(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        ms(d)
+    } else {
+        secs(d)
+    }
+}
+
+fn blank_row(what: &str, budget: &str, columns: usize) -> Row {
+    Row {
         what: what.into(),
         budget: budget.into(),
         values: vec![None; columns],
         texts: vec!["—".into(); columns],
         verdicts: vec![None; columns],
-    };
-    let poll = Duration::from_secs(50);
-    // Flushes spread evenly over a 50 s poll, and one just after a poll began.
-    let spread = [1.0 / 6.0, 0.5, 5.0 / 6.0];
-    let short = [0.1, 0.3, 0.5, 0.7, 0.9];
+    }
+}
+
+type Joined<T> = Result<T, String>;
+
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, Joined<T>>) -> Joined<T> {
+    h.join().unwrap_or_else(|_| Err("panicked".into()))
+}
+
+/// The rows of this section, measured for the first subject only (a baseline may predate
+/// drift repair and `RUNTIME_DIRECTORY`): idle writes to the state directory; per
+/// backend, the time from a foreign flush to the rules back at four points of a 50 s
+/// poll, and an idle daemon's wake-ups and CPU. All at once (17 daemons, 15 namespaces):
+/// 8 s of stagger + the first poll (50 s) + 5/6 of the second + the repair, about 100 s
+/// (108 s while a flush waits for the poll's end), or the idle window if longer.
+fn drift_rows(s: &Subject, idle: Duration, columns: usize) -> Vec<Row> {
     eprintln!(
-        "bench: idle writes ({} s) and drift repair (50 s and 1 s polls, real iptables-legacy) …",
-        idle.as_secs()
+        "bench: idle writes ({} s); per backend, flushes at {} of a 50 s poll, idle wake-ups and CPU …",
+        idle.as_secs(),
+        FLUSHES.map(|f| f.0).join(", "),
     );
-    type Runs = Vec<Result<Repair, String>>;
-    let (writes, long, worst, quick): ([Result<Writes, String>; 2], Runs, Runs, Runs) =
+    type Flushes = Vec<Joined<Repair>>;
+    let (writes, flushes, idles): ([Joined<Writes>; 2], Vec<Flushes>, Vec<Joined<IdleFw>>) =
         std::thread::scope(|sc| {
             let w = [true, false].map(|rt| sc.spawn(move || idle_writes(s, idle, rt)));
-            let long: Vec<_> = spread
+            let idles: Vec<_> = Defense::ALL
                 .iter()
-                .map(|&ph| sc.spawn(move || repair_once(s, poll, ph)))
+                .map(|&k| sc.spawn(move || idle_on(s, k, idle)))
                 .collect();
-            let worst = sc.spawn(move || repair_once(s, poll, 0.002));
-            let quick = sc.spawn(move || {
-                short
-                    .iter()
-                    .map(|&ph| repair_once(s, Duration::from_secs(1), ph))
-                    .collect::<Vec<_>>()
-            });
-            let join = |h: std::thread::ScopedJoinHandle<'_, Result<Repair, String>>| {
-                h.join().unwrap_or_else(|_| Err("panicked".into()))
-            };
+            let flushes: Vec<Vec<_>> = Defense::ALL
+                .iter()
+                .enumerate()
+                .map(|(i, &k)| {
+                    (FLUSHES.iter().enumerate())
+                        .map(|(j, &(_, phase))| {
+                            let delay = FLUSH_STAGGER * (i * FLUSHES.len() + j) as u32;
+                            sc.spawn(move || {
+                                std::thread::sleep(delay);
+                                repair_once(s, k, phase)
+                            })
+                        })
+                        .collect()
+                })
+                .collect();
             (
-                w.map(|h| h.join().unwrap_or_else(|_| Err("panicked".into()))),
-                long.into_iter().map(join).collect(),
-                vec![join(worst)],
-                quick
-                    .join()
-                    .unwrap_or_else(|_| vec![Err("panicked".into())]),
+                w.map(joined),
+                (flushes.into_iter())
+                    .map(|v| v.into_iter().map(joined).collect())
+                    .collect(),
+                idles.into_iter().map(joined).collect(),
             )
         });
-    eprintln!("bench: CPU of a look at the rules (1 s polls, 40 s, IPv4+IPv6 and IPv4 only) …");
-    let cpu_window = Duration::from_secs(40);
-    let [both, v4_only] = std::thread::scope(|sc| {
-        [true, false]
-            .map(|v6| sc.spawn(move || poll_cpu(s, v6, cpu_window)))
-            .map(|h| h.join().unwrap_or_else(|_| Err("panicked".into())))
-    });
-    let alone = listing_alone(100);
+    let mut rows = writes_rows(&writes, columns);
+    for (i, &kind) in Defense::ALL.iter().enumerate() {
+        rows.push(flush_row(kind, &flushes[i], columns));
+        rows.extend(idle_fw_rows(kind, &idles[i], columns));
+    }
+    rows
+}
 
-    let mut rows = Vec::new();
-    let mut r = row(
+/// The idle writes to the state directory, with `RUNTIME_DIRECTORY` and without.
+fn writes_rows(writes: &[Joined<Writes>; 2], columns: usize) -> Vec<Row> {
+    let mut r = blank_row(
         "writes to the state directory while idle, RUNTIME_DIRECTORY set",
         "none",
+        columns,
     );
-    let mut r2 = row(
+    let mut r2 = blank_row(
         "… without RUNTIME_DIRECTORY (heartbeat in the state directory)",
         "",
+        columns,
     );
     for (row, w) in [(&mut r, &writes[0]), (&mut r2, &writes[1])] {
-        match w {
-            Ok(w) => {
-                row.values[0] = Some(w.per_hour());
-                let mut text = format!(
-                    "{:.0} per hour ({} in {:.0} s, {} returned",
-                    w.per_hour(),
-                    count(w.changes, "change"),
-                    w.window.as_secs_f64(),
-                    count(w.polls, "poll"),
-                );
-                if !w.names.is_empty() {
-                    let names: Vec<&str> = w.names.iter().map(String::as_str).collect();
-                    text.push_str(&format!(": {}", names.join(", ")));
-                }
-                text.push(')');
-                if w.polls > 0 && w.changes > 0 {
-                    text.push_str(&format!(
-                        "; {:.1} per poll, {:.0} per hour at 50 s polls",
-                        w.changes as f64 / w.polls as f64,
-                        w.changes as f64 / w.polls as f64 * 72.0
-                    ));
-                }
-                if let Some(b) = w.beats {
-                    text.push_str(&format!(
-                        "; heartbeat in RUNTIME_DIRECTORY rewritten {}",
-                        count(b, "time")
-                    ));
-                }
-                row.texts[0] = text;
+        let w = match w {
+            Ok(w) => w,
+            Err(e) => {
+                row.texts[0] = format!("error: {e}");
+                continue;
             }
-            Err(e) => row.texts[0] = format!("error: {e}"),
+        };
+        row.values[0] = Some(w.per_hour());
+        let mut text = format!(
+            "{:.0} per hour ({} in {:.0} s, {} returned",
+            w.per_hour(),
+            count(w.changes, "change"),
+            w.window.as_secs_f64(),
+            count(w.polls, "poll"),
+        );
+        if !w.names.is_empty() {
+            let names: Vec<&str> = w.names.iter().map(String::as_str).collect();
+            text.push_str(&format!(": {}", names.join(", ")));
         }
+        text.push(')');
+        if w.polls > 0 && w.changes > 0 {
+            text.push_str(&format!(
+                "; {:.1} per poll, {:.0} per hour at 50 s polls",
+                w.changes as f64 / w.polls as f64,
+                w.changes as f64 / w.polls as f64 * 72.0
+            ));
+        }
+        if let Some(b) = w.beats {
+            text.push_str(&format!(
+                "; heartbeat in RUNTIME_DIRECTORY rewritten {}",
+                count(b, "time")
+            ));
+        }
+        row.texts[0] = text;
     }
     r.verdicts[0] = writes[0].as_ref().ok().map(|w| w.changes == 0);
-    rows.extend([r, r2]);
+    vec![r, r2]
+}
 
-    let describe = |runs: &Runs, poll: Duration| -> (Option<Duration>, String) {
-        let ok: Vec<&Repair> = runs.iter().filter_map(|r| r.as_ref().ok()).collect();
-        let errors: Vec<&String> = runs.iter().filter_map(|r| r.as_ref().err()).collect();
-        if ok.is_empty() {
-            return (
-                None,
-                format!("not measured: {}", errors.first().map_or("?", |e| e)),
-            );
-        }
-        let med = median(ok.iter().map(|r| r.latency).collect()).unwrap_or_default();
-        let max = ok.iter().map(|r| r.latency).max().unwrap_or_default();
-        let after: Vec<Duration> = ok.iter().filter_map(|r| r.after_poll).collect();
-        let text = format!(
-            "{} ({:.2} poll; max {}; back {} after the poll returned{})",
-            secs(med),
-            med.as_secs_f64() / poll.as_secs_f64(),
-            secs(max),
-            match median(after) {
-                Some(d) => ms(d),
-                None => "before the poll's end".into(),
-            },
-            if errors.is_empty() {
-                String::new()
-            } else {
-                format!("; {} runs failed: {}", errors.len(), errors[0])
-            }
-        );
-        (Some(med), text)
+/// One backend's flushes: the median and the worst against the budget, each flush's.
+fn flush_row(kind: Defense, runs: &[Joined<Repair>], columns: usize) -> Row {
+    let points: Vec<&str> = FLUSHES.iter().map(|f| f.0).collect();
+    let mut r = blank_row(
+        &format!(
+            "foreign flush to rules back, {}, {} s polls (median of {}: at {} of a poll)",
+            kind.name(),
+            DRIFT_POLL.as_secs(),
+            FLUSHES.len(),
+            points.join(", ")
+        ),
+        "≤ 1 s",
+        columns,
+    );
+    let ok: Vec<&Repair> = runs.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let errors: Vec<&String> = runs.iter().filter_map(|r| r.as_ref().err()).collect();
+    let Some(first) = ok.first() else {
+        r.texts[0] = format!("not measured: {}", errors.first().map_or("?", |e| e));
+        return r;
     };
-    let cases = [
-        (
-            "foreign flush to rules back, 50 s polls (median of 3 flushes spread over the poll)",
-            "≤ one poll",
-            &long,
-            poll,
-        ),
-        (
-            "… worst case: flush 0.1 s after a 50 s poll began",
-            "≤ one poll",
-            &worst,
-            poll,
-        ),
-        (
-            "… 1 s polls (median of 5)",
-            "≤ one poll",
-            &quick,
-            Duration::from_secs(1),
-        ),
-    ];
-    for (what, budget, runs, poll) in cases {
-        let mut r = row(what, budget);
-        let (med, text) = describe(runs, poll);
-        r.texts[0] = text;
-        if let Some(m) = med {
-            r.values[0] = Some(m.as_secs_f64() * 1000.0);
-            // Within the poll running at the flush: back by that poll's end, plus the
-            // look itself (a second at most).
-            let max = runs
-                .iter()
-                .filter_map(|r| r.as_ref().ok())
-                .map(|r| r.latency)
-                .max()
-                .unwrap_or_default();
-            r.verdicts[0] = Some(max <= poll + Duration::from_secs(1));
-        }
-        rows.push(r);
+    let med = mid(ok.iter().map(|r| r.latency).collect());
+    let max = ok.iter().map(|r| r.latency).max().unwrap_or_default();
+    let each: Vec<String> = (FLUSHES.iter().zip(runs))
+        .map(|((at, _), run)| match run {
+            Ok(x) => format!("{at}: {}", took(x.latency)),
+            Err(_) => format!("{at}: failed"),
+        })
+        .collect();
+    let within = ok.iter().filter(|r| r.after_poll.is_none()).count();
+    let flush = mid(ok.iter().map(|r| r.flush).collect());
+    let refused: usize = ok.iter().map(|r| r.refused).sum();
+    let mut text = format!(
+        "{} (max {}; {}; {within} of {} back before that poll's end; the flush itself {}",
+        took(med),
+        took(max),
+        each.join(", "),
+        ok.len(),
+        ms(flush),
+    );
+    if refused > 0 {
+        text.push_str(&format!(", {refused} `-X` refused as the chain was back"));
     }
+    text.push_str(&format!("; {})", first.mode));
+    if let Some(e) = errors.first() {
+        text.push_str(&format!("; {} failed: {e}", count(errors.len(), "run")));
+    }
+    r.texts[0] = text;
+    r.values[0] = Some(med.as_secs_f64() * 1000.0);
+    r.verdicts[0] = (errors.is_empty() || max > REPAIR_BUDGET).then_some(max <= REPAIR_BUDGET);
+    r
+}
 
-    let mut r = row(
-        "CPU per look at the rules (iptables -S, IPv4 + IPv6), 1 s polls",
+/// One backend's idle daemon: wake-ups and CPU, scaled to an hour.
+fn idle_fw_rows(kind: Defense, res: &Joined<IdleFw>, columns: usize) -> Vec<Row> {
+    let name = kind.name();
+    let mut wake = blank_row(
+        &format!(
+            "wake-ups per idle hour, {name}, {} s polls (context switches, all threads)",
+            DRIFT_POLL.as_secs()
+        ),
         "",
+        columns,
     );
-    match (&both, &v4_only) {
-        (Ok(a), Ok(b)) if a.polls > 0 && b.polls > 0 => {
-            let per = |d: Duration, n: usize| d.as_secs_f64() * 1000.0 / n as f64;
-            // The listings' own processes: all of the daemon's children.
-            let children = per(a.children, a.polls);
-            // The daemon's share of a listing (spawn, wait, parse): the difference per
-            // poll between listing two families and one, on-CPU time.
-            let own = match (a.on_cpu, b.on_cpu) {
-                (Some(x), Some(y)) => 2.0 * (per(x, a.polls) - per(y, b.polls)),
-                _ => 2.0 * (per(a.own, a.polls) - per(b.own, b.polls)),
-            };
-            let check = children + own.max(0.0);
-            r.values[0] = Some(check);
-            r.texts[0] = format!(
-                "{check:.2} ms ({children:.2} ms in the two iptables processes, {:.2} ms in the daemon); {} polls in {} s; at 50 s polls: {:.0} ms per hour",
-                own.max(0.0),
-                a.polls,
-                cpu_window.as_secs(),
-                check * 72.0
-            );
-        }
-        (a, b) => {
-            r.texts[0] = format!(
-                "not measured: {}",
-                a.as_ref()
-                    .err()
-                    .or(b.as_ref().err())
-                    .map_or("no polls".to_string(), |e| e.clone())
-            );
-        }
-    }
-    rows.push(r);
-    let mut r = row(
-        "… the two listings alone (iptables-legacy -S + ip6tables-legacy -S, 100 times)",
+    let mut cpu = blank_row(
+        &format!(
+            "CPU per idle hour, {name}, {} s polls",
+            DRIFT_POLL.as_secs()
+        ),
         "",
+        columns,
     );
-    match alone {
-        Ok((cpu, wall)) => {
-            r.values[0] = Some(cpu.as_secs_f64() * 1000.0);
-            r.texts[0] = format!("{} CPU, {} wall per pair", ms(cpu), ms(wall));
+    let d = match res {
+        Ok(d) => d,
+        Err(e) => {
+            wake.texts[0] = format!("not measured: {e}");
+            cpu.texts[0] = format!("not measured: {e}");
+            return vec![wake, cpu];
         }
-        Err(e) => r.texts[0] = format!("not measured: {e}"),
-    }
-    rows.push(r);
-    rows
+    };
+    let hour = 3600.0 / d.window.as_secs_f64();
+    let wakes = (d.voluntary + d.involuntary) as f64 * hour;
+    wake.values[0] = Some(wakes);
+    wake.texts[0] = format!(
+        "{wakes:.0} ({} voluntary, {} involuntary in {:.0} s; {} threads; {} returned; {})",
+        d.voluntary,
+        d.involuntary,
+        d.window.as_secs_f64(),
+        d.threads,
+        count(d.polls, "poll"),
+        d.mode
+    );
+    let per_hour = |x: Duration| x.as_secs_f64() * 1000.0 * hour;
+    let total = per_hour(d.own + d.children);
+    cpu.values[0] = Some(total);
+    cpu.texts[0] = format!(
+        "{total:.0} ms ({:.0} ms the daemon's threads, {:.0} ms the tools it ran{}); one look at the rules by the tools alone: {}",
+        per_hour(d.own),
+        per_hour(d.children),
+        if d.precise {
+            ""
+        } else {
+            ", from cutime + cstime in 10 ms ticks"
+        },
+        match &d.look {
+            Ok(l) => format!("{:.2} ms", l.as_secs_f64() * 1000.0),
+            Err(e) => format!("not measured ({e})"),
+        }
+    );
+    vec![wake, cpu]
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1470,6 +1693,13 @@ fn main() {
         for kind in Defense::ALL {
             rows.extend(defense_rows(&subjects, kind, &row));
         }
+        print_table(&subjects, &rows);
+        return;
+    }
+
+    // `BENCH_ONLY=drift`: only the drift rows (idle writes; per backend, flushes and idle).
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "drift") {
+        rows.extend(drift_rows(&subjects[0], Duration::from_secs(idle_secs), n));
         print_table(&subjects, &rows);
         return;
     }
