@@ -720,6 +720,30 @@ pub(crate) mod tests {
         ));
     }
 
+    #[test]
+    fn a_rules_matches_are_named_without_rendering_it() {
+        let s = state(&[
+            ("web", Some("203.0.113.0/24"), Some(100)),
+            ("mosh", Some("2001:db8::5"), None),
+            ("ssh", None, None),
+        ]);
+        let mut p = policy(&["10.0.0.0/8", "fd00::/8"], Some(knock()));
+        let s = with_defenses(s, &mut p);
+        for fam in Family::BOTH {
+            let rules = desired(&p, &s, 0, fam);
+            assert!(rules.iter().any(|r| r.limit.is_some() && r.until.is_none()));
+            assert!(rules.iter().any(|r| !r.recent.is_empty()));
+            for r in rules {
+                let rendered = args("TGKNOCK", &r);
+                assert_eq!(
+                    match_names(&r),
+                    matches_of(rendered.iter().map(String::as_str)),
+                    "{rendered:?}"
+                );
+            }
+        }
+    }
+
     /// Bans (with and without a deadline) and rate limits on top of `s`.
     pub(crate) fn with_defenses(mut s: State, p: &mut Policy) -> State {
         use crate::base::gate::GateName;

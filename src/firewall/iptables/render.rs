@@ -81,6 +81,27 @@ pub(crate) fn args(chain: &str, rule: &Rule) -> Vec<String> {
     a
 }
 
+/// The matches (`-m NAME`) of a rule's [`args`], in order, without rendering its words
+/// (reading 1,000 bans back compares each rule's matches).
+pub(super) fn match_names(rule: &Rule) -> Vec<&'static str> {
+    let mut m = Vec::new();
+    if let Some(proto) = rule.proto {
+        m.push(proto.as_str());
+    }
+    if rule.established {
+        m.push("conntrack");
+    }
+    m.extend(rule.recent.iter().map(|_| "recent"));
+    if rule.limit.is_some() {
+        m.extend(["limit", "hashlimit"]);
+    }
+    if rule.until.is_some() {
+        m.push("time");
+    }
+    m.push("comment");
+    m
+}
+
 /// How the jump from INPUT must be repaired in the same transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct JumpFix {
