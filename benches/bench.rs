@@ -2110,15 +2110,7 @@ impl Changes {
 /// `CHANGES` rounds of `tgknock close`, `open`, `ban`, `unban` with `BANS` bans in place,
 /// by the binary `bin` with the real tools of `kind` in a namespace of its own.
 fn changes(bin: &Path, kind: Defense) -> Result<(Changes, Scratch), String> {
-    let missing: Vec<&str> = kind
-        .listing()
-        .iter()
-        .map(|(t, _)| *t)
-        .filter(|t| !Path::new(t).exists())
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!("missing {missing:?}"));
-    }
+    tools_present(kind)?;
     let scratch = Scratch::with(Fw::Legacy)?;
     let ns = scratch.netns.clone().unwrap();
     let env = kind.env();
