@@ -75,12 +75,19 @@ fn apply_one<B: Backend>(b: &B, tx: &[Family], want: Want<'_>) -> Result<(B::Rea
         log::debug!("{label}: rules already in place");
         return Ok((before, listed));
     }
-    let mut after = match b.write(tx, want, Write::Change(&before))? {
-        Some(sent) => Some(b.read_written(tx, &before, &sent)?),
-        None => None,
+    // A write, then the read after it with its listings (made once).
+    let write = |how: Write<'_, B::Read>, base: &B::Read| -> Result<Option<(B::Read, Listings)>> {
+        Ok(match b.write(tx, want, how)? {
+            Some(sent) => {
+                let a = b.read_written(tx, base, &sent)?;
+                let l = b.listings(&a);
+                Some((a, l))
+            }
+            None => None,
+        })
     };
-    let mut listed = after.as_ref().map(|a| b.listings(a));
-    if !listed.as_ref().is_some_and(|l| all_match(l, want)) {
+    let mut after = write(Write::Change(&before), &before)?;
+    if !after.as_ref().is_some_and(|(_, l)| all_match(l, want)) {
         // Another program changed the rules while this change was made (`iptables -F`,
         // `nft flush ruleset` at that moment, or the tool of a daemon killed mid-change
         // finishing late): once more, refilled against them as they are now.
@@ -89,16 +96,12 @@ fn apply_one<B: Backend>(b: &B, tx: &[Family], want: Want<'_>) -> Result<(B::Rea
             b.unit()
         );
         let again = b.read(tx)?;
-        after = match b.write(tx, want, Write::Again(&again))? {
-            Some(sent) => Some(b.read_written(tx, &again, &sent)?),
-            None => None,
-        };
-        listed = after.as_ref().map(|a| b.listings(a));
+        after = write(Write::Again(&again), &again)?;
     }
-    let listed = match (after, listed) {
-        (Some(_), Some(l)) if all_match(&l, want) => l,
-        (Some(a), _) => return Err(unverified(b, tx, &before, &a)),
-        (None, _) => {
+    let listed = match after {
+        Some((_, l)) if all_match(&l, want) => l,
+        Some((a, _)) => return Err(unverified(b, tx, &before, &a)),
+        None => {
             let a = b.read(tx)?;
             return Err(unverified(b, tx, &before, &a));
         }
