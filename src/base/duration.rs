@@ -3,6 +3,36 @@
 /// The longest duration accepted anywhere: a year. Keeps deadline arithmetic far from overflow.
 pub const MAX_SECS: u64 = 366 * 86_400;
 
+/// Seconds to one decimal, `0.4`, `12.0`: what `{:.1}` of `as_secs_f64` would print, rounded
+/// half up, without the float formatter (a few kB of a static binary).
+pub fn tenths(d: std::time::Duration) -> String {
+    let t = (d.as_millis() + 50) / 100;
+    format!("{}.{}", t / 10, t % 10)
+}
+
+/// Parses decimal seconds (`0.3`, `2`, `1.25`) into milliseconds, at most three decimals.
+/// Written out rather than through `f64`: the float parser is 14 kB of a static binary.
+pub fn parse_decimal_millis(text: &str) -> Result<u64, String> {
+    let bad = || format!("'{text}' is not a number of seconds (e.g. 0.3 or 2)");
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && frac.is_empty()) || !digits(whole) || !digits(frac) {
+        return Err(bad());
+    }
+    if frac.len() > 3 {
+        return Err(format!("'{text}': at most three decimals (milliseconds)"));
+    }
+    let secs: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    let frac_ms = format!("{frac:0<3}").parse::<u64>().map_err(|_| bad())?;
+    secs.checked_mul(1000)
+        .and_then(|ms| ms.checked_add(frac_ms))
+        .ok_or_else(bad)
+}
+
 /// Parses `90s`, `15m`, `2h`, `1d`, `1h30m`, `0`. A bare number is an error unless
 /// `bare_unit` (seconds per unit) is given, as in chat where a bare number means minutes.
 pub fn parse(text: &str, bare_unit: Option<u64>) -> Result<u64, String> {
@@ -214,6 +244,44 @@ pub enum Length {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tenths_round_like_one_decimal() {
+        use std::time::Duration;
+        for (ms, text) in [
+            (0, "0.0"),
+            (49, "0.0"),
+            (50, "0.1"),
+            (400, "0.4"),
+            (12_000, "12.0"),
+            (59_960, "60.0"),
+            (1_234, "1.2"),
+        ] {
+            assert_eq!(super::tenths(Duration::from_millis(ms)), text, "{ms} ms");
+        }
+    }
+
+    #[test]
+    fn decimal_seconds_read_as_milliseconds() {
+        use super::parse_decimal_millis as ms;
+        assert_eq!(ms("0.3"), Ok(300));
+        assert_eq!(ms("2"), Ok(2000));
+        assert_eq!(ms("1.25"), Ok(1250));
+        assert_eq!(ms(".5"), Ok(500));
+        assert_eq!(ms("3."), Ok(3000));
+        assert_eq!(ms("0"), Ok(0));
+        for bad in [
+            "", ".", "-1", "nan", "inf", "1e3", "1.2.3", " 1", "0x10", "1,5",
+        ] {
+            assert!(ms(bad).is_err(), "{bad:?}");
+        }
+        assert!(ms("0.0001").unwrap_err().contains("three decimals"));
+        assert!(ms("99999999999999999999").is_err());
+        assert!(
+            ms("18446744073709552").is_err(),
+            "overflows when made milliseconds"
+        );
+    }
+
     use super::*;
 
     #[test]

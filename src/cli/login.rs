@@ -121,8 +121,8 @@ pub(crate) fn run(config: Option<&Path>) -> i32 {
         .spawn(move || {
             std::thread::sleep(BUDGET.saturating_sub(start.elapsed()));
             eprintln!(
-                "tgknock notify-login: Telegram did not answer within {:.1} s; going on without the notice",
-                BUDGET.as_secs_f64()
+                "tgknock notify-login: Telegram did not answer within {} s; going on without the notice",
+                crate::base::duration::tenths(BUDGET)
             );
             std::process::exit(0);
         });

@@ -415,7 +415,7 @@ pub(crate) fn reply(name: &str, run: &Run, timeout: u64) -> String {
 /// `0.4 s`, `12.0 s`, `2 min 5 s`.
 fn took_text(d: Duration) -> String {
     if d < Duration::from_secs(60) {
-        format!("{:.1} s", d.as_secs_f64())
+        format!("{} s", duration::tenths(d))
     } else {
         duration::human(d.as_secs())
     }

@@ -189,8 +189,8 @@ pub(super) struct KnockCmd {
     #[argh(option)]
     pub(super) ports: Option<String>,
     /// seconds between knocks (default 0.3)
-    #[argh(option, default = "0.3")]
-    pub(super) delay: f64,
+    #[argh(option, default = "300", from_str_fn(decimal_millis))]
+    pub(super) delay: u64,
     /// config file (default /etc/tgknock/tgknock.conf)
     #[argh(option)]
     pub(super) config: Option<PathBuf>,
@@ -224,4 +224,9 @@ pub(super) struct ApproveLoginCmd {
     /// config file (default /etc/tgknock/tgknock.conf)
     #[argh(option)]
     pub(super) config: Option<PathBuf>,
+}
+
+/// `--delay`: decimal seconds, kept as milliseconds.
+fn decimal_millis(text: &str) -> std::result::Result<u64, String> {
+    crate::base::duration::parse_decimal_millis(text)
 }

@@ -145,7 +145,7 @@ pub(super) fn knock(c: KnockCmd) -> Result<i32> {
             }
         },
     };
-    if !(0.0..=10.0).contains(&c.delay) {
+    if c.delay > 10_000 {
         return Err(Error::usage("--delay", "must be between 0 and 10 seconds"));
     }
     let addrs: Vec<std::net::SocketAddr> = {
@@ -161,7 +161,7 @@ pub(super) fn knock(c: KnockCmd) -> Result<i32> {
         .ip();
     for (i, port) in ports.iter().enumerate() {
         if i > 0 {
-            std::thread::sleep(std::time::Duration::from_secs_f64(c.delay));
+            std::thread::sleep(std::time::Duration::from_millis(c.delay));
         }
         // One SYN is the knock; the board drops it, so a short timeout is the norm.
         let target = std::net::SocketAddr::new(addr, *port);

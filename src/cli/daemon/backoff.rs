@@ -117,7 +117,11 @@ impl Daemon {
     /// Logs why, then waits the next backoff step (1 s doubling to 60 s, with jitter).
     pub(super) fn back_off(&mut self, level: log::Level, why: &str) {
         let wait = self.poll.backoff.fail();
-        log::log!(level, "{why}; retrying in {:.1} s", wait.as_secs_f64());
+        log::log!(
+            level,
+            "{why}; retrying in {} s",
+            crate::base::duration::tenths(wait)
+        );
         self.pause(wait);
     }
 
