@@ -755,6 +755,69 @@ fn rules_flushed_by_another_program_are_put_back() {
     all(11, drift_scenario);
 }
 
+/// With the default 50 s long poll, a flush a few seconds into a poll is repaired while
+/// that poll still runs: the kernel told the daemon (nf_tables' notifications; legacy
+/// xtables' fingerprint, taken every second), it did not wait for the poll to end.
+fn flush_mid_poll_scenario(b: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, b, 1) else {
+        return;
+    };
+    rig.env.set("TGKNOCK_POLL_TIMEOUT", "50s");
+    rig.start();
+    rig.daemon().wait_log(
+        "drift: other programs' changes to the rules are noticed through",
+        10,
+    );
+    let api = rig.env.api.clone();
+    let long_polls = || {
+        api.requests("getUpdates")
+            .iter()
+            .filter(|r| r.body["timeout"].as_u64() == Some(50))
+            .count()
+    };
+    crate::support::wait_for(30, "a 50 s long poll", || (long_polls() > 0).then_some(()));
+    std::thread::sleep(Duration::from_secs(3));
+    let polls = api.requests("getUpdates").len();
+    let nft = b == Fw::Nft;
+    foreign_flush(&rig, nft);
+    let flushed = Instant::now();
+    let end = flushed + Duration::from_secs(40);
+    loop {
+        let log = rig.daemon().output();
+        if log.contains("; put them back") {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "no repair 40 s after the flush:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = flushed.elapsed();
+    assert_eq!(
+        api.requests("getUpdates").len(),
+        polls,
+        "{}: repaired after {took:?}, but only once the poll had ended:\n{}",
+        b.name(),
+        rig.daemon().output()
+    );
+    eprintln!("{}: a flush mid-poll was repaired after {took:?}", b.name());
+    rig.assert_installed_once("after the flush mid-poll");
+    rig.net.expect(
+        "after the flush mid-poll the rules are back",
+        &[
+            (0, SSH, V4, false),
+            (0, SSH, V6, false),
+            (0, OTHER, V4, true),
+        ],
+    );
+}
+
+#[test]
+fn a_flush_mid_poll_is_repaired_without_waiting_for_the_poll() {
+    all(12, flush_mid_poll_scenario);
+}
+
 // ---------------------------------------------------------------------------------------
 // Drift inside tgknock's own chain or table (issue 15, point 4): what tgknock owns is
 // compared whole, every rule with its contents and order, not only its comment.

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 
 use crate::base::error::{Error, Result};
 
@@ -47,6 +48,39 @@ pub(crate) fn rule_text(line: &str) -> String {
     out.join(" ")
 }
 
+/// The pids of the last tools this process ran, newest last: nf_tables names the process
+/// that committed each change, so the watcher ([`super::watch`]) knows tgknock's own.
+static RAN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// How many pids [`RAN`] keeps: more than one change runs tools in the time the watcher
+/// takes to read its notifications.
+const RAN_KEPT: usize = 16;
+
+fn remember(pid: u32) {
+    let mut ran = RAN.lock().unwrap_or_else(|e| e.into_inner());
+    if ran.len() == RAN_KEPT {
+        ran.remove(0);
+    }
+    ran.push(pid);
+}
+
+/// Whether `pid` is one of the last tools this process ran; it is forgotten (one
+/// transaction each: a pid the kernel gives to another process later is not ours).
+pub(crate) fn ran(pid: u32) -> bool {
+    let mut ran = RAN.lock().unwrap_or_else(|e| e.into_inner());
+    match ran.iter().position(|p| *p == pid) {
+        Some(at) => {
+            ran.remove(at);
+            true
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn remember_for_test(pid: u32) {
+    remember(pid);
+}
+
 /// The result of running a tool: its stdout, or an error carrying its stderr.
 pub(crate) fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> Result<String> {
     let fail = |status: Option<i32>, stderr: String| Error::Firewall {
@@ -79,6 +113,7 @@ pub(crate) fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> Result<
             };
             fail(None, format!("cannot run it: {e}{hint}"))
         })?;
+    remember(child.id());
     if let Some(input) = stdin {
         log::trace!("{} input:\n{input}", program.display());
         let mut pipe = child.stdin.take().expect("stdin is piped");

@@ -1,17 +1,31 @@
-//! Other programs changing the rules tgknock keeps: the rules are compared with the kernel
-//! at least once a poll and put back; the owners hear of it once per episode, and when the
-//! other program keeps at it, repairs are spaced out instead of fighting it.
+//! Other programs changing the rules tgknock keeps: a watcher thread hears of a change from
+//! the kernel as it happens (nf_tables' notifications, a fingerprint of legacy xtables
+//! every second: [`Watcher`]) and the rules are compared and put back at once; where the
+//! kernel cannot tell (a tool this process cannot see into), they are compared after
+//! every poll. The owners hear of it once per episode, and when the other program keeps
+//! at it, repairs are spaced out instead of fighting it.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Daemon, tell_owners};
 use crate::base::duration;
+use crate::chat::bot::Bot;
 use crate::chat::report;
+use crate::firewall::keeper::Keeper;
+use crate::firewall::watch::Watcher;
 
-/// The rules are compared with the kernel at most this often (and at least once per poll,
-/// whose length is capped at [`DRIFT_MAX_GAP`]).
+/// After a poll, the rules are compared with the kernel at most this often (and at least
+/// once per poll, whose length is capped at [`DRIFT_MAX_GAP`])…
 const DRIFT_MIN_GAP: Duration = Duration::from_secs(1);
+/// … and at most this often when the watcher heard of a change (it has waited for the
+/// burst to end already).
+const WATCH_MIN_GAP: Duration = Duration::from_millis(200);
+/// Repairs this close together are one episode of the same program's work (a script's
+/// `iptables -F` and, a moment later, its `ip6tables -F`): counted once toward a loop.
+const DRIFT_SAME_EPISODE: Duration = Duration::from_secs(3);
 /// The longest time between two checks of the rules, and so the longest poll.
 pub(super) const DRIFT_MAX_GAP: u64 = 60;
 /// Repairs within this window that mean another program keeps changing the rules.
@@ -42,8 +56,8 @@ pub(super) struct DriftWatch {
 
 impl DriftWatch {
     /// Whether the rules are to be looked at, at `t`; if so, the look is counted.
-    fn check_due(&mut self, t: Instant) -> bool {
-        if self.last_check.is_some_and(|c| t - c < DRIFT_MIN_GAP) {
+    fn check_due(&mut self, t: Instant, gap: Duration) -> bool {
+        if self.last_check.is_some_and(|c| t - c < gap) {
             return false;
         }
         if self.hold.is_some_and(|(_, until)| t < until) {
@@ -59,6 +73,18 @@ impl DriftWatch {
         true
     }
 
+    /// How long until a look is due at `t` (at least a few ms, so a waiting loop sleeps).
+    fn until_due(&self, t: Instant) -> Duration {
+        let mut due = t;
+        if let Some(c) = self.last_check {
+            due = due.max(c + WATCH_MIN_GAP);
+        }
+        if let Some((_, until)) = self.hold {
+            due = due.max(until);
+        }
+        (due - t).max(Duration::from_millis(10))
+    }
+
     /// A repair of what another program changed (`found`) at `t` (`now` by the board's
     /// clock): what the owners are to hear of it, if anything.
     fn repaired(&mut self, found: &str, t: Instant, now: u64) -> Vec<String> {
@@ -66,7 +92,9 @@ impl DriftWatch {
             "another program changed the firewall rules tgknock keeps ({found}); put them back"
         );
         self.repairs.retain(|r| t - *r < DRIFT_WINDOW);
-        self.repairs.push_back(t);
+        if !self.last_repair.is_some_and(|r| t - r < DRIFT_SAME_EPISODE) {
+            self.repairs.push_back(t);
+        }
         self.last_repair = Some(t);
         let mut messages = Vec::new();
         if !self.told {
@@ -103,31 +131,137 @@ impl DriftWatch {
     }
 }
 
-impl Daemon {
+/// What the daemon does about other programs changing its rules, shared by the poll loop
+/// and the watcher thread.
+pub(super) struct Drift {
+    keeper: Arc<Keeper>,
+    api: Arc<dyn Bot>,
+    watch: Mutex<DriftWatch>,
+    /// A watcher thread notices changes as they happen: the poll loop does not look.
+    watching: AtomicBool,
+}
+
+/// After a change is noticed, the watcher waits this long for the rest of a burst (a
+/// script's `iptables -F; iptables -X; ip6tables -F; …`) before it looks…
+const BURST_QUIET: Duration = Duration::from_millis(100);
+/// … but never longer than this.
+const BURST_MAX: Duration = Duration::from_millis(500);
+/// With nothing noticed, the watcher wakes this often (its own wake-ups: none besides).
+const WATCH_IDLE: Duration = Duration::from_secs(3600);
+
+impl Drift {
+    pub(super) fn new(keeper: Arc<Keeper>, api: Arc<dyn Bot>) -> Drift {
+        Drift {
+            keeper,
+            api,
+            watch: Mutex::new(DriftWatch::default()),
+            watching: AtomicBool::new(false),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, DriftWatch> {
+        self.watch.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// After a poll: looks at the rules unless a watcher thread sees every change anyway.
+    pub(super) fn after_poll(&self) {
+        if !self.watching.load(Ordering::Relaxed) {
+            self.look(DRIFT_MIN_GAP);
+        }
+    }
+
+    /// Starts the watcher thread, if the kernel can tell this process of changes to what
+    /// the backend keeps; else the poll loop looks after every poll.
+    pub(super) fn spawn_watcher(self: &Arc<Drift>) {
+        let watcher = match Watcher::start(self.keeper.fw.watched()) {
+            Ok(w) => w,
+            Err(why) => {
+                log::info!(
+                    "drift: the rules are compared with the kernel after every poll ({why})"
+                );
+                return;
+            }
+        };
+        let how = watcher.how();
+        let me = Arc::clone(self);
+        self.watching.store(true, Ordering::Relaxed);
+        let spawned = std::thread::Builder::new()
+            .name("drift".into())
+            .spawn(move || me.watch_loop(watcher));
+        match spawned {
+            Ok(_) => {
+                log::info!("drift: other programs' changes to the rules are noticed through {how}")
+            }
+            Err(e) => {
+                self.watching.store(false, Ordering::Relaxed);
+                log::warn!(
+                    "drift: cannot start the watcher ({e}): the rules are compared with the kernel after every poll"
+                );
+            }
+        }
+    }
+
+    /// The watcher thread: waits for a change to what tgknock keeps, lets a burst of
+    /// changes end, and looks (at most once a second, and not while repairs are held off).
+    fn watch_loop(&self, mut w: Watcher) {
+        let mut dirty = false;
+        loop {
+            let timeout = if dirty {
+                self.state().until_due(Instant::now())
+            } else {
+                WATCH_IDLE
+            };
+            match w.wait(timeout) {
+                Ok(true) => {
+                    dirty = true;
+                    let end = Instant::now() + BURST_MAX;
+                    while Instant::now() < end
+                        && w.wait(BURST_QUIET.min(end - Instant::now()))
+                            .unwrap_or(false)
+                    {}
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    log::warn!(
+                        "drift: the watch of the rules broke ({e}): they are compared with the kernel after every poll from now on"
+                    );
+                    self.watching.store(false, Ordering::Relaxed);
+                    return;
+                }
+            }
+            if dirty && self.look(WATCH_MIN_GAP) {
+                dirty = false;
+            }
+        }
+    }
+
     /// Compares the rules with the kernel (at most once a second) and puts back what
-    /// another program removed. The owners hear of it once per episode; when the other
-    /// program keeps at it, repairs are spaced out instead of fighting it, and they hear
-    /// that too.
-    pub(super) fn watch_rules(&mut self) {
+    /// another program removed; whether it looked. The owners hear of it once per episode;
+    /// when the other program keeps at it, repairs are spaced out instead of fighting it,
+    /// and they hear that too.
+    pub(super) fn look(&self, gap: Duration) -> bool {
+        let mut watch = self.state();
         let t = Instant::now();
-        if !self.drift.check_due(t) {
-            return;
+        if !watch.check_due(t, gap) {
+            return false;
         }
         match self.keeper.repair(crate::os::clock::now()) {
-            Ok(None) => self.drift.unreadable = false,
+            Ok(None) => watch.unreadable = false,
             Ok(Some(found)) => {
-                self.drift.unreadable = false;
+                watch.unreadable = false;
                 let now = crate::os::clock::now();
-                let messages = self.drift.repaired(&found, t, now);
+                let messages = watch.repaired(&found, t, now);
+                drop(watch);
                 self.tell_repaired(&messages, now);
             }
             Err(e) => {
-                if !self.drift.unreadable {
+                if !watch.unreadable {
                     log::warn!("could not check or repair the firewall rules: {e}");
                 }
-                self.drift.unreadable = true;
+                watch.unreadable = true;
             }
         }
+        true
     }
 
     /// Tells the owners `messages` about the repairs, with the state as it is now.
@@ -135,13 +269,22 @@ impl Daemon {
         if messages.is_empty() {
             return;
         }
+        let cfg = &self.keeper.cfg;
         let status = self
             .keeper
             .snapshot(now)
-            .map(|o| report::status_text(self.cfg(), &self.keeper.fw, &o))
+            .map(|o| report::status_text(cfg, &self.keeper.fw, &o))
             .unwrap_or_default();
         let text = format!("{}\n\nNow:\n{status}", messages.join("\n\n"));
-        tell_owners(&*self.api, self.cfg(), &text);
+        tell_owners(&*self.api, cfg, &text);
+    }
+}
+
+impl Daemon {
+    /// After a poll: the rules are compared with the kernel, unless the watcher sees every
+    /// change as it happens.
+    pub(super) fn watch_rules(&mut self) {
+        self.drift.after_poll();
     }
 }
 
@@ -155,9 +298,10 @@ mod tests {
     fn a_repair_is_news_once_and_a_loop_is_held_off() {
         let mut w = DriftWatch::default();
         let t0 = Instant::now();
-        assert!(w.check_due(t0));
+        let g = DRIFT_MIN_GAP;
+        assert!(w.check_due(t0, g));
         assert!(
-            !w.check_due(t0 + Duration::from_millis(500)),
+            !w.check_due(t0 + Duration::from_millis(500), g),
             "once a second"
         );
         let first = w.repaired("a rule is missing", t0, 1_000);
@@ -169,8 +313,11 @@ mod tests {
         let looped = w.repaired("again", t2, 1_020);
         assert_eq!(looped.len(), 1, "{looped:?}");
         assert!(looped[0].contains("3 times in 10 min") && looped[0].contains("every 1 min"));
-        assert!(!w.check_due(t2 + Duration::from_secs(59)), "held a minute");
-        assert!(w.check_due(t2 + Duration::from_secs(60)));
+        assert!(
+            !w.check_due(t2 + Duration::from_secs(59), g),
+            "held a minute"
+        );
+        assert!(w.check_due(t2 + Duration::from_secs(60), g));
         let t3 = t2 + Duration::from_secs(60);
         assert!(
             w.repaired("again", t3, 1_080).is_empty(),
@@ -183,8 +330,24 @@ mod tests {
         );
         // Quiet for half an hour: the next change is news again.
         let later = t3 + DRIFT_QUIET + Duration::from_secs(1);
-        assert!(w.check_due(later));
+        assert!(w.check_due(later, g));
         assert_eq!(w.repaired("back", later, 3_000).len(), 1);
+    }
+
+    #[test]
+    fn repairs_a_moment_apart_are_one_episode_of_a_loop() {
+        let mut w = DriftWatch::default();
+        let t0 = Instant::now();
+        // A script's `iptables -F`, then its `ip6tables -F` after the first repair.
+        assert_eq!(w.repaired("IPv4", t0, 1_000).len(), 1);
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(w.repaired("IPv6", t1, 1_001).is_empty());
+        let t2 = t0 + Duration::from_secs(60);
+        assert!(w.repaired("again", t2, 1_060).is_empty(), "two of three");
+        assert!(w.hold.is_none(), "no loop yet");
+        let t3 = t0 + Duration::from_secs(120);
+        assert_eq!(w.repaired("again", t3, 1_120).len(), 1, "the loop");
+        assert!(w.hold.is_some());
     }
 
     #[test]
@@ -194,7 +357,7 @@ mod tests {
         t.d.watch_rules();
         assert!(bot.sent().is_empty(), "nothing changed: {:?}", bot.sent());
         t.scratch.flush();
-        t.d.drift.last_check = None;
+        t.d.drift.state().last_check = None;
         t.d.watch_rules();
         let sent = bot.sent();
         let [Sent::Message { chat, text }] = sent.as_slice() else {

@@ -55,7 +55,7 @@ pub(crate) struct Daemon {
     poll: poll::Poll,
     clock: skew::Skew,
     denied: denied::Denied,
-    drift: drift::DriftWatch,
+    drift: Arc<drift::Drift>,
     codes: second_factor::SecondFactor,
     /// The actions running now.
     running: actions::Running,
@@ -104,6 +104,7 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         api,
         Arc::clone(&d.approvals),
     );
+    d.drift.spawn_watcher();
     d.log_in()?;
     loop {
         d.poll_once();
@@ -250,6 +251,7 @@ impl Daemon {
         seed: u64,
     ) -> Daemon {
         let codes = second_factor::SecondFactor::new(&keeper.cfg);
+        let drift = Arc::new(drift::Drift::new(Arc::clone(&keeper), Arc::clone(&api)));
         Daemon {
             keeper,
             api,
@@ -258,7 +260,7 @@ impl Daemon {
             poll: poll::Poll::new(poll_timeout, seed),
             clock: skew::Skew::default(),
             denied: denied::Denied::default(),
-            drift: drift::DriftWatch::default(),
+            drift,
             codes,
             running: actions::Running::default(),
             approvals: Arc::new(crate::cli::approve_server::Approvals::new()),
