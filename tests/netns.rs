@@ -26,6 +26,9 @@ use crate::support::netns::{
 };
 use crate::support::{Daemon, Env, OWNER};
 
+/// The kernel primitives that notice other programs' changes (`os::nfwatch`).
+mod watch;
+
 /// The second octet of this file's addresses: 10.203.N.0/24, fd00:203:N::/64.
 const SUBNET: u8 = 203;
 pub const GATES: &str = "ssh=22/tcp web=80/tcp";
