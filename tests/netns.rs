@@ -1063,6 +1063,7 @@ fn no_false_drift_scenario(b: Fw, n: u8) {
             let _ = rig.net.reach(1, SSH, fam);
             let _ = rig.net.reach(1, 7101, fam);
         }
+        poke(&rig);
         rounds += 1;
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -1089,6 +1090,29 @@ fn no_false_drift_scenario(b: Fw, n: u8) {
     );
     let status = rig.say("/status");
     assert!(!status.contains("MISMATCH"), "{status}");
+}
+
+/// A change that leaves tgknock's rules as they were but that the daemon's watcher hears
+/// of, so that it looks at them while the counters, lists and meters move (a daemon that
+/// hears of changes from the kernel does not look after every poll): a rule of the
+/// owner's at the end of INPUT, added or removed, or a chain added to and deleted from
+/// tgknock's own table in one transaction.
+fn poke(rig: &Rig) {
+    match rig.fw {
+        Fw::Ipt(_) => {
+            // Added in one round, removed in the next: legacy xtables are fingerprinted
+            // once a second, and a rule added and removed in between changes nothing.
+            for fam in [V4, V6] {
+                let rule = ["INPUT", "-p", "tcp", "--dport", "9998", "-j", "ACCEPT"];
+                let there = rig.listing(fam).contains("--dport 9998");
+                rig.ipt(
+                    fam,
+                    &[&[if there { "-D" } else { "-A" }], &rule[..]].concat(),
+                );
+            }
+        }
+        Fw::Nft => rig.nft_script("add chain inet tgknock poke\ndelete chain inet tgknock poke\n"),
+    }
 }
 
 #[test]
