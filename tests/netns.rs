@@ -713,6 +713,8 @@ fn drift_scenario(b: Fw, n: u8) {
         } else {
             "iptables -F; iptables -X"
         };
+        let repairs = |rig: &mut Rig| rig.daemon().output().matches("; put them back").count();
+        let before = repairs(&mut rig);
         foreign_flush(&rig, *nft);
         if k == 0 {
             let told =
@@ -726,13 +728,24 @@ fn drift_scenario(b: Fw, n: u8) {
             );
         }
         let end = Instant::now() + Duration::from_secs(30);
+        while repairs(&mut rig) == before {
+            assert!(
+                Instant::now() < end,
+                "no repair after {what}:\n{}",
+                rig.daemon().output()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The watcher may repair in the middle of a script (after `iptables -F`, before
+        // `ip6tables -F`), then once more: wait for the repairs to settle.
+        let mut seen = repairs(&mut rig);
         loop {
-            let log = rig.daemon().output();
-            if log.matches("; put them back").count() > k {
+            std::thread::sleep(Duration::from_millis(1500));
+            let now = repairs(&mut rig);
+            if now == seen {
                 break;
             }
-            assert!(Instant::now() < end, "no repair after {what}:\n{log}");
-            std::thread::sleep(Duration::from_millis(100));
+            seen = now;
         }
         rig.assert_installed_once(&format!("after {what}"));
         rig.net.expect(

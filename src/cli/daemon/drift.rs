@@ -25,7 +25,8 @@ const DRIFT_MIN_GAP: Duration = Duration::from_secs(1);
 const WATCH_MIN_GAP: Duration = Duration::from_millis(200);
 /// Repairs this close together are one episode of the same program's work (a script's
 /// `iptables -F` and, a moment later, its `ip6tables -F`): counted once toward a loop.
-const DRIFT_SAME_EPISODE: Duration = Duration::from_secs(3);
+/// Only the watcher looks this soon after a look ([`DRIFT_MIN_GAP`]).
+const DRIFT_SAME_EPISODE: Duration = Duration::from_secs(1);
 /// The longest time between two checks of the rules, and so the longest poll.
 pub(super) const DRIFT_MAX_GAP: u64 = 60;
 /// Repairs within this window that mean another program keeps changing the rules.
@@ -92,7 +93,7 @@ impl DriftWatch {
             "another program changed the firewall rules tgknock keeps ({found}); put them back"
         );
         self.repairs.retain(|r| t - *r < DRIFT_WINDOW);
-        if !self.last_repair.is_some_and(|r| t - r < DRIFT_SAME_EPISODE) {
+        if self.last_repair.is_none_or(|r| t - r >= DRIFT_SAME_EPISODE) {
             self.repairs.push_back(t);
         }
         self.last_repair = Some(t);
@@ -340,8 +341,8 @@ mod tests {
         let t0 = Instant::now();
         // A script's `iptables -F`, then its `ip6tables -F` after the first repair.
         assert_eq!(w.repaired("IPv4", t0, 1_000).len(), 1);
-        let t1 = t0 + Duration::from_secs(1);
-        assert!(w.repaired("IPv6", t1, 1_001).is_empty());
+        let t1 = t0 + Duration::from_millis(300);
+        assert!(w.repaired("IPv6", t1, 1_000).is_empty());
         let t2 = t0 + Duration::from_secs(60);
         assert!(w.repaired("again", t2, 1_060).is_empty(), "two of three");
         assert!(w.hold.is_none(), "no loop yet");
