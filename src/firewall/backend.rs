@@ -71,8 +71,15 @@ pub(crate) trait Backend: fmt::Debug + Send + Sync + 'static {
         want: Want<'_>,
         how: Write<'_, Self::Read>,
     ) -> Result<Option<Self::Sent>>;
-    /// Reads a transaction just written, remembering how the tool prints what was sent.
-    fn read_written(&self, tx: &[Family], sent: &Self::Sent) -> Result<Self::Read>;
+    /// Reads a transaction just written against `base` (the read the write was made
+    /// against: a backend may read back only what the write touched), remembering how the
+    /// tool prints what was sent.
+    fn read_written(
+        &self,
+        tx: &[Family],
+        base: &Self::Read,
+        sent: &Self::Sent,
+    ) -> Result<Self::Read>;
     /// Best effort, after a change that could not be verified: put back what was read
     /// before it.
     fn roll_back(&self, _tx: &[Family], _before: &Self::Read) {}

@@ -62,23 +62,26 @@ fn all_match(listings: &[(Family, Listing)], want: Want<'_>) -> bool {
             .all(|((_, l), (_, r))| l.matches(r))
 }
 
+/// What a read shows, family by family.
+type Listings = Vec<(Family, Listing)>;
+
 /// One transaction: read, write, verify, write once more, fail. Returns what was read
-/// before it (to put back should a later transaction fail) and after.
-fn apply_one<B: Backend>(b: &B, tx: &[Family], want: Want<'_>) -> Result<(B::Read, B::Read)> {
+/// before it (to put back should a later transaction fail) and the listings after it (each
+/// read's listings are made once: with 1,000 bans, one is 1,000 rules).
+fn apply_one<B: Backend>(b: &B, tx: &[Family], want: Want<'_>) -> Result<(B::Read, Listings)> {
     let label = b.label(tx);
     let before = b.read(tx)?;
-    if all_match(&b.listings(&before), want) && !b.unsure(&before) {
+    let listed = b.listings(&before);
+    if all_match(&listed, want) && !b.unsure(&before) {
         log::debug!("{label}: rules already in place");
-        return Ok((before.clone(), before));
+        return Ok((before, listed));
     }
     let mut after = match b.write(tx, want, Write::Change(&before))? {
-        Some(sent) => Some(b.read_written(tx, &sent)?),
+        Some(sent) => Some(b.read_written(tx, &before, &sent)?),
         None => None,
     };
-    if !after
-        .as_ref()
-        .is_some_and(|a| all_match(&b.listings(a), want))
-    {
+    let mut listed = after.as_ref().map(|a| b.listings(a));
+    if !listed.as_ref().is_some_and(|l| all_match(l, want)) {
         // Another program changed the rules while this change was made (`iptables -F`,
         // `nft flush ruleset` at that moment, or the tool of a daemon killed mid-change
         // finishing late): once more, refilled against them as they are now.
@@ -87,23 +90,23 @@ fn apply_one<B: Backend>(b: &B, tx: &[Family], want: Want<'_>) -> Result<(B::Rea
             b.unit()
         );
         let again = b.read(tx)?;
-        let sent = b.write(tx, want, Write::Again(&again))?;
-        after = match sent {
-            Some(sent) => Some(b.read_written(tx, &sent)?),
+        after = match b.write(tx, want, Write::Again(&again))? {
+            Some(sent) => Some(b.read_written(tx, &again, &sent)?),
             None => None,
         };
+        listed = after.as_ref().map(|a| b.listings(a));
     }
-    let after = match after {
-        Some(a) if all_match(&b.listings(&a), want) => a,
-        Some(a) => return Err(unverified(b, tx, &before, &a)),
-        None => {
+    let listed = match (after, listed) {
+        (Some(_), Some(l)) if all_match(&l, want) => l,
+        (Some(a), _) => return Err(unverified(b, tx, &before, &a)),
+        (None, _) => {
             let a = b.read(tx)?;
             return Err(unverified(b, tx, &before, &a));
         }
     };
-    let rules: usize = b.listings(&after).iter().map(|(_, l)| l.lines.len()).sum();
+    let rules: usize = listed.iter().map(|(_, l)| l.lines.len()).sum();
     log::info!("{label}: {} now has {rules} rules", b.place());
-    Ok((before, after))
+    Ok((before, listed))
 }
 
 /// A change that could not be verified: put back, and said.
@@ -143,7 +146,7 @@ impl<B: Backend> Protocol for B {
         for (tx, part) in parts(self, want) {
             match apply_one(self, &tx, part) {
                 Ok((before, now)) => {
-                    after.extend(self.listings(&now));
+                    after.extend(now);
                     done.push((tx, before));
                 }
                 Err(e) => {
@@ -333,7 +336,7 @@ mod tests {
             }
             Ok(Some(()))
         }
-        fn read_written(&self, tx: &[Family], _: &()) -> Result<Self::Read> {
+        fn read_written(&self, tx: &[Family], _: &Self::Read, _: &()) -> Result<Self::Read> {
             self.read(tx)
         }
         fn roll_back(&self, tx: &[Family], (family, rules): &Self::Read) {

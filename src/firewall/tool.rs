@@ -83,6 +83,20 @@ pub(crate) fn remember_for_test(pid: u32) {
 
 /// The result of running a tool: its stdout, or an error carrying its stderr.
 pub(crate) fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let (stdout, failed) = output(program, args, stdin)?;
+    match failed {
+        None => Ok(stdout),
+        Some(e) => Err(e),
+    }
+}
+
+/// Runs a tool: its stdout, and the error carrying its stderr when it failed (a tool may
+/// print what it did before the command that failed, as `nft -f` does).
+pub(crate) fn output(
+    program: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<(String, Option<Error>)> {
     let fail = |status: Option<i32>, stderr: String| Error::Firewall {
         program: program.display().to_string(),
         arguments: args.iter().map(|a| a.to_string()).collect(),
@@ -123,11 +137,13 @@ pub(crate) fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> Result<
     let out = child
         .wait_with_output()
         .map_err(|e| fail(None, format!("cannot wait for it: {e}")))?;
-    if !out.status.success() {
-        return Err(fail(
+    let failed = (!out.status.success()).then(|| {
+        fail(
             out.status.code(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        )
+    });
+    let stdout = String::from_utf8(out.stdout)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    Ok((stdout, failed))
 }

@@ -17,8 +17,10 @@ pub(crate) use parse::{parse_listing, parse_nft_chain};
 /// For the daemon's tests, which write a deadline as iptables lists it.
 #[cfg_attr(not(test), allow(unused_imports))]
 pub(crate) use render::datestop;
+#[cfg(test)]
+pub(crate) use render::restore_change;
 pub(crate) use render::{
-    Edit, JumpFix, args, restore_change, restore_input, restore_lines, teardown_input,
+    Edit, JumpFix, args, restore_edit, restore_input, restore_lines, teardown_input,
 };
 
 use crate::base::addr::Family;
@@ -204,14 +206,15 @@ impl Iptables {
     fn change(&self, tool: &Tool, before: &Chain, rules: &[Rule]) -> Result<Option<Range>> {
         // Rules this process cannot compare whole yet are written again (deleted and
         // inserted in place, or the chain refilled), as if they differed.
-        let mut target = before.clone();
+        // (Copied only then: with 1,000 bans, a chain is 1,000 rules.)
+        let mut target = std::borrow::Cow::Borrowed(before);
         for i in before.unknown.iter().flatten() {
-            if let Some(r) = target.rules.get_mut(*i) {
+            if let Some(r) = target.to_mut().rules.get_mut(*i) {
                 *r = None;
             }
         }
         let edit = Edit::between(&target, rules);
-        let change = restore_change(&self.chain, &target, rules, JumpFix::from_listing(before));
+        let change = restore_edit(&self.chain, edit, rules, JumpFix::from_listing(before));
         match self.restore(tool, &change) {
             Ok(_) => Ok(Some(
                 edit.map_or(0..rules.len(), |e| e.keep..e.keep + e.insert),
@@ -306,7 +309,7 @@ impl Backend for Iptables {
     }
 
     /// Reads the chain just written, remembering how nft prints the rules written.
-    fn read_written(&self, tx: &[Family], written: &Range) -> Result<Chain> {
+    fn read_written(&self, tx: &[Family], _base: &Chain, written: &Range) -> Result<Chain> {
         let tool = self.tool(tx)?;
         let mut l = self.list_raw(tool)?;
         let printed = self.nft_print(tool);
@@ -781,6 +784,30 @@ pub(crate) mod tests {
         assert!(v6[2].contains(
             "--name TGKNOCK_open_v6 --mask ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff --rsource"
         ));
+    }
+
+    #[test]
+    fn a_rules_matches_are_named_without_rendering_it() {
+        let s = state(&[
+            ("web", Some("203.0.113.0/24"), Some(100)),
+            ("mosh", Some("2001:db8::5"), None),
+            ("ssh", None, None),
+        ]);
+        let mut p = policy(&["10.0.0.0/8", "fd00::/8"], Some(knock()));
+        let s = with_defenses(s, &mut p);
+        for fam in Family::BOTH {
+            let rules = desired(&p, &s, 0, fam);
+            assert!(rules.iter().any(|r| r.limit.is_some() && r.until.is_none()));
+            assert!(rules.iter().any(|r| !r.recent.is_empty()));
+            for r in rules {
+                let rendered = args("TGKNOCK", &r);
+                assert_eq!(
+                    match_names(&r),
+                    matches_of(rendered.iter().map(String::as_str)),
+                    "{rendered:?}"
+                );
+            }
+        }
     }
 
     /// Bans (with and without a deadline) and rate limits on top of `s`.

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use super::chain::Chain;
 use super::limit::{Tuning, hashlimit_name};
-use super::render::{args, full_mask};
+use super::render::{full_mask, match_names};
 use crate::base::addr::{self, Family};
 use crate::base::gate::Proto;
 use crate::base::rate::Rate;
@@ -329,9 +329,7 @@ pub(super) fn parse_rule(chain: &str, w: &[Cow<'_, str>], family: Family) -> Opt
     // as port 22 but never matches) or moved (`-m recent --set` before the port: every
     // SYN would step) is not tgknock's. (Words are compared through what they mean, not
     // as text: the tool prints some defaults, or leaves them out, as it likes.)
-    (matches_of(w.iter().map(|x| x.as_ref()))
-        == matches_of(args(chain, &r).iter().map(String::as_str)))
-    .then_some(r)
+    (matches_of(w.iter().map(|x| x.as_ref())) == match_names(&r)).then_some(r)
 }
 
 /// The matches (`-m NAME`) of a rule's words, in order.

@@ -81,6 +81,27 @@ pub(crate) fn args(chain: &str, rule: &Rule) -> Vec<String> {
     a
 }
 
+/// The matches (`-m NAME`) of a rule's [`args`], in order, without rendering its words
+/// (reading 1,000 bans back compares each rule's matches).
+pub(super) fn match_names(rule: &Rule) -> Vec<&'static str> {
+    let mut m = Vec::new();
+    if let Some(proto) = rule.proto {
+        m.push(proto.as_str());
+    }
+    if rule.established {
+        m.push("conntrack");
+    }
+    m.extend(rule.recent.iter().map(|_| "recent"));
+    if rule.limit.is_some() {
+        m.extend(["limit", "hashlimit"]);
+    }
+    if rule.until.is_some() {
+        m.push("time");
+    }
+    m.push("comment");
+    m
+}
+
 /// How the jump from INPUT must be repaired in the same transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct JumpFix {
@@ -164,11 +185,23 @@ impl Edit {
     }
 }
 
-/// The `iptables-restore --noflush` input that changes a chain as listed (`before`) into
-/// `rules` and fixes the jump, in one transaction: deleting and inserting the few rules an
-/// [`Edit`] finds, by position, or else replacing them all ([`restore_input`]).
+/// [`restore_edit`] of the edit from a chain as listed (`before`) to `rules`.
+#[cfg(test)]
 pub(crate) fn restore_change(chain: &str, before: &Chain, rules: &[Rule], fix: JumpFix) -> String {
-    let Some(e) = Edit::between(before, rules) else {
+    restore_edit(chain, Edit::between(before, rules), rules, fix)
+}
+
+/// The `iptables-restore --noflush` input that changes a chain as listed into `rules` and
+/// fixes the jump, in one transaction: deleting and inserting the few rules of `edit` (the
+/// [`Edit::between`] them, found once per change), by position, or else (`None`)
+/// replacing them all ([`restore_input`]).
+pub(crate) fn restore_edit(
+    chain: &str,
+    edit: Option<Edit>,
+    rules: &[Rule],
+    fix: JumpFix,
+) -> String {
+    let Some(e) = edit else {
         return restore_input(chain, rules, fix);
     };
     let mut s = String::from("*filter\n");

@@ -9,7 +9,8 @@
 //! backend-neutral ban rules into those elements, and parsing expands them back, so the
 //! views of a listing are the same as with one rule per ban. A change rewrites a set's
 //! elements only when the bans differ from the ones listed before it: with 1,000 bans in
-//! place, an `/open` sends a few lines.
+//! place, an `/open` sends a few lines. It is verified by reading back what it touched
+//! (the chain, the elements added or deleted: [`verify`]), not the 1,000 elements again.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex};
 mod key;
 mod render;
 mod table;
+mod verify;
 
 pub(crate) use key::TABLE;
 pub(crate) use render::{script, statement};
@@ -30,6 +32,7 @@ use crate::firewall::tool::{lacks_deadlines, run};
 use crate::firewall::watch::{NFPROTO_INET, Watched};
 use crate::store::config::{FirewallKind, FirewallSettings};
 use table::objects;
+use verify::Sent;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Nft {
@@ -85,15 +88,12 @@ impl Nft {
                 .map(|(c, text)| (c.to_string(), text))
                 .collect();
         }
-        let declared: Vec<&str> = scripts
-            .iter()
-            .flat_map(|s| s.lines())
-            .filter_map(|l| l.strip_prefix(&format!("add set inet {TABLE} ")))
-            .filter_map(|l| l.split(' ').next())
-            .collect();
+        let declared = declared(scripts);
         let sets = objects(&t.text);
-        r.sets
-            .retain(|n, _| sets.iter().any(|(k, name, _)| *k == "set" && name == n));
+        if !t.narrow {
+            r.sets
+                .retain(|n, _| sets.iter().any(|(k, name, _)| *k == "set" && name == n));
+        }
         for (kind, name, decl) in sets {
             if kind == "set" && declared.contains(&name) {
                 r.sets.insert(name.to_string(), decl);
@@ -101,20 +101,28 @@ impl Nft {
         }
     }
 
+    /// Whether what the `scripts` wrote can be read back alone: unless the daemon has yet
+    /// to learn how nft prints a set they declare (a listing of the whole table shows it).
+    fn known(&self, scripts: &[String]) -> bool {
+        let r = self.reference();
+        !r.keep || declared(scripts).iter().all(|n| r.sets.contains_key(*n))
+    }
+
     /// Sends the script of `want` against `before` (`None`: the table afresh), adding it
-    /// to `sent`.
-    fn send(&self, want: Want<'_>, before: Option<&Table>, sent: &mut Vec<String>) -> Result<()> {
-        let s = script(want.policy, want.rules_of, want.now, before);
+    /// to `sent` with what it touched.
+    fn send(&self, want: Want<'_>, before: Option<&Table>, sent: &mut Sent) -> Result<()> {
+        let (s, touched) = render::render(want.policy, want.rules_of, want.now, before);
         run(&self.program, &["-f", "-"], Some(&s))?;
-        sent.push(s);
+        sent.scripts.push(s);
+        sent.touched = Some(touched).filter(|t| !t.whole);
         Ok(())
     }
 
     /// The change from the table as read: against it, or, when it holds a chain or set of
     /// another program's (or a set declared otherwise), the table afresh (still in one
     /// transaction).
-    fn change(&self, want: Want<'_>, before: &Table) -> Result<Vec<String>> {
-        let mut sent = Vec::new();
+    fn change(&self, want: Want<'_>, before: &Table) -> Result<Sent> {
+        let mut sent = Sent::default();
         let first = if before.strange.is_empty() {
             self.send(want, Some(before), &mut sent)
         } else {
@@ -133,14 +141,26 @@ impl Nft {
                 log::debug!("nft transaction failed ({e}); retrying with a fresh table");
                 self.send(want, None, &mut sent)?;
             }
+            // Not made against the table read before it: read back whole.
+            sent.touched = None;
         }
         Ok(sent)
     }
 }
 
+/// The names of the sets the `scripts` declare.
+fn declared(scripts: &[String]) -> Vec<&str> {
+    scripts
+        .iter()
+        .flat_map(|s| s.lines())
+        .filter_map(|l| l.strip_prefix(&format!("add set inet {TABLE} ")))
+        .filter_map(|l| l.split(' ').next())
+        .collect()
+}
+
 impl Backend for Nft {
     type Read = Table;
-    type Sent = Vec<String>;
+    type Sent = Sent;
     const KIND: FirewallKind = FirewallKind::Nft;
 
     /// The families iptables would manage: IPv6 too unless `TGKNOCK_IP6TABLES` is off.
@@ -203,25 +223,28 @@ impl Backend for Nft {
         table.suspect
     }
 
-    fn write(
-        &self,
-        _tx: &[Family],
-        want: Want<'_>,
-        how: Write<'_, Table>,
-    ) -> Result<Option<Vec<String>>> {
+    fn write(&self, _tx: &[Family], want: Want<'_>, how: Write<'_, Table>) -> Result<Option<Sent>> {
         match how {
             Write::Change(before) => self.change(want, before).map(Some),
             Write::Again(table) => {
-                let mut sent = Vec::new();
+                let mut sent = Sent::default();
                 self.send(want, Some(table), &mut sent)?;
                 Ok(Some(sent))
             }
         }
     }
 
-    fn read_written(&self, _tx: &[Family], sent: &Vec<String>) -> Result<Table> {
-        let mut t = self.list_raw()?;
-        self.learn(&t, sent);
+    /// Reads back what the last script touched, or else the whole table.
+    fn read_written(&self, _tx: &[Family], base: &Table, sent: &Sent) -> Result<Table> {
+        let touched = match &sent.touched {
+            Some(t) if self.known(&sent.scripts) => verify::read_touched(&self.program, t, base)?,
+            _ => None,
+        };
+        let mut t = match touched {
+            Some(t) => t,
+            None => self.list_raw()?,
+        };
+        self.learn(&t, &sent.scripts);
         self.compare(&mut t);
         Ok(t)
     }

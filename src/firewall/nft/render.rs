@@ -2,7 +2,8 @@
 
 use super::key::{HOOK, TABLE, ban_set, ban_set_key, key};
 use super::table::Table;
-use crate::base::addr::Family;
+use super::verify::Touched;
+use crate::base::addr::{Cidr, Family};
 use crate::base::rate::Per;
 use crate::firewall::rules::{
     KNOCK_STEP_SECS, Limit, List, METER_ENTRIES, Policy, RecentOp, Rule, TAG_LIMIT_PREFIX, Target,
@@ -167,8 +168,22 @@ pub(crate) fn script(
     now: u64,
     before: Option<&Table>,
 ) -> String {
+    render(policy, rules_of, now, before).0
+}
+
+/// [`script`], and what it changes besides the input chain (to read back only that).
+pub(super) fn render(
+    policy: &Policy,
+    rules_of: &[(Family, Vec<Rule>)],
+    now: u64,
+    before: Option<&Table>,
+) -> (String, Touched) {
     let t = TABLE;
     let mut s = format!("add table inet {t}\n");
+    let mut touched = Touched {
+        whole: !before.is_some_and(|b| b.hooked && !b.narrow),
+        ..Touched::default()
+    };
     if before.is_none() {
         s.push_str(&format!("delete table inet {t}\nadd table inet {t}\n"));
     }
@@ -184,14 +199,14 @@ pub(crate) fn script(
         s.push_str(&format!("flush chain inet {t} input\n"));
     }
     for (fam, rules) in rules_of {
-        ban_elements(&mut s, *fam, rules, before, now);
+        ban_elements(&mut s, *fam, rules, before, now, &mut touched);
     }
     if !keep_chain {
         for text in &chain {
-            s.push_str(&format!("add rule inet {t} input {text}\n"));
+            line(&mut s, &["add rule inet ", t, " input ", text]);
         }
     }
-    s
+    (s, touched)
 }
 
 /// The sets a script declares (kept if present): the knock fallback's dynamic sets, so a
@@ -281,7 +296,14 @@ fn holds_chain(b: &Table, chain: &[String]) -> bool {
 /// The lines that make a family's ban set hold its `rules`' bans: its elements are
 /// rewritten only when they differ from the bans `before` holds, so the timeouts of bans
 /// already in place run on.
-fn ban_elements(s: &mut String, fam: Family, rules: &[Rule], before: Option<&Table>, now: u64) {
+fn ban_elements(
+    s: &mut String,
+    fam: Family,
+    rules: &[Rule],
+    before: Option<&Table>,
+    now: u64,
+    touched: &mut Touched,
+) {
     let t = TABLE;
     let set = ban_set(fam);
     let bans: Vec<Rule> = rules.iter().filter(|r| r.is_ban()).cloned().collect();
@@ -289,7 +311,8 @@ fn ban_elements(s: &mut String, fam: Family, rules: &[Rule], before: Option<&Tab
     if bans.is_empty() {
         // The rule that matched it went with the flush.
         if listed.is_some() {
-            s.push_str(&format!("delete set inet {t} {set}\n"));
+            line(s, &["delete set inet ", t, " ", &set]);
+            touched.whole = true;
         }
         return;
     }
@@ -306,33 +329,55 @@ fn ban_elements(s: &mut String, fam: Family, rules: &[Rule], before: Option<&Tab
                     .is_some_and(|r| r.until.is_none_or(|u| u > now + EXPIRING_SECS))
             }) =>
         {
-            let wanted: std::collections::HashSet<String> = bans.iter().map(key).collect();
-            let listed: std::collections::HashSet<String> =
-                l.iter().filter_map(|(_, r)| r.as_ref().map(key)).collect();
-            let gone: Vec<String> = l
+            // A ban is its source and deadline (the rest is the same for every ban, and an
+            // element is read back as a ban only when it is). The bans and the elements
+            // are both in that order (see `desired` and `read_ban_set`): each is found by
+            // halving, without making the 2,000 keys of 1,000 bans.
+            let id = |r: &Rule| Some((r.src, r.until));
+            let gone: Vec<Cidr> = l
                 .iter()
                 .filter_map(|(_, r)| r.as_ref())
-                .filter(|r| !wanted.contains(&key(r)))
-                .map(|r| r.src.map(|c| c.to_iptables()).unwrap_or_default())
+                .filter(|r| bans.binary_search_by_key(&id(r), id).is_err())
+                .filter_map(|r| r.src)
                 .collect();
             if !gone.is_empty() {
-                s.push_str(&format!(
-                    "delete element inet {t} {set} {{ {} }}\n",
-                    gone.join(", ")
-                ));
+                let texts: Vec<String> = gone.iter().map(Cidr::to_iptables).collect();
+                let texts = texts.join(", ");
+                line(
+                    s,
+                    &["delete element inet ", t, " ", &set, " { ", &texts, " }"],
+                );
             }
-            add.retain(|r| !listed.contains(&key(r)));
+            touched.deleted.extend(gone);
+            add.retain(|r| {
+                l.binary_search_by_key(&id(r), |(_, e)| e.as_ref().and_then(id))
+                    .is_err()
+            });
         }
-        Some(_) => s.push_str(&format!("flush set inet {t} {set}\n")),
-        None => {}
+        Some(_) => {
+            line(s, &["flush set inet ", t, " ", &set]);
+            touched.whole = true;
+        }
+        // The set is new.
+        None => touched.whole = true,
     }
     if add.is_empty() {
         return;
     }
-    s.push_str(&format!("add element inet {t} {set} {{\n"));
+    touched.added.extend(add.iter().filter_map(|r| r.src));
+    line(s, &["add element inet ", t, " ", &set, " {"]);
     for (i, r) in add.iter().enumerate() {
         let sep = if i + 1 < add.len() { "," } else { "" };
         s.push_str(&format!("\t{}{sep}\n", element(r, now)));
     }
     s.push_str("}\n");
+}
+
+/// Adds the line of `words` to `s` (pushed one by one: the x86_64 build has no bytes to
+/// spare for the tables of a `format!`).
+pub(super) fn line(s: &mut String, words: &[&str]) {
+    for w in words {
+        s.push_str(w);
+    }
+    s.push('\n');
 }

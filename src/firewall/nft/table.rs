@@ -150,41 +150,50 @@ pub(super) type Elements = Vec<(String, Option<Rule>)>;
 /// holds (`None`: an element tgknock did not write), in the order of the bans; `None`
 /// when there is no such set. nft prints the elements between `elements = {` and `}`,
 /// breaking lines between elements, never inside one; read line by line, as a listing of
-/// 1,000 bans is 100 kB.
+/// 1,000 bans is 100 kB. The elements of every block of the set are read (`nft get
+/// element` prints one per command).
 pub(super) fn read_ban_set(text: &str, family: Family) -> Option<Elements> {
     let head = format!("set {} {{", ban_set(family));
     let mut lines = text.lines();
-    lines.find(|l| l.trim() == head)?;
-    let mut out = Vec::new();
-    let mut inside = false;
-    for line in lines {
-        let mut t = line.trim();
-        if !inside {
-            match t.strip_prefix("elements = {") {
-                Some(rest) => {
-                    inside = true;
-                    t = rest;
+    let mut out = None;
+    while lines.any(|l| l.trim() == head) {
+        let out = out.get_or_insert_with(Vec::new);
+        let mut inside = false;
+        for line in lines.by_ref() {
+            let mut t = line.trim();
+            if !inside {
+                match t.strip_prefix("elements = {") {
+                    Some(rest) => {
+                        inside = true;
+                        t = rest;
+                    }
+                    None if t == "}" => break,
+                    None => continue,
                 }
-                None if t == "}" => break,
-                None => continue,
             }
-        }
-        let closed = t.ends_with('}') && t.matches('"').count().is_multiple_of(2);
-        if closed {
-            t = &t[..t.len() - 1];
-        }
-        for e in split_elements(t) {
-            let e = e.trim();
-            if !e.is_empty() {
-                out.push((e.to_string(), parse_element(e, family)));
+            let closed = t.ends_with('}') && t.matches('"').count().is_multiple_of(2);
+            if closed {
+                t = &t[..t.len() - 1];
             }
-        }
-        if closed {
-            break;
+            for e in split_elements(t) {
+                let e = e.trim();
+                if !e.is_empty() {
+                    out.push((e.to_string(), parse_element(e, family)));
+                }
+            }
+            if closed {
+                break;
+            }
         }
     }
-    out.sort_by_key(|(_, r)| r.as_ref().map(|r| (r.src, r.until)));
+    let mut out = out?;
+    sort_elements(&mut out);
     Some(out)
+}
+
+/// Puts a set's elements in the order of the bans (by source, then deadline).
+pub(super) fn sort_elements(e: &mut Elements) {
+    e.sort_by_key(|(_, r)| r.as_ref().map(|r| (r.src, r.until)));
 }
 
 /// `nft list table inet tgknock` as read, its ban sets parsed once: the views of each
@@ -206,6 +215,9 @@ pub(crate) struct Table {
     /// Rules or sets this process has not written, or changed ones: the chain is written
     /// whole, never kept.
     pub(super) suspect: bool,
+    /// Read back after a change, only what it touched (see [`super::verify`]): the text
+    /// holds the input chain and the elements touched, not every set.
+    pub(super) narrow: bool,
 }
 
 impl Table {
@@ -229,6 +241,7 @@ impl Table {
             strange,
             changed: Vec::new(),
             suspect: false,
+            narrow: false,
         }
     }
 
