@@ -127,7 +127,10 @@ pub(crate) fn output(
             };
             fail(None, format!("cannot run it: {e}{hint}"))
         })?;
-    remember(child.id());
+    // Only a run that writes (its script on stdin) commits a change the watcher hears of.
+    if stdin.is_some() {
+        remember(child.id());
+    }
     if let Some(input) = stdin {
         log::trace!("{} input:\n{input}", program.display());
         let mut pipe = child.stdin.take().expect("stdin is piped");

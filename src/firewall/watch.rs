@@ -34,6 +34,11 @@ pub(crate) const NFPROTO_IPV6: u8 = 10;
 /// Waits for changes that touch what a backend keeps.
 pub(crate) struct Watcher {
     source: Source,
+    /// The kernel this process watches is the one its tools write to: legacy xtables
+    /// hold tgknock's chain; nf_tables has sent a transaction of tgknock's own tools.
+    /// Until then the daemon also looks after every poll (a wrapper into another
+    /// network namespace is never trusted).
+    confirmed: bool,
 }
 
 enum Source {
@@ -44,6 +49,8 @@ enum Source {
         /// The transaction being read touched what tgknock keeps.
         touched: bool,
     },
+    /// Legacy xtables, before the chain is in place.
+    XtablesLater { v4: bool, v6: bool, chain: String },
     Xtables {
         probe: XtablesProbe,
         last: u64,
@@ -55,9 +62,11 @@ enum Source {
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 impl Watcher {
-    /// Starts watching what `watched` names; `Err` says why it cannot be (the daemon then
-    /// looks after every poll).
-    pub(crate) fn start(watched: Watched) -> Result<Watcher, String> {
+    /// Starts watching what `watched` names, before the rules are put in place (nf_tables
+    /// then hears tgknock's own first change, which confirms the watch); [`Watcher::ready`]
+    /// finishes it after. `Err` says why it cannot be (the daemon then looks after every
+    /// poll).
+    pub(crate) fn subscribe(watched: Watched) -> Result<Watcher, String> {
         let source = match watched {
             Watched::Nftables { tables, chains } => Source::Nft {
                 events: NftEvents::subscribe()
@@ -66,39 +75,57 @@ impl Watcher {
                 chains,
                 touched: false,
             },
-            Watched::Xtables { v4, v6, chain } => {
-                let mut probe = XtablesProbe::open(v4, v6)
-                    .map_err(|e| format!("cannot read the kernel's xtables: {e}"))?;
-                // The chain the daemon has just put in place must be in the kernel's
-                // tables: else the iptables in use writes somewhere else.
-                match probe.has_chain(&chain) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        return Err(format!(
-                            "the kernel's legacy filter table has no chain {chain}, so iptables writes elsewhere"
-                        ));
-                    }
-                    Err(e) => return Err(format!("cannot read the kernel's xtables: {e}")),
-                }
-                let last = probe
-                    .fingerprint()
-                    .map_err(|e| format!("cannot read the kernel's xtables: {e}"))?;
-                Source::Xtables {
-                    probe,
-                    last,
-                    next: Instant::now() + PROBE_EVERY,
-                }
-            }
+            Watched::Xtables { v4, v6, chain } => Source::XtablesLater { v4, v6, chain },
             Watched::Nothing(why) => return Err(why),
         };
-        Ok(Watcher { source })
+        Ok(Watcher {
+            source,
+            confirmed: false,
+        })
+    }
+
+    /// [`Watcher::subscribe`] and [`Watcher::ready`] at once.
+    pub(crate) fn start(watched: Watched) -> Result<Watcher, String> {
+        let mut w = Watcher::subscribe(watched)?;
+        w.ready()?;
+        Ok(w)
+    }
+
+    /// Finishes the start once tgknock's rules are in place: legacy xtables must hold its
+    /// chain (else the iptables in use writes somewhere else), and are fingerprinted.
+    pub(crate) fn ready(&mut self) -> Result<(), String> {
+        let Source::XtablesLater { v4, v6, chain } = &self.source else {
+            return Ok(());
+        };
+        let unreadable = |e: std::io::Error| format!("cannot read the kernel's xtables: {e}");
+        let mut probe = XtablesProbe::open(*v4, *v6).map_err(unreadable)?;
+        if !probe.has_chain(chain).map_err(unreadable)? {
+            return Err(format!(
+                "the kernel's legacy filter table has no chain {chain}, so iptables writes elsewhere"
+            ));
+        }
+        let last = probe.fingerprint().map_err(unreadable)?;
+        self.source = Source::Xtables {
+            probe,
+            last,
+            next: Instant::now() + PROBE_EVERY,
+        };
+        self.confirmed = true;
+        Ok(())
+    }
+
+    /// Whether the kernel watched is known to be the one tgknock's tools write to.
+    pub(crate) fn confirmed(&self) -> bool {
+        self.confirmed
     }
 
     /// How it watches, for the log.
     pub(crate) fn how(&self) -> &'static str {
         match self.source {
             Source::Nft { .. } => "nf_tables' notifications of changes",
-            Source::Xtables { .. } => "a fingerprint of the kernel's xtables every second",
+            Source::Xtables { .. } | Source::XtablesLater { .. } => {
+                "a fingerprint of the kernel's xtables every second"
+            }
         }
     }
 
@@ -114,7 +141,13 @@ impl Watcher {
                 touched,
             } => {
                 let got = events.wait(timeout)?;
-                Ok(settle(&got, tables, chains.as_deref(), touched))
+                let (news, ours) = settle(&got, tables, chains.as_deref(), touched);
+                self.confirmed |= ours;
+                Ok(news)
+            }
+            Source::XtablesLater { .. } => {
+                std::thread::sleep(timeout);
+                Ok(false)
             }
             Source::Xtables { probe, last, next } => {
                 let now = Instant::now();
@@ -134,15 +167,16 @@ impl Watcher {
 }
 
 /// Reads a burst of nf_tables notifications: whether a transaction that touched what
-/// tgknock keeps was committed by another process than tgknock's own tools. `touched`
-/// carries a transaction over from one burst to the next.
+/// tgknock keeps was committed by another process than tgknock's own tools, and whether
+/// one of tgknock's own was among them. `touched` carries a transaction over from one
+/// burst to the next.
 fn settle(
     got: &[NftEvent],
     tables: &[(u8, String)],
     chains: Option<&[String]>,
     touched: &mut bool,
-) -> bool {
-    let mut news = false;
+) -> (bool, bool) {
+    let (mut news, mut own_seen) = (false, false);
     for e in got {
         match e {
             NftEvent::Overflow => news = true,
@@ -166,13 +200,15 @@ fn settle(
                 }
             }
             NftEvent::Generation { pid, .. } => {
-                if std::mem::take(touched) && !pid.is_some_and(super::tool::ran) {
+                let own = pid.is_some_and(super::tool::ran);
+                own_seen |= own;
+                if std::mem::take(touched) && !own {
                     news = true;
                 }
             }
         }
     }
-    news
+    (news, own_seen)
 }
 
 /// Whether a change to an object touches what tgknock keeps.
@@ -192,7 +228,10 @@ fn ours(
         return true;
     };
     match what {
-        NftObject::Table => deleted,
+        // A table deleted, or changed (`flags dormant` turns every chain of it off).
+        NftObject::Table => true,
+        // A chain renamed comes as a new chain of the new name (`iptables -E`).
+        NftObject::Chain if !deleted => true,
         NftObject::Chain | NftObject::Rule => name.is_none_or(|n| chains.iter().any(|c| c == n)),
         // iptables-nft keeps no sets of tgknock's, and objects and flowtables of the
         // table are no part of its chains.
@@ -203,6 +242,15 @@ fn ours(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn news(
+        got: &[NftEvent],
+        tables: &[(u8, String)],
+        chains: Option<&[String]>,
+        touched: &mut bool,
+    ) -> bool {
+        settle(got, tables, chains, touched).0
+    }
 
     fn obj(what: NftObject, deleted: bool, family: u8, table: &str, name: &str) -> NftEvent {
         NftEvent::Object {
@@ -244,9 +292,9 @@ mod tests {
             obj(NftObject::Table, true, NFPROTO_IPV4, "filter", ""),
             commit(Some(1)),
         ];
-        assert!(settle(&burst, &nft_tables(), None, &mut touched));
+        assert!(news(&burst, &nft_tables(), None, &mut touched));
         let (t, c) = filter();
-        assert!(settle(&burst, &t, Some(&c), &mut touched));
+        assert!(news(&burst, &t, Some(&c), &mut touched));
     }
 
     #[test]
@@ -257,7 +305,7 @@ mod tests {
             obj(NftObject::Table, false, NFPROTO_IPV4, "nat", ""),
             commit(Some(1)),
         ];
-        assert!(!settle(&burst, &nft_tables(), None, &mut touched));
+        assert!(!news(&burst, &nft_tables(), None, &mut touched));
         let (t, c) = filter();
         let burst = [
             obj(
@@ -267,17 +315,35 @@ mod tests {
                 "filter",
                 "DOCKER-USER",
             ),
-            obj(NftObject::Chain, false, NFPROTO_IPV4, "filter", "FORWARD"),
+            obj(NftObject::Chain, true, NFPROTO_IPV4, "filter", "FORWARD"),
             // The table of the same name in another family is not the one watched.
             obj(NftObject::Rule, false, NFPROTO_INET, "filter", "INPUT"),
             commit(None),
         ];
-        assert!(!settle(&burst, &t, Some(&c), &mut touched));
+        assert!(!news(&burst, &t, Some(&c), &mut touched));
         let burst = [
             obj(NftObject::Rule, true, NFPROTO_IPV6, "filter", "TGKNOCK"),
             commit(None),
         ];
-        assert!(settle(&burst, &t, Some(&c), &mut touched));
+        assert!(news(&burst, &t, Some(&c), &mut touched));
+    }
+
+    #[test]
+    fn a_dormant_table_or_a_renamed_chain_is_news() {
+        let (t, c) = filter();
+        let mut touched = false;
+        // `nft add table ip filter '{ flags dormant; }'`: the table changed, not deleted.
+        let burst = [
+            obj(NftObject::Table, false, NFPROTO_IPV4, "filter", ""),
+            commit(None),
+        ];
+        assert!(news(&burst, &t, Some(&c), &mut touched));
+        // `iptables -E TGKNOCK X`: a new chain of another name.
+        let burst = [
+            obj(NftObject::Chain, false, NFPROTO_IPV4, "filter", "X"),
+            commit(None),
+        ];
+        assert!(news(&burst, &t, Some(&c), &mut touched));
     }
 
     #[test]
@@ -290,16 +356,16 @@ mod tests {
             "tgknock",
             "ban_v4",
         )];
-        assert!(!settle(&first, &nft_tables(), None, &mut touched));
+        assert!(!news(&first, &nft_tables(), None, &mut touched));
         assert!(touched);
-        assert!(settle(&[commit(None)], &nft_tables(), None, &mut touched));
+        assert!(news(&[commit(None)], &nft_tables(), None, &mut touched));
         assert!(!touched);
     }
 
     #[test]
     fn an_overflow_is_news() {
         let mut touched = false;
-        assert!(settle(
+        assert!(news(
             &[NftEvent::Overflow],
             &nft_tables(),
             None,
@@ -315,17 +381,21 @@ mod tests {
             obj(NftObject::Rule, false, NFPROTO_INET, "tgknock", "input"),
             commit(Some(4242)),
         ];
-        assert!(!settle(&burst, &nft_tables(), None, &mut touched));
+        let (news_of_it, ours) = settle(&burst, &nft_tables(), None, &mut touched);
+        assert!(
+            !news_of_it && ours,
+            "tgknock's own transaction confirms the watch"
+        );
         let burst = [
             obj(NftObject::Rule, false, NFPROTO_INET, "tgknock", "input"),
             commit(Some(4243)),
         ];
-        assert!(settle(&burst, &nft_tables(), None, &mut touched));
+        assert!(news(&burst, &nft_tables(), None, &mut touched));
         // Once: the pid may be another process's later.
         let burst = [
             obj(NftObject::Rule, false, NFPROTO_INET, "tgknock", "input"),
             commit(Some(4242)),
         ];
-        assert!(settle(&burst, &nft_tables(), None, &mut touched));
+        assert!(news(&burst, &nft_tables(), None, &mut touched));
     }
 }

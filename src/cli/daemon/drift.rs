@@ -93,7 +93,13 @@ impl DriftWatch {
             "another program changed the firewall rules tgknock keeps ({found}); put them back"
         );
         self.repairs.retain(|r| t - *r < DRIFT_WINDOW);
-        if self.last_repair.is_none_or(|r| t - r >= DRIFT_SAME_EPISODE) {
+        // Measured from the episode's first repair, so a fight of repairs under a second
+        // apart is counted toward a loop too.
+        if self
+            .repairs
+            .back()
+            .is_none_or(|r| t - *r >= DRIFT_SAME_EPISODE)
+        {
             self.repairs.push_back(t);
         }
         self.last_repair = Some(t);
@@ -147,8 +153,20 @@ pub(super) struct Drift {
 const BURST_QUIET: Duration = Duration::from_millis(100);
 /// … but never longer than this.
 const BURST_MAX: Duration = Duration::from_millis(500);
-/// With nothing noticed, the watcher wakes this often (its own wake-ups: none besides).
+/// With nothing noticed, the watcher looks this often anyway (its only other wake-ups).
 const WATCH_IDLE: Duration = Duration::from_secs(3600);
+/// A broken watch is started again after this long.
+const WATCH_RESTART: Duration = Duration::from_secs(60);
+
+/// What a look came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Look {
+    /// Too soon after the last, or repairs are held off.
+    NotDue,
+    Done,
+    /// The rules could not be read or put back.
+    Failed,
+}
 
 impl Drift {
     pub(super) fn new(keeper: Arc<Keeper>, api: Arc<dyn Bot>) -> Drift {
@@ -171,48 +189,66 @@ impl Drift {
         }
     }
 
-    /// Starts the watcher thread, if the kernel can tell this process of changes to what
-    /// the backend keeps; else the poll loop looks after every poll.
-    pub(super) fn spawn_watcher(self: &Arc<Drift>) {
-        let watcher = match Watcher::start(self.keeper.fw.watched()) {
-            Ok(w) => w,
+    /// Subscribes to what the kernel can tell of changes to the rules, before they are
+    /// put in place (nf_tables then hears tgknock's own first change, which confirms it).
+    pub(super) fn subscribe(keeper: &Keeper) -> Option<Watcher> {
+        match Watcher::subscribe(keeper.fw.watched()) {
+            Ok(w) => Some(w),
             Err(why) => {
                 log::info!(
                     "drift: the rules are compared with the kernel after every poll ({why})"
                 );
-                return;
-            }
-        };
-        let how = watcher.how();
-        let me = Arc::clone(self);
-        self.watching.store(true, Ordering::Relaxed);
-        let spawned = std::thread::Builder::new()
-            .name("drift".into())
-            .spawn(move || me.watch_loop(watcher));
-        match spawned {
-            Ok(_) => {
-                log::info!("drift: other programs' changes to the rules are noticed through {how}")
-            }
-            Err(e) => {
-                self.watching.store(false, Ordering::Relaxed);
-                log::warn!(
-                    "drift: cannot start the watcher ({e}): the rules are compared with the kernel after every poll"
-                );
+                None
             }
         }
     }
 
+    /// Starts the watcher thread once the rules are in place; until the watch is known to
+    /// see the kernel tgknock's tools write to, the poll loop looks after every poll too.
+    pub(super) fn spawn_watcher(self: &Arc<Drift>, watcher: Option<Watcher>) {
+        let Some(mut watcher) = watcher else { return };
+        if let Err(why) = watcher.ready() {
+            log::info!("drift: the rules are compared with the kernel after every poll ({why})");
+            return;
+        }
+        let me = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("drift".into())
+            .spawn(move || me.watch_loop(watcher));
+        if let Err(e) = spawned {
+            log::warn!(
+                "drift: cannot start the watcher ({e}): the rules are compared with the kernel after every poll"
+            );
+        }
+    }
+
+    /// Whether the watch sees every change now: the poll loop stops looking then.
+    fn confirm(&self, w: &Watcher) {
+        let was = self.watching.swap(w.confirmed(), Ordering::Relaxed);
+        if w.confirmed() && !was {
+            log::info!(
+                "drift: other programs' changes to the rules are noticed through {}",
+                w.how()
+            );
+        }
+    }
+
     /// The watcher thread: waits for a change to what tgknock keeps, lets a burst of
-    /// changes end, and looks (at most once a second, and not while repairs are held off).
+    /// changes end, and looks (not while repairs are held off). It looks once at start
+    /// (a change between the reconcile and the subscription), again after a look that
+    /// failed (a second later), and once an hour whatever happens. When the watch breaks,
+    /// the poll loop looks after every poll, and the watch is started again a minute later.
     fn watch_loop(&self, mut w: Watcher) {
-        let mut dirty = false;
+        let mut dirty = true;
         loop {
             let timeout = if dirty {
                 self.state().until_due(Instant::now())
             } else {
                 WATCH_IDLE
             };
-            match w.wait(timeout) {
+            let got = w.wait(timeout);
+            self.confirm(&w);
+            match got {
                 Ok(true) => {
                     dirty = true;
                     let end = Instant::now() + BURST_MAX;
@@ -221,17 +257,39 @@ impl Drift {
                             .unwrap_or(false)
                     {}
                 }
+                // An hour without news: look anyway.
+                Ok(false) if !dirty => dirty = true,
                 Ok(false) => {}
                 Err(e) => {
                     log::warn!(
-                        "drift: the watch of the rules broke ({e}): they are compared with the kernel after every poll from now on"
+                        "drift: the watch of the rules broke ({e}): they are compared with the kernel after every poll until it is back"
                     );
                     self.watching.store(false, Ordering::Relaxed);
-                    return;
+                    w = self.restart();
+                    dirty = true;
+                    continue;
                 }
             }
-            if dirty && self.look(WATCH_MIN_GAP) {
-                dirty = false;
+            match self.look(WATCH_MIN_GAP) {
+                Look::Done => dirty = false,
+                Look::NotDue => {}
+                // Tried again in a second (`until_due` counts from this look).
+                Look::Failed => std::thread::sleep(DRIFT_MIN_GAP),
+            }
+        }
+    }
+
+    /// Starts the watch again, a minute after it broke, until it is back.
+    fn restart(&self) -> Watcher {
+        loop {
+            std::thread::sleep(WATCH_RESTART);
+            match Watcher::start(self.keeper.fw.watched()) {
+                Ok(w) => {
+                    log::info!("drift: the watch of the rules is back");
+                    self.confirm(&w);
+                    return w;
+                }
+                Err(why) => log::debug!("drift: the watch cannot start yet: {why}"),
             }
         }
     }
@@ -240,11 +298,11 @@ impl Drift {
     /// another program removed; whether it looked. The owners hear of it once per episode;
     /// when the other program keeps at it, repairs are spaced out instead of fighting it,
     /// and they hear that too.
-    pub(super) fn look(&self, gap: Duration) -> bool {
+    pub(super) fn look(&self, gap: Duration) -> Look {
         let mut watch = self.state();
         let t = Instant::now();
         if !watch.check_due(t, gap) {
-            return false;
+            return Look::NotDue;
         }
         match self.keeper.repair(crate::os::clock::now()) {
             Ok(None) => watch.unreadable = false,
@@ -260,9 +318,10 @@ impl Drift {
                     log::warn!("could not check or repair the firewall rules: {e}");
                 }
                 watch.unreadable = true;
+                return Look::Failed;
             }
         }
-        true
+        Look::Done
     }
 
     /// Tells the owners `messages` about the repairs, with the state as it is now.
@@ -277,7 +336,14 @@ impl Drift {
             .map(|o| report::status_text(cfg, &self.keeper.fw, &o))
             .unwrap_or_default();
         let text = format!("{}\n\nNow:\n{status}", messages.join("\n\n"));
-        tell_owners(&*self.api, cfg, &text);
+        // From a thread of its own: Telegram being slow must not hold up the next repair.
+        let (api, cfg) = (Arc::clone(&self.api), Arc::clone(&self.keeper));
+        let told = std::thread::Builder::new()
+            .name("drift-tell".into())
+            .spawn(move || tell_owners(&*api, &cfg.cfg, &text));
+        if let Err(e) = told {
+            log::warn!("drift: cannot tell the owners: {e}");
+        }
     }
 }
 
@@ -352,6 +418,21 @@ mod tests {
     }
 
     #[test]
+    fn a_fight_of_repairs_under_a_second_apart_is_held_off() {
+        let mut w = DriftWatch::default();
+        let t0 = Instant::now();
+        for k in 0..100u32 {
+            let t = t0 + Duration::from_millis(700) * k;
+            let _ = w.repaired("again", t, 1_000);
+            if w.hold.is_some() {
+                assert!(k < 10, "held after {k} repairs");
+                return;
+            }
+        }
+        panic!("100 repairs 700 ms apart were never held off");
+    }
+
+    #[test]
     fn rules_flushed_by_another_program_are_put_back_and_told() {
         let bot = FakeBot::new();
         let mut t = TestDaemon::new(&bot, &[]);
@@ -360,6 +441,11 @@ mod tests {
         t.scratch.flush();
         t.d.drift.state().last_check = None;
         t.d.watch_rules();
+        // The owners are told from a thread of its own.
+        let end = Instant::now() + Duration::from_secs(10);
+        while bot.sent().is_empty() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let sent = bot.sent();
         let [Sent::Message { chat, text }] = sent.as_slice() else {
             panic!("{sent:?}")

@@ -36,6 +36,7 @@ use crate::chat::bot::Bot;
 use crate::chat::report;
 use crate::chat::telegram::BotApi;
 use crate::firewall::keeper::Keeper;
+use crate::firewall::watch::Watcher;
 use crate::os::clock::{self, SystemAlarm};
 use crate::store::actions;
 use crate::store::config::Config;
@@ -94,7 +95,7 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
     let wake = keeper.paths.wake();
     let _ = std::fs::remove_file(&wake);
     let socket = UnixDatagram::bind(&wake).map_err(|e| Error::file(&wake, "bind", e))?;
-    let state = reconcile(&keeper, start_lock)?;
+    let (state, watcher) = reconcile(&keeper, start_lock)?;
     spawn_expiry(&keeper, socket)?;
     let seed = clock::wall().as_nanos() as u64 ^ u64::from(std::process::id());
     let mut d = Daemon::new(keeper, Arc::new(api.clone()), &state, poll_timeout, seed);
@@ -104,7 +105,7 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         api,
         Arc::clone(&d.approvals),
     );
-    d.drift.spawn_watcher();
+    d.drift.spawn_watcher(watcher);
     d.log_in()?;
     loop {
         d.poll_once();
@@ -163,9 +164,10 @@ fn poll_timeout(cfg: &Config) -> u64 {
 
 /// Puts the saved state in the kernel (the gates closed if it cannot be), says so, and
 /// tells systemd the daemon is ready; gives the state.
-fn reconcile(keeper: &Keeper, start_lock: StateLock) -> Result<State> {
+fn reconcile(keeper: &Keeper, start_lock: StateLock) -> Result<(State, Option<Watcher>)> {
     keeper.fw.probe();
     keeper.fw.keep_reference();
+    let watcher = drift::Drift::subscribe(keeper);
     if let Some(why) = keeper.fw.deadline_problem() {
         log::warn!("{}", crate::firewall::no_deadlines(why));
     }
@@ -183,7 +185,7 @@ fn reconcile(keeper: &Keeper, start_lock: StateLock) -> Result<State> {
         started.elapsed().as_millis(),
         keeper.cfg.telegram.api_url
     );
-    Ok(out.state)
+    Ok((out.state, watcher))
 }
 
 fn spawn_expiry(keeper: &Arc<Keeper>, socket: UnixDatagram) -> Result<()> {
