@@ -114,6 +114,12 @@ impl Watcher {
         Ok(())
     }
 
+    /// Whether changes come as they happen (nf_tables), so a burst is worth waiting out;
+    /// a fingerprint a second apart has waited already.
+    pub(crate) fn notifies(&self) -> bool {
+        matches!(self.source, Source::Nft { .. })
+    }
+
     /// Whether the kernel watched is known to be the one tgknock's tools write to.
     pub(crate) fn confirmed(&self) -> bool {
         self.confirmed

@@ -252,7 +252,8 @@ impl Drift {
                 Ok(true) => {
                     dirty = true;
                     let end = Instant::now() + BURST_MAX;
-                    while Instant::now() < end
+                    while w.notifies()
+                        && Instant::now() < end
                         && w.wait(BURST_QUIET.min(end - Instant::now()))
                             .unwrap_or(false)
                     {}
