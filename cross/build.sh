@@ -68,6 +68,7 @@ flags="$flags -C llvm-args=-enable-machine-outliner"
 # log lines (an update's kind, a refused code's reason) show the variant alone.
 flags="$flags -Z fmt-debug=shallow"
 [ "$target" = arm-unknown-linux-musleabihf ] && flags="$flags -C target-cpu=arm1176jzf-s"
+flags="$flags ${TGKNOCK_EXTRA_RUSTFLAGS:-}"
 build_std="-Z build-std=std,panic_abort -Z build-std-features=optimize_for_size"
 
 # 1. cross, with Docker: the images' own compilers, linker and musl.

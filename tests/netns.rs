@@ -26,6 +26,9 @@ use crate::support::netns::{
 };
 use crate::support::{Daemon, Env, OWNER};
 
+/// The kernel primitives that notice other programs' changes (`os::nfwatch`).
+mod watch;
+
 /// The second octet of this file's addresses: 10.203.N.0/24, fd00:203:N::/64.
 const SUBNET: u8 = 203;
 pub const GATES: &str = "ssh=22/tcp web=80/tcp";
@@ -710,6 +713,8 @@ fn drift_scenario(b: Fw, n: u8) {
         } else {
             "iptables -F; iptables -X"
         };
+        let repairs = |rig: &mut Rig| rig.daemon().output().matches("; put them back").count();
+        let before = repairs(&mut rig);
         foreign_flush(&rig, *nft);
         if k == 0 {
             let told =
@@ -723,13 +728,24 @@ fn drift_scenario(b: Fw, n: u8) {
             );
         }
         let end = Instant::now() + Duration::from_secs(30);
+        while repairs(&mut rig) == before {
+            assert!(
+                Instant::now() < end,
+                "no repair after {what}:\n{}",
+                rig.daemon().output()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The watcher may repair in the middle of a script (after `iptables -F`, before
+        // `ip6tables -F`), then once more: wait for the repairs to settle.
+        let mut seen = repairs(&mut rig);
         loop {
-            let log = rig.daemon().output();
-            if log.matches("; put them back").count() > k {
+            std::thread::sleep(Duration::from_millis(1500));
+            let now = repairs(&mut rig);
+            if now == seen {
                 break;
             }
-            assert!(Instant::now() < end, "no repair after {what}:\n{log}");
-            std::thread::sleep(Duration::from_millis(100));
+            seen = now;
         }
         rig.assert_installed_once(&format!("after {what}"));
         rig.net.expect(
@@ -753,6 +769,69 @@ fn drift_scenario(b: Fw, n: u8) {
 #[test]
 fn rules_flushed_by_another_program_are_put_back() {
     all(11, drift_scenario);
+}
+
+/// With the default 50 s long poll, a flush a few seconds into a poll is repaired while
+/// that poll still runs: the kernel told the daemon (nf_tables' notifications; legacy
+/// xtables' fingerprint, taken every second), it did not wait for the poll to end.
+fn flush_mid_poll_scenario(b: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, b, 1) else {
+        return;
+    };
+    rig.env.set("TGKNOCK_POLL_TIMEOUT", "50s");
+    rig.start();
+    rig.daemon().wait_log(
+        "drift: other programs' changes to the rules are noticed through",
+        10,
+    );
+    let api = rig.env.api.clone();
+    let long_polls = || {
+        api.requests("getUpdates")
+            .iter()
+            .filter(|r| r.body["timeout"].as_u64() == Some(50))
+            .count()
+    };
+    crate::support::wait_for(30, "a 50 s long poll", || (long_polls() > 0).then_some(()));
+    std::thread::sleep(Duration::from_secs(3));
+    let polls = api.requests("getUpdates").len();
+    let nft = b == Fw::Nft;
+    foreign_flush(&rig, nft);
+    let flushed = Instant::now();
+    let end = flushed + Duration::from_secs(40);
+    loop {
+        let log = rig.daemon().output();
+        if log.contains("; put them back") {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "no repair 40 s after the flush:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = flushed.elapsed();
+    assert_eq!(
+        api.requests("getUpdates").len(),
+        polls,
+        "{}: repaired after {took:?}, but only once the poll had ended:\n{}",
+        b.name(),
+        rig.daemon().output()
+    );
+    eprintln!("{}: a flush mid-poll was repaired after {took:?}", b.name());
+    rig.assert_installed_once("after the flush mid-poll");
+    rig.net.expect(
+        "after the flush mid-poll the rules are back",
+        &[
+            (0, SSH, V4, false),
+            (0, SSH, V6, false),
+            (0, OTHER, V4, true),
+        ],
+    );
+}
+
+#[test]
+fn a_flush_mid_poll_is_repaired_without_waiting_for_the_poll() {
+    all(12, flush_mid_poll_scenario);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -997,6 +1076,7 @@ fn no_false_drift_scenario(b: Fw, n: u8) {
             let _ = rig.net.reach(1, SSH, fam);
             let _ = rig.net.reach(1, 7101, fam);
         }
+        poke(&rig);
         rounds += 1;
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -1023,6 +1103,29 @@ fn no_false_drift_scenario(b: Fw, n: u8) {
     );
     let status = rig.say("/status");
     assert!(!status.contains("MISMATCH"), "{status}");
+}
+
+/// A change that leaves tgknock's rules as they were but that the daemon's watcher hears
+/// of, so that it looks at them while the counters, lists and meters move (a daemon that
+/// hears of changes from the kernel does not look after every poll): a rule of the
+/// owner's at the end of INPUT, added or removed, or a chain added to and deleted from
+/// tgknock's own table in one transaction.
+fn poke(rig: &Rig) {
+    match rig.fw {
+        Fw::Ipt(_) => {
+            // Added in one round, removed in the next: legacy xtables are fingerprinted
+            // once a second, and a rule added and removed in between changes nothing.
+            for fam in [V4, V6] {
+                let rule = ["INPUT", "-p", "tcp", "--dport", "9998", "-j", "ACCEPT"];
+                let there = rig.listing(fam).contains("--dport 9998");
+                rig.ipt(
+                    fam,
+                    &[&[if there { "-D" } else { "-A" }], &rule[..]].concat(),
+                );
+            }
+        }
+        Fw::Nft => rig.nft_script("add chain inet tgknock poke\ndelete chain inet tgknock poke\n"),
+    }
 }
 
 #[test]

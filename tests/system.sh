@@ -371,11 +371,18 @@ chat() {
 # drift BACKEND WHAT CMD: another program removes tgknock's rules; within a poll (60 s at
 # most) they are back, the port is closed, and the owner is told once.
 drift() {
-    local backend=$1 what=$2 cmd=$3 n t0 took msg gone
+    local backend=$1 what=$2 cmd=$3 n t0 took msg gone watch
     case "$backend" in
     iptables) gone="! iptables -S TGKNOCK" ;;
     legacy) gone="! iptables-legacy -S TGKNOCK" ;;
     nft) gone="! nft list table inet tgknock" ;;
+    esac
+    # Under the unit's sandbox (SystemCallFilter, RestrictAddressFamilies, capabilities)
+    # the daemon hears of changes from the kernel, instead of looking after each poll.
+    watch=$(in_c journalctl -b -u tgknock --no-pager -o cat | grep 'drift: ' | tail -n 1)
+    case "$watch" in
+    *"noticed through"*) ;;
+    *) fail "the daemon does not watch the kernel for changes to its rules under the unit: '$watch'" ;;
     esac
     drain
     n=$(sent)
@@ -388,7 +395,7 @@ drift() {
     sleep $((2 * POLL + 1))
     [ "$(sent)" = $((n + 1)) ] || fail "after '$cmd' the owner got $(($(sent) - n)) messages, not one"
     msg=$(in_c systest show "$CTL" "$OWNER" "$n")
-    ok "$what repaired within $took s, port 22 closed again (rules, TCP); the owner told once: '$(echo "$msg" | head -n 1)'"
+    ok "$what repaired within $took s, port 22 closed again (rules, TCP); the owner told once: '$(echo "$msg" | head -n 1)'; watched: '${watch#*through }'"
 }
 test_rules() { [ "$(rules_state "$1")" = "$2" ]; }
 test_sent_above() { [ "$(sent)" -gt "$1" ]; }

@@ -5,6 +5,7 @@
 use std::fmt;
 
 use super::rules::{Listing, Policy, Rule};
+use super::watch::Watched;
 use crate::base::addr::Family;
 use crate::base::error::Result;
 use crate::store::config::{FirewallKind, FirewallSettings};
@@ -109,4 +110,6 @@ pub(crate) trait Backend: fmt::Debug + Send + Sync + 'static {
     fn unverified(&self) -> bool {
         false
     }
+    /// What it keeps in the kernel, as [`super::watch::Watcher`] recognises a change to it.
+    fn watched(&self) -> Watched;
 }

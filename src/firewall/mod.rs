@@ -18,6 +18,7 @@ pub(crate) mod nft;
 pub(crate) mod protocol;
 pub(crate) mod rules;
 pub(crate) mod tool;
+pub(crate) mod watch;
 
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
@@ -289,6 +290,11 @@ impl Firewall {
     /// (the same rules) makes them known.
     pub(crate) fn unverified(&self) -> bool {
         self.tables().unverified()
+    }
+
+    /// What the backend keeps in the kernel, for [`watch::Watcher`].
+    pub(crate) fn watched(&self) -> watch::Watched {
+        self.tables().watched()
     }
 
     /// Removes the jump(s) and the chain in every family (or the nft table); says what it

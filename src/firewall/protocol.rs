@@ -33,6 +33,7 @@ pub(crate) trait Protocol: fmt::Debug + Send + Sync {
     fn reached(&self) -> &'static str;
     fn keep_reference(&self);
     fn unverified(&self) -> bool;
+    fn watched(&self) -> super::watch::Watched;
 }
 
 /// The transactions of `b` with the part of `want` each one writes (`want` holds one
@@ -224,6 +225,10 @@ impl<B: Backend> Protocol for B {
     fn unverified(&self) -> bool {
         Backend::unverified(self)
     }
+
+    fn watched(&self) -> super::watch::Watched {
+        Backend::watched(self)
+    }
 }
 
 #[cfg(test)]
@@ -274,6 +279,9 @@ mod tests {
         type Read = (Family, Vec<Rule>);
         type Sent = ();
         const KIND: FirewallKind = FirewallKind::Iptables;
+        fn watched(&self) -> crate::firewall::watch::Watched {
+            crate::firewall::watch::Watched::Nothing("a fake".into())
+        }
 
         fn new(_: &FirewallSettings) -> Fake {
             Fake::default()

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 
 use crate::base::error::{Error, Result};
 
@@ -45,6 +46,39 @@ pub(crate) fn rule_text(line: &str) -> String {
         i += 1;
     }
     out.join(" ")
+}
+
+/// The pids of the last tools this process ran, newest last: nf_tables names the process
+/// that committed each change, so the watcher ([`super::watch`]) knows tgknock's own.
+static RAN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// How many pids [`RAN`] keeps: more than one change runs tools in the time the watcher
+/// takes to read its notifications.
+const RAN_KEPT: usize = 16;
+
+fn remember(pid: u32) {
+    let mut ran = RAN.lock().unwrap_or_else(|e| e.into_inner());
+    if ran.len() == RAN_KEPT {
+        ran.remove(0);
+    }
+    ran.push(pid);
+}
+
+/// Whether `pid` is one of the last tools this process ran; it is forgotten (one
+/// transaction each: a pid the kernel gives to another process later is not ours).
+pub(crate) fn ran(pid: u32) -> bool {
+    let mut ran = RAN.lock().unwrap_or_else(|e| e.into_inner());
+    match ran.iter().position(|p| *p == pid) {
+        Some(at) => {
+            ran.remove(at);
+            true
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn remember_for_test(pid: u32) {
+    remember(pid);
 }
 
 /// The result of running a tool: its stdout, or an error carrying its stderr.
@@ -93,6 +127,10 @@ pub(crate) fn output(
             };
             fail(None, format!("cannot run it: {e}{hint}"))
         })?;
+    // Only a run that writes (its script on stdin) commits a change the watcher hears of.
+    if stdin.is_some() {
+        remember(child.id());
+    }
     if let Some(input) = stdin {
         log::trace!("{} input:\n{input}", program.display());
         let mut pipe = child.stdin.take().expect("stdin is piped");

@@ -4,8 +4,10 @@
 //! daemon's capabilities; a terminal that does not echo the token `setup` asks for; a
 //! timer on the wall clock that a step of the clock interrupts (the expiry thread); and a
 //! `NETLINK_ROUTE` socket, to ask the kernel for the board's addresses where `/proc/net` is
-//! hidden (the systemd unit's `ProcSubset=pid`). All are plain libc functions std already
-//! links; declaring them here avoids a `libc` dependency.
+//! hidden (the systemd unit's `ProcSubset=pid`); a `NETLINK_NETFILTER` socket subscribed to
+//! nftables' notifications and a raw IP socket that reads the legacy xtables (other programs
+//! changing the rules). All are plain libc functions std already links; declaring them here
+//! avoids a `libc` dependency.
 #![allow(unsafe_code)]
 
 use std::ffi::c_ulong;
@@ -26,8 +28,18 @@ unsafe extern "C" {
     fn write(fd: i32, buf: *const u8, count: usize) -> isize;
     fn _exit(status: i32) -> !;
     fn geteuid() -> u32;
-    fn getsockopt(fd: i32, level: i32, name: i32, value: *mut UCred, len: *mut u32) -> i32;
+    fn getsockopt(fd: i32, level: i32, name: i32, value: *mut u8, len: *mut u32) -> i32;
+    fn setsockopt(fd: i32, level: i32, name: i32, value: *const u8, len: u32) -> i32;
     fn socket(domain: i32, ty: i32, protocol: i32) -> i32;
+    fn bind(fd: i32, addr: *const SockaddrNl, len: u32) -> i32;
+    fn recvfrom(
+        fd: i32,
+        buf: *mut u8,
+        len: usize,
+        flags: i32,
+        addr: *mut SockaddrNl,
+        addr_len: *mut u32,
+    ) -> isize;
     fn poll(fds: *mut PollFd, nfds: c_ulong, timeout: i32) -> i32;
     fn timerfd_create(clockid: i32, flags: i32) -> i32;
     // 32-bit targets: the call with a 64-bit time_t (musl >= 1.2, glibc >= 2.34); the plain
@@ -58,15 +70,8 @@ pub(crate) struct RouteSocket {
 
 impl RouteSocket {
     pub(crate) fn open() -> std::io::Result<RouteSocket> {
-        // SAFETY: socket(2) takes plain integers and touches no memory of ours.
-        let fd = unsafe { socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a descriptor socket(2) has just opened, owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(RouteSocket {
-            file: std::fs::File::from(fd),
+            file: std::fs::File::from(open_socket(AF_NETLINK, 0, NETLINK_ROUTE)?),
         })
     }
 
@@ -107,6 +112,185 @@ impl RouteSocket {
             }
         }
         self.file.read(buf)
+    }
+}
+
+/// `struct sockaddr_nl`: the same layout on every Linux target.
+#[repr(C)]
+#[derive(Default)]
+struct SockaddrNl {
+    family: u16,
+    pad: u16,
+    pid: u32,
+    groups: u32,
+}
+
+pub(crate) const NETLINK_NETFILTER: i32 = 12;
+const SOL_NETLINK: i32 = 270;
+const NETLINK_ADD_MEMBERSHIP: i32 = 1;
+const SO_RCVBUF: i32 = 8;
+/// Like `SO_RCVBUF` but past `net.core.rmem_max`, for a process with `CAP_NET_ADMIN`.
+const SO_RCVBUFFORCE: i32 = 33;
+/// `O_NONBLOCK`, the same on x86, ARM and aarch64.
+const SOCK_NONBLOCK: i32 = 0o4_000;
+const MSG_TRUNC: i32 = 0x20;
+const EAGAIN: i32 = 11;
+
+/// Sets an integer socket option.
+fn set_int_option(fd: &OwnedFd, level: i32, name: i32, value: i32) -> std::io::Result<()> {
+    let bytes = value.to_ne_bytes();
+    // SAFETY: the value is 4 readable bytes for the whole call, and the length says so;
+    // the descriptor is borrowed from a live socket.
+    let r = unsafe { setsockopt(fd.as_raw_fd(), level, name, bytes.as_ptr(), 4) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A raw socket of `domain` opened with `SOCK_CLOEXEC` (and `extra` type flags).
+fn open_socket(domain: i32, extra: i32, protocol: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: socket(2) takes plain integers and touches no memory of ours.
+    let fd = unsafe { socket(domain, SOCK_RAW | SOCK_CLOEXEC | extra, protocol) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a descriptor socket(2) has just opened, owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// One datagram [`NetlinkEvents::recv`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Datagram {
+    /// Its whole length, which is more than the buffer when it was cut.
+    pub(crate) len: usize,
+    /// The sender's port id: 0 is the kernel.
+    pub(crate) sender: u32,
+}
+
+/// A non-blocking netlink socket subscribed to one multicast group: the kernel's
+/// notifications queue on it until read.
+pub(crate) struct NetlinkEvents {
+    fd: OwnedFd,
+}
+
+impl NetlinkEvents {
+    /// Subscribes to `group` of `protocol`, with a receive buffer of `rcvbuf` bytes if the
+    /// kernel allows (else what `net.core.rmem_max` allows).
+    pub(crate) fn subscribe(
+        protocol: i32,
+        group: u32,
+        rcvbuf: usize,
+    ) -> std::io::Result<NetlinkEvents> {
+        let fd = open_socket(AF_NETLINK, SOCK_NONBLOCK, protocol)?;
+        let addr = SockaddrNl {
+            family: AF_NETLINK as u16,
+            ..SockaddrNl::default()
+        };
+        // SAFETY: `addr` is a valid sockaddr_nl for the whole call and the length is its
+        // size; the descriptor was just opened.
+        let r = unsafe {
+            bind(
+                fd.as_raw_fd(),
+                &addr,
+                std::mem::size_of::<SockaddrNl>() as u32,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let size = i32::try_from(rcvbuf).unwrap_or(i32::MAX);
+        if set_int_option(&fd, SOL_SOCKET, SO_RCVBUFFORCE, size).is_err() {
+            // Without CAP_NET_ADMIN: as much as rmem_max allows. Too small a buffer shows
+            // as an overflow later, not as an error now.
+            let _ = set_int_option(&fd, SOL_SOCKET, SO_RCVBUF, size);
+        }
+        let group = i32::try_from(group).map_err(std::io::Error::other)?;
+        set_int_option(&fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)?;
+        Ok(NetlinkEvents { fd })
+    }
+
+    /// Reads one queued datagram into `buf` without waiting: `None` when nothing is queued.
+    pub(crate) fn recv(&self, buf: &mut [u8]) -> std::io::Result<Option<Datagram>> {
+        let mut from = SockaddrNl::default();
+        let mut from_len = std::mem::size_of::<SockaddrNl>() as u32;
+        // SAFETY: `buf` is writable for its length, `from` and `from_len` are writable for
+        // the whole call and `from_len` is the size of `from`; with MSG_TRUNC the kernel
+        // still writes at most `buf.len()` bytes (it only reports the whole length).
+        let n = unsafe {
+            recvfrom(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+                MSG_TRUNC,
+                &mut from,
+                &mut from_len,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(EAGAIN) {
+                return Ok(None);
+            }
+            return Err(e);
+        }
+        Ok(Some(Datagram {
+            len: n as usize,
+            sender: from.pid,
+        }))
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+const AF_INET: i32 = 2;
+const AF_INET6: i32 = 10;
+const IPPROTO_RAW: i32 = 255;
+const SOL_IP: i32 = 0;
+const SOL_IPV6: i32 = 41;
+
+/// A raw IPv4 or IPv6 socket, sent nothing: the handle through which ip_tables and
+/// ip6_tables answer their `getsockopt` requests (`CAP_NET_RAW` to open, `CAP_NET_ADMIN`
+/// to ask).
+pub(crate) struct RawIpSocket {
+    fd: OwnedFd,
+    level: i32,
+}
+
+impl RawIpSocket {
+    pub(crate) fn open(v6: bool) -> std::io::Result<RawIpSocket> {
+        let (domain, level) = if v6 {
+            (AF_INET6, SOL_IPV6)
+        } else {
+            (AF_INET, SOL_IP)
+        };
+        Ok(RawIpSocket {
+            fd: open_socket(domain, 0, IPPROTO_RAW)?,
+            level,
+        })
+    }
+
+    /// `getsockopt` at the socket's IP level with `buf` as the value both ways (the
+    /// request in, the answer out); returns the length the kernel gives back.
+    pub(crate) fn get(&self, name: i32, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut len = u32::try_from(buf.len()).map_err(std::io::Error::other)?;
+        // SAFETY: `buf` is readable and writable for `len` bytes and `len` is writable for
+        // the whole call; the kernel writes at most `len` bytes; the descriptor is ours.
+        let r = unsafe {
+            getsockopt(
+                self.fd.as_raw_fd(),
+                self.level,
+                name,
+                buf.as_mut_ptr(),
+                &mut len,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(len as usize)
     }
 }
 
@@ -163,7 +347,7 @@ pub(crate) fn peer_uid(sock: &std::os::unix::net::UnixStream) -> std::io::Result
             sock.as_raw_fd(),
             SOL_SOCKET,
             SO_PEERCRED,
-            &mut cred,
+            (&mut cred as *mut UCred).cast::<u8>(),
             &mut len,
         )
     };

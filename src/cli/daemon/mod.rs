@@ -36,6 +36,7 @@ use crate::chat::bot::Bot;
 use crate::chat::report;
 use crate::chat::telegram::BotApi;
 use crate::firewall::keeper::Keeper;
+use crate::firewall::watch::Watcher;
 use crate::os::clock::{self, SystemAlarm};
 use crate::store::actions;
 use crate::store::config::Config;
@@ -55,7 +56,7 @@ pub(crate) struct Daemon {
     poll: poll::Poll,
     clock: skew::Skew,
     denied: denied::Denied,
-    drift: drift::DriftWatch,
+    drift: Arc<drift::Drift>,
     codes: second_factor::SecondFactor,
     /// The actions running now.
     running: actions::Running,
@@ -94,7 +95,7 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
     let wake = keeper.paths.wake();
     let _ = std::fs::remove_file(&wake);
     let socket = UnixDatagram::bind(&wake).map_err(|e| Error::file(&wake, "bind", e))?;
-    let state = reconcile(&keeper, start_lock)?;
+    let (state, watcher) = reconcile(&keeper, start_lock)?;
     spawn_expiry(&keeper, socket)?;
     let seed = clock::wall().as_nanos() as u64 ^ u64::from(std::process::id());
     let mut d = Daemon::new(keeper, Arc::new(api.clone()), &state, poll_timeout, seed);
@@ -104,6 +105,7 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         api,
         Arc::clone(&d.approvals),
     );
+    d.drift.spawn_watcher(watcher);
     d.log_in()?;
     loop {
         d.poll_once();
@@ -162,9 +164,10 @@ fn poll_timeout(cfg: &Config) -> u64 {
 
 /// Puts the saved state in the kernel (the gates closed if it cannot be), says so, and
 /// tells systemd the daemon is ready; gives the state.
-fn reconcile(keeper: &Keeper, start_lock: StateLock) -> Result<State> {
+fn reconcile(keeper: &Keeper, start_lock: StateLock) -> Result<(State, Option<Watcher>)> {
     keeper.fw.probe();
     keeper.fw.keep_reference();
+    let watcher = drift::Drift::subscribe(keeper);
     if let Some(why) = keeper.fw.deadline_problem() {
         log::warn!("{}", crate::firewall::no_deadlines(why));
     }
@@ -182,7 +185,7 @@ fn reconcile(keeper: &Keeper, start_lock: StateLock) -> Result<State> {
         started.elapsed().as_millis(),
         keeper.cfg.telegram.api_url
     );
-    Ok(out.state)
+    Ok((out.state, watcher))
 }
 
 fn spawn_expiry(keeper: &Arc<Keeper>, socket: UnixDatagram) -> Result<()> {
@@ -250,6 +253,7 @@ impl Daemon {
         seed: u64,
     ) -> Daemon {
         let codes = second_factor::SecondFactor::new(&keeper.cfg);
+        let drift = Arc::new(drift::Drift::new(Arc::clone(&keeper), Arc::clone(&api)));
         Daemon {
             keeper,
             api,
@@ -258,7 +262,7 @@ impl Daemon {
             poll: poll::Poll::new(poll_timeout, seed),
             clock: skew::Skew::default(),
             denied: denied::Denied::default(),
-            drift: drift::DriftWatch::default(),
+            drift,
             codes,
             running: actions::Running::default(),
             approvals: Arc::new(crate::cli::approve_server::Approvals::new()),

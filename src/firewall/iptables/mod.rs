@@ -28,6 +28,7 @@ use crate::base::error::{Error, Result};
 use crate::firewall::backend::{Backend, Want, Write};
 use crate::firewall::rules::{Listing, Rule};
 use crate::firewall::tool::{lacks_deadlines, run};
+use crate::firewall::watch::{NFPROTO_IPV4, NFPROTO_IPV6, Watched};
 use crate::store::config::{FirewallKind, FirewallSettings};
 
 /// Seconds to wait for the xtables lock before giving up (exit 4 from the tool).
@@ -76,6 +77,8 @@ pub(crate) struct Reference {
     keep: bool,
     /// The nft tool, when the iptables tools are iptables-nft and it is there.
     nft: Option<PathBuf>,
+    /// What `iptables --version` said when the daemon began keeping the rules.
+    version: Option<String>,
     /// Per family, each `-S` line tgknock wrote and `nft`'s print of the same rule.
     rules: HashMap<(Family, String), String>,
     /// The families whose last read found rules this process has not written, and where
@@ -430,10 +433,14 @@ impl Backend for Iptables {
     }
 
     fn keep_reference(&self) {
-        let printer = self.tools.first().and_then(|t| {
-            let version = run(&t.program, &["--version"], None).ok()?;
-            (version.contains("nf_tables") && self.nft.exists()).then(|| self.nft.clone())
-        });
+        let version = self
+            .tools
+            .first()
+            .and_then(|t| run(&t.program, &["--version"], None).ok());
+        let printer = version
+            .as_ref()
+            .filter(|v| v.contains("nf_tables") && self.nft.exists())
+            .map(|_| self.nft.clone());
         if let Some(p) = &printer {
             log::debug!(
                 "iptables over nf_tables: the chain is also read with {}",
@@ -443,10 +450,69 @@ impl Backend for Iptables {
         let mut r = self.reference();
         r.keep = true;
         r.nft = printer;
+        r.version = version;
     }
 
     fn unverified(&self) -> bool {
         !self.reference().unknown.is_empty()
+    }
+
+    /// iptables-nft's rules are nf_tables objects of the `filter` tables; legacy
+    /// iptables' are xtables, which tell nobody of changes.
+    fn watched(&self) -> Watched {
+        let Some(tool) = self.tools.first() else {
+            return Watched::Nothing("no family is managed".into());
+        };
+        let version = self.reference().version.clone();
+        let version = match version {
+            Some(v) => v,
+            None => match run(&tool.program, &["--version"], None) {
+                Ok(v) => v,
+                Err(e) => return Watched::Nothing(e.to_string()),
+            },
+        };
+        let nf_tables = if version.contains("nf_tables") {
+            true
+        } else if version.contains("legacy") {
+            false
+        } else {
+            return Watched::Nothing(format!(
+                "{} is neither legacy nor nf_tables: {}",
+                tool.program.display(),
+                version.trim()
+            ));
+        };
+        // A mix (iptables-legacy with ip6tables-nft) is watched by neither.
+        for other in &self.tools[1..] {
+            let v = run(&other.program, &["--version"], None).unwrap_or_default();
+            if v.contains("nf_tables") != nf_tables {
+                return Watched::Nothing(format!(
+                    "{} and {} are not of one kind",
+                    tool.program.display(),
+                    other.program.display()
+                ));
+            }
+        }
+        let has = |f| self.tools.iter().any(|t| t.family == f);
+        if nf_tables {
+            Watched::Nftables {
+                tables: self
+                    .tools
+                    .iter()
+                    .map(|t| match t.family {
+                        Family::V4 => (NFPROTO_IPV4, "filter".to_string()),
+                        Family::V6 => (NFPROTO_IPV6, "filter".to_string()),
+                    })
+                    .collect(),
+                chains: Some(vec!["INPUT".into(), self.chain.clone()]),
+            }
+        } else {
+            Watched::Xtables {
+                v4: has(Family::V4),
+                v6: has(Family::V6),
+                chain: self.chain.clone(),
+            }
+        }
     }
 }
 

@@ -29,6 +29,7 @@ use crate::base::error::{Error, Result};
 use crate::firewall::backend::{Backend, Want, Write};
 use crate::firewall::rules::{Listing, Rule};
 use crate::firewall::tool::{lacks_deadlines, run};
+use crate::firewall::watch::{NFPROTO_INET, Watched};
 use crate::store::config::{FirewallKind, FirewallSettings};
 use table::objects;
 use verify::Sent;
@@ -198,6 +199,13 @@ impl Backend for Nft {
     /// Both families in one transaction.
     fn transactions(&self) -> Vec<Vec<Family>> {
         vec![self.families.clone()]
+    }
+
+    fn watched(&self) -> Watched {
+        Watched::Nftables {
+            tables: vec![(NFPROTO_INET, TABLE.to_string())],
+            chains: None,
+        }
     }
 
     fn read(&self, _tx: &[Family]) -> Result<Table> {
