@@ -827,6 +827,18 @@ fn flush_mid_poll_scenario(b: Fw, n: u8) {
             (0, OTHER, V4, true),
         ],
     );
+    if nft {
+        // A table put to sleep (`flags dormant`) keeps every rule and enforces none: the
+        // look must see it as drift, and the repair wake the table.
+        rig.nft_script("add table inet tgknock { flags dormant; }\n");
+        wait_repairs(&mut rig, 2, "the table made dormant");
+        let rules = rig.ruleset();
+        assert!(!rules.contains("dormant"), "still dormant:\n{rules}");
+        rig.net.expect(
+            "after the dormant table was woken",
+            &[(0, SSH, V4, false), (0, SSH, V6, false)],
+        );
+    }
 }
 
 #[test]

@@ -988,6 +988,23 @@ pub(crate) mod tests {
         assert_eq!(t.strange.len(), 1, "{:?}", t.strange);
         assert!(!t.listing(Family::V6).matches(&rules_of[1].1));
         assert!(!script(&p, &rules_of, NOW, Some(&t)).is_empty());
+        // The table put to sleep (`nft add table inet tgknock '{ flags dormant; }'`): every
+        // rule listed, none enforced. Drift, and the change writes the table afresh.
+        let asleep = RECORDED.replacen(
+            "table inet tgknock {\n",
+            "table inet tgknock {\n\tflags dormant\n\n",
+            1,
+        );
+        assert_ne!(asleep, RECORDED);
+        let t = Table::read(asleep);
+        assert_eq!(t.strange, ["table flags dormant"]);
+        for (k, f) in Family::BOTH.into_iter().enumerate() {
+            assert!(!t.listing(f).matches(&rules_of[k].1), "{f:?}");
+        }
+        assert!(
+            Table::read(RECORDED.to_string()).strange.is_empty(),
+            "a set's flags are not the table's"
+        );
     }
 
     #[test]

@@ -229,11 +229,16 @@ impl Table {
         let hooked = text.lines().any(|l| l.trim() == HOOK);
         // Another chain in tgknock's table (another program's sets and named objects
         // change nothing unless a rule uses them, and the rules are compared).
-        let strange = objects(&text)
+        let mut strange: Vec<String> = objects(&text)
             .into_iter()
             .filter(|(kind, name, _)| *kind == "chain" && *name != "input")
             .map(|(kind, name, decl)| format!("{kind} {name} {{ {decl} }}"))
             .collect();
+        // `flags dormant` on the table (one tab in, where a set's flags are two): every
+        // rule stays listed and none is enforced. The table written afresh wakes it.
+        if let Some(flags) = text.lines().find(|l| l.starts_with("\tflags ")) {
+            strange.push(format!("table {}", flags.trim()));
+        }
         Table {
             text,
             hooked,
