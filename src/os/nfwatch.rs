@@ -34,6 +34,25 @@ pub enum NftEvent {
     Overflow,
 }
 
+impl NftEvent {
+    /// An [`NftEvent::Object`], as a test expects one.
+    pub fn object(
+        what: NftObject,
+        deleted: bool,
+        family: u8,
+        table: &str,
+        name: Option<&str>,
+    ) -> NftEvent {
+        NftEvent::Object {
+            what,
+            deleted,
+            family,
+            table: table.into(),
+            name: name.map(String::from),
+        }
+    }
+}
+
 /// What kind of nftables object an [`NftEvent::Object`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NftObject {
@@ -637,13 +656,7 @@ mod tests {
         table: &str,
         name: Option<&str>,
     ) -> NftEvent {
-        NftEvent::Object {
-            what,
-            deleted,
-            family,
-            table: table.into(),
-            name: name.map(String::from),
-        }
+        NftEvent::object(what, deleted, family, table, name)
     }
 
     fn generation(id: u32, pid: u32, process: &str) -> NftEvent {

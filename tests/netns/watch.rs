@@ -76,13 +76,7 @@ fn until_generation_of(events: &mut NftEvents, pid: u32) -> Vec<NftEvent> {
 }
 
 fn object(what: NftObject, deleted: bool, family: u8, table: &str, name: Option<&str>) -> NftEvent {
-    NftEvent::Object {
-        what,
-        deleted,
-        family,
-        table: table.into(),
-        name: name.map(String::from),
-    }
+    NftEvent::object(what, deleted, family, table, name)
 }
 
 const NFPROTO_INET: u8 = 1;
