@@ -16,6 +16,8 @@
 
 use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -844,6 +846,76 @@ fn flush_mid_poll_scenario(b: Fw, n: u8) {
 #[test]
 fn a_flush_mid_poll_is_repaired_without_waiting_for_the_poll() {
     all(12, flush_mid_poll_scenario);
+}
+
+/// An idle daemon runs no firewall tool between polls: nf_tables tells it of a change,
+/// and on legacy xtables a fingerprint a second apart that has not moved is no reason to
+/// look. (It once was: an idle legacy daemon ran `iptables -S` in both families every
+/// second, 3,600 looks an hour.)
+fn idle_scenario(b: Fw, n: u8) {
+    let Some(mut rig) = Rig::new(SUBNET, n, b, 1) else {
+        return;
+    };
+    rig.env.set("TGKNOCK_POLL_TIMEOUT", "50s");
+    // Each tool behind a wrapper that notes the call and execs it (same pid, same name).
+    let calls = rig.env.dir.join("tool-calls");
+    let wrap = |real: &str| -> String {
+        let name = Path::new(real).file_name().unwrap().to_str().unwrap();
+        let path = rig.env.dir.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\necho \"{name} $*\" >> '{}'\nexec {real} \"$@\"\n",
+                calls.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path.display().to_string()
+    };
+    match b {
+        Fw::Ipt(k) => {
+            let (v4, v6) = (k.tool(V4), k.tool(V6));
+            wrap(&format!("{v4}-restore"));
+            wrap(&format!("{v6}-restore"));
+            let (v4, v6) = (wrap(&v4), wrap(&v6));
+            rig.env
+                .set("TGKNOCK_IPTABLES", &v4)
+                .set("TGKNOCK_IP6TABLES", &v6);
+        }
+        Fw::Nft => {
+            let nft = wrap(NFT);
+            rig.env.set("TGKNOCK_NFT", &nft);
+        }
+    }
+    rig.start();
+    rig.daemon().wait_log(
+        "drift: other programs' changes to the rules are noticed through",
+        10,
+    );
+    let read = || std::fs::read_to_string(&calls).unwrap_or_default();
+    // The look at start, then quiet.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = read();
+    assert!(
+        !before.is_empty(),
+        "{}: the wrappers were not used",
+        b.name()
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    let after = read();
+    assert_eq!(
+        after.len(),
+        before.len(),
+        "{}: an idle daemon ran firewall tools between polls:\n{}",
+        b.name(),
+        &after[before.len().min(after.len())..]
+    );
+}
+
+#[test]
+fn an_idle_daemon_runs_no_firewall_tool_between_polls() {
+    all(13, idle_scenario);
 }
 
 // ---------------------------------------------------------------------------------------

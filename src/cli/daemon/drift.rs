@@ -240,11 +240,13 @@ impl Drift {
     /// the poll loop looks after every poll, and the watch is started again a minute later.
     fn watch_loop(&self, mut w: Watcher) {
         let mut dirty = true;
+        // When to look without news: an hour after the last look.
+        let mut backstop = Instant::now() + WATCH_IDLE;
         loop {
             let timeout = if dirty {
                 self.state().until_due(Instant::now())
             } else {
-                WATCH_IDLE
+                backstop.saturating_duration_since(Instant::now())
             };
             let got = w.wait(timeout);
             self.confirm(&w);
@@ -259,7 +261,9 @@ impl Drift {
                     {}
                 }
                 // An hour without news: look anyway.
-                Ok(false) if !dirty => dirty = true,
+                Ok(false) if !dirty && Instant::now() >= backstop => dirty = true,
+                // Legacy xtables: this second's fingerprint is last second's. No look.
+                Ok(false) if !dirty => continue,
                 Ok(false) => {}
                 Err(e) => {
                     log::warn!(
@@ -272,7 +276,10 @@ impl Drift {
                 }
             }
             match self.look(WATCH_MIN_GAP) {
-                Look::Done => dirty = false,
+                Look::Done => {
+                    dirty = false;
+                    backstop = Instant::now() + WATCH_IDLE;
+                }
                 Look::NotDue => {}
                 // Tried again in a second (`until_due` counts from this look).
                 Look::Failed => std::thread::sleep(DRIFT_MIN_GAP),
