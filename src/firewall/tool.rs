@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::base::error::{Error, Result};
 
@@ -48,26 +49,64 @@ pub(crate) fn rule_text(line: &str) -> String {
     out.join(" ")
 }
 
-/// The pids of the last tools this process ran, newest last: nf_tables names the process
-/// that committed each change, so the watcher ([`super::watch`]) knows tgknock's own.
-static RAN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-/// How many pids [`RAN`] keeps: more than one change runs tools in the time the watcher
+/// The last tools this process ran with a script on stdin, newest last: nf_tables names
+/// the process that committed each change (pid and name), so the watcher
+/// ([`super::watch`]) knows tgknock's own.
+static RAN: Mutex<Vec<Ran>> = Mutex::new(Vec::new());
+/// How many runs [`RAN`] keeps: more than one change runs tools in the time the watcher
 /// takes to read its notifications.
 const RAN_KEPT: usize = 16;
+/// How long after a tool exited its commit may still be read as tgknock's own: the
+/// kernel queued the notification before the tool exited, and the watcher reads it within
+/// a moment. A run that committed nothing (a check, a read-back, a failed or empty
+/// transaction) is forgotten then, so its pid, once the kernel gives it to another
+/// process, never hides that process's change.
+const RAN_GRACE: Duration = Duration::from_secs(5);
 
-fn remember(pid: u32) {
-    let mut ran = RAN.lock().unwrap_or_else(|e| e.into_inner());
+struct Ran {
+    pid: u32,
+    /// The name the kernel gives the process (`comm`): the file name it was run by, at
+    /// most 15 bytes.
+    name: Vec<u8>,
+    exited: Option<Instant>,
+}
+
+fn ran_list() -> std::sync::MutexGuard<'static, Vec<Ran>> {
+    RAN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn remember(pid: u32, program: &Path) {
+    let mut name = program
+        .file_name()
+        .map(|n| n.as_encoded_bytes().to_vec())
+        .unwrap_or_default();
+    name.truncate(15);
+    let mut ran = ran_list();
     if ran.len() == RAN_KEPT {
         ran.remove(0);
     }
-    ran.push(pid);
+    ran.push(Ran {
+        pid,
+        name,
+        exited: None,
+    });
 }
 
-/// Whether `pid` is one of the last tools this process ran; it is forgotten (one
+fn exited(pid: u32) {
+    if let Some(r) = ran_list().iter_mut().find(|r| r.pid == pid) {
+        r.exited = Some(Instant::now());
+    }
+}
+
+/// Whether the process `pid` named `process` (as nf_tables says who committed) is a tool
+/// this process ran and that is running or exited a moment ago; it is forgotten (one
 /// transaction each: a pid the kernel gives to another process later is not ours).
-pub(crate) fn ran(pid: u32) -> bool {
-    let mut ran = RAN.lock().unwrap_or_else(|e| e.into_inner());
-    match ran.iter().position(|p| *p == pid) {
+pub(crate) fn ran(pid: u32, process: Option<&str>) -> bool {
+    let now = Instant::now();
+    let mut ran = ran_list();
+    ran.retain(|r| r.exited.is_none_or(|t| now.duration_since(t) < RAN_GRACE));
+    let same = |r: &Ran| r.pid == pid && process.is_none_or(|p| p.as_bytes() == r.name);
+    match ran.iter().position(same) {
         Some(at) => {
             ran.remove(at);
             true
@@ -77,8 +116,15 @@ pub(crate) fn ran(pid: u32) -> bool {
 }
 
 #[cfg(test)]
-pub(crate) fn remember_for_test(pid: u32) {
-    remember(pid);
+pub(crate) fn remember_for_test(pid: u32, program: &str) {
+    remember(pid, Path::new(program));
+}
+
+#[cfg(test)]
+pub(crate) fn exited_for_test(pid: u32, ago: Duration) {
+    if let Some(r) = ran_list().iter_mut().find(|r| r.pid == pid) {
+        r.exited = Instant::now().checked_sub(ago);
+    }
 }
 
 /// The result of running a tool: its stdout, or an error carrying its stderr.
@@ -129,7 +175,7 @@ pub(crate) fn output(
         })?;
     // Only a run that writes (its script on stdin) commits a change the watcher hears of.
     if stdin.is_some() {
-        remember(child.id());
+        remember(child.id(), program);
     }
     if let Some(input) = stdin {
         log::trace!("{} input:\n{input}", program.display());
@@ -137,9 +183,12 @@ pub(crate) fn output(
         // A tool that exits early closes the pipe; its exit status tells why.
         let _ = pipe.write_all(input.as_bytes());
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| fail(None, format!("cannot wait for it: {e}")))?;
+    let pid = child.id();
+    let out = child.wait_with_output();
+    if stdin.is_some() {
+        exited(pid);
+    }
+    let out = out.map_err(|e| fail(None, format!("cannot wait for it: {e}")))?;
     let failed = (!out.status.success()).then(|| {
         fail(
             out.status.code(),

@@ -205,8 +205,8 @@ fn settle(
                     *touched = true;
                 }
             }
-            NftEvent::Generation { pid, .. } => {
-                let own = pid.is_some_and(super::tool::ran);
+            NftEvent::Generation { pid, process, .. } => {
+                let own = pid.is_some_and(|p| super::tool::ran(p, process.as_deref()));
                 own_seen |= own;
                 if std::mem::take(touched) && !own {
                     news = true;
@@ -381,7 +381,9 @@ mod tests {
 
     #[test]
     fn tgknocks_own_tools_are_no_news() {
-        super::super::tool::remember_for_test(4242);
+        use super::super::tool::{exited_for_test, remember_for_test};
+        use std::time::Duration;
+        remember_for_test(4242, "/usr/sbin/nft");
         let mut touched = false;
         let burst = [
             obj(NftObject::Rule, false, NFPROTO_INET, "tgknock", "input"),
@@ -403,5 +405,40 @@ mod tests {
             commit(Some(4242)),
         ];
         assert!(news(&burst, &nft_tables(), None, &mut touched));
+        // A tool that committed nothing (a check, a read-back) and exited a while ago: its
+        // pid, given to another program, is that program's.
+        remember_for_test(4244, "/usr/sbin/nft");
+        exited_for_test(4244, Duration::from_secs(6));
+        let burst = [
+            obj(NftObject::Rule, false, NFPROTO_INET, "tgknock", "input"),
+            commit(Some(4244)),
+        ];
+        assert!(news(&burst, &nft_tables(), None, &mut touched));
+        // The same pid under another name is another process (the kernel's comm: the
+        // file name run, at most 15 bytes).
+        remember_for_test(4245, "/usr/sbin/nft");
+        let burst = [
+            obj(NftObject::Rule, false, NFPROTO_INET, "tgknock", "input"),
+            NftEvent::Generation {
+                id: 8,
+                pid: Some(4245),
+                process: Some("ufw".into()),
+            },
+        ];
+        assert!(news(&burst, &nft_tables(), None, &mut touched));
+        remember_for_test(4246, "/usr/sbin/iptables-nft-restore");
+        let burst = [
+            obj(NftObject::Table, false, NFPROTO_IPV4, "filter", ""),
+            NftEvent::Generation {
+                id: 9,
+                pid: Some(4246),
+                process: Some("iptables-nft-re".into()),
+            },
+        ];
+        let (news_of_it, ours) = settle(&burst, &filter().0, Some(&filter().1), &mut touched);
+        assert!(
+            !news_of_it && ours,
+            "comm is the first 15 bytes of the name"
+        );
     }
 }

@@ -32,6 +32,8 @@ unsafe extern "C" {
     fn setsockopt(fd: i32, level: i32, name: i32, value: *const u8, len: u32) -> i32;
     fn socket(domain: i32, ty: i32, protocol: i32) -> i32;
     fn bind(fd: i32, addr: *const SockaddrNl, len: u32) -> i32;
+    #[link_name = "connect"]
+    fn connect_nl(fd: i32, addr: *const SockaddrNl, len: u32) -> i32;
     fn recvfrom(
         fd: i32,
         buf: *mut u8,
@@ -191,6 +193,21 @@ impl NetlinkEvents {
         // size; the descriptor was just opened.
         let r = unsafe {
             bind(
+                fd.as_raw_fd(),
+                &addr,
+                std::mem::size_of::<SockaddrNl>() as u32,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // Connected to the kernel (port 0): the kernel refuses any other sender's datagram
+        // (ECONNREFUSED to it), so a local user cannot wake the watcher or fill the buffer
+        // the kernel's notifications need. Multicast from the kernel still arrives.
+        // SAFETY: as for `bind` above: `addr` (port 0, no groups: the kernel) is a valid
+        // sockaddr_nl for the whole call and the length is its size.
+        let r = unsafe {
+            connect_nl(
                 fd.as_raw_fd(),
                 &addr,
                 std::mem::size_of::<SockaddrNl>() as u32,

@@ -256,7 +256,7 @@ impl Drift {
                     let end = Instant::now() + BURST_MAX;
                     while w.notifies()
                         && Instant::now() < end
-                        && w.wait(BURST_QUIET.min(end - Instant::now()))
+                        && w.wait(BURST_QUIET.min(end.saturating_duration_since(Instant::now())))
                             .unwrap_or(false)
                     {}
                 }
