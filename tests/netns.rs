@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::netns::{
     Backend, Fam, Net, OTHER, Reach, SSH, V4, V6, WEB, env_in, in_netns, is_root, roundtrip,
-    run_ok, skip,
+    run_ok, skip, wrapped,
 };
 use crate::support::{Daemon, Env, OWNER};
 
@@ -118,6 +118,9 @@ pub struct Rig {
     pub env: Env,
     pub net: Net,
     pub fw: Fw,
+    /// The daemon runs in a PID namespace of its own, with its /proc, as in a container
+    /// (systemd-nspawn, LXC, docker): the pids it sees are not the kernel's.
+    pub own_pids: bool,
 }
 
 impl Rig {
@@ -150,6 +153,7 @@ impl Rig {
             env,
             net,
             fw,
+            own_pids: false,
         })
     }
 
@@ -158,7 +162,21 @@ impl Rig {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let log = self.env.dir.join(format!("netns-daemon-{n}.log"));
         let f = std::fs::File::create(&log).unwrap();
-        let child = in_netns(&self.net.board, &self.env.command(&["run"]))
+        let mut run = self.env.command(&["run"]);
+        if self.own_pids {
+            // unshare forks the daemon as pid 1 of a new namespace and waits for it; the
+            // daemon is killed when unshare is (Daemon's drop kills unshare).
+            let unshare = [
+                "unshare",
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--kill-child",
+                "--",
+            ];
+            run = wrapped(&unshare, &run);
+        }
+        let child = in_netns(&self.net.board, &run)
             .stdout(f.try_clone().unwrap())
             .stderr(f)
             .spawn()
@@ -777,9 +795,14 @@ fn rules_flushed_by_another_program_are_put_back() {
 /// that poll still runs: the kernel told the daemon (nf_tables' notifications; legacy
 /// xtables' fingerprint, taken every second), it did not wait for the poll to end.
 fn flush_mid_poll_scenario(b: Fw, n: u8) {
+    flush_mid_poll(b, n, false);
+}
+
+fn flush_mid_poll(b: Fw, n: u8, own_pids: bool) {
     let Some(mut rig) = Rig::new(SUBNET, n, b, 1) else {
         return;
     };
+    rig.own_pids = own_pids;
     rig.env.set("TGKNOCK_POLL_TIMEOUT", "50s");
     rig.start();
     rig.daemon().wait_log(
@@ -846,6 +869,19 @@ fn flush_mid_poll_scenario(b: Fw, n: u8) {
 #[test]
 fn a_flush_mid_poll_is_repaired_without_waiting_for_the_poll() {
     all(12, flush_mid_poll_scenario);
+}
+
+/// In a container (its own PID namespace) nf_tables names the committing process by the
+/// kernel's pid, which the daemon never sees: it must still know its own tools' changes
+/// (they confirm the watch), or it falls back to looking after every poll and a flush
+/// stays until the poll ends. (It did: the booted-Debian tier, under systemd-nspawn.)
+fn flush_mid_poll_in_a_container_scenario(b: Fw, n: u8) {
+    flush_mid_poll(b, n, true);
+}
+
+#[test]
+fn in_a_container_a_flush_mid_poll_is_repaired_without_waiting_for_the_poll() {
+    all(14, flush_mid_poll_in_a_container_scenario);
 }
 
 /// An idle daemon runs no firewall tool between polls: nf_tables tells it of a change,

@@ -205,8 +205,14 @@ fn settle(
                     *touched = true;
                 }
             }
-            NftEvent::Generation { pid, process, .. } => {
-                let own = pid.is_some_and(|p| super::tool::ran(p, process.as_deref()));
+            NftEvent::Generation {
+                pid, port, process, ..
+            } => {
+                // The kernel's pid is the tool's own outside a container; inside one
+                // (its own PID namespace) only the socket's port is the pid tgknock saw.
+                let process = process.as_deref();
+                let own = pid.is_some_and(|p| super::tool::ran(p, process))
+                    || super::tool::ran(*port, process);
                 own_seen |= own;
                 if std::mem::take(touched) && !own {
                     news = true;
@@ -268,10 +274,12 @@ mod tests {
         }
     }
 
+    /// A commit outside any container: the socket's port is the pid.
     fn commit(pid: Option<u32>) -> NftEvent {
         NftEvent::Generation {
             id: 7,
             pid,
+            port: pid.unwrap_or(0),
             process: Some("nft".into()),
         }
     }
@@ -422,6 +430,7 @@ mod tests {
             NftEvent::Generation {
                 id: 8,
                 pid: Some(4245),
+                port: 4245,
                 process: Some("ufw".into()),
             },
         ];
@@ -432,6 +441,7 @@ mod tests {
             NftEvent::Generation {
                 id: 9,
                 pid: Some(4246),
+                port: 4246,
                 process: Some("iptables-nft-re".into()),
             },
         ];
@@ -440,5 +450,44 @@ mod tests {
             !news_of_it && ours,
             "comm is the first 15 bytes of the name"
         );
+        // In a container the kernel's pid is one tgknock never saw; the socket's port is
+        // the pid it saw (the kernel binds a socket to its process's own pid when free).
+        remember_for_test(47, "/usr/sbin/nft");
+        let burst = [
+            obj(NftObject::Rule, false, NFPROTO_INET, "tgknock", "input"),
+            NftEvent::Generation {
+                id: 10,
+                pid: Some(31_337),
+                port: 47,
+                process: Some("nft".into()),
+            },
+        ];
+        let (news_of_it, ours) = settle(&burst, &nft_tables(), None, &mut touched);
+        assert!(
+            !news_of_it && ours,
+            "in a container, the socket's port names tgknock's own tool"
+        );
+        // Another process whose socket has that port later, or under another name, is not.
+        let burst = [
+            obj(NftObject::Rule, false, NFPROTO_INET, "tgknock", "input"),
+            NftEvent::Generation {
+                id: 11,
+                pid: Some(31_338),
+                port: 47,
+                process: Some("nft".into()),
+            },
+        ];
+        assert!(news(&burst, &nft_tables(), None, &mut touched));
+        remember_for_test(48, "/usr/sbin/nft");
+        let burst = [
+            obj(NftObject::Rule, false, NFPROTO_INET, "tgknock", "input"),
+            NftEvent::Generation {
+                id: 12,
+                pid: Some(31_339),
+                port: 48,
+                process: Some("docker".into()),
+            },
+        ];
+        assert!(news(&burst, &nft_tables(), None, &mut touched));
     }
 }

@@ -23,10 +23,14 @@ pub enum NftEvent {
         name: Option<String>,
     },
     /// The end of one transaction (`NFT_MSG_NEWGEN`): the generation, and the pid and
-    /// process name that committed it.
+    /// process name that committed it, and the netlink port of the socket it committed
+    /// through. The pid is the kernel's (the initial PID namespace's), so a process in a
+    /// container never sees it as its child's pid; the port is the one the kernel gave the
+    /// socket, which is the process's own pid as the process itself sees it (when free).
     Generation {
         id: u32,
         pid: Option<u32>,
+        port: u32,
         process: Option<String>,
     },
     /// Notifications were lost (the socket's buffer overflowed, or one could not be read
@@ -186,7 +190,11 @@ fn parse_datagram(mut b: &[u8], out: &mut Vec<NftEvent>) -> Result<(), Malformed
             return Err(Malformed);
         }
         if kind >> 8 == NFNL_SUBSYS_NFTABLES
-            && let Some(event) = parse_message(kind & 0xff, &b[NLMSG_HDRLEN..len])?
+            && let Some(event) = parse_message(
+                kind & 0xff,
+                u32_at(b, 12).ok_or(Malformed)?,
+                &b[NLMSG_HDRLEN..len],
+            )?
         {
             out.push(event);
         }
@@ -220,8 +228,9 @@ fn object_of(msg: u16) -> Option<(NftObject, bool, u16)> {
     })
 }
 
-/// One nf_tables message's body (nfgenmsg, then attributes) as an event.
-fn parse_message(msg: u16, body: &[u8]) -> Result<Option<NftEvent>, Malformed> {
+/// One nf_tables message's body (nfgenmsg, then attributes) as an event; `port` is its
+/// header's `nlmsg_pid`.
+fn parse_message(msg: u16, port: u32, body: &[u8]) -> Result<Option<NftEvent>, Malformed> {
     if body.len() < NFGENMSG_LEN {
         return Err(Malformed);
     }
@@ -231,6 +240,7 @@ fn parse_message(msg: u16, body: &[u8]) -> Result<Option<NftEvent>, Malformed> {
         return Ok(Some(NftEvent::Generation {
             id: attrs.be32(NFTA_GEN_ID).unwrap_or(0),
             pid: attrs.be32(NFTA_GEN_PROC_PID),
+            port,
             process: attrs.string(NFTA_GEN_PROC_NAME),
         }));
     }
@@ -659,10 +669,12 @@ mod tests {
         NftEvent::object(what, deleted, family, table, name)
     }
 
+    /// Recorded outside any container: the socket's port is the pid.
     fn generation(id: u32, pid: u32, process: &str) -> NftEvent {
         NftEvent::Generation {
             id,
             pid: Some(pid),
+            port: pid,
             process: Some(process.into()),
         }
     }
@@ -780,6 +792,7 @@ mod tests {
             Ok(vec![NftEvent::Generation {
                 id: 7,
                 pid: None,
+                port: 0,
                 process: None
             }])
         );

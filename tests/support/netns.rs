@@ -318,8 +318,16 @@ pub fn ip(args: &[&str]) -> Result<String, String> {
 /// `cmd` run inside the namespace `ns` by `ip netns exec` (which execs it in place, so
 /// the child's pid is the program's), with the same program, arguments and environment.
 pub fn in_netns(ns: &str, cmd: &Command) -> Command {
-    let mut w = Command::new("ip");
-    w.args(["netns", "exec", ns])
+    let mut w = wrapped(&["ip", "netns", "exec", ns], cmd);
+    w.stdin(Stdio::null());
+    w
+}
+
+/// `cmd` run by the command line `wrapper` (which runs the words after it), with the
+/// environment `cmd` was given.
+pub fn wrapped(wrapper: &[&str], cmd: &Command) -> Command {
+    let mut w = Command::new(wrapper[0]);
+    w.args(&wrapper[1..])
         .arg(cmd.get_program())
         .args(cmd.get_args());
     for (k, v) in cmd.get_envs() {
@@ -328,7 +336,6 @@ pub fn in_netns(ns: &str, cmd: &Command) -> Command {
             None => w.env_remove(k),
         };
     }
-    w.stdin(Stdio::null());
     w
 }
 

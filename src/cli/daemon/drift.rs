@@ -211,6 +211,12 @@ impl Drift {
             log::info!("drift: the rules are compared with the kernel after every poll ({why})");
             return;
         }
+        if !watcher.confirmed() {
+            log::info!(
+                "drift: listening to {}; until they tell of tgknock's own change, the rules are also compared with the kernel after every poll",
+                watcher.how()
+            );
+        }
         let me = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name("drift".into())
