@@ -49,7 +49,7 @@ pub(crate) fn rule_text(line: &str) -> String {
     out.join(" ")
 }
 
-/// The last tools this process ran with a script on stdin, newest last: nf_tables names
+/// The last tools this process ran to change the rules ([`commit`]), newest last: nf_tables names
 /// the process that committed each change (pid and name), so the watcher
 /// ([`super::watch`]) knows tgknock's own.
 static RAN: Mutex<Vec<Ran>> = Mutex::new(Vec::new());
@@ -100,7 +100,9 @@ fn exited(pid: u32) {
 
 /// Whether the process `pid` named `process` (as nf_tables says who committed) is a tool
 /// this process ran and that is running or exited a moment ago; it is forgotten (one
-/// transaction each: a pid the kernel gives to another process later is not ours).
+/// transaction each: a pid the kernel gives to another process later is not ours). `pid`
+/// is as this process sees pids: the kernel's, or in a container the committing socket's
+/// port (see [`crate::os::nfwatch::Committer`]).
 pub(crate) fn ran(pid: u32, process: Option<&str>) -> bool {
     let now = Instant::now();
     let mut ran = ran_list();
@@ -127,21 +129,43 @@ pub(crate) fn exited_for_test(pid: u32, ago: Duration) {
     }
 }
 
-/// The result of running a tool: its stdout, or an error carrying its stderr.
+/// The result of running a tool that only reads or checks (nothing it does commits a
+/// change): its stdout, or an error carrying its stderr.
 pub(crate) fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let (stdout, failed) = output(program, args, stdin)?;
+    ok(output(program, args, stdin)?)
+}
+
+/// Runs a tool that changes the rules (`iptables-restore`, `nft -f -`, `nft delete
+/// table`): the watcher then knows its commit for tgknock's own. Its stdout, or an
+/// error carrying its stderr.
+pub(crate) fn commit(program: &Path, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    ok(spawn(program, args, stdin, true)?)
+}
+
+fn ok((stdout, failed): (String, Option<Error>)) -> Result<String> {
     match failed {
         None => Ok(stdout),
         Some(e) => Err(e),
     }
 }
 
-/// Runs a tool: its stdout, and the error carrying its stderr when it failed (a tool may
-/// print what it did before the command that failed, as `nft -f` does).
+/// Runs a tool that only reads or checks: its stdout, and the error carrying its stderr
+/// when it failed (a tool may print what it did before the command that failed, as
+/// `nft -f` does).
 pub(crate) fn output(
     program: &Path,
     args: &[&str],
     stdin: Option<&str>,
+) -> Result<(String, Option<Error>)> {
+    spawn(program, args, stdin, false)
+}
+
+/// Runs a tool; `commits`: it changes the rules, and is remembered for the watcher.
+fn spawn(
+    program: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+    commits: bool,
 ) -> Result<(String, Option<Error>)> {
     let fail = |status: Option<i32>, stderr: String| Error::Firewall {
         program: program.display().to_string(),
@@ -173,8 +197,10 @@ pub(crate) fn output(
             };
             fail(None, format!("cannot run it: {e}{hint}"))
         })?;
-    // Only a run that writes (its script on stdin) commits a change the watcher hears of.
-    if stdin.is_some() {
+    // Only a run that changes the rules commits a change the watcher hears of: a check
+    // (`nft -c`) or a read-back that is remembered would leave a pid and a port trusted
+    // for nothing.
+    if commits {
         remember(child.id(), program);
     }
     if let Some(input) = stdin {
@@ -185,7 +211,7 @@ pub(crate) fn output(
     }
     let pid = child.id();
     let out = child.wait_with_output();
-    if stdin.is_some() {
+    if commits {
         exited(pid);
     }
     let out = out.map_err(|e| fail(None, format!("cannot wait for it: {e}")))?;

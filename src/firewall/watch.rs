@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::os::nfwatch::{NftEvent, NftEvents, NftObject, XtablesProbe};
+use crate::os::nfwatch::{Committer, NftEvent, NftEvents, NftObject, XtablesProbe};
 
 /// What a backend keeps in the kernel, as a watcher recognises it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +44,8 @@ pub(crate) struct Watcher {
 enum Source {
     Nft {
         events: NftEvents,
+        /// How a commit names the tools this process ran.
+        by: Committer,
         tables: Vec<(u8, String)>,
         chains: Option<Vec<String>>,
         /// The transaction being read touched what tgknock keeps.
@@ -71,6 +73,7 @@ impl Watcher {
             Watched::Nftables { tables, chains } => Source::Nft {
                 events: NftEvents::subscribe()
                     .map_err(|e| format!("cannot listen to nf_tables' notifications: {e}"))?,
+                by: Committer::of_this_process(),
                 tables,
                 chains,
                 touched: false,
@@ -142,12 +145,13 @@ impl Watcher {
         match &mut self.source {
             Source::Nft {
                 events,
+                by,
                 tables,
                 chains,
                 touched,
             } => {
                 let got = events.wait(timeout)?;
-                let (news, ours) = settle(&got, tables, chains.as_deref(), touched);
+                let (news, ours) = settle(&got, *by, tables, chains.as_deref(), touched);
                 self.confirmed |= ours;
                 Ok(news)
             }
@@ -178,6 +182,7 @@ impl Watcher {
 /// burst to the next.
 fn settle(
     got: &[NftEvent],
+    by: Committer,
     tables: &[(u8, String)],
     chains: Option<&[String]>,
     touched: &mut bool,
@@ -208,11 +213,9 @@ fn settle(
             NftEvent::Generation {
                 pid, port, process, ..
             } => {
-                // The kernel's pid is the tool's own outside a container; inside one
-                // (its own PID namespace) only the socket's port is the pid tgknock saw.
-                let process = process.as_deref();
-                let own = pid.is_some_and(|p| super::tool::ran(p, process))
-                    || super::tool::ran(*port, process);
+                let own = by
+                    .names(*pid, *port)
+                    .is_some_and(|p| super::tool::ran(p, process.as_deref()));
                 own_seen |= own;
                 if std::mem::take(touched) && !own {
                     news = true;
@@ -261,7 +264,7 @@ mod tests {
         chains: Option<&[String]>,
         touched: &mut bool,
     ) -> bool {
-        settle(got, tables, chains, touched).0
+        settle(got, Committer::Pid, tables, chains, touched).0
     }
 
     fn obj(what: NftObject, deleted: bool, family: u8, table: &str, name: &str) -> NftEvent {
@@ -397,7 +400,7 @@ mod tests {
             obj(NftObject::Rule, false, NFPROTO_INET, "tgknock", "input"),
             commit(Some(4242)),
         ];
-        let (news_of_it, ours) = settle(&burst, &nft_tables(), None, &mut touched);
+        let (news_of_it, ours) = settle(&burst, Committer::Pid, &nft_tables(), None, &mut touched);
         assert!(
             !news_of_it && ours,
             "tgknock's own transaction confirms the watch"
@@ -445,49 +448,57 @@ mod tests {
                 process: Some("iptables-nft-re".into()),
             },
         ];
-        let (news_of_it, ours) = settle(&burst, &filter().0, Some(&filter().1), &mut touched);
+        let (news_of_it, ours) = settle(
+            &burst,
+            Committer::Pid,
+            &filter().0,
+            Some(&filter().1),
+            &mut touched,
+        );
         assert!(
             !news_of_it && ours,
             "comm is the first 15 bytes of the name"
         );
         // In a container the kernel's pid is one tgknock never saw; the socket's port is
         // the pid it saw (the kernel binds a socket to its process's own pid when free).
+        // Outside one, a port is no proof: any process may bind its socket to any free
+        // port.
         remember_for_test(47, "/usr/sbin/nft");
-        let burst = [
-            obj(NftObject::Rule, false, NFPROTO_INET, "tgknock", "input"),
-            NftEvent::Generation {
-                id: 10,
-                pid: Some(31_337),
-                port: 47,
-                process: Some("nft".into()),
-            },
-        ];
-        let (news_of_it, ours) = settle(&burst, &nft_tables(), None, &mut touched);
+        let by_port = |id: u32, pid: u32, port: u32, process: &str| {
+            [
+                obj(NftObject::Rule, false, NFPROTO_INET, "tgknock", "input"),
+                NftEvent::Generation {
+                    id,
+                    pid: Some(pid),
+                    port,
+                    process: Some(process.into()),
+                },
+            ]
+        };
+        let burst = by_port(10, 31_337, 47, "nft");
+        assert!(
+            news(&burst, &nft_tables(), None, &mut touched),
+            "outside a container, a port chosen to be a tool's pid is no proof"
+        );
+        let (news_of_it, ours) = settle(&burst, Committer::Port, &nft_tables(), None, &mut touched);
         assert!(
             !news_of_it && ours,
             "in a container, the socket's port names tgknock's own tool"
         );
         // Another process whose socket has that port later, or under another name, is not.
-        let burst = [
-            obj(NftObject::Rule, false, NFPROTO_INET, "tgknock", "input"),
-            NftEvent::Generation {
-                id: 11,
-                pid: Some(31_338),
-                port: 47,
-                process: Some("nft".into()),
-            },
-        ];
-        assert!(news(&burst, &nft_tables(), None, &mut touched));
+        let burst = by_port(11, 31_338, 47, "nft");
+        assert!(settle(&burst, Committer::Port, &nft_tables(), None, &mut touched).0);
         remember_for_test(48, "/usr/sbin/nft");
-        let burst = [
-            obj(NftObject::Rule, false, NFPROTO_INET, "tgknock", "input"),
-            NftEvent::Generation {
-                id: 12,
-                pid: Some(31_339),
-                port: 48,
-                process: Some("docker".into()),
-            },
-        ];
-        assert!(news(&burst, &nft_tables(), None, &mut touched));
+        let burst = by_port(12, 31_339, 48, "docker");
+        assert!(settle(&burst, Committer::Port, &nft_tables(), None, &mut touched).0);
+        // In a container, a kernel pid equal to one of tgknock's small pids is another
+        // process (and leaves tgknock's entry for its own commit).
+        let burst = by_port(13, 48, 60_000, "nft");
+        assert!(settle(&burst, Committer::Port, &nft_tables(), None, &mut touched).0);
+        let burst = by_port(14, 31_340, 48, "nft");
+        assert!(!settle(&burst, Committer::Port, &nft_tables(), None, &mut touched).0);
+        // Port 0 is the kernel's: never a tool's.
+        assert_eq!(Committer::Port.names(Some(5), 0), None);
+        assert_eq!(Committer::Pid.names(Some(5), 0), Some(5));
     }
 }

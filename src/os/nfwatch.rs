@@ -57,6 +57,42 @@ impl NftEvent {
     }
 }
 
+/// How nf_tables' account of who committed a transaction names a process this process
+/// ran: by the pid ([`NftEvent::Generation`]'s `pid`, the kernel's), which is the pid this
+/// process saw only in the initial PID namespace; in a container (a PID namespace of its
+/// own: systemd-nspawn, LXC, docker) by the netlink port of the committing socket, which
+/// the kernel binds to the pid the process has in its own namespace when that port is
+/// free. One of the two, never either: a port is chosen by the process (any number not
+/// taken), and a container's small pids are other processes' kernel pids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committer {
+    Pid,
+    Port,
+}
+
+/// The inode of the initial PID namespace (`PROC_PID_INIT_INO`, fixed since Linux 3.8).
+const INITIAL_PID_NAMESPACE: &str = "pid:[4026531836]";
+
+impl Committer {
+    /// For this process: `/proc/self/ns/pid` names its PID namespace. Without /proc, the
+    /// pid (where a board runs tgknock outside any container).
+    pub fn of_this_process() -> Committer {
+        match std::fs::read_link("/proc/self/ns/pid") {
+            Ok(ns) if ns.as_os_str() != INITIAL_PID_NAMESPACE => Committer::Port,
+            _ => Committer::Pid,
+        }
+    }
+
+    /// The pid, as this process sees pids, of the process that committed a
+    /// [`NftEvent::Generation`] with `pid` through `port`.
+    pub fn names(self, pid: Option<u32>, port: u32) -> Option<u32> {
+        match self {
+            Committer::Pid => pid,
+            Committer::Port => Some(port).filter(|p| *p != 0),
+        }
+    }
+}
+
 /// What kind of nftables object an [`NftEvent::Object`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NftObject {

@@ -27,7 +27,7 @@ use crate::base::addr::Family;
 use crate::base::error::{Error, Result};
 use crate::firewall::backend::{Backend, Want, Write};
 use crate::firewall::rules::{Listing, Rule};
-use crate::firewall::tool::{lacks_deadlines, run};
+use crate::firewall::tool::{commit, lacks_deadlines, run};
 use crate::firewall::watch::{NFPROTO_IPV4, NFPROTO_IPV6, Watched};
 use crate::store::config::{FirewallKind, FirewallSettings};
 
@@ -197,7 +197,7 @@ impl Iptables {
     }
 
     fn restore(&self, tool: &Tool, input: &str) -> Result<String> {
-        run(&tool.restore, &["-w", LOCK_WAIT, "--noflush"], Some(input))
+        commit(&tool.restore, &["-w", LOCK_WAIT, "--noflush"], Some(input))
     }
 
     /// The change from `before` to `rules`, made in place when it is small: the positions

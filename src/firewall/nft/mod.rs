@@ -28,7 +28,7 @@ use crate::base::addr::Family;
 use crate::base::error::{Error, Result};
 use crate::firewall::backend::{Backend, Want, Write};
 use crate::firewall::rules::{Listing, Rule};
-use crate::firewall::tool::{lacks_deadlines, run};
+use crate::firewall::tool::{commit, lacks_deadlines, run};
 use crate::firewall::watch::{NFPROTO_INET, Watched};
 use crate::store::config::{FirewallKind, FirewallSettings};
 use table::objects;
@@ -112,7 +112,7 @@ impl Nft {
     /// to `sent` with what it touched.
     fn send(&self, want: Want<'_>, before: Option<&Table>, sent: &mut Sent) -> Result<()> {
         let (s, touched) = render::render(want.policy, want.rules_of, want.now, before);
-        run(&self.program, &["-f", "-"], Some(&s))?;
+        commit(&self.program, &["-f", "-"], Some(&s))?;
         sent.scripts.push(s);
         sent.touched = Some(touched).filter(|t| !t.whole);
         Ok(())
@@ -260,7 +260,7 @@ impl Backend for Nft {
                 "nftables: nothing installed (no table inet {TABLE})"
             ));
         }
-        run(&self.program, &["delete", "table", "inet", TABLE], None)?;
+        commit(&self.program, &["delete", "table", "inet", TABLE], None)?;
         Ok(format!("nftables: removed table inet {TABLE}"))
     }
 
