@@ -119,7 +119,9 @@ pub struct Rig {
     pub net: Net,
     pub fw: Fw,
     /// The daemon runs in a PID namespace of its own, with its /proc, as in a container
-    /// (systemd-nspawn, LXC, docker): the pids it sees are not the kernel's.
+    /// (systemd-nspawn, LXC, docker): the pids it sees are not the kernel's. The
+    /// daemon's child is then `unshare` (killing it kills the daemon; signalling it
+    /// does not reach the daemon).
     pub own_pids: bool,
 }
 

@@ -49,8 +49,8 @@ pub(crate) fn rule_text(line: &str) -> String {
     out.join(" ")
 }
 
-/// The last tools this process ran to change the rules ([`commit`]), newest last: nf_tables names
-/// the process that committed each change (pid and name), so the watcher
+/// The last tools this process ran to change the rules ([`commit`]), newest last:
+/// nf_tables names the process that committed each change (pid and name), so the watcher
 /// ([`super::watch`]) knows tgknock's own.
 static RAN: Mutex<Vec<Ran>> = Mutex::new(Vec::new());
 /// How many runs [`RAN`] keeps: more than one change runs tools in the time the watcher
