@@ -2072,6 +2072,9 @@ struct Changes {
     times: Vec<(&'static str, Vec<Duration>)>,
     rules: usize,
     elements: usize,
+    /// iptables: the median time of the tools alone for what one close must run at
+    /// least (see [`tools_floor`]).
+    floor: Option<Duration>,
 }
 
 impl Changes {
@@ -2099,12 +2102,85 @@ impl Changes {
         } else {
             format!("{} rules", self.rules)
         };
+        let floor = self.floor.map_or(String::new(), |f| {
+            format!(
+                "; the tools alone for one close, no tgknock: {} (median of {CHANGES}: \
+                 restore deleting one rule and -S, in each family)",
+                ms(f)
+            )
+        });
         format!(
-            "{} (max {}; the whole `tgknock` process; {held} in both families)",
+            "{} (max {}; the whole `tgknock` process; {held} in both families{floor})",
             medians.join(", "),
             ms(max.unwrap_or_default())
         )
     }
+}
+
+/// What one close costs the iptables tools alone, with the rules of `changes` in place:
+/// per family `iptables-restore --noflush` deleting one rule of the chain (a rule put
+/// there first, untimed), then `iptables -S`, as tgknock runs them at the least (the
+/// change, then the read that verifies it), with nothing of tgknock's around them. The
+/// median of `CHANGES` rounds; `None` for nft.
+fn tools_floor(ns: &str, kind: Defense) -> Result<Option<Duration>, String> {
+    use std::io::Write;
+    if matches!(kind, Defense::Nft) {
+        return Ok(None);
+    }
+    let tools: Vec<String> = kind
+        .listing()
+        .into_iter()
+        .map(|(t, _)| t.to_string())
+        .collect();
+    let restore = |tool: &str, input: &str| -> Result<(), String> {
+        let mut c = Command::new(format!("{tool}-restore"))
+            .args(["-w", "10", "--noflush"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("{tool}-restore: {e}"))?;
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let out = c.wait_with_output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "{tool}-restore: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(())
+    };
+    let mut times = Vec::new();
+    for _ in 0..CHANGES {
+        let tools = tools.clone();
+        let took = ns::run(ns, move || -> Result<Duration, String> {
+            for tool in &tools {
+                restore(
+                    tool,
+                    "*filter\n-I TGKNOCK 2 -p tcp -m tcp --dport 9 -j RETURN\nCOMMIT\n",
+                )?;
+            }
+            let t = Instant::now();
+            for tool in &tools {
+                restore(tool, "*filter\n-D TGKNOCK 2\nCOMMIT\n")?;
+                let out = Command::new(tool)
+                    .args(["-w", "10", "-S"])
+                    .output()
+                    .map_err(|e| format!("{tool}: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!("{tool} -S: {}", out.status));
+                }
+            }
+            Ok(t.elapsed())
+        })
+        .map_err(|e| e.to_string())??;
+        times.push(took);
+    }
+    Ok(median(times))
 }
 
 /// `CHANGES` rounds of `tgknock close`, `open`, `ban`, `unban` with `BANS` bans in place,
@@ -2150,11 +2226,13 @@ fn changes(bin: &Path, kind: Defense) -> Result<(Changes, Scratch), String> {
         rules += chain.lines().filter(|l| l.contains("comment \"")).count();
         elements += text.matches(" tgknock:ban src=").count();
     }
+    let floor = tools_floor(&ns, kind)?;
     Ok((
         Changes {
             times,
             rules,
             elements,
+            floor,
         },
         scratch,
     ))

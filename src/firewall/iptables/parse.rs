@@ -34,6 +34,25 @@ pub(crate) fn parse_nft_chain(text: &str) -> Vec<String> {
 
 /// Reads back a `--datestop` value as the deadline it stands for.
 pub(super) fn parse_datestop(v: &str) -> Option<u64> {
+    // As iptables prints it (`2026-12-03T09:14:10`): its digits read in place, for a
+    // chain of 1,000 bans is 1,000 of them.
+    let b = v.as_bytes();
+    if b.len() == 19
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+    {
+        let n = |at: usize, len: usize| {
+            b[at..at + len].iter().try_fold(0u32, |n, &c| {
+                c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+            })
+        };
+        let (y, mo, dd) = (n(0, 4)?, n(5, 2)?, n(8, 2)?);
+        let (h, mi, sec) = (n(11, 2)?, n(14, 2)?, n(17, 2)?);
+        return crate::base::duration::from_civil(i64::from(y), mo, dd, h, mi, sec).map(|u| u + 1);
+    }
     let (date, time) = v.split_once('T')?;
     let mut d = date.splitn(3, '-').map(|x| x.parse::<u32>().ok());
     let mut t = time.splitn(3, ':').map(|x| x.parse::<u32>().ok());
@@ -45,26 +64,49 @@ pub(super) fn parse_datestop(v: &str) -> Option<u64> {
 /// Splits an `iptables -S` line into words, honouring double quotes. Most lines (a
 /// comment quoted as one word) are split at their spaces, without copying a word; a chain
 /// of 1,000 bans is 1,000 lines.
+#[cfg(test)]
 pub(super) fn words(line: &str) -> Vec<Cow<'_, str>> {
-    let plain = line.is_ascii()
-        && !line.contains(['\\', '\t', '\r', '\n', '\x0b', '\x0c'])
-        && line
-            .split(' ')
-            .all(|w| w.matches('"').count().is_multiple_of(2));
-    if plain {
-        return line
-            .split(' ')
-            .filter(|w| !w.is_empty())
-            .map(|w| {
-                if w.contains('"') {
-                    Cow::Owned(w.replace('"', ""))
-                } else {
-                    Cow::Borrowed(w)
-                }
-            })
-            .collect();
-    }
     let mut out = Vec::new();
+    words_into(line, &mut out);
+    out
+}
+
+/// Whether a line splits at its spaces alone: ASCII, no backslash or other white space,
+/// and an even number of quotes in each of its space-separated words (one pass over its
+/// bytes: this is the cost of reading a chain of 1,000 bans).
+fn plain(line: &str) -> bool {
+    let mut odd = false;
+    for &b in line.as_bytes() {
+        match b {
+            b' ' if odd => return false,
+            b' ' => {}
+            b'"' => odd = !odd,
+            b'\\' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c | 0x80.. => return false,
+            _ => {}
+        }
+    }
+    !odd
+}
+
+/// [`words`] into `out` (emptied first), which a caller reading many lines reuses.
+pub(super) fn words_into<'a>(line: &'a str, out: &mut Vec<Cow<'a, str>>) {
+    out.clear();
+    if plain(line) {
+        out.extend(line.split(' ').filter(|w| !w.is_empty()).map(|w| {
+            if w.as_bytes().contains(&b'"') {
+                Cow::Owned(w.replace('"', ""))
+            } else {
+                Cow::Borrowed(w)
+            }
+        }));
+        return;
+    }
+    words_quoted(line, out);
+}
+
+/// [`words_into`] of any line, character by character: quotes group, a backslash inside
+/// them escapes the next character, any white space separates.
+fn words_quoted<'a>(line: &'a str, out: &mut Vec<Cow<'a, str>>) {
     let mut cur = String::new();
     let mut quoted = false;
     let mut any = false;
@@ -92,15 +134,19 @@ pub(super) fn words(line: &str) -> Vec<Cow<'_, str>> {
     if any || !cur.is_empty() {
         out.push(Cow::Owned(cur));
     }
-    out
 }
 
 /// Parses the output of `iptables -S` (the whole filter table) of `family`.
 pub(crate) fn parse_listing(chain: &str, text: &str, family: Family) -> Chain {
     let mut l = Chain::new(family);
+    // One rule per line at most: sized once (a chain of 1,000 bans grows no vector).
+    let at_most = text.lines().count();
+    l.lines.reserve(at_most);
+    l.rules.reserve(at_most);
     let mut first_input = true;
+    let mut w = Vec::new();
     for line in text.lines() {
-        let w = words(line);
+        words_into(line, &mut w);
         match w.as_slice() {
             [n, c] if n == "-N" && c == chain => l.exists = true,
             [a, input, rest @ ..] if a == "-A" && input == "INPUT" => {
@@ -343,4 +389,58 @@ pub(super) fn matches_of<'a>(words: impl Iterator<Item = &'a str>) -> Vec<&'a st
         after_m = w == "-m";
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The split at spaces of a plain line is the split of the quote-aware reader.
+    #[test]
+    fn plain_lines_split_as_the_quoted_reader_splits_them() {
+        let plain_lines = [
+            "-A TGKNOCK -s 198.18.0.1/32 -m time --datestop 2026-12-03T09:14:10 -m comment --comment \"tgknock:ban\" -j DROP",
+            "-A  TGKNOCK   -j RETURN ",
+            "-A TGKNOCK -m comment --comment \"\" -j DROP",
+            "-A TGKNOCK -m comment --comment a\"\"b -j DROP",
+            "",
+        ];
+        for line in plain_lines {
+            assert!(plain(line), "{line}");
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            words_into(line, &mut fast);
+            words_quoted(line, &mut slow);
+            assert_eq!(fast, slow, "{line}");
+        }
+        let quoted = [
+            (
+                "-m comment --comment \"tgknock gate\" -j DROP",
+                "tgknock gate",
+            ),
+            ("-m comment --comment \"a\\\"b\" -j DROP", "a\"b"),
+            ("-m comment --comment\t\"x\" -j DROP", "x"),
+            ("-m comment --comment \"é\" -j DROP", "é"),
+        ];
+        for (line, comment) in quoted {
+            assert!(!plain(line), "{line}");
+            let w = words(line);
+            assert_eq!(w[3], comment, "{line}: {w:?}");
+            assert_eq!(w[4..], ["-j", "DROP"], "{line}: {w:?}");
+        }
+    }
+
+    /// A deadline as iptables prints it and in any other form it reads the same.
+    #[test]
+    fn datestop_in_place_reads_as_the_general_reader() {
+        assert_eq!(parse_datestop("2027-01-15T07:59:59"), Some(1_800_000_000));
+        assert_eq!(parse_datestop("2027-1-15T7:59:59"), Some(1_800_000_000));
+        for bad in [
+            "2027-01-15T07:59:5x",
+            "2027-13-15T07:59:59",
+            "2027-01-15 07:59:59",
+            "+027-01-15T07:59:59",
+        ] {
+            assert_eq!(parse_datestop(bad), None, "{bad}");
+        }
+    }
 }
