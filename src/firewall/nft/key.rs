@@ -83,7 +83,9 @@ pub(crate) fn key(r: &Rule) -> String {
 
 /// Reads a rule back from its key.
 pub(crate) fn from_key(key: &str) -> Option<Rule> {
-    let mut words = key.split_whitespace();
+    // ASCII white space: a key is tgknock's ASCII words, and a ban set's 1,000 elements
+    // are 1,000 keys (a key split at other white space is no key of tgknock's anyway).
+    let mut words = key.split_ascii_whitespace();
     let family = match words.next()? {
         "4" => Family::V4,
         "6" => Family::V6,
@@ -102,7 +104,8 @@ pub(crate) fn from_key(key: &str) -> Option<Rule> {
             "tcp" => r.proto = Some(Proto::Tcp),
             "udp" => r.proto = Some(Proto::Udp),
             _ => {
-                let (name, value) = w.split_once(['=', ':'])?;
+                let at = w.bytes().position(|b| b == b'=' || b == b':')?;
+                let (name, value) = (&w[..at], &w[at + 1..]);
                 match name {
                     "src" => r.src = Some(addr::parse_listed(value)?),
                     "until" => r.until = Some(value.parse().ok()?),

@@ -372,8 +372,17 @@ impl Table {
             if let Some(k) = set_keys.iter().position(|k| comment == k) {
                 if Family::BOTH[k] == family {
                     let set = ban_set(family);
-                    for (text, rule) in self.ban_set(family).unwrap_or_default() {
-                        l.lines.push(format!("@{set} {text}"));
+                    let elements = self.ban_set(family).unwrap_or_default();
+                    l.lines.reserve(elements.len());
+                    l.rules.reserve(elements.len());
+                    for (text, rule) in elements {
+                        // `@SET TEXT`, without the formatting machinery: one per ban.
+                        let mut line = String::with_capacity(set.len() + text.len() + 2);
+                        line.push('@');
+                        line.push_str(&set);
+                        line.push(' ');
+                        line.push_str(text);
+                        l.lines.push(line);
                         l.rules.push(rule.clone());
                     }
                 }
