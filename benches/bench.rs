@@ -1017,18 +1017,25 @@ const FLUSHES: [(&str, f64); 4] = [
 /// Between the starts of two flush runs, so that their 5 ms sampling rarely overlaps.
 const FLUSH_STAGGER: Duration = Duration::from_millis(700);
 
-/// How the daemon says it keeps an eye on the rules (its `drift:` line at info), short.
+/// How the daemon says it keeps an eye on the rules (its `drift:` line at info), short. A
+/// watch of nf_tables first says it also compares after every poll, until the kernel tells
+/// of tgknock's own first change; then that it notices through the notifications: the
+/// latter, when the log has it.
 fn drift_mode(p: &Proc) -> String {
     let text = std::fs::read_to_string(&p.log).unwrap_or_default();
-    let said = |l: &str| {
-        if let Some((_, how)) = l.split_once("noticed through ") {
-            Some(format!("noticed through {how}"))
-        } else {
-            let (_, why) = l.split_once("compared with the kernel after every poll")?;
-            Some(format!("compared after every poll{why}"))
-        }
+    let noticed = |l: &str| {
+        let (_, how) = l.split_once("noticed through ")?;
+        Some(format!("noticed through {how}"))
     };
-    let Some(short) = text.lines().find_map(said) else {
+    let compared = |l: &str| {
+        let (_, why) = l.split_once("compared with the kernel after every poll")?;
+        Some(format!("compared after every poll{why}"))
+    };
+    let said = text
+        .lines()
+        .find_map(noticed)
+        .or_else(|| text.lines().find_map(compared));
+    let Some(short) = said else {
         return "no `drift:` line in its log: compared after every poll".into();
     };
     let short = short.trim_end_matches('.');
