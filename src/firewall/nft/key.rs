@@ -83,8 +83,10 @@ pub(crate) fn key(r: &Rule) -> String {
 
 /// Reads a rule back from its key.
 pub(crate) fn from_key(key: &str) -> Option<Rule> {
-    // ASCII white space: a key is tgknock's ASCII words, and a ban set's 1,000 elements
-    // are 1,000 keys (a key split at other white space is no key of tgknock's anyway).
+    // Split at ASCII white space (space, tab, line feed, form feed, carriage return; not
+    // vertical tab), by bytes: a ban set's 1,000 elements are 1,000 keys. tgknock writes a
+    // key's words with single spaces; a comment split elsewhere is another program's, and
+    // whichever way it reads, its rule stays listed (see `Table::listing`).
     let mut words = key.split_ascii_whitespace();
     let family = match words.next()? {
         "4" => Family::V4,

@@ -974,6 +974,27 @@ pub(crate) mod tests {
             );
         }
         assert!(script(&p, &rules_of, NOW, Some(&t)).contains("flush chain inet tgknock input\n"));
+        // A foreign rule whose comment reads as a key of tgknock's with other white space
+        // after its family (a tab, a leading space, two spaces) is seen in its family, or in
+        // both, never in neither: no comment hides a rule.
+        for comment in [
+            "4\tsneak",
+            " 4 sneak",
+            "4  sneak",
+            "6\tsneak",
+            "4\u{0b}sneak",
+        ] {
+            let sneaky = RECORDED.replace(
+                "policy accept;\n",
+                &format!("policy accept;\n\t\ttcp dport 22 accept comment \"{comment}\"\n"),
+            );
+            let t = Table::read(sneaky);
+            let seen: Vec<bool> = rules_of
+                .iter()
+                .map(|(f, r)| !t.listing(*f).matches(r))
+                .collect();
+            assert!(seen.contains(&true), "{comment:?}: hidden in both families");
+        }
         // Hooked otherwise: not tgknock's chain as it wrote it.
         let hooked = RECORDED.replace("policy accept;", "policy drop;");
         let l = Table::read(hooked).listing(Family::V4);

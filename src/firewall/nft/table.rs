@@ -388,9 +388,13 @@ impl Table {
                 }
                 continue;
             }
+            // A key names its family; a comment that is no key stands in both. The family
+            // is the key's as read, never the comment's first word by another split: a
+            // comment read as a key of one family by the one and of neither by the other
+            // (`4<TAB>x`) would hide its rule from both.
             let rule = from_key(comment);
-            let mine = comment.split(' ').next() == Some(digit(family));
-            if mine || rule.is_none() {
+            let mine = rule.as_ref().is_none_or(|r| r.family == family);
+            if mine {
                 l.lines.push(t.to_string());
                 l.rules.push(rule);
             }
